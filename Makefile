@@ -1,0 +1,61 @@
+# The two commands for a fresh machine:
+#   make demo   build what is needed, publish a sample image, run it with podman
+#   make test   run the whole test suite (what CI runs through .ci/run)
+#
+# Every test target ends by printing one line "N passed, N failed[, N skipped]".
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/.cargo/bin:$(PATH)
+export GOFLAGS ?= -mod=mod
+export GOTOOLCHAIN ?= local
+
+.PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
+        bench bench-graphtest patches patches-check storage clean demo
+
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+# The Rust library (rlib + cdylib + staticlib) and the pkg-config file for cgo.
+lib build:
+	@hack/build-lib.sh
+
+header:
+	@hack/header.sh generate
+
+header-check:
+	@hack/header.sh check
+
+# Regenerate patches/ from go-bindings/ and materialise the patched storage module.
+patches:
+	@hack/gen-patches.sh
+
+patches-check:
+	@hack/gen-patches.sh --check
+
+storage: lib
+	@hack/patched-storage.sh
+
+test: deps
+	@hack/run-all-tests.sh
+
+test-rust: deps
+	@hack/test-rust.sh
+
+test-graphtest: deps lib
+	@hack/test-graphtest.sh
+
+test-bats: deps lib
+	@hack/test-bats.sh
+
+bench: bench-graphtest
+
+bench-graphtest: deps lib
+	@hack/bench-graphtest.sh
+
+demo:
+	@echo "make demo: not implemented yet (needs the publisher and patched podman, issues 3 and 5)" >&2; exit 1
+
+clean:
+	rm -rf build target

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install the system packages the build and the test suites need, from Debian's
+# archive. Idempotent and quiet when everything is already there, so `make test`
+# can call it on every run.
+set -euo pipefail
+
+packages=(
+  bats            # runs the storage module's tests/*.bats
+  jq              # used by the bats helpers and our scripts
+  attr            # getfattr/setfattr for whiteout checks
+  pkg-config      # cgo finds the Rust library through cvmfs_graphdriver.pc
+  libgpgme-dev libassuan-dev libbtrfs-dev libseccomp-dev libdevmapper-dev  # cgo deps of the storage/podman build
+  fuse-overlayfs
+  skopeo umoci    # reference tools
+  runc conmon     # container runtime pieces for podman
+  docker-registry # a real registry on 127.0.0.1 for pull tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing Debian packages: ${missing[*]} (run as root or install them)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The docker-registry package starts a service on :5000; our tests start their own
+# registry on 127.0.0.1 with a random port, so keep the packaged one out of the way.
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+pkill -f '/usr/bin/docker-registry' 2>/dev/null || true

@@ -1,0 +1,60 @@
+//! # cvmfs-graphdriver
+//!
+//! A [containers/storage] graph driver named `cvmfs` that lets podman (and buildah,
+//! skopeo, any Go program linking the storage module) run container images straight
+//! out of a CernVM-FS repository.
+//!
+//! ## Overview
+//!
+//! Read-only image layers that a CVMFS repository already holds unpacked are mounted
+//! in place (CVMFS fetches file content lazily, so a container starts in the time it
+//! takes to read what it touches). Everything else — the container's writable layer,
+//! layers a user builds, commits or pulls that CVMFS lacks — lives on local disk in
+//! the driver home, exactly like the `overlay` driver keeps it. Both kinds stack in
+//! one kernel overlayfs mount.
+//!
+//! ## Architecture
+//!
+//! ```text
+//!   podman / containers-storage (Go)
+//!        │  go-bindings/ (cgo, drivers/cvmfs in the patched storage module)
+//!        ▼
+//!   ffi        C ABI: opaque handles, error objects, panic boundary   (only unsafe code)
+//!   driver     the Driver operations: create, get/put, diff, apply, …
+//!   ├── options  parsing of `cvmfs.<key>=<value>` driver options
+//!   ├── store    driver home: layer records, layer directories, mount refcounts
+//!   ├── layout   CVMFS repositories and read-only image stores: resolving layer records
+//!   ├── mount    overlay mounts behind the `Mounter` trait (real + recording fake)
+//!   └── archive  tar in/out, OCI <-> overlay whiteout conversion, changes, copies
+//! ```
+//!
+//! ## On-disk layout of the driver home (`<graphroot>/cvmfs/`)
+//!
+//! ```text
+//! <graphroot>/cvmfs/
+//! ├── layers/<id>/          one directory per local layer
+//! │   ├── layer.json        record: kind, parent, read-write flag (versioned)
+//! │   ├── diff/             the layer's own files, overlay-format whiteouts
+//! │   ├── work/             overlayfs work directory
+//! │   └── merged/           mount point used by Get
+//! ├── l/                    short symlinks to diff directories (mount(2) fallback)
+//! ├── empty/                an empty lower directory for parentless layers
+//! └── staging/              half-created or half-removed layers (crash recovery)
+//! <runroot>/cvmfs/mounts/   per-layer mount reference counts, under file locks
+//! ```
+//!
+//! [containers/storage]: https://github.com/containers/storage
+
+pub mod archive;
+pub mod driver;
+pub mod error;
+pub mod layer_spec;
+pub mod layout;
+pub mod mount;
+pub mod options;
+pub mod store;
+
+mod ffi;
+
+pub use driver::Driver;
+pub use error::{Error, ErrorCode};
