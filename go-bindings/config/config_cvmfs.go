@@ -1,0 +1,41 @@
+package config
+
+import "fmt"
+
+// CvmfsOptionsConfig is the [storage.options.cvmfs] table of storage.conf.
+// Options that apply to every driver (mountopt, ignore_chown_errors,
+// force_mask in [storage.options]) are already forwarded as cvmfs.<key> by the
+// generic code; these are the driver's own.
+type CvmfsOptionsConfig struct {
+	// Repositories is a comma-separated list of CVMFS repository roots
+	// (e.g. "/cvmfs/unpacked.cern.ch") in which read-only layers are found.
+	Repositories string `toml:"repositories,omitempty"`
+	// MountOpt specifies extra overlay mount options.
+	MountOpt string `toml:"mountopt,omitempty"`
+	// IgnoreChownErrors ignores EPERM from chown while applying layers.
+	IgnoreChownErrors string `toml:"ignore_chown_errors,omitempty"`
+	// ForceMask is an octal permission mask (e.g. "0755"), as for overlay.
+	ForceMask string `toml:"force_mask,omitempty"`
+	// RepositoryTimeout is how many seconds a repository may take to answer
+	// before it is reported unreachable.
+	RepositoryTimeout string `toml:"repository_timeout,omitempty"`
+}
+
+// cvmfsGraphDriverOptions turns the [storage.options.cvmfs] table into
+// cvmfs.<key>=<value> driver options.
+func cvmfsGraphDriverOptions(options OptionsConfig) []string {
+	c := options.Cvmfs
+	var doptions []string
+	for _, kv := range [][2]string{
+		{"repositories", c.Repositories},
+		{"mountopt", c.MountOpt},
+		{"ignore_chown_errors", c.IgnoreChownErrors},
+		{"force_mask", c.ForceMask},
+		{"repository_timeout", c.RepositoryTimeout},
+	} {
+		if kv[1] != "" {
+			doptions = append(doptions, fmt.Sprintf("cvmfs.%s=%s", kv[0], kv[1]))
+		}
+	}
+	return doptions
+}

@@ -1,0 +1,31 @@
+package config
+
+import (
+	"testing"
+
+	"github.com/BurntSushi/toml"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A [storage.options.cvmfs] table in storage.conf reaches the driver as
+// cvmfs.<key>=<value> options, and only for the cvmfs driver.
+func TestCvmfsOptionsTable(t *testing.T) {
+	var conf struct {
+		Options OptionsConfig `toml:"options"`
+	}
+	_, err := toml.Decode(`
+[options.cvmfs]
+repositories = "/cvmfs/unpacked.cern.ch,/cvmfs/other.example.org"
+mountopt = "nodev"
+repository_timeout = "3"
+`, &conf)
+	require.NoError(t, err)
+
+	assert.Equal(t, []string{
+		"cvmfs.repositories=/cvmfs/unpacked.cern.ch,/cvmfs/other.example.org",
+		"cvmfs.mountopt=nodev",
+		"cvmfs.repository_timeout=3",
+	}, GetGraphDriverOptions("cvmfs", conf.Options))
+	assert.Empty(t, GetGraphDriverOptions("vfs", conf.Options))
+}

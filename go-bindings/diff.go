@@ -1,0 +1,254 @@
+//go:build linux && cgo
+
+package cvmfs
+
+/*
+#include <stdlib.h>
+#include <cvmfs_graphdriver.h>
+*/
+import "C"
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/vbatts/tar-split/tar/storage"
+	graphdriver "go.podman.io/storage/drivers"
+	"go.podman.io/storage/pkg/archive"
+	"go.podman.io/storage/pkg/idtools"
+)
+
+// applyDiff streams an uncompressed tar into the core through a pipe: a
+// goroutine copies options.Diff into the write end while the core reads the
+// read end. Returns the size of the applied layer in bytes.
+func (d *Driver) applyDiff(id string, options graphdriver.ApplyDiffOpts) (int64, error) {
+	defer d.keepAlive()
+	if options.Diff == nil {
+		return -1, errorf("apply diff", id, codeInvalidArgument, "no diff stream given")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return -1, fmt.Errorf("cvmfs: apply diff layer %s: creating pipe: %w", id, err)
+	}
+	copyDone := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(w, options.Diff)
+		// Closing the write end is what tells the core the stream ended.
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		copyDone <- err
+	}()
+
+	cID := cString(id)
+	defer cFree(cID)
+	var opts C.cvmfs_apply_diff_options
+	cMappings := cOptString(mappingsJSON(options.Mappings))
+	defer cFree(cMappings)
+	cLabel := cOptString(options.MountLabel)
+	defer cFree(cLabel)
+	opts.id_mappings_json = cMappings
+	opts.mount_label = cLabel
+	opts.ignore_chown_errors = C.bool(options.IgnoreChownErrors)
+	if options.ForceMask != nil {
+		opts.has_force_mask = true
+		opts.force_mask = C.uint32_t(options.ForceMask.Perm())
+	}
+	var size C.int64_t
+	coreErr := call("apply diff", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
+		return C.cvmfs_driver_apply_diff(d.h(), cID, C.int(r.Fd()), &opts, &size, errOut)
+	})
+	if coreErr == nil {
+		// The core stops at the tar end-of-archive marker; the caller (the
+		// layer store's tar-split recorder) still expects the whole stream to
+		// be consumed, so read what follows before closing.
+		_, _ = io.Copy(io.Discard, r)
+	}
+	// Closing the read end unblocks the copier if the core gave up early (its
+	// next write fails with EPIPE).
+	r.Close()
+	copyErr := <-copyDone
+	if errors.Is(copyErr, syscall.EPIPE) {
+		copyErr = nil // the core stopped reading; its own error says why
+	}
+	if copyErr != nil {
+		// The stream broke: that is the cause, whatever the core made of the
+		// truncated tar (it may even have taken it for a complete one).
+		if coreErr != nil {
+			return -1, fmt.Errorf("cvmfs: apply diff layer %s: reading the diff stream: %w (%v)", id, copyErr, coreErr)
+		}
+		return -1, fmt.Errorf("cvmfs: apply diff layer %s: reading the diff stream: %w", id, copyErr)
+	}
+	if coreErr != nil {
+		return -1, coreErr
+	}
+	return int64(size), nil
+}
+
+// Diff returns an uncompressed OCI tar of the layer's changes relative to
+// parent. The core writes it into a pipe from a goroutine; when it cannot diff
+// against this parent (not the layer's direct parent), the naive diff runs.
+func (d *Driver) Diff(id string, idMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, mountLabel string) (io.ReadCloser, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("cvmfs: diff layer %s: creating pipe: %w", id, err)
+	}
+	s := &diffStream{r: r, done: make(chan struct{})}
+	mj := mappingsJSON(idMappings)
+	go func() {
+		defer close(s.done)
+		defer d.keepAlive()
+		cID := cString(id)
+		defer cFree(cID)
+		cParent := cOptString(parent)
+		defer cFree(cParent)
+		cMappings := cOptString(mj)
+		defer cFree(cMappings)
+		s.err = call("diff", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
+			return C.cvmfs_driver_diff(d.h(), cID, cParent, cMappings, C.int(w.Fd()), errOut)
+		})
+		// EOF for the reader; after the error is recorded (close(done) runs
+		// only after this, and the reader waits on done at EOF).
+		w.Close()
+	}()
+
+	// Any tar, even an empty one, is at least 1024 bytes, so the first read
+	// either returns data or EOF because the core failed before writing. That
+	// is when NOT_SUPPORTED must switch to the naive diff.
+	buf := make([]byte, 32*1024)
+	n, rerr := io.ReadAtLeast(r, buf, 1)
+	if n == 0 {
+		<-s.done
+		r.Close()
+		if s.err != nil {
+			if isNotSupported(s.err) {
+				return d.naiveDiff.Diff(id, idMappings, parent, parentIDMappings, mountLabel)
+			}
+			return nil, s.err
+		}
+		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
+			return nil, fmt.Errorf("cvmfs: diff layer %s: reading the diff stream: %w", id, rerr)
+		}
+		return io.NopCloser(bytes.NewReader(nil)), nil
+	}
+	s.head = bytes.NewReader(buf[:n])
+	return s, nil
+}
+
+// diffStream is the reading side of a Diff: it yields the core's output and,
+// at EOF, the core's error if it failed part-way.
+type diffStream struct {
+	head      *bytes.Reader
+	r         *os.File
+	done      chan struct{}
+	err       error // set by the writer goroutine before done is closed
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (s *diffStream) Read(p []byte) (int, error) {
+	if s.head.Len() > 0 {
+		return s.head.Read(p)
+	}
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		<-s.done
+		if s.err != nil {
+			return n, s.err
+		}
+	}
+	return n, err
+}
+
+// Close stops reading early if needed: closing the read end makes the core's
+// next write fail, so its goroutine finishes, and Close waits for it.
+func (s *diffStream) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.r.Close()
+		<-s.done
+	})
+	return s.closeErr
+}
+
+// Changes lists the changes of the layer relative to parent.
+func (d *Driver) Changes(id string, idMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, mountLabel string) ([]archive.Change, error) {
+	defer d.keepAlive()
+	cID := cString(id)
+	defer cFree(cID)
+	cParent := cOptString(parent)
+	defer cFree(cParent)
+	var out *C.char
+	err := call("changes", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
+		return C.cvmfs_driver_changes(d.h(), cID, cParent, &out, errOut)
+	})
+	if isNotSupported(err) {
+		return d.naiveDiff.Changes(id, idMappings, parent, parentIDMappings, mountLabel)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var list []struct {
+		Path string `json:"path"`
+		Kind int    `json:"kind"`
+	}
+	if err := decodeJSON("changes", id, takeString(out), &list); err != nil {
+		return nil, err
+	}
+	changes := make([]archive.Change, 0, len(list))
+	for _, c := range list {
+		kind := archive.ChangeType(c.Kind)
+		if kind != archive.ChangeModify && kind != archive.ChangeAdd && kind != archive.ChangeDelete {
+			return nil, errorf("changes", id, codeIO, "the core reported change kind %d for %q", c.Kind, c.Path)
+		}
+		changes = append(changes, archive.Change{Path: c.Path, Kind: kind})
+	}
+	return changes, nil
+}
+
+// DiffSize returns the size in bytes of the layer's changes relative to parent.
+func (d *Driver) DiffSize(id string, idMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, mountLabel string) (int64, error) {
+	defer d.keepAlive()
+	cID := cString(id)
+	defer cFree(cID)
+	cParent := cOptString(parent)
+	defer cFree(cParent)
+	var size C.int64_t
+	err := call("diff size", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
+		return C.cvmfs_driver_diff_size(d.h(), cID, cParent, &size, errOut)
+	})
+	if isNotSupported(err) {
+		return d.naiveDiff.DiffSize(id, idMappings, parent, parentIDMappings, mountLabel)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return int64(size), nil
+}
+
+// DiffGetter gives tar-split direct access to the layer's own files, so a
+// layer's original tar can be reassembled byte for byte (push/save of
+// read-only layers).
+func (d *Driver) DiffGetter(id string) (graphdriver.FileGetCloser, error) {
+	dir, err := d.layerContentDir(id)
+	if err != nil {
+		return nil, err
+	}
+	return fileGetNopCloser{storage.NewPathFileGetter(dir)}, nil
+}
+
+type fileGetNopCloser struct {
+	storage.FileGetter
+}
+
+func (fileGetNopCloser) Close() error { return nil }
+
+// Compile-time checks that Driver provides what containers/storage looks for.
+var (
+	_ graphdriver.Driver           = (*Driver)(nil)
+	_ graphdriver.DiffGetterDriver = (*Driver)(nil)
+)

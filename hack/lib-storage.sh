@@ -1,0 +1,35 @@
+# Shared settings for the scripts that work on the patched storage module.
+# Sourced (not executed) by gen-patches.sh, patched-storage.sh, test-graphtest.sh,
+# test-bats.sh and bench-graphtest.sh, so the versions and paths live in one place.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/versions.env
+source "$ROOT/hack/versions.env"
+
+export PATH=/usr/local/go/bin:$HOME/.cargo/bin:$PATH
+export GOTOOLCHAIN=local
+# The patched module is a plain directory, not a VCS checkout we want stamped.
+export GOFLAGS="${GOFLAGS:--mod=mod} -buildvcs=false"
+export PKG_CONFIG_PATH="$ROOT/build/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+export CGO_ENABLED=1
+
+# go.podman.io/storage -> go.podman.io-storage (a path component cannot hold "/").
+PATCH_DIR="$ROOT/patches/${STORAGE_MODULE//\//-}@$STORAGE_VERSION"
+STORAGE_DIR="$ROOT/build/storage-$STORAGE_VERSION"
+
+# Directory of the pristine module in the module cache (downloaded if missing).
+pristine_module_dir() {
+  local dir
+  dir=$(cd / && go mod download -json "$STORAGE_MODULE@$STORAGE_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  if [ -z "$dir" ] || [ ! -f "$dir/go.mod" ]; then
+    echo "cannot find $STORAGE_MODULE@$STORAGE_VERSION in the Go module cache" >&2
+    return 1
+  fi
+  printf '%s\n' "$dir"
+}
+
+# Print the final "N passed, N failed, N skipped" line from counts.
+summary_line() {
+  printf '%d passed, %d failed, %d skipped\n' "$1" "$2" "$3"
+}
