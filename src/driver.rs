@@ -1,0 +1,718 @@
+//! The driver operations (one method per function of the C ABI).
+//!
+//! A layer is either *local* (in the driver home, see [`store`](crate::store)) or
+//! found in an additional read-only image store (see [`layout`](crate::layout)),
+//! possibly pointing into a CVMFS repository. `get` stacks a layer and its parent
+//! chain in one overlay mount; mounts are reference counted in
+//! `<run_root>/cvmfs/mounts/<id>` under `flock`, so several handles in one
+//! process and several processes agree on when to unmount.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::archive::{self, ApplyOptions, Change, DirUsage, IdMappings};
+use crate::error::{Error, ErrorCode, Result};
+use crate::layout::{Layout, StoreLayer, StoreLayerKind, Whiteouts};
+use crate::mount::{self, Mounter, OverlaySpec};
+use crate::options::Options;
+use crate::store::{validate_id, LocalRecord, RootAttrs, Store};
+
+/// Deepest parent chain we follow (overlay's own limit is 500 lowers).
+pub const MAX_DEPTH: usize = 500;
+
+/// Options of [`Driver::apply_diff`] (Go `ApplyDiffOpts`).
+#[derive(Debug, Clone, Default)]
+pub struct ApplyDiffOptions {
+    pub mappings: Option<IdMappings>,
+    pub ignore_chown_errors: bool,
+    pub force_mask: Option<u32>,
+}
+
+/// A resolved layer.
+#[derive(Debug, Clone)]
+enum Layer {
+    Local { id: String, record: LocalRecord },
+    Store(StoreLayer),
+}
+
+impl Layer {
+    fn id(&self) -> &str {
+        match self {
+            Layer::Local { id, .. } => id,
+            Layer::Store(s) => &s.id,
+        }
+    }
+    fn parent(&self) -> Option<&str> {
+        match self {
+            Layer::Local { record, .. } => record.parent.as_deref(),
+            Layer::Store(s) => s.parent.as_deref(),
+        }
+    }
+}
+
+/// The `cvmfs` graph driver.
+pub struct Driver {
+    store: Store,
+    /// `<run_root>/cvmfs`
+    run_dir: PathBuf,
+    options: Options,
+    layout: Layout,
+    mounter: Arc<dyn Mounter>,
+}
+
+/// An exclusive `flock` on a layer's mount count file; released on drop.
+struct MountCount {
+    file: File,
+}
+
+impl MountCount {
+    fn read(&mut self) -> u64 {
+        let mut s = String::new();
+        let _ = self.file.seek(SeekFrom::Start(0));
+        let _ = self.file.read_to_string(&mut s);
+        s.trim().parse().unwrap_or(0)
+    }
+    fn write(&mut self, n: u64, path: &Path) -> Result<()> {
+        let r = (|| {
+            self.file.set_len(0)?;
+            self.file.seek(SeekFrom::Start(0))?;
+            self.file.write_all(n.to_string().as_bytes())
+        })();
+        r.map_err(|e| Error::io("update mount count", path, e))
+    }
+}
+
+fn normalize_parent(parent: Option<&str>) -> Option<&str> {
+    parent.filter(|p| !p.is_empty())
+}
+
+fn unknown(id: &str, op: &str) -> Error {
+    Error::new(
+        ErrorCode::LayerUnknown,
+        format!("layer {id}: {op}: layer not known"),
+    )
+}
+
+/// Name the filesystem type of the driver home for `Status`.
+fn fs_name(magic: i64) -> String {
+    match magic as u64 {
+        0xEF53 => "extfs".into(),
+        0x58465342 => "xfs".into(),
+        0x9123683E => "btrfs".into(),
+        0x01021994 => "tmpfs".into(),
+        0x794C7630 => "overlayfs".into(),
+        0x2FC12FC1 => "zfs".into(),
+        0x65735546 => "fuse".into(),
+        0x6969 => "nfs".into(),
+        0xF2F52010 => "f2fs".into(),
+        m => format!("0x{m:x}"),
+    }
+}
+
+impl Driver {
+    /// Open the driver at `home` (`<graphroot>/cvmfs`) with run state under
+    /// `<run_root>/cvmfs`. Idempotent: any number of handles may be open on the
+    /// same home, in one or several processes.
+    pub fn new<S: AsRef<str>>(home: &Path, run_root: &Path, options: &[S]) -> Result<Driver> {
+        Self::with_mounter(home, run_root, options, Arc::new(mount::real_mounter()))
+    }
+
+    /// Like [`Driver::new`] with a chosen mounter (tests use the recording fake).
+    pub fn with_mounter<S: AsRef<str>>(
+        home: &Path,
+        run_root: &Path,
+        options: &[S],
+        mounter: Arc<dyn Mounter>,
+    ) -> Result<Driver> {
+        let options = Options::parse(options.iter().map(|s| s.as_ref()))?;
+        if !run_root.is_absolute() {
+            return Err(Error::invalid(format!(
+                "run root {:?} is not an absolute path",
+                run_root.display()
+            )));
+        }
+        let store = Store::open(home)?;
+        let run_dir = run_root.join("cvmfs");
+        for d in [run_dir.join("mounts"), run_dir.join("merged")] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .map_err(|e| Error::io("create run directory", &d, e))?;
+        }
+        let layout = Layout::new(&options);
+        Ok(Driver {
+            store,
+            run_dir,
+            options,
+            layout,
+            mounter,
+        })
+    }
+
+    pub fn home(&self) -> &Path {
+        self.store.home()
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    fn resolve(&self, id: &str, op: &str) -> Result<Layer> {
+        validate_id(id).map_err(|e| e.context(op))?;
+        match self.store.read(id) {
+            Ok(record) => {
+                return Ok(Layer::Local {
+                    id: id.to_string(),
+                    record,
+                })
+            }
+            Err(e) if e.code() == ErrorCode::LayerUnknown => {}
+            Err(e) => return Err(e.context(op)),
+        }
+        match self
+            .layout
+            .find(id)
+            .map_err(|e| e.context(format!("layer {id}: {op}")))?
+        {
+            Some(s) => Ok(Layer::Store(s)),
+            None => Err(unknown(id, op)),
+        }
+    }
+
+    fn content_dir(&self, layer: &Layer) -> PathBuf {
+        match layer {
+            Layer::Local { id, .. } => self.store.diff_dir(id),
+            Layer::Store(s) => s.content_dir.clone(),
+        }
+    }
+
+    /// Short path for the mount(2) fallback.
+    fn short_dir(&self, layer: &Layer) -> Result<PathBuf> {
+        match layer {
+            Layer::Local { id, record } => self.store.short_link(id, record),
+            Layer::Store(s) => Ok(s.content_dir.clone()),
+        }
+    }
+
+    fn merged_dir(&self, layer: &Layer) -> PathBuf {
+        match layer {
+            Layer::Local { id, .. } => self.store.merged_dir(id),
+            // Stores are read-only: mount points live in the run root.
+            Layer::Store(s) => self.run_dir.join("merged").join(&s.id),
+        }
+    }
+
+    /// The parent chain, nearest parent first.
+    fn chain(&self, layer: &Layer, op: &str) -> Result<Vec<Layer>> {
+        let mut out: Vec<Layer> = Vec::new();
+        let mut next = layer.parent().map(str::to_string);
+        while let Some(p) = next {
+            if out.len() >= MAX_DEPTH {
+                return Err(Error::not_supported(format!(
+                    "layer {}: {op}: more than {MAX_DEPTH} parent layers",
+                    layer.id()
+                )));
+            }
+            if p == layer.id() || out.iter().any(|l| l.id() == p) {
+                return Err(Error::new(
+                    ErrorCode::Io,
+                    format!("layer {}: {op}: parent chain loops at {p}", layer.id()),
+                ));
+            }
+            let parent = self.resolve(&p, op).map_err(|e| {
+                if e.code() == ErrorCode::LayerUnknown {
+                    Error::new(
+                        ErrorCode::LayerUnknown,
+                        format!("layer {}: {op}: parent layer {p} is missing", layer.id()),
+                    )
+                } else {
+                    e
+                }
+            })?;
+            next = parent.parent().map(str::to_string);
+            out.push(parent);
+        }
+        Ok(out)
+    }
+
+    fn count_lock(&self, id: &str) -> Result<(MountCount, PathBuf)> {
+        let path = self.run_dir.join("mounts").join(id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(format!("layer {id}: open mount count"), &path, e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::errno(format!("layer {id}: lock mount count"), &path, e))?;
+        Ok((MountCount { file }, path))
+    }
+
+    // ---- layers ---------------------------------------------------------------
+
+    /// Create a local layer on top of `parent` (local or in a store). Every local
+    /// layer gets an upper dir: callers write into layers after `get` even when
+    /// they are not "read-write" (image layers being populated).
+    pub fn create(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        read_write: bool,
+        storage_opts: &[String],
+    ) -> Result<()> {
+        self.create_inner(id, parent, read_write, storage_opts, None)
+    }
+
+    /// Create `id` with a copy of `template`'s own files, on top of `parent`.
+    pub fn create_from_template(
+        &self,
+        id: &str,
+        template: &str,
+        parent: Option<&str>,
+        read_write: bool,
+    ) -> Result<()> {
+        let tmpl = self.resolve(template, "create from template")?;
+        let src = self.content_dir(&tmpl);
+        self.create_inner(id, parent, read_write, &[], Some(src))
+    }
+
+    fn create_inner(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        read_write: bool,
+        storage_opts: &[String],
+        template: Option<PathBuf>,
+    ) -> Result<()> {
+        validate_id(id).map_err(|e| e.context("create"))?;
+        let parent = normalize_parent(parent);
+        if let Some(opt) = storage_opts.iter().find(|o| !o.is_empty()) {
+            return Err(Error::not_supported(format!(
+                "layer {id}: create: storage option {opt:?}: the cvmfs driver does not support per-layer storage options (quotas)"
+            )));
+        }
+        let root = match parent {
+            None => RootAttrs::default(),
+            Some(p) => {
+                let pl = self.resolve(p, "create").map_err(|e| {
+                    if e.code() == ErrorCode::LayerUnknown {
+                        Error::new(
+                            ErrorCode::LayerUnknown,
+                            format!("layer {id}: create: parent layer {p} is not known"),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+                // The new root starts as the parent's root looks (as overlay does),
+                // so an unchanged layer shows the same mode and owner.
+                let dir = self.content_dir(&pl);
+                let md = fs::metadata(&dir)
+                    .map_err(|e| Error::io(format!("layer {id}: create: stat parent"), &dir, e))?;
+                RootAttrs {
+                    mode: md.mode() & 0o7777,
+                    uid: md.uid(),
+                    gid: md.gid(),
+                }
+            }
+        };
+        if self.store.exists(id) {
+            // As the overlay driver: a leftover directory for an ID the layer store
+            // does not know (crash between the two) is replaced, not an error.
+            self.remove(id)?;
+        } else if self.layout.find(id).ok().flatten().is_some() {
+            return Err(Error::new(
+                ErrorCode::LayerExists,
+                format!(
+                    "layer {id}: create: a layer with this ID exists in an additional image store"
+                ),
+            ));
+        }
+        self.store
+            .create(id, LocalRecord::new(parent, read_write), root, |diff| {
+                if let Some(src) = &template {
+                    archive::copy_tree(src, diff).map_err(|e| {
+                        Error::from(e).context(format!("layer {id}: copy template"))
+                    })?;
+                }
+                Ok(())
+            })
+    }
+
+    /// Remove a local layer, unmounting it first whatever its mount count. A
+    /// missing layer is not an error (as with overlay); a store layer is read-only.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        validate_id(id).map_err(|e| e.context("remove"))?;
+        if !self.store.layer_dir(id).exists() {
+            if self.layout.find(id).ok().flatten().is_some() {
+                return Err(Error::read_only(id, "remove"));
+            }
+            return Ok(());
+        }
+        let (mut count, count_path) = self.count_lock(id)?;
+        let merged = self.store.merged_dir(id);
+        if self.mounter.is_mounted(&merged).unwrap_or(false) {
+            self.mounter
+                .unmount(&merged)
+                .map_err(|e| e.context(format!("layer {id}: remove")))?;
+        }
+        count.write(0, &count_path)?;
+        self.store.remove(id)?;
+        drop(count);
+        let _ = fs::remove_file(&count_path);
+        Ok(())
+    }
+
+    pub fn exists(&self, id: &str) -> Result<bool> {
+        if validate_id(id).is_err() {
+            return Ok(false);
+        }
+        if self.store.exists(id) {
+            return Ok(true);
+        }
+        Ok(self.layout.find(id)?.is_some())
+    }
+
+    /// Local layers, children before parents.
+    pub fn list_layers(&self) -> Result<Vec<String>> {
+        self.store.list()
+    }
+
+    // ---- mounts ---------------------------------------------------------------
+
+    fn compose(&self, layer: &Layer, options: &[String]) -> Result<(PathBuf, OverlaySpec)> {
+        let chain = self.chain(layer, "get")?;
+        let mut opts: Vec<String> = self.options.mount_options.clone();
+        opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
+        let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));
+        let empty = self.store.empty_dir();
+        let mut lowers = Vec::new();
+        let mut short = Vec::new();
+        let (upper, work) = match (layer, read_only) {
+            (Layer::Local { id, .. }, false) => {
+                (Some(self.store.diff_dir(id)), Some(self.store.work_dir(id)))
+            }
+            _ => {
+                lowers.push(self.content_dir(layer));
+                short.push(self.short_dir(layer)?);
+                if !opts.iter().any(|o| o == "ro") {
+                    opts.push("ro".into());
+                }
+                (None, None)
+            }
+        };
+        for l in &chain {
+            lowers.push(self.content_dir(l));
+            short.push(self.short_dir(l)?);
+        }
+        // Overlay needs a lower, and without an upper it wants two; `empty/` is
+        // also harmless at the bottom of any stack.
+        if lowers.is_empty() || upper.is_none() {
+            lowers.push(empty.clone());
+            short.push(empty);
+        }
+        Ok((
+            self.merged_dir(layer),
+            OverlaySpec {
+                lowers,
+                short_lowers: short,
+                upper,
+                work,
+                options: opts,
+            },
+        ))
+    }
+
+    /// Mount layer `id` with its parents and return the mount point. Counted:
+    /// every `get` needs a `put`.
+    pub fn get(&self, id: &str, _mount_label: Option<&str>, options: &[String]) -> Result<PathBuf> {
+        let layer = self.resolve(id, "get")?;
+        let (merged, spec) = self.compose(&layer, options)?;
+        let (mut count, count_path) = self.count_lock(id)?;
+        let n = count.read();
+        if n > 0 && self.mounter.is_mounted(&merged)? {
+            count.write(n + 1, &count_path)?;
+            return Ok(merged);
+        }
+        // Not mounted (first get, or the count outlived a crash/reboot): mount now.
+        if matches!(layer, Layer::Store(_)) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&merged)
+                .map_err(|e| {
+                    Error::io(format!("layer {id}: get: create mount point"), &merged, e)
+                })?;
+        }
+        self.mounter
+            .mount_overlay(&spec, &merged)
+            .map_err(|e| e.context(format!("layer {id}: get")))?;
+        count.write(1, &count_path)?;
+        Ok(merged)
+    }
+
+    /// Release one `get`; unmount when the last user is gone. Releasing a layer
+    /// that is not mounted is not an error.
+    pub fn put(&self, id: &str) -> Result<()> {
+        let layer = self.resolve(id, "put")?;
+        let merged = self.merged_dir(&layer);
+        let (mut count, count_path) = self.count_lock(id)?;
+        let n = count.read();
+        if n > 1 {
+            return count.write(n - 1, &count_path);
+        }
+        if self.mounter.is_mounted(&merged).unwrap_or(true) {
+            self.mounter
+                .unmount(&merged)
+                .map_err(|e| e.context(format!("layer {id}: put")))?;
+        }
+        count.write(0, &count_path)?;
+        if matches!(layer, Layer::Store(_)) {
+            let _ = fs::remove_dir(&merged);
+        }
+        Ok(())
+    }
+
+    /// Unmount everything mounted below the home and the run directory, and
+    /// reset the mount counts.
+    pub fn cleanup(&self) -> Result<()> {
+        let mut first_err = None;
+        for prefix in [self.home().join("layers"), self.run_dir.join("merged")] {
+            let points = mount::mount_points_under(&prefix)
+                .map_err(|e| Error::io("cleanup: read mountinfo", &prefix, e))?;
+            for p in points {
+                if let Err(e) = self.mounter.unmount(&p) {
+                    first_err.get_or_insert(e.context("cleanup"));
+                }
+            }
+        }
+        let mounts = self.run_dir.join("mounts");
+        if let Ok(entries) = fs::read_dir(&mounts) {
+            for e in entries.flatten() {
+                if let Some(id) = e.file_name().to_str() {
+                    if let Ok((mut c, p)) = self.count_lock(id) {
+                        let _ = c.write(0, &p);
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    // ---- information ------------------------------------------------------------
+
+    pub fn status(&self) -> Vec<(String, String)> {
+        let backing = rustix::fs::statfs(self.home())
+            .map(|s| fs_name(s.f_type as i64))
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        let api = self.mounter.api(&self.store.empty_dir());
+        let repos = self
+            .layout
+            .repositories()
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let layers = self
+            .store
+            .list()
+            .map(|l| l.len().to_string())
+            .unwrap_or_else(|e| format!("error: {e}"));
+        vec![
+            ("Backing Filesystem".into(), backing),
+            ("Mount API".into(), api.to_string()),
+            (
+                "Repositories".into(),
+                if repos.is_empty() {
+                    "none".into()
+                } else {
+                    repos
+                },
+            ),
+            (
+                "Additional Image Stores".into(),
+                self.additional_image_stores()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("Layers".into(), layers),
+        ]
+    }
+
+    pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
+        let layer = self.resolve(id, "metadata")?;
+        let chain = self.chain(&layer, "metadata")?;
+        let mut m = BTreeMap::new();
+        let join = |v: &[Layer]| {
+            v.iter()
+                .map(|l| self.content_dir(l).display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        };
+        m.insert(
+            "MergedDir".into(),
+            self.merged_dir(&layer).display().to_string(),
+        );
+        match &layer {
+            Layer::Local { id, record } => {
+                m.insert("Kind".into(), "local".into());
+                m.insert(
+                    "UpperDir".into(),
+                    self.store.diff_dir(id).display().to_string(),
+                );
+                m.insert(
+                    "WorkDir".into(),
+                    self.store.work_dir(id).display().to_string(),
+                );
+                m.insert("ReadWrite".into(), record.read_write.to_string());
+                if !chain.is_empty() {
+                    m.insert("LowerDir".into(), join(&chain));
+                }
+            }
+            Layer::Store(s) => {
+                let mut lowers = vec![layer.clone()];
+                lowers.extend(chain.iter().cloned());
+                m.insert("LowerDir".into(), join(&lowers));
+                m.insert("ImageStore".into(), s.store.display().to_string());
+                match &s.kind {
+                    StoreLayerKind::Local => {
+                        m.insert("Kind".into(), "local (additional image store)".into());
+                    }
+                    StoreLayerKind::Cvmfs {
+                        repository,
+                        whiteouts,
+                        ownership,
+                    } => {
+                        m.insert("Kind".into(), "cvmfs".into());
+                        m.insert("Repository".into(), repository.display().to_string());
+                        m.insert(
+                            "Whiteouts".into(),
+                            match whiteouts {
+                                Whiteouts::Overlay => "overlay".into(),
+                                Whiteouts::OciRaw => "raw OCI whiteouts not yet converted".into(),
+                            },
+                        );
+                        m.insert("Ownership".into(), format!("{ownership:?}").to_lowercase());
+                    }
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn additional_image_stores(&self) -> Vec<PathBuf> {
+        self.layout.stores().to_vec()
+    }
+
+    /// Disk usage of a layer's own files (a CVMFS layer costs no local disk).
+    pub fn read_write_disk_usage(&self, id: &str) -> Result<DirUsage> {
+        let layer = self.resolve(id, "disk usage")?;
+        if let Layer::Store(StoreLayer {
+            kind: StoreLayerKind::Cvmfs { .. },
+            ..
+        }) = layer
+        {
+            return Ok(DirUsage::default());
+        }
+        let dir = self.content_dir(&layer);
+        archive::dir_usage(&dir)
+            .map_err(|e| Error::from(e).context(format!("layer {id}: disk usage")))
+    }
+
+    /// The directory holding the layer's own files.
+    pub fn layer_content_dir(&self, id: &str) -> Result<PathBuf> {
+        let layer = self.resolve(id, "content dir")?;
+        Ok(self.content_dir(&layer))
+    }
+
+    // ---- diffs --------------------------------------------------------------------
+
+    fn local_only(&self, id: &str, op: &str) -> Result<Layer> {
+        let layer = self.resolve(id, op)?;
+        if matches!(layer, Layer::Store(_)) {
+            return Err(Error::read_only(id, op));
+        }
+        Ok(layer)
+    }
+
+    /// Apply an uncompressed OCI tar to local layer `id`; returns the size of the
+    /// layer's files afterwards.
+    pub fn apply_diff<R: Read>(&self, id: &str, reader: R, opts: &ApplyDiffOptions) -> Result<u64> {
+        let layer = self.local_only(id, "apply diff")?;
+        let dir = self.content_dir(&layer);
+        let aopts = ApplyOptions {
+            mappings: opts.mappings.clone(),
+            ignore_chown_errors: opts.ignore_chown_errors || self.options.ignore_chown_errors,
+            force_mask: opts.force_mask.or(self.options.force_mask),
+        };
+        archive::apply_tar(reader, &dir, &aopts)
+            .map_err(|e| Error::from(e).context(format!("layer {id}: apply diff")))
+    }
+
+    fn direct(&self, id: &str, parent: Option<&str>, op: &str) -> Result<Layer> {
+        let layer = self.resolve(id, op)?;
+        let parent = normalize_parent(parent);
+        if layer.parent() != parent {
+            return Err(Error::not_supported(format!(
+                "layer {id}: {op}: {} is not the direct parent ({}); use the naive diff",
+                parent.unwrap_or("<none>"),
+                layer.parent().unwrap_or("<none>")
+            )));
+        }
+        Ok(layer)
+    }
+
+    /// Write an OCI tar of the layer's own changes to `w`.
+    pub fn diff<W: Write>(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        mappings: Option<&IdMappings>,
+        w: W,
+    ) -> Result<()> {
+        let layer = self.direct(id, parent, "diff")?;
+        let dir = self.content_dir(&layer);
+        archive::write_diff_tar(&dir, mappings, w)
+            .map_err(|e| Error::from(e).context(format!("layer {id}: diff")))
+    }
+
+    pub fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
+        let layer = self.direct(id, parent, "changes")?;
+        let lowers: Vec<PathBuf> = self
+            .chain(&layer, "changes")?
+            .iter()
+            .map(|l| self.content_dir(l))
+            .collect();
+        archive::changes(&self.content_dir(&layer), &lowers)
+            .map_err(|e| Error::from(e).context(format!("layer {id}: changes")))
+    }
+
+    pub fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {
+        let layer = self.direct(id, parent, "diff size")?;
+        archive::dir_size(&self.content_dir(&layer))
+            .map_err(|e| Error::from(e).context(format!("layer {id}: diff size")))
+    }
+
+    /// Re-own a local layer's files from one ID mapping to another.
+    pub fn update_id_map(
+        &self,
+        id: &str,
+        to_container: Option<&IdMappings>,
+        to_host: Option<&IdMappings>,
+    ) -> Result<()> {
+        let layer = self.local_only(id, "update ID map")?;
+        archive::remap_ownership(&self.content_dir(&layer), to_container, to_host)
+            .map_err(|e| Error::from(e).context(format!("layer {id}: update ID map")))
+    }
+}

@@ -1,0 +1,573 @@
+//! Resolving layers that are not in the driver home: additional read-only image
+//! stores and the CVMFS repositories their records point into.
+//!
+//! An additional image store (a read-only graphroot, option `imagestore`) keeps
+//! our per-layer records at `<store>/cvmfs/layers/<id>/layer.json`:
+//!
+//! ```json
+//! {"version":1,"kind":"cvmfs","repository":"/cvmfs/unpacked.cern.ch",
+//!  "path":".layers/ab/<digest>/layerfs","parent":"<id>"|null,
+//!  "whiteouts":"overlay"|"oci-raw","ownership":"kept"|"lost"}
+//! ```
+//!
+//! or `{"version":1,"kind":"local","parent":..}` with the files in
+//! `<store>/cvmfs/layers/<id>/diff` (a store built by this driver on local disk).
+//! Records come from outside, so everything is validated: the ID is 64 lower-case
+//! hex, the path is relative without `..` and stays inside the repository (also
+//! after following symlinks), and the repository is a configured one (or contains
+//! the store). Repositories are network filesystems that may hang: every `stat`
+//! of one runs on a helper thread and gives up after `repository_timeout`.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::options::Options;
+use crate::store::{validate_digest_id, validate_id, RECORD_VERSION};
+
+/// How a CVMFS layer directory encodes deletions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// 0/0 character devices and `trusted.overlay.opaque` (usable as an overlay lower).
+    Overlay,
+    /// Raw OCI `.wh.*` regular files, as DUCC leaves them.
+    OciRaw,
+}
+
+/// Whether file ownership in the layer directory is the image's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    Kept,
+    /// Every file is owned by the repository owner (DUCC ingests without keep-ownership).
+    Lost,
+}
+
+/// What kind of store layer this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLayerKind {
+    Cvmfs {
+        repository: PathBuf,
+        whiteouts: Whiteouts,
+        ownership: Ownership,
+    },
+    /// A layer directory inside the store itself.
+    Local,
+}
+
+/// A layer found in an additional image store. Always read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLayer {
+    pub id: String,
+    pub store: PathBuf,
+    pub record_path: PathBuf,
+    pub parent: Option<String>,
+    /// The directory holding the layer's files (used as an overlay lower).
+    pub content_dir: PathBuf,
+    pub kind: StoreLayerKind,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRecord {
+    version: u32,
+    kind: String,
+    #[serde(default)]
+    repository: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    whiteouts: Option<String>,
+    #[serde(default)]
+    ownership: Option<String>,
+}
+
+fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorCode::Repository,
+        format!("layer record {}: {why}", record.display()),
+    )
+}
+
+/// Run `f` on a helper thread; give up after `timeout` (the thread is left to
+/// finish on its own: a hung FUSE call cannot be interrupted).
+pub fn with_timeout<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Option<io::Result<T>> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let spawned = thread::Builder::new()
+        .name("cvmfs-stat".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if let Err(e) = spawned {
+        return Some(Err(e));
+    }
+    rx.recv_timeout(timeout).ok()
+}
+
+/// Additional stores and repositories, as configured.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    stores: Vec<PathBuf>,
+    repositories: Vec<PathBuf>,
+    timeout: Duration,
+}
+
+impl Layout {
+    pub fn new(opts: &Options) -> Layout {
+        Layout {
+            stores: opts.image_stores.clone(),
+            repositories: opts.repositories.clone(),
+            timeout: opts.repository_timeout,
+        }
+    }
+
+    pub fn stores(&self) -> &[PathBuf] {
+        &self.stores
+    }
+
+    pub fn repositories(&self) -> &[PathBuf] {
+        &self.repositories
+    }
+
+    /// Where store `store` keeps the record of layer `id`.
+    pub fn record_path(store: &Path, id: &str) -> PathBuf {
+        store
+            .join("cvmfs")
+            .join("layers")
+            .join(id)
+            .join("layer.json")
+    }
+
+    /// Parse and validate a record's text (no filesystem access).
+    pub fn parse_record(
+        &self,
+        store: &Path,
+        id: &str,
+        record_path: &Path,
+        bytes: &[u8],
+    ) -> Result<StoreLayer> {
+        validate_digest_id(id).map_err(|e| repo_err(record_path, e.message()))?;
+        let raw: RawRecord = serde_json::from_slice(bytes)
+            .map_err(|e| repo_err(record_path, format!("malformed or truncated JSON: {e}")))?;
+        if raw.version != RECORD_VERSION {
+            return Err(repo_err(
+                record_path,
+                format!("record version {} is not supported (this driver reads version {RECORD_VERSION})", raw.version),
+            ));
+        }
+        let parent = match raw.parent.as_deref() {
+            None | Some("") => None,
+            Some(p) => {
+                validate_digest_id(p)
+                    .map_err(|e| repo_err(record_path, format!("parent: {}", e.message())))?;
+                Some(p.to_string())
+            }
+        };
+        let (content_dir, kind) = match raw.kind.as_str() {
+            "local" => (record_path.with_file_name("diff"), StoreLayerKind::Local),
+            "cvmfs" => {
+                let repository = raw
+                    .repository
+                    .ok_or_else(|| repo_err(record_path, "field \"repository\" is missing"))?;
+                let repository = PathBuf::from(repository);
+                if !repository.is_absolute() {
+                    return Err(repo_err(
+                        record_path,
+                        format!("repository {:?} is not an absolute path", repository),
+                    ));
+                }
+                if repository
+                    .components()
+                    .any(|c| matches!(c, Component::ParentDir))
+                {
+                    return Err(repo_err(
+                        record_path,
+                        format!("repository {:?} contains \"..\"", repository),
+                    ));
+                }
+                let allowed = self.repositories.iter().any(|r| r == &repository)
+                    || store.starts_with(&repository);
+                if !allowed {
+                    return Err(repo_err(
+                        record_path,
+                        format!(
+                            "repository {} is not configured (cvmfs.repositories={}) and does not contain the store {}",
+                            repository.display(),
+                            self.repositories.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(","),
+                            store.display()
+                        ),
+                    ));
+                }
+                let path = raw
+                    .path
+                    .ok_or_else(|| repo_err(record_path, "field \"path\" is missing"))?;
+                let rel = Path::new(&path);
+                if path.is_empty() || rel.is_absolute() {
+                    return Err(repo_err(
+                        record_path,
+                        format!("path {path:?} is not a relative path"),
+                    ));
+                }
+                if rel
+                    .components()
+                    .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+                {
+                    return Err(repo_err(
+                        record_path,
+                        format!("path {path:?} leaves the repository (\"..\")"),
+                    ));
+                }
+                let whiteouts = match raw.whiteouts.as_deref() {
+                    Some("overlay") => Whiteouts::Overlay,
+                    Some("oci-raw") => Whiteouts::OciRaw,
+                    other => {
+                        return Err(repo_err(
+                            record_path,
+                            format!(
+                            "field \"whiteouts\" is {other:?}, expected \"overlay\" or \"oci-raw\""
+                        ),
+                        ))
+                    }
+                };
+                let ownership = match raw.ownership.as_deref() {
+                    Some("kept") => Ownership::Kept,
+                    Some("lost") => Ownership::Lost,
+                    other => {
+                        return Err(repo_err(
+                            record_path,
+                            format!(
+                                "field \"ownership\" is {other:?}, expected \"kept\" or \"lost\""
+                            ),
+                        ))
+                    }
+                };
+                (
+                    repository.join(rel),
+                    StoreLayerKind::Cvmfs {
+                        repository,
+                        whiteouts,
+                        ownership,
+                    },
+                )
+            }
+            other => {
+                return Err(repo_err(
+                    record_path,
+                    format!("unknown layer kind {other:?}"),
+                ))
+            }
+        };
+        Ok(StoreLayer {
+            id: id.to_string(),
+            store: store.to_path_buf(),
+            record_path: record_path.to_path_buf(),
+            parent,
+            content_dir,
+            kind,
+        })
+    }
+
+    /// Check, with a timeout, that a CVMFS layer's directory is there and inside
+    /// its repository (after following symlinks).
+    pub fn check_reachable(&self, layer: &StoreLayer) -> Result<()> {
+        let StoreLayerKind::Cvmfs { repository, .. } = &layer.kind else {
+            return Ok(());
+        };
+        let repo = repository.clone();
+        let dir = layer.content_dir.clone();
+        let outcome = with_timeout(self.timeout, move || {
+            let repo_real = fs::canonicalize(&repo)?;
+            let dir_real = fs::canonicalize(&dir)?;
+            let md = fs::metadata(&dir_real)?;
+            Ok((repo_real, dir_real, md.is_dir()))
+        });
+        let what = |why: String| {
+            Error::new(
+                ErrorCode::Repository,
+                format!(
+                    "repository {}: layer {} (record {}): {why}",
+                    repository.display(),
+                    layer.id,
+                    layer.record_path.display()
+                ),
+            )
+        };
+        match outcome {
+            None => Err(what(format!(
+                "no answer within {:.1}s (repository unreachable or hung?)",
+                self.timeout.as_secs_f64()
+            ))),
+            Some(Err(e)) => Err(what(format!(
+                "{}: {e} (repository not mounted or layer not published?)",
+                layer.content_dir.display()
+            ))),
+            Some(Ok((repo_real, dir_real, is_dir))) => {
+                if !dir_real.starts_with(&repo_real) {
+                    Err(what(format!(
+                        "{} resolves to {}, outside the repository",
+                        layer.content_dir.display(),
+                        dir_real.display()
+                    )))
+                } else if !is_dir {
+                    Err(what(format!(
+                        "{} is not a directory",
+                        layer.content_dir.display()
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
+    /// no store has it; an error if a record is there but unusable.
+    pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
+        validate_id(id)?;
+        if self.stores.is_empty() || validate_digest_id(id).is_err() {
+            return Ok(None);
+        }
+        for store in &self.stores {
+            let record_path = Self::record_path(store, id);
+            let p = record_path.clone();
+            // The store itself may live on CVMFS: read it under the timeout too.
+            let read = with_timeout(self.timeout, move || match fs::read(&p) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            });
+            let bytes = match read {
+                None => {
+                    return Err(repo_err(
+                        &record_path,
+                        format!(
+                            "no answer within {:.1}s (store unreachable?)",
+                            self.timeout.as_secs_f64()
+                        ),
+                    ))
+                }
+                Some(Err(e)) => return Err(repo_err(&record_path, e)),
+                Some(Ok(None)) => continue,
+                Some(Ok(Some(b))) => b,
+            };
+            let layer = self.parse_record(store, id, &record_path, &bytes)?;
+            self.check_reachable(&layer)?;
+            return Ok(Some(layer));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    struct Fixture {
+        _t: tempfile::TempDir,
+        repo: PathBuf,
+        store: PathBuf,
+        layout: Layout,
+    }
+
+    fn fixture() -> Fixture {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("cvmfs/repo.example.org");
+        let store = t.path().join("store");
+        fs::create_dir_all(repo.join(".layers/ab/d1/layerfs/etc")).unwrap();
+        fs::create_dir_all(&store).unwrap();
+        let opts = Options::parse([
+            format!("cvmfs.repositories={}", repo.display()),
+            format!("imagestore={}", store.display()),
+        ])
+        .unwrap();
+        let layout = Layout::new(&opts);
+        Fixture {
+            _t: t,
+            repo,
+            store,
+            layout,
+        }
+    }
+
+    fn write_record(f: &Fixture, id: &str, text: &str) -> PathBuf {
+        let p = Layout::record_path(&f.store, id);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn good(repo: &Path, path: &str) -> String {
+        format!(
+            r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":null,"whiteouts":"oci-raw","ownership":"lost"}}"#,
+            repo.display()
+        )
+    }
+
+    fn find_err(f: &Fixture, id: &str) -> Error {
+        f.layout.find(id).unwrap_err()
+    }
+
+    #[test]
+    fn resolves_a_good_record() {
+        let f = fixture();
+        write_record(&f, ID, &good(&f.repo, ".layers/ab/d1/layerfs"));
+        let l = f.layout.find(ID).unwrap().unwrap();
+        assert_eq!(l.content_dir, f.repo.join(".layers/ab/d1/layerfs"));
+        assert_eq!(l.parent, None);
+        assert_eq!(
+            l.kind,
+            StoreLayerKind::Cvmfs {
+                repository: f.repo.clone(),
+                whiteouts: Whiteouts::OciRaw,
+                ownership: Ownership::Lost
+            }
+        );
+        // Non-hex IDs are simply not in stores; unknown hex IDs neither.
+        assert!(f.layout.find("Base").unwrap().is_none());
+        assert!(f.layout.find(&"e".repeat(64)).unwrap().is_none());
+    }
+
+    #[test]
+    fn truncated_json_names_the_file() {
+        let f = fixture();
+        let p = write_record(&f, ID, r#"{"version":1,"kind":"cvm"#);
+        let e = find_err(&f, ID);
+        assert_eq!(e.code(), ErrorCode::Repository);
+        assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+        assert!(e.to_string().contains("malformed or truncated JSON"), "{e}");
+    }
+
+    #[test]
+    fn path_escaping_the_repository_is_rejected() {
+        let f = fixture();
+        for (path, needle) in [
+            ("../../etc", "leaves the repository"),
+            ("/etc", "not a relative path"),
+            (".layers/../../x", "leaves the repository"),
+            ("", "not a relative path"),
+        ] {
+            write_record(&f, ID, &good(&f.repo, path));
+            let e = find_err(&f, ID);
+            assert_eq!(e.code(), ErrorCode::Repository, "{path}");
+            assert!(e.to_string().contains(needle), "{path}: {e}");
+        }
+        // A symlink inside the repository pointing outside is caught after resolution.
+        std::os::unix::fs::symlink("/etc", f.repo.join(".layers/ab/evil")).unwrap();
+        write_record(&f, ID, &good(&f.repo, ".layers/ab/evil"));
+        let e = find_err(&f, ID);
+        assert!(e.to_string().contains("outside the repository"), "{e}");
+    }
+
+    #[test]
+    fn unconfigured_repository_is_rejected() {
+        let f = fixture();
+        write_record(&f, ID, &good(Path::new("/cvmfs/other.org"), ".layers/x"));
+        let e = find_err(&f, ID);
+        assert!(
+            e.to_string()
+                .contains("repository /cvmfs/other.org is not configured"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_repository_directory_names_repository_and_record() {
+        let f = fixture();
+        let p = write_record(&f, ID, &good(&f.repo, ".layers/ff/missing/layerfs"));
+        let e = find_err(&f, ID);
+        assert_eq!(e.code(), ErrorCode::Repository);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("repository {}", f.repo.display())),
+            "{msg}"
+        );
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+        assert!(msg.contains("not mounted"), "{msg}");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let f = fixture();
+        let repo = f.repo.display().to_string();
+        for (text, needle) in [
+            (format!(r#"{{"version":2,"kind":"cvmfs"}}"#), "version 2"),
+            (
+                format!(r#"{{"version":1,"kind":"zfs"}}"#),
+                "unknown layer kind",
+            ),
+            (
+                format!(r#"{{"version":1,"kind":"cvmfs","path":"x"}}"#),
+                "\"repository\" is missing",
+            ),
+            (
+                format!(
+                    r#"{{"version":1,"kind":"cvmfs","repository":"{repo}","path":"x","whiteouts":"aufs","ownership":"kept"}}"#
+                ),
+                "\"whiteouts\"",
+            ),
+            (
+                format!(
+                    r#"{{"version":1,"kind":"cvmfs","repository":"{repo}","path":"x","whiteouts":"overlay"}}"#
+                ),
+                "\"ownership\"",
+            ),
+            (
+                format!(
+                    r#"{{"version":1,"kind":"cvmfs","repository":"{repo}","path":"x","parent":"Base","whiteouts":"overlay","ownership":"kept"}}"#
+                ),
+                "parent",
+            ),
+        ] {
+            write_record(&f, ID, &text);
+            let e = find_err(&f, ID);
+            assert_eq!(e.code(), ErrorCode::Repository, "{text}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_hex_ids_in_store_records_are_rejected() {
+        let f = fixture();
+        let e = f
+            .layout
+            .parse_record(&f.store, "Base", Path::new("/s/r"), b"{}")
+            .unwrap_err();
+        assert!(e.to_string().contains("64 lower-case hex"), "{e}");
+    }
+
+    #[test]
+    fn store_own_repository_is_allowed() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        let store = repo.join("podmanStore");
+        fs::create_dir_all(repo.join(".layers/x")).unwrap();
+        let layout =
+            Layout::new(&Options::parse([format!("imagestore={}", store.display())]).unwrap());
+        let p = Layout::record_path(&store, ID);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, good(&repo, ".layers/x")).unwrap();
+        assert!(layout.find(ID).unwrap().is_some());
+    }
+
+    #[test]
+    fn hung_repository_times_out_quickly() {
+        let start = std::time::Instant::now();
+        let r = with_timeout(Duration::from_millis(100), || {
+            thread::sleep(Duration::from_secs(5));
+            Ok(())
+        });
+        assert!(r.is_none());
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,579 @@
+//! Overlay mounts behind the [`Mounter`] trait.
+//!
+//! [`OverlayMounter`] turns an [`OverlaySpec`] into system calls through the
+//! [`Syscalls`] trait. With [`RealSyscalls`] it mounts for real: the new mount
+//! API (`fsopen("overlay")`, one `fsconfig(lowerdir+)` per lower, so stacks much
+//! deeper than one page of mount data work), falling back once and for all to
+//! classic `mount(2)` with short link paths when the kernel lacks `lowerdir+`
+//! (before 6.8). With [`fake::RecordingSyscalls`] it records every call, so unit
+//! tests check the exact keys, values and fallback data string without root.
+
+pub mod fake;
+mod real;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub use real::{mount_points_under, RealSyscalls};
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// What to mount: an overlay of `lowers` (top first) with an optional upper.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OverlaySpec {
+    /// Lower directories, topmost first. At least one.
+    pub lowers: Vec<PathBuf>,
+    /// Shorter paths to the same directories (symlinks in `<home>/l/`), used only
+    /// by the `mount(2)` fallback where all lowers must fit in one page. Empty
+    /// means "use `lowers`".
+    pub short_lowers: Vec<PathBuf>,
+    /// Upper directory; `None` mounts read-only.
+    pub upper: Option<PathBuf>,
+    /// Work directory, required with an upper.
+    pub work: Option<PathBuf>,
+    /// Other mount options: `ro`, `nodev`, ... or overlay `key=value` options.
+    pub options: Vec<String>,
+}
+
+/// Which kernel interface mounts go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountApi {
+    /// `fsopen`/`fsconfig(lowerdir+)`/`fsmount`/`move_mount` (Linux ≥ 6.8).
+    Fsconfig,
+    /// Classic `mount(2)` with `lowerdir=a:b:c` data limited to one page.
+    Legacy,
+}
+
+impl fmt::Display for MountApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MountApi::Fsconfig => "fsconfig lowerdir+",
+            MountApi::Legacy => "mount(2)",
+        })
+    }
+}
+
+/// Mounts overlays; implemented by [`OverlayMounter`] (real or recording).
+pub trait Mounter: Send + Sync {
+    /// Mount `spec` on `target`.
+    fn mount_overlay(&self, spec: &OverlaySpec, target: &Path) -> Result<()>;
+    /// Unmount `target` (lazily); not being mounted is not an error.
+    fn unmount(&self, target: &Path) -> Result<()>;
+    /// Whether `target` is the root of a mount.
+    fn is_mounted(&self, target: &Path) -> Result<bool>;
+    /// The interface in use, probing the kernel once if needed (with `probe_dir`
+    /// as a harmless lower directory).
+    fn api(&self, probe_dir: &Path) -> MountApi;
+}
+
+/// Mount-point attributes that are per-mount flags, not overlay options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MountAttrs {
+    pub read_only: bool,
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+    pub nodiratime: bool,
+    pub relatime: bool,
+    pub strictatime: bool,
+}
+
+impl MountAttrs {
+    /// Names of the set flags, in a fixed order (for records and messages).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for (set, name) in [
+            (self.read_only, "ro"),
+            (self.nodev, "nodev"),
+            (self.nosuid, "nosuid"),
+            (self.noexec, "noexec"),
+            (self.noatime, "noatime"),
+            (self.nodiratime, "nodiratime"),
+            (self.relatime, "relatime"),
+            (self.strictatime, "strictatime"),
+        ] {
+            if set {
+                v.push(name);
+            }
+        }
+        v
+    }
+}
+
+/// Split mount options into per-mount flags and overlay options.
+pub fn split_options(options: &[String]) -> (MountAttrs, Vec<String>) {
+    let mut a = MountAttrs::default();
+    let mut rest = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => a.read_only = true,
+            "rw" | "" => {}
+            "nodev" => a.nodev = true,
+            "nosuid" => a.nosuid = true,
+            "noexec" => a.noexec = true,
+            "noatime" => a.noatime = true,
+            "nodiratime" => a.nodiratime = true,
+            "relatime" => a.relatime = true,
+            "strictatime" => a.strictatime = true,
+            other => {
+                if !rest.iter().any(|r: &String| r == other) {
+                    rest.push(other.to_string())
+                }
+            }
+        }
+    }
+    (a, rest)
+}
+
+/// The system calls a mount needs. The real implementation calls the kernel;
+/// the recording fake logs the calls.
+pub trait Syscalls: Send + Sync {
+    /// An open filesystem context (`fsopen` fd).
+    type Context;
+    fn fsopen(&self, fstype: &str) -> io::Result<Self::Context>;
+    fn fsconfig_flag(&self, ctx: &Self::Context, key: &str) -> io::Result<()>;
+    fn fsconfig_string(&self, ctx: &Self::Context, key: &str, value: &str) -> io::Result<()>;
+    fn fsconfig_create(&self, ctx: &Self::Context) -> io::Result<()>;
+    /// Kernel messages logged on the context (why a create failed).
+    fn context_log(&self, ctx: &Self::Context) -> Vec<String>;
+    /// `fsmount` with `attrs`, then `move_mount` onto `target`.
+    fn fsmount_move(&self, ctx: &Self::Context, attrs: MountAttrs, target: &Path)
+        -> io::Result<()>;
+    /// Classic `mount(2)`.
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        attrs: MountAttrs,
+        data: &str,
+    ) -> io::Result<()>;
+    fn unmount(&self, target: &Path) -> io::Result<()>;
+    fn is_mounted(&self, target: &Path) -> io::Result<bool>;
+}
+
+/// One page: the most mount data `mount(2)` accepts.
+pub const MOUNT_DATA_MAX: usize = 4096;
+
+/// Composes overlay mounts from an [`OverlaySpec`].
+pub struct OverlayMounter<S: Syscalls> {
+    sys: S,
+    api: OnceLock<MountApi>,
+}
+
+impl<S: Syscalls> OverlayMounter<S> {
+    pub fn new(sys: S) -> OverlayMounter<S> {
+        OverlayMounter {
+            sys,
+            api: OnceLock::new(),
+        }
+    }
+
+    /// Start with a known API (tests, or when the caller already knows).
+    pub fn with_api(sys: S, api: MountApi) -> OverlayMounter<S> {
+        let m = OverlayMounter::new(sys);
+        let _ = m.api.set(api);
+        m
+    }
+
+    pub fn syscalls(&self) -> &S {
+        &self.sys
+    }
+
+    /// The fallback data string `lowerdir=..,upperdir=..,workdir=..,opts`.
+    pub fn legacy_data(spec: &OverlaySpec) -> String {
+        let (_, rest) = split_options(&spec.options);
+        let lowers =
+            if spec.short_lowers.len() == spec.lowers.len() && !spec.short_lowers.is_empty() {
+                &spec.short_lowers
+            } else {
+                &spec.lowers
+            };
+        let mut parts = vec![format!(
+            "lowerdir={}",
+            lowers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        )];
+        if let Some(u) = &spec.upper {
+            parts.push(format!("upperdir={}", u.display()));
+        }
+        if let Some(w) = &spec.work {
+            parts.push(format!("workdir={}", w.display()));
+        }
+        parts.extend(rest);
+        parts.join(",")
+    }
+
+    fn check_spec(spec: &OverlaySpec, target: &Path) -> Result<()> {
+        if spec.lowers.is_empty() {
+            return Err(Error::invalid(format!(
+                "mount {}: overlay needs at least one lower directory",
+                target.display()
+            )));
+        }
+        if spec.upper.is_some() != spec.work.is_some() {
+            return Err(Error::invalid(format!(
+                "mount {}: upper and work directories go together",
+                target.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn mount_fsconfig(
+        &self,
+        spec: &OverlaySpec,
+        target: &Path,
+        probing: bool,
+    ) -> std::result::Result<(), FsconfigFailure> {
+        let what = format!("mount overlay on {}", target.display());
+        let ctx = self.sys.fsopen("overlay").map_err(|e| {
+            if probing && matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+                FsconfigFailure::Unsupported
+            } else {
+                FsconfigFailure::Error(Error::io(
+                    format!("{what}: fsopen"),
+                    Path::new("overlay"),
+                    e,
+                ))
+            }
+        })?;
+        let (attrs, rest) = split_options(&spec.options);
+        let with_log = |e: io::Error, step: &str, path: &Path| {
+            let log = self.sys.context_log(&ctx);
+            let mut err = Error::io(format!("{what}: {step}"), path, e);
+            if !log.is_empty() {
+                err = Error::new(
+                    err.code(),
+                    format!("{} (kernel: {})", err.message(), log.join("; ")),
+                );
+            }
+            err
+        };
+        self.sys
+            .fsconfig_string(&ctx, "source", "overlay")
+            .map_err(|e| FsconfigFailure::Error(with_log(e, "fsconfig source", target)))?;
+        for (i, lower) in spec.lowers.iter().enumerate() {
+            let value = lower.to_str().ok_or_else(|| {
+                FsconfigFailure::Error(Error::invalid(format!(
+                    "{what}: lower {} is not UTF-8",
+                    lower.display()
+                )))
+            })?;
+            if let Err(e) = self.sys.fsconfig_string(&ctx, "lowerdir+", value) {
+                if probing && i == 0 && e.raw_os_error() == Some(libc::EINVAL) {
+                    return Err(FsconfigFailure::Unsupported);
+                }
+                return Err(FsconfigFailure::Error(with_log(
+                    e,
+                    "fsconfig lowerdir+",
+                    lower,
+                )));
+            }
+        }
+        for (key, dir) in [("upperdir", &spec.upper), ("workdir", &spec.work)] {
+            if let Some(dir) = dir {
+                let value = dir.to_str().ok_or_else(|| {
+                    FsconfigFailure::Error(Error::invalid(format!(
+                        "{what}: {key} {} is not UTF-8",
+                        dir.display()
+                    )))
+                })?;
+                self.sys.fsconfig_string(&ctx, key, value).map_err(|e| {
+                    FsconfigFailure::Error(with_log(e, &format!("fsconfig {key}"), dir))
+                })?;
+            }
+        }
+        for opt in &rest {
+            let r = match opt.split_once('=') {
+                Some((k, v)) => self.sys.fsconfig_string(&ctx, k, v),
+                None => self.sys.fsconfig_flag(&ctx, opt),
+            };
+            r.map_err(|e| FsconfigFailure::Error(with_log(e, &format!("option {opt:?}"), target)))?;
+        }
+        self.sys
+            .fsconfig_create(&ctx)
+            .map_err(|e| FsconfigFailure::Error(with_log(e, "create superblock", target)))?;
+        self.sys
+            .fsmount_move(&ctx, attrs, target)
+            .map_err(|e| FsconfigFailure::Error(with_log(e, "attach mount", target)))?;
+        Ok(())
+    }
+
+    fn mount_legacy(&self, spec: &OverlaySpec, target: &Path) -> Result<()> {
+        let (attrs, _) = split_options(&spec.options);
+        let data = Self::legacy_data(spec);
+        if data.len() + 1 > MOUNT_DATA_MAX {
+            return Err(Error::new(
+                ErrorCode::NotSupported,
+                format!(
+                    "mount overlay on {}: {} lower layers need {} bytes of mount data, more than one page ({MOUNT_DATA_MAX}); \
+                     this kernel lacks fsconfig lowerdir+ (Linux 6.8 or later) that has no such limit",
+                    target.display(),
+                    spec.lowers.len(),
+                    data.len() + 1
+                ),
+            ));
+        }
+        self.sys
+            .mount("overlay", target, "overlay", attrs, &data)
+            .map_err(|e| Error::io("mount overlay (mount(2))", target, e))
+    }
+}
+
+enum FsconfigFailure {
+    /// The kernel lacks the new API or `lowerdir+`: fall back to `mount(2)`.
+    Unsupported,
+    Error(Error),
+}
+
+impl<S: Syscalls> Mounter for OverlayMounter<S> {
+    fn mount_overlay(&self, spec: &OverlaySpec, target: &Path) -> Result<()> {
+        Self::check_spec(spec, target)?;
+        match self.api.get() {
+            Some(MountApi::Legacy) => self.mount_legacy(spec, target),
+            Some(MountApi::Fsconfig) => match self.mount_fsconfig(spec, target, false) {
+                Ok(()) => Ok(()),
+                Err(FsconfigFailure::Error(e)) => Err(e),
+                Err(FsconfigFailure::Unsupported) => unreachable!("only reported while probing"),
+            },
+            None => match self.mount_fsconfig(spec, target, true) {
+                Ok(()) => {
+                    let _ = self.api.set(MountApi::Fsconfig);
+                    Ok(())
+                }
+                Err(FsconfigFailure::Unsupported) => {
+                    let _ = self.api.set(MountApi::Legacy);
+                    self.mount_legacy(spec, target)
+                }
+                Err(FsconfigFailure::Error(e)) => Err(e),
+            },
+        }
+    }
+
+    fn unmount(&self, target: &Path) -> Result<()> {
+        match self.sys.unmount(target) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOENT)) => Ok(()),
+            Err(e) => Err(Error::io("unmount", target, e)),
+        }
+    }
+
+    fn is_mounted(&self, target: &Path) -> Result<bool> {
+        self.sys
+            .is_mounted(target)
+            .map_err(|e| Error::io("check mount", target, e))
+    }
+
+    fn api(&self, probe_dir: &Path) -> MountApi {
+        *self.api.get_or_init(|| {
+            let Ok(ctx) = self.sys.fsopen("overlay") else {
+                return MountApi::Legacy;
+            };
+            match probe_dir
+                .to_str()
+                .map(|d| self.sys.fsconfig_string(&ctx, "lowerdir+", d))
+            {
+                Some(Ok(())) => MountApi::Fsconfig,
+                _ => MountApi::Legacy,
+            }
+        })
+    }
+}
+
+/// The real mounter used by the driver.
+pub fn real_mounter() -> OverlayMounter<RealSyscalls> {
+    OverlayMounter::new(RealSyscalls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{MountCall, RecordingSyscalls};
+    use super::*;
+
+    fn spec(n: usize, upper: bool) -> OverlaySpec {
+        OverlaySpec {
+            lowers: (0..n)
+                .map(|i| {
+                    PathBuf::from(format!(
+                        "/var/lib/containers/storage/cvmfs/layers/layer{i}/diff"
+                    ))
+                })
+                .collect(),
+            short_lowers: (0..n)
+                .map(|i| PathBuf::from(format!("/h/l/L{i:09}")))
+                .collect(),
+            upper: upper.then(|| PathBuf::from("/h/layers/top/diff")),
+            work: upper.then(|| PathBuf::from("/h/layers/top/work")),
+            options: vec!["nodev".into(), "metacopy=on".into(), "userxattr".into()],
+        }
+    }
+
+    fn s(x: &str) -> String {
+        x.to_string()
+    }
+
+    #[test]
+    fn fsconfig_calls_are_exact() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        m.mount_overlay(&spec(2, true), Path::new("/h/layers/top/merged"))
+            .unwrap();
+        assert_eq!(m.api(Path::new("/x")), MountApi::Fsconfig);
+        let l = "/var/lib/containers/storage/cvmfs/layers/layer";
+        assert_eq!(
+            m.syscalls().calls(),
+            vec![
+                MountCall::Fsopen {
+                    fstype: s("overlay")
+                },
+                MountCall::FsconfigString {
+                    key: s("source"),
+                    value: s("overlay")
+                },
+                MountCall::FsconfigString {
+                    key: s("lowerdir+"),
+                    value: format!("{l}0/diff")
+                },
+                MountCall::FsconfigString {
+                    key: s("lowerdir+"),
+                    value: format!("{l}1/diff")
+                },
+                MountCall::FsconfigString {
+                    key: s("upperdir"),
+                    value: s("/h/layers/top/diff")
+                },
+                MountCall::FsconfigString {
+                    key: s("workdir"),
+                    value: s("/h/layers/top/work")
+                },
+                MountCall::FsconfigString {
+                    key: s("metacopy"),
+                    value: s("on")
+                },
+                MountCall::FsconfigFlag {
+                    key: s("userxattr")
+                },
+                MountCall::FsconfigCreate,
+                MountCall::Fsmount {
+                    attrs: vec![s("nodev")]
+                },
+                MountCall::MoveMount {
+                    target: PathBuf::from("/h/layers/top/merged")
+                },
+            ]
+        );
+        assert!(m.is_mounted(Path::new("/h/layers/top/merged")).unwrap());
+        m.unmount(Path::new("/h/layers/top/merged")).unwrap();
+        assert!(!m.is_mounted(Path::new("/h/layers/top/merged")).unwrap());
+    }
+
+    #[test]
+    fn read_only_mount_has_no_upper_and_sets_the_ro_attribute() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        let mut sp = spec(1, false);
+        sp.options = vec![s("ro")];
+        m.mount_overlay(&sp, Path::new("/m")).unwrap();
+        let calls = m.syscalls().calls();
+        assert!(!calls
+            .iter()
+            .any(|c| matches!(c, MountCall::FsconfigString { key, .. } if key == "upperdir")));
+        assert!(calls.contains(&MountCall::Fsmount {
+            attrs: vec![s("ro")]
+        }));
+    }
+
+    #[test]
+    fn falls_back_to_mount2_with_short_links_when_lowerdir_plus_is_missing() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(false));
+        m.mount_overlay(&spec(3, true), Path::new("/m")).unwrap();
+        assert_eq!(m.api(Path::new("/x")), MountApi::Legacy);
+        let calls = m.syscalls().calls();
+        assert_eq!(
+            calls.last().unwrap(),
+            &MountCall::Mount {
+                source: s("overlay"),
+                target: PathBuf::from("/m"),
+                fstype: s("overlay"),
+                attrs: vec![s("nodev")],
+                data: s("lowerdir=/h/l/L000000000:/h/l/L000000001:/h/l/L000000002,upperdir=/h/layers/top/diff,workdir=/h/layers/top/work,metacopy=on,userxattr"),
+            }
+        );
+        // Once known, later mounts go straight to mount(2).
+        m.syscalls().clear();
+        m.mount_overlay(&spec(1, false), Path::new("/n")).unwrap();
+        let calls = m.syscalls().calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(
+            matches!(&calls[0], MountCall::Mount { data, .. } if data == "lowerdir=/h/l/L000000000,metacopy=on,userxattr")
+        );
+    }
+
+    #[test]
+    fn fallback_refuses_data_longer_than_a_page() {
+        let m = OverlayMounter::with_api(RecordingSyscalls::new(false), MountApi::Legacy);
+        let e = m
+            .mount_overlay(&spec(400, true), Path::new("/m"))
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::NotSupported);
+        assert!(e.to_string().contains("400 lower layers"), "{e}");
+        assert!(e.to_string().contains("lowerdir+"), "{e}");
+        assert!(m.syscalls().calls().is_empty());
+    }
+
+    #[test]
+    fn deep_stacks_work_with_fsconfig() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        m.mount_overlay(&spec(400, true), Path::new("/m")).unwrap();
+        let n = m
+            .syscalls()
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, MountCall::FsconfigString { key, .. } if key == "lowerdir+"))
+            .count();
+        assert_eq!(n, 400);
+    }
+
+    #[test]
+    fn kernel_errors_are_reported_with_the_path() {
+        let sys = RecordingSyscalls::new(true);
+        sys.fail_create(libc::EINVAL, "overlay: failed to resolve '/nope': -2");
+        let m = OverlayMounter::with_api(sys, MountApi::Fsconfig);
+        let e = m
+            .mount_overlay(&spec(1, true), Path::new("/m"))
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("mount overlay on /m"), "{msg}");
+        assert!(msg.contains("failed to resolve '/nope'"), "{msg}");
+    }
+
+    #[test]
+    fn bad_specs_are_rejected() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        let e = m
+            .mount_overlay(&OverlaySpec::default(), Path::new("/m"))
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        let mut sp = spec(1, true);
+        sp.work = None;
+        assert!(m.mount_overlay(&sp, Path::new("/m")).is_err());
+    }
+
+    #[test]
+    fn option_splitting() {
+        let (a, rest) = split_options(&[
+            s("ro"),
+            s("rw"),
+            s("nosuid"),
+            s("index=off"),
+            s("index=off"),
+        ]);
+        assert_eq!(a.names(), vec!["ro", "nosuid"]);
+        assert_eq!(rest, vec![s("index=off")]);
+    }
+}

@@ -1,0 +1,240 @@
+//! Driver options: the `cvmfs.<key>=<value>` strings containers/storage passes to
+//! `Init` (the `cvmfs.` prefix is optional because storage passes both forms).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Every key we accept; anything else is rejected so a typo in storage.conf is
+/// reported instead of silently ignored.
+pub const KNOWN_KEYS: &[&str] = &[
+    "repositories",
+    "imagestore",
+    "mountopt",
+    "ignore_chown_errors",
+    "force_mask",
+    "repository_timeout",
+];
+
+/// Parsed driver options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// CVMFS repository roots where CVMFS layer records may point.
+    pub repositories: Vec<PathBuf>,
+    /// Additional read-only image store roots (graphroots), in the given order.
+    pub image_stores: Vec<PathBuf>,
+    /// Extra overlay mount options applied to every mount.
+    pub mount_options: Vec<String>,
+    /// Ignore EPERM from chown while applying diffs.
+    pub ignore_chown_errors: bool,
+    /// Permission mask forced on applied files (as the overlay driver's `force_mask`).
+    pub force_mask: Option<u32>,
+    /// How long a repository may take to answer `stat` before it counts as unreachable.
+    pub repository_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            repositories: Vec::new(),
+            image_stores: Vec::new(),
+            mount_options: Vec::new(),
+            ignore_chown_errors: false,
+            force_mask: None,
+            repository_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+fn bad(option: &str, why: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("cvmfs: option {option:?}: {why}"))
+}
+
+fn absolute_dir(option: &str, value: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(bad(option, format!("{value:?} is not an absolute path")));
+    }
+    Ok(path)
+}
+
+fn parse_bool(option: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad(option, "expected true or false")),
+    }
+}
+
+fn parse_mask(option: &str, value: &str) -> Result<u32> {
+    // Same spellings as the overlay driver's force_mask.
+    let mask = match value {
+        "shared" => 0o755,
+        "private" => 0o700,
+        v => u32::from_str_radix(v.trim_start_matches("0o"), 8)
+            .map_err(|_| bad(option, "expected an octal mode, \"shared\" or \"private\""))?,
+    };
+    if mask > 0o7777 {
+        return Err(bad(option, "mode has bits outside 07777"));
+    }
+    Ok(mask)
+}
+
+impl Options {
+    /// Parse option strings; unknown keys and malformed values are errors that
+    /// name the option.
+    pub fn parse<I, S>(items: I) -> Result<Options>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut opts = Options::default();
+        for item in items {
+            let item = item.as_ref();
+            let Some((raw_key, value)) = item.split_once('=') else {
+                return Err(bad(item, "expected <key>=<value>"));
+            };
+            let key = raw_key.trim().to_ascii_lowercase();
+            let key = key.strip_prefix("cvmfs.").unwrap_or(&key);
+            let value = value.trim();
+            match key {
+                "repositories" => {
+                    for repo in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let repo = absolute_dir(item, repo)?;
+                        if !opts.repositories.contains(&repo) {
+                            opts.repositories.push(repo);
+                        }
+                    }
+                }
+                "imagestore" => {
+                    for store in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let store = absolute_dir(item, store)?;
+                        if !opts.image_stores.contains(&store) {
+                            opts.image_stores.push(store);
+                        }
+                    }
+                }
+                "mountopt" => {
+                    for o in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        if o.starts_with("lowerdir")
+                            || o.starts_with("upperdir")
+                            || o.starts_with("workdir")
+                        {
+                            return Err(bad(item, format!("{o:?} is set by the driver itself")));
+                        }
+                        opts.mount_options.push(o.to_string());
+                    }
+                }
+                "ignore_chown_errors" => opts.ignore_chown_errors = parse_bool(item, value)?,
+                "force_mask" => opts.force_mask = Some(parse_mask(item, value)?),
+                "repository_timeout" => {
+                    let secs: f64 = value
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+                        .ok_or_else(|| bad(item, "expected a number of seconds in (0, 3600]"))?;
+                    opts.repository_timeout = Duration::from_secs_f64(secs);
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "cvmfs: unknown option {:?} (known: {})",
+                        raw_key.trim(),
+                        KNOWN_KEYS
+                            .iter()
+                            .map(|k| format!("cvmfs.{k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            }
+        }
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn defaults_when_empty() {
+        let o = Options::parse(Vec::<String>::new()).unwrap();
+        assert_eq!(o, Options::default());
+        assert_eq!(o.repository_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn parses_every_key_with_and_without_prefix() {
+        let o = Options::parse([
+            "cvmfs.repositories=/cvmfs/a.cern.ch, /cvmfs/b.cern.ch",
+            "imagestore=/s1",
+            "cvmfs.imagestore=/s2",
+            "cvmfs.mountopt=nodev,metacopy=on",
+            "ignore_chown_errors=true",
+            "cvmfs.force_mask=0755",
+            "cvmfs.repository_timeout=2.5",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.repositories,
+            vec![
+                PathBuf::from("/cvmfs/a.cern.ch"),
+                PathBuf::from("/cvmfs/b.cern.ch")
+            ]
+        );
+        assert_eq!(
+            o.image_stores,
+            vec![PathBuf::from("/s1"), PathBuf::from("/s2")]
+        );
+        assert_eq!(o.mount_options, vec!["nodev", "metacopy=on"]);
+        assert!(o.ignore_chown_errors);
+        assert_eq!(o.force_mask, Some(0o755));
+        assert_eq!(o.repository_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn force_mask_names() {
+        let o = Options::parse(["force_mask=private"]).unwrap();
+        assert_eq!(o.force_mask, Some(0o700));
+        let o = Options::parse(["force_mask=shared"]).unwrap();
+        assert_eq!(o.force_mask, Some(0o755));
+        let e = Options::parse(["force_mask=99"]).unwrap_err();
+        assert!(e.to_string().contains("octal"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_and_known_keys_listed() {
+        let e = Options::parse(["cvmfs.foo=bar"]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("cvmfs: unknown option \"cvmfs.foo\""),
+            "{msg}"
+        );
+        for k in KNOWN_KEYS {
+            assert!(msg.contains(&format!("cvmfs.{k}")), "{msg} lacks {k}");
+        }
+        // Other drivers' options are not ours either.
+        let e = Options::parse(["overlay.mountopt=nodev"]).unwrap_err();
+        assert!(e.to_string().contains("\"overlay.mountopt\""), "{e}");
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_with_the_option_named() {
+        for (opt, needle) in [
+            ("cvmfs.repositories=relative/path", "not an absolute path"),
+            ("cvmfs.ignore_chown_errors=maybe", "true or false"),
+            ("cvmfs.repository_timeout=0", "seconds"),
+            ("cvmfs.repository_timeout=abc", "seconds"),
+            ("cvmfs.mountopt=upperdir=/x", "set by the driver"),
+            ("cvmfs.repositories", "<key>=<value>"),
+        ] {
+            let e = Options::parse([opt]).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidArgument);
+            assert!(e.to_string().contains(opt), "{e} should name {opt}");
+            assert!(e.to_string().contains(needle), "{e} should say {needle}");
+        }
+    }
+}
