@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make test-graphtest`: the storage module's own driver conformance suite
+# (drivers/graphtest, every exported DriverTest* function, called from
+# drivers/cvmfs/cvmfs_test.go) against the cvmfs driver, in the patched module,
+# as root with real overlay mounts.
+#
+# Ends with "N passed, N failed, N skipped", then the skipped tests with their
+# reasons. Exit status non-zero on any failure.
+set -euo pipefail
+source "$(dirname "$0")/lib-storage.sh"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test-graphtest: must run as root (the driver mounts overlayfs)" >&2
+  summary_line 0 1 0
+  exit 1
+fi
+
+"$ROOT/hack/build-lib.sh" >&2
+"$ROOT/hack/gen-patches.sh" --check >&2
+module=$("$ROOT/hack/patched-storage.sh")
+
+# Extra arguments go to `go test`, e.g. -run 'TestCvmfsEcho'.
+run=${GRAPHTEST_RUN:-Test}
+cd "$module"
+set +e
+go test -json -count=1 -timeout 45m -run "$run" "$@" ./drivers/cvmfs/ 2>&1 |
+  python3 "$ROOT/hack/gotest-summary.py" --allow-skip TestCvmfsSetQuota
+rc=${PIPESTATUS[1]}
+set -e
+# Mounts the suite left behind (a test that failed half-way) would pin the
+# temporary directories; report them rather than hide them.
+if grep -q ' /tmp/storage-graphtest-' /proc/self/mountinfo; then
+  echo "test-graphtest: warning: mounts left under /tmp/storage-graphtest-*" >&2
+fi
+exit "$rc"
