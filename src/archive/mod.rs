@@ -179,3 +179,12 @@ pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 /// The xattr overlayfs reads to treat a directory as opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+// Xattr readers for `layer_spec::snapshot`, which lives outside this module.
+pub(crate) fn fsutil_list_xattrs(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    fsutil::list_xattrs(path)
+}
+
+pub(crate) fn fsutil_get_xattr(path: &Path, name: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+    fsutil::get_xattr(path, name)
+}
