@@ -164,6 +164,14 @@ impl Driver {
 
     fn resolve(&self, id: &str, op: &str) -> Result<Layer> {
         validate_id(id).map_err(|e| e.context(op))?;
+        self.resolve_quiet(id).map_err(|e| match e.code() {
+            ErrorCode::LayerUnknown => unknown(id, op),
+            _ => e.context(format!("layer {id}: {op}")),
+        })
+    }
+
+    /// Resolve without adding context (callers say what they were doing).
+    fn resolve_quiet(&self, id: &str) -> Result<Layer> {
         match self.store.read(id) {
             Ok(record) => {
                 return Ok(Layer::Local {
@@ -172,15 +180,11 @@ impl Driver {
                 })
             }
             Err(e) if e.code() == ErrorCode::LayerUnknown => {}
-            Err(e) => return Err(e.context(op)),
+            Err(e) => return Err(e),
         }
-        match self
-            .layout
-            .find(id)
-            .map_err(|e| e.context(format!("layer {id}: {op}")))?
-        {
+        match self.layout.find(id)? {
             Some(s) => Ok(Layer::Store(s)),
-            None => Err(unknown(id, op)),
+            None => Err(Error::layer_unknown(id)),
         }
     }
 
@@ -224,14 +228,14 @@ impl Driver {
                     format!("layer {}: {op}: parent chain loops at {p}", layer.id()),
                 ));
             }
-            let parent = self.resolve(&p, op).map_err(|e| {
+            let parent = self.resolve_quiet(&p).map_err(|e| {
                 if e.code() == ErrorCode::LayerUnknown {
                     Error::new(
                         ErrorCode::LayerUnknown,
                         format!("layer {}: {op}: parent layer {p} is missing", layer.id()),
                     )
                 } else {
-                    e
+                    e.context(format!("layer {}: {op}: parent layer {p}", layer.id()))
                 }
             })?;
             next = parent.parent().map(str::to_string);

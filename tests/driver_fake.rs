@@ -1,0 +1,419 @@
+//! Driver behaviour with the recording mounter: the exact overlay composition,
+//! mount reference counting and store/CVMFS layer rules, without root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cvmfs_graphdriver::mount::fake::{recording_mounter, MountCall, RecordingMounter};
+use cvmfs_graphdriver::mount::Mounter;
+use cvmfs_graphdriver::{Driver, ErrorCode};
+
+const CV: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+const CV2: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+
+struct Env {
+    t: tempfile::TempDir,
+    home: PathBuf,
+    run: PathBuf,
+    m: Arc<RecordingMounter>,
+}
+
+fn env(lowerdir_plus: bool) -> Env {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("graph/cvmfs");
+    let run = t.path().join("run");
+    Env {
+        t,
+        home,
+        run,
+        m: Arc::new(recording_mounter(lowerdir_plus)),
+    }
+}
+
+impl Env {
+    fn driver(&self, opts: &[String]) -> Driver {
+        let m: Arc<dyn Mounter> = self.m.clone();
+        Driver::with_mounter(&self.home, &self.run, opts, m).unwrap()
+    }
+    fn calls(&self) -> Vec<MountCall> {
+        let c = self.m.syscalls().calls();
+        self.m.syscalls().clear();
+        c
+    }
+    fn diff(&self, id: &str) -> String {
+        self.home
+            .join("layers")
+            .join(id)
+            .join("diff")
+            .display()
+            .to_string()
+    }
+}
+
+fn lowers(calls: &[MountCall]) -> Vec<String> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            MountCall::FsconfigString { key, value } if key == "lowerdir+" => Some(value.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn key(calls: &[MountCall], k: &str) -> Option<String> {
+    calls.iter().find_map(|c| match c {
+        MountCall::FsconfigString { key, value } if key == k => Some(value.clone()),
+        _ => None,
+    })
+}
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+#[test]
+fn get_stacks_own_diff_as_upper_over_the_parent_chain() {
+    let e = env(true);
+    let d = e.driver(&[s("cvmfs.mountopt=nodev")]);
+    d.create("A", None, false, &[]).unwrap();
+    d.create("B", Some("A"), false, &[]).unwrap();
+    d.create("C", Some("B"), true, &[]).unwrap();
+    e.calls();
+
+    let m = d.get("C", None, &[]).unwrap();
+    assert_eq!(m, e.home.join("layers/C/merged"));
+    let c = e.calls();
+    assert_eq!(lowers(&c), vec![e.diff("B"), e.diff("A")]);
+    assert_eq!(key(&c, "upperdir"), Some(e.diff("C")));
+    assert_eq!(
+        key(&c, "workdir"),
+        Some(e.home.join("layers/C/work").display().to_string())
+    );
+    assert!(
+        c.contains(&MountCall::Fsmount {
+            attrs: vec![s("nodev")]
+        }),
+        "{c:?}"
+    );
+    assert!(c.contains(&MountCall::MoveMount { target: m.clone() }));
+
+    // A parentless layer gets the shared empty lower.
+    d.get("A", None, &[]).unwrap();
+    assert_eq!(
+        lowers(&e.calls()),
+        vec![e.home.join("empty").display().to_string()]
+    );
+}
+
+#[test]
+fn ro_get_has_no_upper_and_ends_in_empty() {
+    let e = env(true);
+    let d = e.driver(&[]);
+    d.create("A", None, false, &[]).unwrap();
+    d.create("B", Some("A"), false, &[]).unwrap();
+    e.calls();
+    d.get("B", None, &[s("ro")]).unwrap();
+    let c = e.calls();
+    assert_eq!(
+        lowers(&c),
+        vec![
+            e.diff("B"),
+            e.diff("A"),
+            e.home.join("empty").display().to_string()
+        ]
+    );
+    assert_eq!(key(&c, "upperdir"), None);
+    assert_eq!(key(&c, "workdir"), None);
+    assert!(
+        c.contains(&MountCall::Fsmount {
+            attrs: vec![s("ro")]
+        }),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn mounts_are_counted_and_remounted_after_a_crash() {
+    let e = env(true);
+    let d = e.driver(&[]);
+    let d2 = e.driver(&[]);
+    d.create("A", None, true, &[]).unwrap();
+    e.calls();
+    let m = d.get("A", None, &[]).unwrap();
+    d2.get("A", None, &[]).unwrap();
+    d.get("A", None, &[]).unwrap();
+    let mounts = e
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, MountCall::MoveMount { .. }))
+        .count();
+    assert_eq!(mounts, 1, "one mount for three gets");
+    d.put("A").unwrap();
+    d2.put("A").unwrap();
+    assert!(e.calls().is_empty(), "still in use");
+    d.put("A").unwrap();
+    assert_eq!(e.calls(), vec![MountCall::Unmount { target: m.clone() }]);
+    // Put of a layer that is not mounted is not an error.
+    d.put("A").unwrap();
+
+    d.get("A", None, &[]).unwrap();
+    e.m.syscalls().forget_mount(&m); // a reboot took the mount away
+    e.calls();
+    d.get("A", None, &[]).unwrap();
+    assert!(
+        e.calls()
+            .iter()
+            .any(|c| matches!(c, MountCall::MoveMount { .. })),
+        "remounted"
+    );
+    d.put("A").unwrap();
+    assert!(
+        !e.m.is_mounted(&m).unwrap(),
+        "count restarted at 1 after the remount"
+    );
+}
+
+#[test]
+fn remove_unmounts_even_with_outstanding_gets() {
+    let e = env(true);
+    let d = e.driver(&[]);
+    d.create("A", None, true, &[]).unwrap();
+    let m = d.get("A", None, &[]).unwrap();
+    d.get("A", None, &[]).unwrap();
+    e.calls();
+    d.remove("A").unwrap();
+    assert_eq!(e.calls(), vec![MountCall::Unmount { target: m }]);
+    assert!(!d.exists("A").unwrap());
+    d.remove("A").unwrap();
+}
+
+#[test]
+fn fallback_uses_short_links() {
+    let e = env(false);
+    let d = e.driver(&[]);
+    d.create("A", None, false, &[]).unwrap();
+    d.create("B", Some("A"), false, &[]).unwrap();
+    e.calls();
+    d.get("B", None, &[]).unwrap();
+    let c = e.calls();
+    let MountCall::Mount { data, .. } = c.last().unwrap() else {
+        panic!("{c:?}")
+    };
+    let l = e.home.join("l").display().to_string();
+    let lower = data
+        .strip_prefix("lowerdir=")
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    assert!(lower.starts_with(&format!("{l}/")), "{data}");
+    assert_eq!(
+        fs::canonicalize(lower).unwrap(),
+        fs::canonicalize(e.diff("A")).unwrap()
+    );
+    assert!(
+        data.contains(&format!(",upperdir={}", e.diff("B"))),
+        "{data}"
+    );
+    assert_eq!(
+        d.status().iter().find(|(k, _)| k == "Mount API").unwrap().1,
+        "mount(2)"
+    );
+}
+
+#[test]
+fn create_rules() {
+    let e = env(true);
+    let d = e.driver(&[]);
+    let err = d.create("X", Some("missing"), false, &[]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::LayerUnknown);
+    assert!(err.to_string().contains("parent layer missing"), "{err}");
+    let err = d.create("X", None, true, &[s("size=10G")]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotSupported);
+    assert!(err.to_string().contains("size=10G"), "{err}");
+    assert_eq!(
+        d.create("a/b", None, false, &[]).unwrap_err().code(),
+        ErrorCode::InvalidArgument
+    );
+
+    // An existing ID is replaced (a leftover the layer store does not know about).
+    d.create("X", None, false, &[]).unwrap();
+    fs::write(d.layer_content_dir("X").unwrap().join("old"), b"").unwrap();
+    d.create("X", None, false, &[]).unwrap();
+    assert!(!d.layer_content_dir("X").unwrap().join("old").exists());
+
+    // A child's root starts as its parent's root looks.
+    let p = d.layer_content_dir("X").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o711)).unwrap();
+    d.create("Y", Some("X"), false, &[]).unwrap();
+    let mode = fs::metadata(d.layer_content_dir("Y").unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o711);
+
+    // Template copies the template's files.
+    fs::write(d.layer_content_dir("Y").unwrap().join("t"), b"tmpl").unwrap();
+    d.create_from_template("Z", "Y", Some("X"), true).unwrap();
+    assert_eq!(
+        fs::read(d.layer_content_dir("Z").unwrap().join("t")).unwrap(),
+        b"tmpl"
+    );
+    assert_eq!(d.list_layers().unwrap().last().unwrap(), "X");
+}
+
+#[test]
+fn diffs_need_the_direct_parent() {
+    let e = env(true);
+    let d = e.driver(&[]);
+    d.create("A", None, false, &[]).unwrap();
+    d.create("B", Some("A"), false, &[]).unwrap();
+    fs::write(d.layer_content_dir("B").unwrap().join("f"), b"12345").unwrap();
+    assert_eq!(d.diff_size("B", Some("A")).unwrap(), 5);
+    for parent in [None, Some(""), Some("Z")] {
+        assert_eq!(
+            d.diff_size("B", parent).unwrap_err().code(),
+            ErrorCode::NotSupported,
+            "{parent:?}"
+        );
+        assert_eq!(
+            d.changes("B", parent).unwrap_err().code(),
+            ErrorCode::NotSupported
+        );
+        assert_eq!(
+            d.diff("B", parent, None, Vec::new()).unwrap_err().code(),
+            ErrorCode::NotSupported
+        );
+    }
+    assert_eq!(d.diff_size("A", Some("")).unwrap(), 0);
+    let mut tar = Vec::new();
+    d.diff("B", Some("A"), None, &mut tar).unwrap();
+    assert!(tar.len() >= 1024 && tar.windows(1).len() > 0);
+    assert_eq!(d.changes("B", Some("A")).unwrap().len(), 1);
+}
+
+/// A CVMFS repository stand-in plus an additional image store with records.
+fn cvmfs_fixture(e: &Env, whiteouts: &str) -> (PathBuf, PathBuf) {
+    let repo = e.t.path().join("cvmfs/unpacked.example.org");
+    let store = repo.join("podmanStore");
+    let layerfs = repo.join(".layers/c0/c0ffee/layerfs");
+    fs::create_dir_all(layerfs.join("etc")).unwrap();
+    fs::write(layerfs.join("etc/os-release"), b"cvmfs").unwrap();
+    let layerfs2 = repo.join(".layers/b0/b0b0/layerfs");
+    fs::create_dir_all(&layerfs2).unwrap();
+    let rec = |id: &str, path: &str, parent: Option<&str>| {
+        let p = store.join("cvmfs/layers").join(id).join("layer.json");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let parent = parent
+            .map(|p| format!("\"{p}\""))
+            .unwrap_or_else(|| s("null"));
+        fs::write(
+            p,
+            format!(
+                r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":{parent},"whiteouts":"{whiteouts}","ownership":"lost"}}"#,
+                repo.display()
+            ),
+        )
+        .unwrap();
+    };
+    rec(CV, ".layers/c0/c0ffee/layerfs", None);
+    rec(CV2, ".layers/b0/b0b0/layerfs", Some(CV));
+    (repo, store)
+}
+
+#[test]
+fn cvmfs_layers_are_read_only_lowers() {
+    let e = env(true);
+    let (repo, store) = cvmfs_fixture(&e, "oci-raw");
+    let d = e.driver(&[format!("cvmfs.imagestore={}", store.display())]);
+    assert!(d.exists(CV).unwrap());
+    assert!(d.exists(CV2).unwrap());
+    assert!(!d.exists(&"d".repeat(64)).unwrap());
+    assert!(
+        d.list_layers().unwrap().is_empty(),
+        "store layers are not ours to list"
+    );
+    assert_eq!(d.additional_image_stores(), vec![store.clone()]);
+
+    // A container layer on top of two CVMFS layers.
+    d.create("ctr", Some(CV2), true, &[]).unwrap();
+    e.calls();
+    d.get("ctr", None, &[]).unwrap();
+    let c = e.calls();
+    assert_eq!(
+        lowers(&c),
+        vec![
+            repo.join(".layers/b0/b0b0/layerfs").display().to_string(),
+            repo.join(".layers/c0/c0ffee/layerfs").display().to_string()
+        ]
+    );
+    assert_eq!(key(&c, "upperdir"), Some(e.diff("ctr")));
+
+    // The CVMFS layer itself mounts read-only under the run root.
+    let m = d.get(CV2, None, &[]).unwrap();
+    assert!(m.starts_with(&e.run), "{}", m.display());
+    let c = e.calls();
+    assert_eq!(key(&c, "upperdir"), None);
+    assert_eq!(lowers(&c).len(), 3, "own dir, parent, empty: {c:?}");
+    d.put(CV2).unwrap();
+
+    for err in [
+        d.remove(CV).unwrap_err(),
+        d.apply_diff(CV, std::io::empty(), &Default::default())
+            .unwrap_err(),
+        d.update_id_map(CV, None, None).unwrap_err(),
+    ] {
+        assert_eq!(err.code(), ErrorCode::ReadOnly, "{err}");
+        assert!(err.to_string().contains(CV), "{err}");
+    }
+    let md = d.metadata(CV).unwrap();
+    assert_eq!(md["Kind"], "cvmfs");
+    assert_eq!(md["Whiteouts"], "raw OCI whiteouts not yet converted");
+    assert_eq!(md["Repository"], repo.display().to_string());
+    assert_eq!(
+        d.layer_content_dir(CV).unwrap(),
+        repo.join(".layers/c0/c0ffee/layerfs")
+    );
+    assert_eq!(
+        d.read_write_disk_usage(CV).unwrap().size,
+        0,
+        "CVMFS layers use no local disk"
+    );
+    let err = d.create(CV, None, false, &[]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::LayerExists);
+}
+
+#[test]
+fn missing_repository_is_a_clear_error() {
+    let e = env(true);
+    let (repo, store) = cvmfs_fixture(&e, "overlay");
+    let d = e.driver(&[format!("cvmfs.imagestore={}", store.display())]);
+    d.create("ctr", Some(CV), true, &[]).unwrap();
+    // The repository goes away (unmounted): its layer directories vanish.
+    fs::remove_dir_all(repo.join(".layers")).unwrap();
+    let err = d.get("ctr", None, &[]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Repository, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("repository {}", repo.display())),
+        "{msg}"
+    );
+    assert!(msg.contains(CV), "{msg}");
+    assert!(msg.contains("layer ctr"), "{msg}");
+}
+
+#[test]
+fn several_handles_and_bad_options() {
+    let e = env(true);
+    let _a = e.driver(&[]);
+    let _b = e.driver(&[]);
+    let m: Arc<dyn Mounter> = e.m.clone();
+    let err = Driver::with_mounter(&e.home, &e.run, &[s("cvmfs.bogus=1")], m)
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert!(err.to_string().contains("cvmfs.bogus"));
+    let _ = Path::new("/");
+}
