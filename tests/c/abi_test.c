@@ -210,6 +210,14 @@ static size_t make_tar(unsigned char *buf, const char *name, const char *data) {
   return 512 + 512 + 1024; /* header, one data block, two zero blocks */
 }
 
+static int is_mounted(const char *path) {
+  char parent[1024];
+  snprintf(parent, sizeof parent, "%s/..", path);
+  struct stat a, b;
+  if (stat(path, &a) != 0 || stat(parent, &b) != 0) return 0;
+  return a.st_dev != b.st_dev;
+}
+
 static void smoke(void) {
   if (geteuid() != 0) {
     printf("SKIP: c-abi smoke: needs root\n");
@@ -248,6 +256,29 @@ static void smoke(void) {
   CHECK(size == 9, "apply_diff size %lld", (long long)size);
   CHECK(fcntl(p[0], F_GETFD) != -1, "caller's fd still open");
   close(p[0]);
+
+  /* Mount counts are shared between processes: a child mounts "base" and exits
+     without put; our get joins that mount and our put leaves it for the child. */
+  pid_t cpid = fork();
+  if (cpid == 0) {
+    cvmfs_driver *c = NULL;
+    char *cm = NULL;
+    if (cvmfs_driver_new(h, r, NULL, 0, &c, NULL) != CVMFS_OK) _exit(2);
+    if (cvmfs_driver_get(c, "base", NULL, NULL, 0, &cm, NULL) != CVMFS_OK) _exit(3);
+    _exit(is_mounted(cm) ? 0 : 4);
+  }
+  int cst = 0;
+  waitpid(cpid, &cst, 0);
+  CHECK(WIFEXITED(cst) && WEXITSTATUS(cst) == 0, "child process get (status %d)", cst);
+  char *bm = NULL;
+  expect("get base after child", cvmfs_driver_get(d, "base", NULL, NULL, 0, &bm, &err), &err, CVMFS_OK);
+  if (bm) {
+    expect("put base once", cvmfs_driver_put(d, "base", &err), &err, CVMFS_OK);
+    CHECK(is_mounted(bm), "still mounted for the child's get");
+    expect("put base for the child", cvmfs_driver_put(d2, "base", &err), &err, CVMFS_OK);
+    CHECK(!is_mounted(bm), "unmounted after the last put");
+    cvmfs_string_free(bm);
+  }
 
   expect("create top", cvmfs_driver_create(d, "top", "base", true, NULL, 0, &err), &err, CVMFS_OK);
   char *mnt = NULL;
