@@ -401,7 +401,7 @@ fn esc(b: &[u8]) -> String {
 /// What [`snapshot_with`] records besides the basics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SnapshotOptions {
-    /// Include modification times (seconds) of everything but the root.
+    /// Include modification times (seconds) of everything but the root and whiteouts.
     pub mtimes: bool,
 }
 
@@ -481,7 +481,8 @@ pub fn snapshot_with(dir: &Path, opts: SnapshotOptions) -> io::Result<String> {
                 let _ = write!(out, " xattr:{}={}", esc(&name), esc(&v));
             }
         }
-        if opts.mtimes {
+        // A whiteout's time carries no meaning (overlayfs and Go leave it at creation).
+        if opts.mtimes && typ != "whiteout" {
             let _ = write!(out, " mtime={}", md.mtime());
         }
         out.push('\n');

@@ -437,9 +437,10 @@ impl Applier<'_> {
             }
             let h = entry.header();
             let (u, g) = self.host_ids(h.uid().unwrap_or(0), h.gid().unwrap_or(0), display)?;
+            let mtime = h.mtime().unwrap_or(0) as i64;
             let mut target = comps[..comps.len() - 1].to_vec();
             target.push(orig.to_vec());
-            return self.whiteout(&target, u, g, display);
+            return self.whiteout(&target, u, g, mtime, display);
         }
         self.create(entry, &comps, display)
     }
@@ -485,6 +486,7 @@ impl Applier<'_> {
         target: &[Vec<u8>],
         uid: u32,
         gid: u32,
+        mtime: i64,
         display: &str,
     ) -> Result<(), ArchiveError> {
         let rel = join(target);
@@ -506,7 +508,16 @@ impl Applier<'_> {
         }
         rustix::fs::mknodat(&pfd, os(name), FileType::CharacterDevice, Mode::empty(), 0)
             .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
-        self.chown_at(&pfd, name, uid, gid, &path)
+        self.chown_at(&pfd, name, uid, gid, &path)?;
+        // The marker's time, so that applying the same tar twice gives the same tree
+        // (Go leaves the creation time).
+        let t = ts(mtime, 0);
+        let times = Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::utimensat(&pfd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ArchiveError::io(&path, ioe(e)))
     }
 
     fn meta<R: Read>(
