@@ -532,3 +532,66 @@ fn privileged_matches_containers_storage_when_available() {
     archive::apply_tar(&out.stdout[..], &from_go, &ApplyOptions::default()).unwrap();
     assert_eq!(snap(&ours), snap(&from_go));
 }
+
+#[test]
+fn privileged_sparse_files_from_gnu_tar_apply() {
+    if !need_root("privileged_sparse_files_from_gnu_tar_apply") {
+        return;
+    }
+    use std::io::{Seek, SeekFrom, Write};
+    let t = tmp();
+    let src = mkdir(t.path(), "src");
+    let mut f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(10 << 20).unwrap();
+    // more segments than an old GNU header holds (4), so extension headers appear
+    for i in 1..=7u64 {
+        f.seek(SeekFrom::Start(i * 1_300_000)).unwrap();
+        f.write_all(format!("segment {i}").as_bytes()).unwrap();
+    }
+    f.seek(SeekFrom::Start((10 << 20) - 4)).unwrap();
+    f.write_all(b"tail").unwrap();
+    drop(f);
+    let want = std::fs::read(src.join("sparse")).unwrap();
+    for (fmt, version) in [
+        ("gnu", None),
+        ("posix", Some("1.0")),
+        ("posix", Some("0.1")),
+        ("posix", Some("0.0")),
+    ] {
+        let tarfile = t.path().join("s.tar");
+        let mut cmd = std::process::Command::new("tar");
+        cmd.arg("--sparse").arg(format!("--format={fmt}"));
+        if let Some(v) = version {
+            cmd.arg(format!("--sparse-version={v}"));
+        }
+        assert!(cmd
+            .arg("-C")
+            .arg(&src)
+            .arg("-cf")
+            .arg(&tarfile)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        let dest = t
+            .path()
+            .join(format!("dest-{fmt}-{}", version.unwrap_or("old")));
+        std::fs::create_dir(&dest).unwrap();
+        let size = archive::apply_tar(
+            std::fs::File::open(&tarfile).unwrap(),
+            &dest,
+            &ApplyOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{fmt} {version:?}: {e}"));
+        assert_eq!(tree(&dest), vec!["sparse"], "{fmt} {version:?}");
+        assert_eq!(size, 10 << 20);
+        let got = std::fs::read(dest.join("sparse")).unwrap();
+        assert!(got == want, "{fmt} {version:?}: content differs");
+        // holes stay holes
+        let blocks = std::fs::metadata(dest.join("sparse")).unwrap().blocks();
+        assert!(
+            blocks * 512 < 1 << 20,
+            "{fmt} {version:?}: {blocks} blocks allocated"
+        );
+    }
+}

@@ -147,6 +147,8 @@ struct Applier<'a> {
     /// The last resolved parent, reused while nothing has been removed.
     cache: Option<(Vec<Vec<u8>>, OwnedFd)>,
     root_override: Option<String>,
+    /// PAX records of the entry being applied.
+    pax: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why resolving a parent failed.
@@ -183,6 +185,7 @@ pub(crate) fn apply<R: Read>(
         dirs: Vec::new(),
         cache: None,
         root_override: None,
+        pax: Vec::new(),
     };
     let state = Rc::new(RefCell::new(Tail::default()));
     let mut ar = tar::Archive::new(CountingReader {
@@ -200,16 +203,44 @@ pub(crate) fn apply<R: Read>(
                 format!("truncated or malformed tar: {e}"),
             )
         })?;
-        let name = entry.path_bytes().into_owned();
+        let mut pax = Vec::new();
+        let exts = entry.pax_extensions().map_err(|e| {
+            ArchiveError::bad(
+                format!("after {}", last_name.take()),
+                format!("malformed PAX header: {e}"),
+            )
+        })?;
+        for ext in exts.into_iter().flatten() {
+            let ext = ext.map_err(|e| {
+                ArchiveError::bad(
+                    format!("after {}", last_name.take()),
+                    format!("malformed PAX record: {e}"),
+                )
+            })?;
+            pax.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
+        }
+        // PAX sparse files (GNU formats 0.1 and 1.0) carry their real name apart.
+        let name = match pax_get(&pax, b"GNU.sparse.name") {
+            Some(n) => n.to_vec(),
+            None => entry.path_bytes().into_owned(),
+        };
         let display = String::from_utf8_lossy(&name).into_owned();
         last_name.set(display.clone());
+        a.pax = pax;
         a.entry(&mut entry, &name, &display)?;
         // Read whatever the entry has left so that a short stream is noticed here,
         // not silently taken for the end of the archive.
         io::copy(&mut entry, &mut io::sink()).map_err(|e| {
             ArchiveError::bad(display.as_str(), format!("reading tar content: {e}"))
         })?;
-        let end = entry.raw_file_position().saturating_add(entry.size());
+        // For old GNU sparse files `size()` is the expanded size; what the archive
+        // holds is the header's size field.
+        let stored = if entry.header().entry_type().is_gnu_sparse() {
+            entry.header().entry_size().unwrap_or(0)
+        } else {
+            entry.size()
+        };
+        let end = entry.raw_file_position().saturating_add(stored);
         if state.borrow().total < end {
             return Err(ArchiveError::bad(
                 display.as_str(),
@@ -579,19 +610,15 @@ impl Applier<'_> {
             (0, 0)
         };
         let mut xattrs = Vec::new();
-        if let Some(exts) = entry.pax_extensions().map_err(|e| bad("pax", e))? {
-            for ext in exts {
-                let ext = ext.map_err(|e| bad("pax", e))?;
-                let key = ext.key_bytes();
-                if key == b"mtime" {
-                    if let Some(t) = parse_pax_time(ext.value_bytes()) {
-                        mtime = t;
-                    }
-                } else if key == b"atime" {
-                    atime = parse_pax_time(ext.value_bytes());
-                } else if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                    xattrs.push((x.to_vec(), ext.value_bytes().to_vec()));
+        for (key, value) in &self.pax {
+            if key == b"mtime" {
+                if let Some(t) = parse_pax_time(value) {
+                    mtime = t;
                 }
+            } else if key == b"atime" {
+                atime = parse_pax_time(value);
+            } else if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                xattrs.push((x.to_vec(), value.clone()));
             }
         }
         // Access time is never before modification time (as Go applies it).
@@ -660,7 +687,11 @@ impl Applier<'_> {
                 )
                 .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
                 let mut f = std::fs::File::from(fd);
-                if meta.kind == Kind::File {
+                let sparse = sparse_info(&self.pax).map_err(|r| ArchiveError::bad(display, r))?;
+                if let (Some(sp), Kind::File) = (sparse, meta.kind) {
+                    let stored = entry.size();
+                    write_sparse(entry, &mut f, sp, stored, display, &path)?;
+                } else if meta.kind == Kind::File {
                     let expected = if entry.header().entry_type().is_gnu_sparse() {
                         entry
                             .header()
@@ -670,7 +701,9 @@ impl Applier<'_> {
                     } else {
                         entry.size()
                     };
-                    let n = copy_data(entry, &mut f).map_err(|e| ArchiveError::io(&path, e))?;
+                    let holes = entry.header().entry_type().is_gnu_sparse();
+                    let n =
+                        copy_data(entry, &mut f, holes).map_err(|e| ArchiveError::io(&path, e))?;
                     if n != expected {
                         return Err(ArchiveError::bad(
                             display,
@@ -850,20 +883,190 @@ impl Applier<'_> {
     }
 }
 
-/// Copy an entry's content, returning how many bytes it had.
-fn copy_data(r: &mut dyn Read, w: &mut std::fs::File) -> io::Result<u64> {
+fn pax_get<'a>(pax: &'a [(Vec<u8>, Vec<u8>)], key: &[u8]) -> Option<&'a [u8]> {
+    pax.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_slice())
+}
+
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// A PAX-format sparse file: its real size and data map (`None`: format 1.0, where
+/// the map leads the entry's data).
+struct Sparse {
+    real_size: u64,
+    map: Option<Vec<(u64, u64)>>,
+}
+
+/// Recognise the GNU PAX sparse formats 0.0, 0.1 and 1.0 (Go's archive/tar reads
+/// them all; without this a sparse file would land as its raw sparse data).
+fn sparse_info(pax: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Sparse>, String> {
+    let major = pax_get(pax, b"GNU.sparse.major");
+    let real = pax_get(pax, b"GNU.sparse.realsize").or_else(|| pax_get(pax, b"GNU.sparse.size"));
+    let has_old = pax.iter().any(|(k, _)| k == b"GNU.sparse.offset");
+    let map01 = pax_get(pax, b"GNU.sparse.map");
+    if major.is_none() && map01.is_none() && !has_old {
+        return Ok(None);
+    }
+    let real_size = real
+        .and_then(parse_u64)
+        .ok_or("sparse file without a valid real size")?;
+    if let Some(m) = major {
+        if m != b"1" {
+            return Err(format!(
+                "unsupported GNU sparse format {}",
+                String::from_utf8_lossy(m)
+            ));
+        }
+        return Ok(Some(Sparse {
+            real_size,
+            map: None,
+        }));
+    }
+    let nums: Vec<u64> = if let Some(m) = map01 {
+        if m.is_empty() {
+            Vec::new()
+        } else {
+            m.split(|c| *c == b',')
+                .map(parse_u64)
+                .collect::<Option<_>>()
+                .ok_or("bad GNU.sparse.map")?
+        }
+    } else {
+        pax.iter()
+            .filter(|(k, _)| k == b"GNU.sparse.offset" || k == b"GNU.sparse.numbytes")
+            .map(|(_, v)| parse_u64(v))
+            .collect::<Option<_>>()
+            .ok_or("bad GNU.sparse.offset/numbytes")?
+    };
+    if nums.len() % 2 != 0 {
+        return Err("odd number of sparse map values".into());
+    }
+    Ok(Some(Sparse {
+        real_size,
+        map: Some(nums.chunks(2).map(|c| (c[0], c[1])).collect()),
+    }))
+}
+
+/// Read one decimal number terminated by '\n' from a format 1.0 sparse map.
+fn read_map_number(r: &mut dyn Read, consumed: &mut u64) -> Option<u64> {
+    let mut digits = Vec::new();
+    loop {
+        let mut b = [0u8];
+        if r.read(&mut b).ok()? != 1 {
+            return None;
+        }
+        *consumed += 1;
+        if b[0] == b'\n' {
+            return parse_u64(&digits);
+        }
+        if digits.len() > 20 {
+            return None;
+        }
+        digits.push(b[0]);
+    }
+}
+
+/// Write a PAX sparse file: data segments at their offsets, holes left as holes.
+fn write_sparse(
+    r: &mut dyn Read,
+    f: &mut std::fs::File,
+    sp: Sparse,
+    stored: u64,
+    display: &str,
+    path: &Path,
+) -> Result<(), ArchiveError> {
+    use std::io::{Seek, SeekFrom};
+    let bad = |why: &str| ArchiveError::bad(display, format!("bad sparse file: {why}"));
+    let mut consumed = 0u64;
+    let map = match sp.map {
+        Some(m) => m,
+        None => {
+            let n = read_map_number(r, &mut consumed).ok_or_else(|| bad("unreadable map"))?;
+            if n > stored / 2 + 1 {
+                return Err(bad("map longer than the entry"));
+            }
+            let mut m = Vec::new();
+            for _ in 0..n {
+                let off = read_map_number(r, &mut consumed).ok_or_else(|| bad("unreadable map"))?;
+                let len = read_map_number(r, &mut consumed).ok_or_else(|| bad("unreadable map"))?;
+                m.push((off, len));
+            }
+            // the map is padded to a block
+            let pad = (512 - consumed % 512) % 512;
+            let skipped = io::copy(&mut r.take(pad), &mut io::sink())
+                .map_err(|e| ArchiveError::io(path, e))?;
+            if skipped != pad {
+                return Err(ArchiveError::bad(
+                    display,
+                    "truncated tar: inside a sparse map",
+                ));
+            }
+            consumed += pad;
+            m
+        }
+    };
+    let mut last_end = 0u64;
+    for (off, len) in map {
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| bad("segment overflows"))?;
+        if off < last_end || end > sp.real_size {
+            return Err(bad("segments overlap or exceed the real size"));
+        }
+        last_end = end;
+        f.seek(SeekFrom::Start(off))
+            .map_err(|e| ArchiveError::io(path, e))?;
+        let n = io::copy(&mut r.take(len), f).map_err(|e| ArchiveError::io(path, e))?;
+        consumed += n;
+        if n != len {
+            return Err(ArchiveError::bad(
+                display,
+                "truncated tar: inside sparse data",
+            ));
+        }
+    }
+    if consumed != stored {
+        return Err(bad("data size does not match the map"));
+    }
+    f.set_len(sp.real_size)
+        .map_err(|e| ArchiveError::io(path, e))
+}
+
+/// Copy an entry's content, returning how many bytes it had. With `holes`, blocks of
+/// zeros are skipped so that a sparse file stays sparse.
+fn copy_data(r: &mut dyn Read, w: &mut std::fs::File, holes: bool) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
         let k = match r.read(&mut buf) {
-            Ok(0) => return Ok(n),
+            Ok(0) => break,
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        w.write_all(&buf[..k])?;
+        if holes {
+            for piece in buf[..k].chunks(4096) {
+                if piece.iter().all(|b| *b == 0) {
+                    w.seek(SeekFrom::Current(piece.len() as i64))?;
+                } else {
+                    w.write_all(piece)?;
+                }
+            }
+        } else {
+            w.write_all(&buf[..k])?;
+        }
         n += k as u64;
     }
+    if holes {
+        // a trailing hole needs the length set explicitly
+        w.set_len(n)?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
