@@ -1,0 +1,58 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"go.podman.io/storage/pkg/archive"
+	"go.podman.io/storage/pkg/directory"
+)
+
+// Command gocheck runs containers/storage's own archive code so that the Rust
+// archive tests can compare against the reference implementation:
+//
+//	go build -o /tmp/gocheck . && \
+//	CVMFS_GO_CHANGES=/tmp/gocheck CVMFS_GO_ARCHIVE=/tmp/gocheck cargo test --test 'archive_*'
+//
+// Subcommands:
+//
+//	gocheck changes RW LOWER...     OverlayChanges as JSON
+//	gocheck untar DEST < tar        Untar with the overlay whiteout format, prints directory.Size
+//	gocheck tar DIR LOWER... > tar  TarWithOptions as the overlay driver's Diff
+func main() {
+	switch os.Args[1] {
+	case "changes":
+		c, err := archive.OverlayChanges(os.Args[3:], os.Args[2])
+		check(err)
+		type ch struct {
+			Path string `json:"path"`
+			Kind int    `json:"kind"`
+		}
+		out := []ch{}
+		for _, x := range c {
+			out = append(out, ch{x.Path, int(x.Kind)})
+		}
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+	case "untar":
+		err := archive.UntarUncompressed(os.Stdin, os.Args[2], &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
+		check(err)
+		s, err := directory.Size(os.Args[2])
+		check(err)
+		fmt.Println(s)
+	case "tar":
+		r, err := archive.TarWithOptions(os.Args[2], &archive.TarOptions{Compression: archive.Uncompressed, WhiteoutFormat: archive.OverlayWhiteoutFormat, WhiteoutData: os.Args[3:]})
+		check(err)
+		_, err = io.Copy(os.Stdout, r)
+		check(err)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
