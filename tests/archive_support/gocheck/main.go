@@ -1,3 +1,14 @@
+// Command gocheck runs containers/storage's own archive code so that the Rust
+// archive tests can compare against the reference implementation:
+//
+//	go build -o /tmp/gocheck . && \
+//	CVMFS_GO_CHANGES=/tmp/gocheck CVMFS_GO_ARCHIVE=/tmp/gocheck cargo test --test 'archive_*'
+//
+// Subcommands:
+//
+//	gocheck changes RW LOWER...     OverlayChanges as JSON
+//	gocheck untar DEST < tar        Untar with the overlay whiteout format, prints directory.Size
+//	gocheck tar DIR LOWER... > tar  TarWithOptions as the overlay driver's Diff
 package main
 
 import (
@@ -10,17 +21,6 @@ import (
 	"go.podman.io/storage/pkg/directory"
 )
 
-// Command gocheck runs containers/storage's own archive code so that the Rust
-// archive tests can compare against the reference implementation:
-//
-//	go build -o /tmp/gocheck . && \
-//	CVMFS_GO_CHANGES=/tmp/gocheck CVMFS_GO_ARCHIVE=/tmp/gocheck cargo test --test 'archive_*'
-//
-// Subcommands:
-//
-//	gocheck changes RW LOWER...     OverlayChanges as JSON
-//	gocheck untar DEST < tar        Untar with the overlay whiteout format, prints directory.Size
-//	gocheck tar DIR LOWER... > tar  TarWithOptions as the overlay driver's Diff
 func main() {
 	switch os.Args[1] {
 	case "changes":
