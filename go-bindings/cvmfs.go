@@ -61,7 +61,7 @@ func Init(home string, options graphdriver.Options) (graphdriver.Driver, error) 
 	defer cFree(cHome)
 	cRunRoot := cOptString(options.RunRoot)
 	defer cFree(cRunRoot)
-	opts := newCStringArray(options.DriverOptions)
+	opts := newCStringArray(driverOptions(options.DriverOptions))
 	defer opts.free()
 
 	var handle *C.cvmfs_driver
@@ -80,6 +80,21 @@ func Init(home string, options graphdriver.Options) (graphdriver.Driver, error) 
 	d := &Driver{core: c, home: home}
 	d.naiveDiff = graphdriver.NewNaiveDiffDriver(d, d)
 	return d, nil
+}
+
+// driverOptions normalises the option names containers/storage produces: it
+// writes "<driver>.<key>" with the configured driver name, which is empty when
+// storage.conf names no driver, giving ".<key>" (the other drivers accept that
+// form too). The core knows "cvmfs.<key>" and "<key>".
+func driverOptions(options []string) []string {
+	out := make([]string, 0, len(options))
+	for _, o := range options {
+		if strings.HasPrefix(o, ".") {
+			o = driverName + o
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // String returns the driver name; metadata directories are named after it.
@@ -263,11 +278,10 @@ func (d *Driver) ListLayers() ([]string, error) {
 // Get mounts the layer (with its parents) and returns the mount point.
 func (d *Driver) Get(id string, options graphdriver.MountOpts) (string, error) {
 	defer d.keepAlive()
-	if len(options.UidMaps) != 0 || len(options.GidMaps) != 0 {
-		// SupportsShifting is false, so containers/storage chowns layers
-		// instead and never asks for this; refuse rather than ignore it.
-		return "", errorf("get", id, codeNotSupported, "ID-mapped mounts are not supported")
-	}
+	// options.UidMaps/GidMaps need no action: SupportsShifting is false, so
+	// the layer store only passes the mappings the layer's files were already
+	// chowned to (it refuses any other mapping before calling Get), exactly as
+	// overlay mounts without ID shifting in that case.
 	cID := cString(id)
 	defer cFree(cID)
 	cLabel := cOptString(options.MountLabel)

@@ -23,6 +23,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 "$ROOT/hack/build-lib.sh" >&2
+pin_rust_lib
 "$ROOT/hack/gen-patches.sh" --check >&2
 module=$("$ROOT/hack/patched-storage.sh")
 out="$ROOT/build/bench"

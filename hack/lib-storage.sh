@@ -33,3 +33,17 @@ pristine_module_dir() {
 summary_line() {
   printf '%d passed, %d failed, %d skipped\n' "$1" "$2" "$3"
 }
+
+# Go's build cache does not notice when a C library it links changes (only the
+# flags are part of the cache key), so a rebuilt Rust core would be silently
+# ignored by `go build`/`go test`. Naming the library's hash in a harmless
+# linker flag makes every new library a new cache key. Call after build-lib.sh.
+pin_rust_lib() {
+  local lib="$ROOT/target/release/libcvmfs_graphdriver.a" hash
+  if [ ! -f "$lib" ]; then
+    echo "missing $lib (run hack/build-lib.sh)" >&2
+    return 1
+  fi
+  hash=$(sha256sum "$lib" | cut -c1-16)
+  export CGO_LDFLAGS="${CGO_LDFLAGS:+$CGO_LDFLAGS }-Wl,--defsym=cvmfs_graphdriver_lib_$hash=0"
+}

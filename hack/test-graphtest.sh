@@ -16,14 +16,17 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 "$ROOT/hack/build-lib.sh" >&2
+pin_rust_lib
 "$ROOT/hack/gen-patches.sh" --check >&2
 module=$("$ROOT/hack/patched-storage.sh")
 
-# Extra arguments go to `go test`, e.g. -run 'TestCvmfsEcho'.
-run=${GRAPHTEST_RUN:-Test}
+# All tests of the driver package (every graphtest DriverTest* plus the
+# binding's own) and the storage.conf table test of the config patch; they are
+# all named TestCvmfs*. Extra arguments go to `go test`.
+run=${GRAPHTEST_RUN:-^TestCvmfs}
 cd "$module"
 set +e
-go test -json -count=1 -timeout 45m -run "$run" "$@" ./drivers/cvmfs/ 2>&1 |
+go test -json -count=1 -timeout 45m -run "$run" "$@" ./drivers/cvmfs/ ./pkg/config/ 2>&1 |
   python3 "$ROOT/hack/gotest-summary.py" --allow-skip TestCvmfsSetQuota
 rc=${PIPESTATUS[1]}
 set -e
