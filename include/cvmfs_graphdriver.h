@@ -215,6 +215,26 @@ cvmfs_result cvmfs_driver_create(const struct cvmfs_driver *driver,
                                  struct cvmfs_error **err_out);
 
 /**
+ * As `cvmfs_driver_create`, for a layer used in a user namespace:
+ * `id_mappings_json` (optional, NULL or "" for none; see
+ * `cvmfs_apply_diff_options`) gives the layer's ID mappings
+ * (`CreateOpts.IDMappings`); a parentless layer's root is then owned by the
+ * mapped root. Prefer this to calling `cvmfs_driver_update_id_map` after
+ * creating: that one re-owns the whole parent stack.
+ *
+ * # Safety
+ * Pointer arguments are NULL or valid as described in docs/c-abi.md.
+ */
+cvmfs_result cvmfs_driver_create_mapped(const struct cvmfs_driver *driver,
+                                        const char *id,
+                                        const char *parent,
+                                        bool read_write,
+                                        const char *const *storage_opts,
+                                        size_t n_storage_opts,
+                                        const char *id_mappings_json,
+                                        struct cvmfs_error **err_out);
+
+/**
  * Create layer `id` on top of `parent` (optional) holding a copy of the files of
  * layer `template_id`.
  *

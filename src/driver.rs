@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -195,6 +195,36 @@ impl Driver {
         }
     }
 
+    /// Earlier upper dirs of a local layer (`diff1`, `diff2`, ...), topmost first:
+    /// `update_id_map` moves the re-owned copy of the whole stack there, as the
+    /// overlay driver does, so the layer's own `diff` again holds only its changes.
+    fn extra_dirs(&self, layer: &Layer) -> Vec<PathBuf> {
+        let Layer::Local { id, .. } = layer else {
+            return Vec::new();
+        };
+        let dir = self.store.layer_dir(id);
+        (1..)
+            .map(|n| dir.join(format!("diff{n}")))
+            .take_while(|p| p.is_dir())
+            .collect()
+    }
+
+    /// Every directory a layer contributes to a stack, topmost first.
+    fn stack(&self, layer: &Layer) -> Vec<PathBuf> {
+        let mut v = vec![self.content_dir(layer)];
+        v.extend(self.extra_dirs(layer));
+        v
+    }
+
+    /// Lowers below a layer's own `diff`: its extra dirs, then its parents' stacks.
+    fn lowers_below(&self, layer: &Layer, chain: &[Layer]) -> Vec<PathBuf> {
+        let mut v = self.extra_dirs(layer);
+        for l in chain {
+            v.extend(self.stack(l));
+        }
+        v
+    }
+
     /// Short path for the mount(2) fallback.
     fn short_dir(&self, layer: &Layer) -> Result<PathBuf> {
         match layer {
@@ -270,7 +300,22 @@ impl Driver {
         read_write: bool,
         storage_opts: &[String],
     ) -> Result<()> {
-        self.create_inner(id, parent, read_write, storage_opts, None)
+        self.create_inner(id, parent, read_write, storage_opts, None, None)
+    }
+
+    /// [`Driver::create`] for a layer used in a user namespace: a parentless
+    /// layer's root is owned by the mapped root (`CreateOpts.IDMappings`), as the
+    /// overlay driver creates it. With a parent, the root starts as the parent's
+    /// (the layer store then calls [`Driver::update_id_map`] if mappings differ).
+    pub fn create_mapped(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        read_write: bool,
+        storage_opts: &[String],
+        mappings: Option<&IdMappings>,
+    ) -> Result<()> {
+        self.create_inner(id, parent, read_write, storage_opts, None, mappings)
     }
 
     /// Create `id` with a copy of `template`'s own files, on top of `parent`.
@@ -282,8 +327,8 @@ impl Driver {
         read_write: bool,
     ) -> Result<()> {
         let tmpl = self.resolve(template, "create from template")?;
-        let src = self.content_dir(&tmpl);
-        self.create_inner(id, parent, read_write, &[], Some(src))
+        let src = self.stack(&tmpl);
+        self.create_inner(id, parent, read_write, &[], Some(src), None)
     }
 
     fn create_inner(
@@ -292,7 +337,8 @@ impl Driver {
         parent: Option<&str>,
         read_write: bool,
         storage_opts: &[String],
-        template: Option<PathBuf>,
+        template: Option<Vec<PathBuf>>,
+        mappings: Option<&IdMappings>,
     ) -> Result<()> {
         validate_id(id).map_err(|e| e.context("create"))?;
         let parent = normalize_parent(parent);
@@ -302,7 +348,14 @@ impl Driver {
             )));
         }
         let root = match parent {
-            None => RootAttrs::default(),
+            None => {
+                let (uid, gid) = mappings.map(|m| m.root_pair()).unwrap_or((0, 0));
+                RootAttrs {
+                    uid,
+                    gid,
+                    ..RootAttrs::default()
+                }
+            }
             Some(p) => {
                 let pl = self.resolve(p, "create").map_err(|e| {
                     if e.code() == ErrorCode::LayerUnknown {
@@ -340,8 +393,14 @@ impl Driver {
         }
         self.store
             .create(id, LocalRecord::new(parent, read_write), root, |diff| {
-                if let Some(src) = &template {
-                    archive::copy_tree(src, diff).map_err(|e| {
+                // The template's diff and any earlier uppers (diff1, ...) keep
+                // their positions in the copy.
+                for (n, src) in template.iter().flatten().enumerate() {
+                    let dst = match n {
+                        0 => diff.to_path_buf(),
+                        n => diff.with_file_name(format!("diff{n}")),
+                    };
+                    archive::copy_tree(src, &dst).map_err(|e| {
                         Error::from(e).context(format!("layer {id}: copy template"))
                     })?;
                 }
@@ -411,9 +470,17 @@ impl Driver {
                 (None, None)
             }
         };
+        for extra in self.extra_dirs(layer) {
+            lowers.push(extra.clone());
+            short.push(extra);
+        }
         for l in &chain {
             lowers.push(self.content_dir(l));
             short.push(self.short_dir(l)?);
+            for extra in self.extra_dirs(l) {
+                lowers.push(extra.clone());
+                short.push(extra);
+            }
         }
         // Overlay needs a lower, and without an upper it wants two; `empty/` is
         // also harmless at the bottom of any stack.
@@ -558,9 +625,9 @@ impl Driver {
         let layer = self.resolve(id, "metadata")?;
         let chain = self.chain(&layer, "metadata")?;
         let mut m = BTreeMap::new();
-        let join = |v: &[Layer]| {
+        let join = |v: &[PathBuf]| {
             v.iter()
-                .map(|l| self.content_dir(l).display().to_string())
+                .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(":")
         };
@@ -580,13 +647,14 @@ impl Driver {
                     self.store.work_dir(id).display().to_string(),
                 );
                 m.insert("ReadWrite".into(), record.read_write.to_string());
-                if !chain.is_empty() {
-                    m.insert("LowerDir".into(), join(&chain));
+                let lowers = self.lowers_below(&layer, &chain);
+                if !lowers.is_empty() {
+                    m.insert("LowerDir".into(), join(&lowers));
                 }
             }
             Layer::Store(s) => {
-                let mut lowers = vec![layer.clone()];
-                lowers.extend(chain.iter().cloned());
+                let mut lowers = self.stack(&layer);
+                lowers.extend(self.lowers_below(&layer, &chain));
                 m.insert("LowerDir".into(), join(&lowers));
                 m.insert("ImageStore".into(), s.store.display().to_string());
                 match &s.kind {
@@ -693,11 +761,8 @@ impl Driver {
 
     pub fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
         let layer = self.direct(id, parent, "changes")?;
-        let lowers: Vec<PathBuf> = self
-            .chain(&layer, "changes")?
-            .iter()
-            .map(|l| self.content_dir(l))
-            .collect();
+        let chain = self.chain(&layer, "changes")?;
+        let lowers = self.lowers_below(&layer, &chain);
         archive::changes(&self.content_dir(&layer), &lowers)
             .map_err(|e| Error::from(e).context(format!("layer {id}: changes")))
     }
@@ -715,8 +780,58 @@ impl Driver {
         to_container: Option<&IdMappings>,
         to_host: Option<&IdMappings>,
     ) -> Result<()> {
-        let layer = self.local_only(id, "update ID map")?;
-        archive::remap_ownership(&self.content_dir(&layer), to_container, to_host)
-            .map_err(|e| Error::from(e).context(format!("layer {id}: update ID map")))
+        let op = "update ID map";
+        let layer = self.local_only(id, op)?;
+        let ctx = |e: Error| e.context(format!("layer {id}: {op}"));
+        // Re-own the whole stack as the layer sees it: through the mount, so
+        // every parent file is copied up into this layer's diff with its new owner
+        // (the layer store calls this when a layer's mappings differ from its
+        // parent's, and the driver cannot shift IDs at mount time).
+        let mount_opts: Vec<String> = Vec::new();
+        let merged = self.get(id, None, &mount_opts)?;
+        let chowned = archive::remap_ownership(&merged, to_container, to_host);
+        self.put(id)?;
+        chowned.map_err(|e| ctx(Error::from(e)))?;
+        if self.mounter.is_mounted(&merged)? {
+            return Err(Error::new(
+                ErrorCode::Busy,
+                format!("layer {id}: {op}: still mounted by another user, cannot rotate its upper directory"),
+            ));
+        }
+        // Rotate: diff -> diff1 (-> diff2 ...), then a fresh empty diff, so later
+        // diffs of this layer hold only what is applied to it afterwards.
+        let dir = self.store.layer_dir(id);
+        let diff = self.store.diff_dir(id);
+        let md =
+            fs::metadata(&diff).map_err(|e| Error::io(format!("layer {id}: {op}"), &diff, e))?;
+        let n = self.extra_dirs(&layer).len();
+        for i in (0..=n).rev() {
+            let from = if i == 0 {
+                diff.clone()
+            } else {
+                dir.join(format!("diff{i}"))
+            };
+            let to = dir.join(format!("diff{}", i + 1));
+            fs::rename(&from, &to)
+                .map_err(|e| Error::io(format!("layer {id}: {op}: rotate"), &from, e))?;
+        }
+        let (uid, gid) = to_host.map(|m| m.root_pair()).unwrap_or((0, 0));
+        fs::DirBuilder::new()
+            .mode(md.mode() & 0o7777)
+            .create(&diff)
+            .and_then(|()| {
+                fs::set_permissions(&diff, fs::Permissions::from_mode(md.mode() & 0o7777))
+            })
+            .and_then(|()| std::os::unix::fs::chown(&diff, Some(uid), Some(gid)))
+            .map_err(|e| Error::io(format!("layer {id}: {op}: new upper"), &diff, e))?;
+        // The work dir may index the old upper: start it afresh.
+        let work = self.store.work_dir(id);
+        crate::store::remove_tree(&work)
+            .map_err(|e| Error::io(format!("layer {id}: {op}"), &work, e))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&work)
+            .map_err(|e| Error::io(format!("layer {id}: {op}"), &work, e))?;
+        Ok(())
     }
 }

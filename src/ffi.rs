@@ -397,6 +397,36 @@ pub unsafe extern "C" fn cvmfs_driver_create(
     })
 }
 
+/// As `cvmfs_driver_create`, for a layer used in a user namespace:
+/// `id_mappings_json` (optional, NULL or "" for none; see
+/// `cvmfs_apply_diff_options`) gives the layer's ID mappings
+/// (`CreateOpts.IDMappings`); a parentless layer's root is then owned by the
+/// mapped root. Prefer this to calling `cvmfs_driver_update_id_map` after
+/// creating: that one re-owns the whole parent stack.
+///
+/// # Safety
+/// Pointer arguments are NULL or valid as described in docs/c-abi.md.
+#[no_mangle]
+pub unsafe extern "C" fn cvmfs_driver_create_mapped(
+    driver: *const cvmfs_driver,
+    id: *const c_char,
+    parent: *const c_char,
+    read_write: bool,
+    storage_opts: *const *const c_char,
+    n_storage_opts: usize,
+    id_mappings_json: *const c_char,
+    err_out: *mut *mut cvmfs_error,
+) -> cvmfs_result {
+    boundary(err_out, || {
+        let d = driver_ref(driver)?;
+        let id = req_str(id, "id")?;
+        let parent = opt_str(parent, "parent")?;
+        let opts = str_list(storage_opts, n_storage_opts, "storage_opts")?;
+        let mappings = mappings_arg(id_mappings_json, "id_mappings_json")?;
+        d.create_mapped(id, parent, read_write, &opts, mappings.as_ref())
+    })
+}
+
 /// Create layer `id` on top of `parent` (optional) holding a copy of the files of
 /// layer `template_id`.
 ///

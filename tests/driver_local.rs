@@ -212,3 +212,66 @@ fn privileged_deep_stack_of_120_layers() {
         d.remove(&id).unwrap();
     }
 }
+
+#[test]
+fn privileged_update_id_map_shifts_the_whole_stack() {
+    if !root_or_skip("privileged_update_id_map_shifts_the_whole_stack") {
+        return;
+    }
+    use cvmfs_graphdriver::archive::{IdMap, IdMappings};
+    let e = env();
+    let d = e.driver();
+    d.create("base", None, false, &[]).unwrap();
+    let diff = d.layer_content_dir("base").unwrap();
+    fs::write(diff.join("f"), b"x").unwrap();
+    std::os::unix::fs::chown(diff.join("f"), Some(1), Some(2)).unwrap();
+    d.create("child", Some("base"), false, &[]).unwrap();
+    let map = IdMappings {
+        uids: vec![IdMap {
+            container_id: 0,
+            host_id: 100000,
+            size: 65536,
+        }],
+        gids: vec![IdMap {
+            container_id: 0,
+            host_id: 200000,
+            size: 65536,
+        }],
+    };
+    d.update_id_map("child", None, Some(&map)).unwrap();
+    let m = d.get("child", None, &[]).unwrap();
+    let md = fs::metadata(m.join("f")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (100001, 200002),
+        "parent file seen shifted"
+    );
+    assert_eq!(fs::read(m.join("f")).unwrap(), b"x");
+    d.put("child").unwrap();
+    // The parent is untouched, and the child's own diff holds no changes.
+    let md = fs::metadata(diff.join("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1, 2));
+    assert!(fs::read_dir(d.layer_content_dir("child").unwrap())
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(d.changes("child", Some("base")).unwrap().is_empty());
+    let meta = d.metadata("child").unwrap();
+    assert!(meta["LowerDir"].contains("/child/diff1:"), "{meta:?}");
+
+    // Mapping back (to_container = the same map, to_host = identity) restores the IDs.
+    d.update_id_map("child", Some(&map), None).unwrap();
+    let m = d.get("child", None, &[]).unwrap();
+    let md = fs::metadata(m.join("f")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1, 2));
+    d.put("child").unwrap();
+
+    // A mapped parentless layer's root belongs to the mapped root.
+    d.create_mapped("m", None, true, &[], Some(&map)).unwrap();
+    let md = fs::metadata(d.get("m", None, &[]).unwrap()).unwrap();
+    assert_eq!((md.uid(), md.gid()), (100000, 200000));
+    d.put("m").unwrap();
+    for id in d.list_layers().unwrap() {
+        d.remove(&id).unwrap();
+    }
+}

@@ -80,6 +80,7 @@ static void null_and_utf8_checks(void) {
 
   expect("cleanup(NULL)", cvmfs_driver_cleanup(NULL, &err), &err, INV);
   expect("create(NULL)", cvmfs_driver_create(NULL, "a", NULL, false, NULL, 0, &err), &err, INV);
+  expect("create_mapped(NULL)", cvmfs_driver_create_mapped(NULL, "a", NULL, false, NULL, 0, NULL, &err), &err, INV);
   expect("create_from_template(NULL)", cvmfs_driver_create_from_template(NULL, "a", "b", NULL, false, &err), &err, INV);
   expect("remove(NULL)", cvmfs_driver_remove(NULL, "a", &err), &err, INV);
   expect("exists(NULL)", cvmfs_driver_exists(NULL, "a", &b, &err), &err, INV);
@@ -119,6 +120,7 @@ static void null_and_utf8_checks(void) {
     char w[128];
 #define E(call) do { snprintf(w, sizeof w, "%s: %s", ids[i].name, #call); expect(w, call, &err, INV); } while (0)
     E(cvmfs_driver_create(drv, id, NULL, false, NULL, 0, &err));
+    E(cvmfs_driver_create_mapped(drv, id, NULL, false, NULL, 0, NULL, &err));
     E(cvmfs_driver_create_from_template(drv, id, "t", NULL, false, &err));
     E(cvmfs_driver_create_from_template(drv, "x", id, NULL, false, &err));
     E(cvmfs_driver_remove(drv, id, &err));
@@ -139,6 +141,10 @@ static void null_and_utf8_checks(void) {
   expect("create(bad parent)", cvmfs_driver_create(drv, "x", BAD, false, NULL, 0, &err), &err, INV);
   expect("create(bad storage opt)", cvmfs_driver_create(drv, "x", NULL, false, bad_opts, 1, &err), &err, INV);
   expect("create(NULL storage opts, n=1)", cvmfs_driver_create(drv, "x", NULL, false, NULL, 1, &err), &err, INV);
+  expect("create_mapped(bad parent)", cvmfs_driver_create_mapped(drv, "x", BAD, false, NULL, 0, NULL, &err), &err, INV);
+  expect("create_mapped(bad opt)", cvmfs_driver_create_mapped(drv, "x", NULL, false, bad_opts, 1, NULL, &err), &err, INV);
+  expect("create_mapped(bad mappings)", cvmfs_driver_create_mapped(drv, "x", NULL, false, NULL, 0, BAD, &err), &err, INV);
+  expect("create_mapped(malformed mappings)", cvmfs_driver_create_mapped(drv, "x", NULL, false, NULL, 0, "[1]", &err), &err, INV);
   expect("create_from_template(bad parent)", cvmfs_driver_create_from_template(drv, "x", "t", BAD, false, &err), &err, INV);
   expect("get(bad label)", cvmfs_driver_get(drv, "x", BAD, NULL, 0, &s, &err), &err, INV);
   expect("get(bad option)", cvmfs_driver_get(drv, "x", NULL, bad_opts, 1, &s, &err), &err, INV);
@@ -279,6 +285,18 @@ static void smoke(void) {
     CHECK(!is_mounted(bm), "unmounted after the last put");
     cvmfs_string_free(bm);
   }
+
+  expect("create_mapped", cvmfs_driver_create_mapped(d, "mapped", NULL, false, NULL, 0,
+         "{\"uids\":[{\"container_id\":0,\"host_id\":100000,\"size\":65536}],\"gids\":[{\"container_id\":0,\"host_id\":200000,\"size\":65536}]}",
+         &err), &err, CVMFS_OK);
+  char *mdir = NULL;
+  expect("content dir of mapped", cvmfs_driver_layer_content_dir(d, "mapped", &mdir, &err), &err, CVMFS_OK);
+  if (mdir) {
+    struct stat st;
+    CHECK(stat(mdir, &st) == 0 && st.st_uid == 100000 && st.st_gid == 200000, "mapped root owner %u:%u", st.st_uid, st.st_gid);
+    cvmfs_string_free(mdir);
+  }
+  expect("remove mapped", cvmfs_driver_remove(d, "mapped", &err), &err, CVMFS_OK);
 
   expect("create top", cvmfs_driver_create(d, "top", "base", true, NULL, 0, &err), &err, CVMFS_OK);
   char *mnt = NULL;
