@@ -167,3 +167,56 @@ fn dir_usage_counts_hardlinks_once() {
     assert_eq!(archive::dir_size(&d).unwrap(), u.size);
     assert!(archive::dir_usage(&d.join("missing")).is_err());
 }
+
+/// Unmounts on drop, so a failing assertion does not leak a mount.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn privileged_remap_through_overlay_keeps_hardlinks() {
+    if !need_root("privileged_remap_through_overlay_keeps_hardlinks") {
+        return;
+    }
+    // UpdateLayerIDMap re-owns a layer through its overlay mount: copy-up must not
+    // split hardlinked names (overlay with index=off breaks them on copy-up).
+    let t = tmp();
+    let lower = mkdir(t.path(), "lower");
+    let upper = mkdir(t.path(), "upper");
+    let work = mkdir(t.path(), "work");
+    let merged = mkdir(t.path(), "merged");
+    apply_spec(
+        "dir /d\nfile /d/a 0644 1000:1000 \"shared\"\nhardlink /d/b => /d/a\nhardlink /c => /d/a",
+        &lower,
+    )
+    .unwrap();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},index=off",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let data = std::ffi::CString::new(data).unwrap();
+    rustix::mount::mount(
+        "overlay",
+        &merged,
+        "overlay",
+        rustix::mount::MountFlags::empty(),
+        Some(data.as_c_str()),
+    )
+    .unwrap();
+    let _guard = Mounted(merged.clone());
+    archive::remap_ownership(&merged, None, Some(&userns(100000, 100000))).unwrap();
+    let md = |p: &str| std::fs::symlink_metadata(merged.join(p)).unwrap();
+    for p in ["d/a", "d/b", "c"] {
+        assert_eq!((md(p).uid(), md(p).gid()), (101000, 101000), "{p}");
+    }
+    assert_eq!(md("d/a").ino(), md("d/b").ino());
+    assert_eq!(md("d/a").ino(), md("c").ino());
+    // the lower layer is untouched
+    assert_eq!(std::fs::metadata(lower.join("d/a")).unwrap().uid(), 1000);
+}

@@ -1,9 +1,9 @@
 //! Re-owning a layer tree for a new ID mapping (UpdateLayerIDMap), the semantics of
 //! containers/storage `ChownPathByMaps`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::fsutil;
 use super::{ArchiveError, IdMappings};
@@ -30,7 +30,7 @@ pub(crate) fn remap_ownership(
     let mut r = Remapper {
         to_container,
         to_host,
-        seen: HashSet::new(),
+        seen: HashMap::new(),
         overflow: (
             overflow_id("/proc/sys/kernel/overflowuid"),
             overflow_id("/proc/sys/kernel/overflowgid"),
@@ -44,7 +44,8 @@ pub(crate) fn remap_ownership(
 struct Remapper<'a> {
     to_container: Option<&'a IdMappings>,
     to_host: Option<&'a IdMappings>,
-    seen: HashSet<(u64, u64)>,
+    /// Inodes already re-owned -> the first name seen for each.
+    seen: HashMap<(u64, u64), PathBuf>,
     overflow: (u32, u32),
 }
 
@@ -63,10 +64,23 @@ impl Remapper<'_> {
     }
 
     fn remap_one(&mut self, path: &Path, md: &std::fs::Metadata) -> Result<(), ArchiveError> {
-        // A hardlinked inode is re-owned once, not once per name.
-        if !self.seen.insert((md.dev(), md.ino())) {
+        // A hardlinked inode is re-owned once, not once per name. Through an overlay
+        // mount, re-owning the first name copied the file up and (with index=off)
+        // split it from its other names, which still show the lower inode: point
+        // them at the re-owned copy, as Go's chowner does, to keep them linked.
+        if let Some(first) = self.seen.get(&(md.dev(), md.ino())) {
+            if md.nlink() > 1 && !md.is_dir() {
+                let same = std::fs::symlink_metadata(first)
+                    .map(|f| f.dev() == md.dev() && f.ino() == md.ino())
+                    .unwrap_or(false);
+                if !same {
+                    std::fs::remove_file(path).map_err(|e| ArchiveError::io(path, e))?;
+                    std::fs::hard_link(first, path).map_err(|e| ArchiveError::io(path, e))?;
+                }
+            }
             return Ok(());
         }
+        self.seen.insert((md.dev(), md.ino()), path.to_path_buf());
         let (mut uid, mut gid) = (md.uid(), md.gid());
         if let Some(m) = self.to_container {
             match m.to_container(uid, gid) {
