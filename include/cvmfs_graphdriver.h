@@ -364,6 +364,19 @@ cvmfs_result cvmfs_driver_layer_content_dir(const struct cvmfs_driver *driver,
                                             struct cvmfs_error **err_out);
 
 /**
+ * `*json_out` receives a JSON array of directories to look for layer `id`'s
+ * files in, in order (its own directory first, then earlier upper directories
+ * and its parents'), for DiffGetter; caller frees.
+ *
+ * # Safety
+ * Pointer arguments are NULL or valid as described in docs/c-abi.md.
+ */
+cvmfs_result cvmfs_driver_layer_content_dirs(const struct cvmfs_driver *driver,
+                                             const char *id,
+                                             char **json_out,
+                                             struct cvmfs_error **err_out);
+
+/**
  * Apply the uncompressed tar read from `tar_fd` (borrowed: not closed) to layer
  * `id`; `*size_out` receives the size of the layer's files afterwards. `opts` may
  * be NULL for defaults.

@@ -708,6 +708,19 @@ impl Driver {
         Ok(self.content_dir(&layer))
     }
 
+    /// Where tar-split may find the files of layer `id`, in search order: its own
+    /// `diff`, its earlier uppers (`diff1`, ... after `update_id_map`), then its
+    /// parents' directories. A layer made from a template or re-owned for a user
+    /// namespace keeps its files below its own `diff`, and the layer store
+    /// rebuilds its tar stream from those (DiffGetter).
+    pub fn layer_content_dirs(&self, id: &str) -> Result<Vec<PathBuf>> {
+        let layer = self.resolve(id, "content dirs")?;
+        let chain = self.chain(&layer, "content dirs")?;
+        let mut v = vec![self.content_dir(&layer)];
+        v.extend(self.lowers_below(&layer, &chain));
+        Ok(v)
+    }
+
     // ---- diffs --------------------------------------------------------------------
 
     fn local_only(&self, id: &str, op: &str) -> Result<Layer> {

@@ -665,6 +665,32 @@ pub unsafe extern "C" fn cvmfs_driver_layer_content_dir(
     })
 }
 
+/// `*json_out` receives a JSON array of directories to look for layer `id`'s
+/// files in, in order (its own directory first, then earlier upper directories
+/// and its parents'), for DiffGetter; caller frees.
+///
+/// # Safety
+/// Pointer arguments are NULL or valid as described in docs/c-abi.md.
+#[no_mangle]
+pub unsafe extern "C" fn cvmfs_driver_layer_content_dirs(
+    driver: *const cvmfs_driver,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+    err_out: *mut *mut cvmfs_error,
+) -> cvmfs_result {
+    boundary(err_out, || {
+        let d = driver_ref(driver)?;
+        let id = req_str(id, "id")?;
+        check_out(json_out, "json_out")?;
+        let dirs = d
+            .layer_content_dirs(id)?
+            .iter()
+            .map(|p| path_string(p))
+            .collect::<Result<Vec<_>>>()?;
+        write_json(json_out, &dirs)
+    })
+}
+
 // ---- diffs ----------------------------------------------------------------------
 
 /// Apply the uncompressed tar read from `tar_fd` (borrowed: not closed) to layer

@@ -256,6 +256,17 @@ fn privileged_update_id_map_shifts_the_whole_stack() {
         .next()
         .is_none());
     assert!(d.changes("child", Some("base")).unwrap().is_empty());
+    let dirs = d.layer_content_dirs("child").unwrap();
+    assert_eq!(dirs.len(), 3, "{dirs:?}");
+    assert!(
+        dirs[0].ends_with("child/diff")
+            && dirs[1].ends_with("child/diff1")
+            && dirs[2].ends_with("base/diff")
+    );
+    assert!(
+        dirs[1].join("f").exists(),
+        "the re-owned copy is found through the content dirs"
+    );
     let meta = d.metadata("child").unwrap();
     assert!(meta["LowerDir"].contains("/child/diff1:"), "{meta:?}");
 

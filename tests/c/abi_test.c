@@ -91,6 +91,7 @@ static void null_and_utf8_checks(void) {
   expect("metadata(NULL)", cvmfs_driver_metadata(NULL, "a", &s, &err), &err, INV);
   expect("additional_image_stores(NULL)", cvmfs_driver_additional_image_stores(NULL, &s, &err), &err, INV);
   expect("read_write_disk_usage(NULL)", cvmfs_driver_read_write_disk_usage(NULL, "a", &n, &m, &err), &err, INV);
+  expect("layer_content_dirs(NULL)", cvmfs_driver_layer_content_dirs(NULL, "a", &s, &err), &err, INV);
   expect("layer_content_dir(NULL)", cvmfs_driver_layer_content_dir(NULL, "a", &s, &err), &err, INV);
   expect("apply_diff(NULL)", cvmfs_driver_apply_diff(NULL, "a", 0, NULL, &n, &err), &err, INV);
   expect("diff(NULL)", cvmfs_driver_diff(NULL, "a", NULL, NULL, 1, &err), &err, INV);
@@ -130,6 +131,7 @@ static void null_and_utf8_checks(void) {
     E(cvmfs_driver_metadata(drv, id, &s, &err));
     E(cvmfs_driver_read_write_disk_usage(drv, id, &n, &m, &err));
     E(cvmfs_driver_layer_content_dir(drv, id, &s, &err));
+    E(cvmfs_driver_layer_content_dirs(drv, id, &s, &err));
     E(cvmfs_driver_apply_diff(drv, id, 0, NULL, &n, &err));
     E(cvmfs_driver_diff(drv, id, NULL, NULL, 1, &err));
     E(cvmfs_driver_changes(drv, id, NULL, &s, &err));
@@ -171,6 +173,7 @@ static void null_and_utf8_checks(void) {
   expect("additional_image_stores(NULL out)", cvmfs_driver_additional_image_stores(drv, NULL, &err), &err, INV);
   expect("read_write_disk_usage(NULL size)", cvmfs_driver_read_write_disk_usage(drv, "x", NULL, &m, &err), &err, INV);
   expect("read_write_disk_usage(NULL inodes)", cvmfs_driver_read_write_disk_usage(drv, "x", &n, NULL, &err), &err, INV);
+  expect("layer_content_dirs(NULL out)", cvmfs_driver_layer_content_dirs(drv, "x", NULL, &err), &err, INV);
   expect("layer_content_dir(NULL out)", cvmfs_driver_layer_content_dir(drv, "x", NULL, &err), &err, INV);
   expect("apply_diff(NULL out)", cvmfs_driver_apply_diff(drv, "x", 0, NULL, NULL, &err), &err, INV);
   expect("changes(NULL out)", cvmfs_driver_changes(drv, "x", NULL, NULL, &err), &err, INV);
@@ -343,6 +346,9 @@ static void smoke(void) {
   waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "diff tar holds new.txt");
 
+  expect("layer_content_dirs", cvmfs_driver_layer_content_dirs(d, "top", &json, &err), &err, CVMFS_OK);
+  CHECK(json && strstr(json, "/layers/top/diff\",\"") && strstr(json, "/layers/base/diff\"]"), "content dirs %s", json ? json : "(null)");
+  cvmfs_string_free(json);
   expect("list_layers", cvmfs_driver_list_layers(d, &json, &err), &err, CVMFS_OK);
   CHECK(json && strcmp(json, "[\"top\",\"base\"]") == 0, "list %s", json ? json : "(null)");
   cvmfs_string_free(json);
