@@ -226,3 +226,16 @@ fn privileged_overlay_xattrs_in_a_tar_are_ignored() {
         Some(&b"1"[..])
     );
 }
+
+#[test]
+fn invalid_owner_ids_are_rejected() {
+    // 4294967295 is chown's "unchanged" marker, not an owner
+    expect_rejected("file /x 0644 4294967295:0", "x");
+    expect_rejected("file /x 0644 0:4294967295", "x");
+}
+
+#[test]
+fn overlong_paths_are_rejected() {
+    let deep = "d/".repeat(2100);
+    expect_rejected(&format!("file \"{deep}f\""), &format!("{deep}f"));
+}

@@ -45,10 +45,15 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         let mut st = self.state.borrow_mut();
         st.total += n as u64;
-        st.last.extend_from_slice(&buf[..n]);
-        let len = st.last.len();
-        if len > 512 {
-            st.last.drain(..len - 512);
+        if n >= 512 {
+            st.last.clear();
+            st.last.extend_from_slice(&buf[n - 512..n]);
+        } else {
+            st.last.extend_from_slice(&buf[..n]);
+            let len = st.last.len();
+            if len > 512 {
+                st.last.drain(..len - 512);
+            }
         }
         Ok(n)
     }
@@ -268,10 +273,15 @@ pub(crate) fn apply<R: Read>(
 
 impl Applier<'_> {
     fn host_ids(&self, uid: u64, gid: u64, display: &str) -> Result<(u32, u32), ArchiveError> {
+        // (u32::MAX is chown's "leave unchanged", never a real owner.)
         let uid = u32::try_from(uid)
-            .map_err(|_| ArchiveError::bad(display, format!("uid {uid} out of range")))?;
+            .ok()
+            .filter(|u| *u != u32::MAX)
+            .ok_or_else(|| ArchiveError::bad(display, format!("uid {uid} out of range")))?;
         let gid = u32::try_from(gid)
-            .map_err(|_| ArchiveError::bad(display, format!("gid {gid} out of range")))?;
+            .ok()
+            .filter(|g| *g != u32::MAX)
+            .ok_or_else(|| ArchiveError::bad(display, format!("gid {gid} out of range")))?;
         match self.mappings {
             None => Ok((uid, gid)),
             Some(m) => m
@@ -319,7 +329,9 @@ impl Applier<'_> {
                         .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
                     let fd = rustix::fs::openat(&cur, os(c), flags, Mode::empty())
                         .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
-                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).ok();
+                    // explicit mode: mkdir's is subject to the process umask
+                    rustix::fs::chmodat(&cur, os(c), Mode::from_raw_mode(0o755), AtFlags::empty())
+                        .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
                     if self.opts.force_mask.is_none() {
                         let (u, g) = self.mappings.map(|m| m.root_pair()).unwrap_or((0, 0));
                         self.chown_at(&cur, c, u, g, &path)?;
@@ -390,6 +402,15 @@ impl Applier<'_> {
         gid: u32,
         path: &Path,
     ) -> Result<(), ArchiveError> {
+        if uid == u32::MAX || gid == u32::MAX {
+            return Err(ArchiveError::io(
+                path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "owner ID 4294967295 is invalid",
+                ),
+            ));
+        }
         match rustix::fs::chownat(
             dir,
             os(name),
@@ -421,6 +442,11 @@ impl Applier<'_> {
         }
         let comps = clean_components(name)
             .ok_or_else(|| ArchiveError::bad(display, "path escapes the layer root"))?;
+        // Beyond PATH_MAX no tool could use the file; refusing early also bounds how
+        // deep a hostile archive can nest directories.
+        if comps.iter().map(|c| c.len() + 1).sum::<usize>() >= 4096 {
+            return Err(ArchiveError::bad(display, "path longer than PATH_MAX"));
+        }
 
         // Root entry: Go's Unpack leaves the destination's own metadata alone.
         if comps.is_empty() {

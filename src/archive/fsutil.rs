@@ -128,6 +128,13 @@ pub(crate) fn set_times(path: &Path, times: &Timestamps) -> io::Result<()> {
 
 /// `lchown(path, uid, gid)`.
 pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    // -1 means "leave unchanged" to the kernel; it is never a real owner.
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "owner ID 4294967295 is invalid",
+        ));
+    }
     rustix::fs::chownat(
         rustix::fs::CWD,
         path,
