@@ -4,6 +4,7 @@
 #[path = "archive_support/mod.rs"]
 mod support;
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use cvmfs_graphdriver::archive::{self, ApplyOptions, ArchiveError, IdMap, IdMappings};
@@ -43,6 +44,8 @@ dir /deep/{a}
 dir /deep/{a}/{b}
 file /deep/{a}/{b}/{c} "long name"
 symlink /longlink -> {t}
+hardlink /hl => /deep/{a}/{b}/{c}
+file "caf\xe9 \x01name" "latin-1 and control bytes in a name"
 file /big size=70000
 "##,
         a = long('a', 90),
@@ -116,11 +119,15 @@ fn privileged_apply_converts_and_preserves_metadata() {
         long('t', 150)
     );
     assert_eq!(std::fs::read(d.join("big")).unwrap().len(), 70000);
+    // names are bytes, not necessarily UTF-8
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9 \x01name");
+    assert_eq!(std::fs::read(d.join(odd)).unwrap().len(), 35);
+    assert_eq!(md("hl").ino(), md(&deep).ino());
 
     // size contract: what apply returns is what DiffSize (dir_size) reports
     assert_eq!(size, archive::dir_size(&d).unwrap());
-    // regular files once (hosts, shadow, tool, keep, deep, big) + symlink targets
-    let expected = 20 + 6 + 10 + 1 + 9 + 70000 + (7 + 10 + 150);
+    // regular files once (hosts, shadow, tool, keep, deep, big, café) + symlink targets
+    let expected = 20 + 6 + 10 + 1 + 9 + 70000 + 35 + (7 + 10 + 150);
     assert_eq!(size, expected);
 }
 

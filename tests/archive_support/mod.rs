@@ -66,7 +66,7 @@ pub fn tar_listing(tar: &[u8]) -> Vec<(String, u8, u64, u64, u32, Vec<String>)> 
     let mut out = Vec::new();
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
-        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let h = e.header().clone();
         let mut keys = Vec::new();
         if let Some(exts) = e.pax_extensions().unwrap() {
