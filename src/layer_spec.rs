@@ -36,7 +36,10 @@
 //!
 //! MODE is octal (with a leading `0`). Defaults: mode 0755 for directories, 0644 for
 //! files, devices and fifos, 0777 for symlinks; owner 0:0; mtime 1700000000; empty
-//! content. `size=N` gives N bytes of a deterministic pattern.
+//! content. `size=N` gives N bytes of a deterministic pattern. A hardlink takes its
+//! target entry's mode, owner, mtime and xattrs (as real tar writers repeat them);
+//! MODE, UID:GID and `mtime=` after the target override them. Every entry type
+//! accepts the optional MODE, UID:GID and `mtime=` tokens.
 //!
 //! An unquoted PATH has its leading `/` removed to form the tar name (`/etc/hosts` is
 //! the entry `etc/hosts`, directories get a trailing `/`). A *quoted* PATH or hardlink
@@ -254,7 +257,14 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
                     e.kind = Kind::Symlink(t.text.clone());
                     e.mode = 0o777;
                 } else {
-                    e.kind = Kind::Hardlink(tar_path(t));
+                    let target = tar_path(t);
+                    // Like real writers, a hardlink's header repeats its file's
+                    // metadata (appliers set it on the shared inode).
+                    if let Some(f) = entries.iter().rev().find(|x| x.path == target) {
+                        (e.mode, e.uid, e.gid, e.mtime) = (f.mode, f.uid, f.gid, f.mtime);
+                        e.xattrs = f.xattrs.clone();
+                    }
+                    e.kind = Kind::Hardlink(target);
                 }
                 rest = &rest[2..];
             }

@@ -497,6 +497,9 @@ fn privileged_matches_containers_storage_when_available() {
         let mut child = Command::new(&go)
             .arg("untar")
             .arg(dest)
+            // production runs Untar chrooted into the layer: relative hardlink
+            // names resolve inside it
+            .current_dir(dest)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

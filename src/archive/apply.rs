@@ -761,17 +761,23 @@ impl Applier<'_> {
         }
         self.unpacked.insert(rel);
 
+        // A hardlink's header applies to the shared inode, as Go's chrooted Untar does
+        // (chown always; mode and times unless the target is a symlink). Writers put
+        // the file's own metadata there, so this normally changes nothing.
+        let on_symlink = match kind {
+            Kind::Symlink => true,
+            Kind::Hardlink => rustix::fs::statat(&pfd, os(name), AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink)
+                .unwrap_or(true),
+            _ => false,
+        };
         // Owner first: chown clears setuid/setgid, so the mode comes after it.
-        // Hardlinks share the target's inode, whose metadata its own entry set (Go
-        // in practice only re-chowns it, which we skip as a no-op).
-        if kind != Kind::Hardlink {
-            if force.is_none() {
-                self.chown_at(&pfd, name, meta.uid, meta.gid, &path)?;
-            }
-            if kind != Kind::Symlink {
-                rustix::fs::chmodat(&pfd, os(name), perm, AtFlags::empty())
-                    .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
-            }
+        if force.is_none() {
+            self.chown_at(&pfd, name, meta.uid, meta.gid, &path)?;
+        }
+        if !on_symlink && !(kind == Kind::Hardlink && force.is_some()) {
+            rustix::fs::chmodat(&pfd, os(name), perm, AtFlags::empty())
+                .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
         }
         for (k, v) in &meta.xattrs {
             // overlayfs state comes only from OCI whiteouts, never from a tar's xattrs;
@@ -814,7 +820,7 @@ impl Applier<'_> {
         };
         match kind {
             Kind::Dir => self.dirs.push((comps.to_vec(), times)),
-            Kind::Hardlink => {}
+            Kind::Hardlink if on_symlink => {}
             _ => rustix::fs::utimensat(&pfd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| ArchiveError::io(&path, ioe(e)))?,
         }
