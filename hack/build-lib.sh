@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 repo=$PWD
 
-cargo build --release --lib --quiet
+# Only the library: the publisher CLI's dependencies (feature "cli") are not
+# part of what podman links.
+cargo build --release --lib --no-default-features --quiet
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 staticlib="$repo/target/release/libcvmfs_graphdriver.a"

@@ -18,10 +18,12 @@
 //! the store). Repositories are network filesystems that may hang: every `stat`
 //! of one runs on a helper thread and gives up after `repository_timeout`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -119,6 +121,11 @@ pub struct Layout {
     stores: Vec<PathBuf>,
     repositories: Vec<PathBuf>,
     timeout: Duration,
+    /// Paths whose last probe timed out, with a flag the stuck helper thread
+    /// clears when it finally returns. While it is set, further probes of that
+    /// path fail at once: a hung repository costs one blocked thread, not one
+    /// per call, and every later call answers immediately.
+    hung: Arc<Mutex<HashMap<PathBuf, Arc<AtomicBool>>>>,
 }
 
 impl Layout {
@@ -127,7 +134,39 @@ impl Layout {
             stores: opts.image_stores.clone(),
             repositories: opts.repositories.clone(),
             timeout: opts.repository_timeout,
+            hung: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// [`with_timeout`] keyed by the path probed (a store or a repository),
+    /// failing fast while an earlier probe of that path is still stuck.
+    fn probe<T: Send + 'static>(
+        &self,
+        key: &Path,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Option<io::Result<T>> {
+        let mut hung = self.hung.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flag) = hung.get(key) {
+            if flag.load(Ordering::Acquire) {
+                return None;
+            }
+            hung.remove(key);
+        }
+        drop(hung);
+        let pending = Arc::new(AtomicBool::new(true));
+        let flag = pending.clone();
+        let r = with_timeout(self.timeout, move || {
+            let r = f();
+            flag.store(false, Ordering::Release);
+            r
+        });
+        if r.is_none() {
+            self.hung
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.to_path_buf(), pending);
+        }
+        r
     }
 
     pub fn stores(&self) -> &[PathBuf] {
@@ -284,7 +323,7 @@ impl Layout {
         };
         let repo = repository.clone();
         let dir = layer.content_dir.clone();
-        let outcome = with_timeout(self.timeout, move || {
+        let outcome = self.probe(repository, move || {
             let repo_real = fs::canonicalize(&repo)?;
             let dir_real = fs::canonicalize(&dir)?;
             let md = fs::metadata(&dir_real)?;
@@ -340,7 +379,7 @@ impl Layout {
             let record_path = Self::record_path(store, id);
             let p = record_path.clone();
             // The store itself may live on CVMFS: read it under the timeout too.
-            let read = with_timeout(self.timeout, move || match fs::read(&p) {
+            let read = self.probe(store, move || match fs::read(&p) {
                 Ok(b) => Ok(Some(b)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
@@ -558,6 +597,41 @@ mod tests {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, good(&repo, ".layers/x")).unwrap();
         assert!(layout.find(ID).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_hung_path_costs_one_thread_and_later_calls_fail_at_once() {
+        let f = fixture();
+        let layout = Layout {
+            timeout: Duration::from_millis(50),
+            ..f.layout.clone()
+        };
+        let key = Path::new("/cvmfs/hung.example.org");
+        let release = Arc::new(AtomicBool::new(false));
+        let r2 = release.clone();
+        assert!(layout
+            .probe(key, move || {
+                while !r2.load(Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(())
+            })
+            .is_none());
+        let start = std::time::Instant::now();
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran2 = ran.clone();
+        assert!(layout
+            .probe(key, move || Ok(ran2.store(true, Ordering::Release)))
+            .is_none());
+        assert!(start.elapsed() < Duration::from_millis(40), "failed fast");
+        assert!(
+            !ran.load(Ordering::Acquire),
+            "no second thread while the first is stuck"
+        );
+        // Once the stuck call returns, the path is probed again.
+        release.store(true, Ordering::Release);
+        thread::sleep(Duration::from_millis(50));
+        assert!(matches!(layout.probe(key, || Ok(7)), Some(Ok(7))));
     }
 
     #[test]

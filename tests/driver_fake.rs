@@ -417,3 +417,33 @@ fn several_handles_and_bad_options() {
     assert!(err.to_string().contains("cvmfs.bogus"));
     let _ = Path::new("/");
 }
+
+#[test]
+fn hung_store_gives_a_quick_repository_error() {
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    let e = env(true);
+    let store = e.t.path().join("hung-store");
+    let rec = store.join("cvmfs/layers").join(CV).join("layer.json");
+    fs::create_dir_all(rec.parent().unwrap()).unwrap();
+    // Reading a FIFO with no writer blocks, like a hung network filesystem.
+    mknodat(CWD, &rec, FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+    let d = e.driver(&[
+        format!("cvmfs.imagestore={}", store.display()),
+        s("cvmfs.repository_timeout=0.2"),
+    ]);
+    for _ in 0..2 {
+        let start = std::time::Instant::now();
+        let err = d.get(CV, None, &[]).unwrap_err();
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(err.code(), ErrorCode::Repository, "{err}");
+        assert!(err.to_string().contains("no answer within 0.2s"), "{err}");
+        assert!(
+            err.to_string().contains(&rec.display().to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(d.exists(CV).unwrap_err().code(), ErrorCode::Repository);
+    // Local layers are unaffected.
+    d.create("local", None, false, &[]).unwrap();
+    assert!(d.exists("local").unwrap());
+}
