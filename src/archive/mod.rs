@@ -12,6 +12,25 @@
 //! Where we are stricter it is for safety against hostile tars: every entry must stay
 //! beneath the destination, no existing symlink is ever followed while creating
 //! entries, and a truncated archive is an error rather than a partial success.
+//!
+//! Deliberate differences from Go, all checked by the tests (`tests/archive_*.rs`,
+//! which can also compare against containers/storage itself through
+//! `tests/archive_support/gocheck`):
+//!
+//! - apply: an entry below a symlink is rejected (Go, chrooted, follows in-root
+//!   symlinks); a `..` climbing above the root is rejected (Go clamps it); xattrs
+//!   `trusted.overlay.*`/`user.overlay.*` in a tar are ignored (overlay state comes
+//!   only from OCI whiteouts); a whiteout next to a same-named entry of the same tar
+//!   keeps the entry (OCI: whiteouts apply to lower layers; Go fails with EEXIST);
+//!   `.wh..wh..opq` also clears what the destination held before the tar (what this
+//!   tar created stays); whiteout devices get the marker's mtime; the tar must end
+//!   with an end-of-archive block. On error the destination holds a partial layer:
+//!   the caller discards it.
+//! - write: an opaque directory always gets its `.wh..wh..opq` marker (Go omits it
+//!   when no parent layer has the directory; the marker is harmless then).
+//! - changes: parent layers are examined with `lstat` (Go's `stat` follows symlinks,
+//!   even absolute ones, and fails on ENOTDIR where a parent has a file in place of
+//!   a directory of this layer; we count such a path as new).
 
 use std::path::{Path, PathBuf};
 
