@@ -583,7 +583,7 @@ impl Driver {
 
     pub fn status(&self) -> Vec<(String, String)> {
         let backing = rustix::fs::statfs(self.home())
-            .map(|s| fs_name(s.f_type as i64))
+            .map(|s| fs_name(s.f_type))
             .unwrap_or_else(|e| format!("unknown ({e})"));
         let api = self.mounter.api(&self.store.empty_dir());
         let repos = self

@@ -540,13 +540,13 @@ mod tests {
         let f = fixture();
         let repo = f.repo.display().to_string();
         for (text, needle) in [
-            (format!(r#"{{"version":2,"kind":"cvmfs"}}"#), "version 2"),
+            (r#"{"version":2,"kind":"cvmfs"}"#.to_string(), "version 2"),
             (
-                format!(r#"{{"version":1,"kind":"zfs"}}"#),
+                r#"{"version":1,"kind":"zfs"}"#.to_string(),
                 "unknown layer kind",
             ),
             (
-                format!(r#"{{"version":1,"kind":"cvmfs","path":"x"}}"#),
+                r#"{"version":1,"kind":"cvmfs","path":"x"}"#.to_string(),
                 "\"repository\" is missing",
             ),
             (
@@ -621,7 +621,10 @@ mod tests {
         let ran = Arc::new(AtomicBool::new(false));
         let ran2 = ran.clone();
         assert!(layout
-            .probe(key, move || Ok(ran2.store(true, Ordering::Release)))
+            .probe(key, move || {
+                ran2.store(true, Ordering::Release);
+                Ok(())
+            })
             .is_none());
         assert!(start.elapsed() < Duration::from_millis(40), "failed fast");
         assert!(

@@ -59,7 +59,7 @@ fn privileged_local_layer_on_cvmfs_layers() {
     // Overlay-form whiteout of /etc/a in the upper CVMFS layer.
     mknodat(
         CWD,
-        &l2.join("etc/a"),
+        l2.join("etc/a"),
         FileType::CharacterDevice,
         Mode::empty(),
         0,
