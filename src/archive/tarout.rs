@@ -294,9 +294,20 @@ impl<W: Write> DiffWriter<'_, W> {
     }
 
     fn walk(&mut self, dir: &Path, prefix: &[u8]) -> Result<(), ArchiveError> {
-        for name in fsutil::sorted_names(dir).map_err(|e| ArchiveError::io(dir, e))? {
+        // A running container may remove files while we walk: like Go, leave out
+        // what vanished instead of failing the whole diff.
+        let names = match fsutil::sorted_names(dir) {
+            Ok(n) => n,
+            Err(e) if gone(&e) && dir != self.root => return Ok(()),
+            Err(e) => return Err(ArchiveError::io(dir, e)),
+        };
+        for name in names {
             let path = dir.join(&name);
-            let md = std::fs::symlink_metadata(&path).map_err(|e| ArchiveError::io(&path, e))?;
+            let md = match std::fs::symlink_metadata(&path) {
+                Ok(md) => md,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(ArchiveError::io(&path, e)),
+            };
             let ft = md.file_type();
             let mut rel = prefix.to_vec();
             rel.extend_from_slice(name.as_bytes());
@@ -333,39 +344,46 @@ impl<W: Write> DiffWriter<'_, W> {
             h.mode = md.mode() & 0o7777;
             (h.uid, h.gid) = self.owner(&path, &md)?;
             h.mtime = md.mtime();
-            h.xattrs = exported_xattrs(&path).map_err(|e| ArchiveError::io(&path, e))?;
+            h.xattrs = match exported_xattrs(&path) {
+                Ok(x) => x,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(ArchiveError::io(&path, e)),
+            };
             match kind {
                 Kind::Dir => h.name.push(b'/'),
                 Kind::File => h.size = md.len(),
-                Kind::Symlink => {
-                    h.link = std::fs::read_link(&path)
-                        .map_err(|e| ArchiveError::io(&path, e))?
-                        .into_os_string()
-                        .into_vec();
-                }
+                Kind::Symlink => match std::fs::read_link(&path) {
+                    Ok(t) => h.link = t.into_os_string().into_vec(),
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(ArchiveError::io(&path, e)),
+                },
                 Kind::Char | Kind::Block => {
                     h.dev_major = rustix::fs::major(md.rdev() as _);
                     h.dev_minor = rustix::fs::minor(md.rdev() as _);
                 }
                 _ => {}
             }
-            if kind != Kind::Dir && md.nlink() > 1 {
-                match self.seen.get(&(md.dev(), md.ino())) {
-                    Some(first) => {
-                        h.kind = Kind::Hardlink;
-                        h.link = first.clone();
-                        h.size = 0;
-                    }
-                    None => {
-                        self.seen.insert((md.dev(), md.ino()), rel.clone());
-                    }
+            let linked = kind != Kind::Dir && md.nlink() > 1;
+            if linked {
+                if let Some(first) = self.seen.get(&(md.dev(), md.ino())) {
+                    h.kind = Kind::Hardlink;
+                    h.link = first.clone();
+                    h.size = 0;
                 }
             }
             if h.kind == Kind::File && h.size > 0 {
-                let mut f = std::fs::File::open(&path).map_err(|e| ArchiveError::io(&path, e))?;
+                let mut f = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(ArchiveError::io(&path, e)),
+                };
                 self.put(&h, &mut f, &path)?;
             } else {
                 self.put(&h, &mut io::empty(), &path)?;
+            }
+            // Only a name that made it into the archive can be a later link's target.
+            if linked && h.kind != Kind::Hardlink {
+                self.seen.insert((md.dev(), md.ino()), rel.clone());
             }
             if kind == Kind::Dir {
                 if fsutil::is_opaque_dir(&path)? {
@@ -377,6 +395,11 @@ impl<W: Write> DiffWriter<'_, W> {
         }
         Ok(())
     }
+}
+
+/// The entry disappeared (or its parent was replaced) since it was listed.
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 #[cfg(test)]
