@@ -605,3 +605,20 @@ fn privileged_sparse_files_from_gnu_tar_apply() {
         );
     }
 }
+
+#[test]
+fn privileged_repeated_entries_last_one_wins() {
+    if !need_root("privileged_repeated_entries_last_one_wins") {
+        return;
+    }
+    let t = tmp();
+    let d = mkdir(t.path(), "diff");
+    apply_spec(
+        "dir /d 0700 mtime=100\nfile /d/f \"first\"\ndir /d 0750 mtime=200\nfile /d/f 0600 \"second\"",
+        &d,
+    )
+    .unwrap();
+    let md = std::fs::metadata(d.join("d")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.mtime()), (0o750, 200));
+    assert_eq!(std::fs::read(d.join("d/f")).unwrap(), b"second");
+}

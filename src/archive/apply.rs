@@ -888,7 +888,8 @@ impl Applier<'_> {
     /// Directory times (now that their content exists) and the root override xattr.
     fn finish(mut self) -> Result<(), ArchiveError> {
         let dirs = std::mem::take(&mut self.dirs);
-        for (comps, times) in dirs.iter().rev() {
+        // In tar order, as Go does: the last entry for a directory sets its times.
+        for (comps, times) in dirs.iter() {
             // A later entry may have replaced the directory or a parent: resolve again
             // and touch it only if it is still a directory reached without symlinks.
             let (parent, name) = comps.split_at(comps.len() - 1);
