@@ -255,7 +255,13 @@ pub(crate) fn apply<R: Read>(
     }
     {
         let st = state.borrow();
-        let clean_end = st.total == 0 || (st.last.len() == 512 && st.last.iter().all(|b| *b == 0));
+        // A stream that stops exactly at a header boundary (after the last entry's
+        // padded content) is accepted like Go's archive/tar does: some image tools
+        // omit the end-of-archive blocks, and blob digests are verified upstream.
+        // Every entry's content was checked complete above, and a partial header
+        // is a parse error, so only a cut inside padding or a header reaches here.
+        let clean_end =
+            st.total % 512 == 0 || (st.last.len() == 512 && st.last.iter().all(|b| *b == 0));
         if !clean_end {
             return Err(ArchiveError::bad(
                 format!("after {}", last_name.take()),
