@@ -282,6 +282,7 @@ impl Store {
         let staging = self.staging_dir();
         let entries =
             fs::read_dir(&staging).map_err(|e| Error::io("read directory", &staging, e))?;
+        let mut crashed = false;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -294,9 +295,15 @@ impl Store {
             let path = entry.path();
             remove_tree(&path)
                 .map_err(|e| Error::io("recover: remove leftover staging entry", &path, e))?;
+            crashed = true;
         }
         // A link is created after its layer is in place and removed before the
-        // layer goes, so a dangling link is always a crash leftover.
+        // layer goes, so a dangling link is always a crash leftover. Only look
+        // when a crash left something: this runs at every Init and l/ holds one
+        // link per layer.
+        if !crashed {
+            return Ok(());
+        }
         let links = self.links_dir();
         if let Ok(entries) = fs::read_dir(&links) {
             for entry in entries.flatten() {
