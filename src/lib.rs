@@ -52,6 +52,7 @@ pub mod layer_spec;
 pub mod layout;
 pub mod mount;
 pub mod options;
+pub mod publish;
 pub mod store;
 
 mod ffi;

@@ -1,0 +1,377 @@
+//! `cvmfs-podman check <repo>`: validate a published tree and explain problems.
+//! Leftover temporaries of interrupted runs are reported but are not problems
+//! (no index names them; the next `publish` removes them).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use cvmfs_graphdriver::publish::ducc::LayerInfo;
+use cvmfs_graphdriver::publish::podman::{big_data_file_name, read_index, StorePaths};
+use cvmfs_graphdriver::publish::{fsx, is_hex64, layer_ids};
+use serde_json::Value;
+
+use crate::publish::sha256_hex;
+
+#[derive(Default, serde::Serialize)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+    pub images: usize,
+    pub layers: usize,
+    pub layer_dirs: usize,
+    pub flat_dirs: usize,
+    pub tags: usize,
+}
+
+fn hex_of(d: &str) -> Option<&str> {
+    d.strip_prefix("sha256:").filter(|h| is_hex64(h))
+}
+
+pub fn check(repo: &Path) -> Report {
+    let mut r = Report::default();
+    if !repo.is_dir() {
+        r.problems
+            .push(format!("{}: not a directory", repo.display()));
+        return r;
+    }
+    check_ducc(repo, &mut r);
+    check_store(repo, &mut r);
+    r
+}
+
+fn walk_tmp(dir: &Path, r: &mut Report, depth: usize) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(fsx::TMP_PREFIX) {
+            r.notes.push(format!(
+                "{}: leftover of an interrupted publish (invisible to readers; the next publish removes it)",
+                e.path().display()
+            ));
+        } else if depth > 0 && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk_tmp(&e.path(), r, depth - 1);
+        }
+    }
+}
+
+fn check_ducc(repo: &Path, r: &mut Report) {
+    walk_tmp(&repo.join(".layers"), r, 1);
+    walk_tmp(&repo.join(".flat"), r, 1);
+    walk_tmp(&repo.join("podmanStore"), r, 2);
+    for xx in read_dirs(&repo.join(".layers")) {
+        for d in read_dirs(&xx) {
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(fsx::TMP_PREFIX) {
+                continue;
+            }
+            r.layer_dirs += 1;
+            if !is_hex64(&name) || !xx.ends_with(&name[..2.min(name.len())]) {
+                r.problems
+                    .push(format!("{}: not .layers/XX/<sha256 hex>", d.display()));
+                continue;
+            }
+            if !d.join("layerfs").is_dir() {
+                r.problems
+                    .push(format!("{}: layerfs is missing", d.display()));
+            }
+            let lj = d.join(".metadata/layers.json");
+            match fs::read(&lj).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|e| e.to_string())
+            }) {
+                Ok(v) if v.len() == 1 => {
+                    if v[0].compressed_diff_digest != format!("sha256:{name}") {
+                        r.problems.push(format!(
+                            "{}: compressed-diff-digest {} does not match the directory name",
+                            lj.display(),
+                            v[0].compressed_diff_digest
+                        ));
+                    }
+                    if hex_of(&v[0].diff_digest) != Some(v[0].id.as_str()) {
+                        r.problems
+                            .push(format!("{}: id and diff-digest disagree", lj.display()));
+                    }
+                }
+                Ok(_) => r
+                    .problems
+                    .push(format!("{}: not a one-element array", lj.display())),
+                Err(e) => r.problems.push(format!("{}: {e}", lj.display())),
+            }
+            let oj = d.join(".metadata/origin.json");
+            if let Err(e) = fs::read(&oj).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<cvmfs_graphdriver::publish::ducc::Origin>(&b)
+                    .map_err(|e| e.to_string())
+            }) {
+                r.problems.push(format!("{}: {e}", oj.display()));
+            }
+        }
+    }
+    for xx in read_dirs(&repo.join(".flat")) {
+        for d in read_dirs(&xx) {
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with(fsx::TMP_PREFIX) {
+                r.flat_dirs += 1;
+            }
+        }
+    }
+    // tag links: every symlink outside the dot directories and podmanStore
+    let mut stack: Vec<(PathBuf, usize)> = fs::read_dir(repo)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            !n.starts_with('.') && n != "podmanStore"
+        })
+        .map(|e| (e.path(), 0))
+        .collect();
+    while let Some((p, depth)) = stack.pop() {
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.file_type().is_symlink() {
+            r.tags += 1;
+            let t = fs::read_link(&p).unwrap_or_default();
+            let ts = t.to_string_lossy();
+            let ok_form = !t.is_absolute() && ts.contains(".flat/");
+            let resolved = p.parent().unwrap().join(&t);
+            if !ok_form {
+                r.problems.push(format!(
+                    "{}: link target {ts:?} is not a relative path into .flat",
+                    p.display()
+                ));
+            } else if !resolved.is_dir() {
+                r.problems.push(format!(
+                    "{}: link target {ts:?} does not exist",
+                    p.display()
+                ));
+            } else if let (Ok(a), Ok(b)) =
+                (resolved.canonicalize(), repo.join(".flat").canonicalize())
+            {
+                if !a.starts_with(&b) {
+                    r.problems
+                        .push(format!("{}: link leaves .flat", p.display()));
+                }
+            }
+        } else if md.is_dir() && depth < 8 {
+            for e in fs::read_dir(&p).into_iter().flatten().flatten() {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+}
+
+fn read_dirs(d: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn check_store(repo: &Path, r: &mut Report) {
+    let store = StorePaths::new(repo.join("podmanStore"));
+    if !store.root.exists() {
+        r.notes
+            .push("no podmanStore (nothing published yet?)".into());
+        return;
+    }
+    for f in [store.images_lock(), store.layers_lock()] {
+        if !f.is_file() {
+            r.problems.push(format!(
+                "{}: lock file missing (a read-only store needs it)",
+                f.display()
+            ));
+        }
+    }
+    let layers = match read_index(&store.layers_json()) {
+        Ok(v) => v,
+        Err(e) => {
+            r.problems.push(e.to_string());
+            Vec::new()
+        }
+    };
+    r.layers = layers.len();
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    for l in &layers {
+        let id = l["id"].as_str().unwrap_or("").to_string();
+        if !is_hex64(&id) {
+            r.problems
+                .push(format!("layers.json: layer ID {id:?} is not 64 hex digits"));
+            continue;
+        }
+        if by_id.insert(id.clone(), l.clone()).is_some() {
+            r.problems
+                .push(format!("layers.json: layer {id} listed twice"));
+        }
+    }
+    let canonical_repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+    for (id, l) in &by_id {
+        let what = format!("layer {id}");
+        let parent = l["parent"].as_str();
+        if let Some(p) = parent {
+            if !by_id.contains_key(p) {
+                r.problems
+                    .push(format!("{what}: parent {p} is not in layers.json"));
+            }
+        }
+        let Some(diff) = l["diff-digest"].as_str().and_then(hex_of) else {
+            r.problems.push(format!("{what}: no valid diff-digest"));
+            continue;
+        };
+        let want_id = match parent {
+            None => diff.to_string(),
+            Some(p) => sha256_hex(format!("{p}+{diff}").as_bytes()),
+        };
+        if &want_id != id {
+            r.problems.push(format!(
+                "{what}: ID does not follow from parent and diffID (expected {want_id})"
+            ));
+        }
+        if !store.tar_split(id).is_file() {
+            r.problems.push(format!(
+                "{what}: {} is missing (push/save would fail)",
+                store.tar_split(id).display()
+            ));
+        }
+        let Some(cd) = l["compressed-diff-digest"].as_str().and_then(hex_of) else {
+            r.problems
+                .push(format!("{what}: no valid compressed-diff-digest"));
+            continue;
+        };
+        let rec_path = store.record(id);
+        let rec: Value = match fs::read(&rec_path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                r.problems
+                    .push(format!("{what}: record {}: {e}", rec_path.display()));
+                continue;
+            }
+        };
+        let want_path = format!(".layers/{}/{}/layerfs", &cd[..2], cd);
+        if rec["version"] != 1 || rec["kind"] != "cvmfs" || rec["path"] != want_path.as_str() {
+            r.problems.push(format!(
+                "{what}: record {} should have version 1, kind cvmfs, path {want_path}",
+                rec_path.display()
+            ));
+        }
+        if rec["parent"].as_str() != parent {
+            r.problems
+                .push(format!("{what}: record parent differs from layers.json"));
+        }
+        let rrepo = rec["repository"].as_str().unwrap_or("");
+        if Path::new(rrepo) != canonical_repo && Path::new(rrepo) != repo {
+            r.notes.push(format!(
+                "{what}: record names repository {rrepo} (this tree is at {}): fine if it is served there",
+                repo.display()
+            ));
+        }
+        let ld = repo.join(&want_path);
+        if !ld.is_dir() {
+            r.problems
+                .push(format!("{what}: {} is missing", ld.display()));
+        } else {
+            let lj = ld.parent().unwrap().join(".metadata/layers.json");
+            if let Ok(v) = fs::read(&lj)
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|_| ()))
+            {
+                if v.first().map(|i| i.diff_digest.as_str()) != l["diff-digest"].as_str() {
+                    r.problems
+                        .push(format!("{what}: diff-digest differs from {}", lj.display()));
+                }
+            }
+        }
+    }
+
+    let images = match read_index(&store.images_json()) {
+        Ok(v) => v,
+        Err(e) => {
+            r.problems.push(e.to_string());
+            Vec::new()
+        }
+    };
+    r.images = images.len();
+    let mut names = HashSet::new();
+    for img in &images {
+        let id = img["id"].as_str().unwrap_or("");
+        let what = format!("image {id}");
+        if !is_hex64(id) {
+            r.problems
+                .push(format!("images.json: image ID {id:?} is not 64 hex digits"));
+            continue;
+        }
+        for n in img["names"].as_array().into_iter().flatten() {
+            if !names.insert(n.as_str().unwrap_or("").to_string()) {
+                r.problems
+                    .push(format!("{what}: name {n} used by two images"));
+            }
+        }
+        let top = img["layer"].as_str().unwrap_or("");
+        if !by_id.contains_key(top) {
+            r.problems
+                .push(format!("{what}: top layer {top} is not in layers.json"));
+        }
+        let dir = store.image_dir(id);
+        for k in img["big-data-names"].as_array().into_iter().flatten() {
+            let k = k.as_str().unwrap_or("");
+            let f = dir.join(big_data_file_name(k));
+            match fs::read(&f) {
+                Err(e) => r
+                    .problems
+                    .push(format!("{what}: big data {k:?} ({}): {e}", f.display())),
+                Ok(b) => {
+                    let d = format!("sha256:{}", sha256_hex(&b));
+                    if img["big-data-digests"][k].as_str() != Some(d.as_str()) {
+                        r.problems.push(format!(
+                            "{what}: big data {k:?} does not match its recorded digest"
+                        ));
+                    }
+                    if img["big-data-sizes"][k].as_u64() != Some(b.len() as u64) {
+                        r.problems.push(format!(
+                            "{what}: big data {k:?} does not match its recorded size"
+                        ));
+                    }
+                }
+            }
+        }
+        let cfg_path = dir.join(big_data_file_name(&format!("sha256:{id}")));
+        match fs::read(&cfg_path) {
+            Err(e) => r
+                .problems
+                .push(format!("{what}: config {}: {e}", cfg_path.display())),
+            Ok(b) => {
+                if sha256_hex(&b) != id {
+                    r.problems
+                        .push(format!("{what}: the config's digest is not the image ID"));
+                }
+                let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                let diffs: Vec<&str> = v["rootfs"]["diff_ids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_str())
+                    .collect();
+                let ids = layer_ids(&diffs);
+                if ids.last().map(String::as_str) != Some(top) {
+                    r.problems.push(format!(
+                        "{what}: the layer chain of the config's diffIDs does not end in the top layer {top}"
+                    ));
+                }
+                for lid in &ids {
+                    if !by_id.contains_key(lid) {
+                        r.problems
+                            .push(format!("{what}: layer {lid} is missing from layers.json"));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `cvmfs-podman`: publish container images into a CVMFS repository (or any
+//! directory standing in for one) as a DUCC-compatible tree plus a read-only image
+//! store the `cvmfs` graph driver serves to podman, and check such trees.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cvmfs_graphdriver::publish::Error;
+
+mod check;
+mod progress;
+mod publish;
+mod registry;
+mod source;
+mod testimg;
+
+use source::{ImageName, Platform, Source};
+
+#[derive(Parser)]
+#[command(name = "cvmfs-podman", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Publish an image: docker://host[:port]/name:tag, oci:<dir>[:tag] or docker-archive:<file>
+    Publish {
+        image: String,
+        /// The repository directory (e.g. /cvmfs/unpacked.example.org)
+        #[arg(long)]
+        repo: PathBuf,
+        /// Publish under this name (registry/repository:tag) instead of the source's
+        #[arg(long)]
+        name: Option<String>,
+        /// os/arch[/variant] to pick from a multi-platform index (default: this host)
+        #[arg(long)]
+        platform: Option<String>,
+        /// Verify registry TLS certificates; false also allows plain http
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        tls_verify: bool,
+        /// The absolute path podman will see the repository at (default: --repo)
+        #[arg(long)]
+        recorded_repository: Option<PathBuf>,
+        /// Layers unpacked in parallel
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Print a JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+        /// No progress output
+        #[arg(long, short)]
+        quiet: bool,
+        /// Wrap the work in `cvmfs_server transaction`/`publish` of this repository
+        #[arg(long)]
+        cvmfs_transaction: Option<String>,
+    },
+    /// (testing aid) Build an OCI layout from layer spec files or raw .tar files
+    #[command(hide = true)]
+    MakeOci {
+        dir: PathBuf,
+        #[arg(long, default_value = "latest")]
+        tag: String,
+        #[arg(long, default_value = "gzip")]
+        compression: String,
+        layers: Vec<PathBuf>,
+    },
+    /// Check a published tree and explain what is wrong
+    Check {
+        repo: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open_source(
+    image: &str,
+    platform: Platform,
+    tls_verify: bool,
+) -> Result<Box<dyn Source>, Error> {
+    if let Some(s) = image.strip_prefix("oci:") {
+        Ok(Box::new(source::OciLayout::new(s, platform)))
+    } else if let Some(f) = image.strip_prefix("docker-archive:") {
+        Ok(Box::new(source::DockerArchive::open(Path::new(f))?))
+    } else if let Some(r) = image.strip_prefix("docker://") {
+        Ok(Box::new(source::RegistrySource::new(
+            r, platform, tls_verify,
+        )?))
+    } else {
+        Err(Error::msg(format!(
+            "{image:?}: expected docker://host/name:tag, oci:<dir>[:tag] or docker-archive:<file>"
+        )))
+    }
+}
+
+fn run_cvmfs_server(args: &[&str]) -> Result<(), Error> {
+    let st = std::process::Command::new("cvmfs_server")
+        .args(args)
+        .status()
+        .map_err(|e| Error::msg(format!("cvmfs_server {}: {e}", args.join(" "))))?;
+    if !st.success() {
+        return Err(Error::msg(format!(
+            "cvmfs_server {} failed: {st}",
+            args.join(" ")
+        )));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_publish(
+    image: &str,
+    repo: &Path,
+    name: Option<&str>,
+    platform: Option<&str>,
+    tls_verify: bool,
+    recorded: Option<&Path>,
+    jobs: usize,
+    json: bool,
+    quiet: bool,
+) -> Result<(), Error> {
+    let platform = match platform {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    let src = open_source(image, platform, tls_verify)?;
+    let name = match name {
+        Some(n) => ImageName::parse(n)?,
+        None => src.default_name()?,
+    };
+    std::fs::create_dir_all(repo).map_err(|e| Error::io(repo, e))?;
+    let abs = std::fs::canonicalize(repo).map_err(|e| Error::io(repo, e))?;
+    let recorded = match recorded {
+        Some(r) if r.is_absolute() => r.display().to_string(),
+        Some(r) => {
+            return Err(Error::msg(format!(
+                "--recorded-repository {}: must be absolute",
+                r.display()
+            )))
+        }
+        None => abs.display().to_string(),
+    };
+    let progress = progress::Progress::new(quiet || json);
+    let opts = publish::Options {
+        repo: abs,
+        recorded_repo: recorded,
+        name,
+        jobs,
+        progress: progress.clone(),
+    };
+    let s = publish::publish(src.as_ref(), &opts)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("serializable")
+        );
+    } else if !quiet {
+        progress.println(&format!(
+            "published {} as {} (image {}): {} layers written, {} skipped, flat {}, {:.1} MB in {:.2}s",
+            s.image,
+            s.name,
+            &s.image_id[..12],
+            s.layers_written,
+            s.layers_skipped,
+            s.flat,
+            s.uncompressed_bytes_written as f64 / 1e6,
+            s.seconds
+        ));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Publish {
+            image,
+            repo,
+            name,
+            platform,
+            tls_verify,
+            recorded_repository,
+            jobs,
+            json,
+            quiet,
+            cvmfs_transaction,
+        } => {
+            let run = || {
+                cmd_publish(
+                    &image,
+                    &repo,
+                    name.as_deref(),
+                    platform.as_deref(),
+                    tls_verify,
+                    recorded_repository.as_deref(),
+                    jobs,
+                    json,
+                    quiet,
+                )
+            };
+            let res = match &cvmfs_transaction {
+                None => run(),
+                Some(r) => run_cvmfs_server(&["transaction", r]).and_then(|()| match run() {
+                    Ok(()) => run_cvmfs_server(&["publish", r]),
+                    Err(e) => {
+                        let _ = run_cvmfs_server(&["abort", "-f", r]);
+                        Err(e)
+                    }
+                }),
+            };
+            match res {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cvmfs-podman publish: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::MakeOci {
+            dir,
+            tag,
+            compression,
+            layers,
+        } => match testimg::make_oci(&dir, &tag, &layers, &compression) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cvmfs-podman make-oci: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Check { repo, json } => {
+            let r = check::check(&repo);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("serializable")
+                );
+            } else {
+                for n in &r.notes {
+                    println!("note: {n}");
+                }
+                for p in &r.problems {
+                    println!("problem: {p}");
+                }
+                println!(
+                    "check {}: {} ({} images, {} layers in podmanStore, {} layer dirs, {} flat dirs, {} tags)",
+                    repo.display(),
+                    if r.problems.is_empty() {
+                        "consistent".to_string()
+                    } else {
+                        format!("{} problems", r.problems.len())
+                    },
+                    r.images,
+                    r.layers,
+                    r.layer_dirs,
+                    r.flat_dirs,
+                    r.tags
+                );
+            }
+            if r.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! `cvmfs-podman publish`: one image from a source into a repository.
+//!
+//! Order of writes (each one atomic), so that a crash anywhere leaves a tree the
+//! next run completes and `check` accepts:
+//! 1. each layer: unpacked, verified and described in a temporary directory in
+//!    `.layers/XX/`, its tar-split saved under `podmanStore/cvmfs/tar-split/`,
+//!    then the directory renamed to `.layers/XX/<d>` (never replacing one);
+//! 2. the flat rootfs, built the same way into `.flat/XX/<c>`;
+//! 3. the DUCC manifest copy and the tag symlink;
+//! 4. the podman store: layer records and tar-splits, then `layers.json`, big
+//!    data, then `images.json`, under the store lock.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use cvmfs_graphdriver::publish::ducc::{self, LayerInfo, Origin};
+use cvmfs_graphdriver::publish::podman::{self, NewImage, NewLayer, StorePaths};
+use cvmfs_graphdriver::publish::{digest_hex, flat, fsx, layer, layer_ids, rfc3339, Error, Result};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::progress::Progress;
+use crate::source::{read_limited, ImageName, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+pub fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    layer::hex(&Sha256::digest(b))
+}
+
+/// Check that `bytes` have digest `digest`.
+pub fn verify_bytes(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
+    let want = digest_hex(digest).map_err(|e| e.context(what))?;
+    let have = sha256_hex(bytes);
+    if have != want {
+        return Err(Error::msg(format!(
+            "{what} {digest}: digest mismatch, the content is sha256:{have}"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes and counts what is read through it.
+struct HashReader<R> {
+    inner: R,
+    hash: Sha256,
+    n: u64,
+    progress: Option<(usize, Progress)>,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        if let Some((i, p)) = &self.progress {
+            p.inc(*i, n as u64);
+        }
+        Ok(n)
+    }
+}
+
+pub struct Options {
+    pub repo: PathBuf,
+    /// Absolute path recorded in layer records (where podman will see the repo).
+    pub recorded_repo: String,
+    pub name: ImageName,
+    pub jobs: usize,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    pub digest: String,
+    pub diff_id: String,
+    pub layer_id: String,
+    pub size: u64,
+    pub diff_size: u64,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub image: String,
+    pub name: String,
+    pub image_id: String,
+    pub manifest_digest: String,
+    pub layers: Vec<LayerReport>,
+    pub layers_written: usize,
+    pub layers_skipped: usize,
+    pub flat: &'static str,
+    pub uncompressed_bytes_written: u64,
+    pub seconds: f64,
+}
+
+struct LayerOut {
+    compressed: String,
+    size: u64,
+    diff_id: String,
+    diff_size: u64,
+    compression: i64,
+    uids: BTreeSet<u32>,
+    gids: BTreeSet<u32>,
+    written: bool,
+}
+
+fn layer_dir(repo: &Path, hex: &str) -> PathBuf {
+    repo.join(".layers").join(&hex[..2]).join(hex)
+}
+
+fn flat_dir(repo: &Path, hex: &str) -> PathBuf {
+    repo.join(".flat").join(&hex[..2]).join(hex)
+}
+
+fn ensure_catalog(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let m = dir.join(".cvmfscatalog");
+    if fs::symlink_metadata(&m).is_err() {
+        fsx::write_atomic(&m, b"", 0o644)?;
+    }
+    Ok(())
+}
+
+/// Remove temporary entries of publishers that are no longer running.
+fn sweep_dead(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(fsx::TMP_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('.').next().unwrap_or("");
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = fsx::remove_all(&e.path());
+        }
+    }
+}
+
+/// Sweep every place a publisher creates temporaries.
+pub fn sweep_repo(repo: &Path) {
+    for top in [".layers", ".flat"] {
+        let t = repo.join(top);
+        sweep_dead(&t);
+        if let Ok(rd) = fs::read_dir(&t) {
+            for e in rd.flatten() {
+                sweep_dead(&e.path());
+            }
+        }
+    }
+    let ps = repo.join("podmanStore");
+    for d in ["cvmfs-images", "cvmfs-layers", "cvmfs/tar-split"] {
+        sweep_dead(&ps.join(d));
+    }
+    sweep_dead(&repo.join(".metadata"));
+}
+
+fn decompressor<'a>(r: impl BufRead + Send + 'a) -> Result<(Box<dyn Read + Send + 'a>, i64)> {
+    let mut r = r;
+    let head = r
+        .fill_buf()
+        .map_err(|e| Error::msg(format!("reading blob: {e}")))?
+        .to_vec();
+    Ok(match sniff(&head) {
+        Compression::Gzip => (
+            Box::new(flate2::bufread::GzDecoder::new(r)),
+            podman::COMPRESSION_GZIP,
+        ),
+        Compression::Zstd => (
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(r)
+                    .map_err(|e| Error::msg(format!("zstd: {e}")))?,
+            ),
+            podman::COMPRESSION_ZSTD,
+        ),
+        Compression::None => (Box::new(r), podman::COMPRESSION_NONE),
+    })
+}
+
+struct Job<'a> {
+    src: &'a dyn Source,
+    opts: &'a Options,
+    store: StorePaths,
+    config_digest: String,
+}
+
+impl Job<'_> {
+    fn layer(&self, i: usize, desc: &Value, want_diff: &str) -> Result<LayerOut> {
+        let digest = desc["digest"]
+            .as_str()
+            .ok_or_else(|| Error::msg("layer descriptor without digest"))?
+            .to_string();
+        let hex = digest_hex(&digest)?.to_string();
+        let size = desc["size"].as_u64().unwrap_or(0);
+        let dir = layer_dir(&self.opts.repo, &hex);
+        let p = &self.opts.progress;
+        let ts_cache = self.store.tar_split_by_digest(&hex);
+
+        if dir.join("layerfs").is_dir() {
+            // already published: reuse, after checking it is what the config says
+            let lj = dir.join(".metadata").join("layers.json");
+            let text = fs::read(&lj).map_err(|e| Error::io(&lj, e))?;
+            let infos: Vec<LayerInfo> = serde_json::from_slice(&text)
+                .map_err(|e| Error::msg(format!("{}: {e}", lj.display())))?;
+            let info = infos
+                .first()
+                .ok_or_else(|| Error::msg(format!("{}: empty", lj.display())))?;
+            if info.diff_digest != want_diff {
+                return Err(Error::msg(format!(
+                    "{}: diffID {} differs from the image config's {want_diff}",
+                    lj.display(),
+                    info.diff_digest
+                )));
+            }
+            self.add_origin(&dir)?;
+            if !ts_cache.exists() {
+                // published by DUCC or an interrupted run: rebuild the tar-split only
+                self.tar_split_only(i, &digest, &ts_cache)?;
+            }
+            let compression = self.compression_of(desc);
+            p.done(i, "exists, skipped");
+            return Ok(LayerOut {
+                compressed: digest,
+                size,
+                diff_id: info.diff_digest.clone(),
+                diff_size: info.diff_size,
+                compression,
+                uids: BTreeSet::new(),
+                gids: BTreeSet::new(),
+                written: false,
+            });
+        }
+
+        let xx = dir.parent().expect("has parent");
+        ensure_catalog(xx)?;
+        let tmp = fsx::tmp_path(&dir);
+        let res = self.unpack_into(i, &digest, size, want_diff, &tmp, &ts_cache);
+        let out = match res {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = fsx::remove_all(&tmp);
+                return Err(e);
+            }
+        };
+        let placed = fsx::rename_dir_into_place(&tmp, &dir)?;
+        if !placed {
+            self.add_origin(&dir)?;
+        }
+        p.done(
+            i,
+            if placed {
+                "written"
+            } else {
+                "exists (parallel publisher), skipped"
+            },
+        );
+        Ok(LayerOut {
+            written: placed,
+            ..out
+        })
+    }
+
+    fn compression_of(&self, desc: &Value) -> i64 {
+        let mt = desc["mediaType"].as_str().unwrap_or("");
+        if mt.ends_with("gzip") {
+            podman::COMPRESSION_GZIP
+        } else if mt.ends_with("zstd") {
+            podman::COMPRESSION_ZSTD
+        } else {
+            podman::COMPRESSION_NONE
+        }
+    }
+
+    fn add_origin(&self, dir: &Path) -> Result<()> {
+        let op = dir.join(".metadata").join("origin.json");
+        let mut o: Origin = fs::read(&op)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if !o.origin.contains(&self.config_digest) {
+            o.origin.push(self.config_digest.clone());
+            fsx::write_atomic(&op, ducc::origin_json(&o).as_bytes(), 0o644)?;
+        }
+        Ok(())
+    }
+
+    fn verify_blob<R>(hr: &HashReader<R>, digest: &str, size: u64) -> Result<()> {
+        let have = layer::hex(&hr.hash.clone().finalize());
+        let want = digest_hex(digest)?;
+        if have != want {
+            return Err(Error::msg(format!(
+                "digest mismatch: the manifest says {digest}, the blob is sha256:{have} ({} bytes)",
+                hr.n
+            )));
+        }
+        if size != 0 && hr.n != size {
+            return Err(Error::msg(format!(
+                "size mismatch: the manifest says {size} bytes, the blob has {}",
+                hr.n
+            )));
+        }
+        Ok(())
+    }
+
+    fn tar_split_only(&self, i: usize, digest: &str, ts_cache: &Path) -> Result<()> {
+        let blob = self.src.blob(digest)?;
+        let mut hr = HashReader {
+            inner: blob,
+            hash: Sha256::new(),
+            n: 0,
+            progress: None,
+        };
+        let tmp = fsx::tmp_path(ts_cache);
+        fs::create_dir_all(ts_cache.parent().unwrap()).map_err(|e| Error::io(ts_cache, e))?;
+        let res = (|| {
+            let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+            let mut split = cvmfs_graphdriver::publish::tarsplit::TarSplitter::new(gz);
+            {
+                let (mut dec, _) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = dec
+                        .read(&mut buf)
+                        .map_err(|e| Error::msg(format!("layer {digest}: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    split.feed(&buf[..n]);
+                }
+            }
+            io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::msg(format!("{e}")))?;
+            Self::verify_blob(&hr, digest, 0)?;
+            let (gz, _) = split.finish().map_err(Error::msg)?;
+            let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        let _ = i;
+        res
+    }
+
+    fn unpack_into(
+        &self,
+        i: usize,
+        digest: &str,
+        size: u64,
+        want_diff: &str,
+        tmp: &Path,
+        ts_cache: &Path,
+    ) -> Result<LayerOut> {
+        fs::create_dir(tmp).map_err(|e| Error::io(tmp, e))?;
+        let blob = self.src.blob(digest)?;
+        let mut hr = HashReader {
+            inner: blob,
+            hash: Sha256::new(),
+            n: 0,
+            progress: Some((i, self.opts.progress.clone())),
+        };
+        fs::create_dir_all(ts_cache.parent().unwrap()).map_err(|e| Error::io(ts_cache, e))?;
+        let ts_tmp = fsx::tmp_path(ts_cache);
+        let ts_file = fs::File::create(&ts_tmp).map_err(|e| Error::io(&ts_tmp, e))?;
+        let gz = flate2::write::GzEncoder::new(ts_file, flate2::Compression::fast());
+        let result = (|| {
+            let (unpacked, gz, compression) = {
+                let (dec, compression) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
+                let (u, gz) = layer::unpack(dec, &tmp.join("layerfs"), gz)?;
+                (u, gz, compression)
+            };
+            io::copy(&mut hr, &mut io::sink())
+                .map_err(|e| Error::msg(format!("reading blob: {e}")))?;
+            Self::verify_blob(&hr, digest, size)?;
+            if unpacked.diff_id != want_diff {
+                return Err(Error::msg(format!(
+                    "diffID mismatch: the image config says {want_diff}, the layer is {}",
+                    unpacked.diff_id
+                )));
+            }
+            let f = gz.finish().map_err(|e| Error::io(&ts_tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&ts_tmp, e))?;
+            fs::rename(&ts_tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))?;
+            Ok((unpacked, compression))
+        })();
+        let (unpacked, compression) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = fs::remove_file(&ts_tmp);
+                return Err(e);
+            }
+        };
+        let info = LayerInfo {
+            id: unpacked.diff_id.trim_start_matches("sha256:").to_string(),
+            created: rfc3339(std::time::SystemTime::now()),
+            compressed_diff_digest: digest.to_string(),
+            diff_digest: unpacked.diff_id.clone(),
+            diff_size: unpacked.diff_size,
+        };
+        let md = tmp.join(".metadata");
+        fsx::write_atomic(
+            &md.join("layers.json"),
+            ducc::layers_json(&info).as_bytes(),
+            0o644,
+        )?;
+        fsx::write_atomic(
+            &md.join("origin.json"),
+            ducc::origin_json(&Origin {
+                origin: vec![self.config_digest.clone()],
+            })
+            .as_bytes(),
+            0o644,
+        )?;
+        // DUCC makes every layerfs a nested catalog
+        fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
+        let uids = unpacked.entries.iter().map(|e| e.uid).collect();
+        let gids = unpacked.entries.iter().map(|e| e.gid).collect();
+        Ok(LayerOut {
+            compressed: digest.to_string(),
+            size: hr.n,
+            diff_id: unpacked.diff_id,
+            diff_size: unpacked.diff_size,
+            compression,
+            uids,
+            gids,
+            written: true,
+        })
+    }
+}
+
+/// Publish the image `src` names into `opts.repo`.
+pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
+    let start = Instant::now();
+    let image = src.describe();
+    let ctx = |e: Error| e.context(format!("image {image}"));
+    let manifest = src.manifest().map_err(ctx)?;
+    let m: Value =
+        serde_json::from_slice(&manifest).map_err(|e| ctx(Error::msg(format!("manifest: {e}"))))?;
+    let cdesc = &m["config"];
+    let config_digest = cdesc["digest"]
+        .as_str()
+        .ok_or_else(|| ctx(Error::msg("manifest has no config digest")))?
+        .to_string();
+    let chex = digest_hex(&config_digest).map_err(ctx)?.to_string();
+    let config = read_limited(src.blob(&config_digest).map_err(ctx)?, "config").map_err(ctx)?;
+    verify_bytes(&config, &config_digest, "config").map_err(ctx)?;
+    let cfg: Value = serde_json::from_slice(&config)
+        .map_err(|e| ctx(Error::msg(format!("config {config_digest}: {e}"))))?;
+    let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let descs: Vec<Value> = m["layers"].as_array().cloned().unwrap_or_default();
+    if descs.len() != diff_ids.len() {
+        return Err(ctx(Error::msg(format!(
+            "the manifest lists {} layers but the config {} diffIDs",
+            descs.len(),
+            diff_ids.len()
+        ))));
+    }
+    for d in &diff_ids {
+        digest_hex(d).map_err(ctx)?;
+    }
+
+    let repo = &opts.repo;
+    fs::create_dir_all(repo).map_err(|e| ctx(Error::io(repo, e)))?;
+    sweep_repo(repo);
+    for d in [".layers", ".flat"] {
+        ensure_catalog(&repo.join(d)).map_err(ctx)?;
+    }
+    let store = StorePaths::new(repo.join("podmanStore"));
+    store.init().map_err(ctx)?;
+
+    let job = Job {
+        src,
+        opts,
+        store: store.clone(),
+        config_digest: config_digest.clone(),
+    };
+    let p = &opts.progress;
+    for (i, d) in descs.iter().enumerate() {
+        p.add(
+            i,
+            &format!(
+                "layer {}/{} {}",
+                i + 1,
+                descs.len(),
+                d["digest"].as_str().unwrap_or("?")
+            ),
+            d["size"].as_u64().unwrap_or(0),
+        );
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<LayerOut>>>> =
+        Mutex::new((0..descs.len()).map(|_| None).collect());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1).min(descs.len().max(1)) {
+            s.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= descs.len() {
+                    break;
+                }
+                let r = job.layer(i, &descs[i], &diff_ids[i]).map_err(|e| {
+                    failed.store(true, Ordering::Relaxed);
+                    e.context(format!(
+                        "image {image}: layer {}",
+                        descs[i]["digest"].as_str().unwrap_or("?")
+                    ))
+                });
+                if let Err(e) = &r {
+                    p.fail(i, &e.to_string());
+                }
+                results.lock().unwrap()[i] = Some(r);
+            });
+        }
+    });
+    let mut outs = Vec::new();
+    for r in results.into_inner().unwrap() {
+        match r {
+            Some(Ok(o)) => outs.push(o),
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(ctx(Error::msg(
+                    "a layer was not processed (an earlier layer failed)",
+                )))
+            }
+        }
+    }
+
+    // the flat rootfs
+    let fdir = flat_dir(repo, &chex);
+    let flat_status = if fdir.is_dir() {
+        "exists, skipped"
+    } else {
+        ensure_catalog(fdir.parent().unwrap()).map_err(ctx)?;
+        let tmp = fsx::tmp_path(&fdir);
+        let r = (|| {
+            fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            for o in &outs {
+                let lf = layer_dir(repo, digest_hex(&o.compressed)?).join("layerfs");
+                flat::merge_layer(&lf, &tmp)
+                    .map_err(|e| e.context(format!("flattening layer {}", o.compressed)))?;
+            }
+            fsx::write_atomic(&tmp.join(".cvmfscatalog"), b"", 0o644)?;
+            fsx::rename_dir_into_place(&tmp, &fdir)
+        })();
+        match r {
+            Ok(true) => "written",
+            Ok(false) => "exists, skipped",
+            Err(e) => {
+                let _ = fsx::remove_all(&tmp);
+                return Err(ctx(e));
+            }
+        }
+    };
+
+    // DUCC's manifest copy and the tag link
+    let name = &opts.name;
+    let rel = format!("{}/{}:{}", name.registry, name.repository, name.tag);
+    let dm = ducc::Manifest {
+        schema_version: m["schemaVersion"].as_i64().unwrap_or(2),
+        media_type: m["mediaType"]
+            .as_str()
+            .unwrap_or(crate::source::MT_OCI_MANIFEST)
+            .to_string(),
+        config: desc_of(cdesc),
+        layers: descs.iter().map(desc_of).collect(),
+    };
+    let mpath = repo.join(".metadata").join(&rel).join("manifest.json");
+    fsx::write_atomic(&mpath, ducc::manifest_json(&dm).as_bytes(), 0o644).map_err(ctx)?;
+    let link = repo.join(&rel);
+    let depth = rel.split('/').count() - 1;
+    let target = format!("{}.flat/{}/{}", "../".repeat(depth), &chex[..2], chex);
+    fs::create_dir_all(link.parent().unwrap()).map_err(|e| ctx(Error::io(&link, e)))?;
+    let ltmp = fsx::tmp_path(&link);
+    std::os::unix::fs::symlink(&target, &ltmp).map_err(|e| ctx(Error::io(&ltmp, e)))?;
+    fs::rename(&ltmp, &link).map_err(|e| {
+        let _ = fs::remove_file(&ltmp);
+        ctx(Error::io(&link, e))
+    })?;
+
+    // the podman store
+    let ids = layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let new_layers: Vec<NewLayer> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let hex = digest_hex(&o.compressed).expect("validated").to_string();
+            NewLayer {
+                id: ids[i].clone(),
+                parent: (i > 0).then(|| ids[i - 1].clone()),
+                compressed_digest: o.compressed.clone(),
+                compressed_size: o.size,
+                diff_digest: o.diff_id.clone(),
+                diff_size: o.diff_size,
+                compression: o.compression,
+                uids: o.uids.clone(),
+                gids: o.gids.clone(),
+                path: format!(".layers/{}/{}/layerfs", &hex[..2], hex),
+                tar_split: store.tar_split_by_digest(&hex),
+            }
+        })
+        .collect();
+    let created = cfg["created"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| rfc3339(std::time::SystemTime::now()));
+    let img = NewImage {
+        id: chex.clone(),
+        names: vec![name.full()],
+        top_layer: ids.last().cloned().unwrap_or_default(),
+        manifest: manifest.clone(),
+        config,
+        created,
+    };
+    podman::commit(&store, &opts.recorded_repo, &new_layers, &img).map_err(ctx)?;
+
+    let layers: Vec<LayerReport> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| LayerReport {
+            digest: o.compressed.clone(),
+            diff_id: o.diff_id.clone(),
+            layer_id: ids[i].clone(),
+            size: o.size,
+            diff_size: o.diff_size,
+            status: if o.written {
+                "written"
+            } else {
+                "exists, skipped"
+            },
+        })
+        .collect();
+    Ok(Summary {
+        image,
+        name: name.full(),
+        image_id: chex,
+        manifest_digest: format!("sha256:{}", sha256_hex(&manifest)),
+        layers_written: outs.iter().filter(|o| o.written).count(),
+        layers_skipped: outs.iter().filter(|o| !o.written).count(),
+        uncompressed_bytes_written: outs.iter().filter(|o| o.written).map(|o| o.diff_size).sum(),
+        layers,
+        flat: flat_status,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn desc_of(v: &Value) -> ducc::Descriptor {
+    ducc::Descriptor {
+        media_type: v["mediaType"].as_str().unwrap_or("").to_string(),
+        size: v["size"].as_i64().unwrap_or(0),
+        digest: v["digest"].as_str().unwrap_or("").to_string(),
+    }
+}

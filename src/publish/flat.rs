@@ -1,0 +1,216 @@
+//! Building `.flat/XX/<config digest>/`: the image's root filesystem with every
+//! layer applied in order, whiteouts honoured and ownership kept.
+//!
+//! It is built from the layers' `layerfs` directories (raw `.wh.*` markers), with
+//! overlayfs semantics: a marker deletes the name from the layers below, an opaque
+//! marker empties the directory of what the layers below put there, a directory
+//! merges with a directory below and replaces anything else, and every other entry
+//! replaces what was there. Unlike DUCC's flat tree, this is the true OCI root
+//! filesystem: no setuid bits are dropped and nothing is added.
+//! The destination is a private temporary directory, and we only ever descend
+//! into directories we checked with `lstat`, so no symlink is followed.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FileType, Mode, Timespec, Timestamps};
+
+use super::fsx::remove_all;
+use super::{Error, Result};
+use crate::archive::{OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+
+fn ioe(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Merge the layer directory `layer` into the flat tree `flat` (an existing dir).
+pub fn merge_layer(layer: &Path, flat: &Path) -> Result<()> {
+    let mut m = Merger {
+        links: HashMap::new(),
+        dirs: Vec::new(),
+    };
+    m.merge_dir(layer, flat)?;
+    let md = fs::symlink_metadata(layer).map_err(|e| Error::io(layer, e))?;
+    m.meta(layer, flat, &md)?;
+    m.dirs.push((flat.to_path_buf(), md));
+    for (p, md) in m.dirs.iter().rev() {
+        set_times(p, md)?;
+    }
+    Ok(())
+}
+
+struct Merger {
+    links: HashMap<(u64, u64), PathBuf>,
+    dirs: Vec<(PathBuf, fs::Metadata)>,
+}
+
+fn set_times(p: &Path, md: &fs::Metadata) -> Result<()> {
+    let t = Timestamps {
+        last_access: Timespec {
+            tv_sec: md.atime(),
+            tv_nsec: md.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: md.mtime_nsec() as _,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &t,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::io(p, ioe(e)))
+}
+
+fn sorted(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(|e| Error::io(dir, e))?;
+    v.sort();
+    Ok(v)
+}
+
+impl Merger {
+    fn merge_dir(&mut self, src: &Path, dst: &Path) -> Result<()> {
+        let names = sorted(src)?;
+        // deletions first: they refer to what the lower layers left
+        if names
+            .iter()
+            .any(|n| n.as_bytes() == WHITEOUT_OPAQUE.as_bytes())
+        {
+            for n in sorted(dst)? {
+                remove_all(&dst.join(n))?;
+            }
+        }
+        for n in &names {
+            let b = n.as_bytes();
+            if b.starts_with(WHITEOUT_PREFIX.as_bytes()) && !b.starts_with(b".wh..wh.") {
+                let victim = &b[WHITEOUT_PREFIX.len()..];
+                if victim.is_empty() || victim == b"." || victim == b".." {
+                    continue;
+                }
+                remove_all(&dst.join(std::ffi::OsStr::from_bytes(victim)))?;
+            }
+        }
+        for n in &names {
+            if n.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                continue;
+            }
+            let s = src.join(n);
+            let d = dst.join(n);
+            let md = fs::symlink_metadata(&s).map_err(|e| Error::io(&s, e))?;
+            let existing = fs::symlink_metadata(&d).ok();
+            if md.is_dir() {
+                match existing {
+                    Some(x) if x.is_dir() => {}
+                    Some(_) => {
+                        remove_all(&d)?;
+                        fs::create_dir(&d).map_err(|e| Error::io(&d, e))?;
+                    }
+                    None => fs::create_dir(&d).map_err(|e| Error::io(&d, e))?,
+                }
+                self.merge_dir(&s, &d)?;
+                self.meta(&s, &d, &md)?;
+                self.dirs.push((d, md));
+                continue;
+            }
+            if existing.is_some() {
+                remove_all(&d)?;
+            }
+            self.copy_leaf(&s, &d, &md)?;
+        }
+        Ok(())
+    }
+
+    fn copy_leaf(&mut self, s: &Path, d: &Path, md: &fs::Metadata) -> Result<()> {
+        if md.nlink() > 1 {
+            if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
+                if fs::symlink_metadata(first).is_ok() {
+                    return fs::hard_link(first, d).map_err(|e| Error::io(d, e));
+                }
+            }
+            self.links.insert((md.dev(), md.ino()), d.to_path_buf());
+        }
+        let ft = md.file_type();
+        let perm = Mode::from_raw_mode(md.mode() & 0o7777);
+        let mk = |t: FileType| {
+            rustix::fs::mknodat(rustix::fs::CWD, d, t, perm, md.rdev() as _)
+                .map_err(|e| Error::io(d, ioe(e)))
+        };
+        if ft.is_file() {
+            let mut from = fs::File::open(s).map_err(|e| Error::io(s, e))?;
+            let mut to = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(d)
+                .map_err(|e| Error::io(d, e))?;
+            io::copy(&mut from, &mut to).map_err(|e| Error::io(d, e))?;
+        } else if ft.is_symlink() {
+            let t = fs::read_link(s).map_err(|e| Error::io(s, e))?;
+            std::os::unix::fs::symlink(&t, d).map_err(|e| Error::io(d, e))?;
+        } else if ft.is_char_device() {
+            mk(FileType::CharacterDevice)?;
+        } else if ft.is_block_device() {
+            mk(FileType::BlockDevice)?;
+        } else if ft.is_fifo() {
+            mk(FileType::Fifo)?;
+        } else if ft.is_socket() {
+            mk(FileType::Socket)?;
+        }
+        self.meta(s, d, md)?;
+        set_times(d, md)
+    }
+
+    /// Owner, then mode (chown clears setuid), then xattrs.
+    fn meta(&self, s: &Path, d: &Path, md: &fs::Metadata) -> Result<()> {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            d,
+            Some(rustix::process::Uid::from_raw(md.uid())),
+            Some(rustix::process::Gid::from_raw(md.gid())),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::io(d, ioe(e)))?;
+        if !md.file_type().is_symlink() {
+            rustix::fs::chmod(d, Mode::from_raw_mode(md.mode() & 0o7777))
+                .map_err(|e| Error::io(d, ioe(e)))?;
+        }
+        for name in list_xattrs(s)? {
+            if name == b"security.selinux" || name == OVERLAY_OPAQUE_XATTR.as_bytes() {
+                continue;
+            }
+            let name = std::ffi::OsStr::from_bytes(&name);
+            let mut buf = vec![0u8; 65536];
+            let n = match rustix::fs::lgetxattr(s, name, &mut buf[..]) {
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            match rustix::fs::lsetxattr(d, name, &buf[..n], rustix::fs::XattrFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+                Err(e) => return Err(Error::io(d, ioe(e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn list_xattrs(p: &Path) -> Result<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 65536];
+    match rustix::fs::llistxattr(p, &mut buf[..]) {
+        Ok(n) => Ok(buf[..n]
+            .split(|b| *b == 0)
+            .filter(|x| !x.is_empty())
+            .map(|x| x.to_vec())
+            .collect()),
+        Err(rustix::io::Errno::NOTSUP) => Ok(Vec::new()),
+        Err(e) => Err(Error::io(p, ioe(e))),
+    }
+}

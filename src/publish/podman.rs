@@ -1,0 +1,363 @@
+//! `<repo>/podmanStore/`: the read-only image store the `cvmfs` driver (through
+//! containers/storage's additional image stores) loads, written in exactly the
+//! JSON containers/storage v1.62 reads (`layers.go`, `images.go`).
+//!
+//! Updates happen under an exclusive `flock` on `cvmfs-images/images.lock` (a
+//! publisher-only lock: containers/storage takes POSIX record locks, which do not
+//! interact with `flock`), every file is written to a temporary name and renamed,
+//! and the indexes are written last, so they only ever name complete layers and
+//! images.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::fsx::{self, Lock};
+use super::layer::hex;
+use super::tarsplit::base64;
+use super::{Error, Result};
+
+/// Version of our per-layer records (`cvmfs/layers/<id>/layer.json`).
+pub const RECORD_VERSION: u32 = crate::store::RECORD_VERSION;
+
+/// containers/storage `archive.Compression` values.
+pub const COMPRESSION_NONE: i64 = 0;
+pub const COMPRESSION_GZIP: i64 = 2;
+pub const COMPRESSION_ZSTD: i64 = 4;
+
+/// The file name containers/storage uses for an image's big data item `key`.
+pub fn big_data_file_name(key: &str) -> String {
+    if key
+        .bytes()
+        .all(|c| c == b'.' || c.is_ascii_digit() || c.is_ascii_lowercase())
+        && !key.is_empty()
+    {
+        key.to_string()
+    } else {
+        format!("={}", base64(key.as_bytes()))
+    }
+}
+
+/// Paths inside a `podmanStore`.
+#[derive(Debug, Clone)]
+pub struct StorePaths {
+    pub root: PathBuf,
+}
+
+impl StorePaths {
+    pub fn new(root: impl Into<PathBuf>) -> StorePaths {
+        StorePaths { root: root.into() }
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("cvmfs-images")
+    }
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("cvmfs-layers")
+    }
+    pub fn images_json(&self) -> PathBuf {
+        self.images_dir().join("images.json")
+    }
+    pub fn layers_json(&self) -> PathBuf {
+        self.layers_dir().join("layers.json")
+    }
+    pub fn images_lock(&self) -> PathBuf {
+        self.images_dir().join("images.lock")
+    }
+    pub fn layers_lock(&self) -> PathBuf {
+        self.layers_dir().join("layers.lock")
+    }
+    pub fn record(&self, id: &str) -> PathBuf {
+        self.root
+            .join("cvmfs")
+            .join("layers")
+            .join(id)
+            .join("layer.json")
+    }
+    pub fn tar_split(&self, id: &str) -> PathBuf {
+        self.layers_dir().join(format!("{id}.tar-split.gz"))
+    }
+    /// tar-split kept per compressed digest, so a layer reused under another
+    /// parent (another layer ID) gets it without downloading the blob again.
+    pub fn tar_split_by_digest(&self, digest_hex: &str) -> PathBuf {
+        self.root
+            .join("cvmfs")
+            .join("tar-split")
+            .join(format!("{digest_hex}.tar-split.gz"))
+    }
+    pub fn image_dir(&self, id: &str) -> PathBuf {
+        self.images_dir().join(id)
+    }
+
+    /// Create the directories, empty indexes, lock files and catalog markers.
+    pub fn init(&self) -> Result<()> {
+        for d in [
+            self.root.clone(),
+            self.images_dir(),
+            self.layers_dir(),
+            self.root.join("cvmfs"),
+        ] {
+            fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            let cat = d.join(".cvmfscatalog");
+            if !cat.exists() {
+                fsx::write_atomic(&cat, b"", 0o644)?;
+            }
+        }
+        for f in [self.images_lock(), self.layers_lock()] {
+            if !f.exists() {
+                fsx::write_atomic(&f, b"", 0o644)?;
+            }
+        }
+        for (f, empty) in [(self.images_json(), "[]"), (self.layers_json(), "[]")] {
+            if !f.exists() {
+                fsx::write_atomic(&f, empty.as_bytes(), 0o644)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read a JSON array index (missing = empty).
+pub fn read_index(path: &Path) -> Result<Vec<Value>> {
+    match fs::read(path) {
+        Ok(b) if b.iter().all(|c| c.is_ascii_whitespace()) => Ok(Vec::new()),
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::msg(format!("{}: not a JSON array: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn write_index(path: &Path, v: &[Value]) -> Result<()> {
+    let text = serde_json::to_vec(v).expect("serializable");
+    fsx::write_atomic(path, &text, 0o644)
+}
+
+/// Tell running containers/storage readers that the store changed: the lock
+/// files hold a "last writer" token they compare.
+fn bump_token(lock: &Path) -> Result<()> {
+    use std::io::Write;
+    let token = hex(&Sha256::digest(
+        format!("{}:{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(lock)
+        .map_err(|e| Error::io(lock, e))?;
+    f.write_all(&token.as_bytes()[..32])
+        .map_err(|e| Error::io(lock, e))
+}
+
+/// A layer to record in the store.
+#[derive(Debug, Clone)]
+pub struct NewLayer {
+    pub id: String,
+    pub parent: Option<String>,
+    /// `sha256:<hex>` of the blob as the registry serves it.
+    pub compressed_digest: String,
+    pub compressed_size: u64,
+    /// `sha256:<hex>` diffID.
+    pub diff_digest: String,
+    pub diff_size: u64,
+    pub compression: i64,
+    pub uids: BTreeSet<u32>,
+    pub gids: BTreeSet<u32>,
+    /// `.layers/XX/<d>/layerfs`, relative to the repository.
+    pub path: String,
+    /// A complete tar-split file for this layer.
+    pub tar_split: PathBuf,
+}
+
+/// An image to record in the store.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    /// Config digest hex.
+    pub id: String,
+    /// `registry/repository:tag` names.
+    pub names: Vec<String>,
+    pub top_layer: String,
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub created: String,
+}
+
+/// What [`commit`] did.
+#[derive(Debug, Default, Clone)]
+pub struct Committed {
+    pub layers_added: Vec<String>,
+    pub layers_existing: Vec<String>,
+    pub image_added: bool,
+    /// Images that lost a name to this one (a moved tag).
+    pub names_moved_from: Vec<String>,
+}
+
+/// The per-layer record the driver reads (format at the top of `src/layout.rs`).
+pub fn record_json(repository: &str, l: &NewLayer) -> String {
+    json!({
+        "version": RECORD_VERSION,
+        "kind": "cvmfs",
+        "repository": repository,
+        "path": l.path,
+        "parent": l.parent,
+        "whiteouts": "oci-raw",
+        "ownership": "kept",
+    })
+    .to_string()
+}
+
+fn sha256_digest(b: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(b)))
+}
+
+/// Record layers (bottom first) and an image, atomically and under the lock.
+/// `repository` is the absolute path recorded in layer records.
+pub fn commit(
+    store: &StorePaths,
+    repository: &str,
+    layers: &[NewLayer],
+    image: &NewImage,
+) -> Result<Committed> {
+    store.init()?;
+    let _lock = Lock::exclusive(&store.images_lock())?;
+    let mut out = Committed::default();
+
+    let mut index = read_index(&store.layers_json())?;
+    let known: BTreeSet<String> = index
+        .iter()
+        .filter_map(|l| l["id"].as_str().map(str::to_string))
+        .collect();
+    let now = super::rfc3339(std::time::SystemTime::now());
+    for l in layers {
+        if known.contains(&l.id) {
+            out.layers_existing.push(l.id.clone());
+            continue;
+        }
+        fsx::write_atomic(
+            &store.record(&l.id),
+            record_json(repository, l).as_bytes(),
+            0o644,
+        )?;
+        let ts = fs::read(&l.tar_split).map_err(|e| Error::io(&l.tar_split, e))?;
+        fsx::write_atomic(&store.tar_split(&l.id), &ts, 0o644)?;
+        let mut v = json!({
+            "id": l.id,
+            "created": now,
+            "compressed-diff-digest": l.compressed_digest,
+            "compressed-size": l.compressed_size,
+            "diff-digest": l.diff_digest,
+            "diff-size": l.diff_size,
+        });
+        if let Some(p) = &l.parent {
+            v["parent"] = json!(p);
+        }
+        if l.compression != COMPRESSION_NONE {
+            v["compression"] = json!(l.compression);
+        }
+        if !l.uids.is_empty() {
+            v["uidset"] = json!(l.uids);
+        }
+        if !l.gids.is_empty() {
+            v["gidset"] = json!(l.gids);
+        }
+        index.push(v);
+        out.layers_added.push(l.id.clone());
+    }
+    if !out.layers_added.is_empty() {
+        write_index(&store.layers_json(), &index)?;
+        bump_token(&store.layers_lock())?;
+    }
+
+    // Big data first, then the index naming it.
+    let manifest_digest = sha256_digest(&image.manifest);
+    let config_key = sha256_digest(&image.config);
+    let manifest_key = format!("manifest-{manifest_digest}");
+    let items: [(&str, &[u8]); 3] = [
+        (&config_key, &image.config),
+        (&manifest_key, &image.manifest),
+        ("manifest", &image.manifest),
+    ];
+    let dir = store.image_dir(&image.id);
+    for (k, data) in items {
+        let p = dir.join(big_data_file_name(k));
+        let same = fs::read(&p).map(|b| b == data).unwrap_or(false);
+        if !same {
+            fsx::write_atomic(&p, data, 0o644)?;
+        }
+    }
+    let mut images = read_index(&store.images_json())?;
+    // a name belongs to one image: a moved tag leaves the old image nameless
+    // (still there for running containers, until `gc`)
+    for img in images.iter_mut() {
+        if img["id"] == json!(image.id) {
+            continue;
+        }
+        if let Some(names) = img["names"].as_array_mut() {
+            let before = names.len();
+            names.retain(|n| !image.names.iter().any(|m| n == m.as_str()));
+            if names.len() != before {
+                out.names_moved_from
+                    .push(img["id"].as_str().unwrap_or_default().to_string());
+                let hist = img["names-history"].as_array().cloned().unwrap_or_default();
+                let mut h: Vec<Value> = image.names.iter().map(|n| json!(n)).collect();
+                h.extend(hist);
+                img["names-history"] = Value::Array(h);
+            }
+        }
+    }
+    let sizes: serde_json::Map<String, Value> = items
+        .iter()
+        .map(|(k, d)| (k.to_string(), json!(d.len())))
+        .collect();
+    let digests: serde_json::Map<String, Value> = items
+        .iter()
+        .map(|(k, d)| (k.to_string(), json!(sha256_digest(d))))
+        .collect();
+    let existing = images.iter_mut().find(|i| i["id"] == json!(image.id));
+    match existing {
+        Some(img) => {
+            let mut names: Vec<Value> = img["names"].as_array().cloned().unwrap_or_default();
+            for n in &image.names {
+                if !names.iter().any(|x| x == n.as_str()) {
+                    names.push(json!(n));
+                }
+            }
+            img["names"] = Value::Array(names);
+        }
+        None => {
+            images.push(json!({
+                "id": image.id,
+                "digest": manifest_digest,
+                "names": image.names,
+                "layer": image.top_layer,
+                "big-data-names": items.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
+                "big-data-sizes": sizes,
+                "big-data-digests": digests,
+                "created": image.created,
+            }));
+            out.image_added = true;
+        }
+    }
+    write_index(&store.images_json(), &images)?;
+    bump_token(&store.images_lock())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_data_names() {
+        assert_eq!(big_data_file_name("manifest"), "manifest");
+        assert_eq!(
+            big_data_file_name("sha256:ab"),
+            format!("={}", base64(b"sha256:ab"))
+        );
+        assert_eq!(
+            big_data_file_name("manifest-sha256:x").chars().next(),
+            Some('=')
+        );
+    }
+}
