@@ -54,6 +54,12 @@ impl Layer {
     }
 }
 
+// The C ABI promises that one handle may be used from many threads at once.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Driver>();
+};
+
 /// The `cvmfs` graph driver.
 pub struct Driver {
     store: Store,

@@ -447,3 +447,37 @@ fn hung_store_gives_a_quick_repository_error() {
     d.create("local", None, false, &[]).unwrap();
     assert!(d.exists("local").unwrap());
 }
+
+#[test]
+fn concurrent_gets_and_puts_balance() {
+    let e = env(true);
+    let d = Arc::new(e.driver(&[]));
+    d.create("A", None, true, &[]).unwrap();
+    e.calls();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    d.get("A", None, &[]).unwrap();
+                    d.put("A").unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let calls = e.calls();
+    let mounts = calls
+        .iter()
+        .filter(|c| matches!(c, MountCall::MoveMount { .. }))
+        .count();
+    let unmounts = calls
+        .iter()
+        .filter(|c| matches!(c, MountCall::Unmount { .. }))
+        .count();
+    assert!(mounts >= 1);
+    assert_eq!(mounts, unmounts, "every mount undone exactly once");
+    assert!(!e.m.is_mounted(&e.home.join("layers/A/merged")).unwrap());
+}
