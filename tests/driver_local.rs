@@ -286,3 +286,51 @@ fn privileged_update_id_map_shifts_the_whole_stack() {
         d.remove(&id).unwrap();
     }
 }
+
+#[test]
+fn privileged_mount2_fallback_with_short_links() {
+    if !root_or_skip("privileged_mount2_fallback_with_short_links") {
+        return;
+    }
+    use cvmfs_graphdriver::mount::{MountApi, Mounter, OverlayMounter, RealSyscalls};
+    use std::sync::Arc;
+    let e = env();
+    // As on a kernel without fsconfig lowerdir+ (before 6.8).
+    let m: Arc<dyn Mounter> = Arc::new(OverlayMounter::with_api(RealSyscalls, MountApi::Legacy));
+    let d = Driver::with_mounter(&e.home, &e.run, &[] as &[&str], m).unwrap();
+    let mut parent: Option<String> = None;
+    // 40 layers × a 64-byte ID would overflow one page with full paths; the
+    // short links in l/ keep it well below.
+    for i in 0..40 {
+        let id = format!("{:064x}", i + 1000);
+        d.create(&id, parent.as_deref(), false, &[]).unwrap();
+        fs::write(
+            d.layer_content_dir(&id).unwrap().join(format!("f{i}")),
+            b"x",
+        )
+        .unwrap();
+        parent = Some(id);
+    }
+    let top = parent.unwrap();
+    let mnt = d.get(&top, None, &[]).unwrap();
+    assert!(is_mount_point(&mnt));
+    assert!(mnt.join("f0").exists() && mnt.join("f39").exists());
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(mnt.to_str().unwrap()))
+        .unwrap();
+    assert!(
+        line.contains(&format!("{}/l/", e.home.display())),
+        "lowers via short links: {line}"
+    );
+    assert_eq!(
+        d.status().iter().find(|(k, _)| k == "Mount API").unwrap().1,
+        "mount(2)"
+    );
+    d.put(&top).unwrap();
+    assert!(!is_mount_point(&mnt));
+    for id in d.list_layers().unwrap() {
+        d.remove(&id).unwrap();
+    }
+}
