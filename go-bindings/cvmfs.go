@@ -189,22 +189,13 @@ func (d *Driver) create(id, parent string, opts *graphdriver.CreateOpts, readWri
 	defer cFree(cParent)
 	arr := newCStringArray(storageOpts)
 	defer arr.free()
-	if err := call("create", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_create(d.h(), cID, cParent, C.bool(readWrite), arr.ptr, arr.len(), errOut)
-	}); err != nil {
-		return err
-	}
-	// A layer for a user namespace starts with its root owned by the mapped
-	// root, like the other drivers create it.
-	if mj := mappingsJSON(mappings); mj != "" {
-		if err := d.updateIDMap(id, "", mj); err != nil {
-			if rmErr := d.Remove(id); rmErr != nil {
-				logrus.Warnf("cvmfs: removing half-created layer %s: %v", id, rmErr)
-			}
-			return err
-		}
-	}
-	return nil
+	// With ID mappings (a layer for a user namespace) a parentless layer's
+	// root is owned by the mapped root, as the other drivers create it.
+	cMappings := cOptString(mappingsJSON(mappings))
+	defer cFree(cMappings)
+	return call("create", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
+		return C.cvmfs_driver_create_mapped(d.h(), cID, cParent, C.bool(readWrite), arr.ptr, arr.len(), cMappings, errOut)
+	})
 }
 
 // CreateFromTemplate creates a layer with the same contents and parent as the
@@ -356,6 +347,26 @@ func (d *Driver) layerContentDir(id string) (string, error) {
 		return "", err
 	}
 	return takeString(out), nil
+}
+
+// layerContentDirs lists where the layer's files are found, in order: its
+// own directory, then earlier upper directories (after an ID-map update) and
+// its parents' directories.
+func (d *Driver) layerContentDirs(id string) ([]string, error) {
+	defer d.keepAlive()
+	cID := cString(id)
+	defer cFree(cID)
+	var out *C.char
+	if err := call("layer content dirs", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
+		return C.cvmfs_driver_layer_content_dirs(d.h(), cID, &out, errOut)
+	}); err != nil {
+		return nil, err
+	}
+	var dirs []string
+	if err := decodeJSON("layer content dirs", id, takeString(out), &dirs); err != nil {
+		return nil, err
+	}
+	return dirs, nil
 }
 
 // isLocalPath tells whether p is inside the driver home (a local layer), as

@@ -221,6 +221,10 @@ func TestCvmfsApplyDiffStreamError(t *testing.T) {
 	content, err := io.ReadAll(f)
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
+	_, err = getter.Get("../../../etc/passwd")
+	assert.Error(t, err, "a tar-split name must not leave the layer")
+	_, err = getter.Get("no-such-file")
+	assert.ErrorIs(t, err, os.ErrNotExist)
 	require.NoError(t, getter.Close())
 	assert.Equal(t, 1<<20, len(content))
 }
@@ -296,9 +300,20 @@ func BenchmarkDiff10KFilesBottom(b *testing.B) {
 	graphtest.DriverBenchDiffN(b, 10000, 10, driverName)
 }
 
+// graphtest.DriverBenchDiffApplyN in storage v1.62.0 calls ApplyDiff without
+// the diff stream (ApplyDiffOpts{} where it means {Diff: arch}), so it fails
+// for every driver (overlay: "empty archive", vfs: size mismatch, cvmfs: "no
+// diff stream given"). hack/bench-graphtest.sh runs a corrected version.
 func BenchmarkDiffApply100(b *testing.B) {
+	if brokenDiffApplyBench {
+		b.Skip("graphtest.DriverBenchDiffApplyN passes no diff stream to ApplyDiff (upstream bug in storage v1.62.0)")
+	}
 	graphtest.DriverBenchDiffApplyN(b, 100, driverName)
 }
+
+// brokenDiffApplyBench is set for the storage versions whose
+// DriverBenchDiffApplyN omits the diff stream.
+const brokenDiffApplyBench = true
 
 func BenchmarkDiff20Layers(b *testing.B) {
 	graphtest.DriverBenchDeepLayerDiff(b, 20, driverName)

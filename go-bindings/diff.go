@@ -14,10 +14,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
-	"github.com/vbatts/tar-split/tar/storage"
 	graphdriver "go.podman.io/storage/drivers"
 	"go.podman.io/storage/pkg/archive"
 	"go.podman.io/storage/pkg/idtools"
@@ -230,22 +231,47 @@ func (d *Driver) DiffSize(id string, idMappings *idtools.IDMappings, parent stri
 	return int64(size), nil
 }
 
-// DiffGetter gives tar-split direct access to the layer's own files, so a
-// layer's original tar can be reassembled byte for byte (push/save of
-// read-only layers).
+// DiffGetter gives tar-split direct access to the layer's files, so a layer's
+// original tar can be reassembled byte for byte (push/save of read-only
+// layers). A file is looked up in the layer's own directory first, then where
+// the core says older copies live (ID-mapped layers, template copies), as
+// overlay searches its diff directories.
 func (d *Driver) DiffGetter(id string) (graphdriver.FileGetCloser, error) {
-	dir, err := d.layerContentDir(id)
+	dirs, err := d.layerContentDirs(id)
 	if err != nil {
 		return nil, err
 	}
-	return fileGetNopCloser{storage.NewPathFileGetter(dir)}, nil
+	if len(dirs) == 0 {
+		return nil, errorf("diff getter", id, codeIO, "the core reported no content directory")
+	}
+	return &dirsFileGetter{layer: id, dirs: dirs}, nil
 }
 
-type fileGetNopCloser struct {
-	storage.FileGetter
+type dirsFileGetter struct {
+	layer string
+	dirs  []string
 }
 
-func (fileGetNopCloser) Close() error { return nil }
+func (g *dirsFileGetter) Get(name string) (io.ReadCloser, error) {
+	// Names come from the layer's tar-split record; never follow one out of
+	// the layer's directories.
+	rel := filepath.Clean(strings.TrimPrefix(name, "/"))
+	if !filepath.IsLocal(rel) {
+		return nil, errorf("diff getter", g.layer, codeInvalidArgument, "path %q escapes the layer", name)
+	}
+	for _, dir := range g.dirs {
+		f, err := os.Open(filepath.Join(dir, rel))
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("cvmfs: diff getter layer %s: %w", g.layer, err)
+		}
+	}
+	return nil, fmt.Errorf("cvmfs: diff getter layer %s: %q not found in %s: %w", g.layer, name, strings.Join(g.dirs, ", "), os.ErrNotExist)
+}
+
+func (g *dirsFileGetter) Close() error { return nil }
 
 // Compile-time checks that Driver provides what containers/storage looks for.
 var (
