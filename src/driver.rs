@@ -103,6 +103,8 @@ fn unknown(id: &str, op: &str) -> Error {
     )
 }
 
+const OVERLAYFS_MAGIC: u64 = 0x794C7630;
+
 /// Name the filesystem type of the driver home for `Status`.
 fn fs_name(magic: i64) -> String {
     match magic as u64 {
@@ -140,6 +142,25 @@ impl Driver {
                 "run root {:?} is not an absolute path",
                 run_root.display()
             )));
+        }
+        // Overlay cannot use an upper directory on overlayfs (a home inside a
+        // container's root filesystem): say so now rather than at the first Get.
+        // Checked on the nearest existing ancestor, before creating anything.
+        let existing = home
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        if let Ok(st) = rustix::fs::statfs(existing) {
+            if st.f_type as u64 == OVERLAYFS_MAGIC {
+                return Err(Error::new(
+                    ErrorCode::Prerequisites,
+                    format!(
+                        "cvmfs: driver home {} is on overlayfs, which cannot hold overlay upper directories; \
+                         put the graph root on another filesystem (e.g. a volume)",
+                        home.display()
+                    ),
+                ));
+            }
         }
         let store = Store::open(home)?;
         let run_dir = run_root.join("cvmfs");

@@ -334,3 +334,23 @@ fn privileged_mount2_fallback_with_short_links() {
         d.remove(&id).unwrap();
     }
 }
+
+#[test]
+fn privileged_home_on_overlayfs_is_a_prerequisites_error() {
+    if !root_or_skip("privileged_home_on_overlayfs_is_a_prerequisites_error") {
+        return;
+    }
+    let e = env();
+    let d = e.driver();
+    d.create("c", None, true, &[]).unwrap();
+    // The merged view of a layer is an overlayfs: a graph root there (as inside
+    // a container) cannot hold overlay upper directories.
+    let m = d.get("c", None, &[]).unwrap();
+    let err = Driver::new(&m.join("graph/cvmfs"), &e.run, &[] as &[&str])
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), ErrorCode::Prerequisites, "{err}");
+    assert!(err.to_string().contains("is on overlayfs"), "{err}");
+    d.put("c").unwrap();
+    d.remove("c").unwrap();
+}
