@@ -21,8 +21,12 @@ use crate::mount::{self, Mounter, OverlaySpec};
 use crate::options::Options;
 use crate::store::{validate_id, LocalRecord, RootAttrs, Store};
 
-/// Deepest parent chain we follow (overlay's own limit is 500 lowers).
-pub const MAX_DEPTH: usize = 500;
+/// Deepest parent chain we follow (a guard against corrupt records; mounts are
+/// bounded by [`MAX_LOWERS`]).
+pub const MAX_DEPTH: usize = 4096;
+
+/// Most lower directories one overlay mount takes (the kernel's OVL_MAX_STACK).
+pub const MAX_LOWERS: usize = 500;
 
 /// Options of [`Driver::apply_diff`] (Go `ApplyDiffOpts`).
 #[derive(Debug, Clone, Default)]
@@ -514,6 +518,13 @@ impl Driver {
         if lowers.is_empty() || upper.is_none() {
             lowers.push(empty.clone());
             short.push(empty);
+        }
+        if lowers.len() > MAX_LOWERS {
+            return Err(Error::not_supported(format!(
+                "layer {}: get: the stack needs {} lower directories, more than overlayfs accepts ({MAX_LOWERS})",
+                layer.id(),
+                lowers.len()
+            )));
         }
         Ok((
             self.merged_dir(layer),

@@ -481,3 +481,25 @@ fn concurrent_gets_and_puts_balance() {
     assert_eq!(mounts, unmounts, "every mount undone exactly once");
     assert!(!e.m.is_mounted(&e.home.join("layers/A/merged")).unwrap());
 }
+
+#[test]
+fn stacks_beyond_the_overlay_limit_are_refused_clearly() {
+    let e = env(true);
+    let d = e.driver(&[]);
+    let mut parent: Option<String> = None;
+    for i in 0..=cvmfs_graphdriver::driver::MAX_LOWERS + 1 {
+        let id = format!("l{i}");
+        d.create(&id, parent.as_deref(), false, &[]).unwrap();
+        parent = Some(id);
+    }
+    let top = parent.unwrap();
+    let err = d.get(&top, None, &[]).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotSupported, "{err}");
+    assert!(
+        err.to_string()
+            .contains("more than overlayfs accepts (500)"),
+        "{err}"
+    );
+    // One layer less fits exactly: 500 lowers under the upper.
+    d.get("l500", None, &[]).unwrap();
+}
