@@ -6,8 +6,8 @@
 //
 // The driver logic lives in a Rust library (libcvmfs_graphdriver, linked
 // statically through pkg-config); this package is the thin cgo binding that
-// implements the graphdriver.Driver interface on top of its C ABI. Methods whose
-// shape differs between containers/storage releases live in
+// implements the graphdriver.Driver interface on top of its C ABI (core.go).
+// Methods whose shape differs between containers/storage releases live in
 // driver_storage_v*.go so other release lines only need another such file.
 package cvmfs
 
@@ -20,10 +20,8 @@ import "C"
 
 import (
 	"errors"
-	"fmt"
 	"maps"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 
@@ -39,11 +37,17 @@ func init() {
 	graphdriver.MustRegister(driverName, Init)
 }
 
-// Driver is the cvmfs graph driver: a handle on the Rust core plus the naive
-// diff implementation it falls back to when the core cannot diff directly.
+// Driver is the cvmfs graph driver.
+//
+// Without a separate image store it is one core handle on <graphroot>/cvmfs.
+// With one (storage.conf imagestore, --image-store) read-only image layers live
+// in <imagestore>/cvmfs, as with overlay: a second handle owns them, and each
+// handle sees the other's layers as a read-only additional store, so container
+// layers stack on image layers and the other way round.
 type Driver struct {
-	core *core
-	home string
+	main       *core
+	images     *core  // nil without a separate image store
+	imageStore string // its root, "" without one
 	// naiveDiff computes Diff/Changes/DiffSize against an arbitrary parent by
 	// mounting both layers; the core only diffs a layer against its own parent.
 	naiveDiff graphdriver.DiffDriver
@@ -52,32 +56,24 @@ type Driver struct {
 // Init creates the driver for home (<graphroot>/cvmfs). It may run several
 // times in one process; the core keeps shared state on disk under locks.
 func Init(home string, options graphdriver.Options) (graphdriver.Driver, error) {
-	if options.ImageStore != "" {
-		// The core keeps every writable layer under home; a split image store
-		// would silently put image layers in the wrong place.
-		return nil, fmt.Errorf("cvmfs: a separate image store (imagestore=%s) is not supported: %w", options.ImageStore, graphdriver.ErrNotSupported)
+	opts := driverOptions(options.DriverOptions)
+	d := &Driver{}
+	if options.ImageStore != "" && filepath.Clean(options.ImageStore) != filepath.Dir(filepath.Clean(home)) {
+		d.imageStore = filepath.Clean(options.ImageStore)
+		graphRoot := filepath.Dir(filepath.Clean(home))
+		images, err := newCore(filepath.Join(d.imageStore, driverName), options.RunRoot,
+			append(slices.Clone(opts), driverName+".imagestore="+graphRoot))
+		if err != nil {
+			return nil, err
+		}
+		d.images = images
+		opts = append(opts, driverName+".imagestore="+d.imageStore)
 	}
-	cHome := cString(home)
-	defer cFree(cHome)
-	cRunRoot := cOptString(options.RunRoot)
-	defer cFree(cRunRoot)
-	opts := newCStringArray(driverOptions(options.DriverOptions))
-	defer opts.free()
-
-	var handle *C.cvmfs_driver
-	err := call("init", "", func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_new(cHome, cRunRoot, opts.ptr, opts.len(), &handle, errOut)
-	})
+	main, err := newCore(home, options.RunRoot, opts)
 	if err != nil {
-		return nil, fmt.Errorf("%w (home %s)", err, home)
+		return nil, err
 	}
-	c := &core{handle: handle}
-	// The handle is freed when it becomes garbage: containers/storage has no
-	// "close" for drivers, and Cleanup must leave the driver usable. The core
-	// object holds no pointer back to the Driver, so it is never part of a
-	// cycle (finalizers do not run for cycles).
-	runtime.SetFinalizer(c, func(c *core) { C.cvmfs_driver_free(c.handle) })
-	d := &Driver{core: c, home: home}
+	d.main = main
 	d.naiveDiff = graphdriver.NewNaiveDiffDriver(d, d)
 	return d, nil
 }
@@ -97,83 +93,72 @@ func driverOptions(options []string) []string {
 	return out
 }
 
+// owner is the handle whose home holds layer id; the main one when the layer
+// is unknown (its errors then name the layer).
+func (d *Driver) owner(id string) *core {
+	if d.images != nil {
+		if meta, err := d.images.metadata(id); err == nil && meta["Kind"] == "local" {
+			return d.images
+		}
+	}
+	return d.main
+}
+
+// cores lists every handle of the driver.
+func (d *Driver) cores() []*core {
+	if d.images != nil {
+		return []*core{d.main, d.images}
+	}
+	return []*core{d.main}
+}
+
 // String returns the driver name; metadata directories are named after it.
 func (d *Driver) String() string {
 	return driverName
 }
 
-// core owns the C handle.
-type core struct {
-	handle *C.cvmfs_driver
-}
-
-// h is the C handle; every method that uses it defers keepAlive.
-func (d *Driver) h() *C.cvmfs_driver {
-	return d.core.handle
-}
-
-// keepAlive stops the finalizer from freeing the handle while a C call on it
-// is still running.
-func (d *Driver) keepAlive() {
-	runtime.KeepAlive(d.core)
-}
-
 // Cleanup unmounts everything this driver mounted.
 func (d *Driver) Cleanup() error {
-	defer d.keepAlive()
-	return call("cleanup", "", func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_cleanup(d.h(), errOut)
-	})
+	var errs []error
+	for _, c := range d.cores() {
+		errs = append(errs, c.cleanup())
+	}
+	return errors.Join(errs...)
 }
 
 // Status reports low-level diagnostics, as key/value pairs.
 func (d *Driver) Status() [][2]string {
-	defer d.keepAlive()
-	var out *C.char
-	err := call("status", "", func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_status(d.h(), &out, errOut)
-	})
+	status, err := d.main.status()
 	if err != nil {
 		return [][2]string{{"Error", err.Error()}}
 	}
-	var status [][2]string
-	if err := decodeJSON("status", "", takeString(out), &status); err != nil {
-		return [][2]string{{"Error", err.Error()}}
+	if d.imageStore != "" {
+		status = append(status, [2]string{"Image Store", d.imageStore})
 	}
 	return status
 }
 
 // Metadata returns low-level information about one layer.
 func (d *Driver) Metadata(id string) (map[string]string, error) {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	var out *C.char
-	err := call("metadata", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_metadata(d.h(), cID, &out, errOut)
-	})
-	if err != nil {
-		return nil, err
-	}
-	var meta map[string]string
-	if err := decodeJSON("metadata", id, takeString(out), &meta); err != nil {
-		return nil, err
-	}
-	return meta, nil
+	return d.owner(id).metadata(id)
 }
 
 // CreateReadWrite creates a writable layer, used as a container's root.
 func (d *Driver) CreateReadWrite(id, parent string, opts *graphdriver.CreateOpts) error {
-	return d.create(id, parent, opts, true)
+	return d.create(d.main, id, parent, opts, true)
 }
 
-// Create creates a read-only (image) layer on top of parent ("" for none).
+// Create creates a read-only (image) layer on top of parent ("" for none); it
+// goes to the image store when there is one.
 func (d *Driver) Create(id, parent string, opts *graphdriver.CreateOpts) error {
-	return d.create(id, parent, opts, false)
+	c := d.main
+	if d.images != nil {
+		c = d.images
+	}
+	return d.create(c, id, parent, opts, false)
 }
 
-func (d *Driver) create(id, parent string, opts *graphdriver.CreateOpts, readWrite bool) error {
-	defer d.keepAlive()
+func (d *Driver) create(c *core, id, parent string, opts *graphdriver.CreateOpts, readWrite bool) error {
 	var storageOpts []string
 	var mappings *idtools.IDMappings
 	if opts != nil {
@@ -183,49 +168,29 @@ func (d *Driver) create(id, parent string, opts *graphdriver.CreateOpts, readWri
 		}
 		mappings = opts.IDMappings
 	}
-	cID := cString(id)
-	defer cFree(cID)
-	cParent := cOptString(parent)
-	defer cFree(cParent)
-	arr := newCStringArray(storageOpts)
-	defer arr.free()
 	// With ID mappings (a layer for a user namespace) a parentless layer's
 	// root is owned by the mapped root, as the other drivers create it.
-	cMappings := cOptString(mappingsJSON(mappings))
-	defer cFree(cMappings)
-	return call("create", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_create_mapped(d.h(), cID, cParent, C.bool(readWrite), arr.ptr, arr.len(), cMappings, errOut)
-	})
+	return c.create(id, parent, readWrite, storageOpts, mappingsJSON(mappings))
 }
 
 // CreateFromTemplate creates a layer with the same contents and parent as the
 // template layer.
 func (d *Driver) CreateFromTemplate(id, template string, templateIDMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, opts *graphdriver.CreateOpts, readWrite bool) error {
-	defer d.keepAlive()
 	if opts != nil && len(opts.StorageOpt) != 0 {
 		return errorf("create from template", id, codeNotSupported, "storage options are not supported when creating from template %s", template)
 	}
-	cID := cString(id)
-	defer cFree(cID)
-	cTemplate := cString(template)
-	defer cFree(cTemplate)
-	cParent := cOptString(parent)
-	defer cFree(cParent)
-	return call("create from template", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_create_from_template(d.h(), cID, cTemplate, cParent, C.bool(readWrite), errOut)
-	})
+	c := d.main
+	if !readWrite && d.images != nil {
+		c = d.images
+	}
+	return c.createFromTemplate(id, template, parent, readWrite)
 }
 
 // Remove deletes a layer. Removing a layer that does not exist succeeds, as
 // with the other drivers: the layer store uses Remove to recover from
 // half-finished operations.
 func (d *Driver) Remove(id string) error {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	err := call("remove", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_remove(d.h(), cID, errOut)
-	})
+	err := d.owner(id).remove(id)
 	if err != nil && isLayerUnknown(err) {
 		logrus.Debugf("cvmfs: remove: layer %s does not exist", id)
 		return nil
@@ -236,144 +201,83 @@ func (d *Driver) Remove(id string) error {
 // Exists tells whether the layer exists locally or in a configured
 // repository or additional image store.
 func (d *Driver) Exists(id string) bool {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	var exists C.bool
-	if err := call("exists", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_exists(d.h(), cID, &exists, errOut)
-	}); err != nil {
+	exists, err := d.main.exists(id)
+	if err != nil {
 		logrus.Warnf("%v", err)
 		return false
 	}
-	return bool(exists)
+	return exists
 }
 
 // ListLayers lists the driver's own layers (not those of additional stores),
-// children before parents so they can be removed in order.
+// children before parents so they can be removed in order: container layers
+// (main home) come before the image layers they stack on.
 func (d *Driver) ListLayers() ([]string, error) {
-	defer d.keepAlive()
-	var out *C.char
-	if err := call("list layers", "", func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_list_layers(d.h(), &out, errOut)
-	}); err != nil {
-		return nil, err
+	var all []string
+	for _, c := range d.cores() {
+		layers, err := c.listLayers()
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, layers...)
 	}
-	layers := []string{}
-	if err := decodeJSON("list layers", "", takeString(out), &layers); err != nil {
-		return nil, err
+	if all == nil {
+		all = []string{}
 	}
-	return layers, nil
+	return all, nil
 }
 
 // Get mounts the layer (with its parents) and returns the mount point.
 func (d *Driver) Get(id string, options graphdriver.MountOpts) (string, error) {
-	defer d.keepAlive()
 	// options.UidMaps/GidMaps need no action: SupportsShifting is false, so
 	// the layer store only passes the mappings the layer's files were already
 	// chowned to (it refuses any other mapping before calling Get), exactly as
 	// overlay mounts without ID shifting in that case.
-	cID := cString(id)
-	defer cFree(cID)
-	cLabel := cOptString(options.MountLabel)
-	defer cFree(cLabel)
-	arr := newCStringArray(options.Options)
-	defer arr.free()
-	var out *C.char
-	if err := call("get", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_get(d.h(), cID, cLabel, arr.ptr, arr.len(), &out, errOut)
-	}); err != nil {
-		return "", err
-	}
-	return takeString(out), nil
+	return d.owner(id).get(id, options.MountLabel, options.Options)
 }
 
 // Put releases one reference taken by Get, unmounting on the last one.
 func (d *Driver) Put(id string) error {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	return call("put", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_put(d.h(), cID, errOut)
-	})
+	return d.owner(id).put(id)
 }
 
 // ReadWriteDiskUsage returns the disk usage of the layer's own files.
 func (d *Driver) ReadWriteDiskUsage(id string) (*directory.DiskUsage, error) {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	var size, inodes C.int64_t
-	if err := call("disk usage", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_read_write_disk_usage(d.h(), cID, &size, &inodes, errOut)
-	}); err != nil {
+	size, inodes, err := d.owner(id).diskUsage(id)
+	if err != nil {
 		return nil, err
 	}
-	return &directory.DiskUsage{Size: int64(size), InodeCount: int64(inodes)}, nil
+	return &directory.DiskUsage{Size: size, InodeCount: inodes}, nil
 }
 
 // AdditionalImageStores returns the read-only image store roots the driver was
-// configured with (cvmfs.imagestore=).
+// configured with (cvmfs.imagestore=); the separate image store, which the
+// store opens read-write itself, is not one of them.
 func (d *Driver) AdditionalImageStores() []string {
-	defer d.keepAlive()
-	var out *C.char
-	if err := call("additional image stores", "", func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_additional_image_stores(d.h(), &out, errOut)
-	}); err != nil {
+	stores, err := d.main.additionalImageStores()
+	if err != nil {
 		logrus.Warnf("%v", err)
 		return nil
 	}
-	var stores []string
-	if err := decodeJSON("additional image stores", "", takeString(out), &stores); err != nil {
-		logrus.Warnf("%v", err)
-		return nil
+	var out []string
+	for _, s := range stores {
+		if d.imageStore == "" || filepath.Clean(s) != d.imageStore {
+			out = append(out, s)
+		}
 	}
-	if len(stores) == 0 {
-		return nil
-	}
-	return stores
+	return out
 }
 
-// layerContentDir is the directory holding the layer's own files (local diff
-// directory or the layer's directory inside a repository).
-func (d *Driver) layerContentDir(id string) (string, error) {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	var out *C.char
-	if err := call("layer content dir", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_layer_content_dir(d.h(), cID, &out, errOut)
-	}); err != nil {
-		return "", err
-	}
-	return takeString(out), nil
-}
-
-// layerContentDirs lists where the layer's files are found, in order: its
-// own directory, then earlier upper directories (after an ID-map update) and
-// its parents' directories.
-func (d *Driver) layerContentDirs(id string) ([]string, error) {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	var out *C.char
-	if err := call("layer content dirs", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_layer_content_dirs(d.h(), cID, &out, errOut)
-	}); err != nil {
-		return nil, err
-	}
-	var dirs []string
-	if err := decodeJSON("layer content dirs", id, takeString(out), &dirs); err != nil {
-		return nil, err
-	}
-	return dirs, nil
-}
-
-// isLocalPath tells whether p is inside the driver home (a local layer), as
-// opposed to a repository or a read-only image store.
+// isLocalPath tells whether p is inside one of the driver's homes (a local
+// layer), as opposed to a repository or a read-only image store.
 func (d *Driver) isLocalPath(p string) bool {
-	rel, err := filepath.Rel(d.home, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+	for _, c := range d.cores() {
+		rel, err := filepath.Rel(c.home, p)
+		if err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+			return true
+		}
+	}
+	return false
 }
 
 // SupportsShifting reports that the driver cannot shift IDs at mount time;
@@ -382,23 +286,10 @@ func (d *Driver) SupportsShifting(uidmap, gidmap []idtools.IDMap) bool {
 	return false
 }
 
-// UpdateLayerIDMap rewrites the ownership of a local layer's files from the
-// toContainer mapping to the toHost mapping.
+// UpdateLayerIDMap re-owns the files the layer shows (its parents' too, as
+// overlay does) from the toContainer mapping to the toHost mapping.
 func (d *Driver) UpdateLayerIDMap(id string, toContainer, toHost *idtools.IDMappings, mountLabel string) error {
-	return d.updateIDMap(id, mappingsJSON(toContainer), mappingsJSON(toHost))
-}
-
-func (d *Driver) updateIDMap(id, toContainer, toHost string) error {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	cTo := cOptString(toContainer)
-	defer cFree(cTo)
-	cHost := cOptString(toHost)
-	defer cFree(cHost)
-	return call("update ID map", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_update_id_map(d.h(), cID, cTo, cHost, errOut)
-	})
+	return d.owner(id).updateIDMap(id, mappingsJSON(toContainer), mappingsJSON(toHost))
 }
 
 // Version is the version of the linked Rust core.

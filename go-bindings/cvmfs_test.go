@@ -18,6 +18,7 @@ import (
 	"go.podman.io/storage/drivers/graphtest"
 	"go.podman.io/storage/pkg/archive"
 	"go.podman.io/storage/pkg/reexec"
+	"go.podman.io/storage/pkg/stringid"
 )
 
 func init() {
@@ -268,6 +269,48 @@ func TestCvmfsChangesAgainstGrandparent(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, []string{"/in-p", "/in-c"}, paths)
+}
+
+// With a separate image store, image layers live in <imagestore>/cvmfs and
+// container layers in the graph root, stacked across the two homes.
+func TestCvmfsSeparateImageStore(t *testing.T) {
+	graphRoot, imageStore := t.TempDir(), t.TempDir()
+	driver, err := Init(filepath.Join(graphRoot, driverName), graphdriver.Options{
+		Root: graphRoot, RunRoot: t.TempDir(), ImageStore: imageStore,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, driver.Cleanup()) })
+	// Layers in another home are found as store layers, which have
+	// containers/storage-style IDs (64 hex digits).
+	imageLayer, containerLayer := stringid.GenerateRandomID(), stringid.GenerateRandomID()
+
+	require.NoError(t, driver.Create(imageLayer, "", nil))
+	require.NoError(t, addFile(driver, imageLayer, "from-image", "image"))
+	require.NoError(t, driver.CreateReadWrite(containerLayer, imageLayer, nil))
+	assert.DirExists(t, filepath.Join(imageStore, driverName))
+	for _, c := range []struct{ id, home string }{
+		{imageLayer, filepath.Join(imageStore, driverName)},
+		{containerLayer, filepath.Join(graphRoot, driverName)},
+	} {
+		meta, err := driver.Metadata(c.id)
+		require.NoError(t, err)
+		assert.True(t, strings.HasPrefix(meta["UpperDir"], c.home+"/"), "%s lives under %s: %v", c.id, c.home, meta)
+	}
+
+	root, err := driver.Get(containerLayer, graphdriver.MountOpts{})
+	require.NoError(t, err)
+	content, err := os.ReadFile(filepath.Join(root, "from-image"))
+	require.NoError(t, err)
+	assert.Equal(t, "image", string(content))
+	require.NoError(t, driver.Put(containerLayer))
+
+	layers, err := driver.ListLayers()
+	require.NoError(t, err)
+	assert.Equal(t, []string{containerLayer, imageLayer}, layers)
+	assert.Empty(t, driver.AdditionalImageStores(), "the image store is not a read-only additional store")
+	require.NoError(t, driver.Remove(containerLayer))
+	require.NoError(t, driver.Remove(imageLayer))
+	assert.False(t, driver.Exists(imageLayer))
 }
 
 func TestCvmfsTeardown(t *testing.T) {

@@ -2,12 +2,6 @@
 
 package cvmfs
 
-/*
-#include <stdlib.h>
-#include <cvmfs_graphdriver.h>
-*/
-import "C"
-
 import (
 	"bytes"
 	"errors"
@@ -17,79 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	graphdriver "go.podman.io/storage/drivers"
 	"go.podman.io/storage/pkg/archive"
 	"go.podman.io/storage/pkg/idtools"
 )
-
-// applyDiff streams an uncompressed tar into the core through a pipe: a
-// goroutine copies options.Diff into the write end while the core reads the
-// read end. Returns the size of the applied layer in bytes.
-func (d *Driver) applyDiff(id string, options graphdriver.ApplyDiffOpts) (int64, error) {
-	defer d.keepAlive()
-	if options.Diff == nil {
-		return -1, errorf("apply diff", id, codeInvalidArgument, "no diff stream given")
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return -1, fmt.Errorf("cvmfs: apply diff layer %s: creating pipe: %w", id, err)
-	}
-	copyDone := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(w, options.Diff)
-		// Closing the write end is what tells the core the stream ended.
-		if cerr := w.Close(); err == nil {
-			err = cerr
-		}
-		copyDone <- err
-	}()
-
-	cID := cString(id)
-	defer cFree(cID)
-	var opts C.cvmfs_apply_diff_options
-	cMappings := cOptString(mappingsJSON(options.Mappings))
-	defer cFree(cMappings)
-	cLabel := cOptString(options.MountLabel)
-	defer cFree(cLabel)
-	opts.id_mappings_json = cMappings
-	opts.mount_label = cLabel
-	opts.ignore_chown_errors = C.bool(options.IgnoreChownErrors)
-	if options.ForceMask != nil {
-		opts.has_force_mask = true
-		opts.force_mask = C.uint32_t(options.ForceMask.Perm())
-	}
-	var size C.int64_t
-	coreErr := call("apply diff", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_apply_diff(d.h(), cID, C.int(r.Fd()), &opts, &size, errOut)
-	})
-	if coreErr == nil {
-		// The core stops at the tar end-of-archive marker; the caller (the
-		// layer store's tar-split recorder) still expects the whole stream to
-		// be consumed, so read what follows before closing.
-		_, _ = io.Copy(io.Discard, r)
-	}
-	// Closing the read end unblocks the copier if the core gave up early (its
-	// next write fails with EPIPE).
-	r.Close()
-	copyErr := <-copyDone
-	if errors.Is(copyErr, syscall.EPIPE) {
-		copyErr = nil // the core stopped reading; its own error says why
-	}
-	if copyErr != nil {
-		// The stream broke: that is the cause, whatever the core made of the
-		// truncated tar (it may even have taken it for a complete one).
-		if coreErr != nil {
-			return -1, fmt.Errorf("cvmfs: apply diff layer %s: reading the diff stream: %w (%v)", id, copyErr, coreErr)
-		}
-		return -1, fmt.Errorf("cvmfs: apply diff layer %s: reading the diff stream: %w", id, copyErr)
-	}
-	if coreErr != nil {
-		return -1, coreErr
-	}
-	return int64(size), nil
-}
 
 // Diff returns an uncompressed OCI tar of the layer's changes relative to
 // parent. The core writes it into a pipe from a goroutine; when it cannot diff
@@ -100,21 +26,13 @@ func (d *Driver) Diff(id string, idMappings *idtools.IDMappings, parent string, 
 		return nil, fmt.Errorf("cvmfs: diff layer %s: creating pipe: %w", id, err)
 	}
 	s := &diffStream{r: r, done: make(chan struct{})}
+	c := d.owner(id)
 	mj := mappingsJSON(idMappings)
 	go func() {
 		defer close(s.done)
-		defer d.keepAlive()
-		cID := cString(id)
-		defer cFree(cID)
-		cParent := cOptString(parent)
-		defer cFree(cParent)
-		cMappings := cOptString(mj)
-		defer cFree(cMappings)
-		s.err = call("diff", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-			return C.cvmfs_driver_diff(d.h(), cID, cParent, cMappings, C.int(w.Fd()), errOut)
-		})
-		// EOF for the reader; after the error is recorded (close(done) runs
-		// only after this, and the reader waits on done at EOF).
+		s.err = c.diff(id, parent, mj, w)
+		// EOF for the reader, after the error is recorded (the reader waits
+		// on done when it sees EOF).
 		w.Close()
 	}()
 
@@ -178,26 +96,11 @@ func (s *diffStream) Close() error {
 
 // Changes lists the changes of the layer relative to parent.
 func (d *Driver) Changes(id string, idMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, mountLabel string) ([]archive.Change, error) {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	cParent := cOptString(parent)
-	defer cFree(cParent)
-	var out *C.char
-	err := call("changes", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_changes(d.h(), cID, cParent, &out, errOut)
-	})
+	list, err := d.owner(id).changes(id, parent)
 	if isNotSupported(err) {
 		return d.naiveDiff.Changes(id, idMappings, parent, parentIDMappings, mountLabel)
 	}
 	if err != nil {
-		return nil, err
-	}
-	var list []struct {
-		Path string `json:"path"`
-		Kind int    `json:"kind"`
-	}
-	if err := decodeJSON("changes", id, takeString(out), &list); err != nil {
 		return nil, err
 	}
 	changes := make([]archive.Change, 0, len(list))
@@ -213,22 +116,14 @@ func (d *Driver) Changes(id string, idMappings *idtools.IDMappings, parent strin
 
 // DiffSize returns the size in bytes of the layer's changes relative to parent.
 func (d *Driver) DiffSize(id string, idMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, mountLabel string) (int64, error) {
-	defer d.keepAlive()
-	cID := cString(id)
-	defer cFree(cID)
-	cParent := cOptString(parent)
-	defer cFree(cParent)
-	var size C.int64_t
-	err := call("diff size", id, func(errOut **C.cvmfs_error) C.cvmfs_result {
-		return C.cvmfs_driver_diff_size(d.h(), cID, cParent, &size, errOut)
-	})
+	size, err := d.owner(id).diffSize(id, parent)
 	if isNotSupported(err) {
 		return d.naiveDiff.DiffSize(id, idMappings, parent, parentIDMappings, mountLabel)
 	}
 	if err != nil {
 		return 0, err
 	}
-	return int64(size), nil
+	return size, nil
 }
 
 // DiffGetter gives tar-split direct access to the layer's files, so a layer's
@@ -237,7 +132,7 @@ func (d *Driver) DiffSize(id string, idMappings *idtools.IDMappings, parent stri
 // the core says older copies live (ID-mapped layers, template copies), as
 // overlay searches its diff directories.
 func (d *Driver) DiffGetter(id string) (graphdriver.FileGetCloser, error) {
-	dirs, err := d.layerContentDirs(id)
+	dirs, err := d.owner(id).layerContentDirs(id)
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ const tempDirName = "tempdirs"
 // ApplyDiff extracts an uncompressed tar stream into the layer and returns the
 // size of the layer in bytes.
 func (d *Driver) ApplyDiff(id string, options graphdriver.ApplyDiffOpts) (int64, error) {
-	return d.applyDiff(id, options)
+	return d.owner(id).applyDiff(id, options)
 }
 
 // DeferredRemove removes the layer. The core already removes in two steps
@@ -39,9 +39,13 @@ func (d *Driver) DeferredRemove(id string) (tempdir.CleanupTempDirFunc, error) {
 }
 
 // GetTempDirRootDirs returns the roots the layer store scans for stale
-// temporary directories of this driver.
+// temporary directories of this driver, one per driver home.
 func (d *Driver) GetTempDirRootDirs() []string {
-	return []string{filepath.Join(d.home, tempDirName)}
+	var dirs []string
+	for _, c := range d.cores() {
+		dirs = append(dirs, filepath.Join(c.home, tempDirName))
+	}
+	return dirs
 }
 
 // Dedup deduplicates (reflinks) identical files across the given local layers.
@@ -50,7 +54,7 @@ func (d *Driver) GetTempDirRootDirs() []string {
 func (d *Driver) Dedup(req graphdriver.DedupArgs) (graphdriver.DedupResult, error) {
 	var dirs []string
 	for _, id := range req.Layers {
-		dir, err := d.layerContentDir(id)
+		dir, err := d.owner(id).layerContentDir(id)
 		if err != nil || !d.isLocalPath(dir) {
 			continue
 		}
