@@ -10,7 +10,7 @@ export GOFLAGS ?= -mod=mod
 export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
-        bench bench-graphtest patches patches-check storage clean demo
+        bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo
 
 all: build
 
@@ -42,6 +42,12 @@ test: deps
 
 test-rust: deps
 	@hack/test-rust.sh
+
+test-publish: deps
+	@hack/test-publish.sh
+
+bench-publish: deps
+	@hack/bench-publish.sh
 
 test-graphtest: deps lib
 	@hack/test-graphtest.sh

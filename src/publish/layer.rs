@@ -54,9 +54,15 @@ impl<R: Read, W: Write> Read for Tee<'_, R, W> {
 
 /// Unpack the uncompressed layer tar `input` into `layerfs` (created, must not
 /// exist), writing its tar-split JSON lines to `tar_split`.
-pub fn unpack<R: Read, W: Write>(input: R, layerfs: &Path, tar_split: W) -> Result<(Unpacked, W)> {
+/// With `reject_devices`, a device node entry fails the layer.
+pub fn unpack<R: Read, W: Write>(
+    input: R,
+    layerfs: &Path,
+    tar_split: W,
+    reject_devices: bool,
+) -> Result<(Unpacked, W)> {
     std::fs::create_dir(layerfs).map_err(|e| Error::io(layerfs, e))?;
-    let mut split = TarSplitter::new(tar_split);
+    let mut split = TarSplitter::new(tar_split).reject_devices(reject_devices);
     let mut tee = Tee {
         inner: input,
         hash: Sha256::new(),

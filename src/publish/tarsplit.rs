@@ -180,6 +180,7 @@ pub struct TarSplitter<W: Write> {
     seen: HashSet<Vec<u8>>,
     entries: Vec<EntryInfo>,
     error: Option<String>,
+    reject_devices: bool,
 }
 
 fn octal(field: &[u8]) -> Option<u64> {
@@ -231,7 +232,15 @@ impl<W: Write> TarSplitter<W> {
             seen: HashSet::new(),
             entries: Vec::new(),
             error: None,
+            reject_devices: false,
         }
+    }
+
+    /// Refuse character and block devices (an unprivileged publisher cannot
+    /// create them, and should say so before unpacking anything of the entry).
+    pub fn reject_devices(mut self, yes: bool) -> Self {
+        self.reject_devices = yes;
+        self
     }
 
     /// The first error met (the stream is not a tar tar-split can describe).
@@ -471,6 +480,12 @@ impl<W: Write> TarSplitter<W> {
             name = p;
         }
         let size = pending.size.unwrap_or(size);
+        if self.reject_devices && matches!(typeflag, b'3' | b'4') {
+            return Err(format!(
+                "entry {:?}: device node refused (publishing unprivileged, or --no-devices)",
+                String::from_utf8_lossy(&name)
+            ));
+        }
         let info = EntryInfo {
             name,
             typeflag,

@@ -53,6 +53,9 @@ enum Cmd {
         /// No progress output
         #[arg(long, short)]
         quiet: bool,
+        /// Refuse device nodes in layers (always on when not running as root)
+        #[arg(long)]
+        no_devices: bool,
         /// Wrap the work in `cvmfs_server transaction`/`publish` of this repository
         #[arg(long)]
         cvmfs_transaction: Option<String>,
@@ -120,6 +123,7 @@ fn cmd_publish(
     jobs: usize,
     json: bool,
     quiet: bool,
+    no_devices: bool,
 ) -> Result<(), Error> {
     let platform = match platform {
         Some(p) => Platform::parse(p)?,
@@ -149,6 +153,7 @@ fn cmd_publish(
         name,
         jobs,
         progress: progress.clone(),
+        no_devices,
     };
     let s = publish::publish(src.as_ref(), &opts)?;
     if json {
@@ -186,6 +191,7 @@ fn main() -> ExitCode {
             json,
             quiet,
             cvmfs_transaction,
+            no_devices,
         } => {
             let run = || {
                 cmd_publish(
@@ -198,6 +204,7 @@ fn main() -> ExitCode {
                     jobs,
                     json,
                     quiet,
+                    no_devices || !rustix::process::geteuid().is_root(),
                 )
             };
             let res = match &cvmfs_transaction {

@@ -87,6 +87,8 @@ pub struct Options {
     pub name: ImageName,
     pub jobs: usize,
     pub progress: Progress,
+    /// Refuse device nodes (automatic when not root).
+    pub no_devices: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -386,7 +388,7 @@ impl Job<'_> {
         let result = (|| {
             let (unpacked, gz, compression) = {
                 let (dec, compression) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
-                let (u, gz) = layer::unpack(dec, &tmp.join("layerfs"), gz)?;
+                let (u, gz) = layer::unpack(dec, &tmp.join("layerfs"), gz, self.opts.no_devices)?;
                 (u, gz, compression)
             };
             io::copy(&mut hr, &mut io::sink())

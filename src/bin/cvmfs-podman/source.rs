@@ -330,6 +330,7 @@ impl DockerArchive {
         let f = File::open(file).map_err(|e| Error::io(file, e))?;
         let mut ar = tar::Archive::new(f);
         let mut members = std::collections::HashMap::new();
+        let mut links = std::collections::HashMap::new();
         let mut manifest = None;
         for e in ar
             .entries()
@@ -340,6 +341,19 @@ impl DockerArchive {
             let name = name.trim_start_matches("./").to_string();
             if name == "manifest.json" {
                 manifest = Some(read_limited(&mut e, &format!("{what}: manifest.json"))?);
+            }
+            if e.header().entry_type().is_symlink() {
+                // `<id>/layer.tar -> ../<hex>.tar`: resolve relative to the link's directory
+                let target = e
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                let base = Path::new(&name)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(target);
+                links.insert(name, base.to_string_lossy().into_owned());
+                continue;
             }
             members.insert(name, (e.raw_file_position(), e.size()));
         }

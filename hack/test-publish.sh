@@ -1,0 +1,704 @@
+#!/usr/bin/env bash
+# make test-publish: end-to-end tests of `cvmfs-podman publish` / `check`.
+#
+# Builds test images from layer specs (tests/publish/images/*.spec) into an OCI
+# layout, copies them into a real docker-registry on 127.0.0.1 and into a
+# docker-archive with skopeo, publishes from all three sources and checks what a
+# user of the repository would: the DUCC layout and JSON, the flat rootfs against
+# `umoci unpack`, the tar-split against Go's tar-split, the podmanStore through
+# the patched containers-storage CLI (images, layers, a mounted container, layer
+# diffs byte for byte), incremental and shared publishing, moved tags, a hostile
+# corpus (each rejected with a message naming image, layer and entry, leaving no
+# trace), kill -9 at random points, and parallel publishers.
+#
+# Ends with exactly one line "N passed, N failed, N skipped". Tests listed in
+# tests/publish/known-failures.txt count as skipped while they fail (and are
+# reported loudly when they start passing).
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+
+passed=0 failed=0 skipped=0
+known_file="$ROOT/tests/publish/known-failures.txt"
+log_dir="$ROOT/build/test-publish"
+mkdir -p "$log_dir"
+
+summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+
+is_known() { [ -f "$known_file" ] && grep -qxF "$1" <(sed 's/[[:space:]]*#.*//' "$known_file"); }
+
+# run_test NAME FUNCTION [ARGS...]: the function's output goes to a log shown on failure.
+run_test() {
+  local name=$1
+  shift
+  local log="$log_dir/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
+  if ( set -ex; "$@" ) >"$log" 2>&1; then
+    if is_known "$name"; then
+      echo "XPASS: $name (listed in tests/publish/known-failures.txt: remove it)"
+      failed=$((failed + 1))
+    else
+      echo "ok: $name"
+      passed=$((passed + 1))
+    fi
+  else
+    if is_known "$name"; then
+      echo "SKIP: $name (known failure, tests/publish/known-failures.txt)"
+      skipped=$((skipped + 1))
+    else
+      echo "FAIL: $name"
+      sed 's/^/    /' "$log" | tail -n 40
+      failed=$((failed + 1))
+    fi
+  fi
+}
+
+fail() { echo "$*" >&2; return 1; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test-publish: must run as root (ownership is kept, the driver mounts overlayfs)" >&2
+  passed=0 failed=1; summary; exit 1
+fi
+for tool in skopeo umoci docker-registry jq python3; do
+  command -v "$tool" >/dev/null || { echo "test-publish: $tool missing (make deps)" >&2; failed=1; summary; exit 1; }
+done
+
+# ------------------------------------------------------------------ build
+echo "==> building cvmfs-podman"
+if ! cargo build --release --bin cvmfs-podman --quiet; then
+  failed=1; summary; exit 1
+fi
+B="$ROOT/target/release/cvmfs-podman"
+
+echo "==> building tsverify (Go tar-split reference)"
+TSV="$ROOT/build/tsverify"
+if ! (cd tests/publish/tsverify && GOFLAGS=-mod=mod GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off \
+      go build -o "$TSV" .) >"$log_dir/tsverify-build.log" 2>&1; then
+  cat "$log_dir/tsverify-build.log" >&2
+  failed=1; summary; exit 1
+fi
+
+CSBIN="$ROOT/build/containers-storage"
+if [ ! -x "$CSBIN" ]; then
+  echo "==> building the patched containers-storage CLI (as hack/test-bats.sh does)"
+  (
+    source "$ROOT/hack/lib-storage.sh"
+    "$ROOT/hack/build-lib.sh" >&2
+    pin_rust_lib
+    module=$("$ROOT/hack/patched-storage.sh")
+    cd "$module" && go build -o "$CSBIN" ./cmd/containers-storage
+  ) >"$log_dir/cs-build.log" 2>&1 || { cat "$log_dir/cs-build.log" >&2; }
+fi
+
+# ------------------------------------------------------------------ fixtures
+W=$(mktemp -d /tmp/test-publish.XXXXXX)
+REG_PID=
+cleanup() {
+  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  # containers from the storage tests may still be mounted
+  grep -o " $W[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+IMG=tests/publish/images
+OCI="$W/oci"
+echo "==> building test images"
+{
+  "$B" make-oci "$OCI" --tag wh "$IMG/base.spec" "$IMG/delete.spec" "$IMG/top.spec" &&
+  "$B" make-oci "$OCI" --tag shared "$IMG/base.spec" "$IMG/delete.spec" "$IMG/shared-top.spec" &&
+  "$B" make-oci "$OCI" --tag zstd --compression zstd "$IMG/base.spec" "$IMG/top.spec" &&
+  "$B" make-oci "$OCI" --tag gz --compression gzip "$IMG/base.spec" "$IMG/top.spec" &&
+  "$B" make-oci "$W/crash" --tag c "$IMG/base.spec" "$IMG"/crash{1,2,3,4}.spec "$IMG/big.spec" &&
+  "$B" make-oci "$W/par" --tag p "$IMG"/crash{4,3}.spec "$IMG/big.spec" "$IMG/top.spec"
+} >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; failed=1; summary; exit 1; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REG="127.0.0.1:$port"
+cat >"$W/registry.yml" <<EOF
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $W/registry-data
+http:
+  addr: $REG
+log:
+  level: error
+EOF
+docker-registry serve "$W/registry.yml" >"$log_dir/registry.log" 2>&1 &
+REG_PID=$!
+for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+echo "==> registry on $REG (pid $REG_PID)"
+{
+  skopeo copy --quiet --dest-tls-verify=false "oci:$OCI:wh" "docker://$REG/test/wh:1" &&
+  skopeo copy --quiet --dest-tls-verify=false "oci:$OCI:shared" "docker://$REG/test/shared:1" &&
+  skopeo copy --quiet "oci:$OCI:wh" "docker-archive:$W/wh.tar:$REG/test/wh:1"
+} >"$log_dir/skopeo.log" 2>&1 || { cat "$log_dir/skopeo.log"; failed=1; summary; exit 1; }
+
+# helpers --------------------------------------------------------------------
+manifest_of() { # oci dir, tag -> manifest blob path
+  local d
+  d=$(jq -r --arg t "$2" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$t) | .digest' "$1/index.json")
+  echo "$1/blobs/sha256/${d#sha256:}"
+}
+config_digest() { jq -r .config.digest "$(manifest_of "$1" "$2")"; }
+layer_digests() { jq -r '.layers[].digest' "$(manifest_of "$1" "$2")"; }
+diff_ids() { local c; c=$(config_digest "$1" "$2"); jq -r '.rootfs.diff_ids[]' "$1/blobs/sha256/${c#sha256:}"; }
+layer_ids() { # diffIDs on stdin -> containers/image layer IDs
+  python3 -c '
+import hashlib, sys
+p = None
+for d in sys.stdin.read().split():
+    h = d.split(":", 1)[1]
+    p = h if p is None else hashlib.sha256((p + "+" + h).encode()).hexdigest()
+    print(p)'
+}
+cs() { # containers-storage on a fresh graphroot with the repo as image store
+  local repo=$1
+  shift
+  "$CSBIN" --graph "$W/cs/g" --run "$W/cs/r" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$repo/podmanStore" --storage-opt "cvmfs.repositories=$repo" "$@"
+}
+snap() { # a comparable listing of a tree (ignoring CVMFS catalog markers)
+  (cd "$1" || exit 1
+   find . -mindepth 1 ! -name .cvmfscatalog -printf '%y %m %U:%G %n %s %l %p\n' | sort
+   find . -type f ! -name .cvmfscatalog -print0 | sort -z | xargs -0 -r md5sum)
+}
+tree_state() { (cd "$1" && find . -printf '%y %m %s %T@ %p\n' | sort); }
+
+R1="$W/repo-oci"
+
+# ------------------------------------------------------------------ tests
+t_publish_oci() {
+  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" --json >"$W/pub1.json"
+  jq -e '.layers_written == 3 and .layers_skipped == 0 and .flat == "written"' "$W/pub1.json"
+  "$B" check "$R1"
+}
+
+t_ducc_layers() {
+  local cfg ids d i=0
+  cfg=$(config_digest "$OCI" wh)
+  mapfile -t ids < <(diff_ids "$OCI" wh)
+  for d in $(layer_digests "$OCI" wh); do
+    local h=${d#sha256:} dir
+    dir="$R1/.layers/${h:0:2}/$h"
+    [ -d "$dir/layerfs" ] || fail "missing $dir/layerfs"
+    jq -e --arg d "$d" --arg id "${ids[$i]}" '
+      type == "array" and length == 1 and
+      (.[0] | keys) == (["compressed-diff-digest","created","diff-digest","diff-size","id"]) and
+      .[0]["compressed-diff-digest"] == $d and .[0]["diff-digest"] == $id and
+      .[0].id == ($id | ltrimstr("sha256:")) and (.[0]["diff-size"] | type) == "number" and
+      (.[0].created | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$"))' "$dir/.metadata/layers.json" ||
+      fail "bad $dir/.metadata/layers.json: $(cat "$dir/.metadata/layers.json")"
+    jq -e --arg c "$cfg" '. == {"origin": [$c]}' "$dir/.metadata/origin.json" ||
+      fail "bad origin.json: $(cat "$dir/.metadata/origin.json")"
+    # diff-size is the uncompressed tar size
+    local size
+    size=$(gzip -dc "$OCI/blobs/sha256/$h" | wc -c)
+    jq -e --argjson s "$size" '.[0]["diff-size"] == $s' "$dir/.metadata/layers.json"
+    i=$((i + 1))
+  done
+}
+
+layerfs_of() { # tag, index -> layerfs path
+  local d
+  d=$(layer_digests "$OCI" "$1" | sed -n "$(($2 + 1))p")
+  d=${d#sha256:}
+  echo "$R1/.layers/${d:0:2}/$d/layerfs"
+}
+
+t_raw_whiteouts_and_ownership() {
+  local l0 l1
+  l0=$(layerfs_of wh 0)
+  l1=$(layerfs_of wh 1)
+  # DUCC keeps the OCI markers as plain files, mode as in the tar
+  [ "$(stat -c '%F %a %s' "$l1/etc/.wh.a")" = "regular empty file 0 0" ] || fail "etc/.wh.a: $(stat -c '%F %a %s' "$l1/etc/.wh.a")"
+  [ "$(stat -c '%F %a' "$l1/data/x/.wh..wh..opq")" = "regular empty file 0" ] || fail "opaque marker"
+  [ -z "$(getfattr --absolute-names -d -m- "$l1/data/x" 2>/dev/null)" ] || fail "xattrs left on data/x: $(getfattr -d -m- "$l1/data/x")"
+  [ ! -e "$l1/etc/a" ] || fail "etc/a must not exist in the whiteout layer"
+  # ownership kept (documented: we publish as root and keep it, DUCC does not)
+  [ "$(stat -c '%u:%g %a' "$l0/home/user")" = "1000:1000 700" ] || fail "home/user: $(stat -c '%u:%g %a' "$l0/home/user")"
+  [ "$(stat -c '%u:%g' "$l1/etc/b")" = "2000:2000" ] || fail "etc/b owner"
+  [ "$(stat -c '%a' "$l0/bin/passwd")" = "4755" ] || fail "setuid bit lost"
+  [ "$(stat -c '%F %t:%T' "$l0/dev/null")" = "character special file 1:3" ] || fail "dev/null"
+  [ "$(stat -c '%i' "$l0/bin/ls")" = "$(stat -c '%i' "$l0/bin/sh")" ] || fail "hardlink bin/ls"
+  [ "$(getfattr --only-values -n user.k "$l0/etc/xattr")" = "v" ] || fail "xattr user.k"
+}
+
+t_catalogs() {
+  local c h
+  c=$(config_digest "$OCI" wh)
+  c=${c#sha256:}
+  for p in .layers .flat "podmanStore" podmanStore/cvmfs-images podmanStore/cvmfs-layers podmanStore/cvmfs \
+           ".flat/${c:0:2}/$c"; do
+    [ -f "$R1/$p/.cvmfscatalog" ] || fail "no .cvmfscatalog in $p"
+  done
+  [ ! -e "$R1/.flat/${c:0:2}/.cvmfscatalog" ] || fail ".flat/XX must not be a catalog (DUCC: each .flat/XX/<c>)"
+  for h in $(layer_digests "$OCI" wh); do
+    h=${h#sha256:}
+    [ -f "$R1/.layers/${h:0:2}/.cvmfscatalog" ] || fail "no catalog in .layers/${h:0:2}"
+    [ -f "$R1/.layers/${h:0:2}/$h/layerfs/.cvmfscatalog" ] || fail "no catalog in layerfs of $h"
+  done
+}
+
+t_tag_link_and_manifest() {
+  local c link
+  c=$(config_digest "$OCI" wh)
+  c=${c#sha256:}
+  link="$R1/$REG/test/wh:1"
+  [ -L "$link" ] || fail "no tag link $link"
+  [ "$(readlink "$link")" = "../../.flat/${c:0:2}/$c" ] || fail "link target $(readlink "$link")"
+  [ -d "$link/" ] || fail "link does not resolve"
+  local m="$R1/.metadata/$REG/test/wh:1/manifest.json" src
+  src=$(manifest_of "$OCI" wh)
+  jq -e --slurpfile s "$src" '
+    (keys) == ["Config","Layers","MediaType","SchemaVersion"] and
+    .SchemaVersion == $s[0].schemaVersion and .MediaType == $s[0].mediaType and
+    .Config == {"MediaType": $s[0].config.mediaType, "Size": $s[0].config.size, "Digest": $s[0].config.digest} and
+    .Layers == [$s[0].layers[] | {"MediaType": .mediaType, "Size": .size, "Digest": .digest}]' "$m" ||
+    fail "bad DUCC manifest.json: $(cat "$m")"
+}
+
+t_flat_matches_umoci() {
+  rm -rf "$W/umoci"
+  umoci unpack --image "$OCI:wh" "$W/umoci" >/dev/null
+  diff <(snap "$W/umoci/rootfs") <(snap "$R1/$REG/test/wh:1/")
+}
+
+t_tar_split_go() {
+  local d h lf want got
+  for d in $(layer_digests "$OCI" wh); do
+    h=${d#sha256:}
+    lf="$R1/.layers/${h:0:2}/$h/layerfs"
+    want=$(jq -r '.[0]["diff-digest"] + " " + (.[0]["diff-size"]|tostring)' "$R1/.layers/${h:0:2}/$h/.metadata/layers.json")
+    got=$("$TSV" asm "$R1/podmanStore/cvmfs/tar-split/$h.tar-split.gz" "$lf")
+    [ "$got" = "$want" ] || fail "layer $d: reassembled $got, want $want"
+    gzip -dc "$OCI/blobs/sha256/$h" >"$W/layer.tar"
+    "$TSV" disasm "$W/layer.tar" >"$W/go.jsonl"
+    gzip -dc "$R1/podmanStore/cvmfs/tar-split/$h.tar-split.gz" >"$W/rs.jsonl"
+    python3 - "$W/go.jsonl" "$W/rs.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+if a != b:
+    sys.exit(f"tar-split entries differ from Go's: {len(a)} vs {len(b)} entries")
+PY
+  done
+}
+
+t_store_json() {
+  local ids cfg
+  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
+  cfg=$(config_digest "$OCI" wh)
+  local L="$R1/podmanStore/cvmfs-layers/layers.json" I="$R1/podmanStore/cvmfs-images/images.json"
+  jq -e --arg a "${ids[0]}" --arg b "${ids[1]}" --arg c "${ids[2]}" '
+    ([.[].id] | sort) == ([$a,$b,$c] | sort) and
+    (.[] | select(.id == $a) | has("parent") | not) and
+    (.[] | select(.id == $b) | .parent == $a) and (.[] | select(.id == $c) | .parent == $b) and
+    all(.[]; .compression == 2 and (.["compressed-size"]|type) == "number" and
+             (.["diff-size"]|type) == "number" and (.["compressed-diff-digest"]|startswith("sha256:")))' "$L" ||
+    fail "layers.json: $(cat "$L")"
+  local md
+  md=$(sha256sum "$(manifest_of "$OCI" wh)" | cut -d' ' -f1)
+  jq -e --arg id "${cfg#sha256:}" --arg top "${ids[2]}" --arg n "$REG/test/wh:1" --arg md "sha256:$md" --arg c "$cfg" '
+    length == 1 and .[0].id == $id and .[0].layer == $top and .[0].names == [$n] and .[0].digest == $md and
+    (.[0]["big-data-names"] | sort) == (["manifest", "manifest-" + $md, $c] | sort) and
+    .[0]["big-data-digests"][$c] == $c' "$I" || fail "images.json: $(cat "$I")"
+  local dir="$R1/podmanStore/cvmfs-images/${cfg#sha256:}"
+  cmp "$dir/manifest" "$(manifest_of "$OCI" wh)"
+  cmp "$dir/=$(printf '%s' "$cfg" | base64 -w0)" "$OCI/blobs/sha256/${cfg#sha256:}"
+  cmp "$dir/=$(printf 'manifest-sha256:%s' "$md" | base64 -w0)" "$(manifest_of "$OCI" wh)"
+  for f in images.lock; do [ -f "$R1/podmanStore/cvmfs-images/$f" ]; done
+  [ -f "$R1/podmanStore/cvmfs-layers/layers.lock" ]
+  local h
+  h=$(layer_digests "$OCI" wh | sed -n 2p)
+  h=${h#sha256:}
+  jq -e --arg r "$(realpath "$R1")" --arg p ".layers/${h:0:2}/$h/layerfs" --arg parent "${ids[0]}" '
+    . == {"version":1,"kind":"cvmfs","repository":$r,"path":$p,"parent":$parent,"whiteouts":"oci-raw","ownership":"kept"}' \
+    "$R1/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
+  for id in "${ids[@]}"; do [ -s "$R1/podmanStore/cvmfs-layers/$id.tar-split.gz" ] || fail "no tar-split for $id"; done
+}
+
+t_containers_storage() {
+  [ -x "$CSBIN" ] || fail "no $CSBIN (build log: $log_dir/cs-build.log)"
+  local ids cfg
+  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
+  cfg=$(config_digest "$OCI" wh)
+  cs "$R1" images >"$W/cs-images.txt"
+  grep -q "^${cfg#sha256:}$" "$W/cs-images.txt" || fail "image not listed: $(cat "$W/cs-images.txt")"
+  grep -q "name: $REG/test/wh:1$" "$W/cs-images.txt" || fail "name not listed"
+  cs "$R1" layers >"$W/cs-layers.txt"
+  for id in "${ids[@]}"; do grep -q "^$id$" "$W/cs-layers.txt" || fail "layer $id not listed: $(cat "$W/cs-layers.txt")"; done
+  cs "$R1" create-container --name pubtest "$REG/test/wh:1" >/dev/null
+  local m
+  m=$(cs "$R1" mount pubtest)
+  [ "$(cat "$m/etc/hosts")" = "127.0.0.1 localhost" ] || fail "etc/hosts in the mounted container"
+  [ "$(stat -c %u:%g "$m/home/user/.profile")" = "1000:1000" ] || fail "ownership in the container"
+  [ -f "$m/opt/tool" ] && [ -f "$m/data/x/3" ] || fail "top-layer files missing"
+  # push/save reproduce the original layer tars: the layer store rebuilds each
+  # one from tar-split + the layer's files
+  local i=0 want
+  for id in "${ids[@]}"; do
+    want=$(diff_ids "$OCI" wh | sed -n "$((i + 1))p")
+    cs "$R1" diff -u -f "$W/diff.tar" "$id"
+    [ "sha256:$(sha256sum <"$W/diff.tar" | cut -d' ' -f1)" = "$want" ] || fail "diff of layer $id is not byte-identical"
+    i=$((i + 1))
+  done
+  cs "$R1" unmount pubtest >/dev/null
+  cs "$R1" delete-container pubtest >/dev/null
+}
+
+t_container_rootfs_exact() {
+  # the correctness contract: the container sees the OCI rootfs (no .wh.* files,
+  # deleted and opaque-hidden files gone)
+  cs "$R1" create-container --name exact "$REG/test/wh:1" >/dev/null
+  local m
+  m=$(cs "$R1" mount exact)
+  rm -rf "$W/umoci"
+  umoci unpack --image "$OCI:wh" "$W/umoci" >/dev/null
+  local rc=0
+  diff <(snap "$W/umoci/rootfs") <(snap "$m") || rc=1
+  cs "$R1" unmount exact >/dev/null
+  cs "$R1" delete-container exact >/dev/null
+  return $rc
+}
+
+t_republish_writes_nothing() {
+  touch "$W/stamp"
+  sleep 0.01
+  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" --json >"$W/pub2.json"
+  jq -e '.layers_written == 0 and .layers_skipped == 3 and .flat == "exists, skipped"' "$W/pub2.json"
+  local changed
+  changed=$(find "$R1/.layers" "$R1/.flat" -newer "$W/stamp" | grep -v '/\.layers/[0-9a-f][0-9a-f]$' || true)
+  [ -z "$changed" ] || fail "republish touched: $changed"
+  "$B" check "$R1"
+}
+
+t_shared_layers() {
+  "$B" publish "oci:$OCI:shared" --repo "$R1" --name "$REG/test/shared:1" --json >"$W/pub3.json"
+  jq -e '.layers_written == 1 and .layers_skipped == 2' "$W/pub3.json"
+  local h c1 c2
+  h=$(layer_digests "$OCI" shared | head -1)
+  h=${h#sha256:}
+  c1=$(config_digest "$OCI" wh)
+  c2=$(config_digest "$OCI" shared)
+  jq -e --arg a "$c1" --arg b "$c2" '.origin == [$a, $b]' "$R1/.layers/${h:0:2}/$h/.metadata/origin.json"
+  jq -e 'length == 4' "$R1/podmanStore/cvmfs-layers/layers.json"
+  jq -e 'length == 2' "$R1/podmanStore/cvmfs-images/images.json"
+  "$B" check "$R1"
+}
+
+t_moved_tag() {
+  # the tag moves to another image; the old one stays (nameless) for running containers
+  "$B" publish "oci:$OCI:shared" --repo "$R1" --name "$REG/test/wh:1" --json >/dev/null
+  local c1 c2
+  c1=$(config_digest "$OCI" wh)
+  c2=$(config_digest "$OCI" shared)
+  jq -e --arg a "${c1#sha256:}" --arg b "${c2#sha256:}" --arg n "$REG/test/wh:1" '
+    (.[] | select(.id == $a) | (.names // []) | index($n) == null) and
+    (.[] | select(.id == $b) | .names | index($n) != null)' "$R1/podmanStore/cvmfs-images/images.json"
+  [ "$(readlink "$R1/$REG/test/wh:1")" = "../../.flat/${c2:7:2}/${c2#sha256:}" ]
+  "$B" check "$R1"
+  cs "$R1" images >"$W/cs-m.txt"
+  grep -q "${c1#sha256:}" "$W/cs-m.txt"
+  # move it back for the following tests
+  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" -q
+}
+
+t_zstd() {
+  local r="$W/repo-zstd"
+  "$B" publish "oci:$OCI:zstd" --repo "$r" -q
+  "$B" check "$r"
+  jq -e 'all(.[]; .compression == 4)' "$r/podmanStore/cvmfs-layers/layers.json"
+  # umoci cannot read zstd layers: compare with the same layers gzip-compressed
+  rm -rf "$W/umoci"
+  umoci unpack --image "$OCI:gz" "$W/umoci" >/dev/null
+  diff <(snap "$W/umoci/rootfs") <(snap "$r/localhost/oci:zstd/")
+}
+
+t_docker_archive() {
+  local r="$W/repo-archive"
+  "$B" publish "docker-archive:$W/wh.tar" --repo "$r" --json >"$W/pa.json"
+  "$B" check "$r"
+  # same image and layer IDs as from the OCI layout (they depend on diffIDs only)
+  local cfg
+  cfg=$(config_digest "$OCI" wh)
+  jq -e --arg id "${cfg#sha256:}" --arg n "$REG/test/wh:1" '.image_id == $id and .name == $n' "$W/pa.json"
+  diff <(jq -r '.[].id' "$R1/podmanStore/cvmfs-layers/layers.json" | sort) \
+       <( (jq -r '.[].id' "$r/podmanStore/cvmfs-layers/layers.json"; jq -r '.[].id' "$R1/podmanStore/cvmfs-layers/layers.json") | sort -u)
+  diff <(snap "$R1/$REG/test/wh:1/") <(snap "$r/$REG/test/wh:1/")
+  cs "$r" images >"$W/cs-a.txt"
+  grep -q "${cfg#sha256:}" "$W/cs-a.txt"
+}
+
+t_registry() {
+  local r="$W/repo-registry"
+  "$B" publish "docker://$REG/test/wh:1" --tls-verify=false --repo "$r" --json >"$W/pr.json"
+  "$B" check "$r"
+  # the layers are the registry's blobs: same .layers names as the OCI layout's
+  diff <(cd "$R1/.layers" && ls -d */*/ | sort | grep -f <(layer_digests "$OCI" wh | sed 's/sha256://')) \
+       <(cd "$r/.layers" && ls -d */*/ | sort)
+  # the manifest big data is the registry's raw bytes
+  local cfg
+  cfg=$(config_digest "$OCI" wh)
+  curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$REG/v2/test/wh/manifests/1" >"$W/reg-manifest"
+  cmp "$W/reg-manifest" "$r/podmanStore/cvmfs-images/${cfg#sha256:}/manifest"
+  jq -e --arg d "sha256:$(sha256sum <"$W/reg-manifest" | cut -d' ' -f1)" '.manifest_digest == $d' "$W/pr.json"
+  # TLS verification on: a plain-http registry is refused with a clear error
+  if "$B" publish "docker://$REG/test/wh:1" --repo "$W/repo-tls" -q 2>"$W/tls.err"; then
+    fail "publish over unverified http succeeded without --tls-verify=false"
+  fi
+  grep -q "registry $REG/test/wh" "$W/tls.err"
+}
+
+t_platform_index() {
+  # an index with the host's platform and another one
+  local m mdesc arch idx
+  m=$(manifest_of "$OCI" wh)
+  arch=$(jq -r .architecture "$OCI/blobs/sha256/$(config_digest "$OCI" wh | cut -d: -f2)")
+  idx=$(jq -n --arg d "sha256:$(basename "$m")" --argjson s "$(stat -c %s "$m")" --arg a "$arch" '{
+    schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
+    manifests: [
+      {mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d, size: $s, platform: {os: "linux", architecture: "s390x"}},
+      {mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d, size: $s, platform: {os: "linux", architecture: $a}}]}')
+  printf '%s' "$idx" >"$W/idx.json"
+  local h
+  h=$(sha256sum <"$W/idx.json" | cut -d' ' -f1)
+  cp -r "$OCI" "$W/oci-multi"
+  cp "$W/idx.json" "$W/oci-multi/blobs/sha256/$h"
+  jq --arg d "sha256:$h" --argjson s "$(stat -c %s "$W/idx.json")" \
+    '.manifests += [{mediaType: "application/vnd.oci.image.index.v1+json", digest: $d, size: $s, annotations: {"org.opencontainers.image.ref.name": "multi"}}]' \
+    "$OCI/index.json" >"$W/oci-multi/index.json"
+  "$B" publish "oci:$W/oci-multi:multi" --repo "$W/repo-multi" --json >"$W/pm.json"
+  jq -e --arg id "$(config_digest "$OCI" wh | cut -d: -f2)" '.image_id == $id' "$W/pm.json"
+  if "$B" publish "oci:$W/oci-multi:multi" --platform linux/riscv64 --repo "$W/repo-multi2" -q 2>"$W/pl.err"; then
+    fail "an absent platform was published"
+  fi
+  grep -q "no manifest for platform linux/riscv64" "$W/pl.err"
+}
+
+# --- hostile corpus ----------------------------------------------------------
+# Each case: publishing fails, stderr names the image, the layer and (for entry
+# problems) the entry, and the repository is exactly as before.
+R_H="$W/repo-hostile"
+hostile_setup() {
+  [ -d "$R_H" ] && return 0
+  "$B" publish "oci:$OCI:wh" --repo "$R_H" -q
+}
+
+expect_rejected() { # name, image ref, layer digest (or ""), expected substring, [publish flags]
+  local name=$1 ref=$2 layer=$3 want=$4
+  shift 4
+  hostile_setup
+  tree_state "$R_H" >"$W/before"
+  if "$B" publish "$ref" --repo "$R_H" -q "$@" 2>"$W/err"; then
+    fail "$name: publish succeeded"
+  fi
+  cat "$W/err"
+  grep -qF "image $ref" "$W/err" || fail "$name: message does not name the image"
+  [ -z "$layer" ] || grep -qF "layer $layer" "$W/err" || fail "$name: message does not name layer $layer"
+  grep -qF -- "$want" "$W/err" || fail "$name: message lacks '$want'"
+  tree_state "$R_H" >"$W/after"
+  diff "$W/before" "$W/after" || fail "$name: the repository changed"
+  [ -z "$(find "$R_H" -name '.cvmfs-podman-tmp.*')" ] || fail "$name: temporaries left behind"
+  "$B" check "$R_H" >/dev/null
+}
+
+t_hostile_spec() { # a tests/publish/hostile/*.spec case
+  local spec=$1 name want flags dir
+  name=$(basename "$spec" .spec)
+  want=$(sed -n 's/^# expect: //p' "$spec")
+  flags=$(sed -n 's/^# flags: //p' "$spec")
+  dir="$W/hostile/$name"
+  "$B" make-oci "$dir" --tag t "$IMG/base.spec" "$spec" >/dev/null
+  local layer
+  layer=$(layer_digests "$dir" t | tail -1)
+  # shellcheck disable=SC2086
+  expect_rejected "$name" "oci:$dir:t" "$layer" "$want" $flags
+}
+
+hostile_copy() { # name -> a fresh copy of the wh layout to corrupt
+  rm -rf "$W/hostile/$1"
+  mkdir -p "$W/hostile"
+  cp -r "$OCI" "$W/hostile/$1"
+  echo "$W/hostile/$1"
+}
+
+t_truncated_gzip() {
+  local d l
+  d=$(hostile_copy truncated-gzip)
+  l=$(layer_digests "$d" wh | sed -n 3p)
+  truncate -s 300 "$d/blobs/sha256/${l#sha256:}"
+  expect_rejected truncated-gzip "oci:$d:wh" "$l" "end of file"
+}
+
+t_corrupt_gzip() {
+  local d l f
+  d=$(hostile_copy corrupt-gzip)
+  l=$(layer_digests "$d" wh | sed -n 3p)
+  f="$d/blobs/sha256/${l#sha256:}"
+  printf '\xff\xff\xff\xff\xff\xff\xff\xff' | dd of="$f" bs=1 seek=40 conv=notrunc status=none
+  expect_rejected corrupt-gzip "oci:$d:wh" "$l" "corrupt"
+}
+
+t_digest_mismatch() {
+  # a valid layer, but not the one the manifest names
+  local d l other
+  d=$(hostile_copy digest-mismatch)
+  l=$(layer_digests "$d" wh | sed -n 3p)
+  other=$(layer_digests "$d" shared | sed -n 3p)
+  cp "$d/blobs/sha256/${other#sha256:}" "$d/blobs/sha256/${l#sha256:}"
+  expect_rejected digest-mismatch "oci:$d:wh" "$l" "digest mismatch"
+}
+
+t_diffid_mismatch() {
+  # the config names other diffIDs than the layers have
+  local d m c newc newm
+  d=$(hostile_copy diffid-mismatch)
+  m=$(manifest_of "$d" wh)
+  c=$(config_digest "$d" wh)
+  jq -c '.rootfs.diff_ids[2] = .rootfs.diff_ids[0]' "$d/blobs/sha256/${c#sha256:}" >"$W/cfg"
+  newc=$(sha256sum <"$W/cfg" | cut -d' ' -f1)
+  cp "$W/cfg" "$d/blobs/sha256/$newc"
+  jq -c --arg c "sha256:$newc" --argjson s "$(stat -c %s "$W/cfg")" '.config.digest = $c | .config.size = $s' "$m" >"$W/man"
+  newm=$(sha256sum <"$W/man" | cut -d' ' -f1)
+  cp "$W/man" "$d/blobs/sha256/$newm"
+  jq --arg m "sha256:$newm" '(.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="wh") | .digest) = $m' \
+    "$d/index.json" >"$W/idx" && mv "$W/idx" "$d/index.json"
+  expect_rejected diffid-mismatch "oci:$d:wh" "$(layer_digests "$d" wh | sed -n 3p)" "diffID mismatch"
+}
+
+t_oversized_manifest() {
+  local d m big h
+  d=$(hostile_copy oversized-manifest)
+  m=$(manifest_of "$d" wh)
+  python3 - "$m" "$W/big" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["annotations"] = {"padding": "x" * (5 << 20)}
+open(sys.argv[2], "w").write(json.dumps(m))
+PY
+  h=$(sha256sum <"$W/big" | cut -d' ' -f1)
+  cp "$W/big" "$d/blobs/sha256/$h"
+  jq --arg m "sha256:$h" '(.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="wh") | .digest) = $m' \
+    "$d/index.json" >"$W/idx" && mv "$W/idx" "$d/index.json"
+  expect_rejected oversized-manifest "oci:$d:wh" "" "oversized manifest"
+}
+
+t_truncated_tar() {
+  # valid gzip of a tar cut in the middle of a file's data
+  local d
+  d="$W/hostile/truncated-tar"
+  "$B" make-oci "$d" --tag t --compression none "$IMG/base.spec" "$IMG/big.spec" >/dev/null
+  local l
+  l=$(layer_digests "$d" t | tail -1)
+  head -c 1000000 "$d/blobs/sha256/${l#sha256:}" >"$W/cut.tar"
+  rm -rf "$d"
+  "$B" make-oci "$d" --tag t "$IMG/base.spec" "$W/cut.tar" >/dev/null
+  expect_rejected truncated-tar "oci:$d:t" "$(layer_digests "$d" t | tail -1)" "big/f1"
+}
+
+t_not_a_tar() {
+  local d
+  d="$W/hostile/not-a-tar"
+  head -c 4096 /dev/urandom >"$W/garbage.tar"
+  "$B" make-oci "$d" --tag t "$IMG/base.spec" "$W/garbage.tar" >/dev/null
+  expect_rejected not-a-tar "oci:$d:t" "$(layer_digests "$d" t | tail -1)" "tar"
+}
+
+t_missing_blob() {
+  local d l
+  d=$(hostile_copy missing-blob)
+  l=$(layer_digests "$d" wh | sed -n 2p)
+  rm "$d/blobs/sha256/${l#sha256:}"
+  expect_rejected missing-blob "oci:$d:wh" "$l" "No such file"
+}
+
+# --- crash and concurrency ----------------------------------------------------
+t_crash() {
+  local r="$W/repo-crash" full i ms
+  # a full run's duration bounds the kill points
+  local t0 t1
+  t0=$(date +%s%N)
+  "$B" publish "oci:$W/crash:c" --repo "$W/repo-timing" -q
+  t1=$(date +%s%N)
+  full=$(( (t1 - t0) / 1000000 ))
+  echo "full publish: ${full}ms"
+  for i in $(seq 20); do
+    ms=$(( RANDOM % (full + 1) ))
+    "$B" publish "oci:$W/crash:c" --repo "$r" -q &
+    local pid=$!
+    sleep "$(printf '0.%03d' "$ms")" 2>/dev/null || sleep 0
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    "$B" publish "oci:$W/crash:c" --repo "$r" -q || fail "run $i (killed after ${ms}ms): the next publish failed"
+    "$B" check "$r" >"$W/check.out" || { cat "$W/check.out"; fail "run $i (killed after ${ms}ms): check failed"; }
+    # start over half of the time, so early kill points are exercised again
+    if [ $((i % 2)) -eq 0 ] && [ "$i" -lt 20 ]; then rm -rf "$r"; fi
+  done
+}
+
+t_parallel() {
+  local r="$W/repo-par"
+  "$B" publish "oci:$W/crash:c" --repo "$r" -q &
+  local a=$!
+  "$B" publish "oci:$W/par:p" --repo "$r" -q &
+  local b=$!
+  "$B" publish "oci:$W/crash:c" --repo "$r" --name localhost/again:1 -q &
+  local c=$!
+  wait $a && wait $b && wait $c
+  "$B" check "$r"
+  jq -e 'length == 2' "$r/podmanStore/cvmfs-images/images.json"
+  diff <(snap "$r/localhost/crash:c/") <(snap "$r/localhost/again:1/")
+}
+
+t_check_detects_corruption() {
+  local r="$W/repo-corrupt"
+  cp -a "$R1" "$r"
+  "$B" check "$r" >/dev/null
+  local id
+  id=$(jq -r '.[0].id' "$r/podmanStore/cvmfs-layers/layers.json")
+  rm "$r/podmanStore/cvmfs-layers/$id.tar-split.gz"
+  echo '{' >"$r/podmanStore/cvmfs-images/images.json"
+  if "$B" check "$r" >"$W/corrupt.out"; then fail "check accepted a corrupt store"; fi
+  cat "$W/corrupt.out"
+  grep -q "tar-split.gz is missing" "$W/corrupt.out"
+  grep -q "images.json: not a JSON array" "$W/corrupt.out"
+}
+
+echo "==> tests"
+run_test "publish from an OCI layout" t_publish_oci
+run_test "DUCC .layers metadata fields" t_ducc_layers
+run_test "layerfs keeps raw whiteouts, ownership, setuid, devices, hardlinks, xattrs" t_raw_whiteouts_and_ownership
+run_test "DUCC .cvmfscatalog markers" t_catalogs
+run_test "tag symlink and DUCC manifest.json" t_tag_link_and_manifest
+run_test "flat rootfs equals umoci unpack" t_flat_matches_umoci
+run_test "tar-split reassembles with Go tar-split and matches its entries" t_tar_split_go
+run_test "podmanStore JSON, big data and layer records" t_store_json
+run_test "containers-storage lists, mounts and diffs the published image" t_containers_storage
+run_test "container rootfs equals umoci unpack" t_container_rootfs_exact
+run_test "republish writes no layer" t_republish_writes_nothing
+run_test "images share layers" t_shared_layers
+run_test "a moved tag keeps the old image" t_moved_tag
+run_test "zstd layers" t_zstd
+run_test "publish from a docker-archive" t_docker_archive
+run_test "publish from a registry (docker-registry on loopback)" t_registry
+run_test "multi-platform index resolved for the host / --platform" t_platform_index
+for spec in tests/publish/hostile/*.spec; do
+  run_test "hostile: $(basename "$spec" .spec)" t_hostile_spec "$spec"
+done
+run_test "hostile: truncated gzip" t_truncated_gzip
+run_test "hostile: corrupt gzip" t_corrupt_gzip
+run_test "hostile: blob digest mismatch" t_digest_mismatch
+run_test "hostile: diffID mismatch" t_diffid_mismatch
+run_test "hostile: oversized manifest" t_oversized_manifest
+run_test "hostile: truncated tar" t_truncated_tar
+run_test "hostile: not a tar" t_not_a_tar
+run_test "hostile: missing blob" t_missing_blob
+run_test "check detects corruption" t_check_detects_corruption
+run_test "kill -9 at 20 random points, next run completes, check passes" t_crash
+run_test "parallel publishers into one repository" t_parallel
+
+summary
+[ "$failed" -eq 0 ]
