@@ -482,6 +482,15 @@ impl Driver {
 
     fn compose(&self, layer: &Layer, options: &[String]) -> Result<(PathBuf, OverlaySpec)> {
         let chain = self.chain(layer, "get")?;
+        let store_layers = std::iter::once(layer)
+            .chain(&chain)
+            .filter_map(|l| match l {
+                Layer::Store(s) => Some(s),
+                Layer::Local { .. } => None,
+            });
+        self.layout
+            .check_stack_reachable(store_layers)
+            .map_err(|e| e.context(format!("layer {}: get", layer.id())))?;
         let mut opts: Vec<String> = self.options.mount_options.clone();
         opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
         let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));

@@ -126,6 +126,12 @@ pub struct Layout {
     /// path fail at once: a hung repository costs one blocked thread, not one
     /// per call, and every later call answers immediately.
     hung: Arc<Mutex<HashMap<PathBuf, Arc<AtomicBool>>>>,
+    /// Records already read and validated. A layer ID names fixed content (it
+    /// is derived from digests), so a record does not change once published;
+    /// caching keeps a deep CVMFS stack from costing two probes per layer on
+    /// every Get. Whether the repository is still there is checked per mount
+    /// by [`Layout::check_stack_reachable`].
+    cache: Arc<Mutex<HashMap<String, StoreLayer>>>,
 }
 
 impl Layout {
@@ -135,6 +141,7 @@ impl Layout {
             repositories: opts.repositories.clone(),
             timeout: opts.repository_timeout,
             hung: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -368,12 +375,34 @@ impl Layout {
         }
     }
 
+    /// Before mounting a stack: check (with the timeout) that every repository
+    /// it uses still answers, through the topmost layer of each, so an
+    /// unmounted repository gives a clear error instead of a kernel one.
+    pub fn check_stack_reachable<'a>(
+        &self,
+        layers: impl IntoIterator<Item = &'a StoreLayer>,
+    ) -> Result<()> {
+        let mut seen: Vec<&Path> = Vec::new();
+        for l in layers {
+            if let StoreLayerKind::Cvmfs { repository, .. } = &l.kind {
+                if !seen.contains(&repository.as_path()) {
+                    seen.push(repository);
+                    self.check_reachable(l)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
     /// no store has it; an error if a record is there but unusable.
     pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
         validate_id(id)?;
         if self.stores.is_empty() || validate_digest_id(id).is_err() {
             return Ok(None);
+        }
+        if let Some(l) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(Some(l.clone()));
         }
         for store in &self.stores {
             let record_path = Self::record_path(store, id);
@@ -400,6 +429,10 @@ impl Layout {
             };
             let layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), layer.clone());
             return Ok(Some(layer));
         }
         Ok(None)
@@ -475,6 +508,25 @@ mod tests {
         // Non-hex IDs are simply not in stores; unknown hex IDs neither.
         assert!(f.layout.find("Base").unwrap().is_none());
         assert!(f.layout.find(&"e".repeat(64)).unwrap().is_none());
+    }
+
+    #[test]
+    fn records_are_cached_and_repositories_rechecked_per_stack() {
+        let f = fixture();
+        let rec = write_record(&f, ID, &good(&f.repo, ".layers/ab/d1/layerfs"));
+        let l = f.layout.find(ID).unwrap().unwrap();
+        fs::remove_file(&rec).unwrap();
+        assert_eq!(
+            f.layout.find(ID).unwrap(),
+            Some(l.clone()),
+            "served from the cache"
+        );
+        f.layout.check_stack_reachable([&l]).unwrap();
+        // The repository goes away (unmounted): the per-mount check notices.
+        fs::remove_dir_all(f.repo.join(".layers")).unwrap();
+        let e = f.layout.check_stack_reachable([&l]).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Repository);
+        assert!(e.to_string().contains("not mounted"), "{e}");
     }
 
     #[test]
