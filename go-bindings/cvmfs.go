@@ -201,12 +201,19 @@ func (d *Driver) Remove(id string) error {
 // Exists tells whether the layer exists locally or in a configured
 // repository or additional image store.
 func (d *Driver) Exists(id string) bool {
-	exists, err := d.main.exists(id)
-	if err != nil {
-		logrus.Warnf("%v", err)
-		return false
+	// The main handle also sees the image store's layers, but only those
+	// with storage-style IDs; asking each home is exact.
+	for _, c := range d.cores() {
+		exists, err := c.exists(id)
+		if err != nil {
+			logrus.Warnf("%v", err)
+			continue
+		}
+		if exists {
+			return true
+		}
 	}
-	return exists
+	return false
 }
 
 // ListLayers lists the driver's own layers (not those of additional stores),
