@@ -126,11 +126,13 @@ pub struct Layout {
     /// path fail at once: a hung repository costs one blocked thread, not one
     /// per call, and every later call answers immediately.
     hung: Arc<Mutex<HashMap<PathBuf, Arc<AtomicBool>>>>,
-    /// Records already read and validated. A layer ID names fixed content (it
-    /// is derived from digests), so a record does not change once published;
-    /// caching keeps a deep CVMFS stack from costing two probes per layer on
-    /// every Get. Whether the repository is still there is checked per mount
-    /// by [`Layout::check_stack_reachable`].
+    /// CVMFS records already read and validated. A layer ID names fixed
+    /// content (it is derived from digests), so a published record does not
+    /// change; caching keeps a deep CVMFS stack from costing two probes per
+    /// layer on every Get. Whether the repository is still there is checked per
+    /// mount by [`Layout::check_stack_reachable`]. Records of kind "local" (a
+    /// sibling driver home used as a store, whose layers come and go) are
+    /// cheap local reads and never cached.
     cache: Arc<Mutex<HashMap<String, StoreLayer>>>,
 }
 
@@ -429,10 +431,12 @@ impl Layout {
             };
             let layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
-            self.cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.to_string(), layer.clone());
+            if matches!(layer.kind, StoreLayerKind::Cvmfs { .. }) {
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_string(), layer.clone());
+            }
             return Ok(Some(layer));
         }
         Ok(None)
@@ -527,6 +531,22 @@ mod tests {
         let e = f.layout.check_stack_reachable([&l]).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Repository);
         assert!(e.to_string().contains("not mounted"), "{e}");
+    }
+
+    #[test]
+    fn local_kind_records_are_not_cached() {
+        let f = fixture();
+        let rec = write_record(
+            &f,
+            ID,
+            r#"{"version":1,"kind":"local","parent":null,"read_write":false}"#,
+        );
+        assert!(f.layout.find(ID).unwrap().is_some());
+        fs::remove_file(&rec).unwrap();
+        assert!(
+            f.layout.find(ID).unwrap().is_none(),
+            "a removed sibling-home layer is gone"
+        );
     }
 
     #[test]
