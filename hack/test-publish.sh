@@ -159,10 +159,9 @@ cs() { # containers-storage on a fresh graphroot with the repo as image store
   "$CSBIN" --graph "$W/cs/g" --run "$W/cs/r" --storage-driver cvmfs \
     --storage-opt "cvmfs.imagestore=$repo/podmanStore" --storage-opt "cvmfs.repositories=$repo" "$@"
 }
-snap() { # a comparable listing of a tree (ignoring CVMFS catalog markers)
-  (cd "$1" || exit 1
-   find . -mindepth 1 ! -name .cvmfscatalog -printf '%y %m %U:%G %n %s %l %p\n' | sort
-   find . -type f ! -name .cvmfscatalog -print0 | sort -z | xargs -0 -r md5sum)
+snap() { # a comparable listing of a tree (tests/publish/snap.py)
+  [ -d "$1" ] || { echo "snap: $1 is not a directory" >&2; return 1; }
+  python3 "$ROOT/tests/publish/snap.py" "$1"
 }
 tree_state() { (cd "$1" && find . -printf '%y %m %s %T@ %p\n' | sort); }
 

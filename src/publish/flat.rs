@@ -7,6 +7,9 @@
 //! merges with a directory below and replaces anything else, and every other entry
 //! replaces what was there. Unlike DUCC's flat tree, this is the true OCI root
 //! filesystem: no setuid bits are dropped and nothing is added.
+//! Regular files are hardlinks to the layer's files (no data is copied). On a
+//! real repository CernVM-FS stores content by hash anyway; a hardlink across
+//! directories becomes independent files with the same content there.
 //! The destination is a private temporary directory, and we only ever descend
 //! into directories we checked with `lstat`, so no symlink is followed.
 
@@ -131,6 +134,19 @@ impl Merger {
     }
 
     fn copy_leaf(&mut self, s: &Path, d: &Path, md: &fs::Metadata) -> Result<()> {
+        if md.file_type().is_file() {
+            // A regular file is shared with its layer by a hardlink: same content,
+            // owner, mode, times and xattrs, no second copy (hardlinks inside the
+            // layer stay hardlinks, as they share the source inode). Copy only
+            // across filesystems.
+            match fs::hard_link(s, d) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {}
+                Err(e) => return Err(Error::io(d, e)),
+            }
+        }
         if md.nlink() > 1 {
             if let Some(first) = self.links.get(&(md.dev(), md.ino())) {
                 if fs::symlink_metadata(first).is_ok() {
