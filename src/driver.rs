@@ -602,6 +602,9 @@ impl Driver {
     pub fn cleanup(&self) -> Result<()> {
         let mut first_err = None;
         for prefix in [self.home().join("layers"), self.run_dir.join("merged")] {
+            // mountinfo shows resolved paths: a home reached through a symlink
+            // (/var/lib/containers -> /data/...) must be matched resolved.
+            let prefix = fs::canonicalize(&prefix).unwrap_or(prefix);
             let points = mount::mount_points_under(&prefix)
                 .map_err(|e| Error::io("cleanup: read mountinfo", &prefix, e))?;
             for p in points {

@@ -354,3 +354,26 @@ fn privileged_home_on_overlayfs_is_a_prerequisites_error() {
     d.put("c").unwrap();
     d.remove("c").unwrap();
 }
+
+#[test]
+fn privileged_cleanup_through_a_symlinked_home() {
+    if !root_or_skip("privileged_cleanup_through_a_symlinked_home") {
+        return;
+    }
+    let e = env();
+    let real = e.home.parent().unwrap().join("real");
+    fs::create_dir_all(&real).unwrap();
+    let link = e.home.parent().unwrap().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let d = Driver::new(&link.join("cvmfs"), &e.run, &[] as &[&str]).unwrap();
+    d.create("a", None, true, &[]).unwrap();
+    let m = d.get("a", None, &[]).unwrap();
+    let resolved = fs::canonicalize(&m).unwrap();
+    assert!(is_mount_point(&resolved));
+    d.cleanup().unwrap();
+    assert!(
+        !is_mount_point(&resolved),
+        "cleanup found the mount under the resolved home"
+    );
+    d.remove("a").unwrap();
+}
