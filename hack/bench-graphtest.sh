@@ -6,12 +6,12 @@
 # `containers-storage layers` on a 100-layer store, cvmfs vs overlay and vfs
 # (target: < 10 MiB more).
 #
-#   BENCHTIME=20x hack/bench-graphtest.sh    more iterations per benchmark
+#   BENCHTIME=2s hack/bench-graphtest.sh     longer runs per benchmark (go test -benchtime)
 #   BENCHCOUNT=3                             repetitions (the median is used)
 set -euo pipefail
 source "$(dirname "$0")/lib-storage.sh"
 
-benchtime=${BENCHTIME:-10x}
+benchtime=${BENCHTIME:-0.5s}
 count=${BENCHCOUNT:-3}
 layers=${RSS_LAYERS:-100}
 ratio_target=1.2
