@@ -404,6 +404,51 @@ t_moved_tag() {
   "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" -q
 }
 
+t_gc() {
+  local r="$W/repo-gc" c1 c2 top
+  cp -a "$R1" "$r"
+  c1=$(config_digest "$OCI" wh)
+  c2=$(config_digest "$OCI" shared)
+  # move wh's only name to the other image: wh becomes garbage
+  "$B" publish "oci:$OCI:shared" --repo "$r" --name "$REG/test/wh:1" -q
+  "$B" gc --repo "$r" --dry-run | grep -q "would remove image ${c1#sha256:}"
+  [ -d "$r/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "dry run removed something"
+  "$B" gc --repo "$r" --json >"$W/gc.json"
+  cat "$W/gc.json"
+  jq -e --arg c "${c1#sha256:}" '.images == [$c] and (.layers | length) == 1 and (.layer_dirs | length) == 1 and (.flat_dirs | length) == 1' "$W/gc.json"
+  top=$(layer_digests "$OCI" wh | tail -1)
+  [ ! -e "$r/.layers/${top:7:2}/${top#sha256:}" ] || fail "the unused layer directory is still there"
+  [ ! -e "$r/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "the unused flat rootfs is still there"
+  local base
+  base=$(layer_digests "$OCI" wh | head -1)
+  jq -e --arg c "$c2" '.origin == [$c]' "$r/.layers/${base:7:2}/${base#sha256:}/.metadata/origin.json"
+  "$B" check "$r"
+  cs "$r" images >"$W/cs-gc.txt"
+  grep -q "${c2#sha256:}" "$W/cs-gc.txt" && ! grep -q "${c1#sha256:}" "$W/cs-gc.txt"
+  "$B" gc --repo "$r" --json | jq -e '.images == [] and .layers == []'
+}
+
+t_reuse_ducc_layers() {
+  # layers unpacked by someone else (DUCC: no tar-split, ownership lost) are
+  # reused: tar-split rebuilt from the blob, records say "ownership":"lost"
+  local r="$W/repo-ducc" base top ids
+  "$B" publish "oci:$OCI:wh" --repo "$r" -q
+  base=$(layer_digests "$OCI" wh | head -1)
+  base=${base#sha256:}
+  rm -rf "$r/podmanStore"
+  chown -R 0:0 "$r/.layers/${base:0:2}/$base/layerfs"
+  "$B" publish "oci:$OCI:wh" --repo "$r" --json >"$W/pd.json"
+  jq -e '.layers_written == 0' "$W/pd.json"
+  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
+  jq -e '.ownership == "lost"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
+  jq -e '.ownership == "kept"' "$r/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
+  local want got
+  want=$(diff_ids "$OCI" wh | head -1)
+  got=$("$TSV" asm "$r/podmanStore/cvmfs/tar-split/$base.tar-split.gz" "$r/.layers/${base:0:2}/$base/layerfs")
+  [ "${got%% *}" = "$want" ] || fail "rebuilt tar-split gives $got"
+  "$B" check "$r"
+}
+
 t_zstd() {
   local r="$W/repo-zstd"
   "$B" publish "oci:$OCI:zstd" --repo "$r" -q
@@ -680,6 +725,8 @@ run_test "container rootfs equals umoci unpack" t_container_rootfs_exact
 run_test "republish writes no layer" t_republish_writes_nothing
 run_test "images share layers" t_shared_layers
 run_test "a moved tag keeps the old image" t_moved_tag
+run_test "gc removes what only untagged images used" t_gc
+run_test "layers unpacked by DUCC are reused (tar-split rebuilt, ownership lost)" t_reuse_ducc_layers
 run_test "zstd layers" t_zstd
 run_test "publish from a docker-archive" t_docker_archive
 run_test "publish from a registry (docker-registry on loopback)" t_registry

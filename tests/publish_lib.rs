@@ -218,6 +218,7 @@ fn store_commit_is_incremental_and_moves_names() {
         gids: [0].into(),
         path: format!(".layers/22/{}/layerfs", "2".repeat(64)),
         tar_split: ts,
+        ownership_kept: true,
     };
     let img = |id: &str, cfg: &str| NewImage {
         id: id.into(),
@@ -232,10 +233,18 @@ fn store_commit_is_incremental_and_moves_names() {
         "/cvmfs/x",
         &[layer.clone()],
         &img(&"c".repeat(64), "1"),
+        &[],
     )
     .unwrap();
     assert_eq!(c.layers_added.len(), 1);
-    let c = podman::commit(&store, "/cvmfs/x", &[layer], &img(&"d".repeat(64), "2")).unwrap();
+    let c = podman::commit(
+        &store,
+        "/cvmfs/x",
+        &[layer],
+        &img(&"d".repeat(64), "2"),
+        &[],
+    )
+    .unwrap();
     assert!(c.layers_added.is_empty() && c.layers_existing.len() == 1);
     assert_eq!(c.names_moved_from, vec!["c".repeat(64)]);
     let images: Value =

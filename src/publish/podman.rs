@@ -87,6 +87,14 @@ impl StorePaths {
             .join("tar-split")
             .join(format!("{digest_hex}.tar-split.gz"))
     }
+    /// Marker: the `layerfs` of blob `digest_hex` does not carry the image's
+    /// ownership (found unpacked by someone else, e.g. DUCC).
+    pub fn ownership_lost_marker(&self, digest_hex: &str) -> PathBuf {
+        self.root
+            .join("cvmfs")
+            .join("tar-split")
+            .join(format!("{digest_hex}.ownership-lost"))
+    }
     pub fn image_dir(&self, id: &str) -> PathBuf {
         self.images_dir().join(id)
     }
@@ -168,6 +176,8 @@ pub struct NewLayer {
     pub path: String,
     /// A complete tar-split file for this layer.
     pub tar_split: PathBuf,
+    /// False for a `layerfs` someone else (DUCC) unpacked without ownership.
+    pub ownership_kept: bool,
 }
 
 /// An image to record in the store.
@@ -202,7 +212,7 @@ pub fn record_json(repository: &str, l: &NewLayer) -> String {
         "path": l.path,
         "parent": l.parent,
         "whiteouts": "oci-raw",
-        "ownership": "kept",
+        "ownership": if l.ownership_kept { "kept" } else { "lost" },
     })
     .to_string()
 }
@@ -213,14 +223,26 @@ fn sha256_digest(b: &[u8]) -> String {
 
 /// Record layers (bottom first) and an image, atomically and under the lock.
 /// `repository` is the absolute path recorded in layer records.
+/// `must_exist` are directories (the layers' `layerfs`, the flat rootfs) that
+/// are checked again under the lock: a concurrent `gc` may have removed them
+/// after the publisher decided to reuse them.
 pub fn commit(
     store: &StorePaths,
     repository: &str,
     layers: &[NewLayer],
     image: &NewImage,
+    must_exist: &[PathBuf],
 ) -> Result<Committed> {
     store.init()?;
     let _lock = Lock::exclusive(&store.images_lock())?;
+    for p in must_exist {
+        if !p.is_dir() {
+            return Err(Error::msg(format!(
+                "{} disappeared before the image was recorded (a concurrent gc?); publish again",
+                p.display()
+            )));
+        }
+    }
     let mut out = Committed::default();
 
     let mut index = read_index(&store.layers_json())?;
@@ -342,6 +364,139 @@ pub fn commit(
     write_index(&store.images_json(), &images)?;
     bump_token(&store.images_lock())?;
     Ok(out)
+}
+
+/// What [`gc`] removed (or would remove with `dry_run`).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct GcReport {
+    pub images: Vec<String>,
+    pub layers: Vec<String>,
+    pub layer_dirs: Vec<String>,
+    pub flat_dirs: Vec<String>,
+}
+
+/// Remove images without names (tags moved away) and whatever only they used:
+/// their layer records and tar-splits, their flat rootfs, and `.layers/XX/<d>`
+/// directories whose `origin.json` names no image left (layers DUCC published
+/// for images we do not know stay). Runs under the store lock; indexes are
+/// rewritten before any file goes, and directories are renamed away before
+/// they are deleted, so readers never see half of anything.
+pub fn gc(store: &StorePaths, repo: &Path, dry_run: bool) -> Result<GcReport> {
+    store.init()?;
+    let _lock = Lock::exclusive(&store.images_lock())?;
+    let mut rep = GcReport::default();
+    let mut images = read_index(&store.images_json())?;
+    let (gone, kept): (Vec<Value>, Vec<Value>) = images
+        .drain(..)
+        .partition(|i| i["names"].as_array().map(|n| n.is_empty()).unwrap_or(true));
+    rep.images = gone
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    let layers = read_index(&store.layers_json())?;
+    let by_id: std::collections::HashMap<&str, &Value> = layers
+        .iter()
+        .filter_map(|l| l["id"].as_str().map(|id| (id, l)))
+        .collect();
+    let mut used = BTreeSet::new();
+    for img in &kept {
+        let mut cur = img["layer"].as_str();
+        while let Some(id) = cur {
+            if !used.insert(id.to_string()) {
+                break;
+            }
+            cur = by_id.get(id).and_then(|l| l["parent"].as_str());
+        }
+    }
+    let (dropped, remaining): (Vec<Value>, Vec<Value>) = layers
+        .iter()
+        .cloned()
+        .partition(|l| !used.contains(l["id"].as_str().unwrap_or("")));
+    rep.layers = dropped
+        .iter()
+        .filter_map(|l| l["id"].as_str().map(str::to_string))
+        .collect();
+    let still_used_blobs: BTreeSet<&str> = remaining
+        .iter()
+        .filter_map(|l| l["compressed-diff-digest"].as_str())
+        .collect();
+    let removed_configs: BTreeSet<String> =
+        rep.images.iter().map(|i| format!("sha256:{i}")).collect();
+    let mut layer_dirs = Vec::new();
+    for l in &dropped {
+        let Some(d) = l["compressed-diff-digest"].as_str() else {
+            continue;
+        };
+        if still_used_blobs.contains(d) {
+            continue;
+        }
+        let Ok(hex) = super::digest_hex(d) else {
+            continue;
+        };
+        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        let origin: super::ducc::Origin = fs::read(dir.join(".metadata/origin.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let others: Vec<String> = origin
+            .origin
+            .iter()
+            .filter(|c| !removed_configs.contains(*c))
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            layer_dirs.push((dir, hex.to_string()));
+        } else if !dry_run {
+            let o = super::ducc::Origin { origin: others };
+            fsx::write_atomic(
+                &dir.join(".metadata/origin.json"),
+                super::ducc::origin_json(&o).as_bytes(),
+                0o644,
+            )?;
+        }
+    }
+    rep.layer_dirs = layer_dirs
+        .iter()
+        .map(|(d, _)| d.display().to_string())
+        .collect();
+    let flat_dirs: Vec<PathBuf> = rep
+        .images
+        .iter()
+        .filter(|i| i.len() >= 2)
+        .map(|i| repo.join(".flat").join(&i[..2]).join(i))
+        .collect();
+    rep.flat_dirs = flat_dirs.iter().map(|d| d.display().to_string()).collect();
+    if dry_run || (rep.images.is_empty() && rep.layers.is_empty()) {
+        return Ok(rep);
+    }
+    write_index(&store.images_json(), &kept)?;
+    write_index(&store.layers_json(), &remaining)?;
+    bump_token(&store.images_lock())?;
+    bump_token(&store.layers_lock())?;
+    let vanish = |p: &Path| -> Result<()> {
+        if fs::symlink_metadata(p).is_err() {
+            return Ok(());
+        }
+        let tmp = fsx::tmp_path(p);
+        fs::rename(p, &tmp).map_err(|e| Error::io(p, e))?;
+        fsx::remove_all(&tmp)
+    };
+    for id in &rep.images {
+        vanish(&store.image_dir(id))?;
+    }
+    for id in &rep.layers {
+        vanish(&store.tar_split(id))?;
+        vanish(store.record(id).parent().expect("record dir"))?;
+    }
+    for (dir, hex) in &layer_dirs {
+        vanish(dir)?;
+        vanish(&store.tar_split_by_digest(hex))?;
+        vanish(&store.ownership_lost_marker(hex))?;
+    }
+    for d in &flat_dirs {
+        vanish(d)?;
+    }
+    Ok(rep)
 }
 
 #[cfg(test)]

@@ -70,6 +70,16 @@ enum Cmd {
         compression: String,
         layers: Vec<PathBuf>,
     },
+    /// Remove images whose tags all moved away, and what only they used
+    Gc {
+        #[arg(long)]
+        repo: PathBuf,
+        /// Only print what would be removed
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a published tree and explain what is wrong
     Check {
         repo: PathBuf,
@@ -237,6 +247,47 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Gc {
+            repo,
+            dry_run,
+            json,
+        } => {
+            let store =
+                cvmfs_graphdriver::publish::podman::StorePaths::new(repo.join("podmanStore"));
+            match cvmfs_graphdriver::publish::podman::gc(&store, &repo, dry_run) {
+                Ok(r) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&r).expect("serializable")
+                        );
+                    } else {
+                        let verb = if dry_run { "would remove" } else { "removed" };
+                        for i in &r.images {
+                            println!("{verb} image {i}");
+                        }
+                        for l in &r.layers {
+                            println!("{verb} layer record {l}");
+                        }
+                        for d in r.layer_dirs.iter().chain(&r.flat_dirs) {
+                            println!("{verb} {d}");
+                        }
+                        println!(
+                            "gc: {} images, {} layer records, {} layer directories, {} flat directories {verb}",
+                            r.images.len(),
+                            r.layers.len(),
+                            r.layer_dirs.len(),
+                            r.flat_dirs.len()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cvmfs-podman gc: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Check { repo, json } => {
             let r = check::check(&repo);
             if json {

@@ -124,6 +124,7 @@ struct LayerOut {
     uids: BTreeSet<u32>,
     gids: BTreeSet<u32>,
     written: bool,
+    ownership_kept: bool,
 }
 
 fn layer_dir(repo: &Path, hex: &str) -> PathBuf {
@@ -234,10 +235,17 @@ impl Job<'_> {
                 )));
             }
             self.add_origin(&dir)?;
+            let marker = self.store.ownership_lost_marker(&hex);
             if !ts_cache.exists() {
-                // published by DUCC or an interrupted run: rebuild the tar-split only
-                self.tar_split_only(i, &digest, &ts_cache)?;
+                // published by DUCC (or by an interrupted run of ours): rebuild
+                // the tar-split from the blob, and find out whether the files
+                // carry the image's owners (DUCC's do not)
+                let entries = self.tar_split_only(i, &digest, &ts_cache)?;
+                if !ownership_matches(&dir.join("layerfs"), &entries) {
+                    fsx::write_atomic(&marker, b"", 0o644)?;
+                }
             }
+            let ownership_kept = !marker.exists();
             let compression = self.compression_of(desc);
             p.done(i, "exists, skipped");
             return Ok(LayerOut {
@@ -249,6 +257,7 @@ impl Job<'_> {
                 uids: BTreeSet::new(),
                 gids: BTreeSet::new(),
                 written: false,
+                ownership_kept,
             });
         }
 
@@ -323,7 +332,12 @@ impl Job<'_> {
         Ok(())
     }
 
-    fn tar_split_only(&self, i: usize, digest: &str, ts_cache: &Path) -> Result<()> {
+    fn tar_split_only(
+        &self,
+        i: usize,
+        digest: &str,
+        ts_cache: &Path,
+    ) -> Result<Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>> {
         let blob = self.src.blob(digest)?;
         let mut hr = HashReader {
             inner: blob,
@@ -352,10 +366,11 @@ impl Job<'_> {
             }
             io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::msg(format!("{e}")))?;
             Self::verify_blob(&hr, digest, 0)?;
-            let (gz, _) = split.finish().map_err(Error::msg)?;
+            let (gz, entries) = split.finish().map_err(Error::msg)?;
             let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))
+            fs::rename(&tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))?;
+            Ok(entries)
         })();
         if res.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -446,6 +461,7 @@ impl Job<'_> {
             uids,
             gids,
             written: true,
+            ownership_kept: true,
         })
     }
 }
@@ -628,6 +644,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
                 gids: o.gids.clone(),
                 path: format!(".layers/{}/{}/layerfs", &hex[..2], hex),
                 tar_split: store.tar_split_by_digest(&hex),
+                ownership_kept: o.ownership_kept,
             }
         })
         .collect();
@@ -643,7 +660,9 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         config,
         created,
     };
-    podman::commit(&store, &opts.recorded_repo, &new_layers, &img).map_err(ctx)?;
+    let mut must_exist: Vec<PathBuf> = new_layers.iter().map(|l| repo.join(&l.path)).collect();
+    must_exist.push(fdir.clone());
+    podman::commit(&store, &opts.recorded_repo, &new_layers, &img, &must_exist).map_err(ctx)?;
 
     let layers: Vec<LayerReport> = outs
         .iter()
@@ -673,6 +692,30 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         flat: flat_status,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Do the files in `layerfs` have the owners the tar gives them? Looks at up to
+/// 64 entries not owned by root (none: ownership does not matter, say yes).
+fn ownership_matches(
+    layerfs: &Path,
+    entries: &[cvmfs_graphdriver::publish::tarsplit::EntryInfo],
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    entries
+        .iter()
+        .filter(|e| (e.uid, e.gid) != (0, 0) && matches!(e.typeflag, b'0' | 0 | b'5' | b'2'))
+        .filter_map(|e| {
+            let name = String::from_utf8_lossy(&e.name).into_owned();
+            let rel = name.trim_start_matches("./").trim_start_matches('/');
+            if rel.split('/').any(|c| c == "..") {
+                return None;
+            }
+            fs::symlink_metadata(layerfs.join(rel))
+                .ok()
+                .map(|md| (md.uid(), md.gid()) == (e.uid, e.gid))
+        })
+        .take(64)
+        .all(|ok| ok)
 }
 
 fn desc_of(v: &Value) -> ducc::Descriptor {
