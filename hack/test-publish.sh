@@ -496,6 +496,69 @@ t_registry() {
   grep -q "registry $REG/test/wh" "$W/tls.err"
 }
 
+t_registry_token_auth() {
+  # a bearer-token front (challenge -> token with basic credentials -> retry)
+  local pport
+  pport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  python3 "$ROOT/tests/publish/token-proxy.py" "$pport" "$REG" alice:secret 2>"$W/proxy.log" &
+  local ppid=$!
+  for _ in $(seq 50); do curl -s "http://127.0.0.1:$pport/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+  local rc=0
+  (
+    set -e
+    # without credentials the token endpoint refuses: a clear error
+    if "$B" publish "docker://127.0.0.1:$pport/test/wh:1" --tls-verify=false --repo "$W/repo-auth0" -q 2>"$W/auth.err"; then
+      fail "publish without credentials succeeded"
+    fi
+    cat "$W/auth.err"
+    grep -q "token from http://127.0.0.1:$pport/token: HTTP 401" "$W/auth.err"
+    REGISTRY_AUTH=alice:secret "$B" publish "docker://127.0.0.1:$pport/test/wh:1" --tls-verify=false \
+      --repo "$W/repo-auth" --name "$REG/test/wh:1" -q
+    "$B" check "$W/repo-auth"
+    grep -q '"GET /token?' "$W/proxy.log"
+    diff <(snap "$R1/$REG/test/wh:1/") <(snap "$W/repo-auth/$REG/test/wh:1/")
+  ) || rc=1
+  kill "$ppid"; wait "$ppid" 2>/dev/null
+  return $rc
+}
+
+t_registry_tls() {
+  # the registry over https with a self-signed certificate
+  local tport rc=0
+  tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/tls.key" -out "$W/tls.crt" -days 1 \
+    -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+  cat >"$W/registry-tls.yml" <<EOF
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $W/registry-data
+http:
+  addr: 127.0.0.1:$tport
+  tls:
+    certificate: $W/tls.crt
+    key: $W/tls.key
+log:
+  level: error
+EOF
+  cat "$W/registry-tls.yml"
+  docker-registry serve "$W/registry-tls.yml" >"$W/registry-tls.log" 2>&1 &
+  local tpid=$!
+  for _ in $(seq 50); do curl -ks "https://127.0.0.1:$tport/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+  (
+    set -e
+    if "$B" publish "docker://127.0.0.1:$tport/test/wh:1" --repo "$W/repo-tls0" -q 2>"$W/tls0.err"; then
+      fail "an unverifiable certificate was accepted"
+    fi
+    cat "$W/tls0.err"
+    grep -qi "certificate\|unknown issuer\|UnknownIssuer" "$W/tls0.err"
+    "$B" publish "docker://127.0.0.1:$tport/test/wh:1" --tls-verify=false --repo "$W/repo-tls1" -q
+    "$B" check "$W/repo-tls1"
+  ) || rc=1
+  kill "$tpid"; wait "$tpid" 2>/dev/null
+  return $rc
+}
+
 t_platform_index() {
   # an index with the host's platform and another one
   local m mdesc arch idx
@@ -730,6 +793,8 @@ run_test "layers unpacked by DUCC are reused (tar-split rebuilt, ownership lost)
 run_test "zstd layers" t_zstd
 run_test "publish from a docker-archive" t_docker_archive
 run_test "publish from a registry (docker-registry on loopback)" t_registry
+run_test "registry bearer-token auth (challenge, basic credentials, token)" t_registry_token_auth
+run_test "registry over https: verified by default, --tls-verify=false accepts self-signed" t_registry_tls
 run_test "multi-platform index resolved for the host / --platform" t_platform_index
 for spec in tests/publish/hostile/*.spec; do
   run_test "hostile: $(basename "$spec" .spec)" t_hostile_spec "$spec"
