@@ -10,7 +10,8 @@ export GOFLAGS ?= -mod=mod
 export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
-        bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo
+        bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
+        podman test-e2e
 
 all: build
 
@@ -36,6 +37,14 @@ patches-check:
 
 storage: lib
 	@hack/patched-storage.sh
+
+# The pinned podman (hack/versions.env) built against the patched storage, Rust core linked in
+# statically: build/bin/podman (skipped when its inputs are unchanged).
+podman: deps
+	@hack/build-podman.sh
+
+test-e2e: deps
+	@hack/test-e2e.sh
 
 test: deps
 	@hack/run-all-tests.sh

@@ -13,6 +13,9 @@ packages=(
   fuse-overlayfs
   skopeo umoci    # reference tools
   runc conmon     # container runtime pieces for podman
+  netavark        # podman 5 refuses to start without its network backend (even for --network none)
+  libsqlite3-dev  # podman's database, linked from Debian (build tag libsqlite3)
+  busybox-static  # a static executable for the end-to-end test images
   docker-registry # a real registry on 127.0.0.1 for pull tests
 )
 
