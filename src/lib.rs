@@ -35,6 +35,7 @@
 //! ├── layers/<id>/          one directory per local layer
 //! │   ├── layer.json        record: kind, parent, read-write flag (versioned)
 //! │   ├── diff/             the layer's own files, overlay-format whiteouts
+//! │   ├── diff1/, diff2/ …  earlier uppers, kept below `diff` after an ID-map update
 //! │   ├── work/             overlayfs work directory
 //! │   └── merged/           mount point used by Get
 //! ├── l/                    short symlinks to diff directories (mount(2) fallback)
