@@ -69,7 +69,13 @@ pub fn unpack<R: Read, W: Write>(
         size: 0,
         split: &mut split,
     };
-    let applied = archive::apply_tar(&mut tee, layerfs, &ApplyOptions::default());
+    // Unprivileged, files belong to the publisher (the records then say
+    // "ownership":"lost"), as with DUCC.
+    let opts = ApplyOptions {
+        ignore_chown_errors: !rustix::process::geteuid().is_root(),
+        ..ApplyOptions::default()
+    };
+    let applied = archive::apply_tar(&mut tee, layerfs, &opts);
     if let Err(e) = applied {
         // the recorder's own complaint is the more precise one
         if let Some(se) = tee.split.error() {
@@ -197,11 +203,15 @@ fn restore_raw_whiteouts(layerfs: &Path, entries: &[EntryInfo]) -> Result<()> {
         )
         .map_err(|err| Error::msg(format!("{}: {}", what(), ioe(err))))?;
         let set = || -> rustix::io::Result<()> {
-            rustix::fs::fchown(
+            match rustix::fs::fchown(
                 &fd,
                 Some(rustix::process::Uid::from_raw(e.uid)),
                 Some(rustix::process::Gid::from_raw(e.gid)),
-            )?;
+            ) {
+                // unprivileged: the marker keeps the publisher as owner
+                Ok(()) | Err(rustix::io::Errno::PERM) => {}
+                Err(e) => return Err(e),
+            }
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(e.mode & 0o7777))?;
             let t = Timespec {
                 tv_sec: e.mtime,

@@ -596,8 +596,11 @@ impl<W: Write> TarSplitter<W> {
     }
 }
 
+/// PAX records as (key, value) pairs.
+type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Parse PAX records `"%d %s=%s\n"`.
-fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, String> {
     let mut out = Vec::new();
     while !data.is_empty() {
         let sp = data

@@ -172,7 +172,8 @@ fn cmd_publish(
             serde_json::to_string_pretty(&s).expect("serializable")
         );
     } else if !quiet {
-        progress.println(&format!(
+        // every bar is finished: a plain line
+        eprintln!(
             "published {} as {} (image {}): {} layers written, {} skipped, flat {}, {:.1} MB in {:.2}s",
             s.image,
             s.name,
@@ -182,7 +183,7 @@ fn cmd_publish(
             s.flat,
             s.uncompressed_bytes_written as f64 / 1e6,
             s.seconds
-        ));
+        );
     }
     Ok(())
 }

@@ -117,19 +117,6 @@ impl Progress {
         }
         let _ = msg;
     }
-
-    /// Print a line without breaking the bars.
-    pub fn println(&self, s: &str) {
-        match self.0.mode {
-            Mode::Bars => {
-                let _ = self.0.multi.println(s);
-            }
-            Mode::Lines => {
-                let _ = writeln!(std::io::stderr(), "{s}");
-            }
-            Mode::Quiet => {}
-        }
-    }
 }
 
 /// `layer 1/3 sha256:0123456789ab`

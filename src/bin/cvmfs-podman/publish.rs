@@ -461,7 +461,7 @@ impl Job<'_> {
             uids,
             gids,
             written: true,
-            ownership_kept: true,
+            ownership_kept: rustix::process::geteuid().is_root(),
         })
     }
 }
