@@ -772,6 +772,16 @@ t_check_detects_corruption() {
   cat "$W/corrupt.out"
   grep -q "tar-split.gz is missing" "$W/corrupt.out"
   grep -q "images.json: not a JSON array" "$W/corrupt.out"
+  # --deep rebuilds each layer from tar-split + layerfs: a changed file shows
+  local r2="$W/repo-corrupt2" h
+  cp -a "$R1" "$r2"
+  "$B" check --deep "$r2" >/dev/null
+  h=$(layer_digests "$OCI" wh | head -1)
+  h=${h#sha256:}
+  echo "tampered" >"$r2/.layers/${h:0:2}/$h/layerfs/etc/hosts"
+  if "$B" check --deep "$r2" >"$W/corrupt2.out"; then fail "check --deep missed a changed file"; fi
+  cat "$W/corrupt2.out"
+  grep -q "layer sha256:$h: layerfs content: file \"etc/hosts\" has 9 bytes, the layer had 20" "$W/corrupt2.out"
 }
 
 echo "==> tests"

@@ -28,7 +28,7 @@ fn hex_of(d: &str) -> Option<&str> {
     d.strip_prefix("sha256:").filter(|h| is_hex64(h))
 }
 
-pub fn check(repo: &Path) -> Report {
+pub fn check(repo: &Path, deep: bool) -> Report {
     let mut r = Report::default();
     if !repo.is_dir() {
         r.problems
@@ -37,7 +37,119 @@ pub fn check(repo: &Path) -> Report {
     }
     check_ducc(repo, &mut r);
     check_store(repo, &mut r);
+    if deep {
+        check_content(repo, &mut r);
+    }
     r
+}
+
+/// Rebuild every layer's tar from its tar-split and its `layerfs` (as
+/// containers/storage does for push/save) and compare with the recorded diffID:
+/// any changed, missing or truncated file shows.
+fn check_content(repo: &Path, r: &mut Report) {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let store = StorePaths::new(repo.join("podmanStore"));
+    for xx in read_dirs(&repo.join(".layers")) {
+        for d in read_dirs(&xx) {
+            let hex = d.file_name().unwrap().to_string_lossy().into_owned();
+            if !is_hex64(&hex) {
+                continue;
+            }
+            let Ok(info) = fs::read(d.join(".metadata/layers.json"))
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|_| ()))
+            else {
+                continue;
+            };
+            let Some(info) = info.first() else { continue };
+            let ts = store.tar_split_by_digest(&hex);
+            let Ok(f) = fs::File::open(&ts) else {
+                r.notes.push(format!(
+                    "{}: no tar-split, content not verified",
+                    d.display()
+                ));
+                continue;
+            };
+            let what = format!("layer sha256:{hex}");
+            let lf = d.join("layerfs");
+            let mut h = Sha256::new();
+            let mut size = 0u64;
+            let mut bad = None;
+            let mut text = String::new();
+            if let Err(e) = flate2::read::GzDecoder::new(f).read_to_string(&mut text) {
+                r.problems.push(format!("{what}: {}: {e}", ts.display()));
+                continue;
+            }
+            for line in text.lines() {
+                let Ok(e) = serde_json::from_str::<Value>(line) else {
+                    bad = Some(format!("{}: malformed entry", ts.display()));
+                    break;
+                };
+                if e["type"] == 2 {
+                    let p = b64decode(e["payload"].as_str().unwrap_or(""));
+                    size += p.len() as u64;
+                    h.update(&p);
+                } else if e["size"].as_u64().unwrap_or(0) > 0 {
+                    let name = e["name"].as_str().unwrap_or("");
+                    let want = e["size"].as_u64().unwrap_or(0);
+                    match fs::read(lf.join(name.trim_start_matches('/'))) {
+                        Ok(b) if b.len() as u64 == want => {
+                            size += want;
+                            h.update(&b);
+                        }
+                        Ok(b) => {
+                            bad = Some(format!(
+                                "file {name:?} has {} bytes, the layer had {want}",
+                                b.len()
+                            ));
+                            break;
+                        }
+                        Err(err) => {
+                            bad = Some(format!("file {name:?}: {err}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            let digest = format!(
+                "sha256:{}",
+                cvmfs_graphdriver::publish::layer::hex(&h.finalize())
+            );
+            match bad {
+                Some(b) => r.problems.push(format!("{what}: layerfs content: {b}")),
+                None if digest != info.diff_digest || size != info.diff_size => {
+                    r.problems.push(format!(
+                        "{what}: layerfs content changed: it rebuilds to {digest} ({size} bytes), the layer is {} ({} bytes)",
+                        info.diff_digest, info.diff_size
+                    ))
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn b64decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        buf = (buf << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
 }
 
 fn walk_tmp(dir: &Path, r: &mut Report, depth: usize) {

@@ -85,6 +85,9 @@ enum Cmd {
         repo: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Also rebuild every layer from tar-split + layerfs and compare digests
+        #[arg(long)]
+        deep: bool,
     },
 }
 
@@ -289,8 +292,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Check { repo, json } => {
-            let r = check::check(&repo);
+        Cmd::Check { repo, json, deep } => {
+            let r = check::check(&repo, deep);
             if json {
                 println!(
                     "{}",
