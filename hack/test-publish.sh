@@ -784,7 +784,18 @@ t_check_detects_corruption() {
   grep -q "layer sha256:$h: layerfs content: file \"etc/hosts\" has 9 bytes, the layer had 20" "$W/corrupt2.out"
 }
 
+t_library_stays_light() {
+  # the library podman links must not carry the CLI's dependencies
+  cargo build --release --lib --quiet
+  local lib="$ROOT/target/release/libcvmfs_graphdriver.a" n
+  for dep in ureq rustls flate2 zstd indicatif clap_builder; do
+    n=$(nm "$lib" 2>/dev/null | grep -c "$dep" || true)
+    [ "$n" -eq 0 ] || fail "$lib contains $n symbols of $dep"
+  done
+}
+
 echo "==> tests"
+run_test "the library podman links carries none of the CLI's dependencies" t_library_stays_light
 run_test "publish from an OCI layout" t_publish_oci
 run_test "DUCC .layers metadata fields" t_ducc_layers
 run_test "layerfs keeps raw whiteouts, ownership, setuid, devices, hardlinks, xattrs" t_raw_whiteouts_and_ownership

@@ -45,22 +45,33 @@ impl ImageName {
         } else {
             repo
         };
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.split('/').all(|c| {
-                    !c.is_empty()
-                        && c != "."
-                        && c != ".."
-                        && c.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+        let comp_ok = |c: &str, extra: &[u8]| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| {
+                    b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || b"._-".contains(&b)
+                        || extra.contains(&b)
                 })
         };
-        if !ok(&first) || !ok(&repo) || !ok(&tag) || tag.contains(':') {
-            return Err(Error::msg(format!("invalid image name {s:?}")));
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !comp_ok(&first.to_lowercase(), b":")
+            || !repo.split('/').all(|c| comp_ok(c, b""))
+            || !tag_ok
+        {
+            return Err(Error::msg(format!(
+                "invalid image name {s:?} (registry[:port]/repository[:tag], repository in lower case)"
+            )));
         }
         Ok(ImageName {
             registry: first,
-            repository: repo.to_lowercase(),
+            repository: repo,
             tag,
         })
     }
@@ -579,5 +590,53 @@ impl Source for RegistrySource {
     }
     fn blob(&self, digest: &str) -> Result<Box<dyn Read + Send>> {
         self.reg.blob(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised_like_docker() {
+        let n = ImageName::parse("busybox").unwrap();
+        assert_eq!(n.full(), "docker.io/library/busybox:latest");
+        let n = ImageName::parse("127.0.0.1:5000/test/wh:1").unwrap();
+        assert_eq!(
+            (n.registry.as_str(), n.repository.as_str(), n.tag.as_str()),
+            ("127.0.0.1:5000", "test/wh", "1")
+        );
+        assert_eq!(
+            ImageName::parse("localhost/x").unwrap().full(),
+            "localhost/x:latest"
+        );
+        assert_eq!(
+            ImageName::parse("user/app:v2").unwrap().full(),
+            "docker.io/user/app:v2"
+        );
+        assert!(ImageName::parse("a/../b:1").is_err());
+        assert!(ImageName::parse("reg.io/x:a:b").is_err());
+    }
+
+    #[test]
+    fn platform_selection() {
+        let idx = serde_json::json!({"manifests": [
+            {"digest": "sha256:a", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"digest": "sha256:b", "platform": {"os": "linux", "architecture": "amd64"}},
+        ]});
+        let p = Platform::parse("linux/amd64").unwrap();
+        assert_eq!(select_from_index(&idx, &p, "t").unwrap(), "sha256:b");
+        let p = Platform::parse("linux/arm64/v8").unwrap();
+        assert_eq!(select_from_index(&idx, &p, "t").unwrap(), "sha256:a");
+        let e = select_from_index(&idx, &Platform::parse("linux/s390x").unwrap(), "t").unwrap_err();
+        assert!(e.to_string().contains("linux/arm64/v8, linux/amd64"), "{e}");
+    }
+
+    #[test]
+    fn oci_refs() {
+        let o = OciLayout::new("/tmp/x:tag", Platform::host());
+        assert_eq!(o.describe(), "oci:/tmp/x:tag");
+        let o = OciLayout::new("/tmp/x", Platform::host());
+        assert_eq!(o.describe(), "oci:/tmp/x");
     }
 }
