@@ -39,7 +39,11 @@ summary_line() {
 # ignored by `go build`/`go test`. Naming the library's hash in a harmless
 # linker flag makes every new library a new cache key. Call after build-lib.sh.
 pin_rust_lib() {
-  local lib="$ROOT/target/release/libcvmfs_graphdriver.a" hash
+  local lib hash
+  # The library pkg-config links (hack/build-lib.sh may have honoured
+  # CARGO_TARGET_DIR), else the default cargo location.
+  lib=$(pkg-config --libs cvmfs_graphdriver 2>/dev/null | tr ' ' '\n' | grep 'libcvmfs_graphdriver\.a$' | head -n 1 || true)
+  lib=${lib:-$ROOT/target/release/libcvmfs_graphdriver.a}
   if [ ! -f "$lib" ]; then
     echo "missing $lib (run hack/build-lib.sh)" >&2
     return 1
