@@ -16,14 +16,18 @@ use std::sync::Arc;
 
 use crate::archive::{self, ApplyOptions, Change, DirUsage, IdMappings};
 use crate::error::{Error, ErrorCode, Result};
-use crate::layout::{Layout, StoreLayer, StoreLayerKind, Whiteouts};
-use crate::mount::{self, Mounter, OverlaySpec};
+use crate::layout::{Layout, Ownership, StoreLayer, StoreLayerKind, Whiteouts};
+use crate::mount::{self, whiteouts, Mounter, OverlaySpec};
 use crate::options::Options;
 use crate::store::{validate_id, LocalRecord, RootAttrs, Store};
 
 /// Deepest parent chain we follow (a guard against corrupt records; mounts are
 /// bounded by [`MAX_LOWERS`]).
 pub const MAX_DEPTH: usize = 4096;
+
+/// What `Metadata` says of a layer whose repository lost the image's file
+/// ownership (DUCC ingests without keeping it) when no ownership metadata restores it.
+pub const OWNERSHIP_LOST: &str = "lost: every file shows the repository owner, not the image's owner (no ownership metadata for this layer)";
 
 /// Most lower directories one overlay mount takes (the kernel's OVL_MAX_STACK).
 pub const MAX_LOWERS: usize = 500;
@@ -55,6 +59,35 @@ impl Layer {
             Layer::Local { record, .. } => record.parent.as_deref(),
             Layer::Store(s) => s.parent.as_deref(),
         }
+    }
+}
+
+/// The record of a CVMFS layer whose directory holds raw OCI `.wh.*` markers.
+fn raw(l: &Layer) -> Option<&StoreLayer> {
+    match l {
+        Layer::Store(
+            s @ StoreLayer {
+                kind:
+                    StoreLayerKind::Cvmfs {
+                        whiteouts: Whiteouts::OciRaw,
+                        ..
+                    },
+                ..
+            },
+        ) => Some(s),
+        _ => None,
+    }
+}
+
+/// Cache key of the auxiliary layer between `upper` and `lower`; `None` when
+/// none is needed (no raw layer, or a raw layer with nothing below it).
+fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<String> {
+    let v = whiteouts::AUX_VERSION;
+    match (upper, lower) {
+        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}", u.id, l.id)),
+        (Some(u), None) => Some(format!("v{v}-{}-local", u.id)),
+        (None, Some(l)) => Some(format!("v{v}-top-{}", l.id)),
+        (None, None) => None,
     }
 }
 
@@ -319,6 +352,95 @@ impl Driver {
         Ok((MountCount { file }, path))
     }
 
+    /// The auxiliary lower directory that goes between `upper` and `lower`
+    /// (either a raw-whiteout CVMFS layer, see [`mount::whiteouts`]), built on
+    /// first use and cached in `<home>/aux/`; `None` when neither has markers
+    /// (remembered by an empty `<key>.none` file). `upper`'s parent is `lower`
+    /// whenever both are given, so the pair of IDs names fixed content.
+    fn aux_between(
+        &self,
+        upper: Option<&StoreLayer>,
+        lower: Option<&StoreLayer>,
+    ) -> Result<Option<PathBuf>> {
+        let Some(key) = aux_key(upper, lower) else {
+            return Ok(None);
+        };
+        let dir = self.store.aux_dir();
+        let built = dir.join(&key);
+        let none = dir.join(format!("{key}.none"));
+        if built.is_dir() {
+            return Ok(Some(built));
+        }
+        if none.exists() {
+            return Ok(None);
+        }
+        let what = |l: &StoreLayer| format!("layer {} ({})", l.id, l.content_dir.display());
+        let scan = |l: Option<&StoreLayer>| -> Result<Vec<whiteouts::Marker>> {
+            match l {
+                None => Ok(Vec::new()),
+                Some(l) => whiteouts::scan_markers(&l.content_dir).map_err(|e| {
+                    Error::new(
+                        ErrorCode::Repository,
+                        format!("{}: looking for whiteout markers: {e}", what(l)),
+                    )
+                }),
+            }
+        };
+        let (um, lm) = (scan(upper)?, scan(lower)?);
+        if um.is_empty() && lm.is_empty() {
+            fs::write(&none, b"").map_err(|e| Error::io("record marker-free layers", &none, e))?;
+            return Ok(None);
+        }
+        let staging = self.store.staging_name("aux", &key);
+        let io = |e: std::io::Error| {
+            Error::new(
+                ErrorCode::Io,
+                format!(
+                    "build whiteout layer {} for {}: {e}",
+                    built.display(),
+                    [upper, lower]
+                        .into_iter()
+                        .flatten()
+                        .map(what)
+                        .collect::<Vec<_>>()
+                        .join(" over ")
+                ),
+            )
+        };
+        let result = (|| {
+            fs::create_dir(&staging)?;
+            whiteouts::build_aux(
+                &staging,
+                upper.map(|u| (u.content_dir.as_path(), um.as_slice())),
+                lower.map(|l| (l.content_dir.as_path(), lm.as_slice())),
+            )?;
+            // Durable before it becomes visible: a crash leaves either nothing
+            // under the final name or a complete directory.
+            let f = File::open(&staging)?;
+            rustix::fs::syncfs(&f)
+                .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &staging,
+                rustix::fs::CWD,
+                &built,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => Ok(()),
+                // Someone else finished the same build first: theirs is equal.
+                Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => {
+                    crate::store::remove_tree(&staging)
+                }
+                Err(e) => Err(std::io::Error::from_raw_os_error(e.raw_os_error())),
+            }
+        })();
+        if let Err(e) = result {
+            let _ = crate::store::remove_tree(&staging);
+            return Err(io(e));
+        }
+        Ok(Some(built))
+    }
+
     // ---- layers ---------------------------------------------------------------
 
     /// Create a local layer on top of `parent` (local or in a store). Every local
@@ -495,15 +617,15 @@ impl Driver {
         opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
         let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));
         let empty = self.store.empty_dir();
-        let mut lowers = Vec::new();
-        let mut short = Vec::new();
+        // Every directory the stack takes, topmost first, with the record of
+        // raw-whiteout CVMFS layers (they need auxiliary layers around them).
+        let mut members: Vec<(PathBuf, PathBuf, Option<&StoreLayer>)> = Vec::new();
         let (upper, work) = match (layer, read_only) {
             (Layer::Local { id, .. }, false) => {
                 (Some(self.store.diff_dir(id)), Some(self.store.work_dir(id)))
             }
             _ => {
-                lowers.push(self.content_dir(layer));
-                short.push(self.short_dir(layer)?);
+                members.push((self.content_dir(layer), self.short_dir(layer)?, raw(layer)));
                 if !opts.iter().any(|o| o == "ro") {
                     opts.push("ro".into());
                 }
@@ -511,16 +633,30 @@ impl Driver {
             }
         };
         for extra in self.extra_dirs(layer) {
-            lowers.push(extra.clone());
-            short.push(extra);
+            members.push((extra.clone(), extra, None));
         }
         for l in &chain {
-            lowers.push(self.content_dir(l));
-            short.push(self.short_dir(l)?);
+            members.push((self.content_dir(l), self.short_dir(l)?, raw(l)));
             for extra in self.extra_dirs(l) {
-                lowers.push(extra.clone());
-                short.push(extra);
+                members.push((extra.clone(), extra, None));
             }
+        }
+        let mut lowers = Vec::new();
+        let mut short = Vec::new();
+        let mut above: Option<&StoreLayer> = None;
+        for (dir, short_dir, this) in members {
+            if above.is_some() || this.is_some() {
+                if let Some(aux) = self
+                    .aux_between(above, this)
+                    .map_err(|e| e.context(format!("layer {}: get", layer.id())))?
+                {
+                    lowers.push(aux.clone());
+                    short.push(aux);
+                }
+            }
+            lowers.push(dir);
+            short.push(short_dir);
+            above = this;
         }
         // Overlay needs a lower, and without an upper it wants two; `empty/` is
         // also harmless at the bottom of any stack.
@@ -668,6 +804,18 @@ impl Driver {
                     .join(","),
             ),
             ("Layers".into(), layers),
+            ("CVMFS Ownership".into(), {
+                let lost = self.layout.lost_ownership_layers();
+                if lost.is_empty() {
+                    "as in the image for every CVMFS layer used so far".into()
+                } else {
+                    format!(
+                        "lost for {} CVMFS layer(s) used so far (files show the repository owner; no ownership metadata): {}",
+                        lost.len(),
+                        lost.join(",")
+                    )
+                }
+            }),
         ]
     }
 
@@ -722,10 +870,18 @@ impl Driver {
                             "Whiteouts".into(),
                             match whiteouts {
                                 Whiteouts::Overlay => "overlay".into(),
-                                Whiteouts::OciRaw => "raw OCI whiteouts not yet converted".into(),
+                                Whiteouts::OciRaw => {
+                                    "oci-raw (.wh.* markers hidden and applied by generated whiteout layers)".into()
+                                }
                             },
                         );
-                        m.insert("Ownership".into(), format!("{ownership:?}").to_lowercase());
+                        m.insert(
+                            "Ownership".into(),
+                            match ownership {
+                                Ownership::Kept => "kept".into(),
+                                Ownership::Lost => OWNERSHIP_LOST.into(),
+                            },
+                        );
                     }
                 }
             }

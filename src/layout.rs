@@ -178,6 +178,27 @@ impl Layout {
         r
     }
 
+    /// CVMFS layers resolved so far whose repository lost file ownership
+    /// (`"ownership":"lost"`), for `Status`.
+    pub fn lost_ownership_layers(&self) -> Vec<String> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = cache
+            .values()
+            .filter(|l| {
+                matches!(
+                    l.kind,
+                    StoreLayerKind::Cvmfs {
+                        ownership: Ownership::Lost,
+                        ..
+                    }
+                )
+            })
+            .map(|l| l.id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn stores(&self) -> &[PathBuf] {
         &self.stores
     }

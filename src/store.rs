@@ -230,6 +230,7 @@ impl Store {
         ensure_dir(&store.layers_dir(), 0o700)?;
         ensure_dir(&store.links_dir(), 0o700)?;
         ensure_dir(&store.staging_dir(), 0o700)?;
+        ensure_dir(&store.aux_dir(), 0o700)?;
         let empty = store.empty_dir();
         match mkdir_mode(&empty, 0o555) {
             Ok(()) => {}
@@ -252,6 +253,11 @@ impl Store {
     pub fn staging_dir(&self) -> PathBuf {
         self.home.join("staging")
     }
+    /// Generated whiteout layers for raw-whiteout CVMFS layers (see
+    /// [`crate::mount::whiteouts`]), one directory per pair of stacked layers.
+    pub fn aux_dir(&self) -> PathBuf {
+        self.home.join("aux")
+    }
     pub fn empty_dir(&self) -> PathBuf {
         self.home.join("empty")
     }
@@ -271,7 +277,7 @@ impl Store {
         self.layer_dir(id).join("merged")
     }
 
-    fn staging_name(&self, what: &str, id: &str) -> PathBuf {
+    pub(crate) fn staging_name(&self, what: &str, id: &str) -> PathBuf {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         self.staging_dir()
             .join(format!("{}-{seq}-{what}-{id}", std::process::id()))

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 mod apply;
 mod changes;
 mod copy;
-mod fsutil;
+pub(crate) mod fsutil;
 pub mod idmap;
 mod remap;
 pub(crate) mod tarout;

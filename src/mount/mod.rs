@@ -10,6 +10,7 @@
 
 pub mod fake;
 mod real;
+pub mod whiteouts;
 
 use std::fmt;
 use std::io;
