@@ -449,6 +449,38 @@ t_reuse_ducc_layers() {
   "$B" check "$r"
 }
 
+t_enable_local_store() {
+  # podman loads only the enabled images' records, which point into the repository
+  local st="$W/local-store" c1 c2
+  c1=$(config_digest "$OCI" wh)
+  c2=$(config_digest "$OCI" shared)
+  "$B" enable "$REG/test/wh:1" --repo "$R1" --store "$st"
+  jq -e --arg c "${c1#sha256:}" 'length == 1 and .[0].id == $c' "$st/cvmfs-images/images.json"
+  jq -e 'length == 3' "$st/cvmfs-layers/layers.json"
+  "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" images >"$W/en.txt"
+  grep -q "${c1#sha256:}" "$W/en.txt" && ! grep -q "${c2#sha256:}" "$W/en.txt"
+  "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" create-container --name en "$REG/test/wh:1" >/dev/null
+  local m
+  m=$("$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" mount en)
+  [ "$(cat "$m/etc/hosts")" = "127.0.0.1 localhost" ]
+  "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" unmount en >/dev/null
+  "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" delete-container en >/dev/null
+  # a second image shares two layers: they are recorded once
+  "$B" enable "$REG/test/shared:1" --repo "$R1" --store "$st"
+  jq -e 'length == 4' "$st/cvmfs-layers/layers.json"
+  "$B" disable "$REG/test/wh:1" --store "$st"
+  jq -e --arg c "${c2#sha256:}" 'length == 1 and .[0].id == $c' "$st/cvmfs-images/images.json"
+  jq -e 'length == 3' "$st/cvmfs-layers/layers.json"
+  [ -d "$R1/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "disable touched the repository"
+  if "$B" enable "$REG/test/nothere:1" --repo "$R1" --store "$st" 2>"$W/en.err"; then fail "enabled a missing image"; fi
+  grep -q "no image named $REG/test/nothere:1" "$W/en.err"
+}
+
 t_zstd() {
   local r="$W/repo-zstd"
   "$B" publish "oci:$OCI:zstd" --repo "$r" -q
@@ -811,6 +843,7 @@ run_test "images share layers" t_shared_layers
 run_test "a moved tag keeps the old image" t_moved_tag
 run_test "gc removes what only untagged images used" t_gc
 run_test "layers unpacked by DUCC are reused (tar-split rebuilt, ownership lost)" t_reuse_ducc_layers
+run_test "enable/disable: a small local store with only the images a user wants" t_enable_local_store
 run_test "zstd layers" t_zstd
 run_test "publish from a docker-archive" t_docker_archive
 run_test "publish from a registry (docker-registry on loopback)" t_registry

@@ -381,7 +381,10 @@ pub struct GcReport {
 /// for images we do not know stay). Runs under the store lock; indexes are
 /// rewritten before any file goes, and directories are renamed away before
 /// they are deleted, so readers never see half of anything.
-pub fn gc(store: &StorePaths, repo: &Path, dry_run: bool) -> Result<GcReport> {
+///
+/// `repo` is `None` for a store outside a repository (one made by [`enable`]):
+/// only the store's own files are removed then.
+pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcReport> {
     store.init()?;
     let _lock = Lock::exclusive(&store.images_lock())?;
     let mut rep = GcReport::default();
@@ -423,7 +426,8 @@ pub fn gc(store: &StorePaths, repo: &Path, dry_run: bool) -> Result<GcReport> {
     let removed_configs: BTreeSet<String> =
         rep.images.iter().map(|i| format!("sha256:{i}")).collect();
     let mut layer_dirs = Vec::new();
-    for l in &dropped {
+    for l in dropped.iter().filter(|_| repo.is_some()) {
+        let repo = repo.expect("filtered");
         let Some(d) = l["compressed-diff-digest"].as_str() else {
             continue;
         };
@@ -463,7 +467,7 @@ pub fn gc(store: &StorePaths, repo: &Path, dry_run: bool) -> Result<GcReport> {
         .images
         .iter()
         .filter(|i| i.len() >= 2)
-        .map(|i| repo.join(".flat").join(&i[..2]).join(i))
+        .filter_map(|i| repo.map(|r| r.join(".flat").join(&i[..2]).join(i)))
         .collect();
     rep.flat_dirs = flat_dirs.iter().map(|d| d.display().to_string()).collect();
     if dry_run || (rep.images.is_empty() && rep.layers.is_empty()) {
@@ -497,6 +501,144 @@ pub fn gc(store: &StorePaths, repo: &Path, dry_run: bool) -> Result<GcReport> {
         vanish(d)?;
     }
     Ok(rep)
+}
+
+/// Copy the records of the images named `names` (and of their layers) from the
+/// repository's store `src` into a small local store `dst`, so that podman,
+/// configured with `dst` as its image store and the repository in
+/// `cvmfs.repositories`, loads only what the user enabled instead of the whole
+/// repository's indexes. Layer records keep pointing into the repository.
+/// Returns the image IDs enabled.
+pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Vec<String>> {
+    let src_images = read_index(&src.images_json())?;
+    let src_layers = read_index(&src.layers_json())?;
+    let by_id: std::collections::HashMap<&str, &Value> = src_layers
+        .iter()
+        .filter_map(|l| l["id"].as_str().map(|id| (id, l)))
+        .collect();
+    // resolve everything before touching dst
+    let mut picks: Vec<(Value, Vec<String>, Vec<Value>)> = Vec::new();
+    for name in names {
+        let img = src_images
+            .iter()
+            .find(|i| {
+                i["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|x| x == name.as_str()))
+            })
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "{}: no image named {name}",
+                    src.images_json().display()
+                ))
+            })?;
+        let mut chain = Vec::new();
+        let mut cur = img["layer"].as_str();
+        while let Some(id) = cur {
+            let l = by_id.get(id).ok_or_else(|| {
+                Error::msg(format!(
+                    "image {name}: layer {id} is missing from {}",
+                    src.layers_json().display()
+                ))
+            })?;
+            chain.push((*l).clone());
+            cur = l["parent"].as_str();
+        }
+        chain.reverse();
+        match picks.iter_mut().find(|p| p.0["id"] == img["id"]) {
+            Some(p) => p.1.push(name.clone()),
+            None => picks.push((img.clone(), vec![name.clone()], chain)),
+        }
+    }
+    dst.init()?;
+    let _lock = Lock::exclusive(&dst.images_lock())?;
+    let mut layers = read_index(&dst.layers_json())?;
+    let mut images = read_index(&dst.images_json())?;
+    let copy = |from: &Path, to: &Path| -> Result<()> {
+        let b = fs::read(from).map_err(|e| Error::io(from, e))?;
+        fsx::write_atomic(to, &b, 0o644)
+    };
+    let mut added_layers = false;
+    for (img, img_names, chain) in &picks {
+        for l in chain {
+            let id = l["id"].as_str().unwrap_or_default();
+            if layers.iter().any(|x| x["id"] == id) {
+                continue;
+            }
+            copy(&src.record(id), &dst.record(id))?;
+            copy(&src.tar_split(id), &dst.tar_split(id))?;
+            layers.push(l.clone());
+            added_layers = true;
+        }
+        let id = img["id"].as_str().unwrap_or_default();
+        for k in img["big-data-names"].as_array().into_iter().flatten() {
+            let f = big_data_file_name(k.as_str().unwrap_or_default());
+            copy(&src.image_dir(id).join(&f), &dst.image_dir(id).join(&f))?;
+        }
+        for other in images.iter_mut() {
+            if other["id"] == img["id"] {
+                continue;
+            }
+            if let Some(n) = other["names"].as_array_mut() {
+                n.retain(|x| !img_names.iter().any(|m| x == m.as_str()));
+            }
+        }
+        match images.iter_mut().find(|x| x["id"] == img["id"]) {
+            Some(existing) => {
+                let mut n = existing["names"].as_array().cloned().unwrap_or_default();
+                for m in img_names {
+                    if !n.iter().any(|x| x == m.as_str()) {
+                        n.push(json!(m));
+                    }
+                }
+                existing["names"] = Value::Array(n);
+            }
+            None => {
+                let mut v = img.clone();
+                v["names"] = json!(img_names);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("names-history");
+                }
+                images.push(v);
+            }
+        }
+    }
+    if added_layers {
+        write_index(&dst.layers_json(), &layers)?;
+        bump_token(&dst.layers_lock())?;
+    }
+    write_index(&dst.images_json(), &images)?;
+    bump_token(&dst.images_lock())?;
+    Ok(picks
+        .iter()
+        .map(|p| p.0["id"].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+/// Take `names` out of a store made by [`enable`] and drop what no image needs.
+pub fn disable(dst: &StorePaths, names: &[String]) -> Result<GcReport> {
+    {
+        dst.init()?;
+        let _lock = Lock::exclusive(&dst.images_lock())?;
+        let mut images = read_index(&dst.images_json())?;
+        let mut found = false;
+        for img in images.iter_mut() {
+            if let Some(n) = img["names"].as_array_mut() {
+                let before = n.len();
+                n.retain(|x| !names.iter().any(|m| x == m.as_str()));
+                found |= n.len() != before;
+            }
+        }
+        if !found {
+            return Err(Error::msg(format!(
+                "{}: none of {} is enabled",
+                dst.images_json().display(),
+                names.join(", ")
+            )));
+        }
+        write_index(&dst.images_json(), &images)?;
+    }
+    gc(dst, None, false)
 }
 
 #[cfg(test)]

@@ -80,6 +80,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the records of some published images into a small local store, so
+    /// podman loads only those (configure it as cvmfs.imagestore, the repository
+    /// in cvmfs.repositories)
+    Enable {
+        /// registry/repository:tag as published
+        names: Vec<String>,
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        store: PathBuf,
+    },
+    /// Remove images from a store made by `enable`
+    Disable {
+        names: Vec<String>,
+        #[arg(long)]
+        store: PathBuf,
+    },
     /// Check a published tree and explain what is wrong
     Check {
         repo: PathBuf,
@@ -258,7 +275,7 @@ fn main() -> ExitCode {
         } => {
             let store =
                 cvmfs_graphdriver::publish::podman::StorePaths::new(repo.join("podmanStore"));
-            match cvmfs_graphdriver::publish::podman::gc(&store, &repo, dry_run) {
+            match cvmfs_graphdriver::publish::podman::gc(&store, Some(&repo), dry_run) {
                 Ok(r) => {
                     if json {
                         println!(
@@ -288,6 +305,47 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("cvmfs-podman gc: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Enable { names, repo, store } => {
+            use cvmfs_graphdriver::publish::podman::{enable, StorePaths};
+            match enable(
+                &StorePaths::new(repo.join("podmanStore")),
+                &StorePaths::new(&store),
+                &names,
+            ) {
+                Ok(ids) => {
+                    println!(
+                        "enabled {} (images {}) in {}",
+                        names.join(", "),
+                        ids.join(", "),
+                        store.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cvmfs-podman enable: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Disable { names, store } => {
+            use cvmfs_graphdriver::publish::podman::{disable, StorePaths};
+            match disable(&StorePaths::new(&store), &names) {
+                Ok(r) => {
+                    println!(
+                        "disabled {}; removed {} images, {} layer records from {}",
+                        names.join(", "),
+                        r.images.len(),
+                        r.layers.len(),
+                        store.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cvmfs-podman disable: {e}");
                     ExitCode::FAILURE
                 }
             }
