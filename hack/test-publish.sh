@@ -773,6 +773,9 @@ t_crash() {
     wait "$pid" 2>/dev/null || true
     "$B" publish "oci:$W/crash:c" --repo "$r" -q || fail "run $i (killed after ${ms}ms): the next publish failed"
     "$B" check "$r" >"$W/check.out" || { cat "$W/check.out"; fail "run $i (killed after ${ms}ms): check failed"; }
+    local left
+    left=$(find "$r" -name '.cvmfs-podman-tmp.*')
+    [ -z "$left" ] || fail "run $i (killed after ${ms}ms): leftovers after a completed run: $left"
     # start over half of the time, so early kill points are exercised again
     if [ $((i % 2)) -eq 0 ] && [ "$i" -lt 20 ]; then rm -rf "$r"; fi
   done

@@ -613,6 +613,13 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         layers: descs.iter().map(desc_of).collect(),
     };
     let mpath = repo.join(".metadata").join(&rel).join("manifest.json");
+    // leftovers of crashed runs in the directories this publish writes to
+    sweep_dead(mpath.parent().expect("has parent"));
+    sweep_dead(repo.join(&rel).parent().expect("has parent"));
+    sweep_dead(&store.image_dir(&chex));
+    for id in layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>()) {
+        sweep_dead(store.record(&id).parent().expect("has parent"));
+    }
     fsx::write_atomic(&mpath, ducc::manifest_json(&dm).as_bytes(), 0o644).map_err(ctx)?;
     let link = repo.join(&rel);
     let depth = rel.split('/').count() - 1;
