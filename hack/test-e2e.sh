@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# make test-e2e: the patched podman (build/bin/podman, `make podman`) end to end
+# against a repository published by `cvmfs-podman publish` from a real
+# docker-registry on 127.0.0.1.
+#
+# Test images are built from the layer specs in tests/e2e/images/ over a layer
+# holding Debian's static busybox (the only executable available offline),
+# pushed to the registry, and published from there. Every case gets its own
+# graphroot, runroot, tmpdir and HOME (storage.conf, registries.conf and
+# policy.json from tests/e2e/), so cases cannot see each other's containers.
+#
+#   hack/test-e2e.sh [PATTERN]   run only the cases whose name contains PATTERN
+#
+# Ends with exactly one line "N passed, N failed, N skipped". A case listed in
+# tests/e2e/expected-failures.txt ("name<TAB>reason") that fails is still counted
+# as failed, with the reason printed; one that passes is reported so the line
+# gets removed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+# shellcheck source=tests/lib/registry.bash
+source "$ROOT/tests/lib/registry.bash"
+
+only=${1:-}
+passed=0 failed=0 skipped=0
+E="$ROOT/tests/e2e"
+expected_file="$E/expected-failures.txt"
+log_dir="$ROOT/build/test-e2e"
+rm -rf "$log_dir"
+mkdir -p "$log_dir"
+
+summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+die() { echo "test-e2e: $*" >&2; failed=$((failed + 1)); summary; exit 1; }
+fail() { echo "FAILED CHECK: $*" >&2; return 1; }
+
+expected_reason() {
+  [ -f "$expected_file" ] && awk -F'\t' -v n="$1" '$1 == n {print $2}' "$expected_file"
+}
+
+case_no=0
+# run_test NAME FUNCTION: the function runs in a subshell with `set -ex`; its
+# output goes to build/test-e2e/<n>.log, shown on failure.
+run_test() {
+  local name=$1 fn=$2
+  if [ -n "$only" ] && [[ "$name" != *"$only"* ]]; then
+    return 0
+  fi
+  case_no=$((case_no + 1))
+  local log="$log_dir/$case_no.log" reason start=$SECONDS
+  reason=$(expected_reason "$name")
+  # Not inside `if`: bash ignores `set -e` in a subshell that is an if condition,
+  # and every command of a case must count.
+  (
+    set -ex
+    CASE_NO=$case_no
+    "$fn"
+  ) >"$log" 2>&1
+  local rc=$?
+  # A case that stopped the registry and failed before restarting it must not
+  # take the following cases down with it.
+  curl -fs --max-time 2 "http://$REG/v2/" >/dev/null 2>&1 || registry_start "$W/registry" "${REG##*:}" || true
+  if [ "$rc" -eq 0 ]; then
+    if [ -n "$reason" ]; then
+      echo "XPASS: $name ($((SECONDS - start))s; listed in tests/e2e/expected-failures.txt: remove it)"
+      failed=$((failed + 1))
+    else
+      echo "ok: $name ($((SECONDS - start))s)"
+      passed=$((passed + 1))
+    fi
+  else
+    echo "FAIL: $name ($((SECONDS - start))s; log $log)"
+    [ -n "$reason" ] && echo "    expected failure: $reason"
+    grep -v '^+ ' "$log" | tail -n 25 | sed 's/^/    /'
+    failed=$((failed + 1))
+  fi
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+  die "must run as root (podman mounts overlayfs, the runtime needs root)"
+fi
+for tool in skopeo umoci docker-registry jq python3 curl conmon runc busybox tar; do
+  command -v "$tool" >/dev/null || die "$tool missing (make deps)"
+done
+[ -x /usr/lib/podman/netavark ] || die "netavark missing (make deps)"
+
+# ------------------------------------------------------------------ build
+echo "==> make podman"
+start=$SECONDS
+if ! "$ROOT/hack/build-podman.sh" >"$log_dir/build-podman.log" 2>&1; then
+  tail -n 40 "$log_dir/build-podman.log"
+  die "building podman failed"
+fi
+echo "    $(grep -E 'up to date|built in' "$log_dir/build-podman.log" | tail -1) ($((SECONDS - start))s)"
+PODMAN="$ROOT/build/bin/podman"
+echo "==> cargo build --bin cvmfs-podman"
+cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
+B="$ROOT/target/release/cvmfs-podman"
+
+# ------------------------------------------------------------------ fixtures
+W=$(mktemp -d /tmp/test-e2e.XXXXXX)
+R="$W/repo"
+cleanup() {
+  local d
+  # Containers of all cases: stop them through podman, so conmon goes too.
+  for d in "$W"/cases/*/; do
+    [ -f "$d/env" ] || continue
+    (source "$d/env" && pm rm -af -t 0 && pm system reset -f) >/dev/null 2>&1
+  done
+  registry_stop
+  grep -o " $W[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+echo "==> fixtures in $W"
+(
+  set -e
+  # The busybox layer: the static binary and the applets the tests call.
+  mkdir -p "$W/bb/bin"
+  cp /bin/busybox "$W/bb/bin/busybox"
+  for a in sh cat ls find stat echo sleep true test mkdir rm sort cut awk readlink sha256sum; do
+    ln -s busybox "$W/bb/bin/$a"
+  done
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1700000000 -cf "$W/busybox.tar" -C "$W/bb" bin
+  I="$E/images"
+  "$B" make-oci "$W/oci" --tag tiny "$W/busybox.tar" "$I/app.spec"
+  "$B" make-oci "$W/oci" --tag wh "$W/busybox.tar" "$I/wh-base.spec" "$I/wh-delete.spec" "$I/wh-top.spec"
+  "$B" make-oci "$W/oci" --tag local "$W/busybox.tar" "$I/local.spec"
+) >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; die "building the test images failed"; }
+
+registry_start "$W/registry" || die "cannot start docker-registry"
+echo "    registry on $REG (pid $REG_PID, access log $REG_LOG)"
+(
+  set -e
+  for t in tiny wh local; do
+    skopeo copy --quiet --dest-tls-verify=false "oci:$W/oci:$t" "docker://$REG/e2e/$t:1"
+  done
+  # What a CVMFS operator does: publish from the registry. "local" stays out.
+  for t in tiny wh; do
+    "$B" publish "docker://$REG/e2e/$t:1" --tls-verify=false --repo "$R" -q
+  done
+  "$B" check "$R"
+) >"$log_dir/publish.log" 2>&1 || { cat "$log_dir/publish.log"; die "pushing or publishing the test images failed"; }
+
+# helpers --------------------------------------------------------------------
+manifest_of() { # tag -> manifest blob path in the OCI layout
+  local d
+  d=$(jq -r --arg t "$1" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$t) | .digest' "$W/oci/index.json")
+  echo "$W/oci/blobs/sha256/${d#sha256:}"
+}
+config_digest() { jq -r .config.digest "$(manifest_of "$1")"; }
+layer_digests() { jq -r '.layers[].digest' "$(manifest_of "$1")"; }
+diff_ids() { local c; c=$(config_digest "$1"); jq -r '.rootfs.diff_ids[]' "$W/oci/blobs/sha256/${c#sha256:}"; }
+image_id() { local c; c=$(config_digest "$1"); echo "${c#sha256:}"; }
+fetch_manifest() { # repository, tag -> the registry's manifest
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$REG/v2/$1/manifests/$2"
+}
+
+# new_case [DRIVER]: a fresh graphroot/runroot/tmpdir/HOME for this case and a
+# `pm` function running the patched podman in it. DRIVER "overlay" gives a
+# stock overlay store without the repository.
+new_case() {
+  local driver=${1:-cvmfs}
+  C="$W/cases/$CASE_NO${2:+-$2}"
+  mkdir -p "$C/home/.config/containers" "$C/tmp"
+  cp "$E/policy.json" "$C/home/.config/containers/policy.json"
+  if [ "$driver" = cvmfs ]; then
+    sed -e "s|@GRAPHROOT@|$C/root|; s|@RUNROOT@|$C/run|; s|@REPO@|$R|g" "$E/storage.conf.in" >"$C/storage.conf"
+  else
+    printf '[storage]\ndriver = "%s"\ngraphroot = "%s"\nrunroot = "%s"\n' "$driver" "$C/root" "$C/run" >"$C/storage.conf"
+  fi
+  sed -e "s|@REGISTRY@|$REG|" "$E/registries.conf.in" >"$C/registries.conf"
+  cat >"$C/env" <<EOF
+C=$C
+pm() {
+  env HOME=$C/home CONTAINERS_CONF=$E/containers.conf CONTAINERS_STORAGE_CONF=$C/storage.conf \\
+    CONTAINERS_REGISTRIES_CONF=$C/registries.conf PODMAN_IGNORE_CGROUPSV1_WARNING=1 \\
+    $PODMAN --tmpdir $C/tmp "\$@"
+}
+EOF
+  # shellcheck disable=SC1091
+  source "$C/env"
+}
+
+# A checksum of everything in the repository: names, types, modes, owners,
+# sizes, times, link targets and file contents.
+repo_state() {
+  (
+    cd "$R"
+    find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort
+    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  ) | sha256sum | cut -d' ' -f1
+}
+
+overlay_mounts_under() { awk -v d="$1/" '$3 == "overlay" && index($2, d) == 1 {print $2}' /proc/self/mounts; }
+
+umoci_rootfs() { # tag -> reference rootfs dir (cached)
+  local d="$W/umoci-$1"
+  [ -d "$d/rootfs" ] || umoci unpack --image "$W/oci:$1" "$d" >/dev/null
+  echo "$d/rootfs"
+}
+
+LIST_PATHS=(app bin data etc gone home local opt x built.txt committed.txt)
+
+# ------------------------------------------------------------------ cases
+# (1) Run by name from the repository with no registry reachable at all.
+t_run_by_name_registry_stopped() {
+  new_case
+  registry_stop
+  curl -fs --max-time 2 "http://$REG/v2/" && fail "the registry still answers"
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
+  pm images --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.ReadOnly}}' >"$C/images.txt"
+  cat "$C/images.txt"
+  grep -qx "$REG/e2e/tiny:1 $(image_id tiny | cut -c1-12) true" "$C/images.txt" || fail "podman images does not list the published image"
+  grep -q "$REG/e2e/wh:1" "$C/images.txt" || fail "podman images does not list the second published image"
+  # Nothing of the image was copied: the local store holds only podman's own
+  # state (the container's layer is gone with --rm).
+  local used
+  used=$(du -sb "$C/root" | cut -f1)
+  [ "$used" -lt 1000000 ] || fail "graphroot holds $used bytes after running a CVMFS image"
+  registry_start "$W/registry" "${REG##*:}"
+}
+
+# (1b) The same with command-line options only, as the man page shows them.
+t_run_with_storage_opts() {
+  new_case
+  : >"$C/storage.conf" # nothing from storage.conf: defaults plus the flags
+  local out
+  out=$(pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$R/podmanStore" --storage-opt "cvmfs.repositories=$R" \
+    run --rm "$REG/e2e/tiny:1" cat /app/data/1)
+  [ "$out" = "one" ] || fail "container printed '$out'"
+  pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs \
+    --storage-opt "cvmfs.imagestore=$R/podmanStore" --storage-opt "cvmfs.repositories=$R" \
+    info --format '{{.Store.GraphDriverName}}' | grep -qx cvmfs || fail "podman info does not name the cvmfs driver"
+  # An unknown option is refused with a message naming it.
+  if pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs --storage-opt cvmfs.bogus=1 images 2>"$C/err"; then
+    fail "an unknown driver option was accepted"
+  fi
+  cat "$C/err"
+  grep -q bogus "$C/err" || fail "the error does not name the unknown option"
+}
+
+# (3) Pull and run an image that is not in the repository: its own layer is
+# downloaded and stored locally, the busybox layer it shares with a published
+# image is taken from CVMFS (a mixed stack).
+t_pull_and_run_local_image() {
+  new_case
+  local mark local_layer bb_layer
+  bb_layer=$(layer_digests local | sed -n 1p)
+  local_layer=$(layer_digests local | sed -n 2p)
+  mark=$(registry_log_mark)
+  pm pull "$REG/e2e/local:1"
+  registry_requests_since "$mark" | tee "$C/requests.txt"
+  grep -q "^GET /v2/e2e/local/blobs/$local_layer 200" "$C/requests.txt" || fail "the local layer was not downloaded"
+  if grep -q "blobs/$bb_layer" "$C/requests.txt"; then fail "the busybox layer, which is in CVMFS, was downloaded"; fi
+  local out
+  out=$(pm run --rm "$REG/e2e/local:1" cat /local/hello.txt)
+  [ "$out" = "hello from a local layer" ] || fail "container printed '$out'"
+  pm images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' | grep -qx "$REG/e2e/local:1 false"
+}
+
+# (7) rmi, system prune -a and system reset leave the repository as it was.
+t_repo_never_modified() {
+  new_case
+  local before after
+  before=$(repo_state)
+  pm run --name keep "$REG/e2e/tiny:1" sh -c 'echo x > /app/new; rm /app/hello.txt'
+  pm pull "$REG/e2e/tiny:1"
+  pm tag "$REG/e2e/tiny:1" localhost/e2e/alias:1
+  pm rmi -f localhost/e2e/alias:1 || true
+  pm rmi -f "$REG/e2e/tiny:1" || true # the read-only copy may refuse; it must not change
+  pm rmi -af || true
+  pm system prune -a -f
+  pm system reset -f
+  after=$(repo_state)
+  [ "$before" = "$after" ] || fail "the repository changed: $before -> $after"
+  # ... and it still serves podman after the reset.
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "after reset the container printed '$out'"
+  [ "$(repo_state)" = "$before" ] || fail "the repository changed after the last run"
+}
+
+# (8) 8 containers of one image in parallel; then kill -9 of podman at random
+# points of `podman run`, after which podman works and nothing stays mounted.
+t_parallel_and_kill9() {
+  new_case
+  local i pids=() rc=0
+  for i in 1 2 3 4 5 6 7 8; do
+    pm run --rm --name "par$i" "$REG/e2e/tiny:1" sh -c "cat /app/hello.txt; echo $i > /app/me; cat /app/me" >"$C/par$i.out" 2>"$C/par$i.err" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "run $((i + 1)) failed"; rc=1; }; done
+  for i in 1 2 3 4 5 6 7 8; do
+    cat "$C/par$i.out" "$C/par$i.err"
+    [ "$(cat "$C/par$i.out")" = "$(printf 'hello from cvmfs\n%s' "$i")" ] || { echo "run $i printed the wrong thing"; rc=1; }
+  done
+  [ "$rc" -eq 0 ] || fail "parallel runs failed"
+  # kill -9 of the podman process while `run` sets the container up (or after:
+  # a container started before the kill keeps running under conmon).
+  for i in 1 2 3 4 5 6; do
+    pm run --name "k$i" "$REG/e2e/tiny:1" sleep 300 >/dev/null 2>&1 &
+    local pid=$!
+    sleep "0.$((RANDOM % 9))$((RANDOM % 10))"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "after kill -9 the container printed '$out'"
+  pm ps -a --format '{{.Names}} {{.Status}}' | tee "$C/ps.txt"
+  pm rm -af -t 0
+  [ -z "$(pm ps -aq)" ] || fail "containers left after rm -af"
+  local left
+  left=$(overlay_mounts_under "$C")
+  [ -z "$left" ] || fail "overlay mounts left after cleanup: $left"
+  # and a run after all that still works
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/data/1)
+  [ "$out" = "one" ] || fail "final run printed '$out'"
+  [ -z "$(overlay_mounts_under "$C")" ] || fail "overlay mounts left after the final run"
+}
+
+# (2) Pulling a published image downloads no layer blob.
+t_pull_downloads_no_layer() {
+  new_case
+  local mark cfg
+  cfg=$(config_digest tiny)
+  mark=$(registry_log_mark)
+  pm pull "$REG/e2e/tiny:1"
+  registry_requests_since "$mark" | tee "$C/requests.txt"
+  grep -q "^GET /v2/e2e/tiny/manifests/1 200" "$C/requests.txt" || fail "no manifest request seen: the log is not what we think"
+  local blobs
+  blobs=$(grep '/blobs/' "$C/requests.txt" | grep -v "/blobs/$cfg " || true)
+  [ -z "$blobs" ] || fail "blobs other than the config were requested: $blobs"
+  pm images --format "{{.Repository}}:{{.Tag}} {{.ID}} {{.ReadOnly}}" | tee "$C/images.txt"
+  grep -q "^$REG/e2e/tiny:1 " "$C/images.txt" || fail "podman images does not list the pulled image"
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ]
+}
+
+# (4) Build FROM a CVMFS image with RUN steps; commit a container; push both.
+# Every pushed CVMFS layer must decompress to exactly the original layer tar
+# (DiffGetter + tar-split rebuild it from the repository) and the new layers
+# must hold the changes in OCI form.
+t_build_commit_push() {
+  new_case
+  mkdir -p "$C/ctx"
+  cat >"$C/ctx/Containerfile" <<EOF
+FROM $REG/e2e/tiny:1
+RUN echo built > /built.txt && rm /app/hello.txt
+RUN echo two > /app/data/2 && cat /app/data/1 >> /app/data/2
+EOF
+  pm build --network none --pull=never -t "$REG/e2e/built:1" "$C/ctx"
+  [ "$(pm run --rm "$REG/e2e/built:1" cat /built.txt /app/data/2)" = "$(printf 'built\ntwo\none')" ] || fail "built image content"
+  pm run --rm "$REG/e2e/built:1" sh -c 'test ! -e /app/hello.txt' || fail "a file deleted by RUN is visible"
+
+  pm run --name c1 "$REG/e2e/tiny:1" sh -c 'echo committed > /committed.txt; rm /app/data/1'
+  pm commit c1 "$REG/e2e/committed:1"
+  [ "$(pm run --rm "$REG/e2e/committed:1" cat /committed.txt)" = committed ]
+  pm run --rm "$REG/e2e/committed:1" sh -c 'test ! -e /app/data/1' || fail "a file deleted in the committed container is visible"
+
+  local img want_ids
+  want_ids=$(diff_ids tiny)
+  for img in built committed; do
+    pm push "$REG/e2e/$img:1"
+    fetch_manifest "e2e/$img" 1 >"$C/$img.manifest"
+    local cfg
+    cfg=$(jq -r .config.digest "$C/$img.manifest")
+    curl -fsS "http://$REG/v2/e2e/$img/blobs/$cfg" >"$C/$img.config"
+    [ "$(jq -r '.rootfs.diff_ids[]' "$C/$img.config" | head -n 2)" = "$want_ids" ] || fail "$img: diffIDs of the CVMFS layers changed"
+    local d i=0 sum
+    for d in $(jq -r '.layers[].digest' "$C/$img.manifest" | head -n 2); do
+      i=$((i + 1))
+      sum=$(curl -fsS "http://$REG/v2/e2e/$img/blobs/$d" | gzip -dc | sha256sum | cut -d' ' -f1)
+      [ "sha256:$sum" = "$(echo "$want_ids" | sed -n "${i}p")" ] || fail "$img: pushed layer $i decompresses to sha256:$sum, not the original tar"
+    done
+  done
+  local top
+  top=$(jq -r '.layers[-1].digest' "$C/committed.manifest")
+  curl -fsS "http://$REG/v2/e2e/committed/blobs/$top" | gzip -dc | tar -t >"$C/top.list"
+  cat "$C/top.list"
+  grep -qx 'committed.txt' "$C/top.list" || fail "committed.txt missing from the committed layer"
+  grep -qx 'app/data/.wh.1' "$C/top.list" || fail "no whiteout for app/data/1 in the committed layer"
+}
+
+# (4b) The pushed blobs of the CVMFS layers have exactly the original digests:
+# the registry already holds them, in the very repository pushed to.
+t_push_keeps_original_digests() {
+  new_case
+  pm pull "$REG/e2e/tiny:1" # downloads no layer (case 2)
+  pm run --name c1 "$REG/e2e/tiny:1" sh -c 'echo committed > /committed.txt'
+  pm commit c1 "$REG/e2e/tiny:committed"
+  pm --log-level debug push "$REG/e2e/tiny:committed" 2>&1 | grep -E 'BlobInfoCache|Compressing|Skipping blob|reus' || true
+  fetch_manifest e2e/tiny committed >"$C/manifest"
+  local got want
+  got=$(jq -r '.layers[].digest' "$C/manifest" | head -n 2)
+  want=$(layer_digests tiny)
+  [ "$got" = "$want" ] || fail "pushed blobs of the CVMFS layers are $(echo $got), originals $(echo $want)"
+}
+
+# (5) save from cvmfs, load into a stock overlay store: same files.
+t_save_load_overlay() {
+  new_case
+  pm save -o "$W/wh-save.tar" "$REG/e2e/wh:1"
+  # The archive's layer tars are the original layers byte for byte.
+  mkdir -p "$C/save"
+  tar -xf "$W/wh-save.tar" -C "$C/save"
+  jq -r '.[0].Layers[]' "$C/save/manifest.json" | while read -r l; do sha256sum "$C/save/$l" | cut -d' ' -f1; done |
+    sed 's/^/sha256:/' >"$C/save-ids.txt"
+  diff <(diff_ids wh) "$C/save-ids.txt" || fail "saved layers are not the original layer tars"
+  pm run --name src "$REG/e2e/wh:1" true
+  local m
+  m=$(pm mount src)
+  python3 "$E/tree.py" "$m" --exclude etc/hosts --exclude etc/hostname --exclude etc/resolv.conf --exclude etc/mtab \
+    --exclude run/.containerenv --exclude dev --exclude proc --exclude sys --exclude run/secrets >"$C/cvmfs.tree"
+  pm umount src
+
+  local cvmfs_case=$C
+  new_case overlay ovl
+  pm load -i "$W/wh-save.tar"
+  pm info --format '{{.Store.GraphDriverName}}' | grep -qx overlay
+  pm run --name dst "$REG/e2e/wh:1" true
+  m=$(pm mount dst)
+  python3 "$E/tree.py" "$m" --exclude etc/hosts --exclude etc/hostname --exclude etc/resolv.conf --exclude etc/mtab \
+    --exclude run/.containerenv --exclude dev --exclude proc --exclude sys --exclude run/secrets >"$C/overlay.tree"
+  pm umount dst
+  diff "$cvmfs_case/cvmfs.tree" "$C/overlay.tree" || fail "the overlay container sees other files than the cvmfs one"
+  pm rm -af -t 0
+  pm system reset -f
+}
+
+# (6) Whiteouts and opaque directories: the container sees the OCI rootfs.
+t_whiteouts_match_umoci() {
+  new_case
+  local ref
+  ref=$(umoci_rootfs wh)
+  # Inside the container, with busybox (what a process in it sees) ...
+  pm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$C/container.list"
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$C/umoci.list"
+  diff "$C/umoci.list" "$C/container.list" || fail "find/stat in the container differ from umoci unpack"
+  grep -q '^data/x/3|' "$C/container.list" || fail "listing incomplete"
+  # ... and from the host through podman mount, with xattrs and device numbers.
+  pm run --name w "$REG/e2e/wh:1" true
+  local m
+  m=$(pm mount w)
+  python3 "$E/tree.py" "$m" --exclude etc/hosts --exclude etc/hostname --exclude etc/resolv.conf --exclude etc/mtab \
+    --exclude run --exclude dev --exclude proc --exclude sys >"$C/container.tree"
+  python3 "$E/tree.py" "$ref" --exclude run --exclude dev --exclude proc --exclude sys >"$C/umoci.tree"
+  pm umount w
+  diff "$C/umoci.tree" "$C/container.tree" || fail "the mounted rootfs differs from umoci unpack"
+}
+
+echo "==> cases"
+run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped
+run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
+run_test "pull and run an image not in CVMFS (mixed stack)" t_pull_and_run_local_image
+run_test "rmi, system prune -a, system reset never modify the repository" t_repo_never_modified
+run_test "8 parallel runs; kill -9 of podman run; no leaked mounts" t_parallel_and_kill9
+run_test "pull of a published image downloads no layer blob" t_pull_downloads_no_layer
+run_test "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_commit_push
+run_test "push keeps the original blob digests of CVMFS layers" t_push_keeps_original_digests
+run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay
+run_test "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
+
+summary
+[ "$failed" -eq 0 ]
