@@ -68,3 +68,77 @@ awk -v mb="$mb" -v o="$best_ours" -v r="$best_ref" 'BEGIN {
   ratio = r / o
   printf "\nratio (cvmfs-podman throughput / reference): %.2fx (target >= 1.5x): %s\n", ratio, (ratio >= 1.5 ? "met" : "NOT met")
 }'
+
+# ---------------------------------------------------------------------------
+# Store scale (ARCHITECTURE §5): containers/storage reads the whole indexes of
+# every configured store on every command. Time `images` and a container
+# create+mount+unmount+delete of one real image when the store also lists N
+# other images (5 layers each; index entries cloned from the real one with
+# fresh IDs, as a repository with N published images would have), against the
+# same with a local store made by `cvmfs-podman enable` holding only that image.
+CSBIN="$ROOT/build/containers-storage"
+if [ "${BENCH_SCALE:-1}" = 1 ] && [ -x "$CSBIN" ]; then
+  echo
+  echo "==> store scale (containers-storage from $CSBIN)"
+  "$B" make-oci "$W/small" --tag s tests/publish/images/{base,delete,top}.spec >/dev/null
+  "$B" publish "oci:$W/small:s" --repo "$W/scale-repo" --name example.org/real/img:1 -q
+  "$B" enable example.org/real/img:1 --repo "$W/scale-repo" --store "$W/scale-local" >/dev/null
+  cp -a "$W/scale-repo/podmanStore" "$W/scale-pristine"
+  ms() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null 2>&1 || return 1; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
+  cs_in() { # store, args...
+    local st=$1; shift
+    "$CSBIN" --graph "$W/scale-g" --run "$W/scale-r" --storage-driver cvmfs \
+      --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$W/scale-repo" "$@"
+  }
+  cycle() { # store: create, mount, unmount, delete one container
+    cs_in "$1" create-container --name scale example.org/real/img:1 &&
+    cs_in "$1" mount scale && cs_in "$1" unmount scale && cs_in "$1" delete-container scale
+  }
+  best() { # runs of a timed command, best
+    local b=0 t
+    for _ in 1 2 3; do
+      t=$(ms "$@") || { echo fail; return; }
+      if [ "$b" -eq 0 ] || [ "$t" -lt "$b" ]; then b=$t; fi
+    done
+    echo "$b"
+  }
+  printf '%-10s %22s %22s %22s %22s\n' "images" "images: repo [ms]" "images: enabled [ms]" "run cycle: repo [ms]" "run cycle: enabled"
+  for n in ${BENCH_SCALE_N:-10 1000 10000}; do
+    rm -rf "$W/scale-repo/podmanStore"
+    cp -a "$W/scale-pristine" "$W/scale-repo/podmanStore"
+    python3 - "$W/scale-repo/podmanStore" "$n" <<'PY'
+import hashlib, json, sys
+root, n = sys.argv[1], int(sys.argv[2])
+ip, lp = root + "/cvmfs-images/images.json", root + "/cvmfs-layers/layers.json"
+images, layers = json.load(open(ip)), json.load(open(lp))
+img0, lay0 = images[0], layers[0]
+h = lambda s: hashlib.sha256(s.encode()).hexdigest()
+for i in range(n - 1):
+    parent = None
+    for j in range(5):
+        l = dict(lay0)
+        l["id"] = h(f"layer-{i}-{j}")
+        l["diff-digest"] = "sha256:" + h(f"diff-{i}-{j}")
+        l["compressed-diff-digest"] = "sha256:" + h(f"blob-{i}-{j}")
+        if parent:
+            l["parent"] = parent
+        else:
+            l.pop("parent", None)
+        parent = l["id"]
+        layers.append(l)
+    im = dict(img0)
+    im["id"] = h(f"image-{i}")
+    im["digest"] = "sha256:" + h(f"manifest-{i}")
+    im["names"] = [f"example.org/synthetic/img{i}:1"]
+    im["layer"] = parent
+    images.append(im)
+json.dump(images, open(ip, "w"))
+json.dump(layers, open(lp, "w"))
+PY
+    a=$(best cs_in "$W/scale-repo/podmanStore" images)
+    b=$(best cs_in "$W/scale-local" images)
+    c=$(best cycle "$W/scale-repo/podmanStore")
+    d=$(best cycle "$W/scale-local")
+    printf '%-10s %22s %22s %22s %22s\n' "$n" "$a" "$b" "$c" "$d"
+  done
+fi
