@@ -11,7 +11,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman test-e2e
+        podman test-e2e test-cvmfs
 
 all: build
 
@@ -54,6 +54,9 @@ test-rust: deps
 
 test-publish: deps
 	@hack/test-publish.sh
+
+test-cvmfs: deps
+	@hack/test-cvmfs.sh
 
 bench-publish: deps
 	@hack/bench-publish.sh

@@ -357,6 +357,11 @@ impl Layout {
             let repo_real = fs::canonicalize(&repo)?;
             let dir_real = fs::canonicalize(&dir)?;
             let md = fs::metadata(&dir_real)?;
+            // Lookups and attributes may be answered from the kernel's caches
+            // while the FUSE daemon is stuck; statfs always asks the daemon, so
+            // a hung repository shows here and not in the mount(2) that follows.
+            rustix::fs::statfs(&dir_real)
+                .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
             Ok((repo_real, dir_real, md.is_dir()))
         });
         let what = |why: String| {

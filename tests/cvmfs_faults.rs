@@ -1,0 +1,292 @@
+//! Fault cases of CVMFS layers through the `Driver` API: a repository that is
+//! missing, not mounted or hung, and records that are malformed. Each must give
+//! a clear error naming the repository and the record, within one second,
+//! never a hang or a panic. The hung repository is a real FUSE mount whose
+//! daemon is stopped (SIGSTOP), so every access to it blocks.
+
+mod cvmfs;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cvmfs_graphdriver::{Driver, Error, ErrorCode};
+
+const ID: &str = "aa11111111111111111111111111111111111111111111111111111111111111";
+const TOP: &str = "bb22222222222222222222222222222222222222222222222222222222222222";
+
+struct Fx {
+    t: tempfile::TempDir,
+    repo: PathBuf,
+    store: PathBuf,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let t = tempfile::Builder::new()
+            .prefix("cvmfs-faults")
+            .tempdir()
+            .unwrap();
+        let repo = t.path().join("cvmfs/repo.example.org");
+        let store = t.path().join("store");
+        fs::create_dir_all(repo.join(".layers/aa/d1/layerfs/etc")).unwrap();
+        fs::write(repo.join(".layers/aa/d1/layerfs/etc/f"), b"f").unwrap();
+        fs::create_dir_all(&store).unwrap();
+        Fx { t, repo, store }
+    }
+    fn record(&self, id: &str, text: &str) -> PathBuf {
+        let p = self.store.join("cvmfs/layers").join(id).join("layer.json");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        p
+    }
+    fn good(&self, repo: &Path, path: &str, parent: Option<&str>) -> String {
+        let parent = parent.map(|p| format!("\"{p}\"")).unwrap_or("null".into());
+        format!(
+            r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":{parent},"whiteouts":"oci-raw","ownership":"kept"}}"#,
+            repo.display()
+        )
+    }
+    fn driver(&self, extra: &[&str]) -> Driver {
+        let mut opts = vec![
+            format!("cvmfs.repositories={}", self.repo.display()),
+            format!("cvmfs.imagestore={}", self.store.display()),
+        ];
+        opts.extend(extra.iter().map(|s| s.to_string()));
+        Driver::new(
+            &self.t.path().join("graph/cvmfs"),
+            &self.t.path().join("run"),
+            &opts,
+        )
+        .unwrap()
+    }
+}
+
+/// `get` of `id` must fail within a second with every needle in the message.
+fn get_fails(d: &Driver, id: &str, code: ErrorCode, needles: &[&str]) -> Error {
+    let start = Instant::now();
+    let e = d.get(id, None, &[]).unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}: {e}");
+    assert_eq!(e.code(), code, "{e}");
+    for n in needles {
+        assert!(e.to_string().contains(n), "missing {n:?} in: {e}");
+    }
+    e
+}
+
+#[test]
+fn missing_repository_names_repository_and_record() {
+    let f = Fx::new();
+    let gone = f.t.path().join("cvmfs/gone.example.org");
+    let rec = f.record(ID, &f.good(&gone, ".layers/aa/d1/layerfs", None));
+    let d = f.driver(&[&format!("cvmfs.repositories={}", gone.display())]);
+    get_fails(
+        &d,
+        ID,
+        ErrorCode::Repository,
+        &[
+            &format!("repository {}", gone.display()),
+            &rec.display().to_string(),
+            "not mounted",
+        ],
+    );
+}
+
+#[test]
+fn unmounted_repository_names_repository_and_record() {
+    // The mount point exists but nothing is mounted on it: empty directory.
+    let f = Fx::new();
+    let empty = f.t.path().join("cvmfs/unmounted.example.org");
+    fs::create_dir_all(&empty).unwrap();
+    let rec = f.record(ID, &f.good(&empty, ".layers/aa/d1/layerfs", None));
+    let d = f.driver(&[&format!("cvmfs.repositories={}", empty.display())]);
+    get_fails(
+        &d,
+        ID,
+        ErrorCode::Repository,
+        &[
+            &format!("repository {}", empty.display()),
+            &rec.display().to_string(),
+            ".layers/aa/d1/layerfs",
+            "not mounted",
+        ],
+    );
+}
+
+#[test]
+fn repository_unmounted_after_first_use_is_noticed() {
+    if !cvmfs::need_root("repository_unmounted_after_first_use_is_noticed") {
+        return;
+    }
+    let f = Fx::new();
+    f.record(ID, &f.good(&f.repo, ".layers/aa/d1/layerfs", None));
+    let d = f.driver(&[]);
+    d.get(ID, None, &[]).unwrap();
+    d.put(ID).unwrap();
+    fs::rename(&f.repo, f.t.path().join("moved-away")).unwrap();
+    get_fails(
+        &d,
+        ID,
+        ErrorCode::Repository,
+        &[&format!("repository {}", f.repo.display()), "not mounted"],
+    );
+    d.cleanup().unwrap();
+}
+
+#[test]
+fn truncated_json_names_the_record() {
+    let f = Fx::new();
+    let full = f.good(&f.repo, ".layers/aa/d1/layerfs", None);
+    for cut in [0, 1, 10, full.len() / 2, full.len() - 1] {
+        let rec = f.record(ID, &full[..cut]);
+        let d = f.driver(&[]);
+        get_fails(
+            &d,
+            ID,
+            ErrorCode::Repository,
+            &[&rec.display().to_string(), "malformed or truncated JSON"],
+        );
+    }
+}
+
+#[test]
+fn ids_that_are_not_64_hex_are_refused() {
+    let f = Fx::new();
+    // A parent that is not 64 lower-case hex: the record names it.
+    for bad in ["Base", &"A".repeat(64), &"a".repeat(63), "../../etc"] {
+        let rec = f.record(TOP, &f.good(&f.repo, ".layers/aa/d1/layerfs", Some(bad)));
+        let d = f.driver(&[]);
+        get_fails(
+            &d,
+            TOP,
+            ErrorCode::Repository,
+            &[&rec.display().to_string(), "parent", "64 lower-case hex"],
+        );
+    }
+    // A record filed under a name that is not an ID is never looked up.
+    f.record(
+        &"A".repeat(64),
+        &f.good(&f.repo, ".layers/aa/d1/layerfs", None),
+    );
+    let d = f.driver(&[]);
+    get_fails(&d, &"A".repeat(64), ErrorCode::LayerUnknown, &["not known"]);
+}
+
+#[test]
+fn paths_escaping_the_repository_are_refused() {
+    let f = Fx::new();
+    std::os::unix::fs::symlink("/etc", f.repo.join(".layers/aa/evil")).unwrap();
+    for (path, needle) in [
+        ("../../../etc", "leaves the repository"),
+        (".layers/../../x", "leaves the repository"),
+        ("/etc", "not a relative path"),
+        (".layers/aa/evil", "outside the repository"),
+    ] {
+        let rec = f.record(ID, &f.good(&f.repo, path, None));
+        let d = f.driver(&[]);
+        get_fails(
+            &d,
+            ID,
+            ErrorCode::Repository,
+            &[&rec.display().to_string(), needle],
+        );
+    }
+    // A repository that is neither configured nor contains the store.
+    let rec = f.record(
+        ID,
+        &f.good(Path::new("/cvmfs/other.org"), ".layers/x", None),
+    );
+    let d = f.driver(&[]);
+    get_fails(
+        &d,
+        ID,
+        ErrorCode::Repository,
+        &[
+            &rec.display().to_string(),
+            "/cvmfs/other.org is not configured",
+        ],
+    );
+}
+
+#[test]
+fn missing_parent_record_names_both_layers() {
+    let f = Fx::new();
+    f.record(TOP, &f.good(&f.repo, ".layers/aa/d1/layerfs", Some(ID)));
+    let d = f.driver(&[]);
+    get_fails(
+        &d,
+        TOP,
+        ErrorCode::LayerUnknown,
+        &[TOP, &format!("parent layer {ID} is missing")],
+    );
+}
+
+struct Fuse {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn hung_repository_gives_an_error_not_a_hang() {
+    if !cvmfs::need_root("hung_repository_gives_an_error_not_a_hang") {
+        return;
+    }
+    let f = Fx::new();
+    // A FUSE repository: fuse-overlayfs serving the stand-in repository.
+    let mnt = f.t.path().join("cvmfs/hung.example.org");
+    fs::create_dir_all(&mnt).unwrap();
+    let child = Command::new("fuse-overlayfs")
+        .arg("-f")
+        .arg("-o")
+        .arg(format!("lowerdir={}", f.repo.display()))
+        .arg(&mnt)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("fuse-overlayfs (make deps)");
+    let fuse = Fuse {
+        child,
+        mnt: mnt.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mnt.join(".layers").exists() {
+        assert!(Instant::now() < deadline, "fuse-overlayfs did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f.record(ID, &f.good(&mnt, ".layers/aa/d1/layerfs", None));
+    let d = f.driver(&[
+        &format!("cvmfs.repositories={}", mnt.display()),
+        "cvmfs.repository_timeout=0.5",
+    ]);
+    // Works while the daemon answers.
+    d.get(ID, None, &[]).unwrap();
+    d.put(ID).unwrap();
+    // Now it stops answering.
+    let pid = rustix::process::Pid::from_child(&fuse.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    for _ in 0..3 {
+        get_fails(
+            &d,
+            ID,
+            ErrorCode::Repository,
+            &[
+                &format!("repository {}", mnt.display()),
+                "no answer within 0.5s",
+            ],
+        );
+    }
+    d.cleanup().unwrap();
+    drop(fuse);
+}
