@@ -19,7 +19,7 @@
 //!   podman / containers-storage (Go)
 //!        │  go-bindings/ (cgo, drivers/cvmfs in the patched storage module)
 //!        ▼
-//!   ffi        C ABI: opaque handles, error objects, panic boundary   (only unsafe code)
+//!   ffi        C ABI: opaque handles, error objects, panic boundary (all raw pointers)
 //!   driver     the Driver operations: create, get/put, diff, apply, …
 //!   ├── options  parsing of `cvmfs.<key>=<value>` driver options
 //!   ├── store    driver home: layer records, layer directories, mount refcounts
