@@ -91,6 +91,29 @@ fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<Str
     }
 }
 
+/// One directory of a stack being composed.
+struct Member<'a> {
+    dir: PathBuf,
+    /// Short path for the mount(2) fallback.
+    short: PathBuf,
+    /// The layer whose content directory this is (None: an earlier upper or a
+    /// nested mount).
+    layer: Option<&'a Layer>,
+    /// Its record when it is a raw-whiteout CVMFS layer.
+    raw: Option<&'a StoreLayer>,
+}
+
+impl Member<'_> {
+    fn extra(dir: PathBuf) -> Self {
+        Member {
+            short: dir.clone(),
+            dir,
+            layer: None,
+            raw: None,
+        }
+    }
+}
+
 // The C ABI promises that one handle may be used from many threads at once.
 const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}
@@ -603,6 +626,19 @@ impl Driver {
     // ---- mounts ---------------------------------------------------------------
 
     fn compose(&self, layer: &Layer, options: &[String]) -> Result<(PathBuf, OverlaySpec)> {
+        self.compose_at(layer, options, false)
+    }
+
+    /// The overlay spec for `layer`. A stack deeper than overlayfs's limit is
+    /// split once: its bottom part, from a CVMFS layer down, is mounted on its
+    /// own (read-only, see [`Driver::nested_lower`]) and used as one lower
+    /// directory; `nested` says this is that bottom part (which must fit).
+    fn compose_at(
+        &self,
+        layer: &Layer,
+        options: &[String],
+        nested: bool,
+    ) -> Result<(PathBuf, OverlaySpec)> {
         let chain = self.chain(layer, "get")?;
         let store_layers = std::iter::once(layer)
             .chain(&chain)
@@ -617,15 +653,21 @@ impl Driver {
         opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
         let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));
         let empty = self.store.empty_dir();
-        // Every directory the stack takes, topmost first, with the record of
-        // raw-whiteout CVMFS layers (they need auxiliary layers around them).
-        let mut members: Vec<(PathBuf, PathBuf, Option<&StoreLayer>)> = Vec::new();
+        // Every directory the stack takes, topmost first, with the layer it
+        // belongs to (None for earlier uppers) and, for raw-whiteout CVMFS
+        // layers, their record (they need auxiliary layers around them).
+        let mut members: Vec<Member> = Vec::new();
         let (upper, work) = match (layer, read_only) {
             (Layer::Local { id, .. }, false) => {
                 (Some(self.store.diff_dir(id)), Some(self.store.work_dir(id)))
             }
             _ => {
-                members.push((self.content_dir(layer), self.short_dir(layer)?, raw(layer)));
+                members.push(Member {
+                    dir: self.content_dir(layer),
+                    short: self.short_dir(layer)?,
+                    layer: Some(layer),
+                    raw: raw(layer),
+                });
                 if !opts.iter().any(|o| o == "ro") {
                     opts.push("ro".into());
                 }
@@ -633,42 +675,62 @@ impl Driver {
             }
         };
         for extra in self.extra_dirs(layer) {
-            members.push((extra.clone(), extra, None));
+            members.push(Member::extra(extra));
         }
         for l in &chain {
-            members.push((self.content_dir(l), self.short_dir(l)?, raw(l)));
+            members.push(Member {
+                dir: self.content_dir(l),
+                short: self.short_dir(l)?,
+                layer: Some(l),
+                raw: raw(l),
+            });
             for extra in self.extra_dirs(l) {
-                members.push((extra.clone(), extra, None));
+                members.push(Member::extra(extra));
             }
         }
-        let mut lowers = Vec::new();
-        let mut short = Vec::new();
-        let mut above: Option<&StoreLayer> = None;
-        for (dir, short_dir, this) in members {
-            if above.is_some() || this.is_some() {
-                if let Some(aux) = self
-                    .aux_between(above, this)
-                    .map_err(|e| e.context(format!("layer {}: get", layer.id())))?
-                {
-                    lowers.push(aux.clone());
-                    short.push(aux);
-                }
+        let ctx = |e: Error| e.context(format!("layer {}: get", layer.id()));
+        // The bottom part of a split stack leaves the whiteout layer hiding its
+        // top layer's markers to the stack above it (same effect, one fewer
+        // directory down there).
+        let mut entries = self.interleave(&members, nested).map_err(ctx)?;
+        if entries.len() > MAX_LOWERS && !nested {
+            // Split at the highest CVMFS layer k such that the part above it,
+            // the whiteout layer right above k and the nested mount fit.
+            let upto = |k: usize| entries.iter().filter(|e| e.2 <= k).count();
+            let split = (1..members.len()).rev().find(|&k| {
+                matches!(members[k].layer, Some(Layer::Store(_))) && upto(k) <= MAX_LOWERS
+            });
+            if let Some(k) = split {
+                let base = members[k].layer.expect("checked above");
+                let base_raw = members[k].raw;
+                let lower = self.nested_lower(base).map_err(ctx)?;
+                members.truncate(k);
+                members.push(Member {
+                    raw: base_raw,
+                    ..Member::extra(lower)
+                });
+                entries = self.interleave(&members, false).map_err(ctx)?;
             }
+        }
+        let mut lowers: Vec<PathBuf> = Vec::with_capacity(entries.len() + 1);
+        let mut short: Vec<PathBuf> = Vec::with_capacity(entries.len() + 1);
+        for (dir, short_dir, _) in entries {
             lowers.push(dir);
             short.push(short_dir);
-            above = this;
         }
         // Overlay needs a lower, and without an upper it wants two; `empty/` is
         // also harmless at the bottom of any stack.
-        if lowers.is_empty() || upper.is_none() {
+        if lowers.is_empty() || (upper.is_none() && (lowers.len() < 2 || lowers.len() < MAX_LOWERS))
+        {
             lowers.push(empty.clone());
             short.push(empty);
         }
         if lowers.len() > MAX_LOWERS {
             return Err(Error::not_supported(format!(
-                "layer {}: get: the stack needs {} lower directories, more than overlayfs accepts ({MAX_LOWERS})",
+                "layer {}: get: the stack needs {} lower directories, more than overlayfs accepts ({MAX_LOWERS}){}",
                 layer.id(),
-                lowers.len()
+                lowers.len(),
+                if nested { " (in its nested bottom part)" } else { "" }
             )));
         }
         Ok((
@@ -681,6 +743,54 @@ impl Driver {
                 options: opts,
             },
         ))
+    }
+
+    /// The lower directories of `members` with the auxiliary whiteout layers
+    /// inserted, each tagged with the index of the member it belongs to (an
+    /// auxiliary layer with the member below it).
+    /// With `skip_top`, no auxiliary layer goes above the first member.
+    fn interleave(
+        &self,
+        members: &[Member],
+        skip_top: bool,
+    ) -> Result<Vec<(PathBuf, PathBuf, usize)>> {
+        let mut out = Vec::with_capacity(members.len() * 2);
+        let mut above: Option<&StoreLayer> = None;
+        for (i, m) in members.iter().enumerate() {
+            if (above.is_some() || m.raw.is_some()) && !(skip_top && i == 0) {
+                if let Some(aux) = self.aux_between(above, m.raw)? {
+                    out.push((aux.clone(), aux, i));
+                }
+            }
+            out.push((m.dir.clone(), m.short.clone(), i));
+            above = m.raw;
+        }
+        Ok(out)
+    }
+
+    /// Mount the stack of store layer `base` read-only at
+    /// `<run_root>/cvmfs/nested/<id>`, for use as one lower directory of a
+    /// deeper stack, or reuse that mount. It holds no state and is shared by
+    /// every stack above it; `cleanup` unmounts it.
+    fn nested_lower(&self, base: &Layer) -> Result<PathBuf> {
+        let id = base.id();
+        let target = self.run_dir.join("nested").join(id);
+        let (_lock, _) = self.count_lock(&format!("nested-{id}"))?;
+        if self.mounter.is_mounted(&target)? {
+            return Ok(target);
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&target)
+            .map_err(|e| Error::io(format!("layer {id}: create nested mount point"), &target, e))?;
+        let (_, spec) = self.compose_at(base, &["ro".to_string()], true)?;
+        self.mounter.mount_overlay(&spec, &target).map_err(|e| {
+            e.context(format!(
+                "layer {id}: nested mount of the bottom of a deep stack"
+            ))
+        })?;
+        Ok(target)
     }
 
     /// Mount layer `id` with its parents and return the mount point. Counted:
@@ -737,7 +847,11 @@ impl Driver {
     /// reset the mount counts.
     pub fn cleanup(&self) -> Result<()> {
         let mut first_err = None;
-        for prefix in [self.home().join("layers"), self.run_dir.join("merged")] {
+        for prefix in [
+            self.home().join("layers"),
+            self.run_dir.join("merged"),
+            self.run_dir.join("nested"),
+        ] {
             // mountinfo shows resolved paths: a home reached through a symlink
             // (/var/lib/containers -> /data/...) must be matched resolved.
             let prefix = fs::canonicalize(&prefix).unwrap_or(prefix);

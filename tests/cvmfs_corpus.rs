@@ -139,7 +139,7 @@ corpus_tests! {
     corpus_10 = 10, corpus_11 = 11, corpus_12 = 12, corpus_13 = 13, corpus_14 = 14,
     corpus_15 = 15, corpus_16 = 16, corpus_17 = 17, corpus_18 = 18, corpus_19 = 19,
     corpus_20 = 20, corpus_21 = 21, corpus_22 = 22, corpus_23 = 23, corpus_24 = 24,
-    corpus_25 = 25, corpus_26 = 26, corpus_27 = 27, corpus_28 = 28,
+    corpus_25 = 25, corpus_26 = 26, corpus_27 = 27, corpus_28 = 28, corpus_29 = 29,
 }
 
 /// The comparison can fail: the same DUCC layers recorded as if their

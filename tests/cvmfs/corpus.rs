@@ -200,6 +200,10 @@ pub fn images() -> Vec<Image> {
         ),
     ];
     v.push(many_layers("200-layers", 200));
+    // The deepest stack overlayfs takes as plain lowers is 500 directories;
+    // with a whiteout layer between every two raw layers this one needs a
+    // nested mount for its bottom part.
+    v.push(many_layers("500-layers", 500));
     v
 }
 
