@@ -426,14 +426,25 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
     let removed_configs: BTreeSet<String> =
         rep.images.iter().map(|i| format!("sha256:{i}")).collect();
     let mut layer_dirs = Vec::new();
-    for l in dropped.iter().filter(|_| repo.is_some()) {
-        let repo = repo.expect("filtered");
-        let Some(d) = l["compressed-diff-digest"].as_str() else {
-            continue;
-        };
-        if still_used_blobs.contains(d) {
-            continue;
+    // every blob the removed images used: drop them from origin.json, and the
+    // directory when no image is left in it and no remaining layer uses it
+    let mut gone_blobs = BTreeSet::new();
+    for img in &gone {
+        let mut cur = img["layer"].as_str();
+        let mut seen = BTreeSet::new();
+        while let Some(id) = cur {
+            if !seen.insert(id) {
+                break;
+            }
+            let Some(l) = by_id.get(id) else { break };
+            if let Some(d) = l["compressed-diff-digest"].as_str() {
+                gone_blobs.insert(d.to_string());
+            }
+            cur = l["parent"].as_str();
         }
+    }
+    for d in gone_blobs.iter().filter(|_| repo.is_some()) {
+        let repo = repo.expect("filtered");
         let Ok(hex) = super::digest_hex(d) else {
             continue;
         };
@@ -448,9 +459,9 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
             .filter(|c| !removed_configs.contains(*c))
             .cloned()
             .collect();
-        if others.is_empty() {
+        if others.is_empty() && !still_used_blobs.contains(d.as_str()) {
             layer_dirs.push((dir, hex.to_string()));
-        } else if !dry_run {
+        } else if others.len() != origin.origin.len() && !dry_run && dir.is_dir() {
             let o = super::ducc::Origin { origin: others };
             fsx::write_atomic(
                 &dir.join(".metadata/origin.json"),

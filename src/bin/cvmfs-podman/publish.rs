@@ -115,6 +115,22 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+/// A layer unpacked under a temporary name, placed only once every layer of
+/// the image is good (a failed image leaves nothing behind).
+struct Pending {
+    tmp: PathBuf,
+    dir: PathBuf,
+    ts_tmp: PathBuf,
+    ts_cache: PathBuf,
+}
+
+impl Pending {
+    fn discard(&self) {
+        let _ = fsx::remove_all(&self.tmp);
+        let _ = fs::remove_file(&self.ts_tmp);
+    }
+}
+
 struct LayerOut {
     compressed: String,
     size: u64,
@@ -125,6 +141,9 @@ struct LayerOut {
     gids: BTreeSet<u32>,
     written: bool,
     ownership_kept: bool,
+    pending: Option<Pending>,
+    /// An existing layer directory: add this image to its origin.json.
+    needs_origin: bool,
 }
 
 fn layer_dir(repo: &Path, hex: &str) -> PathBuf {
@@ -171,7 +190,14 @@ pub fn sweep_repo(repo: &Path) {
         }
     }
     let ps = repo.join("podmanStore");
-    for d in ["cvmfs-images", "cvmfs-layers", "cvmfs/tar-split"] {
+    for d in [
+        "",
+        "cvmfs",
+        "cvmfs/layers",
+        "cvmfs-images",
+        "cvmfs-layers",
+        "cvmfs/tar-split",
+    ] {
         sweep_dead(&ps.join(d));
     }
     sweep_dead(&repo.join(".metadata"));
@@ -229,12 +255,11 @@ impl Job<'_> {
                 .ok_or_else(|| Error::msg(format!("{}: empty", lj.display())))?;
             if info.diff_digest != want_diff {
                 return Err(Error::msg(format!(
-                    "{}: diffID {} differs from the image config's {want_diff}",
-                    lj.display(),
-                    info.diff_digest
+                    "diffID mismatch: the image config says {want_diff}, the published layer has {} ({})",
+                    info.diff_digest,
+                    lj.display()
                 )));
             }
-            self.add_origin(&dir)?;
             let marker = self.store.ownership_lost_marker(&hex);
             if !ts_cache.exists() {
                 // published by DUCC (or by an interrupted run of ours): rebuild
@@ -258,36 +283,63 @@ impl Job<'_> {
                 gids: BTreeSet::new(),
                 written: false,
                 ownership_kept,
+                pending: None,
+                needs_origin: true,
             });
         }
 
-        let xx = dir.parent().expect("has parent");
-        ensure_catalog(xx)?;
-        let tmp = fsx::tmp_path(&dir);
-        let res = self.unpack_into(i, &digest, size, want_diff, &tmp, &ts_cache);
-        let out = match res {
-            Ok(o) => o,
+        // unpacked in .layers/ itself: not even .layers/XX appears for a layer
+        // that fails
+        let tmp = fsx::tmp_path(&self.opts.repo.join(".layers").join(&hex));
+        match self.unpack_into(i, &digest, size, want_diff, &tmp, &ts_cache) {
+            Ok((out, ts_tmp)) => Ok(LayerOut {
+                pending: Some(Pending {
+                    tmp,
+                    dir,
+                    ts_tmp,
+                    ts_cache,
+                }),
+                ..out
+            }),
             Err(e) => {
                 let _ = fsx::remove_all(&tmp);
-                return Err(e);
+                Err(e)
             }
-        };
-        let placed = fsx::rename_dir_into_place(&tmp, &dir)?;
-        if !placed {
-            self.add_origin(&dir)?;
         }
-        p.done(
-            i,
-            if placed {
-                "written"
-            } else {
-                "exists (parallel publisher), skipped"
-            },
-        );
-        Ok(LayerOut {
-            written: placed,
-            ..out
-        })
+    }
+
+    /// Put an unpacked layer in place (tar-split first, then the directory).
+    fn place(&self, i: usize, o: &mut LayerOut) -> Result<()> {
+        if let Some(pd) = o.pending.take() {
+            let r = (|| {
+                fs::rename(&pd.ts_tmp, &pd.ts_cache).map_err(|e| Error::io(&pd.ts_cache, e))?;
+                ensure_catalog(pd.dir.parent().expect("has parent"))?;
+                fsx::rename_dir_into_place(&pd.tmp, &pd.dir)
+            })();
+            let placed = match r {
+                Ok(p) => p,
+                Err(e) => {
+                    pd.discard();
+                    return Err(e);
+                }
+            };
+            o.written = placed;
+            if !placed {
+                self.add_origin(&pd.dir)?;
+            }
+            self.opts.progress.done(
+                i,
+                if placed {
+                    "written"
+                } else {
+                    "exists (parallel publisher), skipped"
+                },
+            );
+        } else if o.needs_origin {
+            let hex = digest_hex(&o.compressed)?;
+            self.add_origin(&layer_dir(&self.opts.repo, hex))?;
+        }
+        Ok(())
     }
 
     fn compression_of(&self, desc: &Value) -> i64 {
@@ -387,7 +439,7 @@ impl Job<'_> {
         want_diff: &str,
         tmp: &Path,
         ts_cache: &Path,
-    ) -> Result<LayerOut> {
+    ) -> Result<(LayerOut, PathBuf)> {
         fs::create_dir(tmp).map_err(|e| Error::io(tmp, e))?;
         let blob = self.src.blob(digest)?;
         let mut hr = HashReader {
@@ -417,7 +469,6 @@ impl Job<'_> {
             }
             let f = gz.finish().map_err(|e| Error::io(&ts_tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&ts_tmp, e))?;
-            fs::rename(&ts_tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))?;
             Ok((unpacked, compression))
         })();
         let (unpacked, compression) = match result {
@@ -427,42 +478,53 @@ impl Job<'_> {
                 return Err(e);
             }
         };
-        let info = LayerInfo {
-            id: unpacked.diff_id.trim_start_matches("sha256:").to_string(),
-            created: rfc3339(std::time::SystemTime::now()),
-            compressed_diff_digest: digest.to_string(),
-            diff_digest: unpacked.diff_id.clone(),
-            diff_size: unpacked.diff_size,
-        };
-        let md = tmp.join(".metadata");
-        fsx::write_atomic(
-            &md.join("layers.json"),
-            ducc::layers_json(&info).as_bytes(),
-            0o644,
-        )?;
-        fsx::write_atomic(
-            &md.join("origin.json"),
-            ducc::origin_json(&Origin {
-                origin: vec![self.config_digest.clone()],
+        let tail = || -> Result<LayerOut> {
+            let info = LayerInfo {
+                id: unpacked.diff_id.trim_start_matches("sha256:").to_string(),
+                created: rfc3339(std::time::SystemTime::now()),
+                compressed_diff_digest: digest.to_string(),
+                diff_digest: unpacked.diff_id.clone(),
+                diff_size: unpacked.diff_size,
+            };
+            let md = tmp.join(".metadata");
+            fsx::write_atomic(
+                &md.join("layers.json"),
+                ducc::layers_json(&info).as_bytes(),
+                0o644,
+            )?;
+            fsx::write_atomic(
+                &md.join("origin.json"),
+                ducc::origin_json(&Origin {
+                    origin: vec![self.config_digest.clone()],
+                })
+                .as_bytes(),
+                0o644,
+            )?;
+            // DUCC makes every layerfs a nested catalog
+            fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
+            let uids = unpacked.entries.iter().map(|e| e.uid).collect();
+            let gids = unpacked.entries.iter().map(|e| e.gid).collect();
+            Ok(LayerOut {
+                compressed: digest.to_string(),
+                size: hr.n,
+                diff_id: unpacked.diff_id,
+                diff_size: unpacked.diff_size,
+                compression,
+                uids,
+                gids,
+                written: true,
+                ownership_kept: rustix::process::geteuid().is_root(),
+                pending: None,
+                needs_origin: false,
             })
-            .as_bytes(),
-            0o644,
-        )?;
-        // DUCC makes every layerfs a nested catalog
-        fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
-        let uids = unpacked.entries.iter().map(|e| e.uid).collect();
-        let gids = unpacked.entries.iter().map(|e| e.gid).collect();
-        Ok(LayerOut {
-            compressed: digest.to_string(),
-            size: hr.n,
-            diff_id: unpacked.diff_id,
-            diff_size: unpacked.diff_size,
-            compression,
-            uids,
-            gids,
-            written: true,
-            ownership_kept: rustix::process::geteuid().is_root(),
-        })
+        };
+        match tail() {
+            Ok(o) => Ok((o, ts_tmp)),
+            Err(e) => {
+                let _ = fs::remove_file(&ts_tmp);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -560,16 +622,35 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
             });
         }
     });
-    let mut outs = Vec::new();
-    for r in results.into_inner().unwrap() {
-        match r {
-            Some(Ok(o)) => outs.push(o),
-            Some(Err(e)) => return Err(e),
-            None => {
-                return Err(ctx(Error::msg(
-                    "a layer was not processed (an earlier layer failed)",
-                )))
+    let results = results.into_inner().unwrap();
+    if results.iter().any(|r| !matches!(r, Some(Ok(_)))) {
+        // all or nothing: drop what the other layers unpacked
+        let mut first = None;
+        for r in results {
+            match r {
+                Some(Ok(o)) => {
+                    if let Some(pd) = &o.pending {
+                        pd.discard();
+                    }
+                }
+                Some(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                None => {}
             }
+        }
+        return Err(first.unwrap_or_else(|| ctx(Error::msg("a layer was not processed"))));
+    }
+    let mut outs: Vec<LayerOut> = results.into_iter().flatten().flatten().collect();
+    for i in 0..outs.len() {
+        let r = job.place(i, &mut outs[i]);
+        if let Err(e) = r {
+            for o in &outs[i + 1..] {
+                if let Some(pd) = &o.pending {
+                    pd.discard();
+                }
+            }
+            return Err(ctx(e));
         }
     }
 
@@ -578,8 +659,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     let flat_status = if fdir.is_dir() {
         "exists, skipped"
     } else {
-        ensure_catalog(fdir.parent().unwrap()).map_err(ctx)?;
-        let tmp = fsx::tmp_path(&fdir);
+        let tmp = fsx::tmp_path(&repo.join(".flat").join(&chex));
         let r = (|| {
             fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
             for o in &outs {
@@ -588,6 +668,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
                     .map_err(|e| e.context(format!("flattening layer {}", o.compressed)))?;
             }
             fsx::write_atomic(&tmp.join(".cvmfscatalog"), b"", 0o644)?;
+            // DUCC: each .flat/XX/<c> is a catalog, .flat/XX is not
             fsx::rename_dir_into_place(&tmp, &fdir)
         })();
         match r {

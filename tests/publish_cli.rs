@@ -1,0 +1,112 @@
+//! The `cvmfs-podman` binary end to end on an OCI layout built from layer specs:
+//! publish, republish (nothing written), check, a hostile layer rejected without
+//! a trace. The registry, docker-archive and containers-storage parts live in
+//! `hack/test-publish.sh`.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cvmfs-podman");
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run cvmfs-podman");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn spec(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn publish_republish_check_and_reject() {
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIP: publish_republish_check_and_reject: needs root (ownership is kept)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let a = spec(
+        d,
+        "a.spec",
+        "dir /etc\nfile /etc/a \"a\" 1000:1000\nfile /etc/b \"b\"\n",
+    );
+    let b = spec(
+        d,
+        "b.spec",
+        "dir /etc\nwhiteout /etc/a\nfile /etc/c \"c\"\n",
+    );
+    let oci = d.join("oci").display().to_string();
+    let repo = d.join("repo").display().to_string();
+    let (ok, _, err) = run(&["make-oci", &oci, "--tag", "t", &a, &b]);
+    assert!(ok, "{err}");
+    let src = format!("oci:{oci}:t");
+    let (ok, out, err) = run(&[
+        "publish",
+        &src,
+        "--repo",
+        &repo,
+        "--name",
+        "example.org/x/y:1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["layers_written"], 2);
+    let flat = Path::new(&repo).join("example.org/x/y:1");
+    assert!(flat.join("etc/c").exists() && !flat.join("etc/a").exists());
+    assert!(!flat.join("etc/.wh.a").exists());
+    let (ok, out, err) = run(&[
+        "publish",
+        &src,
+        "--repo",
+        &repo,
+        "--name",
+        "example.org/x/y:1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["layers_written"], 0);
+    assert_eq!(s["layers_skipped"], 2);
+    let (ok, out, _) = run(&["check", "--deep", &repo]);
+    assert!(ok, "{out}");
+
+    // a layer escaping its root: refused, named, nothing left
+    let evil = spec(d, "evil.spec", "file \"../../evil\" \"x\"\n");
+    let oci2 = d.join("oci2").display().to_string();
+    assert!(run(&["make-oci", &oci2, "--tag", "e", &evil]).0);
+    let before = listing(Path::new(&repo));
+    let src2 = format!("oci:{oci2}:e");
+    let (ok, _, err) = run(&["publish", &src2, "--repo", &repo]);
+    assert!(!ok);
+    assert!(err.contains(&format!("image {src2}")), "{err}");
+    assert!(err.contains("layer sha256:"), "{err}");
+    assert!(err.contains("entry \"../../evil\""), "{err}");
+    assert_eq!(before, listing(Path::new(&repo)));
+    assert!(run(&["check", &repo]).0);
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            let md = e.metadata().unwrap();
+            v.push(format!("{} {}", e.path().display(), md.len()));
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
