@@ -162,9 +162,9 @@ cs() { # containers-storage on a fresh graphroot with the repo as image store
   "$CSBIN" --graph "$W/cs/g" --run "$W/cs/r" --storage-driver cvmfs \
     --storage-opt "cvmfs.imagestore=$repo/podmanStore" --storage-opt "cvmfs.repositories=$repo" "$@"
 }
-snap() { # a comparable listing of a tree (tests/publish/snap.py)
+snap() { # a comparable listing of a tree (tests/publish/snap.py [--keep-catalogs])
   [ -d "$1" ] || { echo "snap: $1 is not a directory" >&2; return 1; }
-  python3 "$ROOT/tests/publish/snap.py" "$1"
+  python3 "$ROOT/tests/publish/snap.py" "$@"
 }
 # what is in a tree (directory times left out: temporaries come and go in them)
 tree_state() { (cd "$1" && { find . -type d -printf '%y %m %U:%G %p\n'; find . ! -type d -printf '%y %m %U:%G %s %T@ %p\n'; } | sort); }
@@ -360,7 +360,8 @@ t_container_rootfs_exact() {
   rm -rf "$W/umoci"
   umoci unpack --image "$OCI:wh" "$W/umoci" >/dev/null
   local rc=0
-  diff <(snap "$W/umoci/rootfs") <(snap "$m") || rc=1
+  # strict: the container sees no .wh.* markers and no CVMFS catalog marker
+  diff <(snap "$W/umoci/rootfs" --keep-catalogs) <(snap "$m" --keep-catalogs) || rc=1
   cs "$R1" unmount exact >/dev/null
   cs "$R1" delete-container exact >/dev/null
   return $rc

@@ -3,19 +3,22 @@
 type, mode, owner, size, content hash, symlink target, device numbers, xattrs,
 and the hardlink peer (first path, in sorted order, with the same inode inside
 the tree -- link counts are not compared, files may share inodes with trees
-outside). CVMFS catalog markers (.cvmfscatalog) are ignored."""
+outside). CVMFS catalog markers (.cvmfscatalog) are ignored unless
+--keep-catalogs is given (a container must not see them)."""
 import hashlib
 import os
 import stat
 import sys
 
-root = sys.argv[1]
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+keep_catalogs = "--keep-catalogs" in sys.argv
+root = args[0]
 entries = []
 for dirpath, dirnames, filenames in os.walk(root):
     for n in dirnames + filenames:
         p = os.path.join(dirpath, n)
         rel = os.path.relpath(p, root)
-        if n == ".cvmfscatalog":
+        if n == ".cvmfscatalog" and not keep_catalogs:
             continue
         entries.append((rel, os.lstat(p)))
 entries.sort()
