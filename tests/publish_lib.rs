@@ -231,7 +231,7 @@ fn store_commit_is_incremental_and_moves_names() {
     let c = podman::commit(
         &store,
         "/cvmfs/x",
-        &[layer.clone()],
+        std::slice::from_ref(&layer),
         &img(&"c".repeat(64), "1"),
         &[],
     )
