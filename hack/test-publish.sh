@@ -623,6 +623,11 @@ t_platform_index() {
     fail "an absent platform was published"
   fi
   grep -q "no manifest for platform linux/riscv64" "$W/pl.err"
+  # the same index served by the registry (a manifest list there)
+  skopeo copy --quiet --all --dest-tls-verify=false "oci:$W/oci-multi:multi" "docker://$REG/test/multi:1"
+  "$B" publish "docker://$REG/test/multi:1" --tls-verify=false --repo "$W/repo-multi3" --json >"$W/pm3.json"
+  jq -e --arg id "$(config_digest "$OCI" wh | cut -d: -f2)" '.image_id == $id' "$W/pm3.json"
+  "$B" check "$W/repo-multi3"
 }
 
 # --- hostile corpus ----------------------------------------------------------
