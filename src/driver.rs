@@ -29,6 +29,11 @@ pub const MAX_DEPTH: usize = 4096;
 /// ownership (DUCC ingests without keeping it) when no ownership metadata restores it.
 pub const OWNERSHIP_LOST: &str = "lost: every file shows the repository owner, not the image's owner (no ownership metadata for this layer)";
 
+/// What `Metadata` says of a layer whose lost ownership is restored from the
+/// publisher's `ownership.json`.
+pub const OWNERSHIP_RESTORED: &str =
+    "restored from ownership metadata (the repository itself lost it)";
+
 /// Most lower directories one overlay mount takes (the kernel's OVL_MAX_STACK).
 pub const MAX_LOWERS: usize = 500;
 
@@ -83,12 +88,28 @@ fn raw(l: &Layer) -> Option<&StoreLayer> {
 /// none is needed (no raw layer, or a raw layer with nothing below it).
 fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<String> {
     let v = whiteouts::AUX_VERSION;
+    // Restored owners are part of the content: a different key.
+    let own = if lower.is_some_and(|l| l.owners.is_some()) {
+        "-own"
+    } else {
+        ""
+    };
     match (upper, lower) {
-        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}", u.id, l.id)),
+        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}{own}", u.id, l.id)),
         (Some(u), None) => Some(format!("v{v}-{}-local", u.id)),
-        (None, Some(l)) => Some(format!("v{v}-top-{}", l.id)),
+        (None, Some(l)) => Some(format!("v{v}-top-{}{own}", l.id)),
         (None, None) => None,
     }
+}
+
+/// What a nested (separately mounted, read-only) part of a stack is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NestedKind {
+    /// The bottom of a stack too deep for one mount; the whiteout layer
+    /// hiding its top layer's markers stays in the stack above.
+    Bottom,
+    /// A whole CVMFS stack with restored owners, under a writable layer.
+    Full,
 }
 
 /// One directory of a stack being composed.
@@ -410,7 +431,11 @@ impl Driver {
             }
         };
         let (um, lm) = (scan(upper)?, scan(lower)?);
-        if um.is_empty() && lm.is_empty() {
+        let owners: &[whiteouts::Owner] = lower
+            .and_then(|l| l.owners.as_deref())
+            .map(|o| o.as_slice())
+            .unwrap_or(&[]);
+        if um.is_empty() && lm.is_empty() && owners.is_empty() {
             fs::write(&none, b"").map_err(|e| Error::io("record marker-free layers", &none, e))?;
             return Ok(None);
         }
@@ -436,6 +461,7 @@ impl Driver {
                 &staging,
                 upper.map(|u| (u.content_dir.as_path(), um.as_slice())),
                 lower.map(|l| (l.content_dir.as_path(), lm.as_slice())),
+                owners,
             )?;
             // Durable before it becomes visible: a crash leaves either nothing
             // under the final name or a complete directory.
@@ -626,7 +652,7 @@ impl Driver {
     // ---- mounts ---------------------------------------------------------------
 
     fn compose(&self, layer: &Layer, options: &[String]) -> Result<(PathBuf, OverlaySpec)> {
-        self.compose_at(layer, options, false)
+        self.compose_at(layer, options, None)
     }
 
     /// The overlay spec for `layer`. A stack deeper than overlayfs's limit is
@@ -637,7 +663,7 @@ impl Driver {
         &self,
         layer: &Layer,
         options: &[String],
-        nested: bool,
+        nested: Option<NestedKind>,
     ) -> Result<(PathBuf, OverlaySpec)> {
         let chain = self.chain(layer, "get")?;
         let store_layers = std::iter::once(layer)
@@ -692,8 +718,32 @@ impl Driver {
         // The bottom part of a split stack leaves the whiteout layer hiding its
         // top layer's markers to the stack above it (same effect, one fewer
         // directory down there).
-        let mut entries = self.interleave(&members, nested).map_err(ctx)?;
-        if entries.len() > MAX_LOWERS && !nested {
+        let owners = members
+            .iter()
+            .any(|m| m.raw.is_some_and(|r| r.owners.is_some()));
+        if owners && upper.is_some() && nested.is_none() {
+            // Restored owners are metadata-only copies (metacopy) in the
+            // whiteout layers, which need `metacopy=on`; with an upper that
+            // would also make the container's own copy-ups metadata-only,
+            // which its diff cannot read. So the CVMFS part is mounted on its
+            // own (metacopy=on, read-only) and used as one lower here, where
+            // copy-ups are ordinary full copies.
+            if let Some(k) = members
+                .iter()
+                .position(|m| matches!(m.layer, Some(Layer::Store(_))))
+            {
+                let base = members[k].layer.expect("checked above");
+                let lower = self.nested_lower(base, NestedKind::Full).map_err(ctx)?;
+                members.truncate(k);
+                members.push(Member::extra(lower));
+            }
+        } else if owners && upper.is_none() && !opts.iter().any(|o| o == "metacopy=on") {
+            opts.push("metacopy=on".into());
+        }
+        let mut entries = self
+            .interleave(&members, nested == Some(NestedKind::Bottom))
+            .map_err(ctx)?;
+        if entries.len() > MAX_LOWERS && nested.is_none() {
             // Split at the highest CVMFS layer k such that the part above it,
             // the whiteout layer right above k and the nested mount fit.
             let upto = |k: usize| entries.iter().filter(|e| e.2 <= k).count();
@@ -703,7 +753,7 @@ impl Driver {
             if let Some(k) = split {
                 let base = members[k].layer.expect("checked above");
                 let base_raw = members[k].raw;
-                let lower = self.nested_lower(base).map_err(ctx)?;
+                let lower = self.nested_lower(base, NestedKind::Bottom).map_err(ctx)?;
                 members.truncate(k);
                 members.push(Member {
                     raw: base_raw,
@@ -730,7 +780,11 @@ impl Driver {
                 "layer {}: get: the stack needs {} lower directories, more than overlayfs accepts ({MAX_LOWERS}){}",
                 layer.id(),
                 lowers.len(),
-                if nested { " (in its nested bottom part)" } else { "" }
+                if nested.is_some() {
+                    " (in its nested part)"
+                } else {
+                    ""
+                }
             )));
         }
         Ok((
@@ -772,10 +826,14 @@ impl Driver {
     /// `<run_root>/cvmfs/nested/<id>`, for use as one lower directory of a
     /// deeper stack, or reuse that mount. It holds no state and is shared by
     /// every stack above it; `cleanup` unmounts it.
-    fn nested_lower(&self, base: &Layer) -> Result<PathBuf> {
+    fn nested_lower(&self, base: &Layer, kind: NestedKind) -> Result<PathBuf> {
         let id = base.id();
-        let target = self.run_dir.join("nested").join(id);
-        let (_lock, _) = self.count_lock(&format!("nested-{id}"))?;
+        let name = match kind {
+            NestedKind::Bottom => id.to_string(),
+            NestedKind::Full => format!("{id}.full"),
+        };
+        let target = self.run_dir.join("nested").join(&name);
+        let (_lock, _) = self.count_lock(&format!("nested-{name}"))?;
         if self.mounter.is_mounted(&target)? {
             return Ok(target);
         }
@@ -784,12 +842,10 @@ impl Driver {
             .mode(0o700)
             .create(&target)
             .map_err(|e| Error::io(format!("layer {id}: create nested mount point"), &target, e))?;
-        let (_, spec) = self.compose_at(base, &["ro".to_string()], true)?;
-        self.mounter.mount_overlay(&spec, &target).map_err(|e| {
-            e.context(format!(
-                "layer {id}: nested mount of the bottom of a deep stack"
-            ))
-        })?;
+        let (_, spec) = self.compose_at(base, &["ro".to_string()], Some(kind))?;
+        self.mounter
+            .mount_overlay(&spec, &target)
+            .map_err(|e| e.context(format!("layer {id}: nested mount of part of a stack")))?;
         Ok(target)
     }
 
@@ -993,6 +1049,7 @@ impl Driver {
                             "Ownership".into(),
                             match ownership {
                                 Ownership::Kept => "kept".into(),
+                                Ownership::Lost if s.owners.is_some() => OWNERSHIP_RESTORED.into(),
                                 Ownership::Lost => OWNERSHIP_LOST.into(),
                             },
                         );

@@ -72,6 +72,10 @@ pub struct StoreLayer {
     /// The directory holding the layer's files (used as an overlay lower).
     pub content_dir: PathBuf,
     pub kind: StoreLayerKind,
+    /// For a CVMFS layer whose repository lost ownership: the image's owners,
+    /// read and validated from `ownership.json` beside the record, if the
+    /// publisher provided it.
+    pub owners: Option<Arc<Vec<crate::mount::whiteouts::Owner>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,13 +189,14 @@ impl Layout {
         let mut v: Vec<String> = cache
             .values()
             .filter(|l| {
-                matches!(
-                    l.kind,
-                    StoreLayerKind::Cvmfs {
-                        ownership: Ownership::Lost,
-                        ..
-                    }
-                )
+                l.owners.is_none()
+                    && matches!(
+                        l.kind,
+                        StoreLayerKind::Cvmfs {
+                            ownership: Ownership::Lost,
+                            ..
+                        }
+                    )
             })
             .map(|l| l.id.clone())
             .collect();
@@ -342,6 +347,7 @@ impl Layout {
             parent,
             content_dir,
             kind,
+            owners: None,
         })
     }
 
@@ -422,6 +428,47 @@ impl Layout {
         Ok(())
     }
 
+    /// The ownership metadata beside a record (`ownership.json`), validated;
+    /// `None` when the publisher provided none.
+    fn read_owners(
+        &self,
+        store: &Path,
+        record_path: &Path,
+    ) -> Result<Option<Vec<crate::mount::whiteouts::Owner>>> {
+        use crate::mount::whiteouts::{parse_owners, OWNERSHIP_FILE, OWNERSHIP_MAX_BYTES};
+        let p = record_path.with_file_name(OWNERSHIP_FILE);
+        let path = p.clone();
+        let read = self.probe(store, move || {
+            use std::io::Read;
+            match fs::File::open(&path) {
+                Ok(f) => {
+                    let mut b = Vec::new();
+                    f.take(OWNERSHIP_MAX_BYTES + 1).read_to_end(&mut b)?;
+                    Ok(Some(b))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let bytes = match read {
+            None => {
+                return Err(repo_err(
+                    &p,
+                    format!(
+                        "no answer within {:.1}s (store unreachable?)",
+                        self.timeout.as_secs_f64()
+                    ),
+                ))
+            }
+            Some(Err(e)) => return Err(repo_err(&p, e)),
+            Some(Ok(None)) => return Ok(None),
+            Some(Ok(Some(b))) => b,
+        };
+        parse_owners(&bytes)
+            .map(Some)
+            .map_err(|e| repo_err(&p, format!("ownership metadata: {e}")))
+    }
+
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
     /// no store has it; an error if a record is there but unusable.
     pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
@@ -455,8 +502,15 @@ impl Layout {
                 Some(Ok(None)) => continue,
                 Some(Ok(Some(b))) => b,
             };
-            let layer = self.parse_record(store, id, &record_path, &bytes)?;
+            let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
+            if let StoreLayerKind::Cvmfs {
+                ownership: Ownership::Lost,
+                ..
+            } = layer.kind
+            {
+                layer.owners = self.read_owners(store, &record_path)?.map(Arc::new);
+            }
             if matches!(layer.kind, StoreLayerKind::Cvmfs { .. }) {
                 self.cache
                     .lock()

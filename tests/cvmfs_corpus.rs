@@ -11,19 +11,33 @@ mod cvmfs;
 use std::path::Path;
 
 use cvmfs::{corpus, Style};
-use cvmfs_graphdriver::driver::OWNERSHIP_LOST;
+use cvmfs_graphdriver::driver::{OWNERSHIP_LOST, OWNERSHIP_RESTORED};
 use cvmfs_graphdriver::{layer_spec, Driver};
 
-fn check_style(t: &Path, image: &corpus::Image, tars: &[Vec<u8>], want: &str, style: Style) {
+fn rootfs_passwd(root: &Path) -> std::path::PathBuf {
+    root.join("etc/passwd")
+}
+
+fn check_style(
+    t: &Path,
+    image: &corpus::Image,
+    tars: &[Vec<u8>],
+    want: &str,
+    want_root: &Path,
+    style: Style,
+) {
     let tag = format!("{style:?}").to_lowercase();
     let repo = t.join(format!("cvmfs/{tag}.example.org"));
     let store = repo.join("podmanStore");
     let layers = cvmfs::lay_out(&repo, tars, style);
     let ownership = match style {
-        Style::Ducc => "lost",
+        Style::Ducc | Style::DuccOwners => "lost",
         Style::Publisher => "kept",
     };
     cvmfs::write_records(&store, &repo, &layers, ownership);
+    if style == Style::DuccOwners {
+        cvmfs::write_owners(&store, &layers, &image.layers);
+    }
     let d = Driver::new(
         &t.join(format!("graph-{tag}/cvmfs")),
         &t.join(format!("run-{tag}")),
@@ -38,7 +52,7 @@ fn check_style(t: &Path, image: &corpus::Image, tars: &[Vec<u8>], want: &str, st
         // No ownership metadata for DUCC's copy: everything is the repository
         // owner's, and the driver must say so rather than be silently wrong.
         Style::Ducc => cvmfs::owners_to_root(want),
-        Style::Publisher => want.to_string(),
+        Style::Publisher | Style::DuccOwners => want.to_string(),
     };
     let md = d.metadata(top).unwrap();
     match style {
@@ -46,6 +60,21 @@ fn check_style(t: &Path, image: &corpus::Image, tars: &[Vec<u8>], want: &str, st
             assert_eq!(md["Ownership"], OWNERSHIP_LOST, "{}", image.name);
         }
         Style::Publisher => assert_eq!(md["Ownership"], "kept", "{}", image.name),
+        Style::DuccOwners => {
+            assert_eq!(md["Ownership"], OWNERSHIP_RESTORED, "{}", image.name)
+        }
+    }
+
+    if style == Style::DuccOwners && image.layers.len() > 250 {
+        // Restored owners need the CVMFS part of a container's stack in one
+        // metacopy mount (500 directories): deeper stacks are refused with a
+        // clear error rather than shown with wrong owners.
+        d.create("ctr", Some(top), true, &[]).unwrap();
+        let e = d.get("ctr", None, &[]).unwrap_err();
+        assert!(e.to_string().contains("more than overlayfs accepts"), "{e}");
+        d.remove("ctr").unwrap();
+        d.cleanup().unwrap();
+        return;
     }
 
     // The image layer itself, read-only.
@@ -72,7 +101,34 @@ fn check_style(t: &Path, image: &corpus::Image, tars: &[Vec<u8>], want: &str, st
     let m = d.get("ctr", None, &[]).unwrap();
     let got = layer_spec::snapshot(&m).unwrap();
     std::fs::write(m.join("written-by-container"), b"x").unwrap();
+    // A metadata-only change of an image file: the copy-up must be a full
+    // copy (with restored owners the CVMFS part is a nested metacopy mount,
+    // never the container's own mount), so the container's diff has the data.
+    let passwd = m.join("etc/passwd");
+    let chmodded = std::fs::symlink_metadata(&passwd).is_ok_and(|md| md.is_file());
+    if chmodded {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     d.put("ctr").unwrap();
+    if chmodded {
+        let want_data = std::fs::read(rootfs_passwd(&want_root)).unwrap();
+        let mut tar = Vec::new();
+        d.diff("ctr", Some(top), None, &mut tar).unwrap();
+        let mut a = tar::Archive::new(&tar[..]);
+        let mut found = false;
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some("etc/passwd") {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+                assert_eq!(data, want_data, "{} ({tag}): diff of a chmod", image.name);
+                assert_eq!(e.header().mode().unwrap() & 0o7777, 0o600);
+                found = true;
+            }
+        }
+        assert!(found, "{} ({tag}): etc/passwd not in the diff", image.name);
+    }
     assert!(
         got == want,
         "{} ({tag}, under a writable layer): differs from umoci unpack:\n{}",
@@ -101,8 +157,8 @@ fn check_image(index: usize) {
     let rootfs = cvmfs::umoci_reference(&t.path().join("ref"), &tars);
     let want = layer_spec::snapshot(&rootfs).unwrap();
     assert!(!want.is_empty(), "{}: empty reference", image.name);
-    for style in [Style::Ducc, Style::Publisher] {
-        check_style(t.path(), image, &tars, &want, style);
+    for style in [Style::Ducc, Style::DuccOwners, Style::Publisher] {
+        check_style(t.path(), image, &tars, &want, &rootfs, style);
     }
 }
 

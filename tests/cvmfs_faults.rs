@@ -290,3 +290,82 @@ fn hung_repository_gives_an_error_not_a_hang() {
     d.cleanup().unwrap();
     drop(fuse);
 }
+
+#[test]
+fn hostile_ownership_metadata_is_refused_with_its_path() {
+    if !cvmfs::need_root("hostile_ownership_metadata_is_refused_with_its_path") {
+        return;
+    }
+    let f = Fx::new();
+    let layer = f.repo.join(".layers/aa/d1/layerfs");
+    std::os::unix::fs::symlink("/etc", layer.join("link")).unwrap();
+    let lost = f
+        .good(&f.repo, ".layers/aa/d1/layerfs", None)
+        .replace("\"kept\"", "\"lost\"");
+    let rec = f.record(ID, &lost);
+    let own = rec.with_file_name("ownership.json");
+    for (text, needle) in [
+        (
+            r#"{"version":1,"entries":[{"path":"etc/f","#,
+            "malformed or truncated JSON",
+        ),
+        (r#"{"version":2,"entries":[]}"#, "version 2"),
+        (
+            r#"{"version":1,"entries":[{"path":"../../etc/shadow","uid":1,"gid":1}]}"#,
+            "\"..\"",
+        ),
+        (
+            r#"{"version":1,"entries":[{"path":"/etc/f","uid":1,"gid":1}]}"#,
+            "not a relative path",
+        ),
+        (
+            r#"{"version":1,"entries":[{"path":"etc/.wh.f","uid":1,"gid":1}]}"#,
+            "whiteout marker",
+        ),
+        (
+            r#"{"version":1,"entries":[{"path":"etc/f","uid":4294967295,"gid":1}]}"#,
+            "4294967295",
+        ),
+        (
+            r#"{"version":1,"entries":[{"path":"etc/f","uid":-1,"gid":1}]}"#,
+            "malformed",
+        ),
+        (
+            r#"{"version":1,"entries":[{"path":"etc/f","uid":1,"gid":1},{"path":"etc/f","uid":2,"gid":2}]}"#,
+            "listed twice",
+        ),
+        (r#"{"version":1,"entries":[],"extra":1}"#, "unknown field"),
+    ] {
+        fs::write(&own, text).unwrap();
+        let d = f.driver(&[]);
+        get_fails(
+            &d,
+            ID,
+            ErrorCode::Repository,
+            &[&own.display().to_string(), "ownership metadata", needle],
+        );
+    }
+    // Well-formed, but naming what the layer does not hold safely: through a
+    // symlink out of the layer, or a file that is not there.
+    for (text, needle) in [
+        (
+            r#"{"version":1,"entries":[{"path":"link/passwd","uid":1,"gid":1}]}"#,
+            "is not a directory",
+        ),
+        (
+            r#"{"version":1,"entries":[{"path":"etc/missing","uid":1,"gid":1}]}"#,
+            "etc/missing",
+        ),
+    ] {
+        fs::write(&own, text).unwrap();
+        let d = f.driver(&[]);
+        let e = get_fails(&d, ID, ErrorCode::Io, &[needle, ID]);
+        assert!(!e.to_string().contains("panicked"), "{e}");
+        d.cleanup().unwrap();
+    }
+    // /etc itself was never touched.
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata("/etc/passwd").unwrap()),
+        1
+    );
+}

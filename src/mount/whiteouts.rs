@@ -101,6 +101,177 @@ pub fn scan_markers(root: &Path) -> io::Result<Vec<Marker>> {
     Ok(out)
 }
 
+/// Name of the ownership metadata file beside a layer record.
+pub const OWNERSHIP_FILE: &str = "ownership.json";
+
+/// Largest ownership file read (it comes from outside).
+pub const OWNERSHIP_MAX_BYTES: u64 = 64 << 20;
+
+/// The image's owner of one entry of a layer whose repository lost ownership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwners {
+    version: u32,
+    entries: Vec<RawOwner>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwner {
+    path: String,
+    uid: u32,
+    gid: u32,
+}
+
+/// Parse and validate an ownership file (hostile input): version 1, every path
+/// relative, made of plain names (no `.`, `..`, empty or `.wh.*` component,
+/// no NUL), listed once, owners below 2^32-1. Entries owned 0:0 may be left out.
+pub fn parse_owners(bytes: &[u8]) -> Result<Vec<Owner>, String> {
+    if bytes.len() as u64 > OWNERSHIP_MAX_BYTES {
+        return Err(format!("larger than {OWNERSHIP_MAX_BYTES} bytes"));
+    }
+    let raw: RawOwners =
+        serde_json::from_slice(bytes).map_err(|e| format!("malformed or truncated JSON: {e}"))?;
+    if raw.version != 1 {
+        return Err(format!(
+            "version {} is not supported (this driver reads version 1)",
+            raw.version
+        ));
+    }
+    let mut out = Vec::with_capacity(raw.entries.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, e) in raw.entries.into_iter().enumerate() {
+        let bad = |why: &str| format!("entry {i} ({:?}): {why}", e.path);
+        if e.path.is_empty() || e.path.starts_with('/') || e.path.contains('\0') {
+            return Err(bad("not a relative path"));
+        }
+        for c in e.path.split('/') {
+            if c.is_empty() || c == "." || c == ".." {
+                return Err(bad("path component is empty, \".\" or \"..\""));
+            }
+            if c.starts_with(WHITEOUT_PREFIX) {
+                return Err(bad("names a whiteout marker"));
+            }
+        }
+        if e.uid == u32::MAX || e.gid == u32::MAX {
+            return Err(bad("owner ID 4294967295 is invalid"));
+        }
+        if !seen.insert(e.path.clone()) {
+            return Err(bad("listed twice"));
+        }
+        out.push(Owner {
+            path: PathBuf::from(e.path),
+            uid: e.uid,
+            gid: e.gid,
+        });
+    }
+    // Parents before children, so a directory's own entry makes it.
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The xattr that makes a file in a lower layer a metadata-only copy whose data
+/// overlayfs takes from the same path in the layers below (needs `metacopy=on`).
+const METACOPY_XATTR: &str = "trusted.overlay.metacopy";
+
+/// Put into `aux` an entry for each owner of `layer`: a metadata-only copy
+/// with the image's owner (directories, symlinks, devices and fifos as
+/// themselves; regular files as sparse metacopy files, their data stays in
+/// the layer). Hardlinked files stay hardlinked. Never follows a symlink in
+/// the layer: every parent of a listed path must be a real directory.
+fn apply_owners(aux: &Path, layer: &Path, owners: &[Owner]) -> io::Result<()> {
+    use std::collections::HashMap;
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    for o in owners {
+        let src = layer.join(&o.path);
+        let parent = o.path.parent().unwrap_or(Path::new(""));
+        let mut cur = layer.to_path_buf();
+        for c in parent.components() {
+            cur.push(c);
+            let md =
+                fs::symlink_metadata(&cur).map_err(|e| ctx(e, "ownership entry parent", &cur))?;
+            if !md.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "ownership entry {}: parent {} is not a directory",
+                        o.path.display(),
+                        cur.display()
+                    ),
+                ));
+            }
+        }
+        let md = fs::symlink_metadata(&src).map_err(|e| ctx(e, "ownership entry", &src))?;
+        if let Step::Covered = ensure_dir(aux, parent, layer)? {
+            continue;
+        }
+        let dst = aux.join(&o.path);
+        let ft = md.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_dir() {
+            if fs::symlink_metadata(&dst).is_err() {
+                fs::create_dir(&dst).map_err(|e| ctx(e, "create", &dst))?;
+            }
+            copy_dir_attrs(&src, &dst)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&src).map_err(|e| ctx(e, "read link", &src))?;
+            std::os::unix::fs::symlink(&target, &dst).map_err(|e| ctx(e, "symlink", &dst))?;
+        } else if ft.is_file() {
+            if md.nlink() > 1 {
+                if let Some(first) = links.get(&(md.dev(), md.ino())) {
+                    fs::hard_link(first, &dst).map_err(|e| ctx(e, "link", &dst))?;
+                    continue;
+                }
+                links.insert((md.dev(), md.ino()), dst.clone());
+            }
+            let f = fs::File::create(&dst).map_err(|e| ctx(e, "create", &dst))?;
+            f.set_len(md.len()).map_err(|e| ctx(e, "size", &dst))?;
+            drop(f);
+            fsutil::set_xattr(&dst, METACOPY_XATTR.as_bytes(), b"")
+                .map_err(|e| ctx(e, "mark metacopy", &dst))?;
+            copy_dir_attrs(&src, &dst)?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            let kind = if ft.is_char_device() {
+                FileType::CharacterDevice
+            } else if ft.is_block_device() {
+                FileType::BlockDevice
+            } else {
+                FileType::Fifo
+            };
+            mknodat(CWD, &dst, kind, Mode::empty(), md.rdev() as _)
+                .map_err(|e| ctx(fsutil::ioe(e), "mknod", &dst))?;
+            copy_dir_attrs(&src, &dst)?;
+        } else {
+            continue;
+        }
+        // The owner after the mode copy: chown clears setuid bits, so put the
+        // mode back afterwards.
+        fsutil::lchown(&dst, o.uid, o.gid).map_err(|e| ctx(e, "chown", &dst))?;
+        if !ft.is_symlink() {
+            fsutil::chmod(&dst, md.mode()).map_err(|e| ctx(e, "chmod", &dst))?;
+        }
+        let times = fsutil::timestamps_of(&md);
+        fsutil::set_times(&dst, &times).map_err(|e| ctx(e, "set times", &dst))?;
+    }
+    Ok(())
+}
+
+/// Remove everything inside directory `dir` (not `dir` itself).
+fn clear_dir(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir).map_err(|e| ctx(e, "read", dir))? {
+        let p = e?.path();
+        fsutil::remove_all(&p).map_err(|e| ctx(e, "remove", &p))?;
+    }
+    Ok(())
+}
+
 fn ctx(e: io::Error, what: &str, p: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
 }
@@ -160,10 +331,16 @@ fn whiteout(p: &Path) -> io::Result<()> {
 /// Build, in the empty directory `aux`, the auxiliary layer that goes between
 /// raw layer `upper` (its markers act below it) and raw layer `lower` (whose
 /// markers it hides). Either may be absent.
+///
+/// With `owners` (the lower layer's ownership metadata, its repository having
+/// lost it), the auxiliary layer also restores the image's owners (see
+/// [`apply_owners`]; the mount then needs `metacopy=on`). The upper layer's
+/// deletions act on those entries as on the layer's own.
 pub fn build_aux(
     aux: &Path,
     upper: Option<(&Path, &[Marker])>,
     lower: Option<(&Path, &[Marker])>,
+    owners: &[Owner],
 ) -> io::Result<()> {
     // The root may be the topmost copy of "/" (above the top layer): it looks
     // like the layer right below it.
@@ -171,6 +348,9 @@ pub fn build_aux(
         copy_dir_attrs(l, aux)?;
     } else if let Some((u, _)) = upper {
         copy_dir_attrs(u, aux)?;
+    }
+    if let Some((l, _)) = lower {
+        apply_owners(aux, l, owners)?;
     }
     // Hide the lower layer's marker files themselves.
     if let Some((l, markers)) = lower {
@@ -193,6 +373,9 @@ pub fn build_aux(
             }
             let dir = aux.join(&m.dir);
             if m.is_opaque() {
+                // Opacity hides the layers below this one, not this one's own
+                // entries: what was put here for the lower layer must go.
+                clear_dir(&dir)?;
                 fsutil::set_xattr(&dir, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
                     .map_err(|e| ctx(e, "mark opaque", &dir))?;
             } else if let Some(x) = m.deleted() {

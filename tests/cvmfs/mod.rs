@@ -36,6 +36,8 @@ pub enum Style {
     Ducc,
     /// With `cvmfs_graphdriver::publish::layer::unpack` (ownership kept).
     Publisher,
+    /// DUCC's layout plus `ownership.json` beside each record.
+    DuccOwners,
 }
 
 /// One layer laid out in a repository.
@@ -134,7 +136,7 @@ pub fn lay_out(repo: &Path, tars: &[Vec<u8>], style: Style) -> Vec<Laid> {
             let _ = fs::remove_dir_all(&staging);
             fs::create_dir_all(staging.parent().unwrap()).unwrap();
             match style {
-                Style::Ducc => ducc_extract(tar, &staging),
+                Style::Ducc | Style::DuccOwners => ducc_extract(tar, &staging),
                 Style::Publisher => {
                     cvmfs_graphdriver::publish::layer::unpack(
                         &tar[..],
@@ -259,4 +261,49 @@ pub fn diff_lines(want: &str, got: &str) -> String {
         s.push_str(&format!("  got:  {l}\n"));
     }
     s
+}
+
+/// Write `ownership.json` beside each record: the image's owner of every
+/// entry of the layer's tar not owned by 0:0 (what a publisher that knows the
+/// tar provides for a repository that lost ownership).
+pub fn write_owners(store: &Path, layers: &[Laid], specs: &[String]) {
+    use cvmfs_graphdriver::layer_spec::{parse, Kind};
+    for (l, spec) in layers.iter().zip(specs) {
+        let mut owners: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+        for e in parse(spec).unwrap() {
+            if matches!(e.kind, Kind::Whiteout | Kind::Opaque) {
+                continue;
+            }
+            let path = String::from_utf8(e.path.clone()).unwrap();
+            owners.insert(path, (e.uid, e.gid));
+        }
+        let entries: Vec<String> = owners
+            .into_iter()
+            .filter(|(_, o)| *o != (0, 0))
+            .map(|(p, (u, g))| format!(r#"{{"path":{},"uid":{u},"gid":{g}}}"#, json_str(&p)))
+            .collect();
+        let p = store
+            .join("cvmfs/layers")
+            .join(&l.id)
+            .join("ownership.json");
+        fs::write(
+            p,
+            format!(r#"{{"version":1,"entries":[{}]}}"#, entries.join(",")),
+        )
+        .unwrap();
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
 }
