@@ -1,0 +1,111 @@
+//! Measurements behind docs/cvmfs-layers.md (printed as `MEASURE:` lines by
+//! `make test-cvmfs`): what the generated whiteout layers cost at first mount,
+//! and what a deep stack costs in lookups compared with one flat directory
+//! (the question whether a `.flat` tree would be worth using as a single
+//! lower). Checks only that the views agree; times are reported, not judged.
+
+mod cvmfs;
+
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use cvmfs::{corpus, Style};
+use cvmfs_graphdriver::{layer_spec, Driver};
+
+/// stat every path of `paths` under `root`, `rounds` times; also `misses`
+/// names that exist nowhere (a PATH search), which must visit every layer.
+fn lookups(root: &Path, paths: &[String], rounds: usize) -> (f64, f64) {
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for p in paths {
+            let _ = fs::symlink_metadata(root.join(p));
+        }
+    }
+    let hit = start.elapsed().as_secs_f64() / (rounds * paths.len()) as f64;
+    let start = Instant::now();
+    for i in 0..rounds * 200 {
+        let _ = fs::symlink_metadata(root.join(format!("m/missing-{i}")));
+    }
+    let miss = start.elapsed().as_secs_f64() / (rounds * 200) as f64;
+    (hit * 1e6, miss * 1e6)
+}
+
+#[test]
+fn deep_stack_costs_against_a_flat_tree() {
+    if !cvmfs::need_root("deep_stack_costs_against_a_flat_tree") {
+        return;
+    }
+    let t = tempfile::Builder::new()
+        .prefix("cvmfs-measure")
+        .tempdir()
+        .unwrap();
+    for n in [10usize, 100, 200] {
+        let image = corpus::many_layers(&format!("{n}-layers"), n);
+        let tars: Vec<Vec<u8>> = image
+            .layers
+            .iter()
+            .map(|s| layer_spec::spec_to_tar(s).unwrap())
+            .collect();
+        let work = t.path().join(format!("n{n}"));
+        let flat = cvmfs::umoci_reference(&work.join("ref"), &tars);
+        let repo = work.join("cvmfs/r");
+        let store = repo.join("podmanStore");
+        let layers = cvmfs::lay_out(&repo, &tars, Style::Ducc);
+        cvmfs::write_records(&store, &repo, &layers, "lost");
+        let d = Driver::new(
+            &work.join("graph/cvmfs"),
+            &work.join("run"),
+            &[
+                format!("cvmfs.repositories={}", repo.display()),
+                format!("cvmfs.imagestore={}", store.display()),
+            ],
+        )
+        .unwrap();
+        let top = &layers.last().unwrap().id;
+        let start = Instant::now();
+        let m = d.get(top, None, &[]).unwrap();
+        let first = start.elapsed().as_secs_f64();
+        d.put(top).unwrap();
+        let start = Instant::now();
+        let m2 = d.get(top, None, &[]).unwrap();
+        let again = start.elapsed().as_secs_f64();
+        assert_eq!(m, m2);
+        let paths: Vec<String> = layer_spec::snapshot(&flat)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                l.split(' ')
+                    .next()
+                    .unwrap()
+                    .trim_start_matches('/')
+                    .to_string()
+            })
+            .collect();
+        let (stack_hit, stack_miss) = lookups(&m, &paths, 20);
+        let (flat_hit, flat_miss) = lookups(&flat, &paths, 20);
+        let aux: u64 = fs::read_dir(work.join("graph/cvmfs/aux"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count() as u64;
+        println!(
+            "MEASURE: {n} raw layers: {aux} whiteout layers; first get {:.3}s (builds them), next get {:.3}s; \
+             stat of an existing path {:.1}us in the stack vs {:.1}us flat ({:.1}x), \
+             of a missing path {:.1}us vs {:.1}us ({:.1}x)",
+            first,
+            again,
+            stack_hit,
+            flat_hit,
+            stack_hit / flat_hit,
+            stack_miss,
+            flat_miss,
+            stack_miss / flat_miss
+        );
+        assert_eq!(
+            layer_spec::snapshot(&m).unwrap(),
+            cvmfs::owners_to_root(&layer_spec::snapshot(&flat).unwrap())
+        );
+        d.put(top).unwrap();
+        d.cleanup().unwrap();
+    }
+}
