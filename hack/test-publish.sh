@@ -704,21 +704,37 @@ t_digest_mismatch() {
   expect_rejected digest-mismatch "oci:$d:shared" "$l" "digest mismatch"
 }
 
-t_diffid_mismatch() {
-  # the config names other diffIDs than the layers have
-  local d m c newc newm
-  d=$(hostile_copy diffid-mismatch)
-  m=$(manifest_of "$d" wh)
-  c=$(config_digest "$d" wh)
-  jq -c '.rootfs.diff_ids[2] = .rootfs.diff_ids[0]' "$d/blobs/sha256/${c#sha256:}" >"$W/cfg"
+rewrite_config() { # layout dir, tag, jq filter: a new config and manifest for the tag
+  local d=$1 tag=$2 filter=$3 m c newc newm
+  m=$(manifest_of "$d" "$tag")
+  c=$(config_digest "$d" "$tag")
+  jq -c "$filter" "$d/blobs/sha256/${c#sha256:}" >"$W/cfg"
   newc=$(sha256sum <"$W/cfg" | cut -d' ' -f1)
   cp "$W/cfg" "$d/blobs/sha256/$newc"
   jq -c --arg c "sha256:$newc" --argjson s "$(stat -c %s "$W/cfg")" '.config.digest = $c | .config.size = $s' "$m" >"$W/man"
   newm=$(sha256sum <"$W/man" | cut -d' ' -f1)
   cp "$W/man" "$d/blobs/sha256/$newm"
-  jq --arg m "sha256:$newm" '(.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="wh") | .digest) = $m' \
+  jq --arg m "sha256:$newm" --arg t "$tag" '(.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$t) | .digest) = $m' \
     "$d/index.json" >"$W/idx" && mv "$W/idx" "$d/index.json"
+}
+
+t_diffid_mismatch() {
+  # the config names other diffIDs than the layers have
+  local d
+  d=$(hostile_copy diffid-mismatch)
+  rewrite_config "$d" wh '.rootfs.diff_ids[2] = .rootfs.diff_ids[0]'
   expect_rejected diffid-mismatch "oci:$d:wh" "$(layer_digests "$d" wh | sed -n 3p)" "diffID mismatch"
+}
+
+t_bad_created_time() {
+  # images.json is loaded whole: a config's unparsable "created" must not go there
+  local d r="$W/repo-created"
+  d=$(hostile_copy bad-created)
+  rewrite_config "$d" wh '.created = "yesterday"'
+  "$B" publish "oci:$d:wh" --repo "$r" -q
+  jq -e '.[0].created | test("^[0-9]{4}-")' "$r/podmanStore/cvmfs-images/images.json"
+  cs "$r" images >"$W/cs-created.txt"
+  grep -q "$(config_digest "$d" wh | cut -d: -f2)" "$W/cs-created.txt"
 }
 
 t_oversized_manifest() {
@@ -875,6 +891,7 @@ run_test "hostile: corrupt gzip" t_corrupt_gzip
 run_test "hostile: blob digest mismatch" t_digest_mismatch
 run_test "hostile: diffID mismatch" t_diffid_mismatch
 run_test "hostile: oversized manifest" t_oversized_manifest
+run_test "hostile: unparsable created time in the config" t_bad_created_time
 run_test "hostile: truncated tar" t_truncated_tar
 run_test "hostile: not a tar" t_not_a_tar
 run_test "hostile: missing blob" t_missing_blob

@@ -193,6 +193,48 @@ pub struct NewImage {
     pub created: String,
 }
 
+/// True if `t` is an RFC 3339 time Go's `time.Time` unmarshals. A config's
+/// `created` goes into images.json, which containers/storage loads as a whole:
+/// one unparsable time would make every image of the store unusable.
+pub fn is_rfc3339(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    if b.len() < 20
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+        || !matches!(b[10], b'T' | b't')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start || i - start > 9 {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z') | Some(b'z') => i + 1 == b.len(),
+        Some(b'+') | Some(b'-') => {
+            b.len() == i + 6 && digits(i + 1..i + 3) && b[i + 3] == b':' && digits(i + 4..i + 6)
+        }
+        _ => false,
+    }
+}
+
 /// What [`commit`] did.
 #[derive(Debug, Default, Clone)]
 pub struct Committed {
@@ -356,7 +398,7 @@ pub fn commit(
                 "big-data-names": items.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
                 "big-data-sizes": sizes,
                 "big-data-digests": digests,
-                "created": image.created,
+                "created": if is_rfc3339(&image.created) { image.created.clone() } else { now.clone() },
             }));
             out.image_added = true;
         }
@@ -655,6 +697,16 @@ pub fn disable(dst: &StorePaths, names: &[String]) -> Result<GcReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        assert!(is_rfc3339("2023-11-14T22:13:20Z"));
+        assert!(is_rfc3339("2023-11-14T22:13:20.123456789Z"));
+        assert!(is_rfc3339("2023-11-14T22:13:20+01:00"));
+        assert!(!is_rfc3339("yesterday"));
+        assert!(!is_rfc3339("2023-11-14 22:13:20Z"));
+        assert!(!is_rfc3339("2023-11-14T22:13:20.Z"));
+    }
 
     #[test]
     fn big_data_names() {
