@@ -3,6 +3,8 @@
 //! a trace. The registry, docker-archive and containers-storage parts live in
 //! `hack/test-publish.sh`.
 
+#![cfg(feature = "cli")]
+
 use std::path::Path;
 use std::process::Command;
 
