@@ -45,10 +45,12 @@ impl ImageName {
         } else {
             repo
         };
+        // components start with a letter or digit (as in the reference grammar):
+        // a name can never land in .layers, .flat or .metadata of the repository
         let comp_ok = |c: &str, extra: &[u8]| {
-            !c.is_empty()
-                && c != "."
-                && c != ".."
+            c.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
                 && c.bytes().all(|b| {
                     b.is_ascii_lowercase()
                         || b.is_ascii_digit()
@@ -77,6 +79,28 @@ impl ImageName {
     }
     pub fn full(&self) -> String {
         format!("{}/{}:{}", self.registry, self.repository, self.tag)
+    }
+}
+
+/// A repository name component made from a file name (lower case, starting
+/// with a letter or digit, other characters replaced by `-`).
+fn sanitize(s: &str) -> String {
+    let t: String = s
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let t = t.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    if t.is_empty() {
+        "image".into()
+    } else {
+        t.to_string()
     }
 }
 
@@ -259,7 +283,8 @@ impl Source for OciLayout {
             .map(|n| n.to_string_lossy().to_lowercase())
             .unwrap_or_else(|| "image".into());
         ImageName::parse(&format!(
-            "localhost/{base}:{}",
+            "localhost/{}:{}",
+            sanitize(&base),
             self.tag.as_deref().unwrap_or("latest")
         ))
     }
@@ -429,7 +454,7 @@ impl Source for DockerArchive {
                     .file_stem()
                     .map(|s| s.to_string_lossy().to_lowercase())
                     .unwrap_or_else(|| "image".into());
-                ImageName::parse(&format!("localhost/{stem}:latest"))
+                ImageName::parse(&format!("localhost/{}:latest", sanitize(&stem)))
             }
         }
     }
@@ -615,6 +640,8 @@ mod tests {
             "docker.io/user/app:v2"
         );
         assert!(ImageName::parse("a/../b:1").is_err());
+        assert!(ImageName::parse(".layers/x:1").is_err());
+        assert!(ImageName::parse("reg.io/.flat:1").is_err());
         assert!(ImageName::parse("reg.io/x:a:b").is_err());
     }
 
