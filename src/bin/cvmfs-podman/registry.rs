@@ -56,6 +56,10 @@ impl Registry {
             .http_status_as_error(false)
             .tls_config(tls)
             .timeout_connect(Some(Duration::from_secs(15)))
+            // a registry that stops sending fails the layer instead of hanging
+            // the publisher (large blobs may take long, but not stall)
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .user_agent("cvmfs-podman/0.1")
             .build()
             .into();
