@@ -160,3 +160,48 @@ fn concurrent_first_mounts_agree() {
     assert!(staging.is_empty(), "losers removed their copies");
     f.driver().cleanup().unwrap();
 }
+
+/// Restored owners on a read-only stack too deep for one mount: the split
+/// bottom part and the stack above both use metacopy, and the metadata-only
+/// copies right above the nested mount take their data from it.
+#[test]
+fn restored_owners_across_a_split_stack() {
+    if !cvmfs::need_root("restored_owners_across_a_split_stack") {
+        return;
+    }
+    let t = tempfile::Builder::new()
+        .prefix("cvmfs-aux")
+        .tempdir()
+        .unwrap();
+    let image = corpus::many_layers("300-layers", 300);
+    let tars: Vec<Vec<u8>> = image
+        .layers
+        .iter()
+        .map(|s| layer_spec::spec_to_tar(s).unwrap())
+        .collect();
+    let want = layer_spec::snapshot(&cvmfs::umoci_reference(&t.path().join("ref"), &tars)).unwrap();
+    let repo = t.path().join("cvmfs/r");
+    let store = repo.join("podmanStore");
+    let layers = cvmfs::lay_out(&repo, &tars, Style::DuccOwners);
+    cvmfs::write_records(&store, &repo, &layers, "lost");
+    cvmfs::write_owners(&store, &layers, &image.layers);
+    let d = Driver::new(
+        &t.path().join("graph/cvmfs"),
+        &t.path().join("run"),
+        &[
+            format!("cvmfs.repositories={}", repo.display()),
+            format!("cvmfs.imagestore={}", store.display()),
+        ],
+    )
+    .unwrap();
+    let top = &layers.last().unwrap().id;
+    let m = d.get(top, None, &[]).unwrap();
+    let got = layer_spec::snapshot(&m).unwrap();
+    let nested = fs::read_dir(t.path().join("run/cvmfs/nested"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    d.put(top).unwrap();
+    d.cleanup().unwrap();
+    assert_eq!(nested, 1, "the stack was split");
+    assert!(got == want, "{}", cvmfs::diff_lines(&want, &got));
+}
