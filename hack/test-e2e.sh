@@ -144,6 +144,8 @@ echo "    registry on $REG (pid $REG_PID, access log $REG_LOG)"
 ) >"$log_dir/publish.log" 2>&1 || { cat "$log_dir/publish.log"; die "pushing or publishing the test images failed"; }
 
 # helpers --------------------------------------------------------------------
+# (Never pipe podman into `grep -q`: grep exits at the first match, podman gets
+# SIGPIPE, and with pipefail the check fails at random.)
 manifest_of() { # tag -> manifest blob path in the OCI layout
   local d
   d=$(jq -r --arg t "$1" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]==$t) | .digest' "$W/oci/index.json")
@@ -236,7 +238,8 @@ t_run_with_storage_opts() {
   [ "$out" = "one" ] || fail "container printed '$out'"
   pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs \
     --storage-opt "cvmfs.imagestore=$R/podmanStore" --storage-opt "cvmfs.repositories=$R" \
-    info --format '{{.Store.GraphDriverName}}' | grep -qx cvmfs || fail "podman info does not name the cvmfs driver"
+    info --format '{{.Store.GraphDriverName}}' >"$C/driver.txt"
+  [ "$(cat "$C/driver.txt")" = cvmfs ] || fail "podman info names the driver $(cat "$C/driver.txt")"
   # An unknown option is refused with a message naming it.
   if pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs --storage-opt cvmfs.bogus=1 images 2>"$C/err"; then
     fail "an unknown driver option was accepted"
@@ -261,7 +264,8 @@ t_pull_and_run_local_image() {
   local out
   out=$(pm run --rm "$REG/e2e/local:1" cat /local/hello.txt)
   [ "$out" = "hello from a local layer" ] || fail "container printed '$out'"
-  pm images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' | grep -qx "$REG/e2e/local:1 false"
+  pm images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' >"$C/images.txt"
+  grep -qx "$REG/e2e/local:1 false" "$C/images.txt" || fail "the pulled image is not listed as local: $(cat "$C/images.txt")"
 }
 
 # (7) rmi, system prune -a and system reset leave the repository as it was.
@@ -396,7 +400,8 @@ t_push_keeps_original_digests() {
   pm pull "$REG/e2e/tiny:1" # downloads no layer (case 2)
   pm run --name c1 "$REG/e2e/tiny:1" sh -c 'echo committed > /committed.txt'
   pm commit c1 "$REG/e2e/tiny:committed"
-  pm --log-level debug push "$REG/e2e/tiny:committed" 2>&1 | grep -E 'BlobInfoCache|Compressing|Skipping blob|reus' || true
+  pm --log-level debug push "$REG/e2e/tiny:committed" >"$C/push.log" 2>&1 || { cat "$C/push.log"; fail "push failed"; }
+  grep -E 'BlobInfoCache|Compressing|Skipping blob|reus' "$C/push.log" || true
   fetch_manifest e2e/tiny committed >"$C/manifest"
   local got want
   got=$(jq -r '.layers[].digest' "$C/manifest" | head -n 2)
@@ -424,7 +429,7 @@ t_save_load_overlay() {
   local cvmfs_case=$C
   new_case overlay ovl
   pm load -i "$W/wh-save.tar"
-  pm info --format '{{.Store.GraphDriverName}}' | grep -qx overlay
+  [ "$(pm info --format '{{.Store.GraphDriverName}}')" = overlay ] || fail "the second store does not use overlay"
   pm run --name dst "$REG/e2e/wh:1" true
   m=$(pm mount dst)
   python3 "$E/tree.py" "$m" --exclude etc/hosts --exclude etc/hostname --exclude etc/resolv.conf --exclude etc/mtab \

@@ -76,6 +76,15 @@ registry_log_mark() {
 }
 
 registry_requests_since() {
+  # The registry writes a request's line after sending the response, so the
+  # client may be done before its last line is there: wait until the log has
+  # stopped growing for a moment (bounded).
+  local size=-1 _
+  for _ in $(seq 20); do
+    [ "$(stat -c %s "$REG_LOG")" = "$size" ] && break
+    size=$(stat -c %s "$REG_LOG")
+    sleep 0.2
+  done
   tail -n "+$(($1 + 1))" "$REG_LOG" |
     sed -n 's/^[^"]*"\([A-Z]*\) \([^ ]*\) HTTP[^"]*" \([0-9]*\) .*/\1 \2 \3/p'
 }
