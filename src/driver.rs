@@ -435,7 +435,9 @@ impl Driver {
             .and_then(|l| l.owners.as_deref())
             .map(|o| o.as_slice())
             .unwrap_or(&[]);
-        if um.is_empty() && lm.is_empty() && owners.is_empty() {
+        // The topmost one always hides the CVMFS catalog markers.
+        let top = upper.is_none();
+        if um.is_empty() && lm.is_empty() && owners.is_empty() && !top {
             fs::write(&none, b"").map_err(|e| Error::io("record marker-free layers", &none, e))?;
             return Ok(None);
         }
@@ -1152,9 +1154,42 @@ impl Driver {
     pub fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
         let layer = self.direct(id, parent, "changes")?;
         let chain = self.chain(&layer, "changes")?;
-        let lowers = self.lowers_below(&layer, &chain);
-        archive::changes(&self.content_dir(&layer), &lowers)
-            .map_err(|e| Error::from(e).context(format!("layer {id}: changes")))
+        let ctx = |e: Error| e.context(format!("layer {id}: changes"));
+        // The lowers as the mount stacks them, whiteout layers included: what
+        // they hide (raw markers, deleted names, CVMFS catalog markers) did
+        // not exist below, so a file of that name in this layer is added.
+        // The layer itself comes first (its deletions act on the whiteout
+        // layer below it), then is left out of the lowers.
+        let mut members: Vec<Member> = Vec::new();
+        for l in std::iter::once(&layer).chain(&chain) {
+            let dir = self.content_dir(l);
+            members.push(Member {
+                short: dir.clone(),
+                dir,
+                layer: Some(l),
+                raw: raw(l),
+            });
+            members.extend(self.extra_dirs(l).into_iter().map(Member::extra));
+        }
+        let lowers: Vec<PathBuf> = self
+            .interleave(&members, true)
+            .map_err(ctx)?
+            .into_iter()
+            .skip(1)
+            .map(|(dir, _, _)| dir)
+            .collect();
+        let mut changes = archive::changes(&self.content_dir(&layer), &lowers)
+            .map_err(|e| ctx(Error::from(e)))?;
+        if raw(&layer).is_some() {
+            // A raw CVMFS layer's own catalog markers are hidden in every
+            // stack: they are no change of the image.
+            changes.retain(|c| {
+                !whiteouts::CATALOG_MARKERS
+                    .iter()
+                    .any(|m| c.path.strip_prefix('/') == Some(m))
+            });
+        }
+        Ok(changes)
     }
 
     pub fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {

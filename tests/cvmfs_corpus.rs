@@ -11,6 +11,7 @@ mod cvmfs;
 use std::path::Path;
 
 use cvmfs::{corpus, Style};
+use cvmfs_graphdriver::archive::ChangeKind;
 use cvmfs_graphdriver::driver::{OWNERSHIP_LOST, OWNERSHIP_RESTORED};
 use cvmfs_graphdriver::{layer_spec, Driver};
 
@@ -104,6 +105,9 @@ fn check_style(
     let m = d.get("ctr", None, &[]).unwrap();
     let got = layer_spec::snapshot(&m).unwrap();
     std::fs::write(m.join("written-by-container"), b"x").unwrap();
+    // The layers' hidden `.cvmfscatalog` markers are not the image's: a file
+    // of that name made by the container is new to it, not a modification.
+    std::fs::write(m.join(".cvmfscatalog"), b"mine").unwrap();
     // A metadata-only change of an image file: the copy-up must be a full
     // copy (with restored owners the CVMFS part is a nested metacopy mount,
     // never the container's own mount), so the container's diff has the data.
@@ -114,6 +118,16 @@ fn check_style(
         std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     d.put("ctr").unwrap();
+    let changes = d.changes("ctr", Some(top)).unwrap();
+    for name in ["/written-by-container", "/.cvmfscatalog"] {
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.path == name && c.kind == ChangeKind::Add),
+            "{} ({tag}): {name} not reported as added: {changes:?}",
+            image.name
+        );
+    }
     if chmodded {
         let want_data = std::fs::read(rootfs_passwd(&want_root)).unwrap();
         let mut tar = Vec::new();

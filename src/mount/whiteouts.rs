@@ -17,7 +17,14 @@
 //!   hidden: no real file can be called `.wh.*` in an OCI layer).
 //!
 //! Above the topmost raw layer of a stack, an auxiliary directory with only the
-//! second part hides that layer's markers. A stack of `n` raw layers therefore
+//! second part hides that layer's markers. It also hides the CVMFS catalog
+//! markers ([`CATALOG_MARKERS`]) that DUCC and our publisher put at the root of
+//! every `layerfs` to make it a nested catalog: they are repository artefacts,
+//! not image files, and one whiteout there hides them in every layer below, so
+//! they cost no whiteout layer between layers. Only the root is treated so
+//! (where the publishers put them): an image file literally named
+//! `/.cvmfscatalog` or `/.cvmfsautocatalog` in a raw CVMFS layer is hidden too
+//! (it cannot be told apart); deeper ones are left alone. A stack of `n` raw layers therefore
 //! takes at most `2n + 1` lowers (layers without markers need none).
 //!
 //! A directory in an auxiliary layer is seen by overlay as a merged directory
@@ -45,7 +52,11 @@ use crate::archive::{OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 
 /// Version of the auxiliary directory format; part of every key so a driver
 /// with a different format never reuses an old build.
-pub const AUX_VERSION: u32 = 1;
+pub const AUX_VERSION: u32 = 2;
+
+/// Files CVMFS reads as "a nested catalog starts here" (`cvmfs_server`'s
+/// explicit and automatic ones).
+pub const CATALOG_MARKERS: [&str; 2] = [".cvmfscatalog", ".cvmfsautocatalog"];
 
 /// One marker file found in a raw layer: its directory (relative) and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +363,13 @@ pub fn build_aux(
     if let Some((l, _)) = lower {
         apply_owners(aux, l, owners)?;
     }
+    // Above the topmost raw layer: hide the catalog markers of every layer
+    // below (harmless where there is none).
+    if let (None, Some(_)) = (upper, lower) {
+        for name in CATALOG_MARKERS {
+            whiteout(&aux.join(name))?;
+        }
+    }
     // Hide the lower layer's marker files themselves.
     if let Some((l, markers)) = lower {
         for m in markers {
@@ -408,6 +426,27 @@ mod tests {
         assert_eq!(got, vec![".wh.top", "a/.wh.x", "a/b/c/.wh..wh..opq"]);
         assert!(m[2].is_opaque());
         assert_eq!(m[1].deleted(), Some(OsStr::new("x")));
+    }
+
+    #[test]
+    fn only_the_topmost_whiteout_layer_hides_catalog_markers() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, top, mid) = (
+            t.path().join("l"),
+            t.path().join("top"),
+            t.path().join("mid"),
+        );
+        for d in [&l, &top, &mid] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::write(l.join(".cvmfscatalog"), b"").unwrap();
+        build_aux(&top, None, Some((&l, &[])), &[]).unwrap();
+        for name in CATALOG_MARKERS {
+            let md = fs::symlink_metadata(top.join(name)).unwrap();
+            assert!(fsutil::is_whiteout(&md), "{name}");
+        }
+        build_aux(&mid, Some((&l, &[])), Some((&l, &[])), &[]).unwrap();
+        assert_eq!(fs::read_dir(&mid).unwrap().count(), 0);
     }
 
     #[test]

@@ -147,6 +147,10 @@ pub fn lay_out(repo: &Path, tars: &[Vec<u8>], style: Style) -> Vec<Laid> {
                     .unwrap_or_else(|e| panic!("publisher unpack: {e}"));
                 }
             }
+            // DUCC and our publisher mark every layerfs as a nested CVMFS
+            // catalog with an empty `.cvmfscatalog` at its root. It is not part
+            // of the image: the comparison with umoci fails if it shows.
+            fs::write(staging.join(".cvmfscatalog"), b"").unwrap();
             fs::rename(&staging, &dir).unwrap();
         }
         out.push(Laid {
