@@ -219,6 +219,7 @@ fn store_commit_is_incremental_and_moves_names() {
         path: format!(".layers/22/{}/layerfs", "2".repeat(64)),
         tar_split: ts,
         ownership_kept: true,
+        owners: None,
     };
     let img = |id: &str, cfg: &str| NewImage {
         id: id.into(),

@@ -25,6 +25,7 @@ pub mod ducc;
 pub mod flat;
 pub mod fsx;
 pub mod layer;
+pub mod ownership;
 pub mod podman;
 pub mod tarsplit;
 

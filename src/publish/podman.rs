@@ -95,6 +95,20 @@ impl StorePaths {
             .join("tar-split")
             .join(format!("{digest_hex}.ownership-lost"))
     }
+    /// The image's owners of blob `digest_hex`'s layer (see [`super::ownership`]),
+    /// kept per blob so that a layer reused under another parent, or recorded
+    /// again after its records were lost, gets them without reading the blob.
+    pub fn owners_by_digest(&self, digest_hex: &str) -> PathBuf {
+        self.root
+            .join("cvmfs")
+            .join("tar-split")
+            .join(format!("{digest_hex}.ownership.json"))
+    }
+    /// `ownership.json` beside layer `id`'s record, where the driver reads it.
+    pub fn owners_file(&self, id: &str) -> PathBuf {
+        self.record(id)
+            .with_file_name(crate::mount::whiteouts::OWNERSHIP_FILE)
+    }
     pub fn image_dir(&self, id: &str) -> PathBuf {
         self.images_dir().join(id)
     }
@@ -178,6 +192,9 @@ pub struct NewLayer {
     pub tar_split: PathBuf,
     /// False for a `layerfs` someone else (DUCC) unpacked without ownership.
     pub ownership_kept: bool,
+    /// For a layer without ownership: the `ownership.json` that restores it
+    /// (`None`: the owners could not be expressed; the driver reports them lost).
+    pub owners: Option<Vec<u8>>,
 }
 
 /// An image to record in the store.
@@ -294,6 +311,15 @@ pub fn commit(
         .collect();
     let now = super::rfc3339(std::time::SystemTime::now());
     for l in layers {
+        // The owners file goes first: the driver reads it when it finds the
+        // record, so a record never appears without it. A layer recorded
+        // before owners files existed gets one now.
+        if let (false, Some(o)) = (l.ownership_kept, &l.owners) {
+            let p = store.owners_file(&l.id);
+            if !known.contains(&l.id) || fs::symlink_metadata(&p).is_err() {
+                fsx::write_atomic(&p, o, 0o644)?;
+            }
+        }
         if known.contains(&l.id) {
             out.layers_existing.push(l.id.clone());
             continue;
@@ -549,6 +575,7 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
         vanish(dir)?;
         vanish(&store.tar_split_by_digest(hex))?;
         vanish(&store.ownership_lost_marker(hex))?;
+        vanish(&store.owners_by_digest(hex))?;
     }
     for d in &flat_dirs {
         vanish(d)?;
@@ -617,6 +644,10 @@ pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Ve
             let id = l["id"].as_str().unwrap_or_default();
             if layers.iter().any(|x| x["id"] == id) {
                 continue;
+            }
+            // owners first, as in commit: the record must not appear without them
+            if src.owners_file(id).exists() {
+                copy(&src.owners_file(id), &dst.owners_file(id))?;
             }
             copy(&src.record(id), &dst.record(id))?;
             copy(&src.tar_split(id), &dst.tar_split(id))?;

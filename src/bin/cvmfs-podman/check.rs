@@ -285,6 +285,76 @@ fn read_dirs(d: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// `ownership.json` beside a record: the driver refuses a layer whose file
+/// does not parse or names a path the layer does not have, so check both; a
+/// record whose files lost their owners without one shows them wrong.
+fn check_owners(
+    store: &StorePaths,
+    id: &str,
+    rec: &Value,
+    layerfs: &Path,
+    what: &str,
+    r: &mut Report,
+) {
+    use cvmfs_graphdriver::mount::whiteouts::parse_owners;
+    let p = store.owners_file(id);
+    let lost = rec["ownership"] == "lost";
+    let bytes = match fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if lost {
+                r.notes.push(format!(
+                    "{what}: the files lost their owners and no {} restores them (they show the repository owner)",
+                    p.display()
+                ));
+            }
+            return;
+        }
+        Err(e) => {
+            r.problems.push(format!("{what}: {}: {e}", p.display()));
+            return;
+        }
+    };
+    if !lost {
+        r.problems.push(format!(
+            "{what}: {} beside a record that says \"ownership\":\"kept\" (the driver ignores it)",
+            p.display()
+        ));
+    }
+    let owners = match parse_owners(&bytes) {
+        Ok(o) => o,
+        Err(e) => {
+            r.problems.push(format!(
+                "{what}: {}: the driver refuses it: {e}",
+                p.display()
+            ));
+            return;
+        }
+    };
+    for o in owners {
+        // every parent a real directory, the path itself present (no symlink followed)
+        let mut cur = layerfs.to_path_buf();
+        let comps: Vec<_> = o.path.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            cur.push(c);
+            let md = fs::symlink_metadata(&cur);
+            let ok = match (&md, i + 1 == comps.len()) {
+                (Ok(_), true) => true,
+                (Ok(m), false) => m.is_dir(),
+                (Err(_), _) => false,
+            };
+            if !ok {
+                r.problems.push(format!(
+                    "{what}: {}: entry {:?} is not in the layer (the driver refuses the layer)",
+                    p.display(),
+                    o.path
+                ));
+                break;
+            }
+        }
+    }
+}
+
 fn check_store(repo: &Path, r: &mut Report) {
     let store = StorePaths::new(repo.join("podmanStore"));
     if !store.root.exists() {
@@ -400,6 +470,7 @@ fn check_store(repo: &Path, r: &mut Report) {
                         .push(format!("{what}: diff-digest differs from {}", lj.display()));
                 }
             }
+            check_owners(&store, id, &rec, &ld, &what, r);
         }
     }
 

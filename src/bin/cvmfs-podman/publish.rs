@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use cvmfs_graphdriver::publish::ducc::{self, LayerInfo, Origin};
 use cvmfs_graphdriver::publish::podman::{self, NewImage, NewLayer, StorePaths};
-use cvmfs_graphdriver::publish::{digest_hex, flat, fsx, layer, layer_ids, rfc3339, Error, Result};
+use cvmfs_graphdriver::publish::{
+    digest_hex, flat, fsx, layer, layer_ids, ownership, rfc3339, Error, Result,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -141,6 +143,9 @@ struct LayerOut {
     gids: BTreeSet<u32>,
     written: bool,
     ownership_kept: bool,
+    /// For a layer whose files lost their owners: the `ownership.json` that
+    /// restores them, or why none could be built.
+    owners: Option<std::result::Result<Vec<u8>, String>>,
     pending: Option<Pending>,
     /// An existing layer directory: add this image to its origin.json.
     needs_origin: bool,
@@ -261,16 +266,26 @@ impl Job<'_> {
                 )));
             }
             let marker = self.store.ownership_lost_marker(&hex);
-            if !ts_cache.exists() {
+            let owners_p = self.store.owners_by_digest(&hex);
+            // An empty marker without an owners file: lost owners recorded by
+            // a publisher that did not write owners files yet.
+            let legacy = !owners_p.exists() && fs::metadata(&marker).is_ok_and(|m| m.len() == 0);
+            if !ts_cache.exists() || legacy {
                 // published by DUCC (or by an interrupted run of ours): rebuild
                 // the tar-split from the blob, and find out whether the files
-                // carry the image's owners (DUCC's do not)
+                // carry the image's owners (DUCC's do not); if not, keep the
+                // tar's owners for the driver to restore
                 let entries = self.tar_split_only(i, &digest, &ts_cache)?;
-                if !ownership_matches(&dir.join("layerfs"), &entries) {
-                    fsx::write_atomic(&marker, b"", 0o644)?;
+                if legacy || !ownership_matches(&dir.join("layerfs"), &entries) {
+                    let owners = ownership::owners_json(&entries);
+                    self.save_owners(&hex, &owners)?;
                 }
             }
             let ownership_kept = !marker.exists();
+            let owners = (!ownership_kept).then(|| match fs::read(&owners_p) {
+                Ok(b) => Ok(b),
+                Err(_) => Err(fs::read_to_string(&marker).unwrap_or_default()),
+            });
             let compression = self.compression_of(desc);
             p.done(i, "exists, skipped");
             return Ok(LayerOut {
@@ -283,6 +298,7 @@ impl Job<'_> {
                 gids: BTreeSet::new(),
                 written: false,
                 ownership_kept,
+                owners,
                 pending: None,
                 needs_origin: true,
             });
@@ -308,10 +324,33 @@ impl Job<'_> {
         }
     }
 
+    /// Remember, per blob, that its `layerfs` lost the owners (the marker) and
+    /// what restores them (`ownership.json`), or in the marker why nothing can.
+    /// The owners file is written before the marker that says to use it.
+    fn save_owners(&self, hex: &str, owners: &std::result::Result<Vec<u8>, String>) -> Result<()> {
+        let marker = self.store.ownership_lost_marker(hex);
+        match owners {
+            Ok(b) => {
+                fsx::write_atomic(&self.store.owners_by_digest(hex), b, 0o644)?;
+                fsx::write_atomic(&marker, b"", 0o644)
+            }
+            Err(why) => {
+                eprintln!(
+                    "warning: layer sha256:{hex}: its files lost their owners and no ownership.json can restore them: {why}"
+                );
+                let _ = fs::remove_file(self.store.owners_by_digest(hex));
+                fsx::write_atomic(&marker, why.as_bytes(), 0o644)
+            }
+        }
+    }
+
     /// Put an unpacked layer in place (tar-split first, then the directory).
     fn place(&self, i: usize, o: &mut LayerOut) -> Result<()> {
         if let Some(pd) = o.pending.take() {
             let r = (|| {
+                if let Some(owners) = &o.owners {
+                    self.save_owners(digest_hex(&o.compressed)?, owners)?;
+                }
                 fs::rename(&pd.ts_tmp, &pd.ts_cache).map_err(|e| Error::io(&pd.ts_cache, e))?;
                 ensure_catalog(pd.dir.parent().expect("has parent"))?;
                 fsx::rename_dir_into_place(&pd.tmp, &pd.dir)
@@ -504,6 +543,9 @@ impl Job<'_> {
             fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
             let uids = unpacked.entries.iter().map(|e| e.uid).collect();
             let gids = unpacked.entries.iter().map(|e| e.gid).collect();
+            // unprivileged, the files belong to the publisher: keep the tar's owners
+            let ownership_kept = rustix::process::geteuid().is_root();
+            let owners = (!ownership_kept).then(|| ownership::owners_json(&unpacked.entries));
             Ok(LayerOut {
                 compressed: digest.to_string(),
                 size: hr.n,
@@ -513,7 +555,8 @@ impl Job<'_> {
                 uids,
                 gids,
                 written: true,
-                ownership_kept: rustix::process::geteuid().is_root(),
+                ownership_kept,
+                owners,
                 pending: None,
                 needs_origin: false,
             })
@@ -733,6 +776,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
                 path: format!(".layers/{}/{}/layerfs", &hex[..2], hex),
                 tar_split: store.tar_split_by_digest(&hex),
                 ownership_kept: o.ownership_kept,
+                owners: o.owners.clone().and_then(|r| r.ok()),
             }
         })
         .collect();
