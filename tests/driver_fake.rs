@@ -345,6 +345,9 @@ fn cvmfs_layers_are_read_only_lowers() {
     assert_eq!(
         lowers(&c),
         vec![
+            // Above the topmost raw layer: hides its markers and every
+            // layer's CVMFS catalog marker.
+            e.home.join(format!("aux/v2-top-{CV2}")).display().to_string(),
             repo.join(".layers/b0/b0b0/layerfs").display().to_string(),
             repo.join(".layers/c0/c0ffee/layerfs").display().to_string()
         ]
@@ -356,7 +359,11 @@ fn cvmfs_layers_are_read_only_lowers() {
     assert!(m.starts_with(&e.run), "{}", m.display());
     let c = e.calls();
     assert_eq!(key(&c, "upperdir"), None);
-    assert_eq!(lowers(&c).len(), 3, "own dir, parent, empty: {c:?}");
+    assert_eq!(
+        lowers(&c).len(),
+        4,
+        "whiteout layer, own dir, parent, empty: {c:?}"
+    );
     d.put(CV2).unwrap();
 
     for err in [
