@@ -119,6 +119,8 @@ echo "==> building test images"
   "$B" make-oci "$OCI" --tag shared "$IMG/base.spec" "$IMG/delete.spec" "$IMG/shared-top.spec" &&
   "$B" make-oci "$OCI" --tag zstd --compression zstd "$IMG/base.spec" "$IMG/top.spec" &&
   "$B" make-oci "$OCI" --tag gz --compression gzip "$IMG/base.spec" "$IMG/top.spec" &&
+  "$B" make-oci "$OCI" --tag chmod "$IMG/chmod1.spec" "$IMG/chmod2.spec" &&
+  "$B" make-oci "$OCI" --tag chmod-base "$IMG/chmod1.spec" &&
   "$B" make-oci "$W/crash" --tag c "$IMG/base.spec" "$IMG"/crash{1,2,3,4}.spec "$IMG/big.spec" &&
   "$B" make-oci "$W/par" --tag p "$IMG"/crash{4,3}.spec "$IMG/big.spec" "$IMG/top.spec"
 } >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; failed=1; summary; exit 1; }
@@ -531,6 +533,45 @@ t_ducc_owners_restored() {
   "$B" gc --repo "$r" >/dev/null
   [ ! -e "$own" ] && [ ! -e "$r/podmanStore/cvmfs/tar-split/$base.ownership.json" ] || fail "gc left the owners of a removed layer"
   "$B" check "$r"
+}
+
+layerfs_dirs() { # oci dir, tag, repo -> each layer's layerfs, bottom first
+  local d
+  for d in $(layer_digests "$1" "$2"); do
+    d=${d#sha256:}
+    echo "$3/.layers/${d:0:2}/$d/layerfs"
+  done
+}
+
+t_flat_hardlinks_keep_layers() {
+  # .flat shares regular files with layerfs by hardlink. A later layer's chmod /
+  # chown re-ships the file: the flat path must then be the upper layer's inode,
+  # and the lower layer's copy must keep its own mode, owner and time.
+  local r="$W/repo-chmod" c l1 l2 before
+  "$B" publish "oci:$OCI:chmod-base" --repo "$r" -q
+  mapfile -t lf < <(layerfs_dirs "$OCI" chmod "$r")
+  l1=${lf[0]}
+  before=$(stat -c '%i %a %u:%g %Y %s' "$l1/srv/f")
+  [ "${before#* }" = "644 0:0 1700000000 13" ] || fail "layer 1's srv/f is $before"
+  "$B" publish "oci:$OCI:chmod" --repo "$r" -q
+  c=$(config_digest "$OCI" chmod)
+  c=${c#sha256:}
+  l2=${lf[1]}
+  [ "$(stat -c '%i %a %u:%g %Y %s' "$l1/srv/f")" = "$before" ] || fail "publishing the chmod layer changed layer 1's srv/f: $(stat -c '%i %a %u:%g %Y %s' "$l1/srv/f")"
+  [ "$(stat -c '%a %u:%g %Y' "$r/.flat/${c:0:2}/$c/srv/f")" = "4750 1000:1000 1700000500" ]
+  [ "$(stat -c %i "$r/.flat/${c:0:2}/$c/srv/f")" = "$(stat -c %i "$l2/srv/f")" ] || fail "flat srv/f is not layer 2's file"
+  [ "$(stat -c %i "$r/.flat/${c:0:2}/$c/srv/keep")" = "$(stat -c %i "$l1/srv/keep")" ] || fail "flat srv/keep is not shared with layer 1"
+  # the invariant for every file of a flat tree: it is the top layer's file
+  python3 "$ROOT/tests/publish/flat_shares.py" "$r/.flat/${c:0:2}/$c" "${lf[@]}"
+  # containers of the base image still see layer 1's owner, the others the chmod's
+  [ "$(owner_in_container cs-chmod "$r" "$(config_digest "$OCI" chmod-base | cut -d: -f2)" srv/f)" = "0:0" ]
+  [ "$(owner_in_container cs-chmod "$r" "$c" srv/f)" = "1000:1000" ]
+  "$B" check --deep "$r"
+  # the same invariant on the whiteout image (deletions, opaque dirs, a re-shipped file)
+  c=$(config_digest "$OCI" wh)
+  c=${c#sha256:}
+  mapfile -t lf < <(layerfs_dirs "$OCI" wh "$R1")
+  python3 "$ROOT/tests/publish/flat_shares.py" "$R1/.flat/${c:0:2}/$c" "${lf[@]}"
 }
 
 t_enable_local_store() {
@@ -955,6 +996,7 @@ run_test "a moved tag keeps the old image" t_moved_tag
 run_test "gc removes what only untagged images used" t_gc
 run_test "layers unpacked by DUCC are reused (tar-split rebuilt, ownership lost)" t_reuse_ducc_layers
 run_test "layers DUCC unpacked without owners: ownership.json restores them in a container" t_ducc_owners_restored
+run_test ".flat hardlinks: a later layer's chmod/chown leaves the lower layerfs copy alone" t_flat_hardlinks_keep_layers
 run_test "enable/disable: a small local store with only the images a user wants" t_enable_local_store
 run_test "zstd layers" t_zstd
 run_test "publish from a docker-archive" t_docker_archive

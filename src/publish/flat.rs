@@ -7,7 +7,10 @@
 //! merges with a directory below and replaces anything else, and every other entry
 //! replaces what was there. Unlike DUCC's flat tree, this is the true OCI root
 //! filesystem: no setuid bits are dropped and nothing is added.
-//! Regular files are hardlinks to the layer's files (no data is copied). On a
+//! Regular files are hardlinks to the layer's files (no data is copied): safe
+//! because a flat regular file is always the topmost layer's inode (OCI re-ships
+//! a file whose mode or owner changes) and linked files never get metadata
+//! applied (docs/store-format.md, *Hardlinks*). On a
 //! real repository CernVM-FS stores content by hash anyway; a hardlink across
 //! directories becomes independent files with the same content there.
 //! The destination is a private temporary directory, and we only ever descend
