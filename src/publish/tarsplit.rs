@@ -132,6 +132,9 @@ pub struct EntryInfo {
     /// The entry name (PAX `path` / GNU long name applied), raw bytes.
     pub name: Vec<u8>,
     pub typeflag: u8,
+    /// Bytes the tar-split takes from the layer's file on reassembly. 0 for a
+    /// sparse file: its archived form (map and data fragments) is not the
+    /// file's content, so those bytes are kept in the tar-split itself.
     pub size: u64,
     pub mode: u32,
     pub uid: u32,
@@ -145,8 +148,11 @@ enum State {
     Header,
     /// Reading the data of an extension header (PAX `x`/`g`, GNU `L`/`K`).
     Extension { kind: u8, remaining: u64 },
-    /// Streaming the content of a file entry.
-    Data { remaining: u64 },
+    /// Streaming the content of a file entry; a sparse one's archived bytes are
+    /// raw segment bytes instead.
+    Data { remaining: u64, sparse: bool },
+    /// The extension blocks of an old GNU sparse header (`S`), then its data.
+    SparseExt { data: u64 },
     /// Skipping the padding after a file's content (kept for the next segment).
     Padding { remaining: u64 },
     /// One zero block seen; a second one ends the archive.
@@ -161,6 +167,9 @@ struct Pending {
     path: Option<Vec<u8>>,
     size: Option<u64>,
     sparse: bool,
+    /// GNU PAX sparse formats 0.1/1.0 keep the real name here (the header's
+    /// is `GNUSparseFile.<pid>/<name>`).
+    sparse_name: Option<Vec<u8>>,
 }
 
 /// The streaming tar-split recorder. Write its JSON lines to `out`.
@@ -175,6 +184,8 @@ pub struct TarSplitter<W: Write> {
     raw: Vec<u8>,
     pending: Pending,
     current: Option<EntryInfo>,
+    /// Bytes the current entry occupies in the archive (before padding).
+    stored: u64,
     crc: Crc64,
     position: u64,
     seen: HashSet<Vec<u8>>,
@@ -227,6 +238,7 @@ impl<W: Write> TarSplitter<W> {
             raw: Vec::new(),
             pending: Pending::default(),
             current: None,
+            stored: 0,
             crc: Crc64::new(),
             position: 0,
             seen: HashSet::new(),
@@ -352,13 +364,36 @@ impl<W: Write> TarSplitter<W> {
                 }
                 Ok(n)
             }
-            State::Data { remaining } => {
+            State::Data { remaining, sparse } => {
                 let n = (*remaining).min(data.len() as u64) as usize;
                 *remaining -= n as u64;
                 let done = *remaining == 0;
-                self.crc.update(&data[..n]);
+                if *sparse {
+                    self.raw.extend_from_slice(&data[..n]);
+                    // bounded segments: sparse data can be large
+                    if self.raw.len() >= TRAILER_CHUNK {
+                        self.emit_segment()?;
+                    }
+                } else {
+                    self.crc.update(&data[..n]);
+                }
                 if done {
                     self.file_done()?;
+                }
+                Ok(n)
+            }
+            State::SparseExt { data: len } => {
+                let len = *len;
+                let need = 512 - self.block.len();
+                let n = need.min(data.len());
+                self.block.extend_from_slice(&data[..n]);
+                if self.block.len() == 512 {
+                    self.raw.extend_from_slice(&self.block);
+                    let more = self.block[504] != 0;
+                    self.block.clear();
+                    if !more {
+                        self.start_data(len, true)?;
+                    }
                 }
                 Ok(n)
             }
@@ -455,7 +490,6 @@ impl<W: Write> TarSplitter<W> {
                 }
                 return Ok(());
             }
-            b'S' => return Err("GNU sparse entries are not supported by the publisher".into()),
             _ => {}
         }
         let magic = &b[257..263];
@@ -470,13 +504,18 @@ impl<W: Write> TarSplitter<W> {
             }
         }
         let pending = std::mem::take(&mut self.pending);
-        if pending.sparse {
-            return Err(format!(
-                "entry {:?}: PAX sparse files are not supported by the publisher",
-                String::from_utf8_lossy(&name)
-            ));
-        }
         if let Some(p) = pending.path {
+            name = p;
+        }
+        // Sparse files (old GNU `S`, GNU PAX formats 0.0/0.1/1.0): the archive
+        // holds a map and the data fragments, the layer the expanded file. The
+        // tar-split keeps the archived bytes as raw segments and records the
+        // file with size 0, so reassembly reproduces the tar byte for byte
+        // without reading the layer's file. (Go's tar-split records the
+        // expanded content instead, which does not reassemble to the diffID.)
+        let gnu_sparse = typeflag == b'S';
+        let sparse = gnu_sparse || pending.sparse;
+        if let Some(p) = pending.sparse_name {
             name = p;
         }
         let size = pending.size.unwrap_or(size);
@@ -489,25 +528,38 @@ impl<W: Write> TarSplitter<W> {
         let info = EntryInfo {
             name,
             typeflag,
-            size,
+            size: if sparse { 0 } else { size },
             mode: octal(&b[100..108]).unwrap_or(0) as u32,
             uid: octal(&b[108..116]).unwrap_or(0) as u32,
             gid: octal(&b[116..124]).unwrap_or(0) as u32,
             mtime: octal(&b[136..148]).unwrap_or(0) as i64,
         };
-        self.emit_segment()?;
         let data_len = if header_only(typeflag) { 0 } else { size };
+        if !sparse {
+            self.emit_segment()?;
+        }
         self.entries.push(info.clone());
         self.crc = Crc64::new();
         self.current = Some(info);
+        self.stored = data_len;
+        if gnu_sparse && b[482] != 0 {
+            // extension blocks of the sparse map follow the header
+            self.state = State::SparseExt { data: data_len };
+            return Ok(());
+        }
+        self.start_data(data_len, sparse)
+    }
+
+    fn start_data(&mut self, data_len: u64, sparse: bool) -> Result<(), String> {
         if data_len == 0 {
-            self.file_done()?;
+            self.file_done()
         } else {
             self.state = State::Data {
                 remaining: data_len,
+                sparse,
             };
+            Ok(())
         }
-        Ok(())
     }
 
     fn extension_done(&mut self, kind: u8) -> Result<(), String> {
@@ -528,6 +580,10 @@ impl<W: Write> TarSplitter<W> {
                                 .and_then(|s| s.parse().ok())
                                 .ok_or("invalid PAX size record")?;
                             self.pending.size = Some(s);
+                        }
+                        b"GNU.sparse.name" => {
+                            self.pending.sparse = true;
+                            self.pending.sparse_name = Some(v);
                         }
                         k if k.starts_with(b"GNU.sparse.") => self.pending.sparse = true,
                         _ => {}
@@ -556,11 +612,7 @@ impl<W: Write> TarSplitter<W> {
         let info = self.current.take().expect("a file entry is current");
         let crc = (info.size > 0).then(|| self.crc.sum());
         self.emit_file(&info, crc)?;
-        let data_len = if header_only(info.typeflag) {
-            0
-        } else {
-            info.size
-        };
+        let data_len = std::mem::take(&mut self.stored);
         let pad = (512 - data_len % 512) % 512;
         self.state = if pad > 0 {
             State::Padding { remaining: pad }
