@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::archive::{self, ApplyOptions, Change, DirUsage, IdMappings};
 use crate::error::{Error, ErrorCode, Result};
 use crate::layout::{Layout, Ownership, StoreLayer, StoreLayerKind, Whiteouts};
-use crate::mount::{self, whiteouts, Mounter, OverlaySpec};
+use crate::mount::{self, whiteouts, MountApi, Mounter, OverlaySpec};
 use crate::options::Options;
 use crate::store::{validate_id, LocalRecord, RootAttrs, Store};
 
@@ -156,20 +156,26 @@ struct MountCount {
     file: File,
 }
 
+/// Width of the count in its file: every write replaces the whole content
+/// in place. Truncating and rewriting instead made ext4 flush the file on
+/// close (its replace-by-truncate heuristic), a disk write on every get/put.
+const COUNT_WIDTH: usize = 20;
+
 impl MountCount {
     fn read(&mut self) -> u64 {
-        let mut s = String::new();
-        let _ = self.file.seek(SeekFrom::Start(0));
-        let _ = self.file.read_to_string(&mut s);
-        s.trim().parse().unwrap_or(0)
+        let mut buf = [0u8; 32];
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, &mut buf, 0).unwrap_or(0);
+        std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
     fn write(&mut self, n: u64, path: &Path) -> Result<()> {
-        let r = (|| {
-            self.file.set_len(0)?;
-            self.file.seek(SeekFrom::Start(0))?;
-            self.file.write_all(n.to_string().as_bytes())
-        })();
-        r.map_err(|e| Error::io("update mount count", path, e))
+        // Space-padded: a shorter earlier content (older drivers wrote the
+        // bare number) is overwritten completely as well.
+        let text = format!("{n:<COUNT_WIDTH$}");
+        std::os::unix::fs::FileExt::write_all_at(&self.file, text.as_bytes(), 0)
+            .map_err(|e| Error::io("update mount count", path, e))
     }
 }
 
@@ -333,10 +339,19 @@ impl Driver {
         v
     }
 
-    /// Short path for the mount(2) fallback.
+    /// Short path for the mount(2) fallback. The link is made when the layer
+    /// is created; only the fallback, which uses it, makes sure it still exists
+    /// (a crash may have lost it): a `symlink` per layer on every mount with
+    /// `lowerdir+` would only fail with EEXIST.
     fn short_dir(&self, layer: &Layer) -> Result<PathBuf> {
         match layer {
-            Layer::Local { id, record } => self.store.short_link(id, record),
+            Layer::Local { id, record } => {
+                if self.mounter.known_api() == Some(MountApi::Fsconfig) {
+                    Ok(self.store.short_link_path(id, record))
+                } else {
+                    self.store.short_link(id, record)
+                }
+            }
             Layer::Store(s) => Ok(s.content_dir.clone()),
         }
     }
@@ -855,13 +870,16 @@ impl Driver {
     /// every `get` needs a `put`.
     pub fn get(&self, id: &str, _mount_label: Option<&str>, options: &[String]) -> Result<PathBuf> {
         let layer = self.resolve(id, "get")?;
-        let (merged, spec) = self.compose(&layer, options)?;
+        let merged = self.merged_dir(&layer);
         let (mut count, count_path) = self.count_lock(id)?;
         let n = count.read();
         if n > 0 && self.mounter.is_mounted(&merged)? {
             count.write(n + 1, &count_path)?;
             return Ok(merged);
         }
+        // Composing reads every parent's record and probes the repositories:
+        // only needed when mounting.
+        let (_, spec) = self.compose(&layer, options)?;
         // Not mounted (first get, or the count outlived a crash/reboot): mount now.
         if matches!(layer, Layer::Store(_)) {
             fs::DirBuilder::new()
@@ -882,8 +900,14 @@ impl Driver {
     /// Release one `get`; unmount when the last user is gone. Releasing a layer
     /// that is not mounted is not an error.
     pub fn put(&self, id: &str) -> Result<()> {
-        let layer = self.resolve(id, "put")?;
-        let merged = self.merged_dir(&layer);
+        // A local layer's mount point is known without reading its record.
+        let local = self.store.exists(id);
+        let merged = if local {
+            self.store.merged_dir(id)
+        } else {
+            let layer = self.resolve(id, "put")?;
+            self.merged_dir(&layer)
+        };
         let (mut count, count_path) = self.count_lock(id)?;
         let n = count.read();
         if n > 1 {
@@ -895,7 +919,7 @@ impl Driver {
                 .map_err(|e| e.context(format!("layer {id}: put")))?;
         }
         count.write(0, &count_path)?;
-        if matches!(layer, Layer::Store(_)) {
+        if !local {
             let _ = fs::remove_dir(&merged);
         }
         Ok(())

@@ -423,6 +423,14 @@ impl Store {
         }
     }
 
+    /// Where [`Store::short_link`] points, without checking that the link exists.
+    pub fn short_link_path(&self, id: &str, record: &LocalRecord) -> PathBuf {
+        match &record.link {
+            Some(link) => self.links_dir().join(link),
+            None => self.diff_dir(id),
+        }
+    }
+
     /// Remove local layer `id`. Returns false if there was no such layer.
     /// The caller unmounts first.
     pub fn remove(&self, id: &str) -> Result<bool> {

@@ -133,6 +133,35 @@ fn ro_get_has_no_upper_and_ends_in_empty() {
     );
 }
 
+/// Counts are rewritten in place (no truncation, which made ext4 flush the
+/// file on every get/put): a count that loses a digit (10 -> 9) and a file
+/// left by an older driver (a bare number) must still read right.
+#[test]
+fn mount_counts_rewritten_in_place_read_right() {
+    let e = env(true);
+    let d = e.driver(&[]);
+    d.create("A", None, true, &[]).unwrap();
+    let count = e.run.join("cvmfs/mounts/A");
+    for _ in 0..10 {
+        d.get("A", None, &[]).unwrap();
+    }
+    e.calls();
+    for _ in 0..9 {
+        d.put("A").unwrap();
+    }
+    assert!(e.calls().is_empty(), "one user left");
+    assert_eq!(fs::read_to_string(&count).unwrap().trim(), "1");
+    d.put("A").unwrap();
+    assert_eq!(e.calls().len(), 1, "unmounted by the last put");
+    // An older driver's file: "12" means 12 users.
+    d.get("A", None, &[]).unwrap();
+    fs::write(&count, "12").unwrap();
+    e.calls();
+    d.put("A").unwrap();
+    assert_eq!(fs::read_to_string(&count).unwrap().trim(), "11");
+    assert!(e.calls().is_empty(), "still in use");
+}
+
 #[test]
 fn mounts_are_counted_and_remounted_after_a_crash() {
     let e = env(true);
@@ -186,6 +215,39 @@ fn remove_unmounts_even_with_outstanding_gets() {
     assert_eq!(e.calls(), vec![MountCall::Unmount { target: m }]);
     assert!(!d.exists("A").unwrap());
     d.remove("A").unwrap();
+}
+
+/// The short links in `l/` are made at create time and used by the mount(2)
+/// fallback only: with lowerdir+ a get never touches them (it used to
+/// re-create each one, a failing symlink(2) per layer per mount), while the
+/// fallback re-creates a lost one.
+#[test]
+fn short_links_are_only_repaired_on_the_fallback_path() {
+    for lowerdir_plus in [true, false] {
+        let e = env(lowerdir_plus);
+        let d = e.driver(&[]);
+        d.create("A", None, false, &[]).unwrap();
+        d.create("B", Some("A"), false, &[]).unwrap();
+        let links = || -> Vec<PathBuf> {
+            fs::read_dir(e.home.join("l"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect()
+        };
+        assert_eq!(links().len(), 2, "made at create time");
+        d.get("B", None, &[]).unwrap();
+        d.put("B").unwrap();
+        for l in links() {
+            fs::remove_file(l).unwrap();
+        }
+        d.get("B", None, &[]).unwrap();
+        let want = if lowerdir_plus { 0 } else { 1 };
+        assert_eq!(
+            links().len(),
+            want,
+            "lowerdir+ {lowerdir_plus}: links after a get"
+        );
+    }
 }
 
 #[test]
@@ -347,7 +409,10 @@ fn cvmfs_layers_are_read_only_lowers() {
         vec![
             // Above the topmost raw layer: hides its markers and every
             // layer's CVMFS catalog marker.
-            e.home.join(format!("aux/v2-top-{CV2}")).display().to_string(),
+            e.home
+                .join(format!("aux/v2-top-{CV2}"))
+                .display()
+                .to_string(),
             repo.join(".layers/b0/b0b0/layerfs").display().to_string(),
             repo.join(".layers/c0/c0ffee/layerfs").display().to_string()
         ]

@@ -67,6 +67,8 @@ pub trait Mounter: Send + Sync {
     /// The interface in use, probing the kernel once if needed (with `probe_dir`
     /// as a harmless lower directory).
     fn api(&self, probe_dir: &Path) -> MountApi;
+    /// The interface in use if already known (no probing).
+    fn known_api(&self) -> Option<MountApi>;
 }
 
 /// Mount-point attributes that are per-mount flags, not overlay options.
@@ -370,6 +372,10 @@ impl<S: Syscalls> Mounter for OverlayMounter<S> {
         self.sys
             .is_mounted(target)
             .map_err(|e| Error::io("check mount", target, e))
+    }
+
+    fn known_api(&self) -> Option<MountApi> {
+        self.api.get().copied()
     }
 
     fn api(&self, probe_dir: &Path) -> MountApi {
