@@ -1,0 +1,240 @@
+// fuselat: a read-only FUSE view of a directory that behaves like a CVMFS
+// client with a cold cache, for the benchmarks (bench/README.md).
+//
+//	fuselat [-latency 2ms] [-bandwidth 1000] [-chunk 8388608] [-stats FILE] SOURCE MOUNTPOINT
+//
+// Metadata (lookup, stat, readdir, readlink, xattrs) is answered at once: a
+// CVMFS client has the file catalog locally once it is loaded. File contents
+// are "fetched" the first time they are needed, in CVMFS's unit: a file up to
+// -chunk bytes is one object fetched whole on its first open; a larger file is
+// fetched chunk by chunk on the first read that touches each chunk. Every fetch
+// waits -latency (one round trip to the site proxy) and then its share of a
+// link of -bandwidth Mbit/s that all fetches queue on. What was fetched stays
+// (the client cache); the kernel page cache keeps it too.
+//
+// Bytes fetched, fetches, opens and bytes read through FUSE are written as JSON
+// to -stats on SIGUSR1 and on exit (SIGTERM/SIGINT unmounts).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+type stats struct {
+	BytesFetched int64 `json:"bytes_fetched"`
+	Fetches      int64 `json:"fetches"`
+	Opens        int64 `json:"opens"`
+	BytesRead    int64 `json:"bytes_read"`
+}
+
+var (
+	latency   time.Duration
+	bytesPerS float64
+	chunkSize int64
+	st        stats
+
+	// The shared link: when it is next free.
+	linkMu   sync.Mutex
+	linkFree time.Time
+
+	// What the "client cache" holds: per source inode, which chunks (or -1 for
+	// a whole small file) were fetched.
+	cacheMu sync.Mutex
+	cache   = map[uint64]map[int64]bool{}
+)
+
+// fetch charges one object of n bytes: a round trip, then its turn on the link.
+func fetch(n int64) {
+	atomic.AddInt64(&st.Fetches, 1)
+	atomic.AddInt64(&st.BytesFetched, n)
+	time.Sleep(latency)
+	if bytesPerS <= 0 || n == 0 {
+		return
+	}
+	d := time.Duration(float64(n) / bytesPerS * float64(time.Second))
+	linkMu.Lock()
+	now := time.Now()
+	if linkFree.Before(now) {
+		linkFree = now
+	}
+	linkFree = linkFree.Add(d)
+	until := linkFree
+	linkMu.Unlock()
+	time.Sleep(time.Until(until))
+}
+
+// need marks chunk c of inode ino fetched and reports whether it was not yet.
+func need(ino uint64, c int64) bool {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	m := cache[ino]
+	if m == nil {
+		m = map[int64]bool{}
+		cache[ino] = m
+	}
+	if m[c] {
+		return false
+	}
+	m[c] = true
+	return true
+}
+
+// node wraps the loopback node so that opens go through the fetch model.
+type node struct {
+	fs.LoopbackNode
+}
+
+var _ = (fs.NodeOpener)((*node)(nil))
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	p := n.RootData.Path + "/" + n.Path(n.Root())
+	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, fs.ToErrno(err)
+	}
+	var s syscall.Stat_t
+	if err := syscall.Fstat(fd, &s); err != nil {
+		syscall.Close(fd)
+		return nil, 0, fs.ToErrno(err)
+	}
+	atomic.AddInt64(&st.Opens, 1)
+	if s.Size <= chunkSize {
+		if need(s.Ino, -1) {
+			fetch(s.Size)
+		}
+	}
+	// FOPEN_KEEP_CACHE: what was read stays in the page cache across opens,
+	// as it does with the CVMFS client.
+	return &file{fd: fd, ino: s.Ino, size: s.Size}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// file is a read-only handle without FUSE passthrough, so that every read
+// reaches us and is counted.
+type file struct {
+	fd   int
+	ino  uint64
+	size int64
+}
+
+var _ = (fs.FileReader)((*file)(nil))
+var _ = (fs.FileReleaser)((*file)(nil))
+
+func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if f.size > chunkSize {
+		end := off + int64(len(buf))
+		if end > f.size {
+			end = f.size
+		}
+		for c := off / chunkSize; c*chunkSize < end; c++ {
+			if need(f.ino, c) {
+				n := chunkSize
+				if (c+1)*chunkSize > f.size {
+					n = f.size - c*chunkSize
+				}
+				fetch(n)
+			}
+		}
+	}
+	n, err := syscall.Pread(f.fd, buf, off)
+	if err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	atomic.AddInt64(&st.BytesRead, int64(n))
+	return fuse.ReadResultData(buf[:n]), 0
+}
+
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	syscall.Close(f.fd)
+	return 0
+}
+
+func writeStats(path string) {
+	if path == "" {
+		return
+	}
+	snap := stats{
+		BytesFetched: atomic.LoadInt64(&st.BytesFetched),
+		Fetches:      atomic.LoadInt64(&st.Fetches),
+		Opens:        atomic.LoadInt64(&st.Opens),
+		BytesRead:    atomic.LoadInt64(&st.BytesRead),
+	}
+	b, _ := json.Marshal(snap)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
+		os.Rename(tmp, path)
+	}
+}
+
+func main() {
+	lat := flag.Duration("latency", 2*time.Millisecond, "round trip per fetched object")
+	bw := flag.Float64("bandwidth", 1000, "link bandwidth in Mbit/s shared by all fetches (0: unlimited)")
+	chunk := flag.Int64("chunk", 8<<20, "CVMFS chunk size: larger files are fetched per chunk")
+	statsPath := flag.String("stats", "", "write counters as JSON here on SIGUSR1 and at exit")
+	debug := flag.Bool("debug", false, "log FUSE requests")
+	flag.Parse()
+	if flag.NArg() != 2 {
+		fmt.Fprintln(os.Stderr, "usage: fuselat [flags] SOURCE MOUNTPOINT")
+		os.Exit(2)
+	}
+	latency, bytesPerS, chunkSize = *lat, *bw*1e6/8, *chunk
+	src, mnt := flag.Arg(0), flag.Arg(1)
+
+	var s syscall.Stat_t
+	if err := syscall.Stat(src, &s); err != nil {
+		log.Fatalf("fuselat: source %s: %v", src, err)
+	}
+	root := &fs.LoopbackRoot{Path: src, Dev: uint64(s.Dev)}
+	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
+		return &node{fs.LoopbackNode{RootData: r}}
+	}
+	root.RootNode = root.NewNode(root, nil, "", &s)
+
+	// The repository is read-only: the kernel may cache metadata for long, as
+	// it does for a CVMFS mount.
+	long := time.Hour
+	server, err := fs.Mount(mnt, root.RootNode, &fs.Options{
+		EntryTimeout: &long,
+		AttrTimeout:  &long,
+		MountOptions: fuse.MountOptions{
+			AllowOther:   true,
+			FsName:       "fuselat:" + src,
+			Name:         "fuselat",
+			Options:      []string{"ro", "default_permissions"},
+			Debug:        *debug,
+			MaxReadAhead: 128 << 10,
+			DirectMount:  true,
+		},
+	})
+	if err != nil {
+		log.Fatalf("fuselat: mount %s on %s: %v", src, mnt, err)
+	}
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for s := range sig {
+			writeStats(*statsPath)
+			if s != syscall.SIGUSR1 {
+				server.Unmount()
+			}
+		}
+	}()
+	writeStats(*statsPath)
+	server.Wait()
+	writeStats(*statsPath)
+}
