@@ -39,9 +39,25 @@
 //! │   ├── work/             overlayfs work directory
 //! │   └── merged/           mount point used by Get
 //! ├── l/                    short symlinks to diff directories (mount(2) fallback)
+//! ├── aux/                  generated whiteout directories for raw CVMFS layers
+//! │   ├── v2-<U>-<D>[-own]  between CVMFS layer U and its parent D: 0/0 devices and
+//! │   │                     opaque dirs for U's `.wh.*` markers, D's markers hidden,
+//! │   │                     with `-own` D's restored owners (metacopy)
+//! │   ├── v2-top-<D>[-own]  above the topmost raw layer: its markers and every
+//! │   │                     layer's `.cvmfscatalog`/`.cvmfsautocatalog` hidden
+//! │   ├── v2-<U>-local      under raw layer U when no raw layer is below it
+//! │   └── <key>.none        remembers that a pair needs no directory
 //! ├── empty/                an empty lower directory for parentless layers
-//! └── staging/              half-created or half-removed layers (crash recovery)
-//! <runroot>/cvmfs/mounts/   per-layer mount reference counts, under file locks
+//! └── staging/              half-created or half-removed layers and half-built
+//!                           aux directories (crash recovery)
+//! <runroot>/cvmfs/
+//! ├── mounts/<id>           per-layer mount reference counts, under file locks
+//! ├── merged/<id>/          mount points of CVMFS (store) layers mounted by Get
+//! └── nested/               read-only mounts used as one lower of a bigger stack
+//!     ├── <k>               CVMFS layer k and all below it, when a stack needs
+//!     │                     more than 500 lower directories (split once)
+//!     └── <k>.full          a whole CVMFS stack with restored owners (metacopy=on),
+//!                           under a writable layer
 //! ```
 //!
 //! [containers/storage]: https://github.com/containers/storage
