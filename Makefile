@@ -72,8 +72,10 @@ bench: bench-graphtest
 bench-graphtest: deps lib
 	@hack/bench-graphtest.sh
 
-demo:
-	@echo "make demo: not implemented yet (needs the publisher and patched podman, issues 3 and 5)" >&2; exit 1
+# Build what is missing, publish a ~1 GiB sample image into ./demo-repo, run it with
+# podman's cvmfs driver; prints time to first output and bytes read (DEMO_SIZE_MB).
+demo: deps
+	@hack/demo.sh
 
 clean:
 	rm -rf build target

@@ -17,6 +17,8 @@ packages=(
   libsqlite3-dev  # podman's database, linked from Debian (build tag libsqlite3)
   busybox-static  # a static executable for the end-to-end test images
   docker-registry # a real registry on 127.0.0.1 for pull tests
+  squashfs-tools  # make demo: the published tree as a loop-mounted image, to count the bytes read
+  zstd            # make demo: compresses the sample image's layers
 )
 
 missing=()
