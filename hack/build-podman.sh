@@ -4,9 +4,12 @@
 #
 #   1. the Rust static library + pkg-config file (hack/build-lib.sh),
 #   2. the patched go.podman.io/storage tree (hack/patched-storage.sh),
-#   3. podman $PODMAN_VERSION copied out of the Go module cache (downloaded from
+#   3. the patched go.podman.io/image tree: the module podman requires plus
+#      patches/go.podman.io-image@<version>/ (push keeps the original compressed
+#      blobs of stored layers; hack/gen-image-patches.sh), in build/image-<version>/,
+#   4. podman $PODMAN_VERSION copied out of the Go module cache (downloaded from
 #      the Go module proxy if missing) into build/podman-src-<version>/, its go.mod
-#      pointed at the patched storage with a `replace`, and ./cmd/podman built.
+#      pointed at both patched modules with `replace`, and ./cmd/podman built.
 #
 # Skipped when nothing it depends on changed: a stamp next to the binary records
 # a hash of the podman version, the patches, go-bindings/, the Rust library, the
@@ -36,9 +39,46 @@ stamp_file="$bin_dir/.podman.stamp"
 default_tags="grpcnotrace exclude_graphdriver_btrfs exclude_graphdriver_devicemapper containers_image_openpgp libsqlite3 seccomp"
 tags="${PODMAN_BUILDTAGS:-$default_tags}${EXTRA_BUILDTAGS:+ $EXTRA_BUILDTAGS}"
 
+# One build at a time: concurrent runs (make demo and make test-e2e in parallel)
+# would delete each other's build/podman-src-* tree. The lock is released when
+# this script exits; a second run then finds the stamp up to date.
+mkdir -p "$bin_dir"
+exec 9>"$bin_dir/.podman.lock"
+flock 9
 "$ROOT/hack/build-lib.sh" >&2
 pin_rust_lib
 storage_dir=$("$ROOT/hack/patched-storage.sh")
+
+# The patched image module: pristine copy + `git am` of its series (a git
+# repository of its own, so every hunk must apply exactly), redone only when
+# the patches change.
+image_patch_dir="$ROOT/patches/go.podman.io-image@$IMAGE_VERSION"
+image_dir="$ROOT/build/image-$IMAGE_VERSION"
+patched_image() {
+  local patches=("$image_patch_dir"/*.patch) stamp pristine
+  [ -f "${patches[0]}" ] || { echo "build-podman: no patches in $image_patch_dir (run hack/gen-image-patches.sh)" >&2; return 1; }
+  stamp=$(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$image_dir/.cvmfs-patched.stamp" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  pristine=$(cd / && go mod download -json "$IMAGE_MODULE@$IMAGE_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -n "$pristine" ] && [ -f "$pristine/go.mod" ] || { echo "build-podman: cannot get $IMAGE_MODULE@$IMAGE_VERSION" >&2; return 1; }
+  echo "build-podman: $pristine + ${#patches[@]} patches -> $image_dir" >&2
+  rm -rf "$image_dir"
+  cp -a "$pristine" "$image_dir"
+  chmod -R u+w "$image_dir"
+  local git_id=(-c user.name=cvmfs-graphdriver -c user.email=cvmfs-graphdriver@invalid -c commit.gpgsign=false)
+  (
+    cd "$image_dir"
+    git init -q
+    git "${git_id[@]}" add -A
+    git "${git_id[@]}" commit -q -m "$IMAGE_MODULE@$IMAGE_VERSION (pristine)"
+    git "${git_id[@]}" am -q --keep-cr "${patches[@]}" >&2
+  ) || { echo "build-podman: the patches in $image_patch_dir do not apply to $IMAGE_MODULE@$IMAGE_VERSION" >&2; return 1; }
+  echo "$stamp" >"$image_dir/.cvmfs-patched.stamp"
+}
+patched_image
 
 lib="$ROOT/target/release/libcvmfs_graphdriver.a"
 stamp=$(
@@ -47,7 +87,7 @@ stamp=$(
     echo "tags: $tags"
     echo "go: $(go version)"
     cat "$0"
-    cat "$PATCH_DIR"/*.patch
+    cat "$PATCH_DIR"/*.patch "$image_patch_dir"/*.patch
     (cd "$ROOT" && find go-bindings -type f -print0 | sort -z | xargs -0 sha256sum)
     sha256sum <"$lib"
   } | sha256sum | cut -d' ' -f1
@@ -82,7 +122,12 @@ if [ -d vendor ]; then
   echo "build-podman: $src_dir/vendor exists; this script expects a release without vendor/" >&2
   exit 1
 fi
-go mod edit -replace "$STORAGE_MODULE=$storage_dir"
+# The image patches are made for one version: podman must require exactly it.
+if ! grep -qE "^[[:space:]]*$IMAGE_MODULE $IMAGE_VERSION\$" go.mod; then
+  echo "build-podman: podman $PODMAN_VERSION does not require $IMAGE_MODULE $IMAGE_VERSION (hack/versions.env)" >&2
+  exit 1
+fi
+go mod edit -replace "$STORAGE_MODULE=$storage_dir" -replace "$IMAGE_MODULE=$image_dir"
 go mod download >&2
 
 # Podman's Makefile stamps these into the binary; we have no git checkout, so
@@ -107,6 +152,10 @@ if ldd "$binary.tmp" | grep -q cvmfs_graphdriver; then
 fi
 if ! go version -m "$binary.tmp" | grep -qE "=>[[:space:]]+$storage_dir[[:space:]]"; then
   echo "build-podman: $binary was not built against $storage_dir" >&2
+  exit 1
+fi
+if ! go version -m "$binary.tmp" | grep -qE "=>[[:space:]]+$image_dir[[:space:]]"; then
+  echo "build-podman: $binary was not built against $image_dir" >&2
   exit 1
 fi
 mv "$binary.tmp" "$binary"

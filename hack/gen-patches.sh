@@ -5,8 +5,8 @@
 #   hack/gen-patches.sh           regenerate patches/
 #   hack/gen-patches.sh --check   fail if patches/ is stale (what CI runs)
 #
-# Deterministic: fixed author, committer and dates, zero commit hashes, no
-# signature, so the same inputs always give byte-identical patches.
+# Deterministic (hack/lib-patches.sh): the same inputs always give
+# byte-identical patches.
 #
 # The series, on top of the pristine module from the Go module cache:
 #   1. drivers/cvmfs: the cgo package          (go-bindings/*.go)
@@ -15,6 +15,7 @@
 #   4. tests: driver-generic bats cases also run for cvmfs (small edits)
 set -euo pipefail
 source "$(dirname "$0")/lib-storage.sh"
+source "$ROOT/hack/lib-patches.sh"
 
 check=false
 case "${1:-}" in
@@ -26,19 +27,9 @@ esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pristine=$(pristine_module_dir)
-tree="$work/storage"
-cp -a "$pristine" "$tree"
-chmod -R u+w "$tree"
-
-export GIT_AUTHOR_NAME="cvmfs-graphdriver" GIT_AUTHOR_EMAIL="cvmfs-graphdriver@invalid"
-export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
-export GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z"
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-g() { git -C "$tree" -c commit.gpgsign=false -c core.autocrlf=false "$@"; }
-commit() { g add -A && g commit -q -m "$1" -m "$2"; }
-
-g init -q
-commit "$STORAGE_MODULE@$STORAGE_VERSION" "Pristine module from the Go module cache."
+cp -a "$pristine" "$work/storage"
+chmod -R u+w "$work/storage"
+patch_tree_init "$work/storage" "$STORAGE_MODULE@$STORAGE_VERSION"
 
 # 1. The driver package.
 mkdir -p "$tree/drivers/cvmfs"
@@ -55,19 +46,6 @@ Generated from go-bindings/ of cvmfs-graphdriver by hack/gen-patches.sh."
 cp "$ROOT"/go-bindings/register/register_cvmfs.go "$tree/drivers/register/"
 commit "drivers/register: register the cvmfs driver" \
 "Linked in unless built with exclude_graphdriver_cvmfs; needs linux and cgo."
-
-# Edit a file in place, failing loudly when the anchor text is not found (the
-# upstream file changed: the edit has to be revisited for this version).
-edit() { # file anchor replacement
-  python3 - "$tree/$1" "$2" "$3" <<'EOF'
-import sys
-path, anchor, replacement = sys.argv[1:4]
-text = open(path).read()
-if text.count(anchor) != 1:
-    sys.exit(f"gen-patches: anchor not found exactly once in {path}: {anchor!r}")
-open(path, "w").write(text.replace(anchor, replacement))
-EOF
-}
 
 # 3. storage.conf: a [storage.options.cvmfs] table.
 cp "$ROOT"/go-bindings/config/*.go "$tree/pkg/config/"
@@ -105,21 +83,4 @@ commit "tests: run the driver-generic cases for cvmfs too" \
 "Cases that check generic behaviour are gated on a list of driver names;
 cvmfs implements what they exercise, so it joins those lists."
 
-out="$work/patches"
-g format-patch -q --zero-commit --no-signature --no-stat --full-index \
-  --subject-prefix=PATCH -o "$out" HEAD~4..HEAD
-
-if $check; then
-  if ! diff -r -q "$PATCH_DIR" "$out" >/dev/null 2>&1; then
-    echo "gen-patches: $PATCH_DIR is stale (differs from what go-bindings/ generates):" >&2
-    diff -r -u "$PATCH_DIR" "$out" | head -40 >&2 || true
-    echo "gen-patches: run 'make patches' and commit the result" >&2
-    exit 1
-  fi
-  echo "gen-patches: $PATCH_DIR is up to date"
-  exit 0
-fi
-rm -rf "$PATCH_DIR"
-mkdir -p "$PATCH_DIR"
-cp "$out"/*.patch "$PATCH_DIR/"
-echo "gen-patches: wrote $(ls "$PATCH_DIR" | wc -l) patches to ${PATCH_DIR#"$ROOT/"}"
+emit_patches gen-patches 4 "$PATCH_DIR" "$check"
