@@ -67,7 +67,10 @@ test-graphtest: deps lib
 test-bats: deps lib
 	@hack/test-bats.sh
 
-bench: bench-graphtest
+# Everything measured in one run -> one markdown document, also bench/results.md
+# (BENCH_SCALE=0.1 for a quick run; bench/README.md).
+bench: deps lib
+	@hack/bench.sh
 
 bench-graphtest: deps lib
 	@hack/bench-graphtest.sh

@@ -54,7 +54,20 @@ var (
 	// a whole small file) were fetched.
 	cacheMu sync.Mutex
 	cache   = map[uint64]map[int64]bool{}
+
+	// -log: one line per fetch, to see what a workload pulls in.
+	fetchLog   *os.File
+	fetchLogMu sync.Mutex
 )
+
+func logFetch(path string, chunk, n int64) {
+	if fetchLog == nil {
+		return
+	}
+	fetchLogMu.Lock()
+	fmt.Fprintf(fetchLog, "%d\t%d\t%s\n", n, chunk, path)
+	fetchLogMu.Unlock()
+}
 
 // fetch charges one object of n bytes: a round trip, then its turn on the link.
 func fetch(n int64) {
@@ -116,12 +129,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	atomic.AddInt64(&st.Opens, 1)
 	if s.Size <= chunkSize {
 		if need(s.Ino, -1) {
+			logFetch(p, -1, s.Size)
 			fetch(s.Size)
 		}
 	}
 	// FOPEN_KEEP_CACHE: what was read stays in the page cache across opens,
 	// as it does with the CVMFS client.
-	return &file{fd: fd, ino: s.Ino, size: s.Size}, fuse.FOPEN_KEEP_CACHE, 0
+	return &file{fd: fd, ino: s.Ino, size: s.Size, path: p}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // file is a read-only handle without FUSE passthrough, so that every read
@@ -130,6 +144,7 @@ type file struct {
 	fd   int
 	ino  uint64
 	size int64
+	path string
 }
 
 var _ = (fs.FileReader)((*file)(nil))
@@ -147,6 +162,7 @@ func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult
 				if (c+1)*chunkSize > f.size {
 					n = f.size - c*chunkSize
 				}
+				logFetch(f.path, c, n)
 				fetch(n)
 			}
 		}
@@ -187,6 +203,7 @@ func main() {
 	chunk := flag.Int64("chunk", 8<<20, "CVMFS chunk size: larger files are fetched per chunk")
 	statsPath := flag.String("stats", "", "write counters as JSON here on SIGUSR1 and at exit")
 	debug := flag.Bool("debug", false, "log FUSE requests")
+	logPath := flag.String("log", "", "append one line per fetch here: bytes, chunk (-1: whole file), path")
 	flag.Parse()
 	if flag.NArg() != 2 {
 		fmt.Fprintln(os.Stderr, "usage: fuselat [flags] SOURCE MOUNTPOINT")
@@ -194,6 +211,13 @@ func main() {
 	}
 	latency, bytesPerS, chunkSize = *lat, *bw*1e6/8, *chunk
 	src, mnt := flag.Arg(0), flag.Arg(1)
+	if *logPath != "" {
+		f, err := os.OpenFile(*logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			log.Fatalf("fuselat: -log %s: %v", *logPath, err)
+		}
+		fetchLog = f
+	}
 
 	var s syscall.Stat_t
 	if err := syscall.Stat(src, &s); err != nil {

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Run shell commands one after the other and time them as one operation.
+
+    measure.py MARKER CMD [CMD...]   -> one JSON line on stdout
+
+first_s: seconds from the start of the first command to the first output line
+that contains MARKER (the entrypoint's first line); total_s: to the end of the
+last command; maxrss_kib: the largest peak RSS of any of the commands (as
+wait4 reports it: the command itself, i.e. podman, or its largest waited-for
+child); rc: the first non-zero exit status, else 0. The commands' output is
+kept in the "out" field (last 2000 characters) for the log.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+marker, cmds = sys.argv[1], sys.argv[2:]
+t0 = time.monotonic()
+first = None
+rc = 0
+maxrss = 0
+out = []
+for cmd in cmds:
+    p = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def reader(p=p):
+        global first
+        for line in iter(p.stdout.readline, b""):
+            if first is None and marker.encode() in line:
+                first = time.monotonic() - t0
+            out.append(line.decode(errors="replace"))
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    # Whatever still holds the pipe (a runaway conmon) must not hang us.
+    th.join(timeout=5)
+    maxrss = max(maxrss, ru.ru_maxrss)
+    if p.returncode != 0 and rc == 0:
+        rc = p.returncode
+        break
+total = time.monotonic() - t0
+print(json.dumps(dict(first_s=first, total_s=total, maxrss_kib=maxrss, rc=rc, out="".join(out)[-2000:])))

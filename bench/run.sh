@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# bench/run.sh: cold start of generated images with podman, ours against the
+# alternatives, same images, same run (bench/README.md). Prints one markdown
+# table per image and repository view; hack/bench.sh puts them in
+# bench/results.md with the other benchmark tables.
+#
+# Environment:
+#   BENCH_SCALE=1        image size factor (0.1: 400 MiB / 20 000 files "large")
+#   BENCH_SEED=6         generator seed
+#   BENCH_RUNS=5         runs per alternative (median, min, max)
+#   BENCH_IMAGES="large deep"
+#   BENCH_VIEWS="fuse local"  repository views: fuse = bench/fuselat (cold CVMFS
+#                        client model), local = the plain directory
+#   BENCH_LATENCY=2ms BENCH_BANDWIDTH=1000 (Mbit/s) BENCH_CHUNK=8388608   fuselat
+#   BENCH_ALTS="overlay-pull rootfs ducc cvmfs cvmfs-pull"   which alternatives
+#   BENCH_DROP_CACHES=1  drop the page cache before each run (cold local disk too)
+#   BENCH_KEEP=1         keep the work directory
+#   BENCH_SKIP_BUILD=1   use build/bin/podman as it is
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+# shellcheck source=tests/lib/registry.bash
+source "$ROOT/tests/lib/registry.bash"
+
+scale=${BENCH_SCALE:-1}
+seed=${BENCH_SEED:-6}
+runs=${BENCH_RUNS:-5}
+images=${BENCH_IMAGES:-large deep}
+views=${BENCH_VIEWS:-fuse local}
+alts=${BENCH_ALTS:-overlay-pull rootfs ducc cvmfs cvmfs-pull}
+latency=${BENCH_LATENCY:-2ms}
+bandwidth=${BENCH_BANDWIDTH:-1000}
+chunk=${BENCH_CHUNK:-8388608}
+drop=${BENCH_DROP_CACHES:-1}
+
+die() { echo "bench: $*" >&2; exit 1; }
+log() { echo "$*" >&2; }
+[ "$(id -u)" -eq 0 ] || die "must run as root (podman mounts, FUSE)"
+for tool in skopeo docker-registry jq python3 curl conmon runc busybox fuse-overlayfs; do
+  command -v "$tool" >/dev/null || die "$tool missing (make deps)"
+done
+
+L="$ROOT/build/bench"
+mkdir -p "$L"
+log "==> building podman, cvmfs-podman, fuselat"
+PODMAN="$ROOT/build/bin/podman"
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] && ! "$ROOT/hack/build-podman.sh" >"$L/build-podman.log" 2>&1; then
+  tail -n 10 "$L/build-podman.log" >&2
+  [ -x "$PODMAN" ] || die "building podman failed"
+  log "bench: building podman failed; using the existing $PODMAN"
+fi
+cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
+B="$ROOT/target/release/cvmfs-podman"
+(cd bench/fuselat && GOFLAGS=-mod=mod go build -o "$L/fuselat" .) || die "building fuselat failed"
+
+W=$(mktemp -d /tmp/bench.XXXXXX)
+# The publisher records the repository's path, so the repository is published
+# at R and then moved to D; each run mounts a view of D at R (fuselat or a bind
+# mount), which is what a CVMFS client mount at a fixed path looks like.
+R="$W/repo"
+D="$W/repo-data"
+FL_PID=
+fuselat_stop() {
+  if [ -n "$FL_PID" ]; then
+    kill "$FL_PID" 2>/dev/null
+    wait "$FL_PID" 2>/dev/null
+    FL_PID=
+  fi
+  if mountpoint -q "$R" 2>/dev/null; then umount -l "$R"; fi
+}
+cleanup() {
+  local d
+  for d in "$W"/run/*/; do
+    [ -f "$d/env" ] || continue
+    (source "$d/env" && pm rm -af -t 0 >/dev/null 2>&1)
+  done
+  fuselat_stop
+  registry_stop
+  grep -o " $W[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W"
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------------ images
+registry_start "$W/registry" || die "cannot start docker-registry"
+log "==> registry on $REG; work directory $W"
+for img in $images; do
+  G="$L/images/$img-$scale-$seed"
+  if [ ! -f "$G/info.json" ]; then
+    log "==> generating $img (scale $scale, seed $seed)"
+    rm -rf "$G"
+    python3 bench/gen-image.py "$img" "$G" --scale "$scale" --seed "$seed" >&2 || die "generating $img failed"
+  fi
+  if [ ! -f "$G/oci/index.json" ]; then
+    "$B" make-oci "$G/oci" --tag "$img" "$G"/layer-*.tar >&2 || die "make-oci $img failed"
+  fi
+  skopeo copy --quiet --dest-tls-verify=false "oci:$G/oci:$img" "docker://$REG/bench/$img:1" || die "pushing $img failed"
+  "$B" publish "docker://$REG/bench/$img:1" --tls-verify=false --repo "$R" -q >&2 || die "publishing $img failed"
+done
+
+# DUCC's symlink store for overlay, beside ours (ours owns podmanStore).
+args=()
+for img in $images; do
+  G="$L/images/$img-$scale-$seed"
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$REG/v2/bench/$img/manifests/1" >"$W/$img.manifest.json" || die "no manifest for $img"
+  cfg=$(jq -r .config.digest "$W/$img.manifest.json")
+  curl -fsS "http://$REG/v2/bench/$img/blobs/$cfg" >"$W/$img.config.json" || die "no config for $img"
+  args+=("$REG/bench/$img:1=$W/$img.manifest.json" "$W/$img.config.json")
+done
+python3 bench/ducc-store.py "$R" "$R/ducc/podmanStore" "${args[@]}" || die "writing DUCC's podmanStore failed"
+mv "$R" "$D" && mkdir "$R" || die "cannot move the repository to $D"
+
+# ------------------------------------------------------------------ runs
+E="$ROOT/tests/e2e"
+# new_run NAME ALT: fresh graphroot, runroot, tmpdir and HOME; `pm` runs podman there.
+new_run() {
+  C="$W/run/$1"
+  shift
+  mkdir -p "$C/home/.config/containers" "$C/tmp"
+  cp "$E/policy.json" "$C/home/.config/containers/policy.json"
+  sed -e "s|@REGISTRY@|$REG|" "$E/registries.conf.in" >"$C/registries.conf"
+  case $1 in
+  cvmfs | cvmfs-pull)
+    sed -e "s|@GRAPHROOT@|$C/root|; s|@RUNROOT@|$C/run|; s|@REPO@|$R|g" "$E/storage.conf.in" >"$C/storage.conf"
+    ;;
+  ducc)
+    # DUCC's documentation: overlay with fuse-overlayfs as mount program and
+    # the repository's podmanStore as additional image store.
+    printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n[storage.options]\nadditionalimagestores = ["%s"]\n[storage.options.overlay]\nmount_program = "%s"\n' \
+      "$C/root" "$C/run" "$R/ducc/podmanStore" "$(command -v fuse-overlayfs)" >"$C/storage.conf"
+    ;;
+  *)
+    printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$C/root" "$C/run" >"$C/storage.conf"
+    ;;
+  esac
+  cat >"$C/env" <<EOF
+pm() {
+  env HOME=$C/home CONTAINERS_CONF=$E/containers.conf CONTAINERS_STORAGE_CONF=$C/storage.conf \\
+    CONTAINERS_REGISTRIES_CONF=$C/registries.conf PODMAN_IGNORE_CGROUPSV1_WARNING=1 \\
+    $PODMAN --tmpdir $C/tmp "\$@"
+}
+EOF
+  PM="env HOME=$C/home CONTAINERS_CONF=$E/containers.conf CONTAINERS_STORAGE_CONF=$C/storage.conf CONTAINERS_REGISTRIES_CONF=$C/registries.conf PODMAN_IGNORE_CGROUPSV1_WARNING=1 $PODMAN --tmpdir $C/tmp"
+}
+
+view_start() { # VIEW: mount the repository at $R as this view serves it, cold
+  fuselat_stop
+  if [ "$1" = fuse ]; then
+    "$L/fuselat" -latency "$latency" -bandwidth "$bandwidth" -chunk "$chunk" -stats "$W/fuselat.json" -log "$C/fetched.txt" "$D" "$R" 2>"$W/fuselat.log" &
+    FL_PID=$!
+    local _
+    for _ in $(seq 50); do mountpoint -q "$R" && return 0; sleep 0.1; done
+    cat "$W/fuselat.log" >&2
+    die "fuselat did not mount"
+  else
+    mount --bind "$D" "$R" || die "cannot bind-mount the repository"
+  fi
+}
+view_bytes() { # VIEW -> bytes the view served (fuse), after stopping it
+  if [ "$1" = fuse ]; then
+    fuselat_stop
+    jq -r .bytes_fetched "$W/fuselat.json"
+  else
+    echo ""
+  fi
+}
+
+registry_bytes_since() { # log line -> bytes of blob bodies the registry sent
+  registry_requests_since "$1" >/dev/null
+  tail -n "+$(($1 + 1))" "$REG_LOG" |
+    sed -n 's/^[^"]*"GET [^ ]*\/blobs\/[^ ]* HTTP[^"]*" 200 \([0-9]*\) .*/\1/p' | awk '{s += $1} END {print s + 0}'
+}
+
+# one_run IMG VIEW ALT N: prints "first total rss_kib bytes_read disk_bytes rc"
+one_run() {
+  local img=$1 view=$2 alt=$3 ref="$REG/bench/$1:1" flat
+  new_run "$img-$view-$alt-$4" "$alt"
+  view_start "$view"
+  [ "$drop" = 1 ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
+  local mark
+  mark=$(registry_log_mark)
+  local run="run --name b --network none"
+  local cmds=()
+  case $alt in
+  overlay-pull | cvmfs-pull) cmds=("$PM pull -q $ref >/dev/null" "$PM $run $ref /bench/run.sh") ;;
+  rootfs)
+    flat=$(jq -r .config.digest "$W/$img.manifest.json")
+    flat=${flat#sha256:}
+    cmds=("$PM $run --rootfs $R/.flat/${flat:0:2}/$flat:O /bench/run.sh")
+    ;;
+  ducc | cvmfs) cmds=("$PM $run $ref /bench/run.sh") ;;
+  esac
+  python3 bench/measure.py "bench: started" "${cmds[@]}" >"$C/measure.json"
+  local disk fetched
+  disk=$(du -sb "$C/root" "$C/run" 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  # Where the bytes went, for the log.
+  (cd "$C" && du -b --max-depth=4 root run 2>/dev/null | sort -n | tail -n 12) >"$C/du.txt"
+  (source "$C/env" && pm rm -af -t 0 >/dev/null 2>&1)
+  fetched=$(view_bytes "$view")
+  case $alt in
+  # overlay's pull does not touch the repository: what it costs is the download.
+  overlay-pull) fetched=$(registry_bytes_since "$mark") ;;
+  # ours: the download (manifest and config) plus what the run read.
+  cvmfs-pull) fetched=$((${fetched:-0} + $(registry_bytes_since "$mark"))) ;;
+  esac
+  [ -n "$fetched" ] || fetched=-
+  fuselat_stop
+  jq -r --arg b "$fetched" --arg d "$disk" '"\(.first_s // "-") \(.total_s) \(.maxrss_kib) \($b) \($d) \(.rc)"' "$C/measure.json"
+  if [ "$(jq -r .rc "$C/measure.json")" != 0 ] || [ "$(jq -r '.first_s // "null"' "$C/measure.json")" = null ]; then
+    log "    run $C ($img $view $alt) failed; output:"
+    jq -r .out "$C/measure.json" | tail -n 15 | sed 's/^/      /' >&2
+  fi
+  rm -rf "$C/root" "$C/run" 2>/dev/null
+}
+
+# ------------------------------------------------------------------ table
+stats() { # values... -> "median min max" (ignores "-")
+  printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{v[NR] = $1} END {
+    if (NR == 0) { print "- - -"; exit }
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    print m, v[1], v[NR] }'
+}
+num() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }'; }
+human() { # bytes -> MiB with 1 decimal, or "-"
+  [ "$1" = - ] && { echo -; return; }
+  awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'
+}
+
+label() {
+  case $1 in
+  overlay-pull) echo "overlay: pull + run" ;;
+  rootfs) echo "run --rootfs .flat:O" ;;
+  ducc) echo "DUCC podmanStore + fuse-overlayfs" ;;
+  cvmfs) echo "**cvmfs: run by name**" ;;
+  cvmfs-pull) echo "**cvmfs: pull + run**" ;;
+  esac
+}
+
+declare -A OP
+for img in $images; do
+  G="$L/images/$img-$scale-$seed"
+  ibytes=$(jq -r .bytes "$G/info.json")
+  for view in $views; do
+    [ "$view" = fuse ] && vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks)" || vdesc="plain local directory"
+    log "==> $img via $view: $runs runs of: $alts"
+    declare -A F T S Bt DW
+    for alt in $alts; do F[$alt]="" T[$alt]="" S[$alt]="" Bt[$alt]="" DW[$alt]=""; done
+    # Alternate the alternatives run by run, so a slow phase of the machine
+    # does not land on one of them.
+    for r in $(seq "$runs"); do
+      for alt in $alts; do
+        # overlay's pull + run does not use the repository: measured once,
+        # with the first view, and shown again for the others.
+        if [ "$alt" = overlay-pull ] && [ -n "${OP[$img-$r]:-}" ]; then
+          read -r f t s b d rc <<<"${OP[$img-$r]}"
+        else
+          read -r f t s b d rc < <(one_run "$img" "$view" "$alt" "$r")
+          [ "$alt" = overlay-pull ] && OP[$img-$r]="$f $t $s $b $d $rc"
+        fi
+        [ "$rc" = 0 ] || f=- t=-
+        log "    run $r $alt: first ${f}s total ${t}s rss ${s}KiB read $b disk $d rc $rc"
+        F[$alt]+=" $f" T[$alt]+=" $t" S[$alt]+=" $s" Bt[$alt]+=" $b" DW[$alt]+=" $d"
+      done
+    done
+    # The fastest alternative by median time to first output.
+    best="" bestv=""
+    for alt in $alts; do
+      read -r m _ _ < <(stats ${F[$alt]})
+      [ "$m" = - ] && continue
+      if [ -z "$bestv" ] || awk -v a="$m" -v b="$bestv" 'BEGIN { exit !(a < b) }'; then best=$alt bestv=$m; fi
+    done
+    # Exit times are compared with the fastest exit, which may be another one.
+    bestt=""
+    for alt in $alts; do
+      read -r m _ _ < <(stats ${T[$alt]})
+      [ "$m" = - ] && continue
+      if [ -z "$bestt" ] || awk -v a="$m" -v b="$bestt" 'BEGIN { exit !(a < b) }'; then bestt=$m; fi
+    done
+    echo
+    echo "### $img image ($(jq -r '"\(.layers) layers, \(.files) files, \(.bytes / 1048576 | floor) MiB; entrypoint reads \(.read_files) files, \(.read_bytes / 1048576 * 10 | floor / 10) MiB"' "$G/info.json")), repository: $vdesc"
+    echo
+    echo "| alternative | first output s (min–max) | x fastest | exit s (min–max) | x fastest | read/downloaded | % of image | local disk written | podman peak RSS |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for alt in $alts; do
+      read -r fm fl fh < <(stats ${F[$alt]})
+      read -r tm tl th < <(stats ${T[$alt]})
+      read -r bm _ _ < <(stats ${Bt[$alt]})
+      read -r dm _ _ < <(stats ${DW[$alt]})
+      read -r sm _ _ < <(stats ${S[$alt]})
+      rf=$(awk -v a="$fm" -v b="$bestv" 'BEGIN { if (a == "-" || b == "") print "-"; else printf "%.2fx", a / b }')
+      rt=$(awk -v a="$tm" -v b="$bestt" 'BEGIN { if (a == "-" || b == "") print "-"; else printf "%.2fx", a / b }')
+      pct=$(awk -v a="$bm" -v b="$ibytes" 'BEGIN { if (a == "-") print "-"; else printf "%.1f%%", 100 * a / b }')
+      nfail=$(printf '%s\n' ${F[$alt]} | grep -c '^-$')
+      fail=""
+      [ "$nfail" -gt 0 ] && fail=" ($nfail of $runs failed)"
+      printf '| %s%s | %s (%s–%s) | %s | %s (%s–%s) | %s | %s | %s | %s | %s |\n' \
+        "$(label "$alt")" "$fail" \
+        "$(awk -v v="$fm" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }')" \
+        "$(awk -v v="$fl" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }')" \
+        "$(awk -v v="$fh" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }')" "$rf" \
+        "$(num "$tm")" "$(num "$tl")" "$(num "$th")" "$rt" \
+        "$(human "$bm")" "$pct" "$(human "$dm")" "$(awk -v v="$sm" 'BEGIN { printf "%.0f MiB", v / 1024 }')"
+    done
+    unset F T S Bt DW
+  done
+done

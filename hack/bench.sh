@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make bench: every benchmark of the project in one run, one markdown document
+# printed and written to bench/results.md with the date, machine and versions:
+#   1. bench/run.sh          cold start against the alternatives (bench/README.md)
+#   2. hack/bench-graphtest.sh  DriverBench* cvmfs vs overlay vs vfs, driver RSS
+#   3. hack/bench-publish.sh    publisher throughput vs skopeo copy + umoci unpack
+# BENCH_* variables (bench/run.sh) pass through; BENCH_ONLY="cold graphtest
+# publish" picks parts. Progress goes to stderr, logs to build/bench/.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+only=${BENCH_ONLY:-cold graphtest publish}
+L="$ROOT/build/bench"
+mkdir -p "$L"
+out="$L/results.md"
+rc=0
+
+version() { "$@" 2>/dev/null | head -n 1; }
+{
+  echo "# Benchmark results"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
+  echo "- project: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench hack go-bindings || echo ' (with uncommitted changes)')"
+  echo "- podman: $(version build/bin/podman --version) (patched, hack/versions.env); runc: $(version runc --version); fuse-overlayfs: $(version fuse-overlayfs --version); skopeo: $(version skopeo --version)"
+  echo "- kernel overlayfs for overlay and cvmfs; every figure is the median of the runs with min–max, ratios against the fastest alternative of the same table"
+  echo "- settings: BENCH_SCALE=${BENCH_SCALE:-1} BENCH_RUNS=${BENCH_RUNS:-5} BENCH_SEED=${BENCH_SEED:-6} BENCH_LATENCY=${BENCH_LATENCY:-2ms} BENCH_BANDWIDTH=${BENCH_BANDWIDTH:-1000}"
+  echo
+} >"$out"
+
+part() { # TITLE LOG COMMAND...: run, append its stdout (the tables) to the results
+  local title=$1 log=$2
+  shift 2
+  echo "==> $title" >&2
+  {
+    echo "## $title"
+    echo
+  } >>"$out"
+  if "$@" >"$L/$log.out" 2>"$L/$log.err"; then
+    cat "$L/$log.out" >>"$out"
+  else
+    rc=1
+    cat "$L/$log.out" >>"$out"
+    {
+      echo
+      echo "**failed** (exit status; last lines of build/bench/$log.err):"
+      echo '```'
+      tail -n 15 "$L/$log.err"
+      echo '```'
+    } >>"$out"
+    tail -n 15 "$L/$log.err" >&2
+  fi
+  echo >>"$out"
+}
+
+for p in $only; do
+  case $p in
+  cold) part "Cold start against the alternatives (bench/run.sh)" cold bench/run.sh ;;
+  graphtest) part "Driver operations: DriverBench* (hack/bench-graphtest.sh)" graphtest hack/bench-graphtest.sh ;;
+  publish) part "Publisher throughput (hack/bench-publish.sh)" publish hack/bench-publish.sh ;;
+  *) echo "bench: unknown part $p" >&2; rc=1 ;;
+  esac
+done
+cat "$out"
+cp "$out" "$ROOT/bench/results.md"
+exit $rc
