@@ -83,6 +83,19 @@ fi
 step "Build what is missing: the Rust library, cvmfs-podman, podman with the cvmfs driver"
 "$ROOT/hack/install-deps.sh"
 start=$(now_ns)
+CP="$ROOT/target/release/cvmfs-podman"
+# cvmfs-podman first, and only when a source is newer than it: cargo keeps one
+# fingerprint for the library whatever its features, so building the CLI (features
+# "cli") after hack/build-lib.sh (no default features) recompiles the crate, and
+# the next `make podman` would recompile it again.
+if [ -x "$CP" ] && [ -z "$(find src Cargo.toml Cargo.lock build.rs -newer "$CP" -print -quit)" ]; then
+  say "cvmfs-podman is up to date"
+else
+  cargo build --release --bin cvmfs-podman --quiet 2>"$D/build-cvmfs-podman.log" || {
+    tail -n 30 "$D/build-cvmfs-podman.log"
+    die "cargo build --bin cvmfs-podman failed"
+  }
+fi
 if [ "${DEMO_BUILD:-1}" = 0 ] && [ -x build/bin/podman ]; then
   say "DEMO_BUILD=0: using build/bin/podman as it is"
 else
@@ -92,12 +105,7 @@ else
   }
   say "$(grep -E 'up to date|built in' "$D/build-podman.log" | tail -1 | sed 's/^build-podman: //')"
 fi
-cargo build --release --bin cvmfs-podman --quiet 2>"$D/build-cvmfs-podman.log" || {
-  tail -n 30 "$D/build-cvmfs-podman.log"
-  die "cargo build --bin cvmfs-podman failed"
-}
 PODMAN="$ROOT/build/bin/podman"
-CP="$ROOT/target/release/cvmfs-podman"
 say "podman:       $PODMAN ($("$PODMAN" --version))"
 say "cvmfs-podman: $CP"
 say "build step: $(secs "$(ms_since "$start")")"
@@ -128,7 +136,9 @@ step "Push it to a docker-registry on 127.0.0.1 and publish it into ./demo-repo"
 port=
 [ -f "$D/registry.port" ] && port=$(cat "$D/registry.port")
 # The port is part of the image's name in the repository: keep it across runs.
-if [ -n "$port" ] && ! python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$port" 2>/dev/null; then
+# (SO_REUSEADDR as the registry itself uses: the last run's connections may
+# still be in TIME_WAIT.)
+if [ -n "$port" ] && ! python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1",int(sys.argv[1])))' "$port" 2>/dev/null; then
   die "port $port (build/demo/registry.port, used by the published name) is busy; free it or rm -rf build/demo demo-repo"
 fi
 registry_start "$D/registry" "$port" || die "cannot start docker-registry"
@@ -225,7 +235,7 @@ say "\$ podman --storage-driver cvmfs images   (storage.conf: additionalimagesto
 pm images --format '{{.Repository}}:{{.Tag}}  {{.ID}}  {{.Size}}  read-only={{.ReadOnly}}' | sed 's/^/    | /'
 drop_caches
 before=$(loop_read_bytes)
-say "page cache dropped; $LOOP has read $(human "$before") so far"
+say "page cache dropped (echo 3 > /proc/sys/vm/drop_caches), $LOOP's read counter noted"
 say "\$ podman --storage-driver cvmfs run --rm $NAME"
 rm -f "$D/cvmfs-out.txt"
 timed_run pm "$D/cvmfs-out.txt" "$NAME"
