@@ -67,7 +67,7 @@ fuselat_stop() {
     wait "$FL_PID" 2>/dev/null
     FL_PID=
   fi
-  if mountpoint -q "$R" 2>/dev/null; then umount -l "$R"; fi
+  if mountpoint -q "$R" 2>/dev/null; then umount -l "$R" 2>/dev/null; fi
 }
 cleanup() {
   local d
@@ -195,9 +195,10 @@ one_run() {
   esac
   python3 bench/measure.py "bench: started" "${cmds[@]}" >"$C/measure.json"
   local disk fetched
-  disk=$(du -sb "$C/root" "$C/run" 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  # -x: not into the container's rootfs, which may still be mounted.
+  disk=$(du -sbx "$C/root" "$C/run" 2>/dev/null | awk '{s += $1} END {print s + 0}')
   # Where the bytes went, for the log.
-  (cd "$C" && du -b --max-depth=4 root run 2>/dev/null | sort -n | tail -n 12) >"$C/du.txt"
+  (cd "$C" && du -bx --max-depth=4 root run 2>/dev/null | sort -n | tail -n 12) >"$C/du.txt"
   (source "$C/env" && pm rm -af -t 0 >/dev/null 2>&1)
   fetched=$(view_bytes "$view")
   case $alt in
@@ -304,6 +305,29 @@ for img in $images; do
         "$(num "$tm")" "$(num "$tl")" "$(num "$th")" "$rt" \
         "$(human "$bm")" "$pct" "$(human "$dm")" "$(awk -v v="$sm" 'BEGIN { printf "%.0f MiB", v / 1024 }')"
     done
+    # The issue's targets, checked against this table.
+    med() { local m; read -r m _ _ < <(stats $1); echo "$m"; }
+    verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+      if (v == "-" || v == "") { print "not measured"; exit }
+      ok = (op == "<=") ? (v <= t) : (v >= t); print (ok ? "met" : "**missed**") }'; }
+    echo
+    if [[ " $alts " == *" cvmfs "* ]]; then
+      c=$(med "${F[cvmfs]}")
+      if [[ " $alts " == *" rootfs "* ]]; then
+        r=$(awk -v a="$c" -v b="$(med "${F[rootfs]}")" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.2f", a / b }')
+        echo "- ours (run by name) / --rootfs, time to first output: ${r}x (target <= 1.1x: $(verdict "$r" "<=" 1.1))"
+      fi
+      if [[ " $alts " == *" overlay-pull "* ]]; then
+        r=$(awk -v a="$(med "${F[overlay-pull]}")" -v b="$c" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.1f", a / b }')
+        echo "- overlay pull + run / ours, time to first output: ${r}x (target >= 10x for the full-size large image under fuselat: $(verdict "$r" ">=" 10))"
+      fi
+      if [ "$view" = fuse ]; then
+        r=$(awk -v a="$(med "${Bt[cvmfs]}")" -v b="$ibytes" 'BEGIN { if (a == "-") print "-"; else printf "%.1f", 100 * a / b }')
+        echo "- ours, bytes read from the repository: ${r}% of the image (target <= 5%: $(verdict "$r" "<=" 5))"
+      fi
+      r=$(awk -v a="$(med "${DW[cvmfs]}")" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / 1048576 }')
+      echo "- ours, local disk written (graphroot + runroot at exit, podman's databases included): ${r} MiB (target <= 1 MiB before the entrypoint runs: $(verdict "$r" "<=" 1))"
+    fi
     unset F T S Bt DW
   done
 done
