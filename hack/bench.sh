@@ -5,7 +5,8 @@
 #   2. hack/bench-graphtest.sh  DriverBench* cvmfs vs overlay vs vfs, driver RSS
 #   3. hack/bench-publish.sh    publisher throughput vs skopeo copy + umoci unpack
 # BENCH_* variables (bench/run.sh) pass through; BENCH_ONLY="cold graphtest
-# publish" picks parts. Progress goes to stderr, logs to build/bench/.
+# publish" picks parts (then bench/results.md is left alone). Progress goes to
+# stderr, logs to build/bench/.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -63,5 +64,10 @@ for p in $only; do
   esac
 done
 cat "$out"
-cp "$out" "$ROOT/bench/results.md"
+# bench/results.md holds complete runs only.
+if [ -z "${BENCH_ONLY:-}" ]; then
+  cp "$out" "$ROOT/bench/results.md"
+else
+  echo "bench: BENCH_ONLY set: results in $out only" >&2
+fi
 exit $rc
