@@ -28,12 +28,15 @@ header:
 header-check:
 	@hack/header.sh check
 
-# Regenerate patches/ from go-bindings/ and materialise the patched storage module.
+# Regenerate patches/: the storage series from go-bindings/, the image series
+# from hack/image-patches/.
 patches:
 	@hack/gen-patches.sh
+	@hack/gen-image-patches.sh
 
 patches-check:
 	@hack/gen-patches.sh --check
+	@hack/gen-image-patches.sh --check
 
 storage: lib
 	@hack/patched-storage.sh
