@@ -319,11 +319,15 @@ for img in $images; do
       fi
       if [[ " $alts " == *" overlay-pull "* ]]; then
         r=$(awk -v a="$(med "${F[overlay-pull]}")" -v b="$c" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.1f", a / b }')
-        echo "- overlay pull + run / ours, time to first output: ${r}x (target >= 10x for the full-size large image under fuselat: $(verdict "$r" ">=" 10))"
+        if [ "$img" = large ] && [ "$view" = fuse ] && [ "$scale" = 1 ]; then
+          echo "- overlay pull + run / ours, time to first output: ${r}x (target >= 10x: $(verdict "$r" ">=" 10))"
+        else
+          echo "- overlay pull + run / ours, time to first output: ${r}x (the >= 10x target is for the full-size large image under fuselat)"
+        fi
       fi
       if [ "$view" = fuse ]; then
         r=$(awk -v a="$(med "${Bt[cvmfs]}")" -v b="$ibytes" 'BEGIN { if (a == "-") print "-"; else printf "%.1f", 100 * a / b }')
-        echo "- ours, bytes read from the repository: ${r}% of the image (target <= 5%: $(verdict "$r" "<=" 5))"
+        echo "- ours, bytes read from the repository: ${r}% of the image (target <= 5%: $(verdict "$r" "<=" 5); the entrypoint reads $(jq -r '.read_bytes * 1000 / .bytes | floor / 10' "$G/info.json")%, and runs the 1.9 MiB busybox, which counts at small BENCH_SCALE)"
       fi
       r=$(awk -v a="$(med "${DW[cvmfs]}")" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / 1048576 }')
       echo "- ours, local disk written (graphroot + runroot at exit, podman's databases included): ${r} MiB (target <= 1 MiB before the entrypoint runs: $(verdict "$r" "<=" 1))"
