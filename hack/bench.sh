@@ -24,11 +24,14 @@ version() { "$@" 2>/dev/null | head -n 1; }
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
   echo "- project: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench hack go-bindings || echo ' (with uncommitted changes)')"
-  echo "- podman: $(version build/bin/podman --version) (patched, hack/versions.env); runc: $(version runc --version); fuse-overlayfs: $(fuse-overlayfs --version 2>/dev/null | grep -m1 fuse-overlayfs); skopeo: $(version skopeo --version)"
+  echo "- podman: $(version build/bin/podman --version) (patched, hack/versions.env); runc: $(version runc --version); fuse-overlayfs: $(fuse-overlayfs --version 2>/dev/null | sed -n "s/^fuse-overlayfs: //p" | head -n 1); skopeo: $(version skopeo --version)"
   echo "- kernel overlayfs for overlay and cvmfs; every figure is the median of the runs with min–max, ratios against the fastest alternative of the same table"
   echo "- settings: BENCH_SCALE=${BENCH_SCALE:-1} BENCH_RUNS=${BENCH_RUNS:-5} BENCH_SEED=${BENCH_SEED:-6} BENCH_LATENCY=${BENCH_LATENCY:-2ms} BENCH_BANDWIDTH=${BENCH_BANDWIDTH:-1000}"
   echo
 } >"$out"
+
+# go test's raw benchmark lines stay in build/bench/*.out; the document gets the tables.
+tables() { grep -vE '^(Benchmark|goos:|goarch:|pkg:|cpu:|PASS$|ok  )' "$1"; }
 
 part() { # TITLE LOG COMMAND...: run, append its stdout (the tables) to the results
   local title=$1 log=$2
@@ -39,10 +42,10 @@ part() { # TITLE LOG COMMAND...: run, append its stdout (the tables) to the resu
     echo
   } >>"$out"
   if "$@" >"$L/$log.out" 2>"$L/$log.err"; then
-    cat "$L/$log.out" >>"$out"
+    tables "$L/$log.out" >>"$out"
   else
     rc=1
-    cat "$L/$log.out" >>"$out"
+    tables "$L/$log.out" >>"$out"
     {
       echo
       echo "**failed** (exit status; last lines of build/bench/$log.err):"
