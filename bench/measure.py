@@ -9,6 +9,10 @@ last command; maxrss_kib: the largest peak RSS of any of the commands (as
 wait4 reports it: the command itself, i.e. podman, or its largest waited-for
 child); rc: the first non-zero exit status, else 0. The commands' output is
 kept in the "out" field (last 2000 characters) for the log.
+
+With MEASURE_AT_FIRST set, that shell command runs when the MARKER line
+arrives (while the entrypoint goes on) and its output is the "at_first" field:
+e.g. the local disk used at the moment the entrypoint started.
 """
 import json
 import os
@@ -23,14 +27,19 @@ first = None
 rc = 0
 maxrss = 0
 out = []
+at_first_cmd = os.environ.get("MEASURE_AT_FIRST")
+at_first = None
 for cmd in cmds:
     p = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def reader(p=p):
-        global first
+        global first, at_first
         for line in iter(p.stdout.readline, b""):
             if first is None and marker.encode() in line:
                 first = time.monotonic() - t0
+                if at_first_cmd:
+                    r = subprocess.run(["/bin/sh", "-c", at_first_cmd], capture_output=True)
+                    at_first = r.stdout.decode().strip()
             out.append(line.decode(errors="replace"))
 
     th = threading.Thread(target=reader, daemon=True)
@@ -44,4 +53,4 @@ for cmd in cmds:
         rc = p.returncode
         break
 total = time.monotonic() - t0
-print(json.dumps(dict(first_s=first, total_s=total, maxrss_kib=maxrss, rc=rc, out="".join(out)[-2000:])))
+print(json.dumps(dict(first_s=first, total_s=total, maxrss_kib=maxrss, rc=rc, at_first=at_first, out="".join(out)[-2000:])))
