@@ -19,7 +19,20 @@ else
   cat "$log/header.txt" >&2
 fi
 
-# 2. cargo test. --show-output prints the stdout of passing tests, where gated
+# 2. The differential archive tests compare our tar handling with containers/storage's
+#    own pkg/archive through a small Go program; build it so they run rather than skip.
+#    A build failure is a test failure: the comparison is part of the suite.
+gocheck="$PWD/build/gocheck"
+if (cd tests/archive_support/gocheck && GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+    /usr/local/go/bin/go build -o "$gocheck" .) >"$log/gocheck.txt" 2>&1; then
+  export CVMFS_GO_ARCHIVE="$gocheck" CVMFS_GO_CHANGES="$gocheck"
+else
+  echo "test-rust: building the Go reference helper failed:" >&2
+  cat "$log/gocheck.txt" >&2
+  failed=$((failed + 1))
+fi
+
+# 3. cargo test. --show-output prints the stdout of passing tests, where gated
 #    tests announce "SKIP: <name>: needs root".
 cargo test --no-fail-fast -- --show-output >"$log/cargo.txt" 2>&1
 cargo_rc=$?
@@ -48,7 +61,7 @@ if [ "$cargo_rc" -ne 0 ] && [ "$c_failed" -eq 0 ]; then
   failed=$((failed + 1))
 fi
 
-# 3. The C ABI test.
+# 4. The C ABI test.
 tests/c/run.sh >"$log/c.txt" 2>&1
 c_rc=$?
 grep -E '^(FAIL|SKIP)' "$log/c.txt" || true
