@@ -1,4 +1,4 @@
-//! The kernel side of [`Syscalls`](super::Syscalls), via rustix (no unsafe here).
+//! The kernel side of [`Syscalls`](super::Syscalls), via rustix, so this module needs no raw pointers.
 
 use std::io;
 use std::os::fd::OwnedFd;
