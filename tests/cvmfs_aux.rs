@@ -23,16 +23,7 @@ fn fixture() -> Fx {
         .prefix("cvmfs-aux")
         .tempdir()
         .unwrap();
-    let image = corpus::images()
-        .into_iter()
-        .find(|i| i.name == "opaque-then-more")
-        .unwrap();
-    let tars: Vec<Vec<u8>> = image
-        .layers
-        .iter()
-        .map(|s| layer_spec::spec_to_tar(s).unwrap())
-        .collect();
-    let want = layer_spec::snapshot(&cvmfs::umoci_reference(&t.path().join("ref"), &tars)).unwrap();
+    let (tars, want) = cvmfs::corpus_image(t.path(), "opaque-then-more");
     let repo = t.path().join("cvmfs/r");
     let store = repo.join("podmanStore");
     let layers = cvmfs::lay_out(&repo, &tars, Style::Publisher);

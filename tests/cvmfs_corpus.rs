@@ -227,16 +227,7 @@ fn unconverted_raw_markers_are_caught_by_the_comparison() {
         .prefix("cvmfs-corpus")
         .tempdir()
         .unwrap();
-    let image = corpus::images()
-        .into_iter()
-        .find(|i| i.name == "whiteouts-several-layers")
-        .unwrap();
-    let tars: Vec<Vec<u8>> = image
-        .layers
-        .iter()
-        .map(|s| layer_spec::spec_to_tar(s).unwrap())
-        .collect();
-    let want = layer_spec::snapshot(&cvmfs::umoci_reference(&t.path().join("ref"), &tars)).unwrap();
+    let (tars, want) = cvmfs::corpus_image(t.path(), "whiteouts-several-layers");
     let repo = t.path().join("cvmfs/r");
     let store = repo.join("podmanStore");
     let layers = cvmfs::lay_out(&repo, &tars, Style::Ducc);

@@ -191,6 +191,23 @@ fn blob(layout: &Path, data: &[u8]) -> String {
     d
 }
 
+/// The layer tars of the corpus image `name` and the snapshot of its
+/// `umoci unpack` reference (unpacked under `<work>/ref`).
+pub fn corpus_image(work: &Path, name: &str) -> (Vec<Vec<u8>>, String) {
+    let image = corpus::images()
+        .into_iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("no corpus image {name:?}"));
+    let tars: Vec<Vec<u8>> = image
+        .layers
+        .iter()
+        .map(|s| cvmfs_graphdriver::layer_spec::spec_to_tar(s).unwrap())
+        .collect();
+    let reference = umoci_reference(&work.join("ref"), &tars);
+    let want = cvmfs_graphdriver::layer_spec::snapshot(&reference).unwrap();
+    (tars, want)
+}
+
 /// The reference: an OCI image layout from the tars, unpacked by `umoci unpack`
 /// into `<work>/bundle`; returns the rootfs.
 pub fn umoci_reference(work: &Path, tars: &[Vec<u8>]) -> PathBuf {
