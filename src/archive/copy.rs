@@ -37,7 +37,7 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), ArchiveError> {
         dirs: Vec::new(),
     };
     c.copy_dir_contents(src, dst)?;
-    c.copy_meta(src, dst, &md)?;
+    copy_metadata(src, dst, &md, &[])?;
     c.dirs.push((dst.to_path_buf(), md));
     // Directory times last: creating their entries changed them.
     for (path, md) in c.dirs.iter().rev() {
@@ -73,72 +73,89 @@ impl Copier {
             }
             self.links.insert((md.dev(), md.ino()), d.to_path_buf());
         }
-        let perm = Mode::from_raw_mode(md.mode() & 0o7777);
-        let mk = |ft: FileType| {
-            rustix::fs::mknodat(rustix::fs::CWD, d, ft, perm, md.rdev() as _)
-                .map_err(|e| ArchiveError::io(d, ioe(e)))
-        };
         if ft.is_dir() {
             std::fs::create_dir(d).map_err(|e| ArchiveError::io(d, e))?;
             self.copy_dir_contents(s, d)?;
-            self.copy_meta(s, d, &md)?;
+            copy_metadata(s, d, &md, &[])?;
             self.dirs.push((d.to_path_buf(), md));
             return Ok(());
-        } else if ft.is_file() {
-            let mut from = std::fs::File::open(s).map_err(|e| ArchiveError::io(s, e))?;
-            let mut to = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(d)
-                .map_err(|e| ArchiveError::io(d, e))?;
-            // std uses copy_file_range/sendfile here, so reflinks and sparse files stay cheap.
-            std::io::copy(&mut from, &mut to).map_err(|e| ArchiveError::io(d, e))?;
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(s).map_err(|e| ArchiveError::io(s, e))?;
-            std::os::unix::fs::symlink(&target, d).map_err(|e| ArchiveError::io(d, e))?;
-        } else if ft.is_char_device() {
-            mk(FileType::CharacterDevice)?;
-        } else if ft.is_block_device() {
-            mk(FileType::BlockDevice)?;
-        } else if ft.is_fifo() {
-            mk(FileType::Fifo)?;
-        } else if ft.is_socket() {
-            mk(FileType::Socket)?;
         }
-        self.copy_meta(s, d, &md)?;
-        fsutil::set_times(d, &fsutil::timestamps_of(&md)).map_err(|e| ArchiveError::io(d, e))?;
-        Ok(())
+        copy_node(s, d, &md, &[])
     }
+}
 
-    /// Owner, mode (after chown, which clears setuid bits) and every xattr.
-    fn copy_meta(&self, s: &Path, d: &Path, md: &Metadata) -> Result<(), ArchiveError> {
-        fsutil::lchown(d, md.uid(), md.gid()).map_err(|e| ArchiveError::io(d, e))?;
-        if !md.file_type().is_symlink() {
-            fsutil::chmod(d, md.mode()).map_err(|e| ArchiveError::io(d, e))?;
-        }
-        for name in fsutil::list_xattrs(s).map_err(|e| ArchiveError::io(s, e))? {
-            // The SELinux label is the destination's business (mount label).
-            if name == b"security.selinux" {
-                continue;
-            }
-            let Some(value) = fsutil::get_xattr(s, &name).map_err(|e| ArchiveError::io(s, e))?
-            else {
-                continue;
-            };
-            match fsutil::set_xattr(d, &name, &value) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-                Err(e) => {
-                    return Err(ArchiveError::io(
-                        d,
-                        std::io::Error::new(
-                            e.kind(),
-                            format!("setting xattr {}: {e}", String::from_utf8_lossy(&name)),
-                        ),
-                    ))
-                }
-            }
-        }
-        Ok(())
+/// Create `d` as a copy of the non-directory `s` (content, link target or device
+/// node), then give it `s`'s owner, mode, xattrs (less `skip_xattrs`) and times.
+/// Hardlink bookkeeping is the caller's: this always makes a new inode.
+pub(crate) fn copy_node(
+    s: &Path,
+    d: &Path,
+    md: &Metadata,
+    skip_xattrs: &[&[u8]],
+) -> Result<(), ArchiveError> {
+    let ft = md.file_type();
+    let perm = Mode::from_raw_mode(md.mode() & 0o7777);
+    let mk = |ft: FileType| {
+        rustix::fs::mknodat(rustix::fs::CWD, d, ft, perm, md.rdev() as _)
+            .map_err(|e| ArchiveError::io(d, ioe(e)))
+    };
+    if ft.is_file() {
+        let mut from = std::fs::File::open(s).map_err(|e| ArchiveError::io(s, e))?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(d)
+            .map_err(|e| ArchiveError::io(d, e))?;
+        // std uses copy_file_range/sendfile here, so reflinks and sparse files stay cheap.
+        std::io::copy(&mut from, &mut to).map_err(|e| ArchiveError::io(d, e))?;
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(s).map_err(|e| ArchiveError::io(s, e))?;
+        std::os::unix::fs::symlink(&target, d).map_err(|e| ArchiveError::io(d, e))?;
+    } else if ft.is_char_device() {
+        mk(FileType::CharacterDevice)?;
+    } else if ft.is_block_device() {
+        mk(FileType::BlockDevice)?;
+    } else if ft.is_fifo() {
+        mk(FileType::Fifo)?;
+    } else if ft.is_socket() {
+        mk(FileType::Socket)?;
     }
+    copy_metadata(s, d, md, skip_xattrs)?;
+    fsutil::set_times(d, &fsutil::timestamps_of(md)).map_err(|e| ArchiveError::io(d, e))
+}
+
+/// Owner, mode (after chown, which clears setuid bits) and every xattr of `s` onto
+/// `d`, except the SELinux label (the destination's business) and `skip_xattrs`.
+pub(crate) fn copy_metadata(
+    s: &Path,
+    d: &Path,
+    md: &Metadata,
+    skip_xattrs: &[&[u8]],
+) -> Result<(), ArchiveError> {
+    fsutil::lchown(d, md.uid(), md.gid()).map_err(|e| ArchiveError::io(d, e))?;
+    if !md.file_type().is_symlink() {
+        fsutil::chmod(d, md.mode()).map_err(|e| ArchiveError::io(d, e))?;
+    }
+    for name in fsutil::list_xattrs(s).map_err(|e| ArchiveError::io(s, e))? {
+        if name == b"security.selinux" || skip_xattrs.contains(&name.as_slice()) {
+            continue;
+        }
+        let Some(value) = fsutil::get_xattr(s, &name).map_err(|e| ArchiveError::io(s, e))? else {
+            continue;
+        };
+        match fsutil::set_xattr(d, &name, &value) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+            Err(e) => {
+                return Err(ArchiveError::io(
+                    d,
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("setting xattr {}: {e}", String::from_utf8_lossy(&name)),
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 mod apply;
 mod changes;
-mod copy;
+pub(crate) mod copy;
 pub(crate) mod fsutil;
 pub mod idmap;
 mod remap;

@@ -20,18 +20,14 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-use rustix::fs::{FileType, Mode, Timespec, Timestamps};
 
 use super::fsx::remove_all;
 use super::{Error, Result};
-use crate::archive::{OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
-
-fn ioe(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
+use crate::archive::{
+    copy, fsutil, ArchiveError, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX,
+};
 
 /// Merge the layer directory `layer` into the flat tree `flat` (an existing dir).
 pub fn merge_layer(layer: &Path, flat: &Path) -> Result<()> {
@@ -55,23 +51,14 @@ struct Merger {
 }
 
 fn set_times(p: &Path, md: &fs::Metadata) -> Result<()> {
-    let t = Timestamps {
-        last_access: Timespec {
-            tv_sec: md.atime(),
-            tv_nsec: md.atime_nsec() as _,
-        },
-        last_modification: Timespec {
-            tv_sec: md.mtime(),
-            tv_nsec: md.mtime_nsec() as _,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &t,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::io(p, ioe(e)))
+    fsutil::set_times(p, &fsutil::timestamps_of(md)).map_err(|e| Error::io(p, e))
+}
+
+/// The opaque marker is overlay state of a layer directory, not part of the rootfs.
+const FLAT_SKIPPED_XATTRS: &[&[u8]] = &[OVERLAY_OPAQUE_XATTR.as_bytes()];
+
+fn archive_err(e: ArchiveError) -> Error {
+    Error(e.to_string())
 }
 
 fn sorted(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
@@ -158,78 +145,11 @@ impl Merger {
             }
             self.links.insert((md.dev(), md.ino()), d.to_path_buf());
         }
-        let ft = md.file_type();
-        let perm = Mode::from_raw_mode(md.mode() & 0o7777);
-        let mk = |t: FileType| {
-            rustix::fs::mknodat(rustix::fs::CWD, d, t, perm, md.rdev() as _)
-                .map_err(|e| Error::io(d, ioe(e)))
-        };
-        if ft.is_file() {
-            let mut from = fs::File::open(s).map_err(|e| Error::io(s, e))?;
-            let mut to = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(d)
-                .map_err(|e| Error::io(d, e))?;
-            io::copy(&mut from, &mut to).map_err(|e| Error::io(d, e))?;
-        } else if ft.is_symlink() {
-            let t = fs::read_link(s).map_err(|e| Error::io(s, e))?;
-            std::os::unix::fs::symlink(&t, d).map_err(|e| Error::io(d, e))?;
-        } else if ft.is_char_device() {
-            mk(FileType::CharacterDevice)?;
-        } else if ft.is_block_device() {
-            mk(FileType::BlockDevice)?;
-        } else if ft.is_fifo() {
-            mk(FileType::Fifo)?;
-        } else if ft.is_socket() {
-            mk(FileType::Socket)?;
-        }
-        self.meta(s, d, md)?;
-        set_times(d, md)
+        copy::copy_node(s, d, md, FLAT_SKIPPED_XATTRS).map_err(archive_err)
     }
 
     /// Owner, then mode (chown clears setuid), then xattrs.
     fn meta(&self, s: &Path, d: &Path, md: &fs::Metadata) -> Result<()> {
-        rustix::fs::chownat(
-            rustix::fs::CWD,
-            d,
-            Some(rustix::process::Uid::from_raw(md.uid())),
-            Some(rustix::process::Gid::from_raw(md.gid())),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| Error::io(d, ioe(e)))?;
-        if !md.file_type().is_symlink() {
-            rustix::fs::chmod(d, Mode::from_raw_mode(md.mode() & 0o7777))
-                .map_err(|e| Error::io(d, ioe(e)))?;
-        }
-        for name in list_xattrs(s)? {
-            if name == b"security.selinux" || name == OVERLAY_OPAQUE_XATTR.as_bytes() {
-                continue;
-            }
-            let name = std::ffi::OsStr::from_bytes(&name);
-            let mut buf = vec![0u8; 65536];
-            let n = match rustix::fs::lgetxattr(s, name, &mut buf[..]) {
-                Ok(n) => n,
-                Err(_) => continue,
-            };
-            match rustix::fs::lsetxattr(d, name, &buf[..n], rustix::fs::XattrFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
-                Err(e) => return Err(Error::io(d, ioe(e))),
-            }
-        }
-        Ok(())
-    }
-}
-
-fn list_xattrs(p: &Path) -> Result<Vec<Vec<u8>>> {
-    let mut buf = vec![0u8; 65536];
-    match rustix::fs::llistxattr(p, &mut buf[..]) {
-        Ok(n) => Ok(buf[..n]
-            .split(|b| *b == 0)
-            .filter(|x| !x.is_empty())
-            .map(|x| x.to_vec())
-            .collect()),
-        Err(rustix::io::Errno::NOTSUP) => Ok(Vec::new()),
-        Err(e) => Err(Error::io(p, ioe(e))),
+        copy::copy_metadata(s, d, md, FLAT_SKIPPED_XATTRS).map_err(archive_err)
     }
 }
