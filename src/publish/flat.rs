@@ -148,8 +148,29 @@ impl Merger {
         copy::copy_node(s, d, md, FLAT_SKIPPED_XATTRS).map_err(archive_err)
     }
 
-    /// Owner, then mode (chown clears setuid), then xattrs.
+    /// Owner, then mode (chown clears setuid), then xattrs. A directory
+    /// merged over a lower one takes all of its attributes from the upper
+    /// layer, as overlay shows it: xattrs only the lower one had go.
     fn meta(&self, s: &Path, d: &Path, md: &fs::Metadata) -> Result<()> {
+        let keep = fsutil::list_xattrs(s).map_err(|e| Error::io(s, e))?;
+        for name in fsutil::list_xattrs(d).map_err(|e| Error::io(d, e))? {
+            if keep.contains(&name) || name == b"security.selinux" {
+                continue;
+            }
+            let cname = std::ffi::OsStr::from_bytes(&name);
+            match rustix::fs::lremovexattr(d, cname) {
+                Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        d,
+                        io::Error::new(
+                            io::Error::from_raw_os_error(e.raw_os_error()).kind(),
+                            format!("removing xattr {}: {e}", String::from_utf8_lossy(&name)),
+                        ),
+                    ))
+                }
+            }
+        }
         copy::copy_metadata(s, d, md, FLAT_SKIPPED_XATTRS).map_err(archive_err)
     }
 }
