@@ -10,12 +10,17 @@ wait4 reports it: the command itself, i.e. podman, or its largest waited-for
 child); rc: the first non-zero exit status, else 0. The commands' output is
 kept in the "out" field (last 2000 characters) for the log.
 
+With MEASURE_TIMEOUT set (seconds), a command still running that long after
+the start is killed with its whole process group: "timed_out" is then true,
+total_s is the timeout and rc is -9 (first_s stays valid if the marker came).
+
 With MEASURE_AT_FIRST set, that shell command runs when the MARKER line
 arrives (while the entrypoint goes on) and its output is the "at_first" field:
 e.g. the local disk used at the moment the entrypoint started.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -29,8 +34,27 @@ maxrss = 0
 out = []
 at_first_cmd = os.environ.get("MEASURE_AT_FIRST")
 at_first = None
+timeout = float(os.environ.get("MEASURE_TIMEOUT") or 0)
+timed_out = False
+
+
+def kill_group(p):
+    global timed_out
+    timed_out = True
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 for cmd in cmds:
-    p = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Its own process group, so that a timeout kills podman and its children.
+    p = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    timer = None
+    if timeout:
+        timer = threading.Timer(max(0.0, timeout - (time.monotonic() - t0)), kill_group, (p,))
+        timer.start()
 
     def reader(p=p):
         global first, at_first
@@ -45,6 +69,8 @@ for cmd in cmds:
     th = threading.Thread(target=reader, daemon=True)
     th.start()
     _, status, ru = os.wait4(p.pid, 0)
+    if timer:
+        timer.cancel()
     p.returncode = os.waitstatus_to_exitcode(status)
     # Whatever still holds the pipe (a runaway conmon) must not hang us.
     th.join(timeout=5)
@@ -52,5 +78,6 @@ for cmd in cmds:
     if p.returncode != 0 and rc == 0:
         rc = p.returncode
         break
-total = time.monotonic() - t0
-print(json.dumps(dict(first_s=first, total_s=total, maxrss_kib=maxrss, rc=rc, at_first=at_first, out="".join(out)[-2000:])))
+total = timeout if timed_out else time.monotonic() - t0
+print(json.dumps(dict(first_s=first, total_s=total, maxrss_kib=maxrss, rc=rc, timed_out=timed_out,
+                      at_first=at_first, out="".join(out)[-2000:])))

@@ -14,6 +14,11 @@
 #   BENCH_LATENCY=2ms BENCH_BANDWIDTH=1000 (Mbit/s) BENCH_CHUNK=8388608   fuselat
 #   BENCH_ALTS="overlay-pull rootfs ducc cvmfs cvmfs-pull"   which alternatives
 #   BENCH_DROP_CACHES=1  drop the page cache before each run (cold local disk too)
+#   BENCH_TIMEOUT=300    seconds one run of an alternative may take; a run that
+#                        takes longer is stopped, shown as "> N (timed out)",
+#                        and the alternative's further runs in that table are
+#                        skipped (DUCC's store through fuse-overlayfs reads the
+#                        whole image: ~15 min per run at full size under fuselat)
 #   BENCH_KEEP=1         keep the work directory
 #   BENCH_SKIP_BUILD=1   use build/bin/podman as it is
 set -uo pipefail
@@ -33,6 +38,7 @@ latency=${BENCH_LATENCY:-2ms}
 bandwidth=${BENCH_BANDWIDTH:-1000}
 chunk=${BENCH_CHUNK:-8388608}
 drop=${BENCH_DROP_CACHES:-1}
+run_timeout=${BENCH_TIMEOUT:-300}
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "$*" >&2; }
@@ -193,7 +199,7 @@ one_run() {
     ;;
   ducc | cvmfs) cmds=("$PM $run $ref /bench/run.sh") ;;
   esac
-  MEASURE_AT_FIRST="du -sbx '$C/root' '$C/run' 2>/dev/null | awk '{s += \$1} END {print s + 0}'" \
+  MEASURE_TIMEOUT="$run_timeout" MEASURE_AT_FIRST="du -sbx '$C/root' '$C/run' 2>/dev/null | awk '{s += \$1} END {print s + 0}'" \
     python3 bench/measure.py "bench: started" "${cmds[@]}" >"$C/measure.json"
   local disk fetched
   # -x: not into the container's rootfs, which may still be mounted.
@@ -210,8 +216,10 @@ one_run() {
   esac
   [ -n "$fetched" ] || fetched=-
   fuselat_stop
-  jq -r --arg b "$fetched" --arg d "$disk" '"\(.first_s // "-") \(.total_s) \(.maxrss_kib) \($b) \($d) \(.rc) \(.at_first // "-")"' "$C/measure.json"
-  if [ "$(jq -r .rc "$C/measure.json")" != 0 ] || [ "$(jq -r '.first_s // "null"' "$C/measure.json")" = null ]; then
+  jq -r --arg b "$fetched" --arg d "$disk" '"\(.first_s // "-") \(.total_s) \(.maxrss_kib) \($b) \($d) \(if .timed_out then "timeout" else .rc end) \(.at_first // "-")"' "$C/measure.json"
+  if [ "$(jq -r .timed_out "$C/measure.json")" = true ]; then
+    log "    run $C ($img $view $alt) stopped after ${run_timeout}s (BENCH_TIMEOUT)"
+  elif [ "$(jq -r .rc "$C/measure.json")" != 0 ] || [ "$(jq -r '.first_s // "null"' "$C/measure.json")" = null ]; then
     log "    run $C ($img $view $alt) failed; output:"
     jq -r .out "$C/measure.json" | tail -n 15 | sed 's/^/      /' >&2
   fi
@@ -248,12 +256,17 @@ for img in $images; do
   for view in $views; do
     [ "$view" = fuse ] && vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks)" || vdesc="plain local directory"
     log "==> $img via $view: $runs runs of: $alts"
-    declare -A F T S Bt DW D0
-    for alt in $alts; do F[$alt]="" T[$alt]="" S[$alt]="" Bt[$alt]="" DW[$alt]="" D0[$alt]=""; done
+    declare -A F T S Bt DW D0 TO
+    for alt in $alts; do F[$alt]="" T[$alt]="" S[$alt]="" Bt[$alt]="" DW[$alt]="" D0[$alt]="" TO[$alt]=0; done
     # Alternate the alternatives run by run, so a slow phase of the machine
     # does not land on one of them.
     for r in $(seq "$runs"); do
       for alt in $alts; do
+        # One run past BENCH_TIMEOUT is enough to know it is that slow.
+        if [ "${TO[$alt]}" -gt 0 ]; then
+          log "    run $r $alt: skipped (an earlier run took more than ${run_timeout}s)"
+          continue
+        fi
         # overlay's pull + run does not use the repository: measured once,
         # with the first view, and shown again for the others.
         if [ "$alt" = overlay-pull ] && [ -n "${OP[$img-$r]:-}" ]; then
@@ -262,7 +275,12 @@ for img in $images; do
           read -r f t s b d rc d0 < <(one_run "$img" "$view" "$alt" "$r")
           [ "$alt" = overlay-pull ] && OP[$img-$r]="$f $t $s $b $d $rc $d0"
         fi
-        [ "$rc" = 0 ] || f=- t=-
+        if [ "$rc" = timeout ]; then
+          # The first output may have come in time; the exit did not.
+          TO[$alt]=1 t=-
+        elif [ "$rc" != 0 ]; then
+          f=- t=-
+        fi
         log "    run $r $alt: first ${f}s total ${t}s rss ${s}KiB read $b disk $d (at first output $d0) rc $rc"
         F[$alt]+=" $f" T[$alt]+=" $t" S[$alt]+=" $s" Bt[$alt]+=" $b" DW[$alt]+=" $d" D0[$alt]+=" ${d0:--}"
       done
@@ -278,7 +296,7 @@ for img in $images; do
     bestt=""
     for alt in $alts; do
       read -r m _ _ < <(stats ${T[$alt]})
-      [ "$m" = - ] && continue
+      [ "$m" = - ] || [ "${TO[$alt]}" -gt 0 ] && continue
       if [ -z "$bestt" ] || awk -v a="$m" -v b="$bestt" 'BEGIN { exit !(a < b) }'; then bestt=$m; fi
     done
     echo
@@ -295,16 +313,25 @@ for img in $images; do
       read -r sm _ _ < <(stats ${S[$alt]})
       rf=$(awk -v a="$fm" -v b="$bestv" 'BEGIN { if (a == "-" || b == "") print "-"; else printf "%.2fx", a / b }')
       rt=$(awk -v a="$tm" -v b="$bestt" 'BEGIN { if (a == "-" || b == "") print "-"; else printf "%.2fx", a / b }')
+      texit="$(num "$tm") ($(num "$tl")–$(num "$th"))"
+      if [ "${TO[$alt]}" -gt 0 ]; then texit="> $run_timeout (timed out)" rt="> $rt"; fi
       pct=$(awk -v a="$bm" -v b="$ibytes" 'BEGIN { if (a == "-") print "-"; else printf "%.1f%%", 100 * a / b }')
       nfail=$(printf '%s\n' ${F[$alt]} | grep -c '^-$')
       fail=""
-      [ "$nfail" -gt 0 ] && fail=" ($nfail of $runs failed)"
-      printf '| %s%s | %s (%s–%s) | %s | %s (%s–%s) | %s | %s | %s | %s | %s |\n' \
+      if [ "${TO[$alt]}" -gt 0 ]; then
+        # Its exit is only known to be later than the timeout.
+        nrun=$(printf '%s\n' ${T[$alt]} | grep -c .)
+        fail=" (run $nrun of $runs stopped after ${run_timeout} s, the rest skipped)"
+        tm=$run_timeout tl=$run_timeout th=$run_timeout
+      elif [ "$nfail" -gt 0 ]; then
+        fail=" ($nfail of $runs failed)"
+      fi
+      printf '| %s%s | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s |\n' \
         "$(label "$alt")" "$fail" \
         "$(awk -v v="$fm" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }')" \
         "$(awk -v v="$fl" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }')" \
         "$(awk -v v="$fh" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }')" "$rf" \
-        "$(num "$tm")" "$(num "$tl")" "$(num "$th")" "$rt" \
+        "$texit" "$rt" \
         "$(human "$bm")" "$pct" "$(human "$d0m") / $(human "$dm")" "$(awk -v v="$sm" 'BEGIN { printf "%.0f MiB", v / 1024 }')"
     done
     # The issue's targets, checked against this table.
@@ -334,6 +361,6 @@ for img in $images; do
       r=$(awk -v a="$(med "${D0[cvmfs]}")" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / 1048576 }')
       echo "- ours, local disk used when the entrypoint printed its first line (graphroot + runroot, podman's databases included): ${r} MiB (target <= 1 MiB: $(verdict "$r" "<=" 1))"
     fi
-    unset F T S Bt DW D0
+    unset F T S Bt DW D0 TO
   done
 done
