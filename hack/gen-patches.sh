@@ -56,7 +56,7 @@ $'\tcase "cvmfs":\n\t\tdoptions = append(doptions, cvmfsGraphDriverOptions(optio
 gofmt -l "$tree/pkg/config" | grep . && { echo "gen-patches: pkg/config is not gofmt-clean after editing" >&2; exit 1; }
 commit "pkg/config: honour a [storage.options.cvmfs] table" \
 "storage.conf options of the cvmfs driver (repositories, mountopt,
-ignore_chown_errors, force_mask, repository_timeout) reach the driver as
+ignore_chown_errors, force_mask, repository_timeout, use_flat) reach the driver as
 cvmfs.<key>=<value>, like the tables of the other drivers."
 
 # 4. The bats suite gates driver-generic cases on a list of in-tree driver

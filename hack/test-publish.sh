@@ -381,7 +381,7 @@ t_store_json() {
   h=$(layer_digests "$OCI" wh | sed -n 2p)
   h=${h#sha256:}
   jq -e --arg r "$(realpath "$R1")" --arg p ".layers/${h:0:2}/$h/layerfs" --arg parent "${ids[0]}" '
-    . == {"version":1,"kind":"cvmfs","repository":$r,"path":$p,"parent":$parent,"whiteouts":"oci-raw","ownership":"kept"}' \
+    del(.markers) == {"version":1,"kind":"cvmfs","repository":$r,"path":$p,"parent":$parent,"whiteouts":"oci-raw","ownership":"kept"}' \
     "$R1/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
   for id in "${ids[@]}"; do [ -s "$R1/podmanStore/cvmfs-layers/$id.tar-split.gz" ] || fail "no tar-split for $id"; done
 }
@@ -417,18 +417,55 @@ t_containers_storage() {
 
 t_container_rootfs_exact() {
   # the correctness contract: the container sees the OCI rootfs (no .wh.* files,
-  # deleted and opaque-hidden files gone)
-  cs "$R1" create-container --name exact "$REG/test/wh:1" >/dev/null
-  local m
-  m=$(cs "$R1" mount exact)
+  # deleted and opaque-hidden files gone), mounted from the flat tree the
+  # publisher built and, with cvmfs.use_flat=false, from the layers (whose
+  # records list their markers)
   rm -rf "$W/umoci"
   umoci unpack --image "$OCI:wh" "$W/umoci" >/dev/null
-  local rc=0
-  # strict: the container sees no .wh.* markers and no CVMFS catalog marker
-  diff <(snap "$W/umoci/rootfs" --keep-catalogs) <(snap "$m" --keep-catalogs) || rc=1
-  cs "$R1" unmount exact >/dev/null
-  cs "$R1" delete-container exact >/dev/null
+  local rc=0 m opts use_flat
+  for use_flat in true false; do
+    cs "$R1" --storage-opt "cvmfs.use_flat=$use_flat" create-container --name exact "$REG/test/wh:1" >/dev/null
+    m=$(cs "$R1" --storage-opt "cvmfs.use_flat=$use_flat" mount exact)
+    opts=$(awk -v m="$m" '$5 == m {print $NF}' /proc/self/mountinfo)
+    case $use_flat/$opts in
+    true/*/.flat/*) ;;
+    false/*/.flat/*) echo "use_flat=false mounted the flat tree: $opts"; rc=1 ;;
+    false/*/layerfs*) ;;
+    *) echo "use_flat=$use_flat: unexpected lowers: $opts"; rc=1 ;;
+    esac
+    # strict: the container sees no .wh.* markers and no CVMFS catalog marker
+    diff <(snap "$W/umoci/rootfs" --keep-catalogs) <(snap "$m" --keep-catalogs) || rc=1
+    cs "$R1" unmount exact >/dev/null
+    cs "$R1" delete-container exact >/dev/null
+  done
   return $rc
+}
+
+t_records_list_markers_and_flat() {
+  # every record lists exactly the markers in its layerfs; only the top one
+  # names the flat tree, which the publisher notes it built itself
+  local ids c i=0 d h want got
+  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
+  c=$(config_digest "$OCI" wh)
+  c=${c#sha256:}
+  for d in $(layer_digests "$OCI" wh); do
+    h=${d#sha256:}
+    want=$(cd "$R1/.layers/${h:0:2}/$h/layerfs" && find . -name '.wh.*' ! -type d -printf '%P\n' | LC_ALL=C sort | jq -R . | jq -sc .)
+    got=$(jq -c '.markers' "$R1/podmanStore/cvmfs/layers/${ids[$i]}/layer.json")
+    [ "$got" = "$want" ] || fail "layer $i: markers $got, layerfs has $want"
+    if [ $((i + 1)) -eq "${#ids[@]}" ]; then
+      jq -e --arg f ".flat/${c:0:2}/$c" '.flat == $f' "$R1/podmanStore/cvmfs/layers/${ids[$i]}/layer.json"
+    else
+      jq -e 'has("flat") | not' "$R1/podmanStore/cvmfs/layers/${ids[$i]}/layer.json"
+    fi
+    i=$((i + 1))
+  done
+  jq -e '.version == 1 and (.layers | length) == 3' "$R1/podmanStore/cvmfs/flat/$c.json"
+  # records written before lists and flat trees existed gain them on republish
+  local top="$R1/podmanStore/cvmfs/layers/${ids[2]}/layer.json"
+  jq -c 'del(.markers, .flat)' "$top" >"$W/old.json" && cp "$W/old.json" "$top"
+  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" -q
+  jq -e --arg f ".flat/${c:0:2}/$c" '.flat == $f and (.markers | type) == "array"' "$top"
 }
 
 t_republish_writes_nothing() {
@@ -489,6 +526,7 @@ t_gc() {
   top=$(layer_digests "$OCI" wh | tail -1)
   [ ! -e "$r/.layers/${top:7:2}/${top#sha256:}" ] || fail "the unused layer directory is still there"
   [ ! -e "$r/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "the unused flat rootfs is still there"
+  [ ! -e "$r/podmanStore/cvmfs/flat/${c1#sha256:}.json" ] || fail "the removed flat rootfs's note is still there"
   local base
   base=$(layer_digests "$OCI" wh | head -1)
   jq -e --arg c "$c2" '.origin == [$c]' "$r/.layers/${base:7:2}/${base#sha256:}/.metadata/origin.json"
@@ -512,6 +550,10 @@ t_reuse_ducc_layers() {
   mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
   jq -e '.ownership == "lost"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
   jq -e '.ownership == "kept"' "$r/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
+  # a flat tree this store has no note of building (DUCC's, or lost) and
+  # layers without their owners: never named, the driver stacks the layers
+  jq -e 'has("flat") | not' "$r/podmanStore/cvmfs/layers/${ids[2]}/layer.json"
+  jq -e '.markers | type == "array"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
   local want got
   want=$(diff_ids "$OCI" wh | head -1)
   got=$("$TSV" asm "$r/podmanStore/cvmfs/tar-split/$base.tar-split.gz" "$r/.layers/${base:0:2}/$base/layerfs")
@@ -1011,6 +1053,17 @@ t_check_detects_corruption() {
   cat "$W/corrupt.out"
   grep -q "tar-split.gz is missing" "$W/corrupt.out"
   grep -q "images.json: not a JSON array" "$W/corrupt.out"
+  # a marker list the layer does not match, a flat tree that is gone
+  local r3="$W/repo-corrupt3" ids rec
+  cp -a "$R1" "$r3"
+  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
+  rec="$r3/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
+  jq -c '.markers = ["etc/.wh.not-there"]' "$rec" >"$W/rec.json" && cp "$W/rec.json" "$rec"
+  rm -rf "$r3/$(jq -r .flat "$r3/podmanStore/cvmfs/layers/${ids[2]}/layer.json")"
+  if "$B" check "$r3" >"$W/corrupt3.out"; then fail "check accepted wrong records"; fi
+  cat "$W/corrupt3.out"
+  grep -q "layer ${ids[1]}: record's markers differ from .*listed but absent \[\"etc/.wh.not-there\"\]" "$W/corrupt3.out"
+  grep -q "layer ${ids[2]}: record names flat tree .* which is not there" "$W/corrupt3.out"
   # --deep rebuilds each layer from tar-split + layerfs: a changed file shows
   local r2="$W/repo-corrupt2" h
   cp -a "$R1" "$r2"
@@ -1045,7 +1098,8 @@ run_test "tar-split reassembles with Go tar-split and matches its entries" t_tar
 run_test "podmanStore JSON, big data and layer records" t_store_json
 run_test "GNU and PAX sparse files: unpacked expanded, tar-split rebuilds the layer" t_sparse_layers
 run_test "containers-storage lists, mounts and diffs the published image" t_containers_storage
-run_test "container rootfs equals umoci unpack" t_container_rootfs_exact
+run_test "container rootfs equals umoci unpack (flat tree and layers)" t_container_rootfs_exact
+run_test "records list each layer's markers; the top one names the flat tree" t_records_list_markers_and_flat
 run_test "republish writes no layer" t_republish_writes_nothing
 run_test "images share layers" t_shared_layers
 run_test "a moved tag keeps the old image" t_moved_tag

@@ -102,6 +102,96 @@ fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<Str
     }
 }
 
+/// The whiteout layers one stack needs that were not built yet, and the
+/// markers of its layers. Each is built in the staging area; [`finish`]
+/// makes them durable with one `syncfs` (not one per directory: a deep
+/// stack builds dozens at its first mount) and then gives each its final
+/// name by an atomic rename, so a crash leaves either nothing under a final
+/// name or a complete directory.
+///
+/// [`finish`]: AuxBatch::finish
+#[derive(Default)]
+struct AuxBatch {
+    /// (staging directory, final name)
+    staged: Vec<(PathBuf, PathBuf)>,
+    /// Markers found by walking a layer, by layer ID: each layer is walked
+    /// once per stack even though it is in two pairs.
+    scanned: std::collections::HashMap<String, Arc<Vec<whiteouts::Marker>>>,
+}
+
+impl AuxBatch {
+    /// The markers of `l`: as its record lists them, else found by walking it.
+    fn markers_of(
+        &mut self,
+        l: Option<&StoreLayer>,
+        what: impl Fn(&StoreLayer) -> String,
+    ) -> Result<Arc<Vec<whiteouts::Marker>>> {
+        let Some(l) = l else {
+            return Ok(Arc::default());
+        };
+        if let Some(m) = &l.markers {
+            return Ok(m.clone());
+        }
+        if let Some(m) = self.scanned.get(&l.id) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(whiteouts::scan_markers(&l.content_dir).map_err(|e| {
+            Error::new(
+                ErrorCode::Repository,
+                format!("{}: looking for whiteout markers: {e}", what(l)),
+            )
+        })?);
+        self.scanned.insert(l.id.clone(), m.clone());
+        Ok(m)
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let staged = std::mem::take(&mut self.staged);
+        let Some((first, _)) = staged.first() else {
+            return Ok(());
+        };
+        let mut result = File::open(first)
+            .and_then(|f| {
+                rustix::fs::syncfs(&f)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
+            })
+            .map_err(|e| Error::io("sync new whiteout layers", first, e));
+        for (staging, built) in &staged {
+            if result.is_ok() {
+                result = match rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    staging,
+                    rustix::fs::CWD,
+                    built,
+                    rustix::fs::RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => continue,
+                    // Someone else finished the same build first: theirs is equal.
+                    Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => Ok(()),
+                    Err(e) => Err(Error::errno("publish whiteout layer", built, e)),
+                };
+            }
+            let _ = crate::store::remove_tree(staging);
+        }
+        result
+    }
+
+    fn abandon(mut self) {
+        for (staging, _) in std::mem::take(&mut self.staged) {
+            let _ = crate::store::remove_tree(&staging);
+        }
+    }
+}
+
+/// A flat root filesystem standing in for a store layer and its chain.
+struct FlatStandIn {
+    /// The store layer it replaces (with everything below it).
+    stands_for: String,
+    /// The tree as a raw-whiteout layer without markers, so that the usual
+    /// whiteout layer above it hides its CVMFS catalog marker.
+    layer: StoreLayer,
+}
+
 /// What a nested (separately mounted, read-only) part of a stack is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NestedKind {
@@ -330,13 +420,27 @@ impl Driver {
         v
     }
 
-    /// Lowers below a layer's own `diff`: its extra dirs, then its parents' stacks.
+    /// Lowers below a layer's own `diff`: its extra dirs, then its parents'
+    /// stacks; a flat tree that stands in for a layer (see
+    /// [`Driver::flat_stand_in`]) ends the list.
     fn lowers_below(&self, layer: &Layer, chain: &[Layer]) -> Vec<PathBuf> {
         let mut v = self.extra_dirs(layer);
         for l in chain {
+            if let Some(flat) = self.flat_of(l) {
+                v.push(flat.to_path_buf());
+                break;
+            }
             v.extend(self.stack(l));
         }
         v
+    }
+
+    /// The flat tree recorded for store layer `l`, if the driver uses them.
+    fn flat_of<'a>(&self, l: &'a Layer) -> Option<&'a Path> {
+        match l {
+            Layer::Store(s) if self.options.use_flat => s.flat.as_deref(),
+            _ => None,
+        }
     }
 
     /// Short path for the mount(2) fallback. The link is made when the layer
@@ -366,6 +470,18 @@ impl Driver {
 
     /// The parent chain, nearest parent first.
     fn chain(&self, layer: &Layer, op: &str) -> Result<Vec<Layer>> {
+        self.chain_until(layer, op, |_| false)
+    }
+
+    /// [`Driver::chain`], stopping after the first parent for which `last`
+    /// is true: what lies below it is not read (on CVMFS, one record fetch
+    /// per layer).
+    fn chain_until(
+        &self,
+        layer: &Layer,
+        op: &str,
+        last: impl Fn(&Layer) -> bool,
+    ) -> Result<Vec<Layer>> {
         let mut out: Vec<Layer> = Vec::new();
         let mut next = layer.parent().map(str::to_string);
         while let Some(p) = next {
@@ -392,6 +508,9 @@ impl Driver {
                 }
             })?;
             next = parent.parent().map(str::to_string);
+            if last(&parent) {
+                next = None;
+            }
             out.push(parent);
         }
         Ok(out)
@@ -412,14 +531,18 @@ impl Driver {
     }
 
     /// The auxiliary lower directory that goes between `upper` and `lower`
-    /// (either a raw-whiteout CVMFS layer, see [`mount::whiteouts`]), built on
-    /// first use and cached in `<home>/aux/`; `None` when neither has markers
-    /// (remembered by an empty `<key>.none` file). `upper`'s parent is `lower`
-    /// whenever both are given, so the pair of IDs names fixed content.
+    /// (either a raw-whiteout CVMFS layer, see [`mount::whiteouts`]), cached in
+    /// `<home>/aux/`; `None` when neither has markers (when the markers had
+    /// to be looked for, remembered by an empty `<key>.none` file). `upper`'s
+    /// parent is `lower` whenever both are given, so the pair of IDs names
+    /// fixed content. A missing directory is built into the staging area and
+    /// queued in `batch`, which makes it appear under its final name
+    /// ([`AuxBatch::finish`]): the returned path exists only after that.
     fn aux_between(
         &self,
         upper: Option<&StoreLayer>,
         lower: Option<&StoreLayer>,
+        batch: &mut AuxBatch,
     ) -> Result<Option<PathBuf>> {
         let Some(key) = aux_key(upper, lower) else {
             return Ok(None);
@@ -430,22 +553,16 @@ impl Driver {
         if built.is_dir() {
             return Ok(Some(built));
         }
-        if none.exists() {
+        let listed = |l: Option<&StoreLayer>| l.map_or(true, |l| l.markers.is_some());
+        let all_listed = listed(upper) && listed(lower);
+        if !all_listed && none.exists() {
             return Ok(None);
         }
         let what = |l: &StoreLayer| format!("layer {} ({})", l.id, l.content_dir.display());
-        let scan = |l: Option<&StoreLayer>| -> Result<Vec<whiteouts::Marker>> {
-            match l {
-                None => Ok(Vec::new()),
-                Some(l) => whiteouts::scan_markers(&l.content_dir).map_err(|e| {
-                    Error::new(
-                        ErrorCode::Repository,
-                        format!("{}: looking for whiteout markers: {e}", what(l)),
-                    )
-                }),
-            }
-        };
-        let (um, lm) = (scan(upper)?, scan(lower)?);
+        let (um, lm) = (
+            batch.markers_of(upper, what)?,
+            batch.markers_of(lower, what)?,
+        );
         let owners: &[whiteouts::Owner] = lower
             .and_then(|l| l.owners.as_deref())
             .map(|o| o.as_slice())
@@ -453,57 +570,42 @@ impl Driver {
         // The topmost one always hides the CVMFS catalog markers.
         let top = upper.is_none();
         if um.is_empty() && lm.is_empty() && owners.is_empty() && !top {
-            fs::write(&none, b"").map_err(|e| Error::io("record marker-free layers", &none, e))?;
+            // Listed markers cost nothing to look at again: no file needed.
+            if !all_listed {
+                fs::write(&none, b"")
+                    .map_err(|e| Error::io("record marker-free layers", &none, e))?;
+            }
             return Ok(None);
         }
         let staging = self.store.staging_name("aux", &key);
-        let io = |e: std::io::Error| {
-            Error::new(
-                ErrorCode::Io,
-                format!(
-                    "build whiteout layer {} for {}: {e}",
-                    built.display(),
-                    [upper, lower]
-                        .into_iter()
-                        .flatten()
-                        .map(what)
-                        .collect::<Vec<_>>()
-                        .join(" over ")
-                ),
-            )
+        let built_from = || {
+            [upper, lower]
+                .into_iter()
+                .flatten()
+                .map(what)
+                .collect::<Vec<_>>()
+                .join(" over ")
         };
-        let result = (|| {
-            fs::create_dir(&staging)?;
+        let result = fs::create_dir(&staging).and_then(|()| {
             whiteouts::build_aux(
                 &staging,
                 upper.map(|u| (u.content_dir.as_path(), um.as_slice())),
                 lower.map(|l| (l.content_dir.as_path(), lm.as_slice())),
                 owners,
-            )?;
-            // Durable before it becomes visible: a crash leaves either nothing
-            // under the final name or a complete directory.
-            let f = File::open(&staging)?;
-            rustix::fs::syncfs(&f)
-                .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &staging,
-                rustix::fs::CWD,
-                &built,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => Ok(()),
-                // Someone else finished the same build first: theirs is equal.
-                Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => {
-                    crate::store::remove_tree(&staging)
-                }
-                Err(e) => Err(std::io::Error::from_raw_os_error(e.raw_os_error())),
-            }
-        })();
+            )
+        });
         if let Err(e) = result {
             let _ = crate::store::remove_tree(&staging);
-            return Err(io(e));
+            return Err(Error::new(
+                ErrorCode::Io,
+                format!(
+                    "build whiteout layer {} for {}: {e}",
+                    built.display(),
+                    built_from()
+                ),
+            ));
         }
+        batch.staged.push((staging, built.clone()));
         Ok(Some(built))
     }
 
@@ -682,7 +784,18 @@ impl Driver {
         options: &[String],
         nested: Option<NestedKind>,
     ) -> Result<(PathBuf, OverlaySpec)> {
-        let chain = self.chain(layer, "get")?;
+        let mut opts: Vec<String> = self.options.mount_options.clone();
+        opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
+        let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));
+        let writable = matches!((layer, read_only), (Layer::Local { .. }, false));
+        // Below a layer whose flat tree can stand in for it, the chain is
+        // only read if the tree turns out unusable.
+        let has_flat = |l: &Layer| self.flat_of(l).is_some();
+        let mut chain = if !writable && has_flat(layer) {
+            Vec::new()
+        } else {
+            self.chain_until(layer, "get", has_flat)?
+        };
         let store_layers = std::iter::once(layer)
             .chain(&chain)
             .filter_map(|l| match l {
@@ -692,35 +805,51 @@ impl Driver {
         self.layout
             .check_stack_reachable(store_layers)
             .map_err(|e| e.context(format!("layer {}: get", layer.id())))?;
-        let mut opts: Vec<String> = self.options.mount_options.clone();
-        opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
-        let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));
+        let in_stack = |chain: &[Layer]| -> Vec<Layer> {
+            std::iter::once(layer)
+                .filter(|_| !writable)
+                .chain(chain)
+                .cloned()
+                .collect()
+        };
+        let flat = self.flat_stand_in(in_stack(&chain).iter());
+        if flat.is_none() && (chain.last().is_some_and(has_flat) || (!writable && has_flat(layer)))
+        {
+            // The flat tree does not answer: the whole chain after all.
+            chain = self.chain(layer, "get")?;
+        }
+        let stack = in_stack(&chain);
         let empty = self.store.empty_dir();
         // Every directory the stack takes, topmost first, with the layer it
         // belongs to (None for earlier uppers) and, for raw-whiteout CVMFS
         // layers, their record (they need auxiliary layers around them).
         let mut members: Vec<Member> = Vec::new();
-        let (upper, work) = match (layer, read_only) {
-            (Layer::Local { id, .. }, false) => {
+        let (upper, work) = match (layer, writable) {
+            (Layer::Local { id, .. }, true) => {
                 (Some(self.store.diff_dir(id)), Some(self.store.work_dir(id)))
             }
             _ => {
-                members.push(Member {
-                    dir: self.content_dir(layer),
-                    short: self.short_dir(layer)?,
-                    layer: Some(layer),
-                    raw: raw(layer),
-                });
                 if !opts.iter().any(|o| o == "ro") {
                     opts.push("ro".into());
                 }
                 (None, None)
             }
         };
-        for extra in self.extra_dirs(layer) {
-            members.push(Member::extra(extra));
+        if writable {
+            for extra in self.extra_dirs(layer) {
+                members.push(Member::extra(extra));
+            }
         }
-        for l in &chain {
+        for l in &stack {
+            if let Some(f) = flat.as_ref().filter(|f| f.stands_for == l.id()) {
+                members.push(Member {
+                    dir: f.layer.content_dir.clone(),
+                    short: f.layer.content_dir.clone(),
+                    layer: Some(l),
+                    raw: Some(&f.layer),
+                });
+                break;
+            }
             members.push(Member {
                 dir: self.content_dir(l),
                 short: self.short_dir(l)?,
@@ -816,6 +945,41 @@ impl Driver {
         ))
     }
 
+    /// The published flat root filesystem that can stand in for the first
+    /// store layer of `stack` (topmost first) whose record names one, and for
+    /// everything below it: the publisher stated that it equals that layer's
+    /// chain applied (`docs/cvmfs-layers.md`, *Flat trees*). One lower
+    /// directory instead of the chain and its whiteout layers: missing-path
+    /// lookups (every `PATH` search) cost one directory, not one per layer,
+    /// and nothing is built on local disk but the whiteout layer hiding the
+    /// tree's catalog marker. Not used when `cvmfs.use_flat=false` or when
+    /// the tree does not answer (the layers are used instead: same content).
+    fn flat_stand_in<'a>(&self, stack: impl Iterator<Item = &'a Layer>) -> Option<FlatStandIn> {
+        if !self.options.use_flat {
+            return None;
+        }
+        for l in stack {
+            let Layer::Store(s) = l else { continue };
+            let Some(dir) = &s.flat else { continue };
+            let layer = StoreLayer {
+                // Its whiteout layer is cached under a name of its own.
+                id: format!("{}-flat", s.id),
+                content_dir: dir.clone(),
+                markers: Some(Arc::default()),
+                owners: None,
+                flat: None,
+                ..s.clone()
+            };
+            if self.layout.check_reachable(&layer).is_ok() {
+                return Some(FlatStandIn {
+                    stands_for: s.id.clone(),
+                    layer,
+                });
+            }
+        }
+        None
+    }
+
     /// The lower directories of `members` with the auxiliary whiteout layers
     /// inserted, each tagged with the index of the member it belongs to (an
     /// auxiliary layer with the member below it).
@@ -826,15 +990,26 @@ impl Driver {
         skip_top: bool,
     ) -> Result<Vec<(PathBuf, PathBuf, usize)>> {
         let mut out = Vec::with_capacity(members.len() * 2);
+        let mut batch = AuxBatch::default();
         let mut above: Option<&StoreLayer> = None;
-        for (i, m) in members.iter().enumerate() {
-            if (above.is_some() || m.raw.is_some()) && !(skip_top && i == 0) {
-                if let Some(aux) = self.aux_between(above, m.raw)? {
-                    out.push((aux.clone(), aux, i));
+        let built = (|| {
+            for (i, m) in members.iter().enumerate() {
+                if (above.is_some() || m.raw.is_some()) && !(skip_top && i == 0) {
+                    if let Some(aux) = self.aux_between(above, m.raw, &mut batch)? {
+                        out.push((aux.clone(), aux, i));
+                    }
                 }
+                out.push((m.dir.clone(), m.short.clone(), i));
+                above = m.raw;
             }
-            out.push((m.dir.clone(), m.short.clone(), i));
-            above = m.raw;
+            Ok(())
+        })();
+        match built {
+            Ok(()) => batch.finish()?,
+            Err(e) => {
+                batch.abandon();
+                return Err(e);
+            }
         }
         Ok(out)
     }
@@ -1017,7 +1192,11 @@ impl Driver {
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
         let layer = self.resolve(id, "metadata")?;
-        let chain = self.chain(&layer, "metadata")?;
+        let chain = if self.flat_of(&layer).is_some() {
+            Vec::new()
+        } else {
+            self.chain_until(&layer, "metadata", |l| self.flat_of(l).is_some())?
+        };
         let mut m = BTreeMap::new();
         let join = |v: &[PathBuf]| {
             v.iter()
@@ -1047,7 +1226,10 @@ impl Driver {
                 }
             }
             Layer::Store(s) => {
-                let mut lowers = self.stack(&layer);
+                let mut lowers = match self.flat_of(&layer) {
+                    Some(flat) => vec![flat.to_path_buf()],
+                    None => self.stack(&layer),
+                };
                 lowers.extend(self.lowers_below(&layer, &chain));
                 m.insert("LowerDir".into(), join(&lowers));
                 m.insert("ImageStore".into(), s.store.display().to_string());
@@ -1079,6 +1261,20 @@ impl Driver {
                                 Ownership::Lost => OWNERSHIP_LOST.into(),
                             },
                         );
+                        if let Some(f) = &s.flat {
+                            m.insert(
+                                "Flat".into(),
+                                format!(
+                                    "{} (mounted instead of the layer and its parents{})",
+                                    f.display(),
+                                    if self.options.use_flat {
+                                        ""
+                                    } else {
+                                        "; off: cvmfs.use_flat=false"
+                                    }
+                                ),
+                            );
+                        }
                     }
                 }
             }

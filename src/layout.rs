@@ -7,8 +7,21 @@
 //! ```json
 //! {"version":1,"kind":"cvmfs","repository":"/cvmfs/unpacked.cern.ch",
 //!  "path":".layers/ab/<digest>/layerfs","parent":"<id>"|null,
-//!  "whiteouts":"overlay"|"oci-raw","ownership":"kept"|"lost"}
+//!  "whiteouts":"overlay"|"oci-raw","ownership":"kept"|"lost",
+//!  "markers":[".wh.gone","etc/.wh..wh..opq"],
+//!  "flat":".flat/cd/<config digest>"}
 //! ```
+//!
+//! `markers` (optional, `oci-raw` only) lists every raw whiteout file of the
+//! layer directory, as the publisher wrote them. With it the driver never walks
+//! the layer to find them (on CVMFS that walk reads the whole layer's catalog);
+//! without it (DUCC's layers) it walks the layer once per whiteout layer built.
+//!
+//! `flat` (optional) is the publisher's statement that this directory of the
+//! same repository holds exactly the root filesystem of this layer's whole
+//! chain, applied (our publisher writes it only for flat trees it built
+//! itself, equal to `umoci unpack`, never for DUCC's, which differ). The
+//! driver may then mount that one directory instead of the chain.
 //!
 //! or `{"version":1,"kind":"local","parent":..}` with the files in
 //! `<store>/cvmfs/layers/<id>/diff` (a store built by this driver on local disk).
@@ -76,6 +89,12 @@ pub struct StoreLayer {
     /// read and validated from `ownership.json` beside the record, if the
     /// publisher provided it.
     pub owners: Option<Arc<Vec<crate::mount::whiteouts::Owner>>>,
+    /// For a raw-whiteout CVMFS layer: its marker files as the record lists
+    /// them (`None`: not listed, the driver looks for them in the layer).
+    pub markers: Option<Arc<Vec<crate::mount::whiteouts::Marker>>>,
+    /// The flat root filesystem of this layer's chain, as the record names it
+    /// (absolute, inside the layer's repository).
+    pub flat: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,7 +111,35 @@ struct RawRecord {
     whiteouts: Option<String>,
     #[serde(default)]
     ownership: Option<String>,
+    #[serde(default)]
+    markers: Option<Vec<String>>,
+    #[serde(default)]
+    flat: Option<String>,
 }
+
+/// `rel` as a path inside a repository: relative and made of plain names.
+fn repo_relative<'a>(record: &Path, field: &str, rel: &'a str) -> Result<&'a Path> {
+    let p = Path::new(rel);
+    if rel.is_empty() || p.is_absolute() {
+        return Err(repo_err(
+            record,
+            format!("{field} {rel:?} is not a relative path"),
+        ));
+    }
+    if p.components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(repo_err(
+            record,
+            format!("{field} {rel:?} leaves the repository (\"..\")"),
+        ));
+    }
+    Ok(p)
+}
+
+/// Largest layer record read: records come from outside, and a marker list
+/// is the only part that grows with the layer.
+pub const RECORD_MAX_BYTES: u64 = 64 << 20;
 
 fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(
@@ -246,6 +293,7 @@ impl Layout {
                 Some(p.to_string())
             }
         };
+        let mut flat = None;
         let (content_dir, kind) = match raw.kind.as_str() {
             "local" => (record_path.with_file_name("diff"), StoreLayerKind::Local),
             "cvmfs" => {
@@ -284,21 +332,9 @@ impl Layout {
                 let path = raw
                     .path
                     .ok_or_else(|| repo_err(record_path, "field \"path\" is missing"))?;
-                let rel = Path::new(&path);
-                if path.is_empty() || rel.is_absolute() {
-                    return Err(repo_err(
-                        record_path,
-                        format!("path {path:?} is not a relative path"),
-                    ));
-                }
-                if rel
-                    .components()
-                    .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-                {
-                    return Err(repo_err(
-                        record_path,
-                        format!("path {path:?} leaves the repository (\"..\")"),
-                    ));
+                let rel = repo_relative(record_path, "path", &path)?;
+                if let Some(f) = &raw.flat {
+                    flat = Some(repository.join(repo_relative(record_path, "flat", f)?));
                 }
                 let whiteouts = match raw.whiteouts.as_deref() {
                     Some("overlay") => Whiteouts::Overlay,
@@ -324,6 +360,12 @@ impl Layout {
                         ))
                     }
                 };
+                if raw.markers.is_some() && whiteouts != Whiteouts::OciRaw {
+                    return Err(repo_err(
+                        record_path,
+                        "field \"markers\" is only meaningful with \"whiteouts\":\"oci-raw\"",
+                    ));
+                }
                 (
                     repository.join(rel),
                     StoreLayerKind::Cvmfs {
@@ -340,6 +382,13 @@ impl Layout {
                 ))
             }
         };
+        let markers = match raw.markers {
+            None => None,
+            Some(list) => Some(Arc::new(
+                crate::mount::whiteouts::parse_marker_list(&list)
+                    .map_err(|e| repo_err(record_path, format!("field \"markers\": {e}")))?,
+            )),
+        };
         Ok(StoreLayer {
             id: id.to_string(),
             store: store.to_path_buf(),
@@ -348,6 +397,8 @@ impl Layout {
             content_dir,
             kind,
             owners: None,
+            markers,
+            flat,
         })
     }
 
@@ -483,8 +534,13 @@ impl Layout {
             let record_path = Self::record_path(store, id);
             let p = record_path.clone();
             // The store itself may live on CVMFS: read it under the timeout too.
-            let read = self.probe(store, move || match fs::read(&p) {
-                Ok(b) => Ok(Some(b)),
+            let read = self.probe(store, move || match fs::File::open(&p) {
+                Ok(f) => {
+                    use std::io::Read;
+                    let mut b = Vec::new();
+                    f.take(RECORD_MAX_BYTES + 1).read_to_end(&mut b)?;
+                    Ok(Some(b))
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             });
@@ -500,6 +556,12 @@ impl Layout {
                 }
                 Some(Err(e)) => return Err(repo_err(&record_path, e)),
                 Some(Ok(None)) => continue,
+                Some(Ok(Some(b))) if b.len() as u64 > RECORD_MAX_BYTES => {
+                    return Err(repo_err(
+                        &record_path,
+                        format!("larger than {RECORD_MAX_BYTES} bytes"),
+                    ))
+                }
                 Some(Ok(Some(b))) => b,
             };
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
@@ -725,6 +787,54 @@ mod tests {
             assert_eq!(e.code(), ErrorCode::Repository, "{text}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn listed_markers_are_parsed_and_hostile_lists_named() {
+        let f = fixture();
+        let repo = f.repo.display().to_string();
+        let rec = |markers: &str| {
+            format!(
+                r#"{{"version":1,"kind":"cvmfs","repository":"{repo}","path":".layers/ab/d1/layerfs","whiteouts":"oci-raw","ownership":"kept","markers":{markers}}}"#
+            )
+        };
+        write_record(&f, ID, &rec(r#"["etc/.wh..wh..opq",".wh.gone"]"#));
+        let l = f.layout.find(ID).unwrap().unwrap();
+        let got: Vec<String> = l
+            .markers
+            .unwrap()
+            .iter()
+            .map(|m| m.dir.join(&m.name).display().to_string())
+            .collect();
+        assert_eq!(got, vec![".wh.gone", "etc/.wh..wh..opq"]);
+        // A record without the list leaves finding them to the driver.
+        let other = "1".repeat(64);
+        write_record(&f, &other, &good(&f.repo, ".layers/ab/d1/layerfs"));
+        assert!(f.layout.find(&other).unwrap().unwrap().markers.is_none());
+        for (i, (list, needle)) in [
+            (r#"["../.wh.x"]"#, "\"..\""),
+            (r#"["/etc/.wh.x"]"#, "not a relative path"),
+            (r#"["etc/passwd"]"#, "does not start with \".wh.\""),
+            (r#"[".wh.a/.wh.b"]"#, "is a whiteout marker"),
+            (r#"[".wh.a",".wh.a"]"#, "listed twice"),
+            (r#"["a/\u0000/.wh.b"]"#, "not a relative path"),
+            (r#"{"a":1}"#, "malformed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("{:064x}", 0xabc0 + i);
+            let p = write_record(&f, &id, &rec(list));
+            let e = find_err(&f, &id);
+            assert_eq!(e.code(), ErrorCode::Repository, "{list}");
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{list}: {msg}");
+            assert!(msg.contains(&p.display().to_string()), "{list}: {msg}");
+        }
+        // Markers only make sense for raw whiteouts.
+        let id = "2".repeat(64);
+        write_record(&f, &id, &rec("[]").replace("\"oci-raw\"", "\"overlay\""));
+        assert!(find_err(&f, &id).to_string().contains("only meaningful"));
     }
 
     #[test]

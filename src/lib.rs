@@ -11,7 +11,8 @@
 //! takes to read what it touches). Everything else — the container's writable layer,
 //! layers a user builds, commits or pulls that CVMFS lacks — lives on local disk in
 //! the driver home, exactly like the `overlay` driver keeps it. Both kinds stack in
-//! one kernel overlayfs mount.
+//! one kernel overlayfs mount. An image our publisher built a flat root filesystem
+//! for mounts that one directory instead of its layers (see `docs/cvmfs-layers.md`).
 //!
 //! ## Architecture
 //!
@@ -46,7 +47,10 @@
 //! │   ├── v2-top-<D>[-own]  above the topmost raw layer: its markers and every
 //! │   │                     layer's `.cvmfscatalog`/`.cvmfsautocatalog` hidden
 //! │   ├── v2-<U>-local      under raw layer U when no raw layer is below it
-//! │   └── <key>.none        remembers that a pair needs no directory
+//! │   ├── v2-top-<D>-flat   above the published flat tree standing in for D's
+//! │   │                     chain: hides the tree's `.cvmfscatalog`
+//! │   └── <key>.none        remembers that a pair needs no directory (when the
+//!                           markers had to be looked for)
 //! ├── empty/                an empty lower directory for parentless layers
 //! └── staging/              half-created or half-removed layers and half-built
 //!                           aux directories (crash recovery)

@@ -15,6 +15,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ignore_chown_errors",
     "force_mask",
     "repository_timeout",
+    "use_flat",
 ];
 
 /// Parsed driver options.
@@ -32,6 +33,9 @@ pub struct Options {
     pub force_mask: Option<u32>,
     /// How long a repository may take to answer `stat` before it counts as unreachable.
     pub repository_timeout: Duration,
+    /// Mount a published image's flat root filesystem (when its top layer's
+    /// record names one) instead of stacking its layers.
+    pub use_flat: bool,
 }
 
 impl Default for Options {
@@ -43,6 +47,7 @@ impl Default for Options {
             ignore_chown_errors: false,
             force_mask: None,
             repository_timeout: Duration::from_secs(1),
+            use_flat: true,
         }
     }
 }
@@ -128,6 +133,7 @@ impl Options {
                 }
                 "ignore_chown_errors" => opts.ignore_chown_errors = parse_bool(item, value)?,
                 "force_mask" => opts.force_mask = Some(parse_mask(item, value)?),
+                "use_flat" => opts.use_flat = parse_bool(item, value)?,
                 "repository_timeout" => {
                     let secs: f64 = value
                         .parse()
@@ -163,6 +169,7 @@ mod tests {
         let o = Options::parse(Vec::<String>::new()).unwrap();
         assert_eq!(o, Options::default());
         assert_eq!(o.repository_timeout, Duration::from_secs(1));
+        assert!(o.use_flat);
     }
 
     #[test]
@@ -175,6 +182,7 @@ mod tests {
             "ignore_chown_errors=true",
             "cvmfs.force_mask=0755",
             "cvmfs.repository_timeout=2.5",
+            "cvmfs.use_flat=false",
         ])
         .unwrap();
         assert_eq!(
@@ -192,6 +200,7 @@ mod tests {
         assert!(o.ignore_chown_errors);
         assert_eq!(o.force_mask, Some(0o755));
         assert_eq!(o.repository_timeout, Duration::from_millis(2500));
+        assert!(!o.use_flat);
     }
 
     #[test]
@@ -226,6 +235,7 @@ mod tests {
         for (opt, needle) in [
             ("cvmfs.repositories=relative/path", "not an absolute path"),
             ("cvmfs.ignore_chown_errors=maybe", "true or false"),
+            ("cvmfs.use_flat=sometimes", "true or false"),
             ("cvmfs.repository_timeout=0", "seconds"),
             ("cvmfs.repository_timeout=abc", "seconds"),
             ("cvmfs.mountopt=upperdir=/x", "set by the driver"),

@@ -1,7 +1,9 @@
 //! The CVMFS correctness corpus through the real driver and the real kernel:
-//! every image of `tests/cvmfs/corpus.rs` is laid out twice in a stand-in
-//! repository — as DUCC does (raw `.wh.*` files, ownership lost) and with our
-//! publisher's layer-writing code (raw markers, ownership kept) — registered in
+//! every image of `tests/cvmfs/corpus.rs` is laid out in a stand-in
+//! repository — as DUCC does (raw `.wh.*` files, ownership lost; also with
+//! ownership metadata) and with our publisher's layer-writing code (raw
+//! markers, ownership kept; records without and with the marker lists; and
+//! with the publisher's flat tree named by the top record) — registered in
 //! an additional image store, mounted through `Driver::get` (read-only, and
 //! under a local writable layer), and compared entry by entry with
 //! `umoci unpack` of the same image. Needs root (mounts, devices, chown).
@@ -14,6 +16,19 @@ use cvmfs::{corpus, Style};
 use cvmfs_graphdriver::archive::ChangeKind;
 use cvmfs_graphdriver::driver::{OWNERSHIP_LOST, OWNERSHIP_RESTORED};
 use cvmfs_graphdriver::{layer_spec, Driver};
+
+/// The overlay options of the mount at `m` (its lower directories).
+fn mount_options(m: &Path) -> String {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let m = m.to_str().unwrap();
+    info.lines()
+        .find(|l| l.split(' ').nth(4) == Some(m))
+        .unwrap_or_else(|| panic!("{m} is not mounted"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
 
 fn rootfs_passwd(root: &Path) -> std::path::PathBuf {
     root.join("etc/passwd")
@@ -31,11 +46,16 @@ fn check_style(
     let repo = t.join(format!("cvmfs/{tag}.example.org"));
     let store = repo.join("podmanStore");
     let layers = cvmfs::lay_out(&repo, tars, style);
-    let ownership = match style {
-        Style::Ducc | Style::DuccOwners => "lost",
-        Style::Publisher => "kept",
-    };
-    cvmfs::write_records(&store, &repo, &layers, ownership);
+    let ownership = if style.is_publisher() { "kept" } else { "lost" };
+    let flat = (style == Style::PublisherFlat).then(|| cvmfs::build_flat(&repo, &layers));
+    cvmfs::write_records_with(
+        &store,
+        &repo,
+        &layers,
+        ownership,
+        style != Style::Publisher && style.is_publisher(),
+        flat.as_deref(),
+    );
     if style == Style::DuccOwners {
         cvmfs::write_owners(&store, &layers, &image.layers);
     }
@@ -53,14 +73,16 @@ fn check_style(
         // No ownership metadata for DUCC's copy: everything is the repository
         // owner's, and the driver must say so rather than be silently wrong.
         Style::Ducc => cvmfs::owners_to_root(want),
-        Style::Publisher | Style::DuccOwners => want.to_string(),
+        _ => want.to_string(),
     };
     let md = d.metadata(top).unwrap();
     match style {
         Style::Ducc => {
             assert_eq!(md["Ownership"], OWNERSHIP_LOST, "{}", image.name);
         }
-        Style::Publisher => assert_eq!(md["Ownership"], "kept", "{}", image.name),
+        Style::Publisher | Style::PublisherListed | Style::PublisherFlat => {
+            assert_eq!(md["Ownership"], "kept", "{}", image.name)
+        }
         Style::DuccOwners => {
             assert_eq!(md["Ownership"], OWNERSHIP_RESTORED, "{}", image.name)
         }
@@ -84,6 +106,20 @@ fn check_style(
     // The image layer itself, read-only.
     let m = d.get(top, None, &[]).unwrap();
     let got = layer_spec::snapshot(&m).unwrap();
+    // With a flat tree, that one directory is the stack (with the whiteout
+    // layer hiding its catalog marker); without, the layers are.
+    let opts = mount_options(&m);
+    let flat_dir = flat.as_ref().map(|f| repo.join(f).display().to_string());
+    assert_eq!(
+        opts.contains(".flat/"),
+        flat.is_some(),
+        "{} ({tag}): {opts}",
+        image.name
+    );
+    if let Some(f) = &flat_dir {
+        assert!(!opts.contains("/layerfs"), "{} ({tag}): {opts}", image.name);
+        assert!(opts.contains(f.as_str()), "{} ({tag}): {opts}", image.name);
+    }
     d.put(top).unwrap();
     assert!(
         got == want,
@@ -104,6 +140,12 @@ fn check_style(
     d.create("ctr", Some(top), true, &[]).unwrap();
     let m = d.get("ctr", None, &[]).unwrap();
     let got = layer_spec::snapshot(&m).unwrap();
+    assert_eq!(
+        mount_options(&m).contains(".flat/"),
+        flat.is_some(),
+        "{} ({tag}, container)",
+        image.name
+    );
     std::fs::write(m.join("written-by-container"), b"x").unwrap();
     // The layers' hidden `.cvmfscatalog` markers are not the image's: a file
     // of that name made by the container is new to it, not a modification.
@@ -174,7 +216,13 @@ fn check_image(index: usize) {
     let rootfs = cvmfs::umoci_reference(&t.path().join("ref"), &tars);
     let want = layer_spec::snapshot(&rootfs).unwrap();
     assert!(!want.is_empty(), "{}: empty reference", image.name);
-    for style in [Style::Ducc, Style::DuccOwners, Style::Publisher] {
+    for style in [
+        Style::Ducc,
+        Style::DuccOwners,
+        Style::Publisher,
+        Style::PublisherListed,
+        Style::PublisherFlat,
+    ] {
         check_style(t.path(), image, &tars, &want, &rootfs, style);
     }
 }

@@ -47,65 +47,113 @@ fn deep_stack_costs_against_a_flat_tree() {
             .iter()
             .map(|s| layer_spec::spec_to_tar(s).unwrap())
             .collect();
-        let work = t.path().join(format!("n{n}"));
-        let flat = cvmfs::umoci_reference(&work.join("ref"), &tars);
-        let repo = work.join("cvmfs/r");
-        let store = repo.join("podmanStore");
-        let layers = cvmfs::lay_out(&repo, &tars, Style::Ducc);
-        cvmfs::write_records(&store, &repo, &layers, "lost");
-        let d = Driver::new(
-            &work.join("graph/cvmfs"),
-            &work.join("run"),
-            &[
-                format!("cvmfs.repositories={}", repo.display()),
-                format!("cvmfs.imagestore={}", store.display()),
-            ],
-        )
-        .unwrap();
-        let top = &layers.last().unwrap().id;
-        let start = Instant::now();
-        let m = d.get(top, None, &[]).unwrap();
-        let first = start.elapsed().as_secs_f64();
-        d.put(top).unwrap();
-        let start = Instant::now();
-        let m2 = d.get(top, None, &[]).unwrap();
-        let again = start.elapsed().as_secs_f64();
-        assert_eq!(m, m2);
-        let paths: Vec<String> = layer_spec::snapshot(&flat)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                l.split(' ')
-                    .next()
-                    .unwrap()
-                    .trim_start_matches('/')
-                    .to_string()
-            })
-            .collect();
-        let (stack_hit, stack_miss) = lookups(&m, &paths, 20);
-        let (flat_hit, flat_miss) = lookups(&flat, &paths, 20);
-        let aux: u64 = fs::read_dir(work.join("graph/cvmfs/aux"))
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().is_dir())
-            .count() as u64;
-        println!(
-            "MEASURE: {n} raw layers: {aux} whiteout layers; first get {:.3}s (builds them), next get {:.3}s; \
-             stat of an existing path {:.1}us in the stack vs {:.1}us flat ({:.1}x), \
-             of a missing path {:.1}us vs {:.1}us ({:.1}x)",
-            first,
-            again,
-            stack_hit,
-            flat_hit,
-            stack_hit / flat_hit,
-            stack_miss,
-            flat_miss,
-            stack_miss / flat_miss
-        );
-        assert_eq!(
-            layer_spec::snapshot(&m).unwrap(),
-            cvmfs::owners_to_root(&layer_spec::snapshot(&flat).unwrap())
-        );
-        d.put(top).unwrap();
-        d.cleanup().unwrap();
+        let reference = cvmfs::umoci_reference(&t.path().join(format!("ref{n}")), &tars);
+        // DUCC's records (the driver looks for the markers), ours listing
+        // them, and ours naming the publisher's flat tree.
+        for style in [Style::Ducc, Style::PublisherListed, Style::PublisherFlat] {
+            measure(
+                &t.path().join(format!("n{n}-{style:?}")),
+                n,
+                &tars,
+                &reference,
+                style,
+            );
+        }
     }
+}
+
+fn measure(work: &Path, n: usize, tars: &[Vec<u8>], flat: &Path, style: Style) {
+    let repo = work.join("cvmfs/r");
+    let store = repo.join("podmanStore");
+    let layers = cvmfs::lay_out(&repo, tars, style);
+    let ownership = if style.is_publisher() { "kept" } else { "lost" };
+    let named_flat = (style == Style::PublisherFlat).then(|| cvmfs::build_flat(&repo, &layers));
+    cvmfs::write_records_with(
+        &store,
+        &repo,
+        &layers,
+        ownership,
+        style.is_publisher(),
+        named_flat.as_deref(),
+    );
+    let d = Driver::new(
+        &work.join("graph/cvmfs"),
+        &work.join("run"),
+        &[
+            format!("cvmfs.repositories={}", repo.display()),
+            format!("cvmfs.imagestore={}", store.display()),
+        ],
+    )
+    .unwrap();
+    let top = &layers.last().unwrap().id;
+    let start = Instant::now();
+    let m = d.get(top, None, &[]).unwrap();
+    let first = start.elapsed().as_secs_f64();
+    d.put(top).unwrap();
+    let start = Instant::now();
+    let m2 = d.get(top, None, &[]).unwrap();
+    let again = start.elapsed().as_secs_f64();
+    assert_eq!(m, m2);
+    let paths: Vec<String> = layer_spec::snapshot(flat)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.split(' ')
+                .next()
+                .unwrap()
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .collect();
+    let (stack_hit, stack_miss) = lookups(&m, &paths, 20);
+    let (flat_hit, flat_miss) = lookups(flat, &paths, 20);
+    let aux: u64 = fs::read_dir(work.join("graph/cvmfs/aux"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count() as u64;
+    let home = dir_bytes(&work.join("graph/cvmfs/aux"));
+    let records = match style {
+        Style::Ducc => "records without marker lists",
+        Style::PublisherFlat => "records naming a flat tree",
+        _ => "records listing the markers",
+    };
+    println!(
+        "MEASURE: {n} raw layers, {records}: {aux} whiteout layers ({:.0} KiB); first get {:.3}s, next get {:.3}s; \
+         stat of an existing path {:.1}us in the mount vs {:.1}us in a plain directory ({:.1}x), \
+         of a missing path {:.1}us vs {:.1}us ({:.1}x)",
+        home as f64 / 1024.0,
+        first,
+        again,
+        stack_hit,
+        flat_hit,
+        stack_hit / flat_hit,
+        stack_miss,
+        flat_miss,
+        stack_miss / flat_miss
+    );
+    let want = layer_spec::snapshot(flat).unwrap();
+    let want = if style.is_publisher() {
+        want
+    } else {
+        cvmfs::owners_to_root(&want)
+    };
+    assert_eq!(layer_spec::snapshot(&m).unwrap(), want);
+    d.put(top).unwrap();
+    d.cleanup().unwrap();
+}
+
+/// Bytes of everything under `dir` (files and directories, as `du -sb`).
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let md = e.metadata().unwrap();
+            total += md.len();
+            if md.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    total
 }

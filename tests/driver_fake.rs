@@ -575,3 +575,88 @@ fn stacks_beyond_the_overlay_limit_are_refused_clearly() {
     // One layer less fits exactly: 500 lowers under the upper.
     d.get("l500", None, &[]).unwrap();
 }
+
+/// Add `"flat":<rel>` to store layer `id`'s record.
+fn name_flat(store: &Path, id: &str, rel: &str) {
+    let p = store.join("cvmfs/layers").join(id).join("layer.json");
+    let text = fs::read_to_string(&p).unwrap();
+    let text = text.trim_end().trim_end_matches('}').to_string() + &format!(r#","flat":"{rel}"}}"#);
+    fs::write(&p, text).unwrap();
+}
+
+#[test]
+fn a_published_flat_tree_stands_in_for_the_layers_below_it() {
+    let e = env(true);
+    let (repo, store) = cvmfs_fixture(&e, "oci-raw");
+    let flat = repo.join(".flat/f1/f1a7");
+    fs::create_dir_all(flat.join("etc")).unwrap();
+    name_flat(&store, CV2, ".flat/f1/f1a7");
+    // The base layer's record is not even read while the flat tree answers.
+    let base_rec = store.join("cvmfs/layers").join(CV).join("layer.json");
+    let good_base = fs::read(&base_rec).unwrap();
+    fs::write(&base_rec, b"{ not json").unwrap();
+    let opts = [format!("cvmfs.imagestore={}", store.display())];
+    let d = e.driver(&opts);
+    d.create("ctr", Some(CV2), true, &[]).unwrap();
+    e.calls();
+    d.get("ctr", None, &[]).unwrap();
+    assert_eq!(
+        lowers(&e.calls()),
+        vec![
+            // Hides the tree's catalog marker; cached apart from the
+            // layer's own whiteout layer.
+            e.home
+                .join(format!("aux/v2-top-{CV2}-flat"))
+                .display()
+                .to_string(),
+            flat.display().to_string(),
+        ]
+    );
+    d.put("ctr").unwrap();
+    let md = d.metadata(CV2).unwrap();
+    assert_eq!(md["LowerDir"], flat.display().to_string());
+    assert!(
+        md["Flat"].starts_with(&flat.display().to_string()),
+        "{md:?}"
+    );
+
+    // Turned off, or gone from the repository: the layers, with the same
+    // content, and then the base record is needed (and found broken).
+    fs::write(&base_rec, &good_base).unwrap();
+    let layers = vec![
+        e.home
+            .join(format!("aux/v2-top-{CV2}"))
+            .display()
+            .to_string(),
+        repo.join(".layers/b0/b0b0/layerfs").display().to_string(),
+        repo.join(".layers/c0/c0ffee/layerfs").display().to_string(),
+    ];
+    let off = e.driver(&[opts[0].clone(), s("cvmfs.use_flat=false")]);
+    e.calls();
+    off.get("ctr", None, &[]).unwrap();
+    assert_eq!(lowers(&e.calls()), layers);
+    off.put("ctr").unwrap();
+    assert!(off.metadata(CV2).unwrap()["Flat"].contains("use_flat=false"));
+
+    fs::remove_dir_all(&flat).unwrap();
+    let d = e.driver(&opts);
+    e.calls();
+    d.get("ctr", None, &[]).unwrap();
+    assert_eq!(lowers(&e.calls()), layers);
+    d.put("ctr").unwrap();
+}
+
+#[test]
+fn a_flat_tree_outside_the_repository_is_refused() {
+    let e = env(true);
+    let (_repo, store) = cvmfs_fixture(&e, "oci-raw");
+    name_flat(&store, CV2, "../elsewhere");
+    let d = e.driver(&[format!("cvmfs.imagestore={}", store.display())]);
+    let err = d.get(CV2, None, &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("flat \"../elsewhere\" leaves the repository"),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("{CV2}/layer.json")), "{msg}");
+}

@@ -220,6 +220,8 @@ fn store_commit_is_incremental_and_moves_names() {
         tar_split: ts,
         ownership_kept: true,
         owners: None,
+        markers: None,
+        flat: None,
     };
     let img = |id: &str, cfg: &str| NewImage {
         id: id.into(),
@@ -258,4 +260,85 @@ fn store_commit_is_incremental_and_moves_names() {
     assert_eq!(rec["kind"], "cvmfs");
     assert_eq!(rec["whiteouts"], "oci-raw");
     assert!(store.images_lock().exists() && store.layers_lock().exists());
+}
+
+#[test]
+fn records_gain_marker_lists_and_flat_trees_and_gc_keeps_them_true() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    let store = StorePaths::new(repo.join("podmanStore"));
+    let ts = t.path().join("ts.gz");
+    std::fs::write(&ts, b"tar-split").unwrap();
+    let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
+    let (c, d) = ("c".repeat(64), "d".repeat(64));
+    let flat_of = |cfg: &str| format!(".flat/{}/{cfg}", &cfg[..2]);
+    let layer = |markers: Option<Vec<String>>, flat: Option<String>| NewLayer {
+        id: ids[0].clone(),
+        parent: None,
+        compressed_digest: format!("sha256:{}", "2".repeat(64)),
+        compressed_size: 10,
+        diff_digest: format!("sha256:{}", "1".repeat(64)),
+        diff_size: 20,
+        compression: podman::COMPRESSION_GZIP,
+        uids: [0].into(),
+        gids: [0].into(),
+        path: format!(".layers/22/{}/layerfs", "2".repeat(64)),
+        tar_split: ts.clone(),
+        ownership_kept: true,
+        owners: None,
+        markers,
+        flat,
+    };
+    let img = |id: &str| NewImage {
+        id: id.into(),
+        names: vec!["example.org/a:1".into()],
+        top_layer: ids[0].clone(),
+        manifest: b"{}".to_vec(),
+        config: id.as_bytes().to_vec(),
+        created: "2023-11-14T22:13:20Z".into(),
+    };
+    let record = || -> Value {
+        serde_json::from_slice(&std::fs::read(store.record(&ids[0])).unwrap()).unwrap()
+    };
+    // An old record (no list, no flat tree) gains both when published again.
+    podman::commit(&store, "/cvmfs/x", &[layer(None, None)], &img(&c), &[]).unwrap();
+    assert!(record().get("markers").is_none() && record().get("flat").is_none());
+    std::fs::create_dir_all(repo.join(flat_of(&c))).unwrap();
+    std::fs::create_dir_all(store.flat_built(&c).parent().unwrap()).unwrap();
+    std::fs::write(store.flat_built(&c), b"{}").unwrap();
+    let with = layer(Some(vec![".wh.x".into()]), Some(flat_of(&c)));
+    podman::commit(&store, "/cvmfs/x", &[with], &img(&c), &[]).unwrap();
+    assert_eq!(record()["markers"], serde_json::json!([".wh.x"]));
+    assert_eq!(record()["flat"], serde_json::json!(flat_of(&c)));
+    // Another image with the same layers and no flat tree of its own keeps
+    // the record's; the name moves to it, so `c` becomes garbage.
+    podman::commit(&store, "/cvmfs/x", &[layer(None, None)], &img(&d), &[]).unwrap();
+    assert_eq!(record()["flat"], serde_json::json!(flat_of(&c)));
+    assert_eq!(record()["markers"], serde_json::json!([".wh.x"]));
+    let rep = podman::gc(&store, Some(&repo), false).unwrap();
+    assert_eq!(rep.images, vec![c.clone()]);
+    assert!(!repo.join(flat_of(&c)).exists() && !store.flat_built(&c).exists());
+    assert!(
+        record().get("flat").is_none(),
+        "the record names a removed tree: {}",
+        record()
+    );
+    // With a tree of its own, the kept image's replaces a removed one.
+    std::fs::create_dir_all(repo.join(flat_of(&d))).unwrap();
+    std::fs::write(store.flat_built(&d), b"{}").unwrap();
+    let e = "e".repeat(64);
+    std::fs::create_dir_all(repo.join(flat_of(&e))).unwrap();
+    std::fs::write(store.flat_built(&e), b"{}").unwrap();
+    podman::commit(
+        &store,
+        "/cvmfs/x",
+        &[layer(None, Some(flat_of(&e)))],
+        &img(&e),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(record()["flat"], serde_json::json!(flat_of(&e)));
+    podman::commit(&store, "/cvmfs/x", &[layer(None, None)], &img(&d), &[]).unwrap();
+    podman::gc(&store, Some(&repo), false).unwrap();
+    assert_eq!(record()["flat"], serde_json::json!(flat_of(&d)));
 }

@@ -19,6 +19,9 @@ type CvmfsOptionsConfig struct {
 	// RepositoryTimeout is how many seconds a repository may take to answer
 	// before it is reported unreachable.
 	RepositoryTimeout string `toml:"repository_timeout,omitempty"`
+	// UseFlat ("true" or "false", default true) lets the driver mount an
+	// image's published flat root filesystem instead of stacking its layers.
+	UseFlat string `toml:"use_flat,omitempty"`
 }
 
 // cvmfsGraphDriverOptions turns the [storage.options.cvmfs] table into
@@ -32,6 +35,7 @@ func cvmfsGraphDriverOptions(options OptionsConfig) []string {
 		{"ignore_chown_errors", c.IgnoreChownErrors},
 		{"force_mask", c.ForceMask},
 		{"repository_timeout", c.RepositoryTimeout},
+		{"use_flat", c.UseFlat},
 	} {
 		if kv[1] != "" {
 			doptions = append(doptions, fmt.Sprintf("cvmfs.%s=%s", kv[0], kv[1]))

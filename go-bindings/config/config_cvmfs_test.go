@@ -19,6 +19,7 @@ func TestCvmfsOptionsTable(t *testing.T) {
 repositories = "/cvmfs/unpacked.cern.ch,/cvmfs/other.example.org"
 mountopt = "nodev"
 repository_timeout = "3"
+use_flat = "false"
 `, &conf)
 	require.NoError(t, err)
 
@@ -26,6 +27,7 @@ repository_timeout = "3"
 		"cvmfs.repositories=/cvmfs/unpacked.cern.ch,/cvmfs/other.example.org",
 		"cvmfs.mountopt=nodev",
 		"cvmfs.repository_timeout=3",
+		"cvmfs.use_flat=false",
 	}, GetGraphDriverOptions("cvmfs", conf.Options))
 	assert.Empty(t, GetGraphDriverOptions("vfs", conf.Options))
 }

@@ -112,6 +112,53 @@ pub fn scan_markers(root: &Path) -> io::Result<Vec<Marker>> {
     Ok(out)
 }
 
+/// Most markers one layer record may list (far above any real layer: a layer
+/// deleting a whole distribution has tens of thousands).
+pub const MAX_LISTED_MARKERS: usize = 4_000_000;
+
+/// Parse and validate the `markers` list of a layer record (hostile input):
+/// each entry a relative path made of plain names (no `.`, `..` or empty
+/// component, no NUL) whose last name starts with `.wh.`, listed once.
+/// Returns them in [`scan_markers`]'s order.
+pub fn parse_marker_list(list: &[String]) -> Result<Vec<Marker>, String> {
+    if list.len() > MAX_LISTED_MARKERS {
+        return Err(format!(
+            "{} entries, more than {MAX_LISTED_MARKERS}",
+            list.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        let bad = |why: &str| format!("entry {i} ({p:?}): {why}");
+        if p.is_empty() || p.starts_with('/') || p.contains('\0') {
+            return Err(bad("not a relative path"));
+        }
+        let parts: Vec<&str> = p.split('/').collect();
+        if parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == "..")
+        {
+            return Err(bad("path component is empty, \".\" or \"..\""));
+        }
+        let (name, dirs) = parts.split_last().expect("split gives one part");
+        if !name.starts_with(WHITEOUT_PREFIX) {
+            return Err(bad("the last name does not start with \".wh.\""));
+        }
+        if let Some(d) = dirs.iter().find(|c| c.starts_with(WHITEOUT_PREFIX)) {
+            return Err(bad(&format!("directory {d:?} is a whiteout marker")));
+        }
+        out.push(Marker {
+            dir: dirs.iter().collect(),
+            name: OsString::from(*name),
+        });
+    }
+    out.sort_by(|a, b| (&a.dir, &a.name).cmp(&(&b.dir, &b.name)));
+    if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("{:?} is listed twice", w[0].dir.join(&w[0].name)));
+    }
+    Ok(out)
+}
+
 /// Name of the ownership metadata file beside a layer record.
 pub const OWNERSHIP_FILE: &str = "ownership.json";
 
@@ -314,8 +361,22 @@ enum Step {
 /// attributes of the same directory in `like` (when it has it).
 fn ensure_dir(aux: &Path, rel: &Path, like: &Path) -> io::Result<Step> {
     let mut cur = PathBuf::new();
+    // Attributes come only from real directories of `like`: below a symlink
+    // or a missing one (a record may list markers the layer does not have)
+    // nothing is looked up, so no path outside the layer is ever read.
+    let mut like_real = true;
     for c in rel.components() {
         cur.push(c);
+        let src = like.join(&cur);
+        let like_md = if like_real {
+            match fs::symlink_metadata(&src) {
+                Ok(md) if md.is_dir() => Some(md),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        like_real = like_md.is_some();
         let p = aux.join(&cur);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_dir() => continue,
@@ -324,10 +385,8 @@ fn ensure_dir(aux: &Path, rel: &Path, like: &Path) -> io::Result<Step> {
             Err(e) => return Err(ctx(e, "stat", &p)),
         }
         fs::create_dir(&p).map_err(|e| ctx(e, "create", &p))?;
-        let src = like.join(&cur);
-        match fs::symlink_metadata(&src) {
-            Ok(md) if md.is_dir() => copy_dir_attrs(&src, &p)?,
-            _ => {}
+        if like_real {
+            copy_dir_attrs(&src, &p)?;
         }
     }
     Ok(Step::Made)
@@ -447,6 +506,35 @@ mod tests {
         }
         build_aux(&mid, Some((&l, &[])), Some((&l, &[])), &[]).unwrap();
         assert_eq!(fs::read_dir(&mid).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn listed_markers_never_read_attributes_through_a_layer_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, aux, outside) = (
+            t.path().join("l"),
+            t.path().join("aux"),
+            t.path().join("outside"),
+        );
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::set_permissions(outside.join("sub"), fs::Permissions::from_mode(0o711)).unwrap();
+        fs::create_dir_all(l.join("real")).unwrap();
+        fs::set_permissions(l.join("real"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::symlink(&outside, l.join("a")).unwrap();
+        fs::create_dir(&aux).unwrap();
+        // A record may list markers the layer does not have, under a symlink.
+        let listed = parse_marker_list(&["a/sub/.wh.x".into(), "real/.wh.y".into()]).unwrap();
+        build_aux(&aux, None, Some((&l, &listed)), &[]).unwrap();
+        let mode = |p: &str| fs::metadata(aux.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_ne!(mode("a/sub"), 0o711, "attributes read through the symlink");
+        assert_eq!(
+            mode("real"),
+            0o750,
+            "a real directory's attributes are copied"
+        );
+        assert!(fsutil::is_whiteout(
+            &fs::symlink_metadata(aux.join("real/.wh.y")).unwrap()
+        ));
     }
 
     #[test]

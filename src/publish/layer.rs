@@ -100,6 +100,46 @@ pub fn unpack<R: Read, W: Write>(
     ))
 }
 
+/// The raw whiteout marker files [`unpack`] (or DUCC) leaves in `layerfs` for
+/// a tar with `entries` (paths relative to `layerfs`, sorted, each once), for the
+/// driver's layer record: with the list it never has to walk the layer to
+/// find them. `None` when a marker's name is not UTF-8 (JSON cannot carry
+/// it; the driver then walks the layer).
+pub fn marker_list(entries: &[EntryInfo]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let Some((base, dir)) = name_components(&e.name) else {
+            continue;
+        };
+        // AUFS metadata (`.wh..wh.plnk`) is listed too: unpacking drops it,
+        // DUCC keeps it, and hiding a name that is not there is harmless.
+        if !base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            continue;
+        }
+        let mut path = Vec::with_capacity(e.name.len());
+        for c in dir {
+            path.extend_from_slice(c);
+            path.push(b'/');
+        }
+        path.extend_from_slice(base);
+        out.push(String::from_utf8(path).ok()?);
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// A tar name's last component and its directories, as unpacking resolves
+/// them (empty and `.` components dropped); `None` for the root.
+fn name_components(name: &[u8]) -> Option<(&[u8], Vec<&[u8]>)> {
+    let mut comps: Vec<&[u8]> = name
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    let base = comps.pop()?;
+    Some((base, comps))
+}
+
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -139,14 +179,11 @@ use std::os::unix::ffi::OsStrExt;
 /// Turn the overlay-form whiteouts `apply_tar` made back into DUCC's raw markers.
 fn restore_raw_whiteouts(layerfs: &Path, entries: &[EntryInfo]) -> Result<()> {
     for e in entries {
-        let comps: Vec<&[u8]> = e
-            .name
-            .split(|b| *b == b'/')
-            .filter(|c| !c.is_empty() && *c != b".")
-            .collect();
-        let Some((base, dir)) = comps.split_last() else {
+        let Some((base, dir)) = name_components(&e.name) else {
             continue;
         };
+        let base = &base;
+        let dir = dir.as_slice();
         if !base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
             continue;
         }
@@ -236,4 +273,54 @@ fn restore_raw_whiteouts(layerfs: &Path, entries: &[EntryInfo]) -> Result<()> {
 /// True if `md` is an overlay-style whiteout (0/0 character device).
 pub fn is_overlay_whiteout(md: &std::fs::Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> EntryInfo {
+        EntryInfo {
+            name: name.as_bytes().to_vec(),
+            typeflag: b'0',
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn marker_list_names_every_marker_once_as_unpacked() {
+        let entries: Vec<EntryInfo> = [
+            "./etc/",
+            "./etc/.wh.passwd",
+            "etc//.wh.passwd",
+            "/var/cache/.wh..wh..opq",
+            "usr/bin/tool",
+            "./.wh..wh.plnk",
+            ".wh.top",
+        ]
+        .into_iter()
+        .map(entry)
+        .collect();
+        assert_eq!(
+            marker_list(&entries).unwrap(),
+            vec![
+                ".wh..wh.plnk",
+                ".wh.top",
+                "etc/.wh.passwd",
+                "var/cache/.wh..wh..opq"
+            ]
+        );
+        let mut odd = entry("x/.wh.");
+        odd.name.push(0xff);
+        assert_eq!(
+            marker_list(&[odd]),
+            None,
+            "non-UTF-8 names cannot be listed"
+        );
+        assert_eq!(marker_list(&[entry("./")]).unwrap(), Vec::<String>::new());
+    }
 }

@@ -104,6 +104,24 @@ impl StorePaths {
             .join("tar-split")
             .join(format!("{digest_hex}.ownership.json"))
     }
+    /// The raw whiteout markers of blob `digest_hex`'s `layerfs` (a JSON array
+    /// of paths, see [`super::layer::marker_list`]), kept per blob so that a
+    /// reused layer's records list them without reading the blob.
+    pub fn markers_by_digest(&self, digest_hex: &str) -> PathBuf {
+        self.root
+            .join("cvmfs")
+            .join("tar-split")
+            .join(format!("{digest_hex}.markers.json"))
+    }
+    /// The publisher's note that it built `.flat/XX/<config_hex>` itself (from
+    /// the layers as unpacked, equal to `umoci unpack`): only such flat trees
+    /// are named in layer records, never one DUCC made (DUCC's differ).
+    pub fn flat_built(&self, config_hex: &str) -> PathBuf {
+        self.root
+            .join("cvmfs")
+            .join("flat")
+            .join(format!("{config_hex}.json"))
+    }
     /// `ownership.json` beside layer `id`'s record, where the driver reads it.
     pub fn owners_file(&self, id: &str) -> PathBuf {
         self.record(id)
@@ -195,6 +213,12 @@ pub struct NewLayer {
     /// For a layer without ownership: the `ownership.json` that restores it
     /// (`None`: the owners could not be expressed; the driver reports them lost).
     pub owners: Option<Vec<u8>>,
+    /// Every raw whiteout marker file in `layerfs` (paths relative to it);
+    /// `None` when not known (the driver then looks for them itself).
+    pub markers: Option<Vec<String>>,
+    /// For an image's top layer: its flat root filesystem (`.flat/XX/<c>`,
+    /// relative to the repository), when this publisher built it.
+    pub flat: Option<String>,
 }
 
 /// An image to record in the store.
@@ -264,7 +288,7 @@ pub struct Committed {
 
 /// The per-layer record the driver reads (format at the top of `src/layout.rs`).
 pub fn record_json(repository: &str, l: &NewLayer) -> String {
-    json!({
+    let mut record = json!({
         "version": RECORD_VERSION,
         "kind": "cvmfs",
         "repository": repository,
@@ -272,8 +296,42 @@ pub fn record_json(repository: &str, l: &NewLayer) -> String {
         "parent": l.parent,
         "whiteouts": "oci-raw",
         "ownership": if l.ownership_kept { "kept" } else { "lost" },
-    })
-    .to_string()
+    });
+    if let Some(m) = &l.markers {
+        record["markers"] = json!(m);
+    }
+    if let Some(f) = &l.flat {
+        record["flat"] = json!(f);
+    }
+    record.to_string()
+}
+
+/// The record to write for known layer `l` whose record at `path` may predate
+/// marker lists and flat trees: `None` when the one there says it all.
+/// A flat tree named there stays when this publish has none to name (another
+/// image with the same layers built it).
+fn updated_record(path: &Path, repository: &str, l: &NewLayer) -> Option<String> {
+    let new: Value = serde_json::from_str(&record_json(repository, l)).expect("our own JSON");
+    let old: Option<Value> = fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut new = new;
+    if let Some(old) = &old {
+        if new.get("flat").is_none() {
+            if let Some(f) = old.get("flat") {
+                new["flat"] = f.clone();
+            }
+        }
+        if new.get("markers").is_none() {
+            if let Some(m) = old.get("markers") {
+                new["markers"] = m.clone();
+            }
+        }
+        if *old == new {
+            return None;
+        }
+    }
+    Some(new.to_string())
 }
 
 fn sha256_digest(b: &[u8]) -> String {
@@ -321,6 +379,11 @@ pub fn commit(
             }
         }
         if known.contains(&l.id) {
+            // Records written before marker lists and flat trees gain them.
+            let rp = store.record(&l.id);
+            if let Some(text) = updated_record(&rp, repository, l) {
+                fsx::write_atomic(&rp, text.as_bytes(), 0o644)?;
+            }
             out.layers_existing.push(l.id.clone());
             continue;
         }
@@ -556,6 +619,43 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
     write_index(&store.layers_json(), &remaining)?;
     bump_token(&store.images_lock())?;
     bump_token(&store.layers_lock())?;
+    // A remaining layer's record may name a flat tree about to go (another
+    // image with the same layers built it): name a kept image's instead, or
+    // none (the driver then stacks the layers), before the tree goes.
+    let removed_flats: BTreeSet<String> = rep
+        .images
+        .iter()
+        .filter(|i| i.len() >= 2)
+        .map(|i| format!(".flat/{}/{i}", &i[..2]))
+        .collect();
+    for l in &remaining {
+        let Some(id) = l["id"].as_str() else { continue };
+        let rp = store.record(id);
+        let Some(mut rec) = fs::read(&rp)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            continue;
+        };
+        if !rec["flat"]
+            .as_str()
+            .is_some_and(|f| removed_flats.contains(f))
+        {
+            continue;
+        }
+        let other = kept
+            .iter()
+            .filter(|i| i["layer"].as_str() == Some(id))
+            .filter_map(|i| i["id"].as_str())
+            .find(|c| c.len() >= 2 && store.flat_built(c).is_file());
+        match other {
+            Some(c) => rec["flat"] = json!(format!(".flat/{}/{c}", &c[..2])),
+            None => {
+                rec.as_object_mut().map(|o| o.remove("flat"));
+            }
+        }
+        fsx::write_atomic(&rp, rec.to_string().as_bytes(), 0o644)?;
+    }
     let vanish = |p: &Path| -> Result<()> {
         if fs::symlink_metadata(p).is_err() {
             return Ok(());
@@ -576,9 +676,14 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
         vanish(&store.tar_split_by_digest(hex))?;
         vanish(&store.ownership_lost_marker(hex))?;
         vanish(&store.owners_by_digest(hex))?;
+        vanish(&store.markers_by_digest(hex))?;
     }
-    for d in &flat_dirs {
+    for (d, id) in flat_dirs
+        .iter()
+        .zip(rep.images.iter().filter(|i| i.len() >= 2))
+    {
         vanish(d)?;
+        vanish(&store.flat_built(id))?;
     }
     Ok(rep)
 }

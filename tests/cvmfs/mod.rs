@@ -38,6 +38,23 @@ pub enum Style {
     Publisher,
     /// DUCC's layout plus `ownership.json` beside each record.
     DuccOwners,
+    /// Our publisher's layout, the records listing each layer's markers (the
+    /// driver then never walks a layer to find them).
+    PublisherListed,
+    /// As `PublisherListed`, plus the image's flat root filesystem built by
+    /// the publisher's code and named by the top layer's record: the driver
+    /// mounts it instead of the layers.
+    PublisherFlat,
+}
+
+impl Style {
+    /// Layer directories written by our publisher's code.
+    pub fn is_publisher(self) -> bool {
+        matches!(
+            self,
+            Style::Publisher | Style::PublisherListed | Style::PublisherFlat
+        )
+    }
 }
 
 /// One layer laid out in a repository.
@@ -137,7 +154,7 @@ pub fn lay_out(repo: &Path, tars: &[Vec<u8>], style: Style) -> Vec<Laid> {
             fs::create_dir_all(staging.parent().unwrap()).unwrap();
             match style {
                 Style::Ducc | Style::DuccOwners => ducc_extract(tar, &staging),
-                Style::Publisher => {
+                Style::Publisher | Style::PublisherListed | Style::PublisherFlat => {
                     cvmfs_graphdriver::publish::layer::unpack(
                         &tar[..],
                         &staging,
@@ -164,15 +181,42 @@ pub fn lay_out(repo: &Path, tars: &[Vec<u8>], style: Style) -> Vec<Laid> {
 
 /// Write the driver's store records for a laid-out stack.
 pub fn write_records(store: &Path, repo: &Path, layers: &[Laid], ownership: &str) {
+    write_records_with(store, repo, layers, ownership, false, None)
+}
+
+/// [`write_records`], optionally listing every layer's markers (found the
+/// way the driver would find them) and naming a flat tree (relative to the
+/// repository) in the top layer's record.
+pub fn write_records_with(
+    store: &Path,
+    repo: &Path,
+    layers: &[Laid],
+    ownership: &str,
+    list_markers: bool,
+    flat: Option<&str>,
+) {
     let mut parent: Option<&str> = None;
-    for l in layers {
+    for (i, l) in layers.iter().enumerate() {
         let p = store.join("cvmfs/layers").join(&l.id).join("layer.json");
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         let parent_json = parent.map(|p| format!("\"{p}\"")).unwrap_or("null".into());
+        let mut extra = String::new();
+        if list_markers {
+            let found =
+                cvmfs_graphdriver::mount::whiteouts::scan_markers(&repo.join(&l.path)).unwrap();
+            let list: Vec<String> = found
+                .iter()
+                .map(|m| m.dir.join(&m.name).to_str().unwrap().to_string())
+                .collect();
+            extra += &format!(r#","markers":{}"#, serde_json::to_string(&list).unwrap());
+        }
+        if let (Some(f), true) = (flat, i + 1 == layers.len()) {
+            extra += &format!(r#","flat":"{f}""#);
+        }
         fs::write(
             p,
             format!(
-                r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{}","parent":{parent_json},"whiteouts":"oci-raw","ownership":"{ownership}"}}"#,
+                r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{}","parent":{parent_json},"whiteouts":"oci-raw","ownership":"{ownership}"{extra}}}"#,
                 repo.display(),
                 l.path
             ),
@@ -180,6 +224,27 @@ pub fn write_records(store: &Path, repo: &Path, layers: &[Laid], ownership: &str
         .unwrap();
         parent = Some(&l.id);
     }
+}
+
+/// Build the flat root filesystem of `layers` with the publisher's code, as
+/// `cvmfs-podman publish` does, at `.flat/XX/<top id>`; returns that path
+/// relative to the repository.
+pub fn build_flat(repo: &Path, layers: &[Laid]) -> String {
+    let top = &layers.last().unwrap().id;
+    let rel = format!(".flat/{}/{top}", &top[..2]);
+    let dir = repo.join(&rel);
+    if !dir.exists() {
+        let tmp = repo.join(format!(".flat/{}/.staging-{top}", &top[..2]));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).unwrap();
+        for l in layers {
+            cvmfs_graphdriver::publish::flat::merge_layer(&repo.join(&l.path), &tmp)
+                .unwrap_or_else(|e| panic!("flattening {}: {e}", l.path));
+        }
+        fs::write(tmp.join(".cvmfscatalog"), b"").unwrap();
+        fs::rename(&tmp, &dir).unwrap();
+    }
+    rel
 }
 
 fn blob(layout: &Path, data: &[u8]) -> String {

@@ -285,6 +285,49 @@ fn read_dirs(d: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A record's marker list must be what its layer holds: the driver trusts
+/// it instead of looking, so a wrong list shows deleted files or hides live
+/// ones.
+fn check_markers(rec: &Value, layerfs: &Path, what: &str, r: &mut Report) {
+    let Some(listed) = rec.get("markers") else {
+        return;
+    };
+    let listed: Vec<String> = match serde_json::from_value::<Vec<String>>(listed.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            r.problems.push(format!("{what}: record's markers: {e}"));
+            return;
+        }
+    };
+    let found = match cvmfs_graphdriver::mount::whiteouts::scan_markers(layerfs) {
+        Ok(m) => m,
+        Err(e) => {
+            r.problems.push(format!("{what}: looking for markers: {e}"));
+            return;
+        }
+    };
+    let found: std::collections::BTreeSet<String> = found
+        .iter()
+        .map(|m| m.dir.join(&m.name).to_string_lossy().into_owned())
+        .collect();
+    let listed: std::collections::BTreeSet<String> = listed.into_iter().collect();
+    // Listed AUFS metadata that unpacking dropped is harmless (hides nothing).
+    let missing: Vec<&String> = found.difference(&listed).collect();
+    let extra: Vec<&String> = listed
+        .difference(&found)
+        .filter(|p| {
+            !p.rsplit('/').next().unwrap_or("").starts_with(".wh..wh.")
+                || p.ends_with(".wh..wh..opq")
+        })
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        r.problems.push(format!(
+            "{what}: record's markers differ from {}: not listed {missing:?}, listed but absent {extra:?}",
+            layerfs.display()
+        ));
+    }
+}
+
 /// `ownership.json` beside a record: the driver refuses a layer whose file
 /// does not parse or names a path the layer does not have, so check both; a
 /// record whose files lost their owners without one shows them wrong.
@@ -471,6 +514,15 @@ fn check_store(repo: &Path, r: &mut Report) {
                 }
             }
             check_owners(&store, id, &rec, &ld, &what, r);
+            check_markers(&rec, &ld, &what, r);
+        }
+        if let Some(f) = rec.get("flat") {
+            match f.as_str() {
+                Some(f) if repo.join(f).is_dir() => {}
+                _ => r.problems.push(format!(
+                    "{what}: record names flat tree {f} which is not there (the driver stacks the layers instead)"
+                )),
+            }
         }
     }
 

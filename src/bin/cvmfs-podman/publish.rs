@@ -149,6 +149,19 @@ struct LayerOut {
     pending: Option<Pending>,
     /// An existing layer directory: add this image to its origin.json.
     needs_origin: bool,
+    /// The raw whiteout markers in its `layerfs`, for the layer records.
+    markers: Option<Vec<String>>,
+}
+
+/// What `podmanStore/cvmfs/flat/<c>.json` says: this publisher built the flat
+/// tree, from these layers.
+fn json_flat_note(outs: &[LayerOut]) -> String {
+    serde_json::json!({
+        "version": 1,
+        "built-by": concat!("cvmfs-podman publish ", env!("CARGO_PKG_VERSION")),
+        "layers": outs.iter().map(|o| o.compressed.as_str()).collect::<Vec<_>>(),
+    })
+    .to_string()
 }
 
 fn layer_dir(repo: &Path, hex: &str) -> PathBuf {
@@ -280,7 +293,9 @@ impl Job<'_> {
                     let owners = ownership::owners_json(&entries);
                     self.save_owners(&hex, &owners)?;
                 }
+                self.save_markers(&hex, layer::marker_list(&entries).as_deref())?;
             }
+            let markers = self.saved_markers(&hex);
             let ownership_kept = !marker.exists();
             let owners = (!ownership_kept).then(|| match fs::read(&owners_p) {
                 Ok(b) => Ok(b),
@@ -301,6 +316,7 @@ impl Job<'_> {
                 owners,
                 pending: None,
                 needs_origin: true,
+                markers,
             });
         }
 
@@ -344,6 +360,35 @@ impl Job<'_> {
         }
     }
 
+    /// Keep blob `hex`'s marker list for later publishes that reuse its
+    /// `layerfs` (`None`: not expressible, any old list goes).
+    fn save_markers(&self, hex: &str, markers: Option<&[String]>) -> Result<()> {
+        let p = self.store.markers_by_digest(hex);
+        match markers {
+            Some(m) => fsx::write_atomic(
+                &p,
+                serde_json::to_string(m)
+                    .expect("strings serialize")
+                    .as_bytes(),
+                0o644,
+            ),
+            None => match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Blob `hex`'s saved marker list; `None` when there is none (published
+    /// before lists were kept) or it does not parse: the driver then walks
+    /// the layer, which is slower but right.
+    fn saved_markers(&self, hex: &str) -> Option<Vec<String>> {
+        let b = fs::read(self.store.markers_by_digest(hex)).ok()?;
+        let list: Vec<String> = serde_json::from_slice(&b).ok()?;
+        cvmfs_graphdriver::mount::whiteouts::parse_marker_list(&list).ok()?;
+        Some(list)
+    }
+
     /// Put an unpacked layer in place (tar-split first, then the directory).
     fn place(&self, i: usize, o: &mut LayerOut) -> Result<()> {
         if let Some(pd) = o.pending.take() {
@@ -351,6 +396,7 @@ impl Job<'_> {
                 if let Some(owners) = &o.owners {
                     self.save_owners(digest_hex(&o.compressed)?, owners)?;
                 }
+                self.save_markers(digest_hex(&o.compressed)?, o.markers.as_deref())?;
                 fs::rename(&pd.ts_tmp, &pd.ts_cache).map_err(|e| Error::io(&pd.ts_cache, e))?;
                 ensure_catalog(pd.dir.parent().expect("has parent"))?;
                 fsx::rename_dir_into_place(&pd.tmp, &pd.dir)
@@ -559,6 +605,7 @@ impl Job<'_> {
                 owners,
                 pending: None,
                 needs_origin: false,
+                markers: layer::marker_list(&unpacked.entries),
             })
         };
         match tail() {
@@ -715,7 +762,12 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
             fsx::rename_dir_into_place(&tmp, &fdir)
         })();
         match r {
-            Ok(true) => "written",
+            Ok(true) => {
+                // Ours: it may stand in for the image's layers.
+                let note = json_flat_note(&outs);
+                fsx::write_atomic(&store.flat_built(&chex), note.as_bytes(), 0o644).map_err(ctx)?;
+                "written"
+            }
             Ok(false) => "exists, skipped",
             Err(e) => {
                 let _ = fsx::remove_all(&tmp);
@@ -723,6 +775,9 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
             }
         }
     };
+    // The driver mounts a flat tree instead of the layers only when we built
+    // it (DUCC's differ from the image) from layers that kept their owners.
+    let flat_usable = store.flat_built(&chex).is_file() && outs.iter().all(|o| o.ownership_kept);
 
     // DUCC's manifest copy and the tag link
     let name = &opts.name;
@@ -777,6 +832,9 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
                 tar_split: store.tar_split_by_digest(&hex),
                 ownership_kept: o.ownership_kept,
                 owners: o.owners.clone().and_then(|r| r.ok()),
+                markers: o.markers.clone(),
+                flat: (i + 1 == outs.len() && flat_usable)
+                    .then(|| format!(".flat/{}/{}", &chex[..2], chex)),
             }
         })
         .collect();
