@@ -180,11 +180,10 @@ registry_bytes_since() { # log line -> bytes of blob bodies the registry sent
     sed -n 's/^[^"]*"GET [^ ]*\/blobs\/[^ ]* HTTP[^"]*" 200 \([0-9]*\) .*/\1/p' | awk '{s += $1} END {print s + 0}'
 }
 
-# Local disk of a graphroot + runroot, not counting what is mounted in them:
-# every driver's container rootfs (`merged`) and our nested read-only mounts.
-# Not -x: the overlay driver bind-mounts graphroot/overlay onto itself while
-# a container runs, and -x would skip the image it pulled.
-DU="du -sb --exclude=merged --exclude=nested"
+# Local disk of a graphroot + runroot, not counting what is mounted in them
+# (bench/diskuse.py: other file systems are not entered, bind mounts of the
+# same one are, so the overlay driver's self-bind-mounted image counts).
+DU="python3 $ROOT/bench/diskuse.py"
 
 # one_run IMG VIEW ALT N: prints "first total rss_kib bytes_read disk_bytes rc disk_at_first"
 one_run() {
@@ -205,12 +204,12 @@ one_run() {
     ;;
   ducc | cvmfs) cmds=("$PM $run $ref /bench/run.sh") ;;
   esac
-  MEASURE_TIMEOUT="$run_timeout" MEASURE_AT_FIRST="$DU '$C/root' '$C/run' 2>/dev/null | awk '{s += \$1} END {print s + 0}'" \
+  MEASURE_TIMEOUT="$run_timeout" MEASURE_AT_FIRST="$DU '$C/root' '$C/run'" \
     python3 bench/measure.py "bench: started" "${cmds[@]}" >"$C/measure.json"
   local disk fetched
-  disk=$($DU "$C/root" "$C/run" 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  disk=$($DU "$C/root" "$C/run")
   # Where the bytes went, for the log.
-  (cd "$C" && du -b --exclude=merged --exclude=nested --max-depth=4 root run 2>/dev/null | sort -n | tail -n 12) >"$C/du.txt"
+  (cd "$C" && du -bx --max-depth=4 root run 2>/dev/null | sort -n | tail -n 12) >"$C/du.txt"
   (source "$C/env" && pm rm -af -t 0 >/dev/null 2>&1)
   fetched=$(view_bytes "$view")
   case $alt in
