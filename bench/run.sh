@@ -332,6 +332,8 @@ for img in $images; do
       read -r d0m _ _ < <(stats ${D0[$alt]})
       read -r sm _ _ < <(stats ${S[$alt]})
       rf=$(awk -v a="$fm" -v b="$bestv" 'BEGIN { if (a == "-" || b == "") print "-"; else printf "%.2fx", a / b }')
+      # A timed-out exit is only known to be later than the timeout.
+      [ "${TO[$alt]}" -gt 0 ] && tm=$run_timeout
       rt=$(awk -v a="$tm" -v b="$bestt" 'BEGIN { if (a == "-" || b == "") print "-"; else printf "%.2fx", a / b }')
       texit="$(num "$tm") ($(num "$tl")–$(num "$th"))"
       if [ "${TO[$alt]}" -gt 0 ]; then texit="> $run_timeout (timed out)" rt="> $rt"; fi
@@ -342,7 +344,6 @@ for img in $images; do
         # Its exit is only known to be later than the timeout.
         nrun=$(printf '%s\n' ${T[$alt]} | grep -c .)
         fail=" (run $nrun of $runs stopped after ${run_timeout} s, the rest skipped)"
-        tm=$run_timeout tl=$run_timeout th=$run_timeout
       elif [ "$nfail" -gt 0 ]; then
         fail=" ($nfail of $runs failed)"
       fi

@@ -7,12 +7,12 @@
 # (target: < 10 MiB more).
 #
 #   BENCHTIME=2s hack/bench-graphtest.sh     longer runs per benchmark (go test -benchtime)
-#   BENCHCOUNT=3                             repetitions (the median is used)
+#   BENCHCOUNT=5                             repetitions (median, with min–max)
 set -euo pipefail
 source "$(dirname "$0")/lib-storage.sh"
 
 benchtime=${BENCHTIME:-0.5s}
-count=${BENCHCOUNT:-3}
+count=${BENCHCOUNT:-5}
 layers=${RSS_LAYERS:-100}
 ratio_target=1.2
 rss_target_kib=$((10 * 1024))
@@ -81,13 +81,16 @@ def fmt(ns):
     return f"{ns / 1e6:.3f} ms" if ns >= 1e5 else f"{ns / 1e3:.2f} µs"
 
 print()
-print("| benchmark | cvmfs | overlay | vfs | cvmfs/overlay |")
+print("| benchmark (median of the runs, min–max) | cvmfs | overlay | vfs | cvmfs/overlay (medians) |")
 print("|---|---:|---:|---:|---:|")
 worst = 0.0
 missing = []
 for bench, per in times.items():
     med = {d: statistics.median(per[d]) for d in drivers if d in per}
-    cells = [fmt(med[d]) if d in med else "n/a" for d in drivers]
+    cells = [
+        f"{fmt(med[d])} ({fmt(min(per[d]))}–{fmt(max(per[d]))})" if d in med else "n/a"
+        for d in drivers
+    ]
     if "cvmfs" in med and "overlay" in med:
         ratio = med["cvmfs"] / med["overlay"]
         worst = max(worst, ratio)
@@ -117,17 +120,22 @@ def child_rss(driver, binary=binary):
         if n != int(layers):
             sys.exit(f"bench-graphtest: the {driver} store lists {n} layers, expected {layers}")
         samples.append(ru.ru_maxrss)
-    return statistics.median(samples)
+    return statistics.median(samples), min(samples), max(samples)
 
-rss = {d: child_rss(d) for d in drivers}
-pristine_overlay = child_rss("overlay", pristine)
+def mib_range(r):
+    return f"{r[0] / 1024:.1f} MiB ({r[1] / 1024:.1f}–{r[2] / 1024:.1f})"
+
+rss_runs = {d: child_rss(d) for d in drivers}
+rss = {d: r[0] for d, r in rss_runs.items()}
+pristine_runs = child_rss("overlay", pristine)
+pristine_overlay = pristine_runs[0]
 size = {"patched": os.path.getsize(binary), "pristine": os.path.getsize(pristine)}
 print()
-print(f"| containers-storage layers, {layers}-layer store | max RSS |")
+print(f"| containers-storage layers, {layers}-layer store | max RSS, median of 5 (min–max) |")
 print("|---|---:|")
 for d in drivers:
-    print(f"| {d} | {rss[d] / 1024:.1f} MiB |")
-print(f"| overlay, pristine CLI (no cvmfs linked in) | {pristine_overlay / 1024:.1f} MiB |")
+    print(f"| {d} | {mib_range(rss_runs[d])} |")
+print(f"| overlay, pristine CLI (no cvmfs linked in) | {mib_range(pristine_runs)} |")
 added = rss["cvmfs"] - rss["overlay"]
 print()
 print(f"RSS added by the cvmfs driver vs overlay in the same CLI: {added / 1024:+.1f} MiB "

@@ -5,14 +5,15 @@
 #              (unpack + verify + tar-split + flat rootfs + podmanStore)
 #   reference: skopeo copy oci:<layout> oci:<copy> && umoci unpack --image <copy>
 # Throughput = MB of uncompressed layer data per second. Each side runs
-# BENCH_RUNS times (alternating) and the best time counts. The image is built
+# BENCH_RUNS times (default 5, alternating); the median counts, with min–max.
+# The image is built
 # from directories of this machine (realistic binaries, libraries and text), in
 # BENCH_LAYERS layers. Target: ours >= 1.5x the reference.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
-runs=${BENCH_RUNS:-3}
+runs=${BENCH_RUNS:-5}
 dirs=(${BENCH_DIRS:-usr/bin usr/lib/python3.11 usr/share/locale usr/share/doc usr/libexec usr/share/man})
 
 for tool in skopeo umoci; do
@@ -40,7 +41,7 @@ mb=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')
 echo "    $mb MB uncompressed, $(du -sm "$W/oci" | cut -f1) MB compressed"
 
 now() { date +%s%N; }
-best_ours=0 best_ref=0
+all_ours="" all_ref=""
 for i in $(seq "$runs"); do
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
   rm -rf "$W/repo"
@@ -57,16 +58,24 @@ for i in $(seq "$runs"); do
   t1=$(now)
   ref=$(( (t1 - t0) / 1000000 ))
   echo "    run $i: cvmfs-podman ${ours} ms, skopeo+umoci ${ref} ms"
-  if [ "$best_ours" -eq 0 ] || [ "$ours" -lt "$best_ours" ]; then best_ours=$ours; fi
-  if [ "$best_ref" -eq 0 ] || [ "$ref" -lt "$best_ref" ]; then best_ref=$ref; fi
+  all_ours+=" $ours" all_ref+=" $ref"
 done
 
-awk -v mb="$mb" -v o="$best_ours" -v r="$best_ref" 'BEGIN {
-  printf "\n%-44s %10s %12s\n", "pipeline (best of runs)", "time [s]", "MB/s"
-  printf "%-44s %10.2f %12.1f\n", "cvmfs-podman publish", o / 1000, mb / (o / 1000)
-  printf "%-44s %10.2f %12.1f\n", "skopeo copy + umoci unpack", r / 1000, mb / (r / 1000)
+# median min max of the runs (ms)
+stats() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {
+  m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m, v[1], v[NR] }'; }
+read -r om ol oh < <(stats $all_ours)
+read -r rm_ rl rh < <(stats $all_ref)
+echo
+echo "| pipeline ($runs runs) | time s, median (min–max) | MB/s (median) |"
+echo "|---|---|---:|"
+awk -v mb="$mb" -v m="$om" -v l="$ol" -v h="$oh" 'BEGIN {
+  printf "| cvmfs-podman publish | %.2f (%.2f–%.2f) | %.1f |\n", m / 1000, l / 1000, h / 1000, mb / (m / 1000) }'
+awk -v mb="$mb" -v m="$rm_" -v l="$rl" -v h="$rh" 'BEGIN {
+  printf "| skopeo copy + umoci unpack | %.2f (%.2f–%.2f) | %.1f |\n", m / 1000, l / 1000, h / 1000, mb / (m / 1000) }'
+awk -v o="$om" -v r="$rm_" 'BEGIN {
   ratio = r / o
-  printf "\nratio (cvmfs-podman throughput / reference): %.2fx (target >= 1.5x): %s\n", ratio, (ratio >= 1.5 ? "met" : "NOT met")
+  printf "\nratio of medians (cvmfs-podman throughput / reference): %.2fx (target >= 1.5x): %s\n", ratio, (ratio >= 1.5 ? "met" : "NOT met")
 }'
 
 # ---------------------------------------------------------------------------
@@ -94,15 +103,17 @@ if [ "${BENCH_SCALE:-1}" = 1 ] && [ -x "$CSBIN" ]; then
     cs_in "$1" create-container --name scale example.org/real/img:1 &&
     cs_in "$1" mount scale && cs_in "$1" unmount scale && cs_in "$1" delete-container scale
   }
-  best() { # runs of a timed command, best
-    local b=0 t
-    for _ in 1 2 3; do
+  best() { # 5 runs of a timed command: "median (min–max)"
+    local v="" t
+    for _ in 1 2 3 4 5; do
       t=$(ms "$@") || { echo fail; return; }
-      if [ "$b" -eq 0 ] || [ "$t" -lt "$b" ]; then b=$t; fi
+      v+=" $t"
     done
-    echo "$b"
+    read -r m l h < <(stats $v)
+    echo "$m ($l–$h)"
   }
-  printf '%-10s %22s %22s %22s %22s\n' "images" "images: repo [ms]" "images: enabled [ms]" "run cycle: repo [ms]" "run cycle: enabled"
+  echo "| images in the store | images: repo [ms] | images: enabled [ms] | run cycle: repo [ms] | run cycle: enabled [ms] |"
+  echo "|---:|---|---|---|---|"
   for n in ${BENCH_SCALE_N:-10 1000 10000}; do
     rm -rf "$W/scale-repo/podmanStore"
     cp -a "$W/scale-pristine" "$W/scale-repo/podmanStore"
@@ -139,6 +150,6 @@ PY
     b=$(best cs_in "$W/scale-local" images)
     c=$(best cycle "$W/scale-repo/podmanStore")
     d=$(best cycle "$W/scale-local")
-    printf '%-10s %22s %22s %22s %22s\n' "$n" "$a" "$b" "$c" "$d"
+    echo "| $n | $a | $b | $c | $d |"
   done
 fi

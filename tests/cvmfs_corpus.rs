@@ -45,17 +45,7 @@ fn check_style(
     let tag = format!("{style:?}").to_lowercase();
     let repo = t.join(format!("cvmfs/{tag}.example.org"));
     let store = repo.join("podmanStore");
-    let layers = cvmfs::lay_out(&repo, tars, style);
-    let ownership = if style.is_publisher() { "kept" } else { "lost" };
-    let flat = (style == Style::PublisherFlat).then(|| cvmfs::build_flat(&repo, &layers));
-    cvmfs::write_records_with(
-        &store,
-        &repo,
-        &layers,
-        ownership,
-        style != Style::Publisher && style.is_publisher(),
-        flat.as_deref(),
-    );
+    let (layers, flat) = cvmfs::publish_as(&repo, &store, tars, style);
     if style == Style::DuccOwners {
         cvmfs::write_owners(&store, &layers, &image.layers);
     }

@@ -65,17 +65,7 @@ fn deep_stack_costs_against_a_flat_tree() {
 fn measure(work: &Path, n: usize, tars: &[Vec<u8>], flat: &Path, style: Style) {
     let repo = work.join("cvmfs/r");
     let store = repo.join("podmanStore");
-    let layers = cvmfs::lay_out(&repo, tars, style);
-    let ownership = if style.is_publisher() { "kept" } else { "lost" };
-    let named_flat = (style == Style::PublisherFlat).then(|| cvmfs::build_flat(&repo, &layers));
-    cvmfs::write_records_with(
-        &store,
-        &repo,
-        &layers,
-        ownership,
-        style.is_publisher(),
-        named_flat.as_deref(),
-    );
+    let (layers, _) = cvmfs::publish_as(&repo, &store, tars, style);
     let d = Driver::new(
         &work.join("graph/cvmfs"),
         &work.join("run"),

@@ -199,15 +199,15 @@ fn unpack_keeps_raw_whiteouts_and_flatten_applies_them() {
     );
 }
 
-#[test]
-fn store_commit_is_incremental_and_moves_names() {
-    let t = tempfile::tempdir().unwrap();
-    let store = StorePaths::new(t.path().join("podmanStore"));
-    let ts = t.path().join("ts.gz");
-    std::fs::write(&ts, b"tar-split").unwrap();
-    let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
-    let layer = NewLayer {
-        id: ids[0].clone(),
+/// A parentless layer `id` (diffID 1…1, blob 2…2) for store tests.
+fn base_layer(
+    id: &str,
+    tar_split: &std::path::Path,
+    markers: Option<Vec<String>>,
+    flat: Option<String>,
+) -> NewLayer {
+    NewLayer {
+        id: id.to_string(),
         parent: None,
         compressed_digest: format!("sha256:{}", "2".repeat(64)),
         compressed_size: 10,
@@ -217,12 +217,22 @@ fn store_commit_is_incremental_and_moves_names() {
         uids: [0].into(),
         gids: [0].into(),
         path: format!(".layers/22/{}/layerfs", "2".repeat(64)),
-        tar_split: ts,
+        tar_split: tar_split.to_path_buf(),
         ownership_kept: true,
         owners: None,
-        markers: None,
-        flat: None,
-    };
+        markers,
+        flat,
+    }
+}
+
+#[test]
+fn store_commit_is_incremental_and_moves_names() {
+    let t = tempfile::tempdir().unwrap();
+    let store = StorePaths::new(t.path().join("podmanStore"));
+    let ts = t.path().join("ts.gz");
+    std::fs::write(&ts, b"tar-split").unwrap();
+    let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
+    let layer = base_layer(&ids[0], &ts, None, None);
     let img = |id: &str, cfg: &str| NewImage {
         id: id.into(),
         names: vec!["example.org/a:1".into()],
@@ -272,23 +282,7 @@ fn records_gain_marker_lists_and_flat_trees_and_gc_keeps_them_true() {
     let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
     let (c, d) = ("c".repeat(64), "d".repeat(64));
     let flat_of = |cfg: &str| format!(".flat/{}/{cfg}", &cfg[..2]);
-    let layer = |markers: Option<Vec<String>>, flat: Option<String>| NewLayer {
-        id: ids[0].clone(),
-        parent: None,
-        compressed_digest: format!("sha256:{}", "2".repeat(64)),
-        compressed_size: 10,
-        diff_digest: format!("sha256:{}", "1".repeat(64)),
-        diff_size: 20,
-        compression: podman::COMPRESSION_GZIP,
-        uids: [0].into(),
-        gids: [0].into(),
-        path: format!(".layers/22/{}/layerfs", "2".repeat(64)),
-        tar_split: ts.clone(),
-        ownership_kept: true,
-        owners: None,
-        markers,
-        flat,
-    };
+    let layer = |markers, flat| base_layer(&ids[0], &ts, markers, flat);
     let img = |id: &str| NewImage {
         id: id.into(),
         names: vec!["example.org/a:1".into()],

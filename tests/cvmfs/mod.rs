@@ -226,6 +226,24 @@ pub fn write_records_with(
     }
 }
 
+/// Lay `tars` out in `repo` in `style` and write the records into `store`:
+/// ownership as the style keeps it, marker lists for the listing styles, and
+/// for [`Style::PublisherFlat`] the flat tree, whose path (relative to the
+/// repository) is returned with the layers.
+pub fn publish_as(
+    repo: &Path,
+    store: &Path,
+    tars: &[Vec<u8>],
+    style: Style,
+) -> (Vec<Laid>, Option<String>) {
+    let layers = lay_out(repo, tars, style);
+    let ownership = if style.is_publisher() { "kept" } else { "lost" };
+    let flat = (style == Style::PublisherFlat).then(|| build_flat(repo, &layers));
+    let list = matches!(style, Style::PublisherListed | Style::PublisherFlat);
+    write_records_with(store, repo, &layers, ownership, list, flat.as_deref());
+    (layers, flat)
+}
+
 /// Build the flat root filesystem of `layers` with the publisher's code, as
 /// `cvmfs-podman publish` does, at `.flat/XX/<top id>`; returns that path
 /// relative to the repository.
