@@ -479,6 +479,36 @@ impl Layout {
         Ok(())
     }
 
+    /// Read a file of a store (which may itself live on CVMFS) under the
+    /// timeout: at most `max + 1` bytes, so an oversized file shows as such
+    /// without being read whole. `None` when there is no such file.
+    fn read_store_file(&self, store: &Path, path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+        let p = path.to_path_buf();
+        let read = self.probe(store, move || {
+            use std::io::Read;
+            match fs::File::open(&p) {
+                Ok(f) => {
+                    let mut b = Vec::new();
+                    f.take(max + 1).read_to_end(&mut b)?;
+                    Ok(Some(b))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        match read {
+            None => Err(repo_err(
+                path,
+                format!(
+                    "no answer within {:.1}s (store unreachable?)",
+                    self.timeout.as_secs_f64()
+                ),
+            )),
+            Some(Err(e)) => Err(repo_err(path, e)),
+            Some(Ok(b)) => Ok(b),
+        }
+    }
+
     /// The ownership metadata beside a record (`ownership.json`), validated;
     /// `None` when the publisher provided none.
     fn read_owners(
@@ -488,32 +518,9 @@ impl Layout {
     ) -> Result<Option<Vec<crate::mount::whiteouts::Owner>>> {
         use crate::mount::whiteouts::{parse_owners, OWNERSHIP_FILE, OWNERSHIP_MAX_BYTES};
         let p = record_path.with_file_name(OWNERSHIP_FILE);
-        let path = p.clone();
-        let read = self.probe(store, move || {
-            use std::io::Read;
-            match fs::File::open(&path) {
-                Ok(f) => {
-                    let mut b = Vec::new();
-                    f.take(OWNERSHIP_MAX_BYTES + 1).read_to_end(&mut b)?;
-                    Ok(Some(b))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        });
-        let bytes = match read {
-            None => {
-                return Err(repo_err(
-                    &p,
-                    format!(
-                        "no answer within {:.1}s (store unreachable?)",
-                        self.timeout.as_secs_f64()
-                    ),
-                ))
-            }
-            Some(Err(e)) => return Err(repo_err(&p, e)),
-            Some(Ok(None)) => return Ok(None),
-            Some(Ok(Some(b))) => b,
+        // parse_owners names the size limit when the file exceeds it.
+        let Some(bytes) = self.read_store_file(store, &p, OWNERSHIP_MAX_BYTES)? else {
+            return Ok(None);
         };
         parse_owners(&bytes)
             .map(Some)
@@ -532,38 +539,15 @@ impl Layout {
         }
         for store in &self.stores {
             let record_path = Self::record_path(store, id);
-            let p = record_path.clone();
-            // The store itself may live on CVMFS: read it under the timeout too.
-            let read = self.probe(store, move || match fs::File::open(&p) {
-                Ok(f) => {
-                    use std::io::Read;
-                    let mut b = Vec::new();
-                    f.take(RECORD_MAX_BYTES + 1).read_to_end(&mut b)?;
-                    Ok(Some(b))
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            });
-            let bytes = match read {
-                None => {
-                    return Err(repo_err(
-                        &record_path,
-                        format!(
-                            "no answer within {:.1}s (store unreachable?)",
-                            self.timeout.as_secs_f64()
-                        ),
-                    ))
-                }
-                Some(Err(e)) => return Err(repo_err(&record_path, e)),
-                Some(Ok(None)) => continue,
-                Some(Ok(Some(b))) if b.len() as u64 > RECORD_MAX_BYTES => {
-                    return Err(repo_err(
-                        &record_path,
-                        format!("larger than {RECORD_MAX_BYTES} bytes"),
-                    ))
-                }
-                Some(Ok(Some(b))) => b,
+            let Some(bytes) = self.read_store_file(store, &record_path, RECORD_MAX_BYTES)? else {
+                continue;
             };
+            if bytes.len() as u64 > RECORD_MAX_BYTES {
+                return Err(repo_err(
+                    &record_path,
+                    format!("larger than {RECORD_MAX_BYTES} bytes"),
+                ));
+            }
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
             if let StoreLayerKind::Cvmfs {
