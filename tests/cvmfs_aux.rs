@@ -176,15 +176,12 @@ fn restored_owners_across_a_split_stack() {
     let layers = cvmfs::lay_out(&repo, &tars, Style::DuccOwners);
     cvmfs::write_records(&store, &repo, &layers, "lost");
     cvmfs::write_owners(&store, &layers, &image.layers);
-    let d = Driver::new(
+    let d = cvmfs::repo_driver(
         &t.path().join("graph/cvmfs"),
         &t.path().join("run"),
-        &[
-            format!("cvmfs.repositories={}", repo.display()),
-            format!("cvmfs.imagestore={}", store.display()),
-        ],
-    )
-    .unwrap();
+        &repo,
+        &store,
+    );
     let top = &layers.last().unwrap().id;
     let m = d.get(top, None, &[]).unwrap();
     let got = layer_spec::snapshot(&m).unwrap();

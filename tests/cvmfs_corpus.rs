@@ -15,7 +15,7 @@ use std::path::Path;
 use cvmfs::{corpus, Style};
 use cvmfs_graphdriver::archive::ChangeKind;
 use cvmfs_graphdriver::driver::{OWNERSHIP_LOST, OWNERSHIP_RESTORED};
-use cvmfs_graphdriver::{layer_spec, Driver};
+use cvmfs_graphdriver::layer_spec;
 
 /// The overlay options of the mount at `m` (its lower directories).
 fn mount_options(m: &Path) -> String {
@@ -49,15 +49,12 @@ fn check_style(
     if style == Style::DuccOwners {
         cvmfs::write_owners(&store, &layers, &image.layers);
     }
-    let d = Driver::new(
+    let d = cvmfs::repo_driver(
         &t.join(format!("graph-{tag}/cvmfs")),
         &t.join(format!("run-{tag}")),
-        &[
-            format!("cvmfs.repositories={}", repo.display()),
-            format!("cvmfs.imagestore={}", store.display()),
-        ],
-    )
-    .unwrap();
+        &repo,
+        &store,
+    );
     let top = &layers.last().unwrap().id;
     let want = match style {
         // No ownership metadata for DUCC's copy: everything is the repository
@@ -275,15 +272,12 @@ fn unconverted_raw_markers_are_caught_by_the_comparison() {
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replace("oci-raw", "overlay")).unwrap();
     }
-    let d = Driver::new(
+    let d = cvmfs::repo_driver(
         &t.path().join("graph/cvmfs"),
         &t.path().join("run"),
-        &[
-            format!("cvmfs.repositories={}", repo.display()),
-            format!("cvmfs.imagestore={}", store.display()),
-        ],
-    )
-    .unwrap();
+        &repo,
+        &store,
+    );
     let top = &layers.last().unwrap().id;
     let m = d.get(top, None, &[]).unwrap();
     let got = layer_spec::snapshot(&m).unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use cvmfs::{corpus, Style};
-use cvmfs_graphdriver::{layer_spec, Driver};
+use cvmfs_graphdriver::layer_spec;
 
 /// stat every path of `paths` under `root`, `rounds` times; also `misses`
 /// names that exist nowhere (a PATH search), which must visit every layer.
@@ -66,15 +66,7 @@ fn measure(work: &Path, n: usize, tars: &[Vec<u8>], flat: &Path, style: Style) {
     let repo = work.join("cvmfs/r");
     let store = repo.join("podmanStore");
     let (layers, _) = cvmfs::publish_as(&repo, &store, tars, style);
-    let d = Driver::new(
-        &work.join("graph/cvmfs"),
-        &work.join("run"),
-        &[
-            format!("cvmfs.repositories={}", repo.display()),
-            format!("cvmfs.imagestore={}", store.display()),
-        ],
-    )
-    .unwrap();
+    let d = cvmfs::repo_driver(&work.join("graph/cvmfs"), &work.join("run"), &repo, &store);
     let top = &layers.last().unwrap().id;
     let start = Instant::now();
     let m = d.get(top, None, &[]).unwrap();

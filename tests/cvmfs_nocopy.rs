@@ -12,7 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
-use cvmfs_graphdriver::Driver;
 
 const MIB: u64 = 1 << 20;
 
@@ -119,15 +118,7 @@ fn a_1gib_image_is_read_in_place_not_copied() {
     }
     cvmfs::write_records(&store, &repo, &laid, "lost");
     let home = t.path().join("graph/cvmfs");
-    let d = Driver::new(
-        &home,
-        &t.path().join("run"),
-        &[
-            format!("cvmfs.repositories={}", repo.display()),
-            format!("cvmfs.imagestore={}", store.display()),
-        ],
-    )
-    .unwrap();
+    let d = cvmfs::repo_driver(&home, &t.path().join("run"), &repo, &store);
     let top = &laid.last().unwrap().id;
     d.create("ctr", Some(top), true, &[]).unwrap();
     let start = Instant::now();

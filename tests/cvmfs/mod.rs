@@ -226,6 +226,25 @@ pub fn write_records_with(
     }
 }
 
+/// A driver with home `home` and run root `run` that resolves layers through
+/// the additional image store `store`, whose records point into `repo`.
+pub fn repo_driver(
+    home: &Path,
+    run: &Path,
+    repo: &Path,
+    store: &Path,
+) -> cvmfs_graphdriver::Driver {
+    cvmfs_graphdriver::Driver::new(
+        home,
+        run,
+        &[
+            format!("cvmfs.repositories={}", repo.display()),
+            format!("cvmfs.imagestore={}", store.display()),
+        ],
+    )
+    .unwrap()
+}
+
 /// Lay `tars` out in `repo` in `style` and write the records into `store`:
 /// ownership as the style keeps it, marker lists for the listing styles, and
 /// for [`Style::PublisherFlat`] the flat tree, whose path (relative to the
