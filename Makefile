@@ -11,7 +11,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman test-e2e test-cvmfs
+        podman test-e2e test-cvmfs test-hostile
 
 all: build
 
@@ -60,6 +60,10 @@ test-publish: deps
 
 test-cvmfs: deps
 	@hack/test-cvmfs.sh
+
+# Hostile inputs (tar streams, records, registry answers, C ABI calls), one line each.
+test-hostile: deps
+	@hack/test-hostile.sh
 
 bench-publish: deps
 	@hack/bench-publish.sh

@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-suites=(test-rust test-graphtest test-bats test-publish test-cvmfs test-e2e)
+suites=(test-rust test-hostile test-graphtest test-bats test-publish test-cvmfs test-e2e)
 total_pass=0 total_fail=0 total_skip=0 broken=()
 log_dir=build/test-logs
 mkdir -p "$log_dir"
