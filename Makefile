@@ -11,7 +11,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman test-e2e test-cvmfs test-hostile
+        podman test-e2e test-cvmfs test-hostile fuzz
 
 all: build
 
@@ -73,6 +73,10 @@ test-graphtest: deps lib
 
 test-bats: deps lib
 	@hack/test-bats.sh
+
+# cargo fuzz targets, FUZZ_SECONDS each (not in make test, which replays fuzz/regressions/).
+fuzz: deps
+	@hack/fuzz.sh
 
 # Everything measured in one run -> one markdown document, also bench/results.md
 # (BENCH_SCALE=0.1 for a quick run; bench/README.md).

@@ -69,6 +69,8 @@
 pub mod archive;
 pub mod driver;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layer_spec;
 pub mod layout;
 pub mod mount;

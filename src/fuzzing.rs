@@ -1,0 +1,74 @@
+//! Entry points for the fuzz targets (`fuzz/`, `make fuzz`) and for the replay of
+//! the inputs they once failed on (`fuzz/regressions/<target>/`, replayed by
+//! `tests/fuzz_replay.rs` in `make test`). Each takes arbitrary bytes and must
+//! return — accepting or refusing — without panicking, hanging or allocating
+//! without bound. One table, so a target and its replay can never drift apart.
+
+use std::path::Path;
+
+/// `(name, entry point)` of every target; the names are `fuzz/fuzz_targets/<name>.rs`.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("tar_headers", tar_headers),
+    ("layer_record", layer_record),
+    ("marker_list", marker_list),
+    ("ownership_file", ownership_file),
+];
+
+/// Unpack `data` as a layer tar into a scratch directory (headers with PAX and
+/// GNU extensions, names, links, sizes, sparse maps).
+pub fn tar_headers(data: &[u8]) {
+    let Ok(dir) = scratch_dir() else { return };
+    let opts = crate::archive::ApplyOptions {
+        ignore_chown_errors: true,
+        ..Default::default()
+    };
+    let _ = crate::archive::apply_tar(data, dir.path(), &opts);
+}
+
+/// A layer record (`podmanStore/cvmfs/layers/<id>/layer.json`) as the driver reads it.
+pub fn layer_record(data: &[u8]) {
+    let layout = crate::layout::Layout::new(&crate::options::Options::default());
+    let store = Path::new("/cvmfs/fuzz.example.org/podmanStore");
+    let id = "a".repeat(64);
+    let record = crate::layout::Layout::record_path(store, &id);
+    let _ = layout.parse_record(store, &id, &record, data);
+}
+
+/// A record's marker list (JSON array of paths of raw `.wh.*` files).
+pub fn marker_list(data: &[u8]) {
+    if let Ok(list) = serde_json::from_slice::<Vec<String>>(data) {
+        let _ = crate::mount::whiteouts::parse_marker_list(&list);
+    }
+}
+
+/// An ownership file (`ownership.json`: the image's owners of a layer's entries).
+pub fn ownership_file(data: &[u8]) {
+    let _ = crate::mount::whiteouts::parse_owners(data);
+}
+
+fn scratch_dir() -> std::io::Result<ScratchDir> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "cvmfs-fuzz-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&p)?;
+    Ok(ScratchDir(p))
+}
+
+/// A directory removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = crate::archive::fsutil::remove_all(&self.0);
+    }
+}
