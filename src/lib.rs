@@ -76,7 +76,10 @@ pub mod options;
 pub mod publish;
 pub mod store;
 
-mod ffi;
+// Public so that tests call the exports with their real signatures; the
+// contract for C callers is the generated header and docs/c-abi.md.
+#[doc(hidden)]
+pub mod ffi;
 
 pub use driver::Driver;
 pub use error::{Error, ErrorCode};

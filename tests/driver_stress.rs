@@ -7,10 +7,13 @@
 //! user would: nothing mounted below the driver home or run root, nothing
 //! left in `staging/`, and `cleanup` succeeding.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use cvmfs_graphdriver::Driver;
+
+#[path = "hostile/abi_stress.rs"]
+mod abi_stress;
 
 fn root_or_skip(test: &str) -> bool {
     if rustix::process::geteuid().is_root() {
@@ -21,59 +24,23 @@ fn root_or_skip(test: &str) -> bool {
     }
 }
 
-/// Mount points at or below `dir` (resolved), one entry per mount: stacked
-/// mounts on one point count several times.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = dir.to_str().unwrap().to_string();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| *p == prefix || p.starts_with(&format!("{prefix}/")))
-        .map(str::to_string)
-        .collect()
-}
-
-/// A small deterministic generator (splitmix64): the seed is printed, so a
-/// failing interleaving's choice of operations can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("CVMFS_STRESS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
+use abi_stress::{mounts_below, Rng, Scratch};
 
 struct Env {
-    _t: tempfile::TempDir,
+    _scratch: Scratch,
     home: PathBuf,
     run: PathBuf,
 }
 
 fn env() -> Env {
-    let t = tempfile::tempdir().unwrap();
-    let home = t.path().join("graph/cvmfs");
-    let run = t.path().join("run");
-    Env { _t: t, home, run }
+    let scratch = Scratch::new("cvmfs-driver-stress");
+    let home = scratch.dir.path().join("graph/cvmfs");
+    let run = scratch.dir.path().join("run");
+    Env {
+        _scratch: scratch,
+        home,
+        run,
+    }
 }
 
 /// What must hold after any sequence of calls followed by removing every layer
@@ -107,7 +74,7 @@ fn privileged_eight_threads_racing_on_one_id_leak_no_mount() {
     if !root_or_skip("privileged_eight_threads_racing_on_one_id_leak_no_mount") {
         return;
     }
-    let seed = seed();
+    let seed = abi_stress::seed();
     println!("seed {seed} (rerun with CVMFS_STRESS_SEED={seed})");
     let e = env();
     let d = Arc::new(Driver::new(&e.home, &e.run, &[] as &[&str]).unwrap());
@@ -139,4 +106,17 @@ fn privileged_eight_threads_racing_on_one_id_leak_no_mount() {
         "mounts left after remove"
     );
     assert_nothing_left(&d, &e);
+}
+
+#[test]
+fn privileged_abi_eight_threads_thousand_random_operations() {
+    if !root_or_skip("privileged_abi_eight_threads_thousand_random_operations") {
+        return;
+    }
+    let seed = abi_stress::seed();
+    println!("seed {seed} (rerun with CVMFS_STRESS_SEED={seed})");
+    match abi_stress::run(seed) {
+        Ok(summary) => println!("{summary}"),
+        Err(why) => panic!("seed {seed}: {why}"),
+    }
 }
