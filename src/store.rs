@@ -59,10 +59,8 @@ pub fn validate_id(id: &str) -> Result<()> {
     } else if id == "." || id == ".." {
         Some("is a relative path component".to_string())
     } else if id.len() > MAX_ID_LEN {
-        Some(format!(
-            "is {} bytes long, more than {MAX_ID_LEN}",
-            id.len()
-        ))
+        // show_id gives the length.
+        Some(format!("is longer than {MAX_ID_LEN} bytes"))
     } else if let Some(c) = id.chars().find(|c| c.is_control()) {
         Some(format!("contains the control character U+{:04X}", c as u32))
     } else if let Some(c) = id.chars().find(|c| matches!(c, '/' | ',' | ':' | '\\')) {
