@@ -436,7 +436,9 @@ pub unsafe extern "C" fn cvmfs_driver_free(driver: *mut cvmfs_driver) {
     let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(driver) })));
 }
 
-/// Unmount every layer this home has mounted and reset mount counts.
+/// Unmount everything mounted below the home and the run directory (stacked
+/// mounts included) and reset mount counts. `CVMFS_ERR_BUSY`, naming the mount
+/// points, if anything is still mounted afterwards.
 ///
 /// # Safety
 /// Pointer arguments are NULL or valid as described in docs/c-abi.md.
@@ -528,8 +530,10 @@ pub unsafe extern "C" fn cvmfs_driver_create_from_template(
     })
 }
 
-/// Remove layer `id` (unmounting it if mounted). Removing a missing layer is not
-/// an error; a read-only store layer gives `CVMFS_ERR_READ_ONLY`.
+/// Remove layer `id`, first unmounting everything mounted in it whatever its
+/// mount count (`CVMFS_ERR_BUSY` if that fails; nothing is deleted then).
+/// Removing a missing layer is not an error; a read-only store layer gives
+/// `CVMFS_ERR_READ_ONLY`.
 ///
 /// # Safety
 /// Pointer arguments are NULL or valid as described in docs/c-abi.md.

@@ -55,7 +55,9 @@
 //! └── staging/              half-created or half-removed layers and half-built
 //!                           aux directories (crash recovery)
 //! <runroot>/cvmfs/
-//! ├── mounts/<id>           per-layer mount reference counts, under file locks
+//! ├── mounts/<id>           per-layer mount reference counts; their `flock` is the
+//! │                         layer's lock (create/remove/get/put hold it)
+//! ├── nested-locks/<k>      locks for building the nested mounts below
 //! ├── merged/<id>/          mount points of CVMFS (store) layers mounted by Get
 //! └── nested/               read-only mounts used as one lower of a bigger stack
 //!     ├── <k>               CVMFS layer k and all below it, when a stack needs

@@ -54,24 +54,30 @@ pub fn show_id(id: &str) -> String {
 /// separators `,` `:` and their escape `\`, or exceed [`MAX_ID_LEN`].
 /// containers/storage itself only ever makes 64 lower-case hex digits.
 pub fn validate_id(id: &str) -> Result<()> {
-    let why = if id.is_empty() {
-        Some("is empty".to_string())
-    } else if id == "." || id == ".." {
-        Some("is a relative path component".to_string())
-    } else if id.len() > MAX_ID_LEN {
-        // show_id gives the length.
-        Some(format!("is longer than {MAX_ID_LEN} bytes"))
-    } else if let Some(c) = id.chars().find(|c| c.is_control()) {
-        Some(format!("contains the control character U+{:04X}", c as u32))
-    } else if let Some(c) = id.chars().find(|c| matches!(c, '/' | ',' | ':' | '\\')) {
-        Some(format!("contains {c:?} (a path or mount option separator)"))
-    } else {
-        None
-    };
-    match why {
+    match id_problem(id) {
         Some(why) => Err(Error::invalid(format!("layer ID {} {why}", show_id(id)))),
         None => Ok(()),
     }
+}
+
+/// What is wrong with `id` as a layer ID (see [`validate_id`]).
+fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("is empty".into());
+    }
+    if id == "." || id == ".." {
+        return Some("is a relative path component".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        // show_id gives the length.
+        return Some(format!("is longer than {MAX_ID_LEN} bytes"));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Some(format!("contains the control character U+{:04X}", c as u32));
+    }
+    id.chars()
+        .find(|c| matches!(c, '/' | ',' | ':' | '\\'))
+        .map(|c| format!("contains {c:?} (a path or mount option separator)"))
 }
 
 /// IDs read from repositories and additional stores must be 64 lower-case hex
