@@ -799,10 +799,25 @@ impl Driver {
         self.unmount_all(&self.store.merged_dir(id)).map_err(ctx)?;
         // Anything else mounted inside the layer (a bind mount into its diff).
         let dir = fs::canonicalize(&dir).unwrap_or(dir);
-        for p in mount::mount_points_under(&dir)
-            .map_err(|e| ctx(Error::io("read mountinfo", &dir, e)))?
-        {
-            self.unmount_all(&p).map_err(ctx)?;
+        let mounted_below = || {
+            mount::mount_points_under(&dir).map_err(|e| ctx(Error::io("read mountinfo", &dir, e)))
+        };
+        let found = mounted_below()?;
+        for p in &found {
+            self.unmount_all(p).map_err(ctx)?;
+        }
+        // Deleting the layer would delete through whatever is still mounted.
+        let left = if found.is_empty() {
+            found
+        } else {
+            mounted_below()?
+        };
+        if !left.is_empty() {
+            let shown: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+            return Err(ctx(Error::new(
+                ErrorCode::Busy,
+                format!("still mounted, nothing removed: {}", shown.join(", ")),
+            )));
         }
         count.write(0, count_path)?;
         self.store.remove(id)?;

@@ -120,3 +120,85 @@ fn privileged_abi_eight_threads_thousand_random_operations() {
         Err(why) => panic!("seed {seed}: {why}"),
     }
 }
+
+fn mount_tmpfs(at: &std::path::Path) {
+    std::fs::create_dir_all(at).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        at,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=1m",
+    )
+    .unwrap();
+}
+
+#[test]
+fn privileged_cleanup_unmounts_stacked_and_staging_mounts() {
+    if !root_or_skip("privileged_cleanup_unmounts_stacked_and_staging_mounts") {
+        return;
+    }
+    let e = env();
+    let d = Driver::new(&e.home, &e.run, &[] as &[&str]).unwrap();
+    d.create("L", None, true, &[]).unwrap();
+    let merged = d.get("L", None, &[]).unwrap();
+    // What the old race left: a mount renamed into staging/, and two mounts
+    // stacked on one point (mountinfo lists that point once per mount).
+    let leaked = e.home.join("staging/1-1-rm-L/merged");
+    mount_tmpfs(&leaked);
+    mount_tmpfs(&merged);
+    assert_eq!(mounts_below(&e.home).len(), 3);
+    d.cleanup().unwrap();
+    assert_eq!(mounts_below(&e.home), Vec::<String>::new());
+    // The counts start again from nothing: one get, one put, unmounted.
+    d.get("L", None, &[]).unwrap();
+    d.put("L").unwrap();
+    assert_eq!(mounts_below(&e.home), Vec::<String>::new());
+    d.remove("L").unwrap();
+}
+
+#[test]
+fn privileged_cleanup_fails_naming_what_stays_mounted() {
+    if !root_or_skip("privileged_cleanup_fails_naming_what_stays_mounted") {
+        return;
+    }
+    let e = env();
+    // A mounter whose unmount does nothing: the mount below stays, and
+    // cleanup must say so instead of returning success.
+    let fake = Arc::new(cvmfs_graphdriver::mount::fake::recording_mounter(true));
+    let d = Driver::with_mounter(&e.home, &e.run, &[] as &[&str], fake).unwrap();
+    let stuck = e.home.join("staging/1-2-rm-X/merged");
+    mount_tmpfs(&stuck);
+    let err = d.cleanup().unwrap_err();
+    assert_eq!(err.code(), cvmfs_graphdriver::ErrorCode::Busy, "{err}");
+    let canonical = std::fs::canonicalize(&stuck).unwrap();
+    assert!(
+        err.to_string().contains(canonical.to_str().unwrap()),
+        "{err}"
+    );
+    // The scratch guard detaches it.
+}
+
+#[test]
+fn privileged_remove_refuses_while_something_stays_mounted_inside() {
+    if !root_or_skip("privileged_remove_refuses_while_something_stays_mounted_inside") {
+        return;
+    }
+    let e = env();
+    let fake = Arc::new(cvmfs_graphdriver::mount::fake::recording_mounter(true));
+    let d = Driver::with_mounter(&e.home, &e.run, &[] as &[&str], fake).unwrap();
+    d.create("L", None, true, &[]).unwrap();
+    // Mounted by someone else inside the layer, and not unmountable here.
+    let inside = d.layer_content_dir("L").unwrap().join("sub");
+    mount_tmpfs(&inside);
+    std::fs::write(inside.join("precious"), b"keep").unwrap();
+    let err = d.remove("L").unwrap_err();
+    assert_eq!(err.code(), cvmfs_graphdriver::ErrorCode::Busy, "{err}");
+    assert!(err.to_string().contains("layer L: remove"), "{err}");
+    assert!(d.exists("L").unwrap(), "nothing removed");
+    assert_eq!(std::fs::read(inside.join("precious")).unwrap(), b"keep");
+    // Once it is gone, remove works.
+    rustix::mount::unmount(&inside, rustix::mount::UnmountFlags::DETACH).unwrap();
+    d.remove("L").unwrap();
+    assert!(!d.exists("L").unwrap());
+}
