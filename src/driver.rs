@@ -777,23 +777,27 @@ impl Driver {
     pub fn remove(&self, id: &str) -> Result<()> {
         validate_id(id).map_err(|e| e.context("remove"))?;
         let (mut count, count_path) = self.count_lock(id)?;
-        self.remove_locked(id, &mut count, &count_path)?;
-        // Unlinked while locked: a get waiting for this lock notices and
-        // locks the next count file instead (see `lock_file`).
-        let _ = fs::remove_file(&count_path);
+        if self.remove_locked(id, &mut count, &count_path)? {
+            // Unlinked while locked: a get waiting for this lock notices and
+            // locks the next count file instead (see `lock_file`).
+            let _ = fs::remove_file(&count_path);
+        } else {
+            self.forget_count(&mut count, &count_path);
+        }
         Ok(())
     }
 
     /// [`Driver::remove`] with the layer's lock held. Nothing may stay mounted
     /// in the layer's directory: it is renamed into `staging/` and deleted,
     /// and a mount left there would both leak and have its files deleted.
-    fn remove_locked(&self, id: &str, count: &mut MountCount, count_path: &Path) -> Result<()> {
+    /// False when there was no local layer to remove.
+    fn remove_locked(&self, id: &str, count: &mut MountCount, count_path: &Path) -> Result<bool> {
         let dir = self.store.layer_dir(id);
         if fs::symlink_metadata(&dir).is_err() {
             if self.layout.find(id).ok().flatten().is_some() {
                 return Err(Error::read_only(id, "remove"));
             }
-            return Ok(());
+            return Ok(false);
         }
         let ctx = |e: Error| e.context(format!("layer {id}: remove"));
         self.unmount_all(&self.store.merged_dir(id)).map_err(ctx)?;
@@ -821,7 +825,7 @@ impl Driver {
         }
         count.write(0, count_path)?;
         self.store.remove(id)?;
-        Ok(())
+        Ok(true)
     }
 
     /// Unmount `target` until nothing is mounted there: mounts stacked on one
