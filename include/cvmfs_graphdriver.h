@@ -191,7 +191,9 @@ cvmfs_result cvmfs_driver_new(const char *home,
 void cvmfs_driver_free(struct cvmfs_driver *driver);
 
 /**
- * Unmount every layer this home has mounted and reset mount counts.
+ * Unmount everything mounted below the home and the run directory (stacked
+ * mounts included) and reset mount counts. `CVMFS_ERR_BUSY`, naming the mount
+ * points, if anything is still mounted afterwards.
  *
  * # Safety
  * Pointer arguments are NULL or valid as described in docs/c-abi.md.
@@ -249,8 +251,10 @@ cvmfs_result cvmfs_driver_create_from_template(const struct cvmfs_driver *driver
                                                struct cvmfs_error **err_out);
 
 /**
- * Remove layer `id` (unmounting it if mounted). Removing a missing layer is not
- * an error; a read-only store layer gives `CVMFS_ERR_READ_ONLY`.
+ * Remove layer `id`, first unmounting everything mounted in it whatever its
+ * mount count (`CVMFS_ERR_BUSY` if that fails; nothing is deleted then).
+ * Removing a missing layer is not an error; a read-only store layer gives
+ * `CVMFS_ERR_READ_ONLY`.
  *
  * # Safety
  * Pointer arguments are NULL or valid as described in docs/c-abi.md.

@@ -269,8 +269,47 @@ impl MountCount {
     }
 }
 
+/// An exclusive `flock` on `path` (created if missing). `remove` unlinks a
+/// layer's count file while holding its lock, so a waiter may get the lock on
+/// a file no longer at `path`, which guards nothing: it then tries again with
+/// the file now there.
+fn lock_file(path: &Path, what: &str) -> Result<File> {
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(format!("{what}: open lock"), path, e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::errno(format!("{what}: lock"), path, e))?;
+        let held =
+            rustix::fs::fstat(&file).map_err(|e| Error::errno(format!("{what}: lock"), path, e))?;
+        match rustix::fs::stat(path) {
+            Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => return Ok(file),
+            Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(Error::errno(format!("{what}: lock"), path, e)),
+        }
+    }
+}
+
 fn normalize_parent(parent: Option<&str>) -> Option<&str> {
     parent.filter(|p| !p.is_empty())
+}
+
+/// Refuse mappings no user namespace could have (overflowing, empty or
+/// overlapping ranges) before any ID arithmetic uses them.
+fn check_mappings<'a>(
+    id: &str,
+    op: &str,
+    mappings: impl IntoIterator<Item = Option<&'a IdMappings>>,
+) -> Result<()> {
+    for m in mappings.into_iter().flatten() {
+        m.validate()
+            .map_err(|e| Error::invalid(format!("layer {id}: {op}: invalid ID mappings: {e}")))?;
+    }
+    Ok(())
 }
 
 fn unknown(id: &str, op: &str) -> Error {
@@ -341,7 +380,11 @@ impl Driver {
         }
         let store = Store::open(home)?;
         let run_dir = run_root.join("cvmfs");
-        for d in [run_dir.join("mounts"), run_dir.join("merged")] {
+        for d in [
+            run_dir.join("mounts"),
+            run_dir.join("merged"),
+            run_dir.join("nested-locks"),
+        ] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -516,17 +559,13 @@ impl Driver {
         Ok(out)
     }
 
+    /// Lock layer `id` against every other call on it (in this process or
+    /// another): the lock on its mount count file. Create, remove, get and put
+    /// hold it for their whole run, so a mount is made only on a layer that
+    /// exists and is counted, and a layer is removed only when unmounted.
     fn count_lock(&self, id: &str) -> Result<(MountCount, PathBuf)> {
         let path = self.run_dir.join("mounts").join(id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(format!("layer {id}: open mount count"), &path, e))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::errno(format!("layer {id}: lock mount count"), &path, e))?;
+        let file = lock_file(&path, &format!("layer {id}"))?;
         Ok((MountCount { file }, path))
     }
 
@@ -662,6 +701,7 @@ impl Driver {
         mappings: Option<&IdMappings>,
     ) -> Result<()> {
         validate_id(id).map_err(|e| e.context("create"))?;
+        check_mappings(id, "create", [mappings])?;
         let parent = normalize_parent(parent);
         if let Some(opt) = storage_opts.iter().find(|o| !o.is_empty()) {
             return Err(Error::not_supported(format!(
@@ -700,10 +740,13 @@ impl Driver {
                 }
             }
         };
+        // Held until the new layer is in place: a get or remove of this ID
+        // meanwhile waits and then sees the new layer whole.
+        let (mut count, count_path) = self.count_lock(id)?;
         if self.store.exists(id) {
             // As the overlay driver: a leftover directory for an ID the layer store
             // does not know (crash between the two) is replaced, not an error.
-            self.remove(id)?;
+            self.remove_locked(id, &mut count, &count_path)?;
         } else if self.layout.find(id).ok().flatten().is_some() {
             return Err(Error::new(
                 ErrorCode::LayerExists,
@@ -733,30 +776,103 @@ impl Driver {
     /// missing layer is not an error (as with overlay); a store layer is read-only.
     pub fn remove(&self, id: &str) -> Result<()> {
         validate_id(id).map_err(|e| e.context("remove"))?;
-        if !self.store.layer_dir(id).exists() {
-            if self.layout.find(id).ok().flatten().is_some() {
-                return Err(Error::read_only(id, "remove"));
-            }
-            return Ok(());
-        }
         let (mut count, count_path) = self.count_lock(id)?;
-        let merged = self.store.merged_dir(id);
-        if self.mounter.is_mounted(&merged).unwrap_or(false) {
-            self.mounter
-                .unmount(&merged)
-                .map_err(|e| e.context(format!("layer {id}: remove")))?;
+        if self.remove_locked(id, &mut count, &count_path)? {
+            // Unlinked while locked: a get waiting for this lock notices and
+            // locks the next count file instead (see `lock_file`).
+            let _ = fs::remove_file(&count_path);
+        } else {
+            self.forget_count(&mut count, &count_path);
         }
-        count.write(0, &count_path)?;
-        self.store.remove(id)?;
-        drop(count);
-        let _ = fs::remove_file(&count_path);
         Ok(())
     }
 
-    pub fn exists(&self, id: &str) -> Result<bool> {
-        if validate_id(id).is_err() {
+    /// [`Driver::remove`] with the layer's lock held. Nothing may stay mounted
+    /// in the layer's directory: it is renamed into `staging/` and deleted,
+    /// and a mount left there would both leak and have its files deleted.
+    /// False when there was no local layer to remove.
+    fn remove_locked(&self, id: &str, count: &mut MountCount, count_path: &Path) -> Result<bool> {
+        let dir = self.store.layer_dir(id);
+        if fs::symlink_metadata(&dir).is_err() {
+            if self.layout.find(id).ok().flatten().is_some() {
+                return Err(Error::read_only(id, "remove"));
+            }
             return Ok(false);
         }
+        let ctx = |e: Error| e.context(format!("layer {id}: remove"));
+        self.unmount_all(&self.store.merged_dir(id)).map_err(ctx)?;
+        // Anything else mounted inside the layer (a bind mount into its diff).
+        let dir = fs::canonicalize(&dir).unwrap_or(dir);
+        let mounted_below = || {
+            mount::mount_points_under(&dir).map_err(|e| ctx(Error::io("read mountinfo", &dir, e)))
+        };
+        let found = mounted_below()?;
+        for p in &found {
+            self.unmount_all(p).map_err(ctx)?;
+        }
+        // Deleting the layer would delete through whatever is still mounted.
+        let left = if found.is_empty() {
+            found
+        } else {
+            mounted_below()?
+        };
+        if !left.is_empty() {
+            let shown: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+            return Err(ctx(Error::new(
+                ErrorCode::Busy,
+                format!("still mounted, nothing removed: {}", shown.join(", ")),
+            )));
+        }
+        count.write(0, count_path)?;
+        self.store.remove(id)?;
+        Ok(true)
+    }
+
+    /// Unmount `target` until nothing is mounted there: mounts stacked on one
+    /// point (by an older driver, or by hand) are all undone, a bounded number.
+    fn unmount_all(&self, target: &Path) -> Result<()> {
+        const MOST_STACKED: usize = 64;
+        for _ in 0..MOST_STACKED {
+            if !self.mounter.is_mounted(target)? {
+                return Ok(());
+            }
+            self.mounter.unmount(target)?;
+        }
+        Err(Error::new(
+            ErrorCode::Busy,
+            format!(
+                "{}: still mounted after {MOST_STACKED} unmounts",
+                target.display()
+            ),
+        ))
+    }
+
+    /// The count file of a layer found missing under its lock (removed while
+    /// this call waited) goes again; only a layer with users keeps one.
+    fn forget_count(&self, count: &mut MountCount, count_path: &Path) {
+        if count.read() == 0 {
+            let _ = fs::remove_file(count_path);
+        }
+    }
+
+    /// Layer `id` resolved with its lock held. Unknown IDs are refused before
+    /// locking, so they leave no count file behind.
+    fn resolve_locked(&self, id: &str, op: &str) -> Result<(Layer, MountCount, PathBuf)> {
+        if !self.store.exists(id) {
+            self.resolve(id, op)?;
+        }
+        let (mut count, count_path) = self.count_lock(id)?;
+        match self.resolve(id, op) {
+            Ok(layer) => Ok((layer, count, count_path)),
+            Err(e) => {
+                self.forget_count(&mut count, &count_path);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn exists(&self, id: &str) -> Result<bool> {
+        validate_id(id).map_err(|e| e.context("exists"))?;
         if self.store.exists(id) {
             return Ok(true);
         }
@@ -1025,7 +1141,12 @@ impl Driver {
             NestedKind::Full => format!("{id}.full"),
         };
         let target = self.run_dir.join("nested").join(&name);
-        let (_lock, _) = self.count_lock(&format!("nested-{name}"))?;
+        // Not in mounts/: that directory is named by layer IDs, and a layer
+        // whose ID were "nested-<name>" would share (and deadlock on) this lock.
+        let _lock = lock_file(
+            &self.run_dir.join("nested-locks").join(&name),
+            &format!("layer {id}: nested mount"),
+        )?;
         if self.mounter.is_mounted(&target)? {
             return Ok(target);
         }
@@ -1044,11 +1165,15 @@ impl Driver {
     /// Mount layer `id` with its parents and return the mount point. Counted:
     /// every `get` needs a `put`.
     pub fn get(&self, id: &str, _mount_label: Option<&str>, options: &[String]) -> Result<PathBuf> {
-        let layer = self.resolve(id, "get")?;
+        // Locked before the layer is read: a remove and create in between
+        // cannot make this mount an old record's stack on the new layer.
+        let (layer, mut count, count_path) = self.resolve_locked(id, "get")?;
         let merged = self.merged_dir(&layer);
-        let (mut count, count_path) = self.count_lock(id)?;
         let n = count.read();
-        if n > 0 && self.mounter.is_mounted(&merged)? {
+        if self.mounter.is_mounted(&merged)? {
+            // Counted users, or a mount whose count was lost (reset by a
+            // cleanup in another process): one more user either way, never a
+            // second mount stacked on the first.
             count.write(n + 1, &count_path)?;
             return Ok(merged);
         }
@@ -1075,24 +1200,30 @@ impl Driver {
     /// Release one `get`; unmount when the last user is gone. Releasing a layer
     /// that is not mounted is not an error.
     pub fn put(&self, id: &str) -> Result<()> {
+        validate_id(id).map_err(|e| e.context("put"))?;
+        if !self.store.exists(id) {
+            self.resolve(id, "put")?;
+        }
+        let (mut count, count_path) = self.count_lock(id)?;
         // A local layer's mount point is known without reading its record.
         let local = self.store.exists(id);
         let merged = if local {
             self.store.merged_dir(id)
         } else {
-            let layer = self.resolve(id, "put")?;
-            self.merged_dir(&layer)
+            match self.resolve(id, "put") {
+                Ok(layer) => self.merged_dir(&layer),
+                Err(e) => {
+                    self.forget_count(&mut count, &count_path);
+                    return Err(e);
+                }
+            }
         };
-        let (mut count, count_path) = self.count_lock(id)?;
         let n = count.read();
         if n > 1 {
             return count.write(n - 1, &count_path);
         }
-        if self.mounter.is_mounted(&merged).unwrap_or(true) {
-            self.mounter
-                .unmount(&merged)
-                .map_err(|e| e.context(format!("layer {id}: put")))?;
-        }
+        self.unmount_all(&merged)
+            .map_err(|e| e.context(format!("layer {id}: put")))?;
         count.write(0, &count_path)?;
         if !local {
             let _ = fs::remove_dir(&merged);
@@ -1100,25 +1231,44 @@ impl Driver {
         Ok(())
     }
 
-    /// Unmount everything mounted below the home and the run directory, and
-    /// reset the mount counts.
+    /// Unmount everything mounted below the home (layers, and anything a
+    /// crash left in `staging/`) and below the run directory, and reset the
+    /// mount counts. Fails, naming them, if mounts are still there afterwards.
     pub fn cleanup(&self) -> Result<()> {
+        // mountinfo shows resolved paths: a home reached through a symlink
+        // (/var/lib/containers -> /data/...) must be matched resolved.
+        let roots: Vec<PathBuf> = [self.home().to_path_buf(), self.run_dir.clone()]
+            .into_iter()
+            .map(|p| fs::canonicalize(&p).unwrap_or(p))
+            .collect();
+        // Strictly below: the home itself may well be a mount point (a volume).
+        let below = || -> Result<Vec<PathBuf>> {
+            let mut v = Vec::new();
+            for root in &roots {
+                let points = mount::mount_points_under(root)
+                    .map_err(|e| Error::io("cleanup: read mountinfo", root, e))?;
+                v.extend(points.into_iter().filter(|p| p != root));
+            }
+            Ok(v)
+        };
         let mut first_err = None;
-        for prefix in [
-            self.home().join("layers"),
-            self.run_dir.join("merged"),
-            self.run_dir.join("nested"),
-        ] {
-            // mountinfo shows resolved paths: a home reached through a symlink
-            // (/var/lib/containers -> /data/...) must be matched resolved.
-            let prefix = fs::canonicalize(&prefix).unwrap_or(prefix);
-            let points = mount::mount_points_under(&prefix)
-                .map_err(|e| Error::io("cleanup: read mountinfo", &prefix, e))?;
-            for p in points {
-                if let Err(e) = self.mounter.unmount(&p) {
+        // mountinfo lists a point once however many mounts are stacked on it:
+        // rounds until nothing is left or a round achieves nothing.
+        let mut left = below()?;
+        for _ in 0..64 {
+            if left.is_empty() {
+                break;
+            }
+            for p in &left {
+                if let Err(e) = self.mounter.unmount(p) {
                     first_err.get_or_insert(e.context("cleanup"));
                 }
             }
+            let now = below()?;
+            if now == left && first_err.is_some() {
+                break;
+            }
+            left = now;
         }
         let mounts = self.run_dir.join("mounts");
         if let Ok(entries) = fs::read_dir(&mounts) {
@@ -1130,10 +1280,18 @@ impl Driver {
                 }
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if !left.is_empty() {
+            let shown: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+            let cause = first_err.map(|e| format!(" ({e})")).unwrap_or_default();
+            return Err(Error::new(
+                ErrorCode::Busy,
+                format!(
+                    "cleanup: still mounted after unmounting: {}{cause}",
+                    shown.join(", ")
+                ),
+            ));
         }
+        Ok(())
     }
 
     // ---- information ------------------------------------------------------------
@@ -1334,6 +1492,7 @@ impl Driver {
     /// layer's files afterwards.
     pub fn apply_diff<R: Read>(&self, id: &str, reader: R, opts: &ApplyDiffOptions) -> Result<u64> {
         let layer = self.local_only(id, "apply diff")?;
+        check_mappings(id, "apply diff", [opts.mappings.as_ref()])?;
         let dir = self.content_dir(&layer);
         let aopts = ApplyOptions {
             mappings: opts.mappings.clone(),
@@ -1366,6 +1525,7 @@ impl Driver {
         w: W,
     ) -> Result<()> {
         let layer = self.direct(id, parent, "diff")?;
+        check_mappings(id, "diff", [mappings])?;
         let dir = self.content_dir(&layer);
         archive::write_diff_tar(&dir, mappings, w)
             .map_err(|e| Error::from(e).context(format!("layer {id}: diff")))
@@ -1427,6 +1587,7 @@ impl Driver {
     ) -> Result<()> {
         let op = "update ID map";
         let layer = self.local_only(id, op)?;
+        check_mappings(id, op, [to_container, to_host])?;
         let ctx = |e: Error| e.context(format!("layer {id}: {op}"));
         // Re-own the whole stack as the layer sees it: through the mount, so
         // every parent file is copied up into this layer's diff with its new owner

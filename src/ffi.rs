@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::IdMappings;
 use crate::driver::{ApplyDiffOptions, Driver};
 use crate::error::{Error, ErrorCode, Result};
+use crate::store::{show_id, validate_id};
 
 /// Result code of every fallible function: `CVMFS_OK` or one of `CVMFS_ERR_*`.
 pub type cvmfs_result = i32;
@@ -151,6 +152,61 @@ fn req_str<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
         .map_err(|e| Error::invalid(format!("argument {name} is not valid UTF-8: {e}")))
 }
 
+/// Longest option string, mount label or ID mappings text accepted: far more
+/// than any real one, small enough that a hostile caller cannot make the
+/// driver copy, parse or log megabytes.
+const MAX_TEXT_ARG: usize = 4096;
+
+/// Most strings in one `items, n` list.
+const MAX_LIST_ITEMS: usize = 1024;
+
+/// A text argument that goes into mount data, records or log lines: bounded,
+/// and without control characters (a newline could forge a log line or a
+/// second `key=value`; a NUL cannot get here, C strings end at it).
+fn checked_text<'a>(s: &'a str, name: &str) -> Result<&'a str> {
+    if s.len() > MAX_TEXT_ARG {
+        return Err(Error::invalid(format!(
+            "argument {name} {} is {} bytes long, more than {MAX_TEXT_ARG}",
+            show_id(s),
+            s.len()
+        )));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "argument {name} {} contains the control character U+{:04X}",
+            show_id(s),
+            c as u32
+        )));
+    }
+    Ok(s)
+}
+
+/// A required layer ID, checked as every layer ID is (`store::validate_id`).
+fn req_id<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    let id = req_str(p, name)?;
+    validate_id(id).map_err(|e| e.context(format!("argument {name}")))?;
+    Ok(id)
+}
+
+/// An optional layer ID: NULL or "" mean none.
+fn opt_id<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    match opt_str(p, name)? {
+        None => Ok(None),
+        Some(id) => {
+            validate_id(id).map_err(|e| e.context(format!("argument {name}")))?;
+            Ok(Some(id))
+        }
+    }
+}
+
+/// An optional text argument (see [`checked_text`]): NULL or "" mean none.
+fn opt_text<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    match opt_str(p, name)? {
+        None => Ok(None),
+        Some(s) => checked_text(s, name).map(Some),
+    }
+}
+
 /// An optional string argument: NULL or "" mean none.
 fn opt_str<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
     if p.is_null() {
@@ -170,13 +226,23 @@ fn str_list(items: *const *const c_char, n: usize, name: &str) -> Result<Vec<Str
             "argument {name} is NULL but its count is {n}"
         )));
     }
+    if n > MAX_LIST_ITEMS {
+        return Err(Error::invalid(format!(
+            "argument {name} has {n} items, more than {MAX_LIST_ITEMS}"
+        )));
+    }
     // SAFETY: items is non-NULL and the contract says it points to n valid
     // `const char *` elements for the duration of the call.
     let slice = unsafe { std::slice::from_raw_parts(items, n) };
     slice
         .iter()
         .enumerate()
-        .map(|(i, &p)| req_str(p, &format!("{name}[{i}]")).map(str::to_string))
+        .map(|(i, &p)| {
+            let item = format!("{name}[{i}]");
+            req_str(p, &item)
+                .and_then(|s| checked_text(s, &item))
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -226,13 +292,25 @@ fn write_json<T: serde::Serialize>(out: *mut *mut c_char, value: &T) -> Result<(
     Ok(())
 }
 
+/// Optional ID mappings as JSON: parsed, then refused unless the kernel would
+/// accept them for a user namespace (see `IdMappings::validate`).
 fn mappings_arg(p: *const c_char, name: &str) -> Result<Option<IdMappings>> {
-    match opt_str(p, name)? {
-        None => Ok(None),
-        Some(text) => IdMappings::from_json(text).map(Some).map_err(|e| {
-            Error::invalid(format!("argument {name}: malformed ID mappings JSON: {e}"))
-        }),
+    let Some(text) = opt_str(p, name)? else {
+        return Ok(None);
+    };
+    // 340 ranges per kind, the most there can be, take about 40 KiB.
+    const MAX_MAPPINGS_JSON: usize = 64 * 1024;
+    if text.len() > MAX_MAPPINGS_JSON {
+        return Err(Error::invalid(format!(
+            "argument {name}: ID mappings JSON is {} bytes long, more than {MAX_MAPPINGS_JSON}",
+            text.len()
+        )));
     }
+    let m: IdMappings = serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("argument {name}: malformed ID mappings JSON: {e}")))?;
+    m.validate()
+        .map_err(|e| Error::invalid(format!("argument {name}: invalid ID mappings: {e}")))?;
+    Ok(Some(m))
 }
 
 /// Duplicate a caller-owned descriptor so the callee never closes the caller's.
@@ -358,7 +436,9 @@ pub unsafe extern "C" fn cvmfs_driver_free(driver: *mut cvmfs_driver) {
     let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(driver) })));
 }
 
-/// Unmount every layer this home has mounted and reset mount counts.
+/// Unmount everything mounted below the home and the run directory (stacked
+/// mounts included) and reset mount counts. `CVMFS_ERR_BUSY`, naming the mount
+/// points, if anything is still mounted afterwards.
 ///
 /// # Safety
 /// Pointer arguments are NULL or valid as described in docs/c-abi.md.
@@ -390,8 +470,8 @@ pub unsafe extern "C" fn cvmfs_driver_create(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
-        let parent = opt_str(parent, "parent")?;
+        let id = req_id(id, "id")?;
+        let parent = opt_id(parent, "parent")?;
         let opts = str_list(storage_opts, n_storage_opts, "storage_opts")?;
         d.create(id, parent, read_write, &opts)
     })
@@ -419,8 +499,8 @@ pub unsafe extern "C" fn cvmfs_driver_create_mapped(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
-        let parent = opt_str(parent, "parent")?;
+        let id = req_id(id, "id")?;
+        let parent = opt_id(parent, "parent")?;
         let opts = str_list(storage_opts, n_storage_opts, "storage_opts")?;
         let mappings = mappings_arg(id_mappings_json, "id_mappings_json")?;
         d.create_mapped(id, parent, read_write, &opts, mappings.as_ref())
@@ -443,15 +523,17 @@ pub unsafe extern "C" fn cvmfs_driver_create_from_template(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
-        let template = req_str(template_id, "template_id")?;
-        let parent = opt_str(parent, "parent")?;
+        let id = req_id(id, "id")?;
+        let template = req_id(template_id, "template_id")?;
+        let parent = opt_id(parent, "parent")?;
         d.create_from_template(id, template, parent, read_write)
     })
 }
 
-/// Remove layer `id` (unmounting it if mounted). Removing a missing layer is not
-/// an error; a read-only store layer gives `CVMFS_ERR_READ_ONLY`.
+/// Remove layer `id`, first unmounting everything mounted in it whatever its
+/// mount count (`CVMFS_ERR_BUSY` if that fails; nothing is deleted then).
+/// Removing a missing layer is not an error; a read-only store layer gives
+/// `CVMFS_ERR_READ_ONLY`.
 ///
 /// # Safety
 /// Pointer arguments are NULL or valid as described in docs/c-abi.md.
@@ -461,7 +543,7 @@ pub unsafe extern "C" fn cvmfs_driver_remove(
     id: *const c_char,
     err_out: *mut *mut cvmfs_error,
 ) -> cvmfs_result {
-    boundary(err_out, || driver_ref(driver)?.remove(req_str(id, "id")?))
+    boundary(err_out, || driver_ref(driver)?.remove(req_id(id, "id")?))
 }
 
 /// Whether layer `id` exists (locally or in an additional image store).
@@ -477,7 +559,7 @@ pub unsafe extern "C" fn cvmfs_driver_exists(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
+        let id = req_id(id, "id")?;
         check_out(exists_out, "exists_out")?;
         let e = d.exists(id)?;
         put_out(exists_out, e);
@@ -527,8 +609,8 @@ pub unsafe extern "C" fn cvmfs_driver_get(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
-        let label = opt_str(mount_label, "mount_label")?;
+        let id = req_id(id, "id")?;
+        let label = opt_text(mount_label, "mount_label")?;
         let opts = str_list(options, n_options, "options")?;
         check_out(path_out, "path_out")?;
         let p = d.get(id, label, &opts)?;
@@ -554,7 +636,7 @@ pub unsafe extern "C" fn cvmfs_driver_put(
     id: *const c_char,
     err_out: *mut *mut cvmfs_error,
 ) -> cvmfs_result {
-    boundary(err_out, || driver_ref(driver)?.put(req_str(id, "id")?))
+    boundary(err_out, || driver_ref(driver)?.put(req_id(id, "id")?))
 }
 
 // ---- information ----------------------------------------------------------------
@@ -591,7 +673,7 @@ pub unsafe extern "C" fn cvmfs_driver_metadata(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
+        let id = req_id(id, "id")?;
         check_out(json_out, "json_out")?;
         write_json(json_out, &d.metadata(id)?)
     })
@@ -633,7 +715,7 @@ pub unsafe extern "C" fn cvmfs_driver_read_write_disk_usage(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
+        let id = req_id(id, "id")?;
         check_out(size_out, "size_out")?;
         check_out(inodes_out, "inodes_out")?;
         let u = d.read_write_disk_usage(id)?;
@@ -657,7 +739,7 @@ pub unsafe extern "C" fn cvmfs_driver_layer_content_dir(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
+        let id = req_id(id, "id")?;
         check_out(path_out, "path_out")?;
         let p: PathBuf = d.layer_content_dir(id)?;
         put_out(path_out, to_c_string(path_string(&p)?, "content dir")?);
@@ -680,7 +762,7 @@ pub unsafe extern "C" fn cvmfs_driver_layer_content_dirs(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
+        let id = req_id(id, "id")?;
         check_out(json_out, "json_out")?;
         let dirs = d
             .layer_content_dirs(id)?
@@ -711,7 +793,7 @@ pub unsafe extern "C" fn cvmfs_driver_apply_diff(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
+        let id = req_id(id, "id")?;
         check_out(size_out, "size_out")?;
         let mut o = ApplyDiffOptions::default();
         if !opts.is_null() {
@@ -719,7 +801,7 @@ pub unsafe extern "C" fn cvmfs_driver_apply_diff(
             // struct for the duration of the call.
             let opts = unsafe { &*opts };
             o.mappings = mappings_arg(opts.id_mappings_json, "opts.id_mappings_json")?;
-            let _label = opt_str(opts.mount_label, "opts.mount_label")?;
+            let _label = opt_text(opts.mount_label, "opts.mount_label")?;
             o.ignore_chown_errors = opts.ignore_chown_errors;
             o.force_mask = opts.has_force_mask.then_some(opts.force_mask);
         }
@@ -749,8 +831,8 @@ pub unsafe extern "C" fn cvmfs_driver_diff(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
-        let parent = opt_str(parent, "parent")?;
+        let id = req_id(id, "id")?;
+        let parent = opt_id(parent, "parent")?;
         let mappings = mappings_arg(id_mappings_json, "id_mappings_json")?;
         let file = dup_fd(tar_fd, "tar_fd")?;
         let mut w = std::io::BufWriter::with_capacity(1 << 16, file);
@@ -775,8 +857,8 @@ pub unsafe extern "C" fn cvmfs_driver_changes(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
-        let parent = opt_str(parent, "parent")?;
+        let id = req_id(id, "id")?;
+        let parent = opt_id(parent, "parent")?;
         check_out(json_out, "json_out")?;
         write_json(json_out, &d.changes(id, parent)?)
     })
@@ -797,8 +879,8 @@ pub unsafe extern "C" fn cvmfs_driver_diff_size(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
-        let parent = opt_str(parent, "parent")?;
+        let id = req_id(id, "id")?;
+        let parent = opt_id(parent, "parent")?;
         check_out(size_out, "size_out")?;
         let s = d.diff_size(id, parent)?;
         put_out(size_out, i64::try_from(s).unwrap_or(i64::MAX));
@@ -821,7 +903,7 @@ pub unsafe extern "C" fn cvmfs_driver_update_id_map(
 ) -> cvmfs_result {
     boundary(err_out, || {
         let d = driver_ref(driver)?;
-        let id = req_str(id, "id")?;
+        let id = req_id(id, "id")?;
         let to_container = mappings_arg(to_container_json, "to_container_json")?;
         let to_host = mappings_arg(to_host_json, "to_host_json")?;
         d.update_id_map(id, to_container.as_ref(), to_host.as_ref())

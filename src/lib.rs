@@ -55,7 +55,9 @@
 //! └── staging/              half-created or half-removed layers and half-built
 //!                           aux directories (crash recovery)
 //! <runroot>/cvmfs/
-//! ├── mounts/<id>           per-layer mount reference counts, under file locks
+//! ├── mounts/<id>           per-layer mount reference counts; their `flock` is the
+//! │                         layer's lock (create/remove/get/put hold it)
+//! ├── nested-locks/<k>      locks for building the nested mounts below
 //! ├── merged/<id>/          mount points of CVMFS (store) layers mounted by Get
 //! └── nested/               read-only mounts used as one lower of a bigger stack
 //!     ├── <k>               CVMFS layer k and all below it, when a stack needs
@@ -78,7 +80,10 @@ pub mod options;
 pub mod publish;
 pub mod store;
 
-mod ffi;
+// Public so that tests call the exports with their real signatures; the
+// contract for C callers is the generated header and docs/c-abi.md.
+#[doc(hidden)]
+pub mod ffi;
 
 pub use driver::Driver;
 pub use error::{Error, ErrorCode};

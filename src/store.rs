@@ -30,25 +30,54 @@ pub const RECORD_VERSION: u32 = 1;
 /// More than any record needs; a larger file reads as truncated (malformed).
 const RECORD_MAX_BYTES: u64 = 1 << 20;
 
-/// Names no layer may have: they would escape `layers/` or confuse tools.
+/// Longest layer ID accepted, in bytes. containers/storage makes 64-hex-digit
+/// IDs; twice that leaves room for callers with their own scheme while every
+/// name built from an ID (`staging/<pid>-<seq>-rm-<id>`) stays below the
+/// 255-byte file name limit.
+pub const MAX_ID_LEN: usize = 128;
+
+/// An ID as error messages show it: quoted and escaped (a newline or a
+/// terminal escape in an ID cannot forge log lines), cut after 80 characters.
+pub fn show_id(id: &str) -> String {
+    const SHOWN: usize = 80;
+    match id.char_indices().nth(SHOWN) {
+        None => format!("{id:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &id[..cut], id.len()),
+    }
+}
+
+/// Names no layer may have. IDs become path components (`layers/<id>`,
+/// `staging/…-<id>`, `<run_root>/cvmfs/mounts/<id>`), parts of overlay mount
+/// data (`upperdir=<home>/layers/<id>/diff` with mount(2)) and words in log
+/// lines, so besides what would escape a directory (`/`, `.`, `..`) they may
+/// not hold control characters (newline, NUL, escape, DEL, C1), the mount data
+/// separators `,` `:` and their escape `\`, or exceed [`MAX_ID_LEN`].
+/// containers/storage itself only ever makes 64 lower-case hex digits.
 pub fn validate_id(id: &str) -> Result<()> {
-    let why = if id.is_empty() {
-        Some("is empty")
-    } else if id == "." || id == ".." {
-        Some("is a relative path component")
-    } else if id.contains('/') {
-        Some("contains '/'")
-    } else if id.contains('\0') {
-        Some("contains NUL")
-    } else if id.len() > 255 {
-        Some("is longer than 255 bytes")
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(Error::invalid(format!("layer ID {id:?} {why}"))),
+    match id_problem(id) {
+        Some(why) => Err(Error::invalid(format!("layer ID {} {why}", show_id(id)))),
         None => Ok(()),
     }
+}
+
+/// What is wrong with `id` as a layer ID (see [`validate_id`]).
+fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("is empty".into());
+    }
+    if id == "." || id == ".." {
+        return Some("is a relative path component".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        // show_id gives the length.
+        return Some(format!("is longer than {MAX_ID_LEN} bytes"));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Some(format!("contains the control character U+{:04X}", c as u32));
+    }
+    id.chars()
+        .find(|c| matches!(c, '/' | ',' | ':' | '\\'))
+        .map(|c| format!("contains {c:?} (a path or mount option separator)"))
 }
 
 /// IDs read from repositories and additional stores must be 64 lower-case hex
@@ -524,10 +553,34 @@ mod tests {
         for ok in ["Base", "Snap", "layer1", "a b", &"f".repeat(64)] {
             validate_id(ok).unwrap();
         }
-        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(256)] {
+        validate_id(&"x".repeat(MAX_ID_LEN)).unwrap();
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\0b",
+            "a\nb",
+            "a\tb",
+            "a\u{1b}[2Jb",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "a,lowerdir=/",
+            "a:b",
+            "a\\b",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
             let e = validate_id(bad).unwrap_err();
             assert_eq!(e.code(), ErrorCode::InvalidArgument, "{bad:?}");
+            // The message names the ID, escaped: one line whatever the ID holds.
+            let msg = e.to_string();
+            assert!(!msg.chars().any(char::is_control), "{msg:?}");
+            assert!(msg.contains(&show_id(bad)), "{msg}");
         }
+        let long = "y".repeat(10_000);
+        let msg = validate_id(&long).unwrap_err().to_string();
+        assert!(msg.len() < 300 && msg.contains("10000 bytes"), "{msg}");
+        assert_eq!(show_id("a\nb"), "\"a\\nb\"");
         validate_digest_id(&"ab".repeat(32)).unwrap();
         for bad in ["Base", &"AB".repeat(32), &"ab".repeat(31)] {
             let e = validate_digest_id(bad).unwrap_err();

@@ -43,7 +43,7 @@ mod remap;
 pub(crate) mod tarout;
 mod usage;
 
-pub use idmap::{IdMap, IdMappings, UnmappedId};
+pub use idmap::{IdMap, IdMappings, InvalidIdMap, UnmappedId, MAX_RANGES};
 
 /// Errors of the archive operations. Every variant names the path or tar entry concerned.
 #[derive(Debug, thiserror::Error)]

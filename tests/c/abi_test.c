@@ -115,8 +115,14 @@ static void null_and_utf8_checks(void) {
   expect("new", cvmfs_driver_new(h, r, NULL, 0, &drv, &err), &err, CVMFS_OK);
   if (!drv) return;
 
-  struct { const char *name; const char *v; } ids[] = {{"NULL id", NULL}, {"bad id", BAD}};
-  for (int i = 0; i < 2; i++) {
+  /* Every export taking an ID refuses what is no layer name (docs/c-abi.md, "Layer IDs"). */
+  char long_id[130];
+  memset(long_id, 'a', 129);
+  long_id[129] = 0;
+  struct { const char *name; const char *v; } ids[] = {
+      {"NULL id", NULL}, {"bad id", BAD}, {"newline id", "a\nb"}, {"slash id", "../x"},
+      {"dotdot id", ".."}, {"comma id", "x,lowerdir=/"}, {"escape id", "\x1b[2J"}, {"129-byte id", long_id}};
+  for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
     const char *id = ids[i].v;
     char w[128];
 #define E(call) do { snprintf(w, sizeof w, "%s: %s", ids[i].name, #call); expect(w, call, &err, INV); } while (0)
@@ -146,6 +152,16 @@ static void null_and_utf8_checks(void) {
   expect("create_mapped(bad parent)", cvmfs_driver_create_mapped(drv, "x", BAD, false, NULL, 0, NULL, &err), &err, INV);
   expect("create_mapped(bad opt)", cvmfs_driver_create_mapped(drv, "x", NULL, false, bad_opts, 1, NULL, &err), &err, INV);
   expect("create_mapped(bad mappings)", cvmfs_driver_create_mapped(drv, "x", NULL, false, NULL, 0, BAD, &err), &err, INV);
+  /* ID maps the kernel would refuse (docs/c-abi.md, "ID mappings"). */
+  expect("create_mapped(host_id and size 4294967295)", cvmfs_driver_create_mapped(drv, "x", NULL, false, NULL, 0,
+         "{\"uids\":[{\"container_id\":0,\"host_id\":4294967295,\"size\":4294967295}]}", &err), &err, INV);
+  expect("create_mapped(size 0)", cvmfs_driver_create_mapped(drv, "x", NULL, false, NULL, 0,
+         "{\"gids\":[{\"container_id\":0,\"host_id\":1000,\"size\":0}]}", &err), &err, INV);
+  expect("create_mapped(overlap)", cvmfs_driver_create_mapped(drv, "x", NULL, false, NULL, 0,
+         "{\"uids\":[{\"container_id\":0,\"host_id\":1000,\"size\":10},{\"container_id\":5,\"host_id\":5000,\"size\":1}]}",
+         &err), &err, INV);
+  const char *nl_opts[] = {"ro\nlowerdir=/"};
+  expect("get(option with newline)", cvmfs_driver_get(drv, "x", NULL, nl_opts, 1, &s, &err), &err, INV);
   expect("create_mapped(malformed mappings)", cvmfs_driver_create_mapped(drv, "x", NULL, false, NULL, 0, "[1]", &err), &err, INV);
   expect("create_from_template(bad parent)", cvmfs_driver_create_from_template(drv, "x", "t", BAD, false, &err), &err, INV);
   expect("get(bad label)", cvmfs_driver_get(drv, "x", BAD, NULL, 0, &s, &err), &err, INV);
