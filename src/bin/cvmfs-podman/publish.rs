@@ -27,6 +27,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::progress::Progress;
+
+/// Per blob digest, the configs of the images the store records using it.
+type BlobUsers = std::collections::BTreeMap<String, BTreeSet<String>>;
 use crate::source::{read_limited, ImageName, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,8 +150,6 @@ struct LayerOut {
     /// restores them, or why none could be built.
     owners: Option<std::result::Result<Vec<u8>, String>>,
     pending: Option<Pending>,
-    /// An existing layer directory: add this image to its origin.json.
-    needs_origin: bool,
     /// The raw whiteout markers in its `layerfs`, for the layer records.
     markers: Option<Vec<String>>,
 }
@@ -181,44 +182,11 @@ fn ensure_catalog(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Remove temporary entries of publishers that are no longer running.
-fn sweep_dead(dir: &Path) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(fsx::TMP_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('.').next().unwrap_or("");
-        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
-            let _ = fsx::remove_all(&e.path());
-        }
-    }
-}
-
-/// Sweep every place a publisher creates temporaries.
-pub fn sweep_repo(repo: &Path) {
-    for top in [".layers", ".flat"] {
-        let t = repo.join(top);
-        sweep_dead(&t);
-        if let Ok(rd) = fs::read_dir(&t) {
-            for e in rd.flatten() {
-                sweep_dead(&e.path());
-            }
-        }
-    }
-    let ps = repo.join("podmanStore");
-    for d in [
-        "",
-        "cvmfs",
-        "cvmfs/layers",
-        "cvmfs-images",
-        "cvmfs-layers",
-        "cvmfs/tar-split",
-    ] {
-        sweep_dead(&ps.join(d));
-    }
-    sweep_dead(&repo.join(".metadata"));
+/// The publisher lock of the repository, after checking that the store's
+/// directories on the way are real ones.
+fn publisher_lock(repo: &Path, store: &StorePaths) -> Result<fsx::Lock> {
+    fsx::check_real_dirs(repo, &store.root.join("cvmfs"))?;
+    fsx::Lock::publisher(&store.publisher_lock())
 }
 
 fn decompressor<'a>(r: impl BufRead + Send + 'a) -> Result<(Box<dyn Read + Send + 'a>, i64)> {
@@ -315,7 +283,6 @@ impl Job<'_> {
                 ownership_kept,
                 owners,
                 pending: None,
-                needs_origin: true,
                 markers,
             });
         }
@@ -389,8 +356,10 @@ impl Job<'_> {
         Some(list)
     }
 
-    /// Put an unpacked layer in place (tar-split first, then the directory).
-    fn place(&self, i: usize, o: &mut LayerOut) -> Result<()> {
+    /// Put an unpacked layer in place (tar-split first, then the directory),
+    /// and make its `origin.json` name this image and every other one `users`
+    /// says uses it. Under the publisher lock.
+    fn place(&self, i: usize, o: &mut LayerOut, users: &BlobUsers) -> Result<()> {
         if let Some(pd) = o.pending.take() {
             let r = (|| {
                 if let Some(owners) = &o.owners {
@@ -409,9 +378,6 @@ impl Job<'_> {
                 }
             };
             o.written = placed;
-            if !placed {
-                self.add_origin(&pd.dir)?;
-            }
             self.opts.progress.done(
                 i,
                 if placed {
@@ -420,11 +386,8 @@ impl Job<'_> {
                     "exists (parallel publisher), skipped"
                 },
             );
-        } else if o.needs_origin {
-            let hex = digest_hex(&o.compressed)?;
-            self.add_origin(&layer_dir(&self.opts.repo, hex))?;
         }
-        Ok(())
+        self.add_origin(&o.compressed, users)
     }
 
     fn compression_of(&self, desc: &Value) -> i64 {
@@ -438,15 +401,24 @@ impl Job<'_> {
         }
     }
 
-    fn add_origin(&self, dir: &Path) -> Result<()> {
-        let op = dir.join(".metadata").join("origin.json");
-        let mut o: Origin = fs::read(&op)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        if !o.origin.contains(&self.config_digest) {
-            o.origin.push(self.config_digest.clone());
-            fsx::write_atomic(&op, ducc::origin_json(&o).as_bytes(), 0o644)?;
+    fn add_origin(&self, blob: &str, users: &BlobUsers) -> Result<()> {
+        let repo = &self.opts.repo;
+        let dir = layer_dir(repo, digest_hex(blob)?);
+        // it was there when this publish decided to reuse it; a gc since then
+        // may have removed it (origin.json must not appear without a layer)
+        if !dir.join("layerfs").is_dir() {
+            return Err(Error::msg(format!(
+                "{} disappeared before the image was recorded (a concurrent gc?); publish again",
+                dir.display()
+            )));
+        }
+        fsx::check_real_dirs(repo, &dir.join(".metadata"))?;
+        let mut configs = users.get(blob).cloned().unwrap_or_default();
+        configs.insert(self.config_digest.clone());
+        if let Some(why) = ducc::ensure_origin(&dir, &configs)? {
+            eprintln!(
+                "warning: layer {blob}: {why}; rebuilt from the images recorded in podmanStore"
+            );
         }
         Ok(())
     }
@@ -604,7 +576,6 @@ impl Job<'_> {
                 ownership_kept,
                 owners,
                 pending: None,
-                needs_origin: false,
                 markers: layer::marker_list(&unpacked.entries),
             })
         };
@@ -658,12 +629,17 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
 
     let repo = &opts.repo;
     fs::create_dir_all(repo).map_err(|e| ctx(Error::io(repo, e)))?;
-    sweep_repo(repo);
-    for d in [".layers", ".flat"] {
-        ensure_catalog(&repo.join(d)).map_err(ctx)?;
-    }
     let store = StorePaths::new(repo.join("podmanStore"));
-    store.init().map_err(ctx)?;
+    {
+        // leftovers of crashed runs go, and the shared skeleton appears, under
+        // the lock (an index created "if missing" must not race a commit)
+        let _lock = publisher_lock(repo, &store).map_err(ctx)?;
+        fsx::sweep_repo(repo);
+        for d in [".layers", ".flat"] {
+            ensure_catalog(&repo.join(d)).map_err(ctx)?;
+        }
+        store.init().map_err(ctx)?;
+    }
 
     let job = Job {
         src,
@@ -732,8 +708,24 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         return Err(first.unwrap_or_else(|| ctx(Error::msg("a layer was not processed"))));
     }
     let mut outs: Vec<LayerOut> = results.into_iter().flatten().flatten().collect();
+    // From here on every shared index is read, changed and written: one
+    // publisher (or gc) at a time, until the image is recorded.
+    let users = publisher_lock(repo, &store).and_then(|lock| {
+        let images = podman::read_index(&store.images_json())?;
+        let layers = podman::read_index(&store.layers_json())?;
+        Ok((lock, podman::blob_users(&images, &layers)))
+    });
+    let (_lock, users) = match users {
+        Ok(x) => x,
+        Err(e) => {
+            outs.iter()
+                .filter_map(|o| o.pending.as_ref())
+                .for_each(Pending::discard);
+            return Err(ctx(e));
+        }
+    };
     for i in 0..outs.len() {
-        let r = job.place(i, &mut outs[i]);
+        let r = job.place(i, &mut outs[i], &users);
         if let Err(e) = r {
             for o in &outs[i + 1..] {
                 if let Some(pd) = &o.pending {
@@ -746,6 +738,15 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
 
     // the flat rootfs
     let fdir = flat_dir(repo, &chex);
+    fsx::check_real_dirs(repo, fdir.parent().expect("has parent")).map_err(ctx)?;
+    if fs::symlink_metadata(&fdir).is_ok_and(|m| !m.is_dir()) {
+        // not ours (a symlink or file put there): built again
+        eprintln!(
+            "warning: {}: not a directory, replaced by the image's root filesystem",
+            fdir.display()
+        );
+        fsx::remove_all(&fdir).map_err(ctx)?;
+    }
     let flat_status = if fdir.is_dir() {
         "exists, skipped"
     } else {
@@ -792,15 +793,11 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         layers: descs.iter().map(desc_of).collect(),
     };
     let mpath = repo.join(".metadata").join(&rel).join("manifest.json");
-    // leftovers of crashed runs in the directories this publish writes to
-    sweep_dead(mpath.parent().expect("has parent"));
-    sweep_dead(repo.join(&rel).parent().expect("has parent"));
-    sweep_dead(&store.image_dir(&chex));
-    for id in layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>()) {
-        sweep_dead(store.record(&id).parent().expect("has parent"));
+    let link = repo.join(&rel);
+    for dir in [mpath.parent(), link.parent()].into_iter().flatten() {
+        fsx::check_real_dirs(repo, dir).map_err(ctx)?;
     }
     fsx::write_atomic(&mpath, ducc::manifest_json(&dm).as_bytes(), 0o644).map_err(ctx)?;
-    let link = repo.join(&rel);
     let depth = rel.split('/').count() - 1;
     let target = format!("{}.flat/{}/{}", "../".repeat(depth), &chex[..2], chex);
     fs::create_dir_all(link.parent().unwrap()).map_err(|e| ctx(Error::io(&link, e)))?;
