@@ -85,7 +85,16 @@ pub fn read_origin(path: &Path) -> Result<Option<Origin>> {
 /// read-modify-write). A file [`read_origin`] refuses is rebuilt from
 /// `configs` alone: the reason is returned so the caller can say so.
 pub fn ensure_origin(layer_dir: &Path, configs: &BTreeSet<String>) -> Result<Option<String>> {
-    let path = layer_dir.join(".metadata").join("origin.json");
+    let meta = layer_dir.join(".metadata");
+    if let Ok(md) = std::fs::symlink_metadata(&meta) {
+        if !md.is_dir() {
+            return Err(Error::msg(format!(
+                "{}: not a directory (a symlink?): origin.json is not written through it",
+                meta.display()
+            )));
+        }
+    }
+    let path = meta.join("origin.json");
     let (mut o, repaired) = match read_origin(&path) {
         Ok(o) => (o.unwrap_or_default(), None),
         Err(e) => (Origin::default(), Some(e.to_string())),

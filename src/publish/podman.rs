@@ -560,6 +560,9 @@ pub struct GcReport {
     pub flat_dirs: Vec<String>,
     /// Leftovers of interrupted runs removed (`.cvmfs-podman-tmp.*`).
     pub temporaries: Vec<String>,
+    /// `origin.json` files that missed images using their layer, or were
+    /// damaged, and were rewritten.
+    pub origins_repaired: Vec<String>,
 }
 
 /// Remove the temporaries of publishers that are gone: the whole repository's
@@ -689,6 +692,27 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
                 super::ducc::origin_json(&o).as_bytes(),
                 0o644,
             )?;
+        }
+    }
+    // origin.json of every layer still used names every image using it
+    // (repairs lost updates and damaged files)
+    for (blob, users) in kept_users.iter().filter(|_| !dry_run) {
+        let (Some(repo), Ok(hex)) = (repo, super::digest_hex(blob)) else {
+            continue;
+        };
+        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        if !dir.join("layerfs").is_dir()
+            || fsx::check_real_dirs(repo, &dir.join(".metadata")).is_err()
+        {
+            continue;
+        }
+        let before = super::ducc::read_origin(&dir.join(".metadata/origin.json"));
+        let repaired = super::ducc::ensure_origin(&dir, users)?;
+        let complete =
+            before.is_ok_and(|o| o.is_some_and(|o| users.iter().all(|u| o.origin.contains(u))));
+        if repaired.is_some() || !complete {
+            rep.origins_repaired
+                .push(dir.join(".metadata/origin.json").display().to_string());
         }
     }
     rep.layer_dirs = layer_dirs

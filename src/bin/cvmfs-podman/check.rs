@@ -4,10 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
-use cvmfs_graphdriver::publish::ducc::LayerInfo;
-use cvmfs_graphdriver::publish::podman::{big_data_file_name, read_index, StorePaths};
+use cvmfs_graphdriver::publish::ducc::{self, LayerInfo};
+use cvmfs_graphdriver::publish::podman::{self, big_data_file_name, read_index, StorePaths};
 use cvmfs_graphdriver::publish::{fsx, is_hex64, layer_ids};
 use serde_json::Value;
 
@@ -37,6 +38,7 @@ pub fn check(repo: &Path, deep: bool) -> Report {
     }
     check_ducc(repo, &mut r);
     check_store(repo, &mut r);
+    check_origins(repo, &mut r);
     if deep {
         check_content(repo, &mut r);
     }
@@ -91,9 +93,23 @@ fn check_content(repo: &Path, r: &mut Report) {
                     size += p.len() as u64;
                     h.update(&p);
                 } else if e["size"].as_u64().unwrap_or(0) > 0 {
-                    let name = e["name"].as_str().unwrap_or("");
+                    // a name that is not UTF-8 is kept as bytes in name_raw
+                    let raw = match e["name_raw"].as_str() {
+                        Some(b) => b64decode(b),
+                        None => e["name"].as_str().unwrap_or("").as_bytes().to_vec(),
+                    };
+                    let name = String::from_utf8_lossy(&raw);
                     let want = e["size"].as_u64().unwrap_or(0);
-                    match fs::read(lf.join(name.trim_start_matches('/'))) {
+                    let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
+                    let rel = rel.strip_prefix("/").unwrap_or(rel);
+                    if rel
+                        .components()
+                        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+                    {
+                        bad = Some(format!("{}: entry {name:?} leaves the layer", ts.display()));
+                        break;
+                    }
+                    match fs::read(lf.join(rel)) {
                         Ok(b) if b.len() as u64 == want => {
                             size += want;
                             h.update(&b);
@@ -152,25 +168,25 @@ fn b64decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn walk_tmp(dir: &Path, r: &mut Report, depth: usize) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(fsx::TMP_PREFIX) {
-            r.notes.push(format!(
-                "{}: leftover of an interrupted publish (invisible to readers; the next publish removes it)",
-                e.path().display()
-            ));
-        } else if depth > 0 && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            walk_tmp(&e.path(), r, depth - 1);
-        }
+/// Temporaries of interrupted runs: reported (not problems: no index names
+/// them), with what removes them.
+fn report_tmp(repo: &Path, r: &mut Report) {
+    for p in fsx::find_tmp(repo) {
+        let why = match fsx::tmp_owner(&p) {
+            Some(pid) if fsx::publisher_alive(pid) => {
+                format!("being written by the running publisher pid {pid}")
+            }
+            _ => format!(
+                "leftover of an interrupted publish (invisible to readers; `cvmfs-podman gc --repo {}` or the next `cvmfs-podman publish` into it removes it)",
+                repo.display()
+            ),
+        };
+        r.notes.push(format!("{}: {why}", p.display()));
     }
 }
 
 fn check_ducc(repo: &Path, r: &mut Report) {
-    walk_tmp(&repo.join(".layers"), r, 1);
-    walk_tmp(&repo.join(".flat"), r, 1);
-    walk_tmp(&repo.join("podmanStore"), r, 2);
+    report_tmp(repo, r);
     for xx in read_dirs(&repo.join(".layers")) {
         for d in read_dirs(&xx) {
             let name = d.file_name().unwrap().to_string_lossy().into_owned();
@@ -210,11 +226,12 @@ fn check_ducc(repo: &Path, r: &mut Report) {
                 Err(e) => r.problems.push(format!("{}: {e}", lj.display())),
             }
             let oj = d.join(".metadata/origin.json");
-            if let Err(e) = fs::read(&oj).map_err(|e| e.to_string()).and_then(|b| {
-                serde_json::from_slice::<cvmfs_graphdriver::publish::ducc::Origin>(&b)
-                    .map_err(|e| e.to_string())
-            }) {
-                r.problems.push(format!("{}: {e}", oj.display()));
+            match ducc::read_origin(&oj) {
+                Ok(Some(_)) => {}
+                Ok(None) => r.problems.push(format!("{}: missing", oj.display())),
+                Err(e) => r.problems.push(format!(
+                    "{e} (`cvmfs-podman gc` or publishing an image using the layer rebuilds it)"
+                )),
             }
         }
     }
@@ -269,6 +286,36 @@ fn check_ducc(repo: &Path, r: &mut Report) {
             for e in fs::read_dir(&p).into_iter().flatten().flatten() {
                 stack.push((e.path(), depth + 1));
             }
+        }
+    }
+}
+
+/// Every layer's `origin.json` names every image podmanStore records using
+/// the layer: `gc` keeps a layer directory only while some image it names is
+/// left, so a missing name would let `gc` remove a layer in use.
+fn check_origins(repo: &Path, r: &mut Report) {
+    let store = StorePaths::new(repo.join("podmanStore"));
+    let (Ok(images), Ok(layers)) = (
+        read_index(&store.images_json()),
+        read_index(&store.layers_json()),
+    ) else {
+        return; // reported by check_store
+    };
+    for (blob, configs) in podman::blob_users(&images, &layers) {
+        let Some(hex) = hex_of(&blob) else { continue };
+        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        if !dir.is_dir() {
+            continue; // reported with the layer record
+        }
+        let oj = dir.join(".metadata/origin.json");
+        let Ok(Some(origin)) = ducc::read_origin(&oj) else {
+            continue; // reported by check_ducc
+        };
+        for c in configs.iter().filter(|c| !origin.origin.contains(c)) {
+            r.problems.push(format!(
+                "layer {blob}: {} does not name image {c}, which uses it (gc could remove the layer from under it; `cvmfs-podman gc` or publishing again adds it)",
+                oj.display()
+            ));
         }
     }
 }

@@ -293,6 +293,12 @@ fn main() -> ExitCode {
                         for d in r.layer_dirs.iter().chain(&r.flat_dirs) {
                             println!("{verb} {d}");
                         }
+                        for t in &r.temporaries {
+                            println!("removed leftover {t}");
+                        }
+                        for o in &r.origins_repaired {
+                            println!("repaired {o}");
+                        }
                         println!(
                             "gc: {} images, {} layer records, {} layer directories, {} flat directories {verb}",
                             r.images.len(),
