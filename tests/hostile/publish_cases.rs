@@ -10,10 +10,49 @@ use std::process::{Child, Command, Stdio};
 use crate::support::*;
 
 pub fn cases() -> Vec<Case> {
-    vec![Case {
-        name: "publish/parallel-shared-layers-keep-every-origin",
-        run: parallel_origin,
-    }]
+    let c = |name, run| Case { name, run };
+    vec![
+        c(
+            "publish/parallel-shared-layers-keep-every-origin",
+            parallel_origin,
+        ),
+        c(
+            "publish/parallel-same-tag-link-agrees-with-store",
+            parallel_same_tag,
+        ),
+        c("publish/name-kelvin-sign-lookalike", name_kelvin),
+        c("publish/name-upper-case", name_upper_case),
+        c("publish/name-empty-component-and-digest", name_malformed),
+        c("publish/non-utf8-file-names-check-deep", non_utf8_names),
+        c("publish/temporaries-swept-under-lock", temporaries_swept),
+        c(
+            "publish/tmp-named-files-in-layer-survive-sweep",
+            tmp_named_content,
+        ),
+        c("publish/second-publisher-waits-for-lock", waits_for_lock),
+        c("publish/stale-lock-of-dead-pid", stale_lock),
+        c("publish/kill-9-mid-layer-then-republish", killed_mid_layer),
+        c("publish/tag-link-redirected-outside", tag_link_outside),
+        c("publish/origin-json-missing-an-image", origin_missing_image),
+        c("publish/origin-json-huge", origin_huge),
+        c("publish/origin-json-malformed", origin_malformed),
+        c("publish/origin-json-symlink-to-canary", origin_symlink),
+        c(
+            "publish/layer-metadata-dir-symlink-outside",
+            metadata_dir_symlink,
+        ),
+        c(
+            "publish/manifest-copy-symlink-to-shadow",
+            manifest_copy_symlink,
+        ),
+        c("publish/flat-dir-replaced-by-symlink", flat_symlink),
+        c("publish/store-image-dir-symlink-outside", store_dir_symlink),
+        c("publish/images-json-corrupted", images_json_corrupted),
+        c(
+            "publish/default-names-collide-after-sanitising",
+            sanitised_collision,
+        ),
+    ]
 }
 
 // ---------------------------------------------------------------------------
@@ -42,12 +81,18 @@ fn own_layer(tag: &str) -> Vec<u8> {
 /// Pack `layers` into an OCI layout `oci-<label>` of the scene; the source
 /// string for `publish`.
 fn make_oci(s: &Scene, label: &str, layers: &[Vec<u8>]) -> String {
+    make_oci_with(s, label, layers, "gzip")
+}
+
+fn make_oci_with(s: &Scene, label: &str, layers: &[Vec<u8>], compression: &str) -> String {
     let oci = s.dir.path().join(format!("oci-{label}"));
     let mut args = vec![
         "make-oci".to_string(),
         oci.display().to_string(),
         "--tag".into(),
         "t".into(),
+        "--compression".into(),
+        compression.into(),
     ];
     for (i, l) in layers.iter().enumerate() {
         let p = s.dir.path().join(format!("{label}-{i}.tar"));
@@ -202,5 +247,745 @@ fn parallel_origin() -> Outcome {
             s.check_deep()?;
         }
         Ok(())
+    })())
+}
+
+/// A scene with one image published: (scene, source, name).
+fn published(label: &str) -> (Scene, String, String) {
+    let s = Scene::new(label);
+    let src = make_oci(&s, "one", &[base_layer(0), own_layer("one")]);
+    let name = format!("example.org/hostile/{label}:1");
+    let r = publish(&s, &src, &name);
+    assert!(r.ok, "publish {name}: {}", r.stderr);
+    (s, src, name)
+}
+
+/// The compressed digests of the layers the store records for `name`'s image.
+fn image_blobs(repo: &Path) -> Vec<String> {
+    let mut v: Vec<String> = uses(repo).into_iter().map(|(b, _)| b).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn image_ids(repo: &Path) -> Vec<String> {
+    read_json(&repo.join("podmanStore/cvmfs-images/images.json"))
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn check(s: &Scene) -> Run {
+    cvmfs_podman(&["check", "--deep", s.repo.to_str().unwrap()])
+}
+
+/// `check` reports a problem naming every string of `names`.
+fn check_reports(s: &Scene, names: &[&str]) -> Result<(), String> {
+    let r = check(s);
+    ensure(!r.ok, format!("check says consistent: {}", r.stdout))?;
+    for n in names {
+        ensure(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with("problem:") && l.contains(n)),
+            format!("check names no problem with {n:?}: {}", r.stdout),
+        )?;
+    }
+    Ok(())
+}
+
+fn gc(s: &Scene) -> Run {
+    cvmfs_podman(&["gc", "--repo", s.repo.to_str().unwrap()])
+}
+
+/// Every `.cvmfs-podman-tmp.*` below the repository (content included).
+fn temporaries(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".cvmfs-podman-tmp.")
+            {
+                out.push(e.path());
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A pid no process has (above the kernel's pid_max).
+const DEAD_PID: u32 = 4_194_305;
+
+fn publish_fails_with_name(name: &str, says: &str) -> Result<(), String> {
+    let s = Scene::new("name");
+    let src = make_oci(&s, "n", &[base_layer(0)]);
+    let before = describe_tree(&s.repo);
+    let r = publish(&s, &src, name);
+    ensure(!r.ok, format!("publish as {name:?} succeeded"))?;
+    ensure(
+        r.stderr.contains(&format!("{name:?}")) && r.stderr.contains(says),
+        format!(
+            "the error does not name {name:?} and {says:?}: {}",
+            r.stderr.trim()
+        ),
+    )?;
+    ensure(describe_tree(&s.repo) == before, "the repository changed")?;
+    s.canary.unchanged()?;
+    s.check_deep()
+}
+
+fn name_kelvin() -> Outcome {
+    // "\u{212A}" looks like K and lower-cases to k
+    outcome(
+        publish_fails_with_name("\u{212A}.com/x/y:1", "U+212A")
+            .and_then(|()| publish_fails_with_name("example.org/\u{212A}ey:1", "not ASCII")),
+    )
+}
+
+fn name_upper_case() -> Outcome {
+    outcome(
+        publish_fails_with_name("example.org/Hostile/app:1", "upper case")
+            .and_then(|()| publish_fails_with_name("Example.ORG/hostile/app:1", "upper case")),
+    )
+}
+
+fn name_malformed() -> Outcome {
+    outcome((|| {
+        publish_fails_with_name("example.org/a//b:1", "empty")?;
+        publish_fails_with_name("example.org/a-/b:1", "\"a-\"")?;
+        publish_fails_with_name("example.org/a:.hidden", "tag")?;
+        publish_fails_with_name(
+            "example.org/a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "digest",
+        )?;
+        publish_fails_with_name(&format!("example.org/{}:1", "a".repeat(260)), "255")
+    })())
+}
+
+/// File and directory names that are not UTF-8 are published, and
+/// `check --deep` rebuilds the layer from them (it reported them changed).
+fn non_utf8_names() -> Outcome {
+    outcome((|| {
+        let s = Scene::new("nonutf8");
+        let tar = RawTar::new()
+            .dir("d")
+            .entry(&Hdr::new(b"d/\xff\xfe", b'0', 5), b"bytes")
+            .entry(&Hdr::new(b"\xe9t\xe9", b'5', 0), b"")
+            .entry(&Hdr::new(b"\xe9t\xe9/f\x80", b'0', 3), b"abc")
+            .end();
+        let r = s.publish("example.org/hostile/nonutf8:1", &[tar]);
+        ensure(r.ok, format!("publish: {}", r.stderr))?;
+        let flat = s.repo.join("example.org/hostile/nonutf8:1");
+        use std::os::unix::ffi::OsStrExt;
+        let f = flat.join(std::ffi::OsStr::from_bytes(b"d/\xff\xfe"));
+        ensure(
+            std::fs::read(&f).ok().as_deref() == Some(b"bytes"),
+            format!("{} is not in the flat tree", f.display()),
+        )?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// Leftovers of dead publishers everywhere the publisher writes records
+/// (podmanStore/cvmfs/flat among them): check reports each with the command
+/// that removes it; the next publish removes them, and so does gc.
+fn temporaries_swept() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("tmps");
+        let blob = image_blobs(&s.repo)[0].clone();
+        let id = image_ids(&s.repo)[0].clone();
+        let plant = |rel: String| {
+            let p = s.repo.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"partial").unwrap();
+            p
+        };
+        let t = format!(".cvmfs-podman-tmp.{DEAD_PID}.1");
+        let planted = [
+            plant(format!("podmanStore/cvmfs/flat/{t}.{id}.json")),
+            plant(format!("podmanStore/cvmfs-images/{id}/{t}.manifest")),
+            plant(format!(
+                ".metadata/example.org/hostile/tmps:1/{t}.manifest.json"
+            )),
+            plant(format!("example.org/hostile/{t}.tmps:1")),
+            plant(format!(
+                "{}/.metadata/{t}.origin.json",
+                layer_dir(Path::new(""), &blob).display()
+            )),
+        ];
+        let r = check(&s);
+        ensure(r.ok, format!("leftovers are not problems: {}", r.stdout))?;
+        for p in &planted {
+            let line = r
+                .stdout
+                .lines()
+                .find(|l| l.contains(&p.display().to_string()));
+            ensure(
+                line.is_some_and(|l| l.contains("cvmfs-podman gc") && l.contains("publish")),
+                format!(
+                    "check does not report {} with what removes it: {}",
+                    p.display(),
+                    r.stdout
+                ),
+            )?;
+        }
+        // the next publish (of another image) sweeps them
+        let src2 = make_oci(&s, "two", &[own_layer("two")]);
+        let r = publish(&s, &src2, "example.org/hostile/other:1");
+        ensure(r.ok, format!("publish: {}", r.stderr))?;
+        let left = temporaries(&s.repo);
+        ensure(left.is_empty(), format!("publish left {left:?}"))?;
+        // and gc
+        let again = plant(format!("podmanStore/cvmfs/flat/{t}.again.json"));
+        let g = gc(&s);
+        ensure(
+            g.ok && g.stdout.contains("removed leftover"),
+            format!("gc: {}{}", g.stdout, g.stderr),
+        )?;
+        ensure(!again.exists(), format!("gc left {}", again.display()))?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// A layer's own files named like publisher temporaries are content: no
+/// sweep touches them.
+fn tmp_named_content() -> Outcome {
+    outcome((|| {
+        let s = Scene::new("tmpnamed");
+        let name = format!(".cvmfs-podman-tmp.{DEAD_PID}.1.x");
+        let tar = RawTar::new()
+            .file(&name, b"content")
+            .dir("sub")
+            .file(&format!("sub/{name}"), b"content")
+            .end();
+        let r = s.publish("example.org/hostile/tmpnamed:1", &[tar]);
+        ensure(r.ok, format!("publish: {}", r.stderr))?;
+        let src2 = make_oci(&s, "two", &[own_layer("two")]);
+        ensure(
+            publish(&s, &src2, "example.org/hostile/other:1").ok,
+            "second publish failed",
+        )?;
+        ensure(gc(&s).ok, "gc failed")?;
+        let flat = s.repo.join("example.org/hostile/tmpnamed:1");
+        for p in [flat.join(&name), flat.join("sub").join(&name)] {
+            ensure(p.exists(), format!("{} was swept", p.display()))?;
+        }
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// Hold the publisher lock as another publisher would (pid written in it).
+fn hold_lock(repo: &Path) -> std::fs::File {
+    let p = repo.join("podmanStore/cvmfs/publisher.lock");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    std::io::Write::write_all(&mut &f, format!("{}\n", std::process::id()).as_bytes()).unwrap();
+    f
+}
+
+/// A second publisher blocks while the lock is held, says by whom, and
+/// finishes once it is released.
+fn waits_for_lock() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("lockwait");
+        let lock = hold_lock(&s.repo);
+        let src2 = make_oci(&s, "two", &[base_layer(0), own_layer("two")]);
+        let mut child = spawn_publish(&s, &src2, "example.org/hostile/waiter:1");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let still = child.try_wait().unwrap().is_none();
+        if !still {
+            let r = wait(child);
+            return Err(format!("publish did not wait for the lock: {}", r.stderr));
+        }
+        // its temporaries are a running publisher's: check says so, nothing sweeps them
+        drop(lock);
+        let r = wait(child);
+        ensure(
+            r.ok,
+            format!("publish after the lock was released: {}", r.stderr),
+        )?;
+        ensure(
+            r.stderr
+                .contains(&format!("waiting for the publisher lock"))
+                && r.stderr
+                    .contains(&format!("held by pid {}", std::process::id())),
+            format!("no waiting message naming the holder: {}", r.stderr),
+        )?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// A lock file left by a killed publisher (its pid inside, no flock held)
+/// holds nothing.
+fn stale_lock() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("stalelock");
+        let p = s.repo.join("podmanStore/cvmfs/publisher.lock");
+        std::fs::write(&p, format!("{DEAD_PID}\n")).unwrap();
+        let src2 = make_oci(&s, "two", &[own_layer("two")]);
+        let started = std::time::Instant::now();
+        let r = publish(&s, &src2, "example.org/hostile/after-stale:1");
+        ensure(r.ok, format!("publish: {}", r.stderr))?;
+        ensure(
+            !r.stderr.contains("waiting"),
+            format!("waited on a stale lock: {}", r.stderr),
+        )?;
+        ensure(started.elapsed().as_secs() < 30, "publish took too long")?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// A layer big enough to kill its publisher halfway through.
+fn big_layer() -> Vec<u8> {
+    let mut t = RawTar::new().dir("big");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..16 {
+        // incompressible-ish content, so unpacking takes a while
+        let data: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        t = t.file(&format!("big/f{i}"), &data);
+    }
+    t.end()
+}
+
+/// `kill -9` of a publisher while it unpacks a layer: its temporaries stay,
+/// check calls the tree consistent and names them, a republish removes them
+/// and completes.
+fn killed_mid_layer() -> Outcome {
+    outcome((|| {
+        let s = Scene::new("killed");
+        let src = make_oci_with(&s, "big", &[base_layer(0), big_layer()], "none");
+        let name = "example.org/hostile/killed:1";
+        let mut child = spawn_publish(&s, &src, name);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut killed = false;
+        while std::time::Instant::now() < deadline {
+            let unpacking = std::fs::read_dir(s.repo.join(".layers"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".cvmfs-podman-tmp.")
+                        && e.file_type().is_ok_and(|t| t.is_dir())
+                });
+            if unpacking {
+                child.kill().unwrap();
+                killed = true;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.wait();
+        ensure(
+            killed,
+            "the publisher finished before it could be killed mid-layer",
+        )?;
+        ensure(
+            !temporaries(&s.repo).is_empty(),
+            "a killed publisher left no temporaries?",
+        )?;
+        let r = check(&s);
+        ensure(
+            r.ok && r.stdout.contains("leftover of an interrupted publish"),
+            format!("check: {}", r.stdout),
+        )?;
+        let r = publish(&s, &src, name);
+        ensure(r.ok, format!("republish: {}", r.stderr))?;
+        let left = temporaries(&s.repo);
+        ensure(left.is_empty(), format!("republish left {left:?}"))?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// The tag link replaced by one to a directory outside: check names the
+/// link, a republish points it back, nothing outside changed.
+fn tag_link_outside() -> Outcome {
+    outcome((|| {
+        let (s, src, name) = published("taglink");
+        let link = s.repo.join(&name);
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(s.canary.root.join("etc"), &link).unwrap();
+        check_reports(&s, &[&link.display().to_string()])?;
+        let r = publish(&s, &src, &name);
+        ensure(r.ok, format!("republish: {}", r.stderr))?;
+        let t = std::fs::read_link(&link).unwrap();
+        ensure(
+            t.is_relative() && t.to_string_lossy().contains(".flat/"),
+            format!("link now {}", t.display()),
+        )?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// Two images on one layer, one dropped from its origin.json (as the lost
+/// update did): check names layer and image, gc repairs it.
+fn origin_missing_image() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("originmiss");
+        let src2 = make_oci(&s, "two", &[base_layer(0), own_layer("two")]);
+        ensure(
+            publish(&s, &src2, "example.org/hostile/two:1").ok,
+            "second publish failed",
+        )?;
+        let base = image_blobs(&s.repo)
+            .into_iter()
+            .find(|b| uses(&s.repo).iter().filter(|(x, _)| x == b).count() == 2)
+            .ok_or("no shared layer")?;
+        let op = layer_dir(&s.repo, &base).join(".metadata/origin.json");
+        let mut o = read_json(&op);
+        let dropped = o["origin"].as_array_mut().unwrap().pop().unwrap();
+        std::fs::write(&op, o.to_string()).unwrap();
+        check_reports(&s, &[&base, dropped.as_str().unwrap()])?;
+        let g = gc(&s);
+        ensure(
+            g.ok && g.stdout.contains("repaired"),
+            format!("gc: {}{}", g.stdout, g.stderr),
+        )?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// An origin.json far larger than any record (sparse, 1 GiB): refused by
+/// size without reading it, reported by name, rebuilt by a republish.
+fn origin_huge() -> Outcome {
+    outcome((|| {
+        let (s, src, name) = published("originhuge");
+        let blob = image_blobs(&s.repo)[0].clone();
+        let op = layer_dir(&s.repo, &blob).join(".metadata/origin.json");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&op)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        let started = std::time::Instant::now();
+        check_reports(&s, &[&op.display().to_string()])?;
+        ensure(started.elapsed().as_secs() < 10, "check read the huge file")?;
+        let r = publish(&s, &src, &name);
+        ensure(r.ok, format!("republish: {}", r.stderr))?;
+        ensure(
+            r.stderr.contains(&op.display().to_string()),
+            format!(
+                "republish did not say it rebuilt {}: {}",
+                op.display(),
+                r.stderr
+            ),
+        )?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// A malformed origin.json: reported by name, gc keeps the layer (who uses
+/// it is unknown) and rebuilds the file from the store.
+fn origin_malformed() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("originbad");
+        let blob = image_blobs(&s.repo)[0].clone();
+        let op = layer_dir(&s.repo, &blob).join(".metadata/origin.json");
+        std::fs::write(&op, br#"{"origin":["../../../../canary"]}"#).unwrap();
+        check_reports(&s, &[&op.display().to_string()])?;
+        let g = gc(&s);
+        ensure(g.ok, format!("gc: {}{}", g.stdout, g.stderr))?;
+        ensure(
+            layer_dir(&s.repo, &blob).join("layerfs").is_dir(),
+            "gc removed the layer",
+        )?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// origin.json a symlink to a file outside: never read through, never
+/// written through; a republish replaces the link by a file.
+fn origin_symlink() -> Outcome {
+    outcome((|| {
+        let (s, src, name) = published("originlink");
+        let blob = image_blobs(&s.repo)[0].clone();
+        let op = layer_dir(&s.repo, &blob).join(".metadata/origin.json");
+        std::fs::remove_file(&op).unwrap();
+        std::os::unix::fs::symlink(s.canary.root.join("etc/a"), &op).unwrap();
+        check_reports(&s, &[&op.display().to_string(), "symlink"])?;
+        let r = publish(&s, &src, &name);
+        ensure(r.ok, format!("republish: {}", r.stderr))?;
+        ensure(
+            !std::fs::symlink_metadata(&op)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "origin.json is still a symlink",
+        )?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// A layer's `.metadata` directory replaced by a symlink to a directory
+/// outside: a publish reusing the layer refuses to write through it, naming
+/// it; nothing outside changes; check names it.
+fn metadata_dir_symlink() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("metalink");
+        let blob = blob_of(&s.repo, &base_layer(0))?;
+        let md = layer_dir(&s.repo, &blob).join(".metadata");
+        let outside = s.canary.root.join("data");
+        std::fs::remove_dir_all(&md).unwrap();
+        std::os::unix::fs::symlink(&outside, &md).unwrap();
+        let src2 = make_oci(&s, "two", &[base_layer(0), own_layer("two")]);
+        let r = publish(&s, &src2, "example.org/hostile/metalink2:1");
+        ensure(!r.ok, "publish wrote through a symlinked .metadata")?;
+        ensure(
+            r.stderr.contains(&md.display().to_string()),
+            format!("error does not name {}: {}", md.display(), r.stderr),
+        )?;
+        s.canary.unchanged()?;
+        check_reports(&s, &[&md.display().to_string()])
+    })())
+}
+
+/// The blob digest the store records for the layer whose tar is `tar`.
+fn blob_of(repo: &Path, tar: &[u8]) -> Result<String, String> {
+    let diff = format!("sha256:{}", sha256_hex(tar));
+    read_json(&repo.join("podmanStore/cvmfs-layers/layers.json"))
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["diff-digest"] == diff.as_str())
+        .and_then(|l| l["compressed-diff-digest"].as_str().map(str::to_string))
+        .ok_or_else(|| format!("no layer with diffID {diff} in layers.json"))
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// The manifest copy a symlink to a secret file: check refuses to read it
+/// (names it, not its content), a republish replaces it, the target is
+/// untouched.
+fn manifest_copy_symlink() -> Outcome {
+    outcome((|| {
+        let (s, src, name) = published("manifestlink");
+        let mp = s.repo.join(".metadata").join(&name).join("manifest.json");
+        std::fs::remove_file(&mp).unwrap();
+        std::os::unix::fs::symlink(s.canary.root.join("etc/a"), &mp).unwrap();
+        check_reports(&s, &[&mp.display().to_string(), "symlink"])?;
+        let r = publish(&s, &src, &name);
+        ensure(r.ok, format!("republish: {}", r.stderr))?;
+        ensure(
+            !std::fs::symlink_metadata(&mp)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "manifest.json is still a symlink",
+        )?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// `.flat/XX/<c>` replaced by a symlink to a directory outside: the tag link
+/// would lead there; a republish rebuilds the tree in place (warning naming
+/// it), the outside is untouched.
+fn flat_symlink() -> Outcome {
+    outcome((|| {
+        let (s, src, name) = published("flatlink");
+        let id = image_ids(&s.repo)[0].clone();
+        let flat = s.repo.join(".flat").join(&id[..2]).join(&id);
+        let tmp = s.dir.path().join("moved-flat");
+        std::fs::rename(&flat, &tmp).unwrap();
+        std::os::unix::fs::symlink(s.canary.root.join("etc"), &flat).unwrap();
+        check_reports(&s, &[&s.repo.join(&name).display().to_string()])?;
+        let r = publish(&s, &src, &name);
+        ensure(r.ok, format!("republish: {}", r.stderr))?;
+        ensure(
+            r.stderr.contains(&flat.display().to_string()),
+            format!("no warning naming {}: {}", flat.display(), r.stderr),
+        )?;
+        ensure(
+            std::fs::symlink_metadata(&flat).unwrap().is_dir(),
+            "the flat tree is not a directory again",
+        )?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// The image's directory in podmanStore a symlink to a directory outside:
+/// a republish refuses to write big data through it, naming it.
+fn store_dir_symlink() -> Outcome {
+    outcome((|| {
+        let (s, src, name) = published("storelink");
+        let id = image_ids(&s.repo)[0].clone();
+        let dir = s.repo.join("podmanStore/cvmfs-images").join(&id);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(s.canary.root.join("data"), &dir).unwrap();
+        let r = publish(&s, &src, &name);
+        ensure(!r.ok, "publish wrote through a symlinked image directory")?;
+        ensure(
+            r.stderr.contains(&dir.display().to_string()) && r.stderr.contains(&src),
+            format!(
+                "error does not name {} and the image: {}",
+                dir.display(),
+                r.stderr
+            ),
+        )?;
+        s.canary.unchanged()?;
+        check_reports(&s, &[&id])
+    })())
+}
+
+/// images.json garbage: a publish refuses (naming the file) before it
+/// places anything; check names the file.
+fn images_json_corrupted() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("imagesjson");
+        let ij = s.repo.join("podmanStore/cvmfs-images/images.json");
+        std::fs::write(&ij, b"[{\"id\": ").unwrap();
+        let layers_before = describe_tree(&s.repo.join(".layers"));
+        let src2 = make_oci(&s, "two", &[own_layer("two")]);
+        let r = publish(&s, &src2, "example.org/hostile/two:1");
+        ensure(!r.ok, "publish over a corrupt images.json succeeded")?;
+        ensure(
+            r.stderr.contains(&ij.display().to_string()) && r.stderr.contains(&src2),
+            format!(
+                "error does not name {} and image {src2}: {}",
+                ij.display(),
+                r.stderr
+            ),
+        )?;
+        ensure(
+            describe_tree(&s.repo.join(".layers")) == layers_before,
+            "layers were placed anyway",
+        )?;
+        ensure(temporaries(&s.repo).is_empty(), "temporaries left")?;
+        s.canary.unchanged()?;
+        check_reports(&s, &[&ij.display().to_string()])
+    })())
+}
+
+/// Parallel publishes of different images under one tag: whichever wins,
+/// the tag link and images.json name the same image.
+fn parallel_same_tag() -> Outcome {
+    outcome((|| {
+        let s = Scene::new("sametag");
+        let name = "example.org/hostile/contested:1";
+        let srcs: Vec<String> = (0..4)
+            .map(|i| {
+                make_oci(
+                    &s,
+                    &format!("c{i}"),
+                    &[base_layer(0), own_layer(&format!("c{i}"))],
+                )
+            })
+            .collect();
+        for round in 0..3 {
+            let children: Vec<Child> = srcs
+                .iter()
+                .map(|src| spawn_publish(&s, src, name))
+                .collect();
+            for c in children {
+                let r = wait(c);
+                ensure(r.ok, format!("round {round}: {}", r.stderr))?;
+            }
+            let images = read_json(&s.repo.join("podmanStore/cvmfs-images/images.json"));
+            let holder = images
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| {
+                    i["names"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().any(|x| x == name))
+                })
+                .and_then(|i| i["id"].as_str())
+                .ok_or("no image holds the name")?
+                .to_string();
+            let t = std::fs::read_link(s.repo.join(name)).unwrap();
+            ensure(
+                t.ends_with(&holder),
+                format!(
+                    "round {round}: link {} but images.json gives the name to {holder}",
+                    t.display()
+                ),
+            )?;
+            s.check_deep()?;
+        }
+        s.canary.unchanged()
+    })())
+}
+
+/// Two OCI directories whose names sanitise to the same default name: both
+/// publish (the second takes the tag, as a moved tag does), the store and
+/// the tag link agree, gc removes the first.
+fn sanitised_collision() -> Outcome {
+    outcome((|| {
+        let s = Scene::new("collide");
+        let a = make_oci(&s, "My App", &[own_layer("a")]);
+        let b = make_oci(&s, "my-app", &[own_layer("b")]);
+        let pub_default =
+            |src: &str| cvmfs_podman(&["publish", src, "--repo", s.repo.to_str().unwrap()]);
+        let r = pub_default(&a);
+        ensure(r.ok, format!("publish {a}: {}", r.stderr))?;
+        let r = pub_default(&b);
+        ensure(r.ok, format!("publish {b}: {}", r.stderr))?;
+        let link = s.repo.join("localhost/oci-my-app:t");
+        ensure(
+            std::fs::read_link(&link).is_ok(),
+            format!("no tag link {}", link.display()),
+        )?;
+        s.check_deep()?;
+        let g = gc(&s);
+        ensure(
+            g.ok && g.stdout.contains("removed image"),
+            format!("gc: {}", g.stdout),
+        )?;
+        ensure(
+            image_ids(&s.repo).len() == 1,
+            "gc did not remove the image that lost its name",
+        )?;
+        s.canary.unchanged()?;
+        s.check_deep()
     })())
 }

@@ -13,6 +13,7 @@ use cvmfs_graphdriver::publish::{fsx, is_hex64, layer_ids};
 use serde_json::Value;
 
 use crate::publish::sha256_hex;
+use crate::source::ImageName;
 
 #[derive(Default, serde::Serialize)]
 pub struct Report {
@@ -258,8 +259,14 @@ fn check_ducc(repo: &Path, r: &mut Report) {
         let Ok(md) = fs::symlink_metadata(&p) else {
             continue;
         };
+        if p.file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(fsx::TMP_PREFIX.as_bytes()))
+        {
+            continue; // reported as a leftover
+        }
         if md.file_type().is_symlink() {
             r.tags += 1;
+            check_recorded_name(repo, &p, "tag link", r);
             let t = fs::read_link(&p).unwrap_or_default();
             let ts = t.to_string_lossy();
             let ok_form = !t.is_absolute() && ts.contains(".flat/");
@@ -282,9 +289,84 @@ fn check_ducc(repo: &Path, r: &mut Report) {
                         .push(format!("{}: link leaves .flat", p.display()));
                 }
             }
-        } else if md.is_dir() && depth < 8 {
+        } else if md.is_dir() && depth < 64 {
             for e in fs::read_dir(&p).into_iter().flatten().flatten() {
                 stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    check_manifest_copies(repo, r);
+}
+
+/// A name the repository records in a path (`<registry>/<repository>:<tag>`
+/// of a tag link or of a `.metadata` directory, relative to `base`) must be
+/// a valid image name in its normal form: anything else was not written by a
+/// publisher (a look-alike, upper case, a planted path).
+fn check_recorded_name(base: &Path, p: &Path, what: &str, r: &mut Report) {
+    let rel = p.strip_prefix(base).unwrap_or(p);
+    let Some(name) = rel.to_str() else {
+        r.problems
+            .push(format!("{}: {what} whose name is not UTF-8", p.display()));
+        return;
+    };
+    match ImageName::parse(name) {
+        Ok(n) if n.full() == name => {}
+        Ok(n) => r.problems.push(format!(
+            "{}: {what} {name:?} is not in normal form (it would be {})",
+            p.display(),
+            n.full()
+        )),
+        Err(e) => r.problems.push(format!("{}: {what}: {e}", p.display())),
+    }
+}
+
+/// The tag link of a name images.json gives to image `id`, when there is one,
+/// points to that image's flat tree (both are written under one publisher
+/// lock; disagreeing, podman and a DUCC reader would see different images).
+fn check_tag_link(repo: &Path, name: &str, id: &str, r: &mut Report) {
+    if ImageName::parse(name).map(|n| n.full()).as_deref() != Ok(name) {
+        return; // reported with the name
+    }
+    let link = repo.join(name);
+    let Ok(target) = fs::read_link(&link) else {
+        return;
+    };
+    if target.file_name() != Some(std::ffi::OsStr::new(id)) {
+        r.problems.push(format!(
+            "{}: the tag link points to {}, but images.json gives the name {name} to image {id}",
+            link.display(),
+            target.display()
+        ));
+    }
+}
+
+/// `.metadata/<registry>/<repository>:<tag>/manifest.json`: a valid name, and
+/// a regular file (never a symlink) that parses as DUCC's manifest copy.
+fn check_manifest_copies(repo: &Path, r: &mut Report) {
+    let base = repo.join(".metadata");
+    let mut stack = vec![(base.clone(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let n = e.file_name();
+            if n.as_encoded_bytes().starts_with(fsx::TMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            if n == "manifest.json" {
+                check_recorded_name(&base, &dir, "manifest copy", r);
+                let parsed = fsx::read_record(&p, 4 << 20)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<ducc::Manifest>(&b).map_err(|e| e.to_string())
+                    });
+                if let Err(e) = parsed {
+                    r.problems.push(format!(
+                        "{}: {e} (publishing the image again rewrites it)",
+                        p.display()
+                    ));
+                }
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) && depth < 64 {
+                stack.push((p, depth + 1));
             }
         }
     }
@@ -320,12 +402,20 @@ fn check_origins(repo: &Path, r: &mut Report) {
     }
 }
 
+/// The subdirectories of `d`, sorted, without publisher temporaries (a layer
+/// being unpacked in `.layers/` is not an `XX` directory; they are reported
+/// on their own).
 fn read_dirs(d: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(d)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter(|e| {
+            !e.file_name()
+                .as_encoded_bytes()
+                .starts_with(fsx::TMP_PREFIX.as_bytes())
+        })
         .map(|e| e.path())
         .collect();
     v.sort();
@@ -447,9 +537,10 @@ fn check_owners(
 
 fn check_store(repo: &Path, r: &mut Report) {
     let store = StorePaths::new(repo.join("podmanStore"));
-    if !store.root.exists() {
+    if !store.images_json().exists() && !store.layers_json().exists() {
+        // also what a first publish interrupted before its first index leaves
         r.notes
-            .push("no podmanStore (nothing published yet?)".into());
+            .push("no podmanStore indexes (nothing published yet?)".into());
         return;
     }
     for f in [store.images_lock(), store.layers_lock()] {
@@ -591,7 +682,19 @@ fn check_store(repo: &Path, r: &mut Report) {
             continue;
         }
         for n in img["names"].as_array().into_iter().flatten() {
-            if !names.insert(n.as_str().unwrap_or("").to_string()) {
+            let ns = n.as_str().unwrap_or("");
+            match ImageName::parse(ns) {
+                Ok(parsed) if parsed.full() == ns => {}
+                Ok(_) => r.problems.push(format!(
+                    "{what}: {}: name {n} is not in normal form",
+                    store.images_json().display()
+                )),
+                Err(e) => r
+                    .problems
+                    .push(format!("{what}: {}: {e}", store.images_json().display())),
+            }
+            check_tag_link(repo, ns, id, r);
+            if !names.insert(ns.to_string()) {
                 r.problems
                     .push(format!("{what}: name {n} used by two images"));
             }
