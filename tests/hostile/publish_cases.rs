@@ -766,9 +766,12 @@ fn metadata_dir_symlink() -> Outcome {
         let (s, _, _) = published("metalink");
         let blob = blob_of(&s.repo, &base_layer(0))?;
         let md = layer_dir(&s.repo, &blob).join(".metadata");
-        let outside = s.canary.root.join("data");
-        std::fs::remove_dir_all(&md).unwrap();
+        // outside, with what the layer's .metadata had: the publisher finds
+        // the layer as it expects and would write origin.json there
+        let outside = s.dir.path().join("outside-metadata");
+        std::fs::rename(&md, &outside).unwrap();
         std::os::unix::fs::symlink(&outside, &md).unwrap();
+        let outside_before = describe_tree(&outside);
         let src2 = make_oci(&s, "two", &[base_layer(0), own_layer("two")]);
         let r = publish(&s, &src2, "example.org/hostile/metalink2:1");
         ensure(!r.ok, "publish wrote through a symlinked .metadata")?;
@@ -776,7 +779,12 @@ fn metadata_dir_symlink() -> Outcome {
             r.stderr.contains(&md.display().to_string()),
             format!("error does not name {}: {}", md.display(), r.stderr),
         )?;
+        ensure(
+            describe_tree(&outside) == outside_before,
+            format!("{} changed", outside.display()),
+        )?;
         s.canary.unchanged()?;
+        // fine to read through for check, but named as not a directory
         check_reports(&s, &[&md.display().to_string()])
     })())
 }

@@ -56,8 +56,11 @@ fn check_content(repo: &Path, r: &mut Report) {
     for xx in read_dirs(&repo.join(".layers")) {
         for d in read_dirs(&xx) {
             let hex = d.file_name().unwrap().to_string_lossy().into_owned();
-            if !is_hex64(&hex) {
-                continue;
+            let symlinked = [d.join("layerfs"), d.join(".metadata")]
+                .iter()
+                .any(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()));
+            if !is_hex64(&hex) || symlinked {
+                continue; // reported by check_ducc
             }
             let Ok(info) = fs::read(d.join(".metadata/layers.json"))
                 .map_err(|_| ())
@@ -198,6 +201,19 @@ fn check_ducc(repo: &Path, r: &mut Report) {
             if !is_hex64(&name) || !xx.ends_with(&name[..2.min(name.len())]) {
                 r.problems
                     .push(format!("{}: not .layers/XX/<sha256 hex>", d.display()));
+                continue;
+            }
+            let planted: Vec<PathBuf> = [d.join("layerfs"), d.join(".metadata")]
+                .into_iter()
+                .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
+                .collect();
+            for p in &planted {
+                r.problems.push(format!(
+                    "{}: a symlink, not a directory (nothing is read or written through it; put the layer's directory back or remove the layer)",
+                    p.display()
+                ));
+            }
+            if !planted.is_empty() {
                 continue;
             }
             if !d.join("layerfs").is_dir() {

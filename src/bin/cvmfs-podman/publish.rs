@@ -136,6 +136,16 @@ impl Pending {
     }
 }
 
+/// A reused layer's per-blob files rebuilt from its blob (it was published by
+/// DUCC or by an older run), written under the publisher lock.
+struct Rebuilt {
+    ts_tmp: PathBuf,
+    ts_cache: PathBuf,
+    /// The owners to save, when the files lost them.
+    owners: Option<std::result::Result<Vec<u8>, String>>,
+    markers: Option<Vec<String>>,
+}
+
 struct LayerOut {
     compressed: String,
     size: u64,
@@ -152,6 +162,19 @@ struct LayerOut {
     pending: Option<Pending>,
     /// The raw whiteout markers in its `layerfs`, for the layer records.
     markers: Option<Vec<String>>,
+    rebuilt: Option<Rebuilt>,
+}
+
+impl LayerOut {
+    /// Drop what this layer left under temporary names (the image failed).
+    fn discard(&self) {
+        if let Some(pd) = &self.pending {
+            pd.discard();
+        }
+        if let Some(rb) = &self.rebuilt {
+            let _ = fs::remove_file(&rb.ts_tmp);
+        }
+    }
 }
 
 /// What `podmanStore/cvmfs/flat/<c>.json` says: this publisher built the flat
@@ -251,24 +274,37 @@ impl Job<'_> {
             // An empty marker without an owners file: lost owners recorded by
             // a publisher that did not write owners files yet.
             let legacy = !owners_p.exists() && fs::metadata(&marker).is_ok_and(|m| m.len() == 0);
-            if !ts_cache.exists() || legacy {
+            let rebuilt = if !ts_cache.exists() || legacy {
                 // published by DUCC (or by an interrupted run of ours): rebuild
                 // the tar-split from the blob, and find out whether the files
                 // carry the image's owners (DUCC's do not); if not, keep the
-                // tar's owners for the driver to restore
-                let entries = self.tar_split_only(i, &digest, &ts_cache)?;
-                if legacy || !ownership_matches(&dir.join("layerfs"), &entries) {
-                    let owners = ownership::owners_json(&entries);
-                    self.save_owners(&hex, &owners)?;
-                }
-                self.save_markers(&hex, layer::marker_list(&entries).as_deref())?;
-            }
-            let markers = self.saved_markers(&hex);
-            let ownership_kept = !marker.exists();
-            let owners = (!ownership_kept).then(|| match fs::read(&owners_p) {
-                Ok(b) => Ok(b),
-                Err(_) => Err(fs::read_to_string(&marker).unwrap_or_default()),
-            });
+                // tar's owners for the driver to restore. Saved by `place`.
+                let (entries, ts_tmp) = self.tar_split_only(&digest, &ts_cache)?;
+                let owners = (legacy || !ownership_matches(&dir.join("layerfs"), &entries))
+                    .then(|| ownership::owners_json(&entries));
+                Some(Rebuilt {
+                    ts_tmp,
+                    ts_cache: ts_cache.clone(),
+                    owners,
+                    markers: layer::marker_list(&entries),
+                })
+            } else {
+                None
+            };
+            // owners saved before (a marker, and the file or why there is none)
+            let saved_owners = || {
+                let kept = !marker.exists();
+                let owners = (!kept).then(|| match fs::read(&owners_p) {
+                    Ok(b) => Ok(b),
+                    Err(_) => Err(fs::read_to_string(&marker).unwrap_or_default()),
+                });
+                (kept, owners)
+            };
+            let (markers, (ownership_kept, owners)) = match &rebuilt {
+                Some(rb) if rb.owners.is_some() => (rb.markers.clone(), (false, rb.owners.clone())),
+                Some(rb) => (rb.markers.clone(), saved_owners()),
+                None => (self.saved_markers(&hex), saved_owners()),
+            };
             let compression = self.compression_of(desc);
             p.done(i, "exists, skipped");
             return Ok(LayerOut {
@@ -284,6 +320,7 @@ impl Job<'_> {
                 owners,
                 pending: None,
                 markers,
+                rebuilt,
             });
         }
 
@@ -360,6 +397,20 @@ impl Job<'_> {
     /// and make its `origin.json` name this image and every other one `users`
     /// says uses it. Under the publisher lock.
     fn place(&self, i: usize, o: &mut LayerOut, users: &BlobUsers) -> Result<()> {
+        if let Some(rb) = o.rebuilt.take() {
+            let hex = digest_hex(&o.compressed)?;
+            let r = (|| {
+                if let Some(owners) = &rb.owners {
+                    self.save_owners(hex, owners)?;
+                }
+                self.save_markers(hex, rb.markers.as_deref())?;
+                fs::rename(&rb.ts_tmp, &rb.ts_cache).map_err(|e| Error::io(&rb.ts_cache, e))
+            })();
+            if r.is_err() {
+                let _ = fs::remove_file(&rb.ts_tmp);
+            }
+            r?;
+        }
         if let Some(pd) = o.pending.take() {
             let r = (|| {
                 if let Some(owners) = &o.owners {
@@ -441,12 +492,16 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// The tar-split of blob `digest`, written to a temporary name beside
+    /// `ts_cache` (returned), and the blob's entries.
     fn tar_split_only(
         &self,
-        i: usize,
         digest: &str,
         ts_cache: &Path,
-    ) -> Result<Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>> {
+    ) -> Result<(
+        Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>,
+        PathBuf,
+    )> {
         let blob = self.src.blob(digest)?;
         let mut hr = HashReader {
             inner: blob,
@@ -478,14 +533,15 @@ impl Job<'_> {
             let (gz, entries) = split.finish().map_err(Error::msg)?;
             let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))?;
             Ok(entries)
         })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
+        match res {
+            Ok(entries) => Ok((entries, tmp)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
         }
-        let _ = i;
-        res
     }
 
     fn unpack_into(
@@ -577,6 +633,7 @@ impl Job<'_> {
                 owners,
                 pending: None,
                 markers: layer::marker_list(&unpacked.entries),
+                rebuilt: None,
             })
         };
         match tail() {
@@ -694,11 +751,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         let mut first = None;
         for r in results {
             match r {
-                Some(Ok(o)) => {
-                    if let Some(pd) = &o.pending {
-                        pd.discard();
-                    }
-                }
+                Some(Ok(o)) => o.discard(),
                 Some(Err(e)) => {
                     first.get_or_insert(e);
                 }
@@ -718,20 +771,14 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     let (_lock, users) = match users {
         Ok(x) => x,
         Err(e) => {
-            outs.iter()
-                .filter_map(|o| o.pending.as_ref())
-                .for_each(Pending::discard);
+            outs.iter().for_each(LayerOut::discard);
             return Err(ctx(e));
         }
     };
     for i in 0..outs.len() {
         let r = job.place(i, &mut outs[i], &users);
         if let Err(e) = r {
-            for o in &outs[i + 1..] {
-                if let Some(pd) = &o.pending {
-                    pd.discard();
-                }
-            }
+            outs[i..].iter().for_each(LayerOut::discard);
             return Err(ctx(e));
         }
     }
