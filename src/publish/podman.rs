@@ -153,6 +153,20 @@ impl StorePaths {
                 fsx::write_atomic(&cat, b"", 0o644)?;
             }
         }
+        // a symlink planted for one of these would be written through
+        for f in [
+            self.images_lock(),
+            self.layers_lock(),
+            self.images_json(),
+            self.layers_json(),
+        ] {
+            if fs::symlink_metadata(&f).is_ok_and(|m| !m.is_file()) {
+                return Err(Error::msg(format!(
+                    "{}: not a regular file (a symlink?); refused, remove it",
+                    f.display()
+                )));
+            }
+        }
         for f in [self.images_lock(), self.layers_lock()] {
             if !f.exists() {
                 fsx::write_atomic(&f, b"", 0o644)?;
@@ -167,9 +181,13 @@ impl StorePaths {
     }
 }
 
-/// Read a JSON array index (missing = empty).
+/// Most bytes `images.json` or `layers.json` may have (some 200 000 entries).
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+
+/// Read a JSON array index (missing = empty): a regular file, not followed
+/// when a symlink, at most [`MAX_INDEX_BYTES`].
 pub fn read_index(path: &Path) -> Result<Vec<Value>> {
-    match fs::read(path) {
+    match fsx::read_record(path, MAX_INDEX_BYTES) {
         Ok(b) if b.iter().all(|c| c.is_ascii_whitespace()) => Ok(Vec::new()),
         Ok(b) => serde_json::from_slice(&b)
             .map_err(|e| Error::msg(format!("{}: not a JSON array: {e}", path.display()))),
@@ -190,10 +208,19 @@ fn bump_token(lock: &Path) -> Result<()> {
     let token = hex(&Sha256::digest(
         format!("{}:{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
     ));
+    use std::os::unix::fs::OpenOptionsExt;
+    // never through a symlink planted in the store: it would overwrite its target
     let mut f = fs::OpenOptions::new()
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(lock)
         .map_err(|e| Error::io(lock, e))?;
+    if !f.metadata().map_err(|e| Error::io(lock, e))?.is_file() {
+        return Err(Error::msg(format!(
+            "{}: not a regular file",
+            lock.display()
+        )));
+    }
     f.write_all(&token.as_bytes()[..32])
         .map_err(|e| Error::io(lock, e))
 }

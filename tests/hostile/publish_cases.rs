@@ -52,6 +52,12 @@ pub fn cases() -> Vec<Case> {
             "publish/default-names-collide-after-sanitising",
             sanitised_collision,
         ),
+        c("publish/docker-archive-repotag-lookalike", archive_repotag),
+        c("publish/images-lock-symlink-to-canary", images_lock_symlink),
+        c(
+            "publish/publisher-lock-symlink-to-canary",
+            publisher_lock_symlink,
+        ),
     ]
 }
 
@@ -996,4 +1002,96 @@ fn sanitised_collision() -> Outcome {
         s.canary.unchanged()?;
         s.check_deep()
     })())
+}
+
+/// A docker-archive whose RepoTags (the name it carries) uses a Kelvin sign:
+/// refused by name, naming the archive and the code point.
+fn archive_repotag() -> Outcome {
+    outcome((|| {
+        let s = Scene::new("archive");
+        let layer = own_layer("arch");
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&layer))]},
+        })
+        .to_string();
+        let manifest = serde_json::json!([{
+            "Config": "config.json",
+            "RepoTags": ["\u{212A}8s.io/pause:3"],
+            "Layers": ["layer.tar"],
+        }])
+        .to_string();
+        let archive = RawTar::new()
+            .file("manifest.json", manifest.as_bytes())
+            .file("config.json", config.as_bytes())
+            .file("layer.tar", &layer)
+            .end();
+        let file = s.dir.path().join("evil-archive.tar");
+        std::fs::write(&file, archive).unwrap();
+        let src = format!("docker-archive:{}", file.display());
+        let r = cvmfs_podman(&["publish", &src, "--repo", s.repo.to_str().unwrap()]);
+        ensure(!r.ok, "published under a look-alike name")?;
+        ensure(
+            r.stderr.contains(&src) && r.stderr.contains("U+212A"),
+            format!("error does not name {src} and U+212A: {}", r.stderr),
+        )?;
+        // the same archive under a valid --name is fine
+        let r = cvmfs_podman(&[
+            "publish",
+            &src,
+            "--repo",
+            s.repo.to_str().unwrap(),
+            "--name",
+            "k8s.io/pause:3",
+        ]);
+        ensure(r.ok, format!("publish --name: {}", r.stderr))?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// Replace a store lock file by a symlink to the canary's file `etc/a`.
+fn lock_symlink(label: &str, rel: &str) -> Result<(), String> {
+    let (s, _, _) = published(label);
+    let lock = s.repo.join(rel);
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(s.canary.root.join("etc/a"), &lock).unwrap();
+    let src2 = make_oci(&s, "two", &[own_layer("two")]);
+    let before = describe_tree(&s.repo.join(".layers"));
+    let r = publish(&s, &src2, "example.org/hostile/two:1");
+    ensure(
+        !r.ok,
+        format!("publish through a symlinked {rel} succeeded"),
+    )?;
+    ensure(
+        r.stderr.contains(&lock.display().to_string()) && r.stderr.contains(&src2),
+        format!(
+            "error does not name {} and image {src2}: {}",
+            lock.display(),
+            r.stderr
+        ),
+    )?;
+    ensure(
+        describe_tree(&s.repo.join(".layers")) == before,
+        "layers were placed anyway",
+    )?;
+    s.canary.unchanged()?;
+    check_reports(&s, &[&lock.display().to_string()])?;
+    // removed, the next publish recreates it
+    std::fs::remove_file(&lock).unwrap();
+    let r = publish(&s, &src2, "example.org/hostile/two:1");
+    ensure(r.ok, format!("publish after removing it: {}", r.stderr))?;
+    s.canary.unchanged()?;
+    s.check_deep()
+}
+
+fn images_lock_symlink() -> Outcome {
+    outcome(lock_symlink(
+        "imageslock",
+        "podmanStore/cvmfs-images/images.lock",
+    ))
+}
+
+fn publisher_lock_symlink() -> Outcome {
+    outcome(lock_symlink("publock", "podmanStore/cvmfs/publisher.lock"))
 }

@@ -559,8 +559,17 @@ fn check_store(repo: &Path, r: &mut Report) {
             .push("no podmanStore indexes (nothing published yet?)".into());
         return;
     }
-    for f in [store.images_lock(), store.layers_lock()] {
-        if !f.is_file() {
+    for f in [
+        store.images_lock(),
+        store.layers_lock(),
+        store.publisher_lock(),
+    ] {
+        if fs::symlink_metadata(&f).is_ok_and(|m| !m.is_file()) {
+            r.problems.push(format!(
+                "{}: not a regular file (a symlink?): the publisher refuses to open it; remove it",
+                f.display()
+            ));
+        } else if !f.is_file() && f != store.publisher_lock() {
             r.problems.push(format!(
                 "{}: lock file missing (a read-only store needs it)",
                 f.display()

@@ -162,7 +162,13 @@ fn cmd_publish(
     let src = open_source(image, platform, tls_verify)?;
     let name = match name {
         Some(n) => ImageName::parse(n)?,
-        None => src.default_name()?,
+        // a name from the source's own records (RepoTags, a directory name)
+        None => src.default_name().map_err(|e| {
+            e.context(format!(
+                "image {}: the name it carries (give --name to publish it under another)",
+                src.describe()
+            ))
+        })?,
     };
     std::fs::create_dir_all(repo).map_err(|e| Error::io(repo, e))?;
     let abs = std::fs::canonicalize(repo).map_err(|e| Error::io(repo, e))?;
