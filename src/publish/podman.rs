@@ -401,6 +401,25 @@ pub fn blob_users(
     out
 }
 
+/// Layer `l` as `layers.json` (`index`) already records its ID: the same
+/// content (diffID chain) may have been published first from another blob
+/// (another compression); the record keeps naming that blob's `layerfs`, as
+/// `layers.json` names that blob.
+fn as_recorded(index: &[Value], l: &NewLayer) -> NewLayer {
+    let mut l = l.clone();
+    let recorded = index
+        .iter()
+        .find(|v| v["id"] == l.id.as_str())
+        .and_then(|v| v["compressed-diff-digest"].as_str());
+    if let Some(d) = recorded.filter(|d| *d != l.compressed_digest) {
+        if let Ok(hex) = super::digest_hex(d) {
+            l.path = format!(".layers/{}/{hex}/layerfs", &hex[..2]);
+            l.compressed_digest = d.to_string();
+        }
+    }
+    l
+}
+
 fn sha256_digest(b: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(b)))
 }
@@ -462,6 +481,7 @@ pub fn commit(
         if known.contains(&l.id) {
             // Records written before marker lists and flat trees gain them.
             let rp = store.record(&l.id);
+            let l = &as_recorded(&index, l);
             if let Some(text) = updated_record(&rp, repository, l) {
                 fsx::write_atomic(&rp, text.as_bytes(), 0o644)?;
             }

@@ -53,6 +53,11 @@ pub fn cases() -> Vec<Case> {
             sanitised_collision,
         ),
         c("publish/docker-archive-repotag-lookalike", archive_repotag),
+        c("publish/same-layer-other-compression", other_compression),
+        c(
+            "publish/gc-during-unpack-keeps-live-temporaries",
+            gc_during_unpack,
+        ),
         c("publish/images-lock-symlink-to-canary", images_lock_symlink),
         c(
             "publish/publisher-lock-symlink-to-canary",
@@ -519,7 +524,6 @@ fn waits_for_lock() -> Outcome {
             let r = wait(child);
             return Err(format!("publish did not wait for the lock: {}", r.stderr));
         }
-        // its temporaries are a running publisher's: check says so, nothing sweeps them
         drop(lock);
         let r = wait(child);
         ensure(
@@ -560,21 +564,12 @@ fn stale_lock() -> Outcome {
     })())
 }
 
-/// A layer big enough to kill its publisher halfway through.
+/// A layer big enough to catch its publisher halfway through (published
+/// uncompressed, so it is the writing that takes time).
 fn big_layer() -> Vec<u8> {
     let mut t = RawTar::new().dir("big");
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in 0..16 {
-        // incompressible-ish content, so unpacking takes a while
-        let data: Vec<u8> = (0..(1 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        t = t.file(&format!("big/f{i}"), &data);
+    for i in 0..8u8 {
+        t = t.file(&format!("big/f{i}"), &vec![i; 1 << 20]);
     }
     t.end()
 }
@@ -1094,4 +1089,98 @@ fn images_lock_symlink() -> Outcome {
 
 fn publisher_lock_symlink() -> Outcome {
     outcome(lock_symlink("publock", "podmanStore/cvmfs/publisher.lock"))
+}
+
+/// Wait until a publisher unpacks into `.layers/.cvmfs-podman-tmp.*`.
+fn wait_for_unpacking(s: &Scene, child: &mut Child) -> Result<PathBuf, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let found = std::fs::read_dir(s.repo.join(".layers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".cvmfs-podman-tmp.")
+                    && e.file_type().is_ok_and(|t| t.is_dir())
+            });
+        if let Some(e) = found {
+            return Ok(e.path());
+        }
+        if child.try_wait().unwrap().is_some() {
+            return Err("the publisher finished before it was seen unpacking".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err("the publisher never unpacked".into())
+}
+
+/// gc (which sweeps temporaries) while a publisher unpacks: the running
+/// publisher's temporaries stay (check calls them live), and it completes.
+fn gc_during_unpack() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("gclive");
+        let src = make_oci_with(&s, "big", &[base_layer(0), big_layer()], "none");
+        let name = "example.org/hostile/gclive-big:1";
+        let mut child = spawn_publish(&s, &src, name);
+        let tmp = match wait_for_unpacking(&s, &mut child) {
+            Ok(t) => t,
+            Err(e) => {
+                let r = wait(child);
+                return Err(format!("{e}: {}", r.stderr));
+            }
+        };
+        let pid = child.id();
+        let c = check(&s);
+        let g = gc(&s);
+        let still = tmp.exists() || child.try_wait().unwrap().is_some();
+        let r = wait(child);
+        ensure(g.ok, format!("gc: {}{}", g.stdout, g.stderr))?;
+        ensure(
+            c.stdout
+                .contains(&format!("being written by the running publisher pid {pid}")),
+            format!(
+                "check does not call publisher {pid}'s temporaries live: {}",
+                c.stdout
+            ),
+        )?;
+        ensure(
+            still,
+            format!("gc removed {} of a running publisher", tmp.display()),
+        )?;
+        ensure(r.ok, format!("publish: {}", r.stderr))?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// One layer's content published from two blobs (gzip, then uncompressed):
+/// one layer ID in the store, naming the first blob's layerfs; that blob's
+/// origin.json names both images; after the first image loses its tag, gc
+/// keeps what the second uses.
+fn other_compression() -> Outcome {
+    outcome((|| {
+        let (s, _, name) = published("recompressed");
+        let src2 = make_oci_with(&s, "raw", &[base_layer(0), own_layer("raw")], "none");
+        let r = publish(&s, &src2, "example.org/hostile/raw:1");
+        ensure(r.ok, format!("publish: {}", r.stderr))?;
+        origins_complete(&s.repo)?;
+        s.check_deep()?;
+        // the first image's tag moves to a third image: gc removes the first
+        let src3 = make_oci(&s, "three", &[own_layer("three")]);
+        ensure(
+            publish(&s, &src3, &name).ok,
+            "publish of the third image failed",
+        )?;
+        let g = gc(&s);
+        ensure(
+            g.ok && g.stdout.contains("removed image"),
+            format!("gc: {}{}", g.stdout, g.stderr),
+        )?;
+        origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
 }

@@ -763,12 +763,26 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     let mut outs: Vec<LayerOut> = results.into_iter().flatten().flatten().collect();
     // From here on every shared index is read, changed and written: one
     // publisher (or gc) at a time, until the image is recorded.
+    let ids = layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>());
     let users = publisher_lock(repo, &store).and_then(|lock| {
         let images = podman::read_index(&store.images_json())?;
         let layers = podman::read_index(&store.layers_json())?;
-        Ok((lock, podman::blob_users(&images, &layers)))
+        // a layer ID the store has already names the blob it was first
+        // published from (maybe another compression of the same content):
+        // the image uses that blob's layer through the store
+        let recorded: Vec<Option<String>> = ids
+            .iter()
+            .map(|id| {
+                layers
+                    .iter()
+                    .find(|l| l["id"] == id.as_str())
+                    .and_then(|l| l["compressed-diff-digest"].as_str())
+                    .map(str::to_string)
+            })
+            .collect();
+        Ok((lock, podman::blob_users(&images, &layers), recorded))
     });
-    let (_lock, users) = match users {
+    let (_lock, users, recorded) = match users {
         Ok(x) => x,
         Err(e) => {
             outs.iter().for_each(LayerOut::discard);
@@ -776,7 +790,12 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         }
     };
     for i in 0..outs.len() {
-        let r = job.place(i, &mut outs[i], &users);
+        let r = job
+            .place(i, &mut outs[i], &users)
+            .and_then(|()| match &recorded[i] {
+                Some(d) if *d != outs[i].compressed => job.add_origin(d, &users),
+                _ => Ok(()),
+            });
         if let Err(e) = r {
             outs[i..].iter().for_each(LayerOut::discard);
             return Err(ctx(e));
@@ -856,7 +875,6 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     })?;
 
     // the podman store
-    let ids = layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>());
     let new_layers: Vec<NewLayer> = outs
         .iter()
         .enumerate()
