@@ -298,20 +298,19 @@ impl Lock {
     }
 
     /// The publisher lock: like [`Lock::exclusive`], but while another process
-    /// holds it say so on stderr (naming its pid, which the holder writes into
-    /// the file), and write ours once it is ours.
+    /// holds it say so on stderr, naming that process (from `/proc/locks`:
+    /// nothing is written into the lock file, so taking it changes nothing
+    /// in the repository).
     pub fn publisher(path: &Path) -> Result<Lock> {
         use rustix::fs::FlockOperation;
-        let mut file = open_lock_file(path)?;
+        let file = open_lock_file(path)?;
         let lock_err =
             |e: rustix::io::Errno| Error::io(path, io::Error::from_raw_os_error(e.raw_os_error()));
         match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
-                let holder = read_record(path, 64)
-                    .ok()
-                    .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                let holder = flock_holder(&file)
+                    .map(|p| p.to_string())
                     .unwrap_or_else(|| "?".into());
                 eprintln!(
                     "cvmfs-podman: waiting for the publisher lock {} held by pid {holder}",
@@ -321,16 +320,29 @@ impl Lock {
             }
             Err(e) => return Err(lock_err(e)),
         }
-        let me = format!("{}\n", std::process::id());
-        file.set_len(0)
-            .and_then(|()| {
-                use std::io::{Seek, SeekFrom};
-                file.seek(SeekFrom::Start(0))?;
-                file.write_all(me.as_bytes())
-            })
-            .map_err(|e| Error::io(path, e))?;
         Ok(Lock { _file: file })
     }
+}
+
+/// The pid holding a `flock` on `file`, from `/proc/locks` (lines such as
+/// `1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF`; waiters have `->`).
+fn flock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata().ok()?;
+    let dev = rustix::fs::Dev::from(md.dev());
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        md.ino()
+    );
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

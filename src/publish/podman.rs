@@ -73,7 +73,7 @@ impl StorePaths {
     /// lock) while they read-modify-write any shared index of the repository
     /// (`origin.json` of layers, the tag links and manifest copies, the flat
     /// notes, `images.json`/`layers.json`) and while they sweep temporaries.
-    /// It holds the pid of its holder.
+    /// Nothing is written into it (who holds it is in `/proc/locks`).
     pub fn publisher_lock(&self) -> PathBuf {
         self.root.join("cvmfs").join("publisher.lock")
     }

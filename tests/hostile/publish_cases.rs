@@ -53,6 +53,10 @@ pub fn cases() -> Vec<Case> {
             sanitised_collision,
         ),
         c("publish/docker-archive-repotag-lookalike", archive_repotag),
+        c(
+            "publish/refused-image-changes-nothing",
+            refused_changes_nothing,
+        ),
         c("publish/same-layer-other-compression", other_compression),
         c(
             "publish/gc-during-unpack-keeps-live-temporaries",
@@ -494,7 +498,7 @@ fn tmp_named_content() -> Outcome {
     })())
 }
 
-/// Hold the publisher lock as another publisher would (pid written in it).
+/// Hold the publisher lock as another publisher would.
 fn hold_lock(repo: &Path) -> std::fs::File {
     let p = repo.join("podmanStore/cvmfs/publisher.lock");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -506,7 +510,6 @@ fn hold_lock(repo: &Path) -> std::fs::File {
         .open(&p)
         .unwrap();
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    std::io::Write::write_all(&mut &f, format!("{}\n", std::process::id()).as_bytes()).unwrap();
     f
 }
 
@@ -1180,6 +1183,30 @@ fn other_compression() -> Outcome {
             format!("gc: {}{}", g.stdout, g.stderr),
         )?;
         origins_complete(&s.repo)?;
+        s.canary.unchanged()?;
+        s.check_deep()
+    })())
+}
+
+/// An image refused after another was published leaves the repository as
+/// it was, byte for byte (the lock taken and the sweep done change nothing).
+fn refused_changes_nothing() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("refused");
+        let before = describe_tree(&s.repo);
+        let tar = RawTar::new().dir("etc").file("etc/../../../x", b"x").end();
+        let src2 = make_oci(&s, "evil", &[base_layer(0), tar]);
+        let r = publish(&s, &src2, "example.org/hostile/evil:1");
+        ensure(!r.ok, "publish of a layer with ../ succeeded")?;
+        ensure(
+            r.stderr.contains(&src2) && r.stderr.contains("etc/../../../x"),
+            format!("error does not name image and entry: {}", r.stderr),
+        )?;
+        let after = describe_tree(&s.repo);
+        ensure(
+            after == before,
+            format!("the repository changed:\n{before}\n---\n{after}"),
+        )?;
         s.canary.unchanged()?;
         s.check_deep()
     })())
