@@ -191,7 +191,10 @@ fn cmd_publish(
         progress: progress.clone(),
         no_devices,
     };
-    let s = publish::publish(src.as_ref(), &opts)?;
+    // the name it was to have, besides the source the error names
+    let full_name = opts.name.full();
+    let s = publish::publish(src.as_ref(), &opts)
+        .map_err(|e| e.context(format!("publishing as {full_name}")))?;
     if json {
         println!(
             "{}",
