@@ -128,6 +128,15 @@ fn open_source(
     }
 }
 
+/// Image names as the store records them (`busybox` is
+/// `docker.io/library/busybox:latest`); an invalid one is refused by name.
+fn normal_names(names: &[String]) -> Result<Vec<String>, Error> {
+    names
+        .iter()
+        .map(|n| ImageName::parse(n).map(|p| p.full()))
+        .collect()
+}
+
 fn run_cvmfs_server(args: &[&str]) -> Result<(), Error> {
     let st = std::process::Command::new("cvmfs_server")
         .args(args)
@@ -326,6 +335,13 @@ fn main() -> ExitCode {
         }
         Cmd::Enable { names, repo, store } => {
             use cvmfs_graphdriver::publish::podman::{enable, StorePaths};
+            let names = match normal_names(&names) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("cvmfs-podman enable: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             match enable(
                 &StorePaths::new(repo.join("podmanStore")),
                 &StorePaths::new(&store),
@@ -348,6 +364,13 @@ fn main() -> ExitCode {
         }
         Cmd::Disable { names, store } => {
             use cvmfs_graphdriver::publish::podman::{disable, StorePaths};
+            let names = match normal_names(&names) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("cvmfs-podman disable: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             match disable(&StorePaths::new(&store), &names) {
                 Ok(r) => {
                     println!(
