@@ -359,3 +359,86 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .open(path)
         .map_err(|e| Error::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, b"").unwrap();
+    }
+
+    #[test]
+    fn temporaries_are_found_in_record_places_only() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let tmp = |dir: &str| r.join(dir).join(format!("{TMP_PREFIX}1.2.x"));
+        let records = [
+            ".layers",
+            ".layers/ab",
+            ".layers/ab/abcd/.metadata",
+            ".flat/ab",
+            ".metadata/reg.io/a/b:1",
+            "reg.io/a",
+            "podmanStore/cvmfs/flat",
+            "podmanStore/cvmfs/layers/abcd",
+        ];
+        let content = [
+            ".layers/ab/abcd/layerfs",
+            ".flat/ab/abcd",
+            ".flat/ab/abcd/etc",
+        ];
+        for d in records.iter().chain(&content) {
+            touch(&tmp(d));
+        }
+        let mut found = find_tmp(r);
+        found.sort();
+        let mut want: Vec<PathBuf> = records.iter().map(|d| tmp(d)).collect();
+        want.sort();
+        assert_eq!(found, want);
+        assert_eq!(tmp_owner(&want[0]), Some(1));
+    }
+
+    #[test]
+    fn symlinked_directories_on_the_way_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/tmp", r.join("a/link")).unwrap();
+        assert!(check_real_dirs(r, &r.join("a/b/new/deeper")).is_ok());
+        let e = check_real_dirs(r, &r.join("a/link/x")).unwrap_err();
+        assert!(e.to_string().contains("a/link: a symlink"), "{e}");
+    }
+
+    #[test]
+    fn records_are_not_read_through_symlinks_fifos_or_past_the_cap() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("f");
+        fs::write(&f, b"12345").unwrap();
+        assert_eq!(read_record(&f, 5).unwrap(), b"12345");
+        assert!(read_record(&f, 4)
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
+        let l = t.path().join("l");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        assert!(read_record(&l, 5)
+            .unwrap_err()
+            .to_string()
+            .contains("symlink"));
+        let p = t.path().join("p");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(read_record(&p, 5)
+            .unwrap_err()
+            .to_string()
+            .contains("regular"));
+    }
+}
