@@ -315,8 +315,9 @@ fn check_ducc(repo: &Path, r: &mut Report) {
 }
 
 /// A name the repository records in a path (`<registry>/<repository>:<tag>`
-/// of a tag link or of a `.metadata` directory, relative to `base`) must be
-/// a valid image name in its normal form: anything else was not written by a
+/// of a tag link or of a `.metadata` directory, relative to `base`) must be a
+/// valid image name with its registry spelled out; DUCC's forms without a tag
+/// or with `@sha256:<hex>` are fine. Anything else was not written by a
 /// publisher (a look-alike, upper case, a planted path).
 fn check_recorded_name(base: &Path, p: &Path, what: &str, r: &mut Report) {
     let rel = p.strip_prefix(base).unwrap_or(p);
@@ -325,14 +326,24 @@ fn check_recorded_name(base: &Path, p: &Path, what: &str, r: &mut Report) {
             .push(format!("{}: {what} whose name is not UTF-8", p.display()));
         return;
     };
-    match ImageName::parse(name) {
-        Ok(n) if n.full() == name => {}
-        Ok(n) => r.problems.push(format!(
-            "{}: {what} {name:?} is not in normal form (it would be {})",
-            p.display(),
-            n.full()
-        )),
-        Err(e) => r.problems.push(format!("{}: {what}: {e}", p.display())),
+    let (named, digest) = match name.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (name, None),
+    };
+    let parsed = ImageName::parse(named).and_then(|n| {
+        if let Some(d) = digest {
+            cvmfs_graphdriver::publish::digest_hex(d)?;
+        }
+        if named.starts_with(&format!("{}/", n.registry)) {
+            Ok(n)
+        } else {
+            Err(cvmfs_graphdriver::publish::Error::msg(format!(
+                "{name:?} does not start with its registry"
+            )))
+        }
+    });
+    if let Err(e) = parsed {
+        r.problems.push(format!("{}: {what}: {e}", p.display()));
     }
 }
 
