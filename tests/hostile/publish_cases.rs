@@ -53,6 +53,7 @@ pub fn cases() -> Vec<Case> {
             sanitised_collision,
         ),
         c("publish/docker-archive-repotag-lookalike", archive_repotag),
+        c("publish/planted-lookalike-tag-link", planted_lookalike_link),
         c(
             "publish/refused-image-changes-nothing",
             refused_changes_nothing,
@@ -1209,5 +1210,30 @@ fn refused_changes_nothing() -> Outcome {
         )?;
         s.canary.unchanged()?;
         s.check_deep()
+    })())
+}
+
+/// A tag link and a manifest copy planted under a look-alike registry name
+/// (Kelvin sign), pointing at a real image: check names both.
+fn planted_lookalike_link() -> Outcome {
+    outcome((|| {
+        let (s, _, _) = published("lookalike");
+        let id = image_ids(&s.repo)[0].clone();
+        let dir = s.repo.join("\u{212A}8s.io/pause");
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("3");
+        std::os::unix::fs::symlink(format!("../../.flat/{}/{id}", &id[..2]), &link).unwrap();
+        let md = s.repo.join(".metadata/\u{212A}8s.io/pause:3");
+        std::fs::create_dir_all(&md).unwrap();
+        std::fs::write(md.join("manifest.json"), b"{}").unwrap();
+        check_reports(
+            &s,
+            &[
+                &link.display().to_string(),
+                &md.display().to_string(),
+                "U+212A",
+            ],
+        )?;
+        s.canary.unchanged()
     })())
 }
