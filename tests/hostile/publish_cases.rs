@@ -535,8 +535,7 @@ fn waits_for_lock() -> Outcome {
             format!("publish after the lock was released: {}", r.stderr),
         )?;
         ensure(
-            r.stderr
-                .contains(&format!("waiting for the publisher lock"))
+            r.stderr.contains("waiting for the publisher lock")
                 && r.stderr
                     .contains(&format!("held by pid {}", std::process::id())),
             format!("no waiting message naming the holder: {}", r.stderr),
