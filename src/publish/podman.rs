@@ -711,6 +711,10 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
             continue;
         };
         let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        if let Err(e) = fsx::check_real_dirs(repo, &dir.join(".metadata")) {
+            eprintln!("warning: {e}; keeping the layer");
+            continue;
+        }
         let origin = match super::ducc::read_origin(&dir.join(".metadata/origin.json")) {
             Ok(o) => o.unwrap_or_default(),
             Err(e) => {
