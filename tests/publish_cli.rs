@@ -112,3 +112,97 @@ fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Parallel publishes of images sharing base layers into one repository: every
+/// layer's origin.json names every image using it (a read-modify-write without
+/// the publisher lock lost entries), and `check --deep` agrees.
+#[test]
+fn parallel_publishes_keep_every_origin() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let repo = d.join("repo").display().to_string();
+    let base = spec(
+        d,
+        "base.spec",
+        "dir /usr\nfile /usr/a \"a\"\nfile /usr/b \"b\"\n",
+    );
+    let base2 = spec(d, "base2.spec", "dir /lib\nfile /lib/c \"c\"\n");
+    let srcs: Vec<String> = (0..6)
+        .map(|i| {
+            let own = spec(
+                d,
+                &format!("own{i}.spec"),
+                &format!("dir /app\nfile /app/{i} \"{i}\"\n"),
+            );
+            let oci = d.join(format!("oci{i}")).display().to_string();
+            let (ok, _, err) = run(&["make-oci", &oci, "--tag", "t", &base, &base2, &own]);
+            assert!(ok, "{err}");
+            format!("oci:{oci}:t")
+        })
+        .collect();
+    let children: Vec<_> = srcs
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            Command::new(BIN)
+                .args(["publish", src, "--repo", &repo, "--quiet", "--no-devices"])
+                .args(["--name", &format!("example.org/p/img{i}:1")])
+                .output_async()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(Path::new(&repo).join(p)).unwrap()).unwrap()
+    };
+    let images = read("podmanStore/cvmfs-images/images.json");
+    let layers = read("podmanStore/cvmfs-layers/layers.json");
+    assert_eq!(images.as_array().unwrap().len(), 6);
+    for img in images.as_array().unwrap() {
+        let config = format!("sha256:{}", img["id"].as_str().unwrap());
+        let mut cur = img["layer"].as_str();
+        while let Some(id) = cur {
+            let l = layers
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["id"] == id)
+                .unwrap();
+            let hex = l["compressed-diff-digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:");
+            let origin = read(&format!(
+                ".layers/{}/{hex}/.metadata/origin.json",
+                &hex[..2]
+            ));
+            assert!(
+                origin["origin"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c == config.as_str()),
+                "layer {hex}: origin.json {origin} misses image {config}"
+            );
+            cur = l["parent"].as_str();
+        }
+    }
+    let (ok, out, _) = run(&["check", "--deep", &repo]);
+    assert!(ok, "{out}");
+}
+
+trait OutputAsync {
+    fn output_async(&mut self) -> std::process::Child;
+}
+
+impl OutputAsync for Command {
+    /// Start with stdout and stderr captured (collected by `wait_with_output`).
+    fn output_async(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cvmfs-podman")
+    }
+}

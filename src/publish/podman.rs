@@ -69,6 +69,14 @@ impl StorePaths {
     pub fn layers_lock(&self) -> PathBuf {
         self.layers_dir().join("layers.lock")
     }
+    /// The publisher lock: `publish` and `gc` hold it (taken before the store
+    /// lock) while they read-modify-write any shared index of the repository
+    /// (`origin.json` of layers, the tag links and manifest copies, the flat
+    /// notes, `images.json`/`layers.json`) and while they sweep temporaries.
+    /// Nothing is written into it (who holds it is in `/proc/locks`).
+    pub fn publisher_lock(&self) -> PathBuf {
+        self.root.join("cvmfs").join("publisher.lock")
+    }
     pub fn record(&self, id: &str) -> PathBuf {
         self.root
             .join("cvmfs")
@@ -145,6 +153,20 @@ impl StorePaths {
                 fsx::write_atomic(&cat, b"", 0o644)?;
             }
         }
+        // a symlink planted for one of these would be written through
+        for f in [
+            self.images_lock(),
+            self.layers_lock(),
+            self.images_json(),
+            self.layers_json(),
+        ] {
+            if fs::symlink_metadata(&f).is_ok_and(|m| !m.is_file()) {
+                return Err(Error::msg(format!(
+                    "{}: not a regular file (a symlink?); refused, remove it",
+                    f.display()
+                )));
+            }
+        }
         for f in [self.images_lock(), self.layers_lock()] {
             if !f.exists() {
                 fsx::write_atomic(&f, b"", 0o644)?;
@@ -159,9 +181,13 @@ impl StorePaths {
     }
 }
 
-/// Read a JSON array index (missing = empty).
+/// Most bytes `images.json` or `layers.json` may have (some 200 000 entries).
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+
+/// Read a JSON array index (missing = empty): a regular file, not followed
+/// when a symlink, at most [`MAX_INDEX_BYTES`].
 pub fn read_index(path: &Path) -> Result<Vec<Value>> {
-    match fs::read(path) {
+    match fsx::read_record(path, MAX_INDEX_BYTES) {
         Ok(b) if b.iter().all(|c| c.is_ascii_whitespace()) => Ok(Vec::new()),
         Ok(b) => serde_json::from_slice(&b)
             .map_err(|e| Error::msg(format!("{}: not a JSON array: {e}", path.display()))),
@@ -182,10 +208,19 @@ fn bump_token(lock: &Path) -> Result<()> {
     let token = hex(&Sha256::digest(
         format!("{}:{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
     ));
+    use std::os::unix::fs::OpenOptionsExt;
+    // never through a symlink planted in the store: it would overwrite its target
     let mut f = fs::OpenOptions::new()
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(lock)
         .map_err(|e| Error::io(lock, e))?;
+    if !f.metadata().map_err(|e| Error::io(lock, e))?.is_file() {
+        return Err(Error::msg(format!(
+            "{}: not a regular file",
+            lock.display()
+        )));
+    }
     f.write_all(&token.as_bytes()[..32])
         .map_err(|e| Error::io(lock, e))
 }
@@ -334,11 +369,63 @@ fn updated_record(path: &Path, repository: &str, l: &NewLayer) -> Option<String>
     Some(new.to_string())
 }
 
+/// For every blob (compressed digest) the images of `images` use through the
+/// layer chains of `layers`: the config digests (`sha256:<image id>`) of those
+/// images. What every `origin.json` must name.
+pub fn blob_users(
+    images: &[Value],
+    layers: &[Value],
+) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let by_id: std::collections::HashMap<&str, &Value> = layers
+        .iter()
+        .filter_map(|l| l["id"].as_str().map(|id| (id, l)))
+        .collect();
+    let mut out: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for img in images {
+        let Some(id) = img["id"].as_str() else {
+            continue;
+        };
+        let config = format!("sha256:{id}");
+        let mut seen = BTreeSet::new();
+        let mut cur = img["layer"].as_str();
+        while let Some(l) = cur.and_then(|c| by_id.get(c)) {
+            if !seen.insert(cur) {
+                break;
+            }
+            if let Some(d) = l["compressed-diff-digest"].as_str() {
+                out.entry(d.to_string()).or_default().insert(config.clone());
+            }
+            cur = l["parent"].as_str();
+        }
+    }
+    out
+}
+
+/// Layer `l` as `layers.json` (`index`) already records its ID: the same
+/// content (diffID chain) may have been published first from another blob
+/// (another compression); the record keeps naming that blob's `layerfs`, as
+/// `layers.json` names that blob.
+fn as_recorded(index: &[Value], l: &NewLayer) -> NewLayer {
+    let mut l = l.clone();
+    let recorded = index
+        .iter()
+        .find(|v| v["id"] == l.id.as_str())
+        .and_then(|v| v["compressed-diff-digest"].as_str());
+    if let Some(d) = recorded.filter(|d| *d != l.compressed_digest) {
+        if let Ok(hex) = super::digest_hex(d) {
+            l.path = format!(".layers/{}/{hex}/layerfs", &hex[..2]);
+            l.compressed_digest = d.to_string();
+        }
+    }
+    l
+}
+
 fn sha256_digest(b: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(b)))
 }
 
-/// Record layers (bottom first) and an image, atomically and under the lock.
+/// Record layers (bottom first) and an image, atomically and under the store
+/// lock; the caller holds the publisher lock ([`StorePaths::publisher_lock`]).
 /// `repository` is the absolute path recorded in layer records.
 /// `must_exist` are directories (the layers' `layerfs`, the flat rootfs) that
 /// are checked again under the lock: a concurrent `gc` may have removed them
@@ -352,6 +439,19 @@ pub fn commit(
 ) -> Result<Committed> {
     store.init()?;
     let _lock = Lock::exclusive(&store.images_lock())?;
+    // a symlink planted in the store must not lead the writes below elsewhere
+    let mut dirs = vec![
+        store.image_dir(&image.id),
+        store.root.join("cvmfs/tar-split"),
+    ];
+    dirs.extend(
+        layers
+            .iter()
+            .filter_map(|l| store.record(&l.id).parent().map(Path::to_path_buf)),
+    );
+    for d in &dirs {
+        fsx::check_real_dirs(&store.root, d)?;
+    }
     for p in must_exist {
         if !p.is_dir() {
             return Err(Error::msg(format!(
@@ -381,6 +481,7 @@ pub fn commit(
         if known.contains(&l.id) {
             // Records written before marker lists and flat trees gain them.
             let rp = store.record(&l.id);
+            let l = &as_recorded(&index, l);
             if let Some(text) = updated_record(&rp, repository, l) {
                 fsx::write_atomic(&rp, text.as_bytes(), 0o644)?;
             }
@@ -504,6 +605,31 @@ pub struct GcReport {
     pub layers: Vec<String>,
     pub layer_dirs: Vec<String>,
     pub flat_dirs: Vec<String>,
+    /// Leftovers of interrupted runs removed (`.cvmfs-podman-tmp.*`).
+    pub temporaries: Vec<String>,
+    /// `origin.json` files that missed images using their layer, or were
+    /// damaged, and were rewritten.
+    pub origins_repaired: Vec<String>,
+}
+
+/// Remove the temporaries of publishers that are gone: the whole repository's
+/// when there is one, else the store's.
+pub fn sweep(store: &StorePaths, repo: Option<&Path>) -> Vec<String> {
+    let removed = match repo {
+        Some(r) => fsx::sweep_repo(r),
+        None => {
+            let mut v = Vec::new();
+            for p in fsx::find_tmp_in(&store.root, 4) {
+                if !fsx::tmp_owner(&p).is_some_and(fsx::publisher_alive)
+                    && fsx::remove_all(&p).is_ok()
+                {
+                    v.push(p);
+                }
+            }
+            v
+        }
+    };
+    removed.iter().map(|p| p.display().to_string()).collect()
 }
 
 /// Remove images without names (tags moved away) and whatever only they used:
@@ -516,9 +642,13 @@ pub struct GcReport {
 /// `repo` is `None` for a store outside a repository (one made by [`enable`]):
 /// only the store's own files are removed then.
 pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcReport> {
+    let _publisher = Lock::publisher(&store.publisher_lock())?;
     store.init()?;
     let _lock = Lock::exclusive(&store.images_lock())?;
     let mut rep = GcReport::default();
+    if !dry_run {
+        rep.temporaries = sweep(store, repo);
+    }
     let mut images = read_index(&store.images_json())?;
     let (gone, kept): (Vec<Value>, Vec<Value>) = images
         .drain(..)
@@ -574,16 +704,30 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
             cur = l["parent"].as_str();
         }
     }
+    let kept_users = blob_users(&kept, &layers);
     for d in gone_blobs.iter().filter(|_| repo.is_some()) {
         let repo = repo.expect("filtered");
         let Ok(hex) = super::digest_hex(d) else {
             continue;
         };
         let dir = repo.join(".layers").join(&hex[..2]).join(hex);
-        let origin: super::ducc::Origin = fs::read(dir.join(".metadata/origin.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        if let Err(e) = fsx::check_real_dirs(repo, &dir.join(".metadata")) {
+            eprintln!("warning: {e}; keeping the layer");
+            continue;
+        }
+        let origin = match super::ducc::read_origin(&dir.join(".metadata/origin.json")) {
+            Ok(o) => o.unwrap_or_default(),
+            Err(e) => {
+                // Who else uses the layer is unknown (DUCC's images are not in
+                // our store): keep it, and name the images we know.
+                eprintln!("warning: {e}; keeping the layer and rebuilding it from images.json");
+                if !dry_run && dir.is_dir() {
+                    let users = kept_users.get(d.as_str()).cloned().unwrap_or_default();
+                    super::ducc::ensure_origin(&dir, &users)?;
+                }
+                continue;
+            }
+        };
         let others: Vec<String> = origin
             .origin
             .iter()
@@ -599,6 +743,27 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
                 super::ducc::origin_json(&o).as_bytes(),
                 0o644,
             )?;
+        }
+    }
+    // origin.json of every layer still used names every image using it
+    // (repairs lost updates and damaged files)
+    for (blob, users) in kept_users.iter().filter(|_| !dry_run) {
+        let (Some(repo), Ok(hex)) = (repo, super::digest_hex(blob)) else {
+            continue;
+        };
+        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        if !dir.join("layerfs").is_dir()
+            || fsx::check_real_dirs(repo, &dir.join(".metadata")).is_err()
+        {
+            continue;
+        }
+        let before = super::ducc::read_origin(&dir.join(".metadata/origin.json"));
+        let repaired = super::ducc::ensure_origin(&dir, users)?;
+        let complete =
+            before.is_ok_and(|o| o.is_some_and(|o| users.iter().all(|u| o.origin.contains(u))));
+        if repaired.is_some() || !complete {
+            rep.origins_repaired
+                .push(dir.join(".metadata/origin.json").display().to_string());
         }
     }
     rep.layer_dirs = layer_dirs
@@ -735,6 +900,7 @@ pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Ve
             None => picks.push((img.clone(), vec![name.clone()], chain)),
         }
     }
+    let _publisher = Lock::publisher(&dst.publisher_lock())?;
     dst.init()?;
     let _lock = Lock::exclusive(&dst.images_lock())?;
     let mut layers = read_index(&dst.layers_json())?;
@@ -807,6 +973,7 @@ pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Ve
 /// Take `names` out of a store made by [`enable`] and drop what no image needs.
 pub fn disable(dst: &StorePaths, names: &[String]) -> Result<GcReport> {
     {
+        let _publisher = Lock::publisher(&dst.publisher_lock())?;
         dst.init()?;
         let _lock = Lock::exclusive(&dst.images_lock())?;
         let mut images = read_index(&dst.images_json())?;

@@ -4,14 +4,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
-use cvmfs_graphdriver::publish::ducc::LayerInfo;
-use cvmfs_graphdriver::publish::podman::{big_data_file_name, read_index, StorePaths};
+use cvmfs_graphdriver::publish::ducc::{self, LayerInfo};
+use cvmfs_graphdriver::publish::podman::{self, big_data_file_name, read_index, StorePaths};
 use cvmfs_graphdriver::publish::{fsx, is_hex64, layer_ids};
 use serde_json::Value;
 
 use crate::publish::sha256_hex;
+use crate::source::ImageName;
 
 #[derive(Default, serde::Serialize)]
 pub struct Report {
@@ -37,6 +39,7 @@ pub fn check(repo: &Path, deep: bool) -> Report {
     }
     check_ducc(repo, &mut r);
     check_store(repo, &mut r);
+    check_origins(repo, &mut r);
     if deep {
         check_content(repo, &mut r);
     }
@@ -53,8 +56,11 @@ fn check_content(repo: &Path, r: &mut Report) {
     for xx in read_dirs(&repo.join(".layers")) {
         for d in read_dirs(&xx) {
             let hex = d.file_name().unwrap().to_string_lossy().into_owned();
-            if !is_hex64(&hex) {
-                continue;
+            let symlinked = [d.join("layerfs"), d.join(".metadata")]
+                .iter()
+                .any(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()));
+            if !is_hex64(&hex) || symlinked {
+                continue; // reported by check_ducc
             }
             let Ok(info) = fs::read(d.join(".metadata/layers.json"))
                 .map_err(|_| ())
@@ -91,9 +97,23 @@ fn check_content(repo: &Path, r: &mut Report) {
                     size += p.len() as u64;
                     h.update(&p);
                 } else if e["size"].as_u64().unwrap_or(0) > 0 {
-                    let name = e["name"].as_str().unwrap_or("");
+                    // a name that is not UTF-8 is kept as bytes in name_raw
+                    let raw = match e["name_raw"].as_str() {
+                        Some(b) => b64decode(b),
+                        None => e["name"].as_str().unwrap_or("").as_bytes().to_vec(),
+                    };
+                    let name = String::from_utf8_lossy(&raw);
                     let want = e["size"].as_u64().unwrap_or(0);
-                    match fs::read(lf.join(name.trim_start_matches('/'))) {
+                    let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
+                    let rel = rel.strip_prefix("/").unwrap_or(rel);
+                    if rel
+                        .components()
+                        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+                    {
+                        bad = Some(format!("{}: entry {name:?} leaves the layer", ts.display()));
+                        break;
+                    }
+                    match fs::read(lf.join(rel)) {
                         Ok(b) if b.len() as u64 == want => {
                             size += want;
                             h.update(&b);
@@ -152,25 +172,25 @@ fn b64decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn walk_tmp(dir: &Path, r: &mut Report, depth: usize) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(fsx::TMP_PREFIX) {
-            r.notes.push(format!(
-                "{}: leftover of an interrupted publish (invisible to readers; the next publish removes it)",
-                e.path().display()
-            ));
-        } else if depth > 0 && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            walk_tmp(&e.path(), r, depth - 1);
-        }
+/// Temporaries of interrupted runs: reported (not problems: no index names
+/// them), with what removes them.
+fn report_tmp(repo: &Path, r: &mut Report) {
+    for p in fsx::find_tmp(repo) {
+        let why = match fsx::tmp_owner(&p) {
+            Some(pid) if fsx::publisher_alive(pid) => {
+                format!("being written by the running publisher pid {pid}")
+            }
+            _ => format!(
+                "leftover of an interrupted publish (invisible to readers; `cvmfs-podman gc --repo {}` or the next `cvmfs-podman publish` into it removes it)",
+                repo.display()
+            ),
+        };
+        r.notes.push(format!("{}: {why}", p.display()));
     }
 }
 
 fn check_ducc(repo: &Path, r: &mut Report) {
-    walk_tmp(&repo.join(".layers"), r, 1);
-    walk_tmp(&repo.join(".flat"), r, 1);
-    walk_tmp(&repo.join("podmanStore"), r, 2);
+    report_tmp(repo, r);
     for xx in read_dirs(&repo.join(".layers")) {
         for d in read_dirs(&xx) {
             let name = d.file_name().unwrap().to_string_lossy().into_owned();
@@ -181,6 +201,19 @@ fn check_ducc(repo: &Path, r: &mut Report) {
             if !is_hex64(&name) || !xx.ends_with(&name[..2.min(name.len())]) {
                 r.problems
                     .push(format!("{}: not .layers/XX/<sha256 hex>", d.display()));
+                continue;
+            }
+            let planted: Vec<PathBuf> = [d.join("layerfs"), d.join(".metadata")]
+                .into_iter()
+                .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
+                .collect();
+            for p in &planted {
+                r.problems.push(format!(
+                    "{}: a symlink, not a directory (nothing is read or written through it; put the layer's directory back or remove the layer)",
+                    p.display()
+                ));
+            }
+            if !planted.is_empty() {
                 continue;
             }
             if !d.join("layerfs").is_dir() {
@@ -210,11 +243,12 @@ fn check_ducc(repo: &Path, r: &mut Report) {
                 Err(e) => r.problems.push(format!("{}: {e}", lj.display())),
             }
             let oj = d.join(".metadata/origin.json");
-            if let Err(e) = fs::read(&oj).map_err(|e| e.to_string()).and_then(|b| {
-                serde_json::from_slice::<cvmfs_graphdriver::publish::ducc::Origin>(&b)
-                    .map_err(|e| e.to_string())
-            }) {
-                r.problems.push(format!("{}: {e}", oj.display()));
+            match ducc::read_origin(&oj) {
+                Ok(Some(_)) => {}
+                Ok(None) => r.problems.push(format!("{}: missing", oj.display())),
+                Err(e) => r.problems.push(format!(
+                    "{e} (`cvmfs-podman gc` or publishing an image using the layer rebuilds it)"
+                )),
             }
         }
     }
@@ -241,8 +275,14 @@ fn check_ducc(repo: &Path, r: &mut Report) {
         let Ok(md) = fs::symlink_metadata(&p) else {
             continue;
         };
+        if p.file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(fsx::TMP_PREFIX.as_bytes()))
+        {
+            continue; // reported as a leftover
+        }
         if md.file_type().is_symlink() {
             r.tags += 1;
+            check_recorded_name(repo, &p, "tag link", r);
             let t = fs::read_link(&p).unwrap_or_default();
             let ts = t.to_string_lossy();
             let ok_form = !t.is_absolute() && ts.contains(".flat/");
@@ -265,20 +305,144 @@ fn check_ducc(repo: &Path, r: &mut Report) {
                         .push(format!("{}: link leaves .flat", p.display()));
                 }
             }
-        } else if md.is_dir() && depth < 8 {
+        } else if md.is_dir() && depth < 64 {
             for e in fs::read_dir(&p).into_iter().flatten().flatten() {
                 stack.push((e.path(), depth + 1));
             }
         }
     }
+    check_manifest_copies(repo, r);
 }
 
+/// A name the repository records in a path (`<registry>/<repository>:<tag>`
+/// of a tag link or of a `.metadata` directory, relative to `base`) must be a
+/// valid image name with its registry spelled out; DUCC's forms without a tag
+/// or with `@sha256:<hex>` are fine. Anything else was not written by a
+/// publisher (a look-alike, upper case, a planted path).
+fn check_recorded_name(base: &Path, p: &Path, what: &str, r: &mut Report) {
+    let rel = p.strip_prefix(base).unwrap_or(p);
+    let Some(name) = rel.to_str() else {
+        r.problems
+            .push(format!("{}: {what} whose name is not UTF-8", p.display()));
+        return;
+    };
+    let (named, digest) = match name.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (name, None),
+    };
+    let parsed = ImageName::parse(named).and_then(|n| {
+        if let Some(d) = digest {
+            cvmfs_graphdriver::publish::digest_hex(d)?;
+        }
+        if named.starts_with(&format!("{}/", n.registry)) {
+            Ok(n)
+        } else {
+            Err(cvmfs_graphdriver::publish::Error::msg(format!(
+                "{name:?} does not start with its registry"
+            )))
+        }
+    });
+    if let Err(e) = parsed {
+        r.problems.push(format!("{}: {what}: {e}", p.display()));
+    }
+}
+
+/// The tag link of a name images.json gives to image `id`, when there is one,
+/// points to that image's flat tree (both are written under one publisher
+/// lock; disagreeing, podman and a DUCC reader would see different images).
+fn check_tag_link(repo: &Path, name: &str, id: &str, r: &mut Report) {
+    if ImageName::parse(name).map(|n| n.full()).as_deref() != Ok(name) {
+        return; // reported with the name
+    }
+    let link = repo.join(name);
+    let Ok(target) = fs::read_link(&link) else {
+        return;
+    };
+    if target.file_name() != Some(std::ffi::OsStr::new(id)) {
+        r.problems.push(format!(
+            "{}: the tag link points to {}, but images.json gives the name {name} to image {id}",
+            link.display(),
+            target.display()
+        ));
+    }
+}
+
+/// `.metadata/<registry>/<repository>:<tag>/manifest.json`: a valid name, and
+/// a regular file (never a symlink) that parses as DUCC's manifest copy.
+fn check_manifest_copies(repo: &Path, r: &mut Report) {
+    let base = repo.join(".metadata");
+    let mut stack = vec![(base.clone(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let n = e.file_name();
+            if n.as_encoded_bytes().starts_with(fsx::TMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            if n == "manifest.json" {
+                check_recorded_name(&base, &dir, "manifest copy", r);
+                let parsed = fsx::read_record(&p, 4 << 20)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<ducc::Manifest>(&b).map_err(|e| e.to_string())
+                    });
+                if let Err(e) = parsed {
+                    r.problems.push(format!(
+                        "{}: {e} (publishing the image again rewrites it)",
+                        p.display()
+                    ));
+                }
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) && depth < 64 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+}
+
+/// Every layer's `origin.json` names every image podmanStore records using
+/// the layer: `gc` keeps a layer directory only while some image it names is
+/// left, so a missing name would let `gc` remove a layer in use.
+fn check_origins(repo: &Path, r: &mut Report) {
+    let store = StorePaths::new(repo.join("podmanStore"));
+    let (Ok(images), Ok(layers)) = (
+        read_index(&store.images_json()),
+        read_index(&store.layers_json()),
+    ) else {
+        return; // reported by check_store
+    };
+    for (blob, configs) in podman::blob_users(&images, &layers) {
+        let Some(hex) = hex_of(&blob) else { continue };
+        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        if !dir.is_dir() {
+            continue; // reported with the layer record
+        }
+        let oj = dir.join(".metadata/origin.json");
+        let Ok(Some(origin)) = ducc::read_origin(&oj) else {
+            continue; // reported by check_ducc
+        };
+        for c in configs.iter().filter(|c| !origin.origin.contains(c)) {
+            r.problems.push(format!(
+                "layer {blob}: {} does not name image {c}, which uses it (gc could remove the layer from under it; `cvmfs-podman gc` or publishing again adds it)",
+                oj.display()
+            ));
+        }
+    }
+}
+
+/// The subdirectories of `d`, sorted, without publisher temporaries (a layer
+/// being unpacked in `.layers/` is not an `XX` directory; they are reported
+/// on their own).
 fn read_dirs(d: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(d)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter(|e| {
+            !e.file_name()
+                .as_encoded_bytes()
+                .starts_with(fsx::TMP_PREFIX.as_bytes())
+        })
         .map(|e| e.path())
         .collect();
     v.sort();
@@ -400,13 +564,23 @@ fn check_owners(
 
 fn check_store(repo: &Path, r: &mut Report) {
     let store = StorePaths::new(repo.join("podmanStore"));
-    if !store.root.exists() {
+    if !store.images_json().exists() && !store.layers_json().exists() {
+        // also what a first publish interrupted before its first index leaves
         r.notes
-            .push("no podmanStore (nothing published yet?)".into());
+            .push("no podmanStore indexes (nothing published yet?)".into());
         return;
     }
-    for f in [store.images_lock(), store.layers_lock()] {
-        if !f.is_file() {
+    for f in [
+        store.images_lock(),
+        store.layers_lock(),
+        store.publisher_lock(),
+    ] {
+        if fs::symlink_metadata(&f).is_ok_and(|m| !m.is_file()) {
+            r.problems.push(format!(
+                "{}: not a regular file (a symlink?): the publisher refuses to open it; remove it",
+                f.display()
+            ));
+        } else if !f.is_file() && f != store.publisher_lock() {
             r.problems.push(format!(
                 "{}: lock file missing (a read-only store needs it)",
                 f.display()
@@ -544,7 +718,19 @@ fn check_store(repo: &Path, r: &mut Report) {
             continue;
         }
         for n in img["names"].as_array().into_iter().flatten() {
-            if !names.insert(n.as_str().unwrap_or("").to_string()) {
+            let ns = n.as_str().unwrap_or("");
+            match ImageName::parse(ns) {
+                Ok(parsed) if parsed.full() == ns => {}
+                Ok(_) => r.problems.push(format!(
+                    "{what}: {}: name {n} is not in normal form",
+                    store.images_json().display()
+                )),
+                Err(e) => r
+                    .problems
+                    .push(format!("{what}: {}: {e}", store.images_json().display())),
+            }
+            check_tag_link(repo, ns, id, r);
+            if !names.insert(ns.to_string()) {
                 r.problems
                     .push(format!("{what}: name {n} used by two images"));
             }

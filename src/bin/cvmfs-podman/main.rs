@@ -128,6 +128,15 @@ fn open_source(
     }
 }
 
+/// Image names as the store records them (`busybox` is
+/// `docker.io/library/busybox:latest`); an invalid one is refused by name.
+fn normal_names(names: &[String]) -> Result<Vec<String>, Error> {
+    names
+        .iter()
+        .map(|n| ImageName::parse(n).map(|p| p.full()))
+        .collect()
+}
+
 fn run_cvmfs_server(args: &[&str]) -> Result<(), Error> {
     let st = std::process::Command::new("cvmfs_server")
         .args(args)
@@ -162,7 +171,13 @@ fn cmd_publish(
     let src = open_source(image, platform, tls_verify)?;
     let name = match name {
         Some(n) => ImageName::parse(n)?,
-        None => src.default_name()?,
+        // a name from the source's own records (RepoTags, a directory name)
+        None => src.default_name().map_err(|e| {
+            e.context(format!(
+                "image {}: the name it carries (give --name to publish it under another)",
+                src.describe()
+            ))
+        })?,
     };
     std::fs::create_dir_all(repo).map_err(|e| Error::io(repo, e))?;
     let abs = std::fs::canonicalize(repo).map_err(|e| Error::io(repo, e))?;
@@ -185,7 +200,10 @@ fn cmd_publish(
         progress: progress.clone(),
         no_devices,
     };
-    let s = publish::publish(src.as_ref(), &opts)?;
+    // the name it was to have, besides the source the error names
+    let full_name = opts.name.full();
+    let s = publish::publish(src.as_ref(), &opts)
+        .map_err(|e| e.context(format!("publishing as {full_name}")))?;
     if json {
         println!(
             "{}",
@@ -293,6 +311,12 @@ fn main() -> ExitCode {
                         for d in r.layer_dirs.iter().chain(&r.flat_dirs) {
                             println!("{verb} {d}");
                         }
+                        for t in &r.temporaries {
+                            println!("removed leftover {t}");
+                        }
+                        for o in &r.origins_repaired {
+                            println!("repaired {o}");
+                        }
                         println!(
                             "gc: {} images, {} layer records, {} layer directories, {} flat directories {verb}",
                             r.images.len(),
@@ -311,6 +335,13 @@ fn main() -> ExitCode {
         }
         Cmd::Enable { names, repo, store } => {
             use cvmfs_graphdriver::publish::podman::{enable, StorePaths};
+            let names = match normal_names(&names) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("cvmfs-podman enable: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             match enable(
                 &StorePaths::new(repo.join("podmanStore")),
                 &StorePaths::new(&store),
@@ -333,6 +364,13 @@ fn main() -> ExitCode {
         }
         Cmd::Disable { names, store } => {
             use cvmfs_graphdriver::publish::podman::{disable, StorePaths};
+            let names = match normal_names(&names) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("cvmfs-podman disable: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             match disable(&StorePaths::new(&store), &names) {
                 Ok(r) => {
                     println!(

@@ -27,6 +27,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::progress::Progress;
+
+/// Per blob digest, the configs of the images the store records using it.
+type BlobUsers = std::collections::BTreeMap<String, BTreeSet<String>>;
 use crate::source::{read_limited, ImageName, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +136,16 @@ impl Pending {
     }
 }
 
+/// A reused layer's per-blob files rebuilt from its blob (it was published by
+/// DUCC or by an older run), written under the publisher lock.
+struct Rebuilt {
+    ts_tmp: PathBuf,
+    ts_cache: PathBuf,
+    /// The owners to save, when the files lost them.
+    owners: Option<std::result::Result<Vec<u8>, String>>,
+    markers: Option<Vec<String>>,
+}
+
 struct LayerOut {
     compressed: String,
     size: u64,
@@ -147,10 +160,21 @@ struct LayerOut {
     /// restores them, or why none could be built.
     owners: Option<std::result::Result<Vec<u8>, String>>,
     pending: Option<Pending>,
-    /// An existing layer directory: add this image to its origin.json.
-    needs_origin: bool,
     /// The raw whiteout markers in its `layerfs`, for the layer records.
     markers: Option<Vec<String>>,
+    rebuilt: Option<Rebuilt>,
+}
+
+impl LayerOut {
+    /// Drop what this layer left under temporary names (the image failed).
+    fn discard(&self) {
+        if let Some(pd) = &self.pending {
+            pd.discard();
+        }
+        if let Some(rb) = &self.rebuilt {
+            let _ = fs::remove_file(&rb.ts_tmp);
+        }
+    }
 }
 
 /// What `podmanStore/cvmfs/flat/<c>.json` says: this publisher built the flat
@@ -181,44 +205,11 @@ fn ensure_catalog(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Remove temporary entries of publishers that are no longer running.
-fn sweep_dead(dir: &Path) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(fsx::TMP_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('.').next().unwrap_or("");
-        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
-            let _ = fsx::remove_all(&e.path());
-        }
-    }
-}
-
-/// Sweep every place a publisher creates temporaries.
-pub fn sweep_repo(repo: &Path) {
-    for top in [".layers", ".flat"] {
-        let t = repo.join(top);
-        sweep_dead(&t);
-        if let Ok(rd) = fs::read_dir(&t) {
-            for e in rd.flatten() {
-                sweep_dead(&e.path());
-            }
-        }
-    }
-    let ps = repo.join("podmanStore");
-    for d in [
-        "",
-        "cvmfs",
-        "cvmfs/layers",
-        "cvmfs-images",
-        "cvmfs-layers",
-        "cvmfs/tar-split",
-    ] {
-        sweep_dead(&ps.join(d));
-    }
-    sweep_dead(&repo.join(".metadata"));
+/// The publisher lock of the repository, after checking that the store's
+/// directories on the way are real ones.
+fn publisher_lock(repo: &Path, store: &StorePaths) -> Result<fsx::Lock> {
+    fsx::check_real_dirs(repo, &store.root.join("cvmfs"))?;
+    fsx::Lock::publisher(&store.publisher_lock())
 }
 
 fn decompressor<'a>(r: impl BufRead + Send + 'a) -> Result<(Box<dyn Read + Send + 'a>, i64)> {
@@ -283,24 +274,37 @@ impl Job<'_> {
             // An empty marker without an owners file: lost owners recorded by
             // a publisher that did not write owners files yet.
             let legacy = !owners_p.exists() && fs::metadata(&marker).is_ok_and(|m| m.len() == 0);
-            if !ts_cache.exists() || legacy {
+            let rebuilt = if !ts_cache.exists() || legacy {
                 // published by DUCC (or by an interrupted run of ours): rebuild
                 // the tar-split from the blob, and find out whether the files
                 // carry the image's owners (DUCC's do not); if not, keep the
-                // tar's owners for the driver to restore
-                let entries = self.tar_split_only(i, &digest, &ts_cache)?;
-                if legacy || !ownership_matches(&dir.join("layerfs"), &entries) {
-                    let owners = ownership::owners_json(&entries);
-                    self.save_owners(&hex, &owners)?;
-                }
-                self.save_markers(&hex, layer::marker_list(&entries).as_deref())?;
-            }
-            let markers = self.saved_markers(&hex);
-            let ownership_kept = !marker.exists();
-            let owners = (!ownership_kept).then(|| match fs::read(&owners_p) {
-                Ok(b) => Ok(b),
-                Err(_) => Err(fs::read_to_string(&marker).unwrap_or_default()),
-            });
+                // tar's owners for the driver to restore. Saved by `place`.
+                let (entries, ts_tmp) = self.tar_split_only(&digest, &ts_cache)?;
+                let owners = (legacy || !ownership_matches(&dir.join("layerfs"), &entries))
+                    .then(|| ownership::owners_json(&entries));
+                Some(Rebuilt {
+                    ts_tmp,
+                    ts_cache: ts_cache.clone(),
+                    owners,
+                    markers: layer::marker_list(&entries),
+                })
+            } else {
+                None
+            };
+            // owners saved before (a marker, and the file or why there is none)
+            let saved_owners = || {
+                let kept = !marker.exists();
+                let owners = (!kept).then(|| match fs::read(&owners_p) {
+                    Ok(b) => Ok(b),
+                    Err(_) => Err(fs::read_to_string(&marker).unwrap_or_default()),
+                });
+                (kept, owners)
+            };
+            let (markers, (ownership_kept, owners)) = match &rebuilt {
+                Some(rb) if rb.owners.is_some() => (rb.markers.clone(), (false, rb.owners.clone())),
+                Some(rb) => (rb.markers.clone(), saved_owners()),
+                None => (self.saved_markers(&hex), saved_owners()),
+            };
             let compression = self.compression_of(desc);
             p.done(i, "exists, skipped");
             return Ok(LayerOut {
@@ -315,8 +319,8 @@ impl Job<'_> {
                 ownership_kept,
                 owners,
                 pending: None,
-                needs_origin: true,
                 markers,
+                rebuilt,
             });
         }
 
@@ -389,8 +393,24 @@ impl Job<'_> {
         Some(list)
     }
 
-    /// Put an unpacked layer in place (tar-split first, then the directory).
-    fn place(&self, i: usize, o: &mut LayerOut) -> Result<()> {
+    /// Put an unpacked layer in place (tar-split first, then the directory),
+    /// and make its `origin.json` name this image and every other one `users`
+    /// says uses it. Under the publisher lock.
+    fn place(&self, i: usize, o: &mut LayerOut, users: &BlobUsers) -> Result<()> {
+        if let Some(rb) = o.rebuilt.take() {
+            let hex = digest_hex(&o.compressed)?;
+            let r = (|| {
+                if let Some(owners) = &rb.owners {
+                    self.save_owners(hex, owners)?;
+                }
+                self.save_markers(hex, rb.markers.as_deref())?;
+                fs::rename(&rb.ts_tmp, &rb.ts_cache).map_err(|e| Error::io(&rb.ts_cache, e))
+            })();
+            if r.is_err() {
+                let _ = fs::remove_file(&rb.ts_tmp);
+            }
+            r?;
+        }
         if let Some(pd) = o.pending.take() {
             let r = (|| {
                 if let Some(owners) = &o.owners {
@@ -409,9 +429,6 @@ impl Job<'_> {
                 }
             };
             o.written = placed;
-            if !placed {
-                self.add_origin(&pd.dir)?;
-            }
             self.opts.progress.done(
                 i,
                 if placed {
@@ -420,11 +437,8 @@ impl Job<'_> {
                     "exists (parallel publisher), skipped"
                 },
             );
-        } else if o.needs_origin {
-            let hex = digest_hex(&o.compressed)?;
-            self.add_origin(&layer_dir(&self.opts.repo, hex))?;
         }
-        Ok(())
+        self.add_origin(&o.compressed, users)
     }
 
     fn compression_of(&self, desc: &Value) -> i64 {
@@ -438,15 +452,24 @@ impl Job<'_> {
         }
     }
 
-    fn add_origin(&self, dir: &Path) -> Result<()> {
-        let op = dir.join(".metadata").join("origin.json");
-        let mut o: Origin = fs::read(&op)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        if !o.origin.contains(&self.config_digest) {
-            o.origin.push(self.config_digest.clone());
-            fsx::write_atomic(&op, ducc::origin_json(&o).as_bytes(), 0o644)?;
+    fn add_origin(&self, blob: &str, users: &BlobUsers) -> Result<()> {
+        let repo = &self.opts.repo;
+        let dir = layer_dir(repo, digest_hex(blob)?);
+        // it was there when this publish decided to reuse it; a gc since then
+        // may have removed it (origin.json must not appear without a layer)
+        if !dir.join("layerfs").is_dir() {
+            return Err(Error::msg(format!(
+                "{} disappeared before the image was recorded (a concurrent gc?); publish again",
+                dir.display()
+            )));
+        }
+        fsx::check_real_dirs(repo, &dir.join(".metadata"))?;
+        let mut configs = users.get(blob).cloned().unwrap_or_default();
+        configs.insert(self.config_digest.clone());
+        if let Some(why) = ducc::ensure_origin(&dir, &configs)? {
+            eprintln!(
+                "warning: layer {blob}: {why}; rebuilt from the images recorded in podmanStore"
+            );
         }
         Ok(())
     }
@@ -469,12 +492,16 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// The tar-split of blob `digest`, written to a temporary name beside
+    /// `ts_cache` (returned), and the blob's entries.
     fn tar_split_only(
         &self,
-        i: usize,
         digest: &str,
         ts_cache: &Path,
-    ) -> Result<Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>> {
+    ) -> Result<(
+        Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>,
+        PathBuf,
+    )> {
         let blob = self.src.blob(digest)?;
         let mut hr = HashReader {
             inner: blob,
@@ -506,14 +533,15 @@ impl Job<'_> {
             let (gz, entries) = split.finish().map_err(Error::msg)?;
             let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))?;
             Ok(entries)
         })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
+        match res {
+            Ok(entries) => Ok((entries, tmp)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
         }
-        let _ = i;
-        res
     }
 
     fn unpack_into(
@@ -604,8 +632,8 @@ impl Job<'_> {
                 ownership_kept,
                 owners,
                 pending: None,
-                needs_origin: false,
                 markers: layer::marker_list(&unpacked.entries),
+                rebuilt: None,
             })
         };
         match tail() {
@@ -658,12 +686,17 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
 
     let repo = &opts.repo;
     fs::create_dir_all(repo).map_err(|e| ctx(Error::io(repo, e)))?;
-    sweep_repo(repo);
-    for d in [".layers", ".flat"] {
-        ensure_catalog(&repo.join(d)).map_err(ctx)?;
-    }
     let store = StorePaths::new(repo.join("podmanStore"));
-    store.init().map_err(ctx)?;
+    {
+        // leftovers of crashed runs go, and the shared skeleton appears, under
+        // the lock (an index created "if missing" must not race a commit)
+        let _lock = publisher_lock(repo, &store).map_err(ctx)?;
+        fsx::sweep_repo(repo);
+        for d in [".layers", ".flat"] {
+            ensure_catalog(&repo.join(d)).map_err(ctx)?;
+        }
+        store.init().map_err(ctx)?;
+    }
 
     let job = Job {
         src,
@@ -718,11 +751,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         let mut first = None;
         for r in results {
             match r {
-                Some(Ok(o)) => {
-                    if let Some(pd) = &o.pending {
-                        pd.discard();
-                    }
-                }
+                Some(Ok(o)) => o.discard(),
                 Some(Err(e)) => {
                     first.get_or_insert(e);
                 }
@@ -732,20 +761,58 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         return Err(first.unwrap_or_else(|| ctx(Error::msg("a layer was not processed"))));
     }
     let mut outs: Vec<LayerOut> = results.into_iter().flatten().flatten().collect();
+    // From here on every shared index is read, changed and written: one
+    // publisher (or gc) at a time, until the image is recorded.
+    let ids = layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let users = publisher_lock(repo, &store).and_then(|lock| {
+        let images = podman::read_index(&store.images_json())?;
+        let layers = podman::read_index(&store.layers_json())?;
+        // a layer ID the store has already names the blob it was first
+        // published from (maybe another compression of the same content):
+        // the image uses that blob's layer through the store
+        let recorded: Vec<Option<String>> = ids
+            .iter()
+            .map(|id| {
+                layers
+                    .iter()
+                    .find(|l| l["id"] == id.as_str())
+                    .and_then(|l| l["compressed-diff-digest"].as_str())
+                    .map(str::to_string)
+            })
+            .collect();
+        Ok((lock, podman::blob_users(&images, &layers), recorded))
+    });
+    let (_lock, users, recorded) = match users {
+        Ok(x) => x,
+        Err(e) => {
+            outs.iter().for_each(LayerOut::discard);
+            return Err(ctx(e));
+        }
+    };
     for i in 0..outs.len() {
-        let r = job.place(i, &mut outs[i]);
+        let r = job
+            .place(i, &mut outs[i], &users)
+            .and_then(|()| match &recorded[i] {
+                Some(d) if *d != outs[i].compressed => job.add_origin(d, &users),
+                _ => Ok(()),
+            });
         if let Err(e) = r {
-            for o in &outs[i + 1..] {
-                if let Some(pd) = &o.pending {
-                    pd.discard();
-                }
-            }
+            outs[i..].iter().for_each(LayerOut::discard);
             return Err(ctx(e));
         }
     }
 
     // the flat rootfs
     let fdir = flat_dir(repo, &chex);
+    fsx::check_real_dirs(repo, fdir.parent().expect("has parent")).map_err(ctx)?;
+    if fs::symlink_metadata(&fdir).is_ok_and(|m| !m.is_dir()) {
+        // not ours (a symlink or file put there): built again
+        eprintln!(
+            "warning: {}: not a directory, replaced by the image's root filesystem",
+            fdir.display()
+        );
+        fsx::remove_all(&fdir).map_err(ctx)?;
+    }
     let flat_status = if fdir.is_dir() {
         "exists, skipped"
     } else {
@@ -792,15 +859,11 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         layers: descs.iter().map(desc_of).collect(),
     };
     let mpath = repo.join(".metadata").join(&rel).join("manifest.json");
-    // leftovers of crashed runs in the directories this publish writes to
-    sweep_dead(mpath.parent().expect("has parent"));
-    sweep_dead(repo.join(&rel).parent().expect("has parent"));
-    sweep_dead(&store.image_dir(&chex));
-    for id in layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>()) {
-        sweep_dead(store.record(&id).parent().expect("has parent"));
+    let link = repo.join(&rel);
+    for dir in [mpath.parent(), link.parent()].into_iter().flatten() {
+        fsx::check_real_dirs(repo, dir).map_err(ctx)?;
     }
     fsx::write_atomic(&mpath, ducc::manifest_json(&dm).as_bytes(), 0o644).map_err(ctx)?;
-    let link = repo.join(&rel);
     let depth = rel.split('/').count() - 1;
     let target = format!("{}.flat/{}/{}", "../".repeat(depth), &chex[..2], chex);
     fs::create_dir_all(link.parent().unwrap()).map_err(|e| ctx(Error::io(&link, e)))?;
@@ -812,7 +875,6 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     })?;
 
     // the podman store
-    let ids = layer_ids(&diff_ids.iter().map(String::as_str).collect::<Vec<_>>());
     let new_layers: Vec<NewLayer> = outs
         .iter()
         .enumerate()
