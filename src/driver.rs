@@ -812,7 +812,9 @@ impl Driver {
                 .cloned()
                 .collect()
         };
-        let flat = self.flat_stand_in(in_stack(&chain).iter());
+        let flat = self
+            .flat_stand_in(in_stack(&chain).iter())
+            .map_err(|e| e.context(format!("layer {}: get", layer.id())))?;
         if flat.is_none() && (chain.last().is_some_and(has_flat) || (!writable && has_flat(layer)))
         {
             // The flat tree does not answer: the whole chain after all.
@@ -954,9 +956,12 @@ impl Driver {
     /// and nothing is built on local disk but the whiteout layer hiding the
     /// tree's catalog marker. Not used when `cvmfs.use_flat=false` or when
     /// the tree does not answer (the layers are used instead: same content).
-    fn flat_stand_in<'a>(&self, stack: impl Iterator<Item = &'a Layer>) -> Option<FlatStandIn> {
+    fn flat_stand_in<'a>(
+        &self,
+        stack: impl Iterator<Item = &'a Layer>,
+    ) -> Result<Option<FlatStandIn>> {
         if !self.options.use_flat {
-            return None;
+            return Ok(None);
         }
         for l in stack {
             let Layer::Store(s) = l else { continue };
@@ -970,14 +975,16 @@ impl Driver {
                 flat: None,
                 ..s.clone()
             };
-            if self.layout.check_reachable(&layer).is_ok() {
-                return Some(FlatStandIn {
+            // A tree that leaves the repository is an error (the record is
+            // hostile or corrupt); one that does not answer is worked around.
+            if self.layout.check_beneath(&layer, "flat")?.is_ok() {
+                return Ok(Some(FlatStandIn {
                     stands_for: s.id.clone(),
                     layer,
-                });
+                }));
             }
         }
-        None
+        Ok(None)
     }
 
     /// The lower directories of `members` with the auxiliary whiteout layers
