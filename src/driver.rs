@@ -1051,6 +1051,9 @@ impl Driver {
     /// Mount layer `id` with its parents and return the mount point. Counted:
     /// every `get` needs a `put`.
     pub fn get(&self, id: &str, _mount_label: Option<&str>, options: &[String]) -> Result<PathBuf> {
+        // The caller's options go into the overlay mount: only allow-listed
+        // ones, never directories of its own.
+        crate::options::check_caller_mount_options(id, options)?;
         let layer = self.resolve(id, "get")?;
         let merged = self.merged_dir(&layer);
         let (mut count, count_path) = self.count_lock(id)?;
