@@ -117,6 +117,9 @@ struct AuxBatch {
     /// Markers found by walking a layer, by layer ID: each layer is walked
     /// once per stack even though it is in two pairs.
     scanned: std::collections::HashMap<String, Arc<Vec<whiteouts::Marker>>>,
+    /// When building this stack's whiteout layers must have ended (set at
+    /// the first one: `cvmfs.whiteout_timeout` from then).
+    deadline: Option<std::time::Instant>,
 }
 
 impl AuxBatch {
@@ -135,12 +138,14 @@ impl AuxBatch {
         if let Some(m) = self.scanned.get(&l.id) {
             return Ok(m.clone());
         }
-        let m = Arc::new(whiteouts::scan_markers(&l.content_dir).map_err(|e| {
-            Error::new(
-                ErrorCode::Repository,
-                format!("{}: looking for whiteout markers: {e}", what(l)),
-            )
-        })?);
+        let m = Arc::new(
+            whiteouts::scan_markers_until(&l.content_dir, self.deadline).map_err(|e| {
+                Error::new(
+                    ErrorCode::Repository,
+                    format!("{}: looking for whiteout markers: {e}", what(l)),
+                )
+            })?,
+        );
         self.scanned.insert(l.id.clone(), m.clone());
         Ok(m)
     }
@@ -492,9 +497,19 @@ impl Driver {
                 )));
             }
             if p == layer.id() || out.iter().any(|l| l.id() == p) {
+                // Name the record that closes the loop: it is the bad file.
+                let closing = match out.last().unwrap_or(layer) {
+                    Layer::Store(s) => {
+                        format!(" (record {} names it as parent)", s.record_path.display())
+                    }
+                    Layer::Local { .. } => String::new(),
+                };
                 return Err(Error::new(
                     ErrorCode::Io,
-                    format!("layer {}: {op}: parent chain loops at {p}", layer.id()),
+                    format!(
+                        "layer {}: {op}: parent chain loops at {p}{closing}",
+                        layer.id()
+                    ),
                 ));
             }
             let parent = self.resolve_quiet(&p).map_err(|e| {
@@ -558,7 +573,27 @@ impl Driver {
         if !all_listed && none.exists() {
             return Ok(None);
         }
-        let what = |l: &StoreLayer| format!("layer {} ({})", l.id, l.content_dir.display());
+        let what = |l: &StoreLayer| {
+            let owners = match l.owners {
+                Some(_) => format!(
+                    ", ownership file {}",
+                    l.record_path
+                        .with_file_name(whiteouts::OWNERSHIP_FILE)
+                        .display()
+                ),
+                None => String::new(),
+            };
+            format!(
+                "layer {} ({}, record {}{owners})",
+                l.id,
+                l.content_dir.display(),
+                l.record_path.display()
+            )
+        };
+        let timeout = self.options.whiteout_timeout;
+        let deadline = *batch
+            .deadline
+            .get_or_insert_with(|| std::time::Instant::now() + timeout);
         let (um, lm) = (
             batch.markers_of(upper, what)?,
             batch.markers_of(lower, what)?,
@@ -587,11 +622,12 @@ impl Driver {
                 .join(" over ")
         };
         let result = fs::create_dir(&staging).and_then(|()| {
-            whiteouts::build_aux(
+            whiteouts::build_aux_until(
                 &staging,
                 upper.map(|u| (u.content_dir.as_path(), um.as_slice())),
                 lower.map(|l| (l.content_dir.as_path(), lm.as_slice())),
                 owners,
+                Some(deadline),
             )
         });
         if let Err(e) = result {

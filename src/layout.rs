@@ -111,7 +111,10 @@ struct RawRecord {
     whiteouts: Option<String>,
     #[serde(default)]
     ownership: Option<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::mount::whiteouts::deserialize_marker_list"
+    )]
     markers: Option<Vec<String>>,
     #[serde(default)]
     flat: Option<String>,
@@ -137,9 +140,13 @@ fn repo_relative<'a>(record: &Path, field: &str, rel: &'a str) -> Result<&'a Pat
     Ok(p)
 }
 
-/// Largest layer record read: records come from outside, and a marker list
-/// is the only part that grows with the layer.
-pub const RECORD_MAX_BYTES: u64 = 64 << 20;
+/// Largest store layer record read: records come from outside, and a marker
+/// list is the only part that grows with the layer (its
+/// [`MAX_LISTED_MARKERS`](crate::mount::whiteouts::MAX_LISTED_MARKERS)
+/// entries of ordinary lengths fit in a few MiB). Bounds the parse of a
+/// hostile record (the driver home's own records, without markers, have
+/// their own smaller limit in `store.rs`).
+pub const RECORD_MAX_BYTES: u64 = 4 << 20;
 
 fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(

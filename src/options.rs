@@ -16,6 +16,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "force_mask",
     "repository_timeout",
     "use_flat",
+    "whiteout_timeout",
 ];
 
 /// Parsed driver options.
@@ -36,6 +37,9 @@ pub struct Options {
     /// Mount a published image's flat root filesystem (when its top layer's
     /// record names one) instead of stacking its layers.
     pub use_flat: bool,
+    /// How long building the whiteout layers of one stack may take (they
+    /// come from records, and the build runs inside a podman call).
+    pub whiteout_timeout: Duration,
 }
 
 impl Default for Options {
@@ -48,6 +52,7 @@ impl Default for Options {
             force_mask: None,
             repository_timeout: Duration::from_secs(1),
             use_flat: true,
+            whiteout_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -157,6 +162,15 @@ pub fn check_caller_mount_options(layer: &str, options: &[String]) -> Result<()>
     Ok(())
 }
 
+fn parse_seconds(item: &str, value: &str) -> Result<Duration> {
+    let secs: f64 = value
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+        .ok_or_else(|| bad(item, "expected a number of seconds in (0, 3600]"))?;
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn bad(option: &str, why: impl std::fmt::Display) -> Error {
     Error::invalid(format!("cvmfs: option {option:?}: {why}"))
 }
@@ -236,14 +250,8 @@ impl Options {
                 "ignore_chown_errors" => opts.ignore_chown_errors = parse_bool(item, value)?,
                 "force_mask" => opts.force_mask = Some(parse_mask(item, value)?),
                 "use_flat" => opts.use_flat = parse_bool(item, value)?,
-                "repository_timeout" => {
-                    let secs: f64 = value
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-                        .ok_or_else(|| bad(item, "expected a number of seconds in (0, 3600]"))?;
-                    opts.repository_timeout = Duration::from_secs_f64(secs);
-                }
+                "repository_timeout" => opts.repository_timeout = parse_seconds(item, value)?,
+                "whiteout_timeout" => opts.whiteout_timeout = parse_seconds(item, value)?,
                 _ => {
                     return Err(Error::invalid(format!(
                         "cvmfs: unknown option {:?} (known: {})",
@@ -285,6 +293,7 @@ mod tests {
             "cvmfs.force_mask=0755",
             "cvmfs.repository_timeout=2.5",
             "cvmfs.use_flat=false",
+            "cvmfs.whiteout_timeout=7",
         ])
         .unwrap();
         assert_eq!(
@@ -303,6 +312,7 @@ mod tests {
         assert_eq!(o.force_mask, Some(0o755));
         assert_eq!(o.repository_timeout, Duration::from_millis(2500));
         assert!(!o.use_flat);
+        assert_eq!(o.whiteout_timeout, Duration::from_secs(7));
     }
 
     #[test]
