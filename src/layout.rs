@@ -170,6 +170,25 @@ pub fn store_repository(store: &Path) -> Option<PathBuf> {
     (repo.parent().is_some()).then(|| repo.to_path_buf())
 }
 
+/// Parse and validate a store layer record's text as the driver does, with
+/// no filesystem access and no configuration of its own: a pure function
+/// for fuzzing. The record is read as layer `0…0` of the store
+/// `/cvmfs/fuzz.example.org/podmanStore`, whose repository is therefore the
+/// only one accepted.
+pub fn parse_record(bytes: &[u8]) -> Result<StoreLayer> {
+    let store = Path::new("/cvmfs/fuzz.example.org").join(STORE_DIR_NAME);
+    let layout = Layout::new(&Options::default());
+    let id = "0".repeat(64);
+    let record_path = Layout::record_path(&store, &id);
+    if bytes.len() as u64 > RECORD_MAX_BYTES {
+        return Err(repo_err(
+            &record_path,
+            format!("larger than {RECORD_MAX_BYTES} bytes"),
+        ));
+    }
+    layout.parse_record(&store, &id, &record_path, bytes)
+}
+
 /// Run `f` on a helper thread; give up after `timeout` (the thread is left to
 /// finish on its own: a hung FUSE call cannot be interrupted).
 pub fn with_timeout<T: Send + 'static>(
@@ -960,6 +979,25 @@ mod tests {
         let id = "2".repeat(64);
         write_record(&f, &id, &rec("[]").replace("\"oci-raw\"", "\"overlay\""));
         assert!(find_err(&f, &id).to_string().contains("only meaningful"));
+    }
+
+    #[test]
+    fn the_pure_parsers_take_any_bytes() {
+        let good = br#"{"version":1,"kind":"cvmfs","repository":"/cvmfs/fuzz.example.org","path":".layers/ab/d/layerfs","whiteouts":"oci-raw","ownership":"kept","markers":[".wh.a"]}"#;
+        let l = parse_record(good).unwrap();
+        assert_eq!(l.markers.unwrap().len(), 1);
+        for bad in [
+            &b""[..],
+            b"\xff",
+            b"[",
+            br#"{"version":1,"kind":"cvmfs","repository":"/"}"#,
+        ] {
+            assert!(parse_record(bad).is_err());
+        }
+        use crate::mount::whiteouts::parse_marker_list_json;
+        assert_eq!(parse_marker_list_json(br#"["a/.wh.b"]"#).unwrap().len(), 1);
+        assert!(parse_marker_list_json(br#"["a/.wh.b"] x"#).is_err());
+        assert!(parse_marker_list_json(b"null").is_err());
     }
 
     #[test]

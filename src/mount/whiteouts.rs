@@ -70,6 +70,11 @@ impl Marker {
     pub fn is_opaque(&self) -> bool {
         self.name.as_bytes() == WHITEOUT_OPAQUE.as_bytes()
     }
+    /// AUFS metadata (`.wh..wh.plnk`, ...: `.wh..wh.` but not the opaque
+    /// marker), which unpacking drops.
+    pub fn is_aufs_metadata(&self) -> bool {
+        !self.is_opaque() && self.name.as_bytes().starts_with(b".wh..wh.")
+    }
     /// The name a `.wh.<x>` marker deletes (`None` for the opaque marker).
     pub fn deleted(&self) -> Option<&OsStr> {
         if self.is_opaque() {
@@ -277,6 +282,17 @@ fn distinct_dirs(markers: &[Marker]) -> usize {
         prev = Some(&m.dir);
     }
     n
+}
+
+/// A marker list as JSON text (a record's `markers` value), read and
+/// validated as the driver does: a pure function for fuzzing.
+pub fn parse_marker_list_json(bytes: &[u8]) -> Result<Vec<Marker>, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let list = deserialize_marker_list(&mut de)
+        .and_then(|l| de.end().map(|()| l))
+        .map_err(|e| format!("malformed or truncated JSON: {e}"))?
+        .unwrap_or_default();
+    parse_marker_list(&list)
 }
 
 /// Name of the ownership metadata file beside a layer record.
@@ -597,18 +613,21 @@ pub fn build_aux(
     build_aux_until(aux, upper, lower, owners, None)
 }
 
-/// Check that every marker of `markers` is there in `layer`, as a
-/// non-directory whose directory is reached from the layer without any
+/// The markers of `markers` that are there in `layer`, checking that each
+/// is a non-directory whose directory is reached from the layer without any
 /// symlink (`openat2` `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). A record
 /// lists exactly the layer's marker files, so a list naming others is
 /// corrupt or hostile; checking it first costs one lookup per marker
 /// (cheap next to making a device for each) and refuses invented lists
-/// before any work is done for them.
+/// before any work is done for them. The one exception: AUFS metadata
+/// (`.wh..wh.<x>` but the opaque marker), which our publisher lists but
+/// does not unpack (DUCC keeps it), is left out when it is absent.
 pub fn verify_markers(
     layer: &Path,
     markers: &[Marker],
     deadline: Option<Instant>,
-) -> io::Result<()> {
+) -> io::Result<Vec<Marker>> {
+    let mut present = Vec::with_capacity(markers.len());
     use rustix::fs::{openat2, statat, AtFlags, OFlags, ResolveFlags};
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = rustix::fs::open(layer, dir_flags, Mode::empty())
@@ -649,13 +668,17 @@ pub fn verify_markers(
             dir = Some((&m.dir, fd));
         }
         let (_, fd) = dir.as_ref().expect("set above");
-        let st = statat(fd, m.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| bad(format!("is not there ({e})")))?;
+        let st = match statat(fd, m.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) if m.is_aufs_metadata() => continue,
+            Err(e) => return Err(bad(format!("is not there ({e})"))),
+        };
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             return Err(bad("is a directory".into()));
         }
+        present.push(m.clone());
     }
-    Ok(())
+    Ok(present)
 }
 
 /// [`build_aux`], giving up with `TimedOut` at `deadline`: the lists come
@@ -667,9 +690,22 @@ pub fn build_aux_until(
     owners: &[Owner],
     deadline: Option<Instant>,
 ) -> io::Result<()> {
-    for (layer, markers) in [upper, lower].into_iter().flatten() {
-        verify_markers(layer, markers, deadline)?;
-    }
+    let checked = |side: Option<(&Path, &[Marker])>| -> io::Result<Option<(PathBuf, Vec<Marker>)>> {
+        side.map(|(layer, markers)| {
+            Ok((
+                layer.to_path_buf(),
+                verify_markers(layer, markers, deadline)?,
+            ))
+        })
+        .transpose()
+    };
+    let (upper_checked, lower_checked) = (checked(upper)?, checked(lower)?);
+    let upper = upper_checked
+        .as_ref()
+        .map(|(p, m)| (p.as_path(), m.as_slice()));
+    let lower = lower_checked
+        .as_ref()
+        .map(|(p, m)| (p.as_path(), m.as_slice()));
     let step = |done: usize, of: usize, whose: &Path| {
         check_deadline(deadline, || {
             format!(
@@ -827,6 +863,9 @@ mod tests {
             let e = verify_markers(&l, &listed, None).unwrap_err();
             assert!(e.to_string().contains(bad), "{bad}: {e}");
         }
+        // Except AUFS metadata our publisher lists but does not unpack.
+        let listed = parse_marker_list(&["real/.wh..wh.plnk".into(), "real/.wh.y".into()]).unwrap();
+        assert_eq!(verify_markers(&l, &listed, None).unwrap(), listed[1..]);
     }
 
     #[test]
