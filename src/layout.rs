@@ -649,6 +649,17 @@ impl Layout {
             }
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
+            if let Some(flat) = &layer.flat {
+                // Every use of the tree (mounts, diffs' lowers, metadata)
+                // relies on it lying beneath the repository: a record whose
+                // tree leaves it is refused; one that does not answer now is
+                // left to the mount, which then stacks the layers.
+                let tree = StoreLayer {
+                    content_dir: flat.clone(),
+                    ..layer.clone()
+                };
+                let _unanswered = self.check_beneath(&tree, "flat")?;
+            }
             if let StoreLayerKind::Cvmfs {
                 ownership: Ownership::Lost,
                 ..
