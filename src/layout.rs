@@ -223,6 +223,12 @@ enum Beneath {
 /// caches while a FUSE daemon is stuck, statfs always reaches it, so a hung
 /// repository shows here and not in the mount(2) that follows.
 fn resolve_beneath(repo: &Path, rel: &Path) -> io::Result<Beneath> {
+    resolve_beneath_with(repo, rel, false)
+}
+
+/// [`resolve_beneath`]; with `no_symlinks`, no symlink at all may be on
+/// the way (`RESOLVE_NO_SYMLINKS`).
+fn resolve_beneath_with(repo: &Path, rel: &Path, no_symlinks: bool) -> io::Result<Beneath> {
     use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
     use rustix::io::Errno;
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -233,10 +239,14 @@ fn resolve_beneath(repo: &Path, rel: &Path) -> io::Result<Beneath> {
     } else {
         rel
     };
-    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let mut resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    if no_symlinks {
+        resolve |= ResolveFlags::NO_SYMLINKS;
+    }
     let fd = match openat2(&root, rel, dir_flags, Mode::empty(), resolve) {
         Ok(fd) => fd,
         Err(Errno::XDEV) => return Ok(Beneath::Escapes("resolves (through \"..\" or a symlink)")),
+        Err(Errno::LOOP) if no_symlinks => return Ok(Beneath::Escapes("passes through a symlink")),
         Err(Errno::LOOP) => {
             return Ok(Beneath::Escapes(
                 "passes through a /proc magic link or a symlink loop",
@@ -559,6 +569,31 @@ impl Layout {
         }
     }
 
+    /// A layer of kind "local" has its files in `diff` beside its record: a
+    /// real directory of the store, reached from it without any symlink (a
+    /// symlink there would mount any host directory as the layer).
+    fn check_local_diff(&self, store: &Path, layer: &StoreLayer) -> Result<()> {
+        let Ok(rel) = layer.content_dir.strip_prefix(store) else {
+            return Err(repo_err(&layer.record_path, "diff is not inside the store"));
+        };
+        let (root, rel) = (store.to_path_buf(), rel.to_path_buf());
+        let outcome = self.probe(store, move || resolve_beneath_with(&root, &rel, true));
+        let why = match outcome {
+            None => format!(
+                "no answer within {:.1}s (store unreachable?)",
+                self.timeout.as_secs_f64()
+            ),
+            Some(Ok(Beneath::Dir)) => return Ok(()),
+            Some(Ok(Beneath::NotDir)) => "is not a directory".into(),
+            Some(Ok(Beneath::Escapes(why))) => format!("{why}: refused"),
+            Some(Err(e)) => e.to_string(),
+        };
+        Err(repo_err(
+            &layer.record_path,
+            format!("kind \"local\": {}: {why}", layer.content_dir.display()),
+        ))
+    }
+
     /// Before mounting a stack: check (with the timeout) that every repository
     /// it uses still answers, through the topmost layer of each, so an
     /// unmounted repository gives a clear error instead of a kernel one.
@@ -649,6 +684,9 @@ impl Layout {
             }
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
+            if layer.kind == StoreLayerKind::Local {
+                self.check_local_diff(store, &layer)?;
+            }
             if let Some(flat) = &layer.flat {
                 // Every use of the tree (mounts, diffs' lowers, metadata)
                 // relies on it lying beneath the repository: a record whose
@@ -770,6 +808,19 @@ mod tests {
     }
 
     #[test]
+    fn local_kind_diff_must_be_a_real_directory_of_the_store() {
+        let f = fixture();
+        let text = r#"{"version":1,"kind":"local","parent":null}"#;
+        let rec = write_record(&f, ID, text);
+        let e = find_err(&f, ID).to_string();
+        assert!(e.contains("kind \"local\""), "{e}");
+        std::os::unix::fs::symlink(&f.repo, rec.with_file_name("diff")).unwrap();
+        let e = find_err(&f, ID).to_string();
+        assert!(e.contains("passes through a symlink"), "{e}");
+        assert!(e.contains(&rec.display().to_string()), "{e}");
+    }
+
+    #[test]
     fn local_kind_records_are_not_cached() {
         let f = fixture();
         let rec = write_record(
@@ -777,6 +828,7 @@ mod tests {
             ID,
             r#"{"version":1,"kind":"local","parent":null,"read_write":false}"#,
         );
+        fs::create_dir(rec.with_file_name("diff")).unwrap();
         assert!(f.layout.find(ID).unwrap().is_some());
         fs::remove_file(&rec).unwrap();
         assert!(

@@ -25,6 +25,9 @@ pub fn cases() -> Vec<Case> {
         case("record/repository-is-the-store", repository_is_store),
         case("record/repository-relative", repository_relative),
         case("record/repository-with-dotdot", repository_dotdot),
+        case("record/repository-via-proc-self-root", repository_proc_root),
+        case("record/repository-symlink-alias", repository_alias),
+        case("record/local-kind-diff-symlink-outside", local_diff_symlink),
         case("record/path-through-symlink-outside", path_symlink_outside),
         case("record/path-absolute-symlink", path_absolute_symlink),
         case("record/path-proc-self-root-magic", path_proc_magic),
@@ -333,6 +336,45 @@ fn repository_dotdot() -> Outcome {
     let sneaky = format!("{}/../canary", s.repo.display());
     s.record(ID, &sneaky, "etc", "");
     s.refused(ID, &[], &[&rec(&s, ID), "\"..\""], HOSTILE_LIMIT)
+}
+
+fn repository_proc_root() -> Outcome {
+    let s = Stage::new("procroot");
+    let via = format!(
+        "/proc/self/root{}",
+        s.canary.root.parent().unwrap().display()
+    );
+    s.record(ID, &via, "canary", "");
+    s.refused(
+        ID,
+        &[],
+        &[&rec(&s, ID), "field \"repository\""],
+        HOSTILE_LIMIT,
+    )
+}
+
+fn repository_alias() -> Outcome {
+    // Another name of the scratch directory (a symlink): not the configured
+    // repository's name, so not accepted even though it leads there.
+    let s = Stage::new("alias");
+    let alias = s.dir.path().join("alias");
+    std::os::unix::fs::symlink(s.dir.path(), &alias).unwrap();
+    s.record(ID, alias.to_str().unwrap(), "canary", "");
+    s.refused(
+        ID,
+        &[],
+        &[&rec(&s, ID), "field \"repository\""],
+        HOSTILE_LIMIT,
+    )
+}
+
+fn local_diff_symlink() -> Outcome {
+    // A record of kind "local" (a sibling driver home used as a store) has
+    // its files in `diff` beside it: here a symlink to the canary.
+    let s = Stage::new("localdiff");
+    let p = s.write_record(ID, br#"{"version":1,"kind":"local","parent":null}"#);
+    std::os::unix::fs::symlink(&s.canary.root, p.with_file_name("diff")).unwrap();
+    s.refused(ID, &[], &[&rec(&s, ID), "diff"], HOSTILE_LIMIT)
 }
 
 // ---- item 2: paths inside the repository ----------------------------------
