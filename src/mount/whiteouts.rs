@@ -401,8 +401,15 @@ fn apply_owners(
     owners: &[Owner],
     deadline: Option<Instant>,
 ) -> io::Result<()> {
+    use rustix::fs::{openat2, OFlags, ResolveFlags};
     use std::collections::HashMap;
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(layer, dir_flags, Mode::empty())
+        .map_err(|e| ctx(fsutil::ioe(e), "open layer", layer))?;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    // The parent last checked: entries come sorted, siblings in a row.
+    let mut checked_parent: Option<&Path> = None;
     for (i, o) in owners.iter().enumerate() {
         check_deadline(deadline, || {
             format!(
@@ -413,22 +420,21 @@ fn apply_owners(
         })?;
         let src = layer.join(&o.path);
         let parent = o.path.parent().unwrap_or(Path::new(""));
-        let mut cur = layer.to_path_buf();
-        for c in parent.components() {
-            cur.push(c);
-            let md =
-                fs::symlink_metadata(&cur).map_err(|e| ctx(e, "ownership entry parent", &cur))?;
-            if !md.is_dir() {
-                return Err(io::Error::new(
+        // Every parent a real directory of the layer: reached from it
+        // without any symlink, so nothing outside the layer is ever read.
+        if checked_parent != Some(parent) && !parent.as_os_str().is_empty() {
+            openat2(&root, parent, dir_flags, Mode::empty(), resolve).map_err(|e| {
+                io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "ownership entry {}: parent {} is not a directory",
+                        "ownership entry {}: parent {} is not a directory of the layer reached without a symlink ({e})",
                         o.path.display(),
-                        cur.display()
+                        layer.join(parent).display()
                     ),
-                ));
-            }
+                )
+            })?;
         }
+        checked_parent = Some(parent);
         let md = fs::symlink_metadata(&src).map_err(|e| ctx(e, "ownership entry", &src))?;
         if let Step::Covered = ensure_dir(aux, parent, layer)? {
             continue;
