@@ -41,6 +41,7 @@ pub fn cases() -> Vec<Case> {
         case("record/markers-over-cap-small-names", markers_over_cap),
         case("record/markers-deep-distinct-dirs", markers_deep_dirs),
         case("record/markers-at-both-caps-invented", markers_at_caps),
+        case("record/markers-real-over-time-limit", markers_over_time),
         case("record/markers-dotdot", markers_dotdot),
         case("record/markers-absolute", markers_absolute),
         case("record/markers-nul", markers_nul),
@@ -155,13 +156,19 @@ impl Stage {
     }
 
     fn driver(&self) -> Driver {
+        self.driver_with(&[])
+    }
+
+    fn driver_with(&self, extra: &[&str]) -> Driver {
+        let mut opts = vec![
+            format!("cvmfs.repositories={}", self.repo.display()),
+            format!("cvmfs.imagestore={}", self.store.display()),
+        ];
+        opts.extend(extra.iter().map(|s| s.to_string()));
         Driver::new(
             &self.dir.path().join("graph/cvmfs"),
             &self.dir.path().join("run"),
-            &[
-                format!("cvmfs.repositories={}", self.repo.display()),
-                format!("cvmfs.imagestore={}", self.store.display()),
-            ],
+            &opts,
         )
         .unwrap()
     }
@@ -620,6 +627,72 @@ fn markers_at_caps() -> Outcome {
     let _ = d.cleanup();
     outcome(
         verdict
+            .and_then(|()| s.nothing_mounted())
+            .and_then(|()| s.canary.unchanged()),
+    )
+}
+
+fn markers_over_time() -> Outcome {
+    // Markers that are really there (a layer deleting many names) but more
+    // than the whiteout layers can be built for in the configured time:
+    // get gives up at the limit, naming the record, and leaves nothing
+    // behind (no mount, no half-built whiteout layer).
+    if !is_root() {
+        return Outcome::Skip("needs root (real overlay mounts)".into());
+    }
+    let s = Stage::new("mtime");
+    let layer = s.repo.join(LAYER);
+    let n = 3000;
+    let mut list = Vec::with_capacity(n);
+    for i in 0..n {
+        let dir = format!("d{}", i % 50);
+        fs::create_dir_all(layer.join(&dir)).unwrap();
+        let m = format!("{dir}/.wh.f{i}");
+        fs::write(layer.join(&m), b"").unwrap();
+        list.push(m);
+    }
+    list.sort();
+    let text = serde_json::to_string(&list).unwrap();
+    markers_record(&s, ID, |out| out.extend_from_slice(text.as_bytes()));
+    s.record(PARENT, s.repo.to_str().unwrap(), PARENT_LAYER, "");
+    let text = String::from_utf8(fs::read(s.record_path(ID)).unwrap())
+        .unwrap()
+        .replace(r#""parent":null"#, &format!(r#""parent":"{PARENT}""#));
+    s.write_record(ID, text.as_bytes());
+    let d = s.driver_with(&["cvmfs.whiteout_timeout=0.001"]);
+    let start = Instant::now();
+    let r = d.get(ID, None, &[]);
+    let took = start.elapsed();
+    let verdict = match r {
+        Ok(_) => {
+            let _ = d.put(ID);
+            Err(format!(
+                "built {n} whiteouts twice within 1 ms ({took:.2?}): make the case bigger"
+            ))
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            ensure(
+                msg.contains(&rec(&s, ID)),
+                format!("record not named: {msg}"),
+            )
+            .and_then(|()| {
+                ensure(
+                    msg.contains("time limit"),
+                    format!("not the time limit: {msg}"),
+                )
+            })
+            .and_then(|()| ensure(took < HOSTILE_LIMIT, format!("took {took:.2?}: {msg}")))
+        }
+    };
+    let _ = d.cleanup();
+    let staging = s.dir.path().join("graph/cvmfs/staging");
+    let left: Vec<_> = fs::read_dir(&staging)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    outcome(
+        verdict
+            .and_then(|()| ensure(left.is_empty(), format!("left in staging: {left:?}")))
             .and_then(|()| s.nothing_mounted())
             .and_then(|()| s.canary.unchanged()),
     )
