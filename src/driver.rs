@@ -117,6 +117,9 @@ struct AuxBatch {
     /// Markers found by walking a layer, by layer ID: each layer is walked
     /// once per stack even though it is in two pairs.
     scanned: std::collections::HashMap<String, Arc<Vec<whiteouts::Marker>>>,
+    /// When building this stack's whiteout layers must have ended (set at
+    /// the first one: `cvmfs.whiteout_timeout` from then).
+    deadline: Option<std::time::Instant>,
 }
 
 impl AuxBatch {
@@ -135,12 +138,14 @@ impl AuxBatch {
         if let Some(m) = self.scanned.get(&l.id) {
             return Ok(m.clone());
         }
-        let m = Arc::new(whiteouts::scan_markers(&l.content_dir).map_err(|e| {
-            Error::new(
-                ErrorCode::Repository,
-                format!("{}: looking for whiteout markers: {e}", what(l)),
-            )
-        })?);
+        let m = Arc::new(
+            whiteouts::scan_markers_until(&l.content_dir, self.deadline).map_err(|e| {
+                Error::new(
+                    ErrorCode::Repository,
+                    format!("{}: looking for whiteout markers: {e}", what(l)),
+                )
+            })?,
+        );
         self.scanned.insert(l.id.clone(), m.clone());
         Ok(m)
     }
@@ -535,9 +540,19 @@ impl Driver {
                 )));
             }
             if p == layer.id() || out.iter().any(|l| l.id() == p) {
+                // Name the record that closes the loop: it is the bad file.
+                let closing = match out.last().unwrap_or(layer) {
+                    Layer::Store(s) => {
+                        format!(" (record {} names it as parent)", s.record_path.display())
+                    }
+                    Layer::Local { .. } => String::new(),
+                };
                 return Err(Error::new(
                     ErrorCode::Io,
-                    format!("layer {}: {op}: parent chain loops at {p}", layer.id()),
+                    format!(
+                        "layer {}: {op}: parent chain loops at {p}{closing}",
+                        layer.id()
+                    ),
                 ));
             }
             let parent = self.resolve_quiet(&p).map_err(|e| {
@@ -597,7 +612,27 @@ impl Driver {
         if !all_listed && none.exists() {
             return Ok(None);
         }
-        let what = |l: &StoreLayer| format!("layer {} ({})", l.id, l.content_dir.display());
+        let what = |l: &StoreLayer| {
+            let owners = match l.owners {
+                Some(_) => format!(
+                    ", ownership file {}",
+                    l.record_path
+                        .with_file_name(whiteouts::OWNERSHIP_FILE)
+                        .display()
+                ),
+                None => String::new(),
+            };
+            format!(
+                "layer {} ({}, record {}{owners})",
+                l.id,
+                l.content_dir.display(),
+                l.record_path.display()
+            )
+        };
+        let timeout = self.options.whiteout_timeout;
+        let deadline = *batch
+            .deadline
+            .get_or_insert_with(|| std::time::Instant::now() + timeout);
         let (um, lm) = (
             batch.markers_of(upper, what)?,
             batch.markers_of(lower, what)?,
@@ -626,11 +661,12 @@ impl Driver {
                 .join(" over ")
         };
         let result = fs::create_dir(&staging).and_then(|()| {
-            whiteouts::build_aux(
+            whiteouts::build_aux_until(
                 &staging,
                 upper.map(|u| (u.content_dir.as_path(), um.as_slice())),
                 lower.map(|l| (l.content_dir.as_path(), lm.as_slice())),
                 owners,
+                Some(deadline),
             )
         });
         if let Err(e) = result {
@@ -928,7 +964,9 @@ impl Driver {
                 .cloned()
                 .collect()
         };
-        let flat = self.flat_stand_in(in_stack(&chain).iter());
+        let flat = self
+            .flat_stand_in(in_stack(&chain).iter())
+            .map_err(|e| e.context(format!("layer {}: get", layer.id())))?;
         if flat.is_none() && (chain.last().is_some_and(has_flat) || (!writable && has_flat(layer)))
         {
             // The flat tree does not answer: the whole chain after all.
@@ -1070,9 +1108,12 @@ impl Driver {
     /// and nothing is built on local disk but the whiteout layer hiding the
     /// tree's catalog marker. Not used when `cvmfs.use_flat=false` or when
     /// the tree does not answer (the layers are used instead: same content).
-    fn flat_stand_in<'a>(&self, stack: impl Iterator<Item = &'a Layer>) -> Option<FlatStandIn> {
+    fn flat_stand_in<'a>(
+        &self,
+        stack: impl Iterator<Item = &'a Layer>,
+    ) -> Result<Option<FlatStandIn>> {
         if !self.options.use_flat {
-            return None;
+            return Ok(None);
         }
         for l in stack {
             let Layer::Store(s) = l else { continue };
@@ -1086,14 +1127,16 @@ impl Driver {
                 flat: None,
                 ..s.clone()
             };
-            if self.layout.check_reachable(&layer).is_ok() {
-                return Some(FlatStandIn {
+            // A tree that leaves the repository is an error (the record is
+            // hostile or corrupt); one that does not answer is worked around.
+            if self.layout.check_beneath(&layer, "flat")?.is_ok() {
+                return Ok(Some(FlatStandIn {
                     stands_for: s.id.clone(),
                     layer,
-                });
+                }));
             }
         }
-        None
+        Ok(None)
     }
 
     /// The lower directories of `members` with the auxiliary whiteout layers
@@ -1165,6 +1208,9 @@ impl Driver {
     /// Mount layer `id` with its parents and return the mount point. Counted:
     /// every `get` needs a `put`.
     pub fn get(&self, id: &str, _mount_label: Option<&str>, options: &[String]) -> Result<PathBuf> {
+        // The caller's options go into the overlay mount: only allow-listed
+        // ones, never directories of its own.
+        crate::options::check_caller_mount_options(id, options)?;
         // Locked before the layer is read: a remove and create in between
         // cannot make this mount an old record's stack on the new layer.
         let (layer, mut count, count_path) = self.resolve_locked(id, "get")?;

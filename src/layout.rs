@@ -111,7 +111,10 @@ struct RawRecord {
     whiteouts: Option<String>,
     #[serde(default)]
     ownership: Option<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::mount::whiteouts::deserialize_marker_list"
+    )]
     markers: Option<Vec<String>>,
     #[serde(default)]
     flat: Option<String>,
@@ -137,15 +140,53 @@ fn repo_relative<'a>(record: &Path, field: &str, rel: &'a str) -> Result<&'a Pat
     Ok(p)
 }
 
-/// Largest layer record read: records come from outside, and a marker list
-/// is the only part that grows with the layer.
-pub const RECORD_MAX_BYTES: u64 = 64 << 20;
+/// Largest store layer record read: records come from outside, and a marker
+/// list is the only part that grows with the layer (its
+/// [`MAX_LISTED_MARKERS`](crate::mount::whiteouts::MAX_LISTED_MARKERS)
+/// entries of ordinary lengths fit in a few MiB). Bounds the parse of a
+/// hostile record (the driver home's own records, without markers, have
+/// their own smaller limit in `store.rs`).
+pub const RECORD_MAX_BYTES: u64 = 4 << 20;
 
 fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::Repository,
         format!("layer record {}: {why}", record.display()),
     )
+}
+
+/// Name of the additional image store inside a repository (DUCC's and our
+/// publisher's layout).
+pub const STORE_DIR_NAME: &str = "podmanStore";
+
+/// The repository whose store `store` is: its parent when `store` is
+/// `<repository>/podmanStore` (never `/`, which would let a record name any
+/// host path).
+pub fn store_repository(store: &Path) -> Option<PathBuf> {
+    if store.file_name()? != STORE_DIR_NAME {
+        return None;
+    }
+    let repo = store.parent()?;
+    (repo.parent().is_some()).then(|| repo.to_path_buf())
+}
+
+/// Parse and validate a store layer record's text as the driver does, with
+/// no filesystem access and no configuration of its own: a pure function
+/// for fuzzing. The record is read as layer `0…0` of the store
+/// `/cvmfs/fuzz.example.org/podmanStore`, whose repository is therefore the
+/// only one accepted.
+pub fn parse_record(bytes: &[u8]) -> Result<StoreLayer> {
+    let store = Path::new("/cvmfs/fuzz.example.org").join(STORE_DIR_NAME);
+    let layout = Layout::new(&Options::default());
+    let id = "0".repeat(64);
+    let record_path = Layout::record_path(&store, &id);
+    if bytes.len() as u64 > RECORD_MAX_BYTES {
+        return Err(repo_err(
+            &record_path,
+            format!("larger than {RECORD_MAX_BYTES} bytes"),
+        ));
+    }
+    layout.parse_record(&store, &id, &record_path, bytes)
 }
 
 /// Run `f` on a helper thread; give up after `timeout` (the thread is left to
@@ -164,6 +205,58 @@ pub fn with_timeout<T: Send + 'static>(
         return Some(Err(e));
     }
     rx.recv_timeout(timeout).ok()
+}
+
+/// Where a record's relative path leads from its repository.
+#[derive(Debug, PartialEq, Eq)]
+enum Beneath {
+    Dir,
+    NotDir,
+    /// It leaves the repository (the reason).
+    Escapes(&'static str),
+}
+
+/// Resolve `rel` beneath directory `repo` without ever leaving it: every
+/// symlink on the way must stay inside (`RESOLVE_BENEATH`, so absolute ones
+/// are refused too) and none may be a `/proc` magic link. Also asks the
+/// filesystem itself (`fstatfs`): lookups may be answered from the kernel's
+/// caches while a FUSE daemon is stuck, statfs always reaches it, so a hung
+/// repository shows here and not in the mount(2) that follows.
+fn resolve_beneath(repo: &Path, rel: &Path) -> io::Result<Beneath> {
+    resolve_beneath_with(repo, rel, false)
+}
+
+/// [`resolve_beneath`]; with `no_symlinks`, no symlink at all may be on
+/// the way (`RESOLVE_NO_SYMLINKS`).
+fn resolve_beneath_with(repo: &Path, rel: &Path, no_symlinks: bool) -> io::Result<Beneath> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let ioe = |e: Errno| io::Error::from_raw_os_error(e.raw_os_error());
+    let root = rustix::fs::open(repo, dir_flags, Mode::empty()).map_err(ioe)?;
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let mut resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    if no_symlinks {
+        resolve |= ResolveFlags::NO_SYMLINKS;
+    }
+    let fd = match openat2(&root, rel, dir_flags, Mode::empty(), resolve) {
+        Ok(fd) => fd,
+        Err(Errno::XDEV) => return Ok(Beneath::Escapes("resolves (through \"..\" or a symlink)")),
+        Err(Errno::LOOP) if no_symlinks => return Ok(Beneath::Escapes("passes through a symlink")),
+        Err(Errno::LOOP) => {
+            return Ok(Beneath::Escapes(
+                "passes through a /proc magic link or a symlink loop",
+            ))
+        }
+        Err(Errno::NOTDIR) => return Ok(Beneath::NotDir),
+        Err(e) => return Err(ioe(e)),
+    };
+    rustix::fs::fstatfs(&fd).map_err(ioe)?;
+    Ok(Beneath::Dir)
 }
 
 /// Additional stores and repositories, as configured.
@@ -268,6 +361,30 @@ impl Layout {
             .join("layer.json")
     }
 
+    /// The repository a record names must be exactly one of
+    /// `cvmfs.repositories` or exactly the repository root holding the store
+    /// (`<repository>/podmanStore`): never an ancestor, a sibling or `/`, so a
+    /// record can only point into a tree the operator chose.
+    fn check_repository(&self, store: &Path, record_path: &Path, repository: &Path) -> Result<()> {
+        let configured = self.repositories.iter().any(|r| r == repository);
+        if configured || store_repository(store).as_deref() == Some(repository) {
+            return Ok(());
+        }
+        Err(repo_err(
+            record_path,
+            format!(
+                "field \"repository\": {} is neither configured (cvmfs.repositories={}) nor the repository holding the store {}{}",
+                repository.display(),
+                self.repositories.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(","),
+                store.display(),
+                match store_repository(store) {
+                    Some(r) => format!(" ({})", r.display()),
+                    None => String::new(),
+                }
+            ),
+        ))
+    }
+
     /// Parse and validate a record's text (no filesystem access).
     pub fn parse_record(
         &self,
@@ -316,19 +433,7 @@ impl Layout {
                         format!("repository {:?} contains \"..\"", repository),
                     ));
                 }
-                let allowed = self.repositories.iter().any(|r| r == &repository)
-                    || store.starts_with(&repository);
-                if !allowed {
-                    return Err(repo_err(
-                        record_path,
-                        format!(
-                            "repository {} is not configured (cvmfs.repositories={}) and does not contain the store {}",
-                            repository.display(),
-                            self.repositories.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(","),
-                            store.display()
-                        ),
-                    ));
-                }
+                self.check_repository(store, record_path, &repository)?;
                 let path = raw
                     .path
                     .ok_or_else(|| repo_err(record_path, "field \"path\" is missing"))?;
@@ -402,25 +507,28 @@ impl Layout {
         })
     }
 
-    /// Check, with a timeout, that a CVMFS layer's directory is there and inside
-    /// its repository (after following symlinks).
+    /// Check, with a timeout, that a CVMFS layer's directory is there, is a
+    /// directory and lies beneath its repository when resolved from it
+    /// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: a symlink
+    /// leaving the repository, an absolute one, or a `/proc` magic link is
+    /// refused, as the record's field `path`).
     pub fn check_reachable(&self, layer: &StoreLayer) -> Result<()> {
+        self.check_beneath(layer, "path")
+            .and_then(|r| r.map_err(|e| *e))
+    }
+
+    /// [`Layout::check_reachable`] for the directory `layer.content_dir` taken
+    /// from the record's field `field`. The outer error: it escapes the
+    /// repository (never usable); the inner one: it does not answer (not
+    /// mounted, hung, missing), which a caller may work around.
+    pub fn check_beneath(
+        &self,
+        layer: &StoreLayer,
+        field: &str,
+    ) -> Result<std::result::Result<(), Box<Error>>> {
         let StoreLayerKind::Cvmfs { repository, .. } = &layer.kind else {
-            return Ok(());
+            return Ok(Ok(()));
         };
-        let repo = repository.clone();
-        let dir = layer.content_dir.clone();
-        let outcome = self.probe(repository, move || {
-            let repo_real = fs::canonicalize(&repo)?;
-            let dir_real = fs::canonicalize(&dir)?;
-            let md = fs::metadata(&dir_real)?;
-            // Lookups and attributes may be answered from the kernel's caches
-            // while the FUSE daemon is stuck; statfs always asks the daemon, so
-            // a hung repository shows here and not in the mount(2) that follows.
-            rustix::fs::statfs(&dir_real)
-                .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
-            Ok((repo_real, dir_real, md.is_dir()))
-        });
         let what = |why: String| {
             Error::new(
                 ErrorCode::Repository,
@@ -432,32 +540,58 @@ impl Layout {
                 ),
             )
         };
+        let Ok(rel) = layer.content_dir.strip_prefix(repository) else {
+            return Err(what(format!(
+                "field \"{field}\": {} is not inside the repository",
+                layer.content_dir.display()
+            )));
+        };
+        let (repo, rel) = (repository.clone(), rel.to_path_buf());
+        let outcome = self.probe(repository, move || resolve_beneath(&repo, &rel));
         match outcome {
-            None => Err(what(format!(
+            None => Ok(Err(Box::new(what(format!(
                 "no answer within {:.1}s (repository unreachable or hung?)",
                 self.timeout.as_secs_f64()
-            ))),
-            Some(Err(e)) => Err(what(format!(
+            ))))),
+            Some(Err(e)) => Ok(Err(Box::new(what(format!(
                 "{}: {e} (repository not mounted or layer not published?)",
                 layer.content_dir.display()
+            ))))),
+            Some(Ok(Beneath::Dir)) => Ok(Ok(())),
+            Some(Ok(Beneath::NotDir)) => Err(what(format!(
+                "field \"{field}\": {} is not a directory",
+                layer.content_dir.display()
             ))),
-            Some(Ok((repo_real, dir_real, is_dir))) => {
-                if !dir_real.starts_with(&repo_real) {
-                    Err(what(format!(
-                        "{} resolves to {}, outside the repository",
-                        layer.content_dir.display(),
-                        dir_real.display()
-                    )))
-                } else if !is_dir {
-                    Err(what(format!(
-                        "{} is not a directory",
-                        layer.content_dir.display()
-                    )))
-                } else {
-                    Ok(())
-                }
-            }
+            Some(Ok(Beneath::Escapes(why))) => Err(what(format!(
+                "field \"{field}\": {} {why}, outside the repository: refused",
+                layer.content_dir.display()
+            ))),
         }
+    }
+
+    /// A layer of kind "local" has its files in `diff` beside its record: a
+    /// real directory of the store, reached from it without any symlink (a
+    /// symlink there would mount any host directory as the layer).
+    fn check_local_diff(&self, store: &Path, layer: &StoreLayer) -> Result<()> {
+        let Ok(rel) = layer.content_dir.strip_prefix(store) else {
+            return Err(repo_err(&layer.record_path, "diff is not inside the store"));
+        };
+        let (root, rel) = (store.to_path_buf(), rel.to_path_buf());
+        let outcome = self.probe(store, move || resolve_beneath_with(&root, &rel, true));
+        let why = match outcome {
+            None => format!(
+                "no answer within {:.1}s (store unreachable?)",
+                self.timeout.as_secs_f64()
+            ),
+            Some(Ok(Beneath::Dir)) => return Ok(()),
+            Some(Ok(Beneath::NotDir)) => "is not a directory".into(),
+            Some(Ok(Beneath::Escapes(why))) => format!("{why}: refused"),
+            Some(Err(e)) => e.to_string(),
+        };
+        Err(repo_err(
+            &layer.record_path,
+            format!("kind \"local\": {}: {why}", layer.content_dir.display()),
+        ))
     }
 
     /// Before mounting a stack: check (with the timeout) that every repository
@@ -550,6 +684,20 @@ impl Layout {
             }
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
+            if layer.kind == StoreLayerKind::Local {
+                self.check_local_diff(store, &layer)?;
+            }
+            if let Some(flat) = &layer.flat {
+                // Every use of the tree (mounts, diffs' lowers, metadata)
+                // relies on it lying beneath the repository: a record whose
+                // tree leaves it is refused; one that does not answer now is
+                // left to the mount, which then stacks the layers.
+                let tree = StoreLayer {
+                    content_dir: flat.clone(),
+                    ..layer.clone()
+                };
+                let _unanswered = self.check_beneath(&tree, "flat")?;
+            }
             if let StoreLayerKind::Cvmfs {
                 ownership: Ownership::Lost,
                 ..
@@ -660,6 +808,19 @@ mod tests {
     }
 
     #[test]
+    fn local_kind_diff_must_be_a_real_directory_of_the_store() {
+        let f = fixture();
+        let text = r#"{"version":1,"kind":"local","parent":null}"#;
+        let rec = write_record(&f, ID, text);
+        let e = find_err(&f, ID).to_string();
+        assert!(e.contains("kind \"local\""), "{e}");
+        std::os::unix::fs::symlink(&f.repo, rec.with_file_name("diff")).unwrap();
+        let e = find_err(&f, ID).to_string();
+        assert!(e.contains("passes through a symlink"), "{e}");
+        assert!(e.contains(&rec.display().to_string()), "{e}");
+    }
+
+    #[test]
     fn local_kind_records_are_not_cached() {
         let f = fixture();
         let rec = write_record(
@@ -667,6 +828,7 @@ mod tests {
             ID,
             r#"{"version":1,"kind":"local","parent":null,"read_write":false}"#,
         );
+        fs::create_dir(rec.with_file_name("diff")).unwrap();
         assert!(f.layout.find(ID).unwrap().is_some());
         fs::remove_file(&rec).unwrap();
         assert!(
@@ -713,8 +875,69 @@ mod tests {
         let e = find_err(&f, ID);
         assert!(
             e.to_string()
-                .contains("repository /cvmfs/other.org is not configured"),
+                .contains("field \"repository\": /cvmfs/other.org is neither configured"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn ancestors_siblings_and_root_are_not_repositories() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        let store = repo.join(STORE_DIR_NAME);
+        fs::create_dir_all(repo.join(".layers/x")).unwrap();
+        fs::create_dir_all(t.path().join("sibling/.layers/x")).unwrap();
+        let layout =
+            Layout::new(&Options::parse([format!("imagestore={}", store.display())]).unwrap());
+        let p = Layout::record_path(&store, ID);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let sibling = t.path().join("sibling");
+        for bad in [
+            Path::new("/"),
+            Path::new("/tmp"),
+            t.path(),
+            sibling.as_path(),
+            store.as_path(),
+        ] {
+            fs::write(&p, good(bad, ".layers/x")).unwrap();
+            let e = layout.find(ID).unwrap_err().to_string();
+            assert!(e.contains("field \"repository\""), "{bad:?}: {e}");
+            assert!(e.contains(&p.display().to_string()), "{bad:?}: {e}");
+        }
+        // Only a store named podmanStore implies its repository, never "/".
+        assert_eq!(store_repository(Path::new("/podmanStore")), None);
+        assert_eq!(store_repository(Path::new("/a/store")), None);
+        assert_eq!(
+            store_repository(Path::new("/a/podmanStore")),
+            Some(PathBuf::from("/a"))
+        );
+    }
+
+    #[test]
+    fn symlinks_leaving_the_repository_are_refused_even_absolute_inside() {
+        let f = fixture();
+        let layers = f.repo.join(".layers/ab");
+        std::os::unix::fs::symlink("../../..", layers.join("up")).unwrap();
+        std::os::unix::fs::symlink(f.repo.join(".layers/ab/d1"), layers.join("abs")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/root", layers.join("magic")).unwrap();
+        std::os::unix::fs::symlink("d1/layerfs", layers.join("inside")).unwrap();
+        fs::write(layers.join("file"), b"").unwrap();
+        for (path, needle) in [
+            (".layers/ab/up/store", "outside the repository"),
+            (".layers/ab/abs/layerfs", "outside the repository"),
+            (".layers/ab/magic/tmp", "outside the repository"),
+            (".layers/ab/file", "not a directory"),
+        ] {
+            let p = write_record(&f, ID, &good(&f.repo, path));
+            let e = find_err(&f, ID).to_string();
+            assert!(e.contains(needle), "{path}: {e}");
+            assert!(e.contains("field \"path\""), "{path}: {e}");
+            assert!(e.contains(&p.display().to_string()), "{path}: {e}");
+        }
+        write_record(&f, ID, &good(&f.repo, ".layers/ab/inside"));
+        assert!(
+            f.layout.find(ID).unwrap().is_some(),
+            "a symlink inside is fine"
         );
     }
 
@@ -819,6 +1042,25 @@ mod tests {
         let id = "2".repeat(64);
         write_record(&f, &id, &rec("[]").replace("\"oci-raw\"", "\"overlay\""));
         assert!(find_err(&f, &id).to_string().contains("only meaningful"));
+    }
+
+    #[test]
+    fn the_pure_parsers_take_any_bytes() {
+        let good = br#"{"version":1,"kind":"cvmfs","repository":"/cvmfs/fuzz.example.org","path":".layers/ab/d/layerfs","whiteouts":"oci-raw","ownership":"kept","markers":[".wh.a"]}"#;
+        let l = parse_record(good).unwrap();
+        assert_eq!(l.markers.unwrap().len(), 1);
+        for bad in [
+            &b""[..],
+            b"\xff",
+            b"[",
+            br#"{"version":1,"kind":"cvmfs","repository":"/"}"#,
+        ] {
+            assert!(parse_record(bad).is_err());
+        }
+        use crate::mount::whiteouts::parse_marker_list_json;
+        assert_eq!(parse_marker_list_json(br#"["a/.wh.b"]"#).unwrap().len(), 1);
+        assert!(parse_marker_list_json(br#"["a/.wh.b"] x"#).is_err());
+        assert!(parse_marker_list_json(b"null").is_err());
     }
 
     #[test]

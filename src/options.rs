@@ -16,6 +16,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "force_mask",
     "repository_timeout",
     "use_flat",
+    "whiteout_timeout",
 ];
 
 /// Parsed driver options.
@@ -36,6 +37,9 @@ pub struct Options {
     /// Mount a published image's flat root filesystem (when its top layer's
     /// record names one) instead of stacking its layers.
     pub use_flat: bool,
+    /// How long building the whiteout layers of one stack may take (they
+    /// come from records, and the build runs inside a podman call).
+    pub whiteout_timeout: Duration,
 }
 
 impl Default for Options {
@@ -48,8 +52,123 @@ impl Default for Options {
             force_mask: None,
             repository_timeout: Duration::from_secs(1),
             use_flat: true,
+            whiteout_timeout: Duration::from_secs(20),
         }
     }
+}
+
+/// Mount options that only set per-mount flags (see `mount::split_options`).
+const FLAG_OPTIONS: &[&str] = &[
+    "ro",
+    "rw",
+    "nodev",
+    "nosuid",
+    "noexec",
+    "noatime",
+    "nodiratime",
+    "relatime",
+    "strictatime",
+];
+
+/// Overlay options (with the values accepted) a caller or storage.conf may
+/// set: the ones containers/storage's overlay driver itself adds or passes
+/// through. Directories (`lowerdir`, `upperdir`, `workdir`, `datadir+`,
+/// `lowerdir+`) are the driver's alone.
+const OVERLAY_OPTIONS: &[(&str, &[&str])] = &[
+    ("metacopy", &["on", "off"]),
+    ("redirect_dir", &["on", "off", "follow", "nofollow"]),
+    ("index", &["on", "off"]),
+    ("xino", &["on", "off", "auto"]),
+    ("volatile", &[]),
+    ("userxattr", &[]),
+];
+
+/// SELinux label options (`label.FormatMountLabel` writes `context="<label>"`).
+const LABEL_OPTIONS: &[&str] = &["context", "fscontext", "defcontext", "rootcontext"];
+
+/// Why mount option `opt` is not one a caller may pass, if it is not: only
+/// allow-listed flags, overlay options with known values and SELinux labels
+/// (a label may contain commas only inside double quotes, as MCS categories
+/// do: `context="system_u:object_r:container_file_t:s0:c1,c2"`).
+pub fn mount_option_refusal(opt: &str) -> Option<String> {
+    if FLAG_OPTIONS.contains(&opt) {
+        return None;
+    }
+    let (key, value) = match opt.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (opt, None),
+    };
+    if LABEL_OPTIONS.contains(&key) {
+        let v = value.unwrap_or("");
+        let inner = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        let label_char = |c: char| c.is_ascii_alphanumeric() || "_.:-".contains(c);
+        let quoted = inner.len() + 2 == v.len();
+        let ok = !inner.is_empty() && inner.chars().all(|c| label_char(c) || (quoted && c == ','));
+        return (!ok).then(|| {
+            format!("SELinux label {key}= must be a label ([A-Za-z0-9_.:-], commas only inside double quotes)")
+        });
+    }
+    if opt.contains(',') {
+        return Some("contains ',' (one option per entry)".into());
+    }
+    match OVERLAY_OPTIONS.iter().find(|(k, _)| *k == key) {
+        Some((_, [])) if value.is_none() => None,
+        Some((_, values)) if value.is_some_and(|v| values.contains(&v)) => None,
+        Some((_, values)) => Some(format!(
+            "accepted values: {}",
+            if values.is_empty() {
+                "none (a flag)".to_string()
+            } else {
+                values.join(", ")
+            }
+        )),
+        None if key.starts_with("lowerdir")
+            || key.starts_with("upperdir")
+            || key.starts_with("workdir")
+            || key.starts_with("datadir") =>
+        {
+            Some("directories are set by the driver itself".into())
+        }
+        None => Some(format!(
+            "not an allowed mount option (allowed: {}, {}, {}=<label>)",
+            FLAG_OPTIONS.join(", "),
+            OVERLAY_OPTIONS
+                .iter()
+                .map(|(k, v)| if v.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{k}={}", v.join("|"))
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            LABEL_OPTIONS.join("|")
+        )),
+    }
+}
+
+/// Check the mount options a caller passed to `get` of `layer` against the
+/// allow-list ([`mount_option_refusal`]); the error names option and layer.
+pub fn check_caller_mount_options(layer: &str, options: &[String]) -> Result<()> {
+    for o in options.iter().filter(|o| !o.is_empty()) {
+        if let Some(why) = mount_option_refusal(o) {
+            return Err(Error::invalid(format!(
+                "layer {layer}: get: mount option {o:?} refused: {why}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_seconds(item: &str, value: &str) -> Result<Duration> {
+    let secs: f64 = value
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+        .ok_or_else(|| bad(item, "expected a number of seconds in (0, 3600]"))?;
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn bad(option: &str, why: impl std::fmt::Display) -> Error {
@@ -122,11 +241,8 @@ impl Options {
                 }
                 "mountopt" => {
                     for o in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                        if o.starts_with("lowerdir")
-                            || o.starts_with("upperdir")
-                            || o.starts_with("workdir")
-                        {
-                            return Err(bad(item, format!("{o:?} is set by the driver itself")));
+                        if let Some(why) = mount_option_refusal(o) {
+                            return Err(bad(item, format!("{o:?}: {why}")));
                         }
                         opts.mount_options.push(o.to_string());
                     }
@@ -134,14 +250,8 @@ impl Options {
                 "ignore_chown_errors" => opts.ignore_chown_errors = parse_bool(item, value)?,
                 "force_mask" => opts.force_mask = Some(parse_mask(item, value)?),
                 "use_flat" => opts.use_flat = parse_bool(item, value)?,
-                "repository_timeout" => {
-                    let secs: f64 = value
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
-                        .ok_or_else(|| bad(item, "expected a number of seconds in (0, 3600]"))?;
-                    opts.repository_timeout = Duration::from_secs_f64(secs);
-                }
+                "repository_timeout" => opts.repository_timeout = parse_seconds(item, value)?,
+                "whiteout_timeout" => opts.whiteout_timeout = parse_seconds(item, value)?,
                 _ => {
                     return Err(Error::invalid(format!(
                         "cvmfs: unknown option {:?} (known: {})",
@@ -183,6 +293,7 @@ mod tests {
             "cvmfs.force_mask=0755",
             "cvmfs.repository_timeout=2.5",
             "cvmfs.use_flat=false",
+            "cvmfs.whiteout_timeout=7",
         ])
         .unwrap();
         assert_eq!(
@@ -201,6 +312,7 @@ mod tests {
         assert_eq!(o.force_mask, Some(0o755));
         assert_eq!(o.repository_timeout, Duration::from_millis(2500));
         assert!(!o.use_flat);
+        assert_eq!(o.whiteout_timeout, Duration::from_secs(7));
     }
 
     #[test]
@@ -239,12 +351,55 @@ mod tests {
             ("cvmfs.repository_timeout=0", "seconds"),
             ("cvmfs.repository_timeout=abc", "seconds"),
             ("cvmfs.mountopt=upperdir=/x", "set by the driver"),
+            ("cvmfs.mountopt=nodev,index=maybe", "accepted values"),
+            ("cvmfs.mountopt=lowerdir+=/", "set by the driver"),
             ("cvmfs.repositories", "<key>=<value>"),
         ] {
             let e = Options::parse([opt]).unwrap_err();
             assert_eq!(e.code(), ErrorCode::InvalidArgument);
             assert!(e.to_string().contains(opt), "{e} should name {opt}");
             assert!(e.to_string().contains(needle), "{e} should say {needle}");
+        }
+    }
+
+    #[test]
+    fn caller_mount_options_are_allow_listed() {
+        let ok = |o: &[&str]| {
+            let v: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            check_caller_mount_options("L", &v)
+        };
+        ok(&[
+            "ro",
+            "nodev",
+            "nosuid",
+            "noexec",
+            "metacopy=on",
+            "volatile",
+            "",
+            "context=\"system_u:object_r:container_file_t:s0:c1,c2\"",
+            "context=system_u:object_r:container_file_t:s0",
+        ])
+        .unwrap();
+        for (o, needle) in [
+            ("lowerdir=/etc", "set by the driver"),
+            ("upperdir=/tmp/x", "set by the driver"),
+            ("workdir=/tmp/w", "set by the driver"),
+            ("lowerdir+=/", "set by the driver"),
+            ("datadir+=/", "set by the driver"),
+            ("ro,lowerdir=/", "contains ','"),
+            ("context=a,lowerdir=/", "SELinux label"),
+            ("context=\"a\",lowerdir=/\"", "SELinux label"),
+            ("metacopy=yes", "accepted values"),
+            ("volatile=1", "accepted values"),
+            ("bind", "not an allowed mount option"),
+            ("source=/dev/sda", "not an allowed mount option"),
+        ] {
+            let e = ok(&["ro", o]).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::InvalidArgument, "{o}");
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{o}: {msg}");
+            assert!(msg.contains(&format!("{o:?}")), "{o}: {msg}");
+            assert!(msg.contains("layer L"), "{o}: {msg}");
         }
     }
 }

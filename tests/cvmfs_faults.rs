@@ -193,21 +193,30 @@ fn paths_escaping_the_repository_are_refused() {
             &[&rec.display().to_string(), needle],
         );
     }
-    // A repository that is neither configured nor contains the store.
-    let rec = f.record(
-        ID,
-        &f.good(Path::new("/cvmfs/other.org"), ".layers/x", None),
-    );
-    let d = f.driver(&[]);
-    get_fails(
-        &d,
-        ID,
-        ErrorCode::Repository,
-        &[
-            &rec.display().to_string(),
-            "/cvmfs/other.org is not configured",
-        ],
-    );
+    // A repository that is neither configured nor holds the store, and
+    // ancestors of the repository or the store (once enough: "contains the
+    // store").
+    for repo in [
+        Path::new("/cvmfs/other.org"),
+        Path::new("/"),
+        f.t.path(),
+        f.repo.parent().unwrap(),
+    ] {
+        let rec = f.record(ID, &f.good(repo, ".layers/x", None));
+        let d = f.driver(&[]);
+        get_fails(
+            &d,
+            ID,
+            ErrorCode::Repository,
+            &[
+                &rec.display().to_string(),
+                &format!(
+                    "field \"repository\": {} is neither configured",
+                    repo.display()
+                ),
+            ],
+        );
+    }
 }
 
 #[test]

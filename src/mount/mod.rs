@@ -308,6 +308,12 @@ impl<S: Syscalls> OverlayMounter<S> {
         }
         for opt in &rest {
             let r = match opt.split_once('=') {
+                // Quotes keep an SELinux label's commas in mount(2) data;
+                // fsconfig takes the value as it is.
+                Some((k, v)) if k.ends_with("context") => {
+                    let unquoted = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+                    self.sys.fsconfig_string(&ctx, k, unquoted.unwrap_or(v))
+                }
                 Some((k, v)) => self.sys.fsconfig_string(&ctx, k, v),
                 None => self.sys.fsconfig_flag(&ctx, opt),
             };

@@ -44,6 +44,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use rustix::fs::{mknodat, FileType, Mode, CWD};
 
@@ -69,6 +70,11 @@ impl Marker {
     pub fn is_opaque(&self) -> bool {
         self.name.as_bytes() == WHITEOUT_OPAQUE.as_bytes()
     }
+    /// AUFS metadata (`.wh..wh.plnk`, ...: `.wh..wh.` but not the opaque
+    /// marker), which unpacking drops.
+    pub fn is_aufs_metadata(&self) -> bool {
+        !self.is_opaque() && self.name.as_bytes().starts_with(b".wh..wh.")
+    }
     /// The name a `.wh.<x>` marker deletes (`None` for the opaque marker).
     pub fn deleted(&self) -> Option<&OsStr> {
         if self.is_opaque() {
@@ -87,9 +93,28 @@ impl Marker {
 /// followed; only directory entries are read (no per-file stat), which on CVMFS
 /// costs catalog lookups only.
 pub fn scan_markers(root: &Path) -> io::Result<Vec<Marker>> {
+    scan_markers_until(root, None)
+}
+
+/// [`scan_markers`], giving up at `deadline` and after
+/// [`MAX_LISTED_MARKERS`] markers (a layer with more is refused, as a record
+/// listing more would be).
+pub fn scan_markers_until(root: &Path, deadline: Option<Instant>) -> io::Result<Vec<Marker>> {
     let mut out = Vec::new();
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
+        check_deadline(deadline, || {
+            format!("looking for markers in {}", root.display())
+        })?;
+        if out.len() > MAX_LISTED_MARKERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: more than {MAX_LISTED_MARKERS} whiteout markers",
+                    root.display()
+                ),
+            ));
+        }
         let dir = root.join(&rel);
         let mut entries: Vec<(OsString, fs::FileType)> = fs::read_dir(&dir)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
@@ -112,9 +137,80 @@ pub fn scan_markers(root: &Path) -> io::Result<Vec<Marker>> {
     Ok(out)
 }
 
-/// Most markers one layer record may list (far above any real layer: a layer
-/// deleting a whole distribution has tens of thousands).
-pub const MAX_LISTED_MARKERS: usize = 4_000_000;
+/// `Err(TimedOut)` once `deadline` has passed, saying what was being done.
+fn check_deadline(deadline: Option<Instant>, doing: impl FnOnce() -> String) -> io::Result<()> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "gave up {} (time limit for building whiteout layers reached)",
+                doing()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Most markers one layer may have, listed or found (far above any real
+/// layer: a whiteout is one per deleted top-most name, so even a layer
+/// removing a whole distribution's documentation has a few thousand). Every
+/// marker costs a device node in a whiteout layer built on local disk at the
+/// first mount, so the cap bounds that work for hostile lists too.
+pub const MAX_LISTED_MARKERS: usize = 16_384;
+
+/// Most distinct directories a marker list may name (each becomes a
+/// directory of the whiteout layer).
+pub const MAX_MARKER_DIRS: usize = 16_384;
+
+/// A JSON list read with serde that refuses its `max + 1`st element as it
+/// arrives, so an oversized list costs no more than `max` parsed entries.
+pub struct CappedSeq<T> {
+    pub max: usize,
+    /// What the list is, for the error ("field \"markers\"").
+    pub what: &'static str,
+    pub _entries: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for CappedSeq<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: a list of at most {} entries", self.what, self.max)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max).min(4096));
+        while let Some(x) = seq.next_element()? {
+            if v.len() == self.max {
+                return Err(serde::de::Error::custom(format!(
+                    "{}: more than {} entries",
+                    self.what, self.max
+                )));
+            }
+            v.push(x);
+        }
+        Ok(v)
+    }
+}
+
+impl<T> CappedSeq<T> {
+    pub fn new(max: usize, what: &'static str) -> CappedSeq<T> {
+        CappedSeq {
+            max,
+            what,
+            _entries: std::marker::PhantomData,
+        }
+    }
+}
+
+/// serde `deserialize_with` for a record's optional `markers` list, capped
+/// at [`MAX_LISTED_MARKERS`] while it is read.
+pub fn deserialize_marker_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_LISTED_MARKERS, "field \"markers\""))
+        .map(Some)
+}
 
 /// Parse and validate the `markers` list of a layer record (hostile input):
 /// each entry a relative path made of plain names (no `.`, `..` or empty
@@ -156,14 +252,59 @@ pub fn parse_marker_list(list: &[String]) -> Result<Vec<Marker>, String> {
     if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
         return Err(format!("{:?} is listed twice", w[0].dir.join(&w[0].name)));
     }
+    let dirs = distinct_dirs(&out);
+    if dirs > MAX_MARKER_DIRS {
+        return Err(format!(
+            "the markers lie in {dirs} distinct directories, more than {MAX_MARKER_DIRS}"
+        ));
+    }
     Ok(out)
+}
+
+/// How many distinct directories (with their ancestors) sorted `markers`
+/// lie in: what building a whiteout layer for them creates at most.
+fn distinct_dirs(markers: &[Marker]) -> usize {
+    let mut n = 0;
+    let mut prev: Option<&Path> = None;
+    for m in markers {
+        if prev == Some(m.dir.as_path()) {
+            continue;
+        }
+        // Sorted by path: the directories shared with the previous one's
+        // chain are counted already.
+        let shared = prev.map_or(0, |p| {
+            p.components()
+                .zip(m.dir.components())
+                .take_while(|(a, b)| a == b)
+                .count()
+        });
+        n += m.dir.components().count() - shared;
+        prev = Some(&m.dir);
+    }
+    n
+}
+
+/// A marker list as JSON text (a record's `markers` value), read and
+/// validated as the driver does: a pure function for fuzzing.
+pub fn parse_marker_list_json(bytes: &[u8]) -> Result<Vec<Marker>, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let list = deserialize_marker_list(&mut de)
+        .and_then(|l| de.end().map(|()| l))
+        .map_err(|e| format!("malformed or truncated JSON: {e}"))?
+        .unwrap_or_default();
+    parse_marker_list(&list)
 }
 
 /// Name of the ownership metadata file beside a layer record.
 pub const OWNERSHIP_FILE: &str = "ownership.json";
 
-/// Largest ownership file read (it comes from outside).
-pub const OWNERSHIP_MAX_BYTES: u64 = 64 << 20;
+/// Largest ownership file read (it comes from outside): room for
+/// [`MAX_OWNER_ENTRIES`] entries of ordinary path lengths.
+pub const OWNERSHIP_MAX_BYTES: u64 = 32 << 20;
+
+/// Most entries one ownership file may hold (one per file of the layer not
+/// owned 0:0; each costs a metadata copy in a whiteout layer).
+pub const MAX_OWNER_ENTRIES: usize = 500_000;
 
 /// The image's owner of one entry of a layer whose repository lost ownership.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +318,14 @@ pub struct Owner {
 #[serde(deny_unknown_fields)]
 struct RawOwners {
     version: u32,
+    #[serde(deserialize_with = "deserialize_owner_entries")]
     entries: Vec<RawOwner>,
+}
+
+fn deserialize_owner_entries<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<RawOwner>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(MAX_OWNER_ENTRIES, "field \"entries\""))
 }
 
 #[derive(serde::Deserialize)]
@@ -203,9 +351,8 @@ pub fn parse_owners(bytes: &[u8]) -> Result<Vec<Owner>, String> {
             raw.version
         ));
     }
-    let mut out = Vec::with_capacity(raw.entries.len());
-    let mut seen = std::collections::HashSet::new();
-    for (i, e) in raw.entries.into_iter().enumerate() {
+    let mut entries = raw.entries;
+    for (i, e) in entries.iter().enumerate() {
         let bad = |why: &str| format!("entry {i} ({:?}): {why}", e.path);
         if e.path.is_empty() || e.path.starts_with('/') || e.path.contains('\0') {
             return Err(bad("not a relative path"));
@@ -221,18 +368,22 @@ pub fn parse_owners(bytes: &[u8]) -> Result<Vec<Owner>, String> {
         if e.uid == u32::MAX || e.gid == u32::MAX {
             return Err(bad("owner ID 4294967295 is invalid"));
         }
-        if !seen.insert(e.path.clone()) {
-            return Err(bad("listed twice"));
-        }
-        out.push(Owner {
+    }
+    // Byte order puts every path right after its ancestors' ("a" < "a-b" <
+    // "a/b"): parents before children, so a directory's own entry makes it,
+    // and equal paths side by side.
+    entries.sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
+        return Err(format!("entry {:?}: listed twice", w[0].path));
+    }
+    Ok(entries
+        .into_iter()
+        .map(|e| Owner {
             path: PathBuf::from(e.path),
             uid: e.uid,
             gid: e.gid,
-        });
-    }
-    // Parents before children, so a directory's own entry makes it.
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+        })
+        .collect())
 }
 
 /// The xattr that makes a file in a lower layer a metadata-only copy whose data
@@ -244,28 +395,46 @@ const METACOPY_XATTR: &str = "trusted.overlay.metacopy";
 /// themselves; regular files as sparse metacopy files, their data stays in
 /// the layer). Hardlinked files stay hardlinked. Never follows a symlink in
 /// the layer: every parent of a listed path must be a real directory.
-fn apply_owners(aux: &Path, layer: &Path, owners: &[Owner]) -> io::Result<()> {
+fn apply_owners(
+    aux: &Path,
+    layer: &Path,
+    owners: &[Owner],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    use rustix::fs::{openat2, OFlags, ResolveFlags};
     use std::collections::HashMap;
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for o in owners {
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(layer, dir_flags, Mode::empty())
+        .map_err(|e| ctx(fsutil::ioe(e), "open layer", layer))?;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    // The parent last checked: entries come sorted, siblings in a row.
+    let mut checked_parent: Option<&Path> = None;
+    for (i, o) in owners.iter().enumerate() {
+        check_deadline(deadline, || {
+            format!(
+                "restoring owners of {} after {i} of {} entries",
+                layer.display(),
+                owners.len()
+            )
+        })?;
         let src = layer.join(&o.path);
         let parent = o.path.parent().unwrap_or(Path::new(""));
-        let mut cur = layer.to_path_buf();
-        for c in parent.components() {
-            cur.push(c);
-            let md =
-                fs::symlink_metadata(&cur).map_err(|e| ctx(e, "ownership entry parent", &cur))?;
-            if !md.is_dir() {
-                return Err(io::Error::new(
+        // Every parent a real directory of the layer: reached from it
+        // without any symlink, so nothing outside the layer is ever read.
+        if checked_parent != Some(parent) && !parent.as_os_str().is_empty() {
+            openat2(&root, parent, dir_flags, Mode::empty(), resolve).map_err(|e| {
+                io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "ownership entry {}: parent {} is not a directory",
+                        "ownership entry {}: parent {} is not a directory of the layer reached without a symlink ({e})",
                         o.path.display(),
-                        cur.display()
+                        layer.join(parent).display()
                     ),
-                ));
-            }
+                )
+            })?;
         }
+        checked_parent = Some(parent);
         let md = fs::symlink_metadata(&src).map_err(|e| ctx(e, "ownership entry", &src))?;
         if let Step::Covered = ensure_dir(aux, parent, layer)? {
             continue;
@@ -392,10 +561,45 @@ fn ensure_dir(aux: &Path, rel: &Path, like: &Path) -> io::Result<Step> {
     Ok(Step::Made)
 }
 
+/// A 0/0 character device at `p`, replacing whatever is there (one system
+/// call when nothing is, as for almost every marker).
 fn whiteout(p: &Path) -> io::Result<()> {
-    fsutil::remove_all(p).map_err(|e| ctx(e, "remove", p))?;
-    mknodat(CWD, p, FileType::CharacterDevice, Mode::empty(), 0)
-        .map_err(|e| ctx(fsutil::ioe(e), "create whiteout", p))
+    let make = || mknodat(CWD, p, FileType::CharacterDevice, Mode::empty(), 0);
+    match make() {
+        Err(rustix::io::Errno::EXIST) => {
+            fsutil::remove_all(p).map_err(|e| ctx(e, "remove", p))?;
+            make()
+        }
+        r => r,
+    }
+    .map_err(|e| ctx(fsutil::ioe(e), "create whiteout", p))
+}
+
+/// [`ensure_dir`] remembering the last directory made: markers come sorted
+/// by directory, so a run of markers in one directory costs one walk.
+struct DirCache<'a> {
+    aux: &'a Path,
+    last: Option<(PathBuf, bool)>,
+}
+
+impl DirCache<'_> {
+    /// Whether `rel` exists in the auxiliary layer as a directory (made with
+    /// the attributes of `like`'s), `false` when a whiteout covers it.
+    fn ensure(&mut self, rel: &Path, like: &Path) -> io::Result<bool> {
+        if let Some((dir, made)) = &self.last {
+            if dir == rel {
+                return Ok(*made);
+            }
+        }
+        let made = matches!(ensure_dir(self.aux, rel, like)?, Step::Made);
+        self.last = Some((rel.to_path_buf(), made));
+        Ok(made)
+    }
+
+    /// Forget the cached directory (after it may have been replaced).
+    fn forget(&mut self) {
+        self.last = None;
+    }
 }
 
 /// Build, in the empty directory `aux`, the auxiliary layer that goes between
@@ -412,6 +616,110 @@ pub fn build_aux(
     lower: Option<(&Path, &[Marker])>,
     owners: &[Owner],
 ) -> io::Result<()> {
+    build_aux_until(aux, upper, lower, owners, None)
+}
+
+/// The markers of `markers` that are there in `layer`, checking that each
+/// is a non-directory whose directory is reached from the layer without any
+/// symlink (`openat2` `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). A record
+/// lists exactly the layer's marker files, so a list naming others is
+/// corrupt or hostile; checking it first costs one lookup per marker
+/// (cheap next to making a device for each) and refuses invented lists
+/// before any work is done for them. The one exception: AUFS metadata
+/// (`.wh..wh.<x>` but the opaque marker), which our publisher lists but
+/// does not unpack (DUCC keeps it), is left out when it is absent.
+pub fn verify_markers(
+    layer: &Path,
+    markers: &[Marker],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<Marker>> {
+    let mut present = Vec::with_capacity(markers.len());
+    use rustix::fs::{openat2, statat, AtFlags, OFlags, ResolveFlags};
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(layer, dir_flags, Mode::empty())
+        .map_err(|e| ctx(fsutil::ioe(e), "open layer", layer))?;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let mut dir: Option<(&Path, std::os::fd::OwnedFd)> = None;
+    for (i, m) in markers.iter().enumerate() {
+        if i % 256 == 0 {
+            check_deadline(deadline, || {
+                format!(
+                    "checking markers of {} ({i} of {})",
+                    layer.display(),
+                    markers.len()
+                )
+            })?;
+        }
+        let bad = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "marker {} is listed but {why} in layer {}",
+                    m.dir.join(&m.name).display(),
+                    layer.display()
+                ),
+            )
+        };
+        if dir.as_ref().map(|d| d.0) != Some(m.dir.as_path()) {
+            let rel = if m.dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                m.dir.as_path()
+            };
+            let fd = openat2(&root, rel, dir_flags, Mode::empty(), resolve).map_err(|e| {
+                bad(format!(
+                    "its directory cannot be reached without leaving the layer or a symlink ({e})"
+                ))
+            })?;
+            dir = Some((&m.dir, fd));
+        }
+        let (_, fd) = dir.as_ref().expect("set above");
+        let st = match statat(fd, m.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) if m.is_aufs_metadata() => continue,
+            Err(e) => return Err(bad(format!("is not there ({e})"))),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            return Err(bad("is a directory".into()));
+        }
+        present.push(m.clone());
+    }
+    Ok(present)
+}
+
+/// [`build_aux`], giving up with `TimedOut` at `deadline`: the lists come
+/// from records, and a whiteout layer is built inside a podman call.
+pub fn build_aux_until(
+    aux: &Path,
+    upper: Option<(&Path, &[Marker])>,
+    lower: Option<(&Path, &[Marker])>,
+    owners: &[Owner],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let checked = |side: Option<(&Path, &[Marker])>| -> io::Result<Option<(PathBuf, Vec<Marker>)>> {
+        side.map(|(layer, markers)| {
+            Ok((
+                layer.to_path_buf(),
+                verify_markers(layer, markers, deadline)?,
+            ))
+        })
+        .transpose()
+    };
+    let (upper_checked, lower_checked) = (checked(upper)?, checked(lower)?);
+    let upper = upper_checked
+        .as_ref()
+        .map(|(p, m)| (p.as_path(), m.as_slice()));
+    let lower = lower_checked
+        .as_ref()
+        .map(|(p, m)| (p.as_path(), m.as_slice()));
+    let step = |done: usize, of: usize, whose: &Path| {
+        check_deadline(deadline, || {
+            format!(
+                "building a whiteout layer after {done} of {of} markers of {}",
+                whose.display()
+            )
+        })
+    };
     // The root may be the topmost copy of "/" (above the top layer): it looks
     // like the layer right below it.
     if let Some((l, _)) = lower {
@@ -420,7 +728,7 @@ pub fn build_aux(
         copy_dir_attrs(u, aux)?;
     }
     if let Some((l, _)) = lower {
-        apply_owners(aux, l, owners)?;
+        apply_owners(aux, l, owners, deadline)?;
     }
     // Above the topmost raw layer: hide the catalog markers of every layer
     // below (harmless where there is none).
@@ -430,24 +738,30 @@ pub fn build_aux(
         }
     }
     // Hide the lower layer's marker files themselves.
+    let mut dirs = DirCache { aux, last: None };
     if let Some((l, markers)) = lower {
-        for m in markers {
-            if let Step::Made = ensure_dir(aux, &m.dir, l)? {
+        for (i, m) in markers.iter().enumerate() {
+            step(i, markers.len(), l)?;
+            if dirs.ensure(&m.dir, l)? {
                 whiteout(&aux.join(&m.dir).join(&m.name))?;
             }
         }
     }
+    dirs.forget();
     // Apply the upper layer's deletions to everything below it. A deletion of
     // a directory replaces whatever was made inside it above (it hides it all).
     if let Some((u, markers)) = upper {
-        for m in markers {
+        for (i, m) in markers.iter().enumerate() {
+            step(i, markers.len(), u)?;
             let like = match lower {
                 Some((l, _)) => l,
                 None => u,
             };
-            if let Step::Covered = ensure_dir(aux, &m.dir, like)? {
+            if !dirs.ensure(&m.dir, like)? {
                 continue;
             }
+            // (A deletion here never replaces the cached directory itself:
+            // it acts inside it; markers of deeper directories walk anew.)
             let dir = aux.join(&m.dir);
             if m.is_opaque() {
                 // Opacity hides the layers below this one, not this one's own
@@ -522,11 +836,22 @@ mod tests {
         fs::set_permissions(l.join("real"), fs::Permissions::from_mode(0o750)).unwrap();
         std::os::unix::fs::symlink(&outside, l.join("a")).unwrap();
         fs::create_dir(&aux).unwrap();
-        // A record may list markers the layer does not have, under a symlink.
+        fs::write(outside.join("sub/.wh.x"), b"").unwrap();
+        fs::write(l.join("real/.wh.y"), b"").unwrap();
+        // A hostile record lists a marker under a symlink leading out of the
+        // layer: refused before anything is built or read through it.
         let listed = parse_marker_list(&["a/sub/.wh.x".into(), "real/.wh.y".into()]).unwrap();
+        let e = build_aux(&aux, None, Some((&l, &listed)), &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("marker a/sub/.wh.x is listed but"),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(&aux).unwrap().count(), 0, "nothing built");
+        // The markers the layer has are fine, and attributes of real
+        // directories are copied.
+        let listed = parse_marker_list(&["real/.wh.y".into()]).unwrap();
         build_aux(&aux, None, Some((&l, &listed)), &[]).unwrap();
         let mode = |p: &str| fs::metadata(aux.join(p)).unwrap().permissions().mode() & 0o7777;
-        assert_ne!(mode("a/sub"), 0o711, "attributes read through the symlink");
         assert_eq!(
             mode("real"),
             0o750,
@@ -535,6 +860,18 @@ mod tests {
         assert!(fsutil::is_whiteout(
             &fs::symlink_metadata(aux.join("real/.wh.y")).unwrap()
         ));
+        // Invented markers (not in the layer) are refused too.
+        for bad in ["real/.wh.nothere", "missing/.wh.x", "real"] {
+            let listed = vec![Marker {
+                dir: Path::new(bad).parent().unwrap().into(),
+                name: Path::new(bad).file_name().unwrap().into(),
+            }];
+            let e = verify_markers(&l, &listed, None).unwrap_err();
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+        // Except AUFS metadata our publisher lists but does not unpack.
+        let listed = parse_marker_list(&["real/.wh..wh.plnk".into(), "real/.wh.y".into()]).unwrap();
+        assert_eq!(verify_markers(&l, &listed, None).unwrap(), listed[1..]);
     }
 
     #[test]
@@ -560,8 +897,8 @@ mod owner_tests {
         )
         .unwrap();
         let paths: Vec<_> = o.iter().map(|o| o.path.display().to_string()).collect();
-        assert_eq!(paths, vec!["a", "a/b", "a-c"]);
-        assert_eq!((o[1].uid, o[1].gid), (3, 4));
+        assert_eq!(paths, vec!["a", "a-c", "a/b"]);
+        assert_eq!((o[2].uid, o[2].gid), (3, 4));
     }
 
     #[test]
@@ -595,5 +932,68 @@ mod owner_tests {
         }
         let big = vec![b' '; (OWNERSHIP_MAX_BYTES + 1) as usize];
         assert!(parse_owners(&big).unwrap_err().contains("larger than"));
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn a_passed_deadline_stops_building_and_scanning_with_what_was_done() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, aux) = (t.path().join("l"), t.path().join("aux"));
+        fs::create_dir_all(l.join("d")).unwrap();
+        fs::write(l.join("d/.wh.x"), b"").unwrap();
+        fs::create_dir(&aux).unwrap();
+        let listed = parse_marker_list(&["d/.wh.x".into()]).unwrap();
+        let past = Some(Instant::now());
+        let e = build_aux_until(&aux, None, Some((&l, &listed)), &[], past).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("time limit"), "{e}");
+        let e = scan_markers_until(&l, past).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        // Without a deadline both work.
+        build_aux_until(&aux, None, Some((&l, &listed)), &[], None).unwrap();
+        assert_eq!(scan_markers_until(&l, None).unwrap(), listed);
+    }
+
+    #[test]
+    fn marker_lists_are_capped_in_entries_and_directories() {
+        let many: Vec<String> = (0..=MAX_LISTED_MARKERS)
+            .map(|i| format!(".wh.{i}"))
+            .collect();
+        // The capped reader refuses while reading; the parser as well.
+        let json = serde_json::to_vec(&many).unwrap();
+        let mut de = serde_json::Deserializer::from_slice(&json);
+        let e = deserialize_marker_list(&mut de).unwrap_err().to_string();
+        assert!(e.contains("more than 16384 entries"), "{e}");
+        assert!(parse_marker_list(&many).unwrap_err().contains("more than"));
+        // Directories: each marker in its own chain of 4.
+        let n = MAX_MARKER_DIRS / 4 + 1;
+        let deep: Vec<String> = (0..n).map(|i| format!("{i}/a/b/c/.wh.x")).collect();
+        let e = parse_marker_list(&deep).unwrap_err();
+        assert!(e.contains("distinct directories"), "{e}");
+        // Shared directories count once.
+        let shared: Vec<String> = (0..n).map(|i| format!("a/b/c/.wh.{i}")).collect();
+        parse_marker_list(&shared).unwrap();
+    }
+
+    #[test]
+    fn ownership_files_are_capped_while_read() {
+        let mut b = br#"{"version":1,"entries":["#.to_vec();
+        for i in 0..=MAX_OWNER_ENTRIES {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(br#"{"path":"a","uid":1,"gid":1}"#);
+            let _ = i;
+        }
+        b.extend_from_slice(b"]}");
+        let e = parse_owners(&b).unwrap_err();
+        assert!(
+            e.contains("more than 500000 entries") || e.contains("larger than"),
+            "{e}"
+        );
     }
 }
