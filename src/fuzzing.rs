@@ -27,18 +27,12 @@ pub fn tar_headers(data: &[u8]) {
 
 /// A layer record (`podmanStore/cvmfs/layers/<id>/layer.json`) as the driver reads it.
 pub fn layer_record(data: &[u8]) {
-    let layout = crate::layout::Layout::new(&crate::options::Options::default());
-    let store = Path::new("/cvmfs/fuzz.example.org/podmanStore");
-    let id = "a".repeat(64);
-    let record = crate::layout::Layout::record_path(store, &id);
-    let _ = layout.parse_record(store, &id, &record, data);
+    let _ = crate::layout::parse_record(data);
 }
 
 /// A record's marker list (JSON array of paths of raw `.wh.*` files).
 pub fn marker_list(data: &[u8]) {
-    if let Ok(list) = serde_json::from_slice::<Vec<String>>(data) {
-        let _ = crate::mount::whiteouts::parse_marker_list(&list);
-    }
+    let _ = crate::mount::whiteouts::parse_marker_list_json(data);
 }
 
 /// An ownership file (`ownership.json`: the image's owners of a layer's entries).
