@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# `make podman`: build the pinned podman release against the patched storage
-# module, with the Rust core linked in statically, into build/bin/podman.
+# `make podman`: build the pinned podman release of one line (hack/versions.env)
+# against the patched storage module, with the Rust core linked in statically:
+#   make podman                  line 6, the primary: podman v6.0.2 -> build/bin/podman
+#   make podman PODMAN_LINE=5    line 5: podman v5.8.6             -> build/bin/podman-5
+# Each line builds on the storage and image releases its go.mod requires, in
+# directories named by version, so both binaries can exist side by side.
 #
 #   1. the Rust static library + pkg-config file (hack/build-lib.sh),
 #   2. the patched go.podman.io/storage tree (hack/patched-storage.sh),
@@ -20,11 +24,10 @@
 set -euo pipefail
 source "$(dirname "$0")/lib-storage.sh"
 
-PODMAN_MODULE=github.com/containers/podman/v5
 src_dir="$ROOT/build/podman-src-$PODMAN_VERSION"
-bin_dir="$ROOT/build/bin"
-binary="$bin_dir/podman"
-stamp_file="$bin_dir/.podman.stamp"
+binary=$PODMAN_BINARY
+bin_dir=$(dirname "$binary")
+stamp_file="$bin_dir/.$(basename "$binary").stamp"
 
 # Build tags for a Debian 12 build, following podman's Makefile: its probes
 # (hack/*_tag.sh) decide btrfs, sqlite, systemd, libsubid and apparmor from the
@@ -52,7 +55,7 @@ storage_dir=$("$ROOT/hack/patched-storage.sh")
 # The patched image module: pristine copy + `git am` of its series (a git
 # repository of its own, so every hunk must apply exactly), redone only when
 # the patches change.
-image_patch_dir="$ROOT/patches/go.podman.io-image@$IMAGE_VERSION"
+image_patch_dir=$IMAGE_PATCH_DIR
 image_dir="$ROOT/build/image-$IMAGE_VERSION"
 patched_image() {
   local patches=("$image_patch_dir"/*.patch) stamp pristine
@@ -122,11 +125,14 @@ if [ -d vendor ]; then
   echo "build-podman: $src_dir/vendor exists; this script expects a release without vendor/" >&2
   exit 1
 fi
-# The image patches are made for one version: podman must require exactly it.
-if ! grep -qE "^[[:space:]]*$IMAGE_MODULE $IMAGE_VERSION\$" go.mod; then
-  echo "build-podman: podman $PODMAN_VERSION does not require $IMAGE_MODULE $IMAGE_VERSION (hack/versions.env)" >&2
-  exit 1
-fi
+# The patches are made for one version of each module: podman must require
+# exactly those (hack/versions.env pins them per line).
+for required in "$IMAGE_MODULE $IMAGE_VERSION" "$STORAGE_MODULE $STORAGE_VERSION"; do
+  if ! grep -qE "^[[:space:]]*$required\$" go.mod; then
+    echo "build-podman: podman $PODMAN_VERSION does not require $required (hack/versions.env, line $PODMAN_LINE)" >&2
+    exit 1
+  fi
+done
 go mod edit -replace "$STORAGE_MODULE=$storage_dir" -replace "$IMAGE_MODULE=$image_dir"
 go mod download >&2
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# make test-e2e: the patched podman (build/bin/podman, `make podman`) end to end
-# against a repository published by `cvmfs-podman publish` from a real
-# docker-registry on 127.0.0.1.
+# make test-e2e: the patched podman of one line (hack/versions.env; PODMAN_LINE,
+# default the primary line: build/bin/podman, podman 6) end to end against a
+# repository published by `cvmfs-podman publish` from a real docker-registry on
+# 127.0.0.1. `make test-e2e-5` runs the smoke cases against podman 5.8
+# (build/bin/podman-5): PODMAN_LINE=5 E2E_SET=smoke.
 #
 # Test images are built from the layer specs in tests/e2e/images/ over a layer
 # holding Debian's static busybox (the only executable available offline),
@@ -10,6 +12,8 @@
 # policy.json from tests/e2e/), so cases cannot see each other's containers.
 #
 #   hack/test-e2e.sh [PATTERN]   run only the cases whose name contains PATTERN
+#   E2E_SET=smoke                 run only the smoke cases: run by name, pull
+#                                 without layer download, build, commit, save
 #
 # Ends with exactly one line "N passed, N failed, N skipped". A case listed in
 # tests/e2e/expected-failures.txt ("name<TAB>reason") that fails is still counted
@@ -21,12 +25,20 @@ cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 # shellcheck source=tests/lib/registry.bash
 source "$ROOT/tests/lib/registry.bash"
+# PODMAN_LINE -> PODMAN_VERSION, PODMAN_BINARY (and what build-podman.sh needs).
+# shellcheck source=hack/lib-storage.sh
+source "$ROOT/hack/lib-storage.sh"
+# shellcheck source=hack/lib-cgroup2.sh
+source "$ROOT/hack/lib-cgroup2.sh"
 
 only=${1:-}
+set_only=${E2E_SET:-}
+case "$set_only" in "" | smoke) ;; *) echo "test-e2e: E2E_SET must be empty or smoke, not '$set_only'" >&2; exit 2 ;; esac
 passed=0 failed=0 skipped=0
 E="$ROOT/tests/e2e"
 expected_file="$E/expected-failures.txt"
 log_dir="$ROOT/build/test-e2e"
+[ "$PODMAN_LINE" = "$DEFAULT_PODMAN_LINE" ] || log_dir+="-$PODMAN_LINE"
 rm -rf "$log_dir"
 mkdir -p "$log_dir"
 
@@ -39,11 +51,15 @@ expected_reason() {
 }
 
 case_no=0
-# run_test NAME FUNCTION: the function runs in a subshell with `set -ex`; its
-# output goes to build/test-e2e/<n>.log, shown on failure.
+# run_test NAME FUNCTION [SET]: the function runs in a subshell with `set -ex`;
+# its output goes to build/test-e2e/<n>.log, shown on failure. SET "smoke" marks
+# the cases E2E_SET=smoke runs.
 run_test() {
-  local name=$1 fn=$2
+  local name=$1 fn=$2 set=${3:-}
   if [ -n "$only" ] && [[ "$name" != *"$only"* ]]; then
+    return 0
+  fi
+  if [ -n "$set_only" ] && [ "$set" != "$set_only" ]; then
     return 0
   fi
   case_no=$((case_no + 1))
@@ -83,9 +99,10 @@ for tool in skopeo umoci docker-registry jq python3 curl conmon runc busybox tar
   command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
 [ -x /usr/lib/podman/netavark ] || die "netavark missing (make deps)"
+reexec_with_cgroup2 "$PODMAN_VERSION" "$0" "$@" || die "podman $PODMAN_VERSION cannot run on this host"
 
 # ------------------------------------------------------------------ build
-echo "==> make podman"
+echo "==> make podman (line $PODMAN_LINE: podman $PODMAN_VERSION, storage $STORAGE_VERSION, image $IMAGE_VERSION)"
 start=$SECONDS
 if ! "$ROOT/hack/build-podman.sh" >"$log_dir/build-podman.log" 2>&1; then
   tail -n 40 "$log_dir/build-podman.log"
@@ -95,7 +112,8 @@ echo "    $(grep -E 'up to date|built in' "$log_dir/build-podman.log" | tail -1)
 # The image patches build-podman.sh applies must be what their generator makes.
 "$ROOT/hack/gen-image-patches.sh" --check >"$log_dir/gen-image-patches.log" 2>&1 ||
   { cat "$log_dir/gen-image-patches.log"; die "patches/go.podman.io-image@* are stale"; }
-PODMAN="$ROOT/build/bin/podman"
+PODMAN=$PODMAN_BINARY
+echo "    $("$PODMAN" --version) at $PODMAN"
 echo "==> cargo build --bin cvmfs-podman"
 cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
 B="$ROOT/target/release/cvmfs-podman"
@@ -484,15 +502,15 @@ t_whiteouts_match_umoci() {
 }
 
 echo "==> cases"
-run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped
+run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
 run_test "pull and run an image not in CVMFS (mixed stack)" t_pull_and_run_local_image
 run_test "rmi, system prune -a, system reset never modify the repository" t_repo_never_modified
 run_test "8 parallel runs; kill -9 of podman run; no leaked mounts" t_parallel_and_kill9
-run_test "pull of a published image downloads no layer blob" t_pull_downloads_no_layer
-run_test "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_commit_push
+run_test "pull of a published image downloads no layer blob" t_pull_downloads_no_layer smoke
+run_test "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_commit_push smoke
 run_test "push keeps the original blob digests of CVMFS layers" t_push_keeps_original_digests
-run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay
+run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay smoke
 run_test "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
 
 summary

@@ -1,0 +1,36 @@
+# Sourced by the scripts that run podman (test-e2e.sh, demo.sh, bench/run.sh).
+#
+# Podman 6 exits at its start ("Cgroups v1 not supported") unless
+# /sys/fs/cgroup is a cgroup v2 hierarchy; podman 5 runs on either. A host
+# still booted with its controllers on cgroup v1 hierarchies (such as the VM
+# this project's CI runs on) can nevertheless mount cgroup2: there it holds
+# only the controllers no v1 hierarchy has taken (hugetlb, typically), which is
+# all a container without resource limits needs.
+#
+# reexec_with_cgroup2 PODMAN_VERSION SCRIPT [ARGS...]: for podman 6 or newer on
+# such a host, re-execute SCRIPT in a private mount namespace with cgroup2
+# mounted on /sys/fs/cgroup. The whole script runs in that one namespace, so
+# every podman call, the overlay mounts podman makes and the script's own
+# checks of /proc/self/mounts see the same mounts; the host's /sys/fs/cgroup
+# is not touched, and the namespace ends with the script's last process.
+# Returns (does nothing) when no re-execution is needed.
+reexec_with_cgroup2() {
+  local version=$1 major
+  shift
+  major=${version#v}
+  major=${major%%.*}
+  [ "$major" -ge 6 ] 2>/dev/null || return 0
+  [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] && return 0
+  if [ -n "${CVMFS_GRAPHDRIVER_CGROUP2_NS:-}" ]; then
+    echo "reexec_with_cgroup2: /sys/fs/cgroup is still not cgroup2 inside the namespace" >&2
+    return 1
+  fi
+  grep -qw cgroup2 /proc/filesystems || {
+    echo "podman $version needs cgroup v2, and this kernel has no cgroup2 file system" >&2
+    return 1
+  }
+  echo "==> podman $version needs cgroup v2; /sys/fs/cgroup is cgroup v1 here: running in a private mount namespace with cgroup2 on /sys/fs/cgroup" >&2
+  export CVMFS_GRAPHDRIVER_CGROUP2_NS=1
+  exec unshare --mount --propagation private -- \
+    bash -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$0" "$@"' "$@"
+}
