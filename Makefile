@@ -11,7 +11,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman test-e2e test-e2e-5 test-cvmfs test-hostile
+        podman buildah test-e2e test-e2e-5 test-cvmfs test-hostile
 
 all: build
 
@@ -46,6 +46,10 @@ storage: lib
 # `make podman PODMAN_LINE=5` builds podman 5.8 as build/bin/podman-5.
 podman: deps
 	@hack/build-podman.sh
+
+# buildah (hack/versions.env) on the same patched storage and image as podman 6: build/bin/buildah.
+buildah: deps
+	@hack/build-buildah.sh
 
 # End to end against the primary line's podman (PODMAN_LINE=5 for the 5.8 line) ...
 test-e2e: deps

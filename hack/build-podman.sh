@@ -8,9 +8,10 @@
 #
 #   1. the Rust static library + pkg-config file (hack/build-lib.sh),
 #   2. the patched go.podman.io/storage tree (hack/patched-storage.sh),
-#   3. the patched go.podman.io/image tree: the module podman requires plus
-#      patches/go.podman.io-image@<version>/ (push keeps the original compressed
-#      blobs of stored layers; hack/gen-image-patches.sh), in build/image-<version>/,
+#   3. the patched go.podman.io/image tree (hack/patched-image.sh): the module
+#      podman requires plus patches/go.podman.io-image@<version>/ (push keeps the
+#      original compressed blobs of stored layers; hack/gen-image-patches.sh),
+#      in build/image-<version>/,
 #   4. podman $PODMAN_VERSION copied out of the Go module cache (downloaded from
 #      the Go module proxy if missing) into build/podman-src-<version>/, its go.mod
 #      pointed at both patched modules with `replace`, and ./cmd/podman built.
@@ -52,36 +53,9 @@ flock 9
 pin_rust_lib
 storage_dir=$("$ROOT/hack/patched-storage.sh")
 
-# The patched image module: pristine copy + `git am` of its series (a git
-# repository of its own, so every hunk must apply exactly), redone only when
-# the patches change.
+# The patched image module (hack/patched-image.sh: pristine copy + `git am`).
 image_patch_dir=$IMAGE_PATCH_DIR
-image_dir="$ROOT/build/image-$IMAGE_VERSION"
-patched_image() {
-  local patches=("$image_patch_dir"/*.patch) stamp pristine
-  [ -f "${patches[0]}" ] || { echo "build-podman: no patches in $image_patch_dir (run hack/gen-image-patches.sh)" >&2; return 1; }
-  stamp=$(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)
-  if [ "$(cat "$image_dir/.cvmfs-patched.stamp" 2>/dev/null)" = "$stamp" ]; then
-    return 0
-  fi
-  pristine=$(cd / && go mod download -json "$IMAGE_MODULE@$IMAGE_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -n "$pristine" ] && [ -f "$pristine/go.mod" ] || { echo "build-podman: cannot get $IMAGE_MODULE@$IMAGE_VERSION" >&2; return 1; }
-  echo "build-podman: $pristine + ${#patches[@]} patches -> $image_dir" >&2
-  rm -rf "$image_dir"
-  cp -a "$pristine" "$image_dir"
-  chmod -R u+w "$image_dir"
-  local git_id=(-c user.name=cvmfs-graphdriver -c user.email=cvmfs-graphdriver@invalid -c commit.gpgsign=false)
-  (
-    cd "$image_dir"
-    git init -q
-    git "${git_id[@]}" add -A
-    git "${git_id[@]}" commit -q -m "$IMAGE_MODULE@$IMAGE_VERSION (pristine)"
-    git "${git_id[@]}" am -q --keep-cr "${patches[@]}" >&2
-  ) || { echo "build-podman: the patches in $image_patch_dir do not apply to $IMAGE_MODULE@$IMAGE_VERSION" >&2; return 1; }
-  echo "$stamp" >"$image_dir/.cvmfs-patched.stamp"
-}
-patched_image
+image_dir=$("$ROOT/hack/patched-image.sh")
 
 lib="$ROOT/target/release/libcvmfs_graphdriver.a"
 stamp=$(

@@ -31,6 +31,33 @@ reexec_with_cgroup2() {
   }
   echo "==> podman $version needs cgroup v2; /sys/fs/cgroup is cgroup v1 here: running in a private mount namespace with cgroup2 on /sys/fs/cgroup" >&2
   export CVMFS_GRAPHDRIVER_CGROUP2_NS=1
+  # The script by absolute path: the caller may have changed directory.
+  local script=$1
+  shift
+  [ -f "$script" ] && script=$(realpath "$script")
   exec unshare --mount --propagation private -- \
-    bash -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$0" "$@"' "$@"
+    bash -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$0" "$@"' "$script" "$@"
+}
+
+# reexec_primary_with_cgroup2 SCRIPT [ARGS...]: the same for the primary
+# line's podman (build/bin/podman), for scripts that run only that one.
+reexec_primary_with_cgroup2() {
+  local root version
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  version=$(
+    source "$root/hack/versions.env"
+    line=PODMAN${DEFAULT_PODMAN_LINE}_VERSION
+    echo "${!line}"
+  )
+  reexec_with_cgroup2 "$version" "$@"
+}
+
+# cgroup2_lacks_pids: true when /sys/fs/cgroup is cgroup v2 without the pids
+# controller (it stays bound to its v1 hierarchy in the namespace above).
+# runc then cannot apply podman's default pids limit (pids_limit = 2048 in
+# containers.conf: "openat2 .../pids.max: no such file or directory"), so the
+# caller sets pids_limit = 0 (no limit) in a CONTAINERS_CONF_OVERRIDE file.
+cgroup2_lacks_pids() {
+  [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] &&
+    ! grep -qw pids /sys/fs/cgroup/cgroup.controllers
 }

@@ -114,6 +114,20 @@ echo "    $(grep -E 'up to date|built in' "$log_dir/build-podman.log" | tail -1)
   { cat "$log_dir/gen-image-patches.log"; die "patches/go.podman.io-image@* are stale"; }
 PODMAN=$PODMAN_BINARY
 echo "    $("$PODMAN" --version) at $PODMAN"
+# buildah on the same patched storage (only with the line it is built for,
+# hack/versions.env BUILDAH_LINE); a failed build fails its case, not the suite.
+BUILDAH= buildah_case="buildah from a CVMFS image, run (chroot), commit, push; podman runs it"
+if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ] && [ -z "$set_only" ] && [[ "$buildah_case" == *"$only"* ]]; then
+  echo "==> make buildah (buildah $BUILDAH_VERSION)"
+  start=$SECONDS
+  if BUILDAH=$("$ROOT/hack/build-buildah.sh" 2>"$log_dir/build-buildah.log"); then
+    echo "    $(grep -E 'up to date|built in' "$log_dir/build-buildah.log" | tail -1) ($((SECONDS - start))s)"
+  else
+    tail -n 20 "$log_dir/build-buildah.log"
+    echo "    building buildah failed: its case fails"
+    BUILDAH=
+  fi
+fi
 echo "==> cargo build --bin cvmfs-podman"
 cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
 B="$ROOT/target/release/cvmfs-podman"
@@ -149,6 +163,14 @@ echo "==> fixtures in $W"
   "$B" make-oci "$W/oci" --tag wh "$W/busybox.tar" "$I/wh-base.spec" "$I/wh-delete.spec" "$I/wh-top.spec"
   "$B" make-oci "$W/oci" --tag local "$W/busybox.tar" "$I/local.spec"
 ) >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; die "building the test images failed"; }
+
+# Without a pids controller no container starts with a pids limit (hack/lib-cgroup2.sh).
+conf_override=
+if cgroup2_lacks_pids; then
+  conf_override="$W/containers-override.conf"
+  printf '[containers]\n# no pids controller in this cgroup2 hierarchy\npids_limit = 0\n' >"$conf_override"
+  echo "    cgroup2 without the pids controller: pids_limit = 0 ($conf_override)"
+fi
 
 registry_start "$W/registry" || die "cannot start docker-registry"
 echo "    registry on $REG (pid $REG_PID, access log $REG_LOG)"
@@ -206,11 +228,21 @@ new_case() {
   cat >"$C/env" <<EOF
 C=$C
 pm() {
-  env HOME=$C/home CONTAINERS_CONF=$E/containers.conf CONTAINERS_STORAGE_CONF=$C/storage.conf \\
+  env HOME=$C/home CONTAINERS_CONF=$E/containers.conf ${conf_override:+CONTAINERS_CONF_OVERRIDE=$conf_override} \\
+    CONTAINERS_STORAGE_CONF=$C/storage.conf \\
     CONTAINERS_REGISTRIES_CONF=$C/registries.conf PODMAN_IGNORE_CGROUPSV1_WARNING=1 \\
     $PODMAN --tmpdir $C/tmp "\$@"
 }
 EOF
+  if [ -n "$BUILDAH" ]; then
+    cat >>"$C/env" <<EOF
+bh() {
+  env HOME=$C/home CONTAINERS_CONF=$E/containers.conf ${conf_override:+CONTAINERS_CONF_OVERRIDE=$conf_override} \\
+    CONTAINERS_STORAGE_CONF=$C/storage.conf CONTAINERS_REGISTRIES_CONF=$C/registries.conf TMPDIR=$C/tmp \\
+    $BUILDAH "\$@"
+}
+EOF
+  fi
   # shellcheck disable=SC1091
   source "$C/env"
 }
@@ -501,6 +533,31 @@ t_whiteouts_match_umoci() {
   diff "$C/umoci.tree" "$C/container.tree" || fail "the mounted rootfs differs from umoci unpack"
 }
 
+# (9) buildah on the same store: from a CVMFS image (no pull), run with chroot
+# isolation, commit, push; podman runs the result and the push keeps the
+# original blobs of the CVMFS layers.
+t_buildah_from_run_commit_push() {
+  [ -n "$BUILDAH" ] || fail "build/bin/buildah was not built (log $log_dir/build-buildah.log)"
+  new_case
+  local ctr out want
+  ctr=$(bh from --pull=never "$REG/e2e/tiny:1")
+  bh run --isolation chroot "$ctr" -- sh -c 'echo from buildah > /buildah.txt; rm /app/hello.txt; cat /app/data/1'
+  bh commit "$ctr" "$REG/e2e/tiny:buildah"
+  bh rm "$ctr"
+  out=$(pm run --rm "$REG/e2e/tiny:buildah" cat /buildah.txt /app/data/1)
+  [ "$out" = "$(printf 'from buildah\none')" ] || fail "podman ran buildah's image and got '$out'"
+  pm run --rm "$REG/e2e/tiny:buildah" sh -c 'test ! -e /app/hello.txt' || fail "a file deleted in buildah's container is visible"
+  # The base image's layers stayed in CVMFS: nothing of them was copied.
+  local used
+  used=$(du -sb "$C/root" | cut -f1)
+  [ "$used" -lt 1000000 ] || fail "graphroot holds $used bytes after buildah from/commit of a CVMFS image"
+  want=$(layer_digests tiny)
+  bh push --tls-verify=false "$REG/e2e/tiny:buildah"
+  fetch_manifest e2e/tiny buildah >"$C/manifest"
+  [ "$(jq -r '.layers[].digest' "$C/manifest" | head -n 2)" = "$want" ] || fail "buildah push changed the blobs of the CVMFS layers"
+  [ "$(jq '.layers | length' "$C/manifest")" -eq 3 ] || fail "expected 3 layers"
+}
+
 echo "==> cases"
 run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
@@ -512,6 +569,9 @@ run_test "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_com
 run_test "push keeps the original blob digests of CVMFS layers" t_push_keeps_original_digests
 run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay smoke
 run_test "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
+if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
+  run_test "$buildah_case" t_buildah_from_run_commit_push
+fi
 
 summary
 [ "$failed" -eq 0 ]
