@@ -35,8 +35,20 @@ reexec_with_cgroup2() {
   local script=$1
   shift
   [ -f "$script" ] && script=$(realpath "$script")
-  exec unshare --mount --propagation private -- \
-    bash -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$0" "$@"' "$script" "$@"
+  # Without a pids controller there, podman must not set its default pids
+  # limit (cgroup2_lacks_pids below): hack/cgroup2-nopids.conf says so.
+  export CVMFS_GRAPHDRIVER_NOPIDS_CONF
+  CVMFS_GRAPHDRIVER_NOPIDS_CONF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cgroup2-nopids.conf
+  exec unshare --mount --propagation private -- bash -c '
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 1
+    if ! grep -qw pids /sys/fs/cgroup/cgroup.controllers; then
+      if [ -n "${CONTAINERS_CONF_OVERRIDE:-}" ]; then
+        echo "cgroup2 has no pids controller; CONTAINERS_CONF_OVERRIDE is set already, so set pids_limit = 0 in it" >&2
+      else
+        export CONTAINERS_CONF_OVERRIDE=$CVMFS_GRAPHDRIVER_NOPIDS_CONF
+      fi
+    fi
+    exec "$0" "$@"' "$script" "$@"
 }
 
 # reexec_primary_with_cgroup2 SCRIPT [ARGS...]: the same for the primary
@@ -52,11 +64,13 @@ reexec_primary_with_cgroup2() {
   reexec_with_cgroup2 "$version" "$@"
 }
 
+# (reexec_with_cgroup2 handles this itself; scripts that test more than one
+# podman line use it to report what they run with.)
 # cgroup2_lacks_pids: true when /sys/fs/cgroup is cgroup v2 without the pids
 # controller (it stays bound to its v1 hierarchy in the namespace above).
 # runc then cannot apply podman's default pids limit (pids_limit = 2048 in
 # containers.conf: "openat2 .../pids.max: no such file or directory"), so the
-# caller sets pids_limit = 0 (no limit) in a CONTAINERS_CONF_OVERRIDE file.
+# pids_limit = 0 (no limit) must come from a CONTAINERS_CONF_OVERRIDE file.
 cgroup2_lacks_pids() {
   [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] &&
     ! grep -qw pids /sys/fs/cgroup/cgroup.controllers
