@@ -11,7 +11,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman test-e2e test-cvmfs test-hostile fuzz
+        podman buildah test-e2e test-e2e-5 test-cvmfs test-hostile fuzz
 
 all: build
 
@@ -29,7 +29,7 @@ header-check:
 	@hack/header.sh check
 
 # Regenerate patches/: the storage series from go-bindings/, the image series
-# from hack/image-patches/.
+# from hack/image-patches/, one of each for every podman line (hack/versions.env).
 patches:
 	@hack/gen-patches.sh
 	@hack/gen-image-patches.sh
@@ -42,12 +42,22 @@ storage: lib
 	@hack/patched-storage.sh
 
 # The pinned podman (hack/versions.env) built against the patched storage, Rust core linked in
-# statically: build/bin/podman (skipped when its inputs are unchanged).
+# statically (skipped when its inputs are unchanged): line 6, the primary, is build/bin/podman;
+# `make podman PODMAN_LINE=5` builds podman 5.8 as build/bin/podman-5.
 podman: deps
 	@hack/build-podman.sh
 
+# buildah (hack/versions.env) on the same patched storage and image as podman 6: build/bin/buildah.
+buildah: deps
+	@hack/build-buildah.sh
+
+# End to end against the primary line's podman (PODMAN_LINE=5 for the 5.8 line) ...
 test-e2e: deps
 	@hack/test-e2e.sh
+
+# ... and the smoke cases (run by name, pull, build, commit, save) against podman 5.8.
+test-e2e-5: deps
+	@PODMAN_LINE=5 E2E_SET=smoke hack/test-e2e.sh
 
 test: deps
 	@hack/run-all-tests.sh

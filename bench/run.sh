@@ -43,6 +43,10 @@ run_timeout=${BENCH_TIMEOUT:-300}
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (podman mounts, FUSE)"
+# build/bin/podman is podman 6, which needs a cgroup v2 hierarchy (hack/lib-cgroup2.sh).
+# shellcheck source=hack/lib-cgroup2.sh
+source "$ROOT/hack/lib-cgroup2.sh"
+reexec_primary_with_cgroup2 "$0" "$@" || die "podman cannot run on this host"
 for tool in skopeo docker-registry jq python3 curl conmon runc busybox fuse-overlayfs; do
   command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done

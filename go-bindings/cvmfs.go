@@ -78,19 +78,39 @@ func Init(home string, options graphdriver.Options) (graphdriver.Driver, error) 
 	return d, nil
 }
 
-// driverOptions normalises the option names containers/storage produces: it
-// writes "<driver>.<key>" with the configured driver name, which is empty when
+// driverOptions normalises the option names containers/storage produces and
+// keeps those meant for this driver. Up to storage 1.62 it writes
+// "<driver>.<key>" with the configured driver name, which is empty when
 // storage.conf names no driver, giving ".<key>" (the other drivers accept that
-// form too). The core knows "cvmfs.<key>" and "<key>".
+// form too). Since 1.63 generic options come without a prefix and every
+// driver receives the tables of all the others ("overlay.mountopt=...",
+// "vfs.sync=..."), which each driver skips, as overlay and vfs do. The core
+// knows "cvmfs.<key>" and "<key>"; any other prefix reaches it and is
+// rejected there, so a misspelt "cvmsf." is reported, not ignored.
 func driverOptions(options []string) []string {
 	out := make([]string, 0, len(options))
 	for _, o := range options {
 		if strings.HasPrefix(o, ".") {
 			o = driverName + o
 		}
+		if isOtherDriversOption(o) {
+			continue
+		}
 		out = append(out, o)
 	}
 	return out
+}
+
+// otherDriverNames are the in-tree drivers whose storage.conf tables storage
+// hands to every driver (since 1.63).
+var otherDriverNames = []string{"overlay", "overlay2", "vfs", "btrfs", "zfs"}
+
+// isOtherDriversOption reports whether option is "<driver>.<key>=<value>" for
+// another in-tree driver.
+func isOtherDriversOption(option string) bool {
+	key, _, _ := strings.Cut(option, "=")
+	prefix, _, ok := strings.Cut(strings.ToLower(strings.TrimSpace(key)), ".")
+	return ok && slices.Contains(otherDriverNames, prefix)
 }
 
 // owner is the handle whose home holds layer id; the main one when the layer

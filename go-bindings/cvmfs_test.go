@@ -140,6 +140,33 @@ func TestCvmfsUnknownOptionRejected(t *testing.T) {
 	assert.Contains(t, err.Error(), "no_such_option")
 }
 
+// Options of other drivers' storage.conf tables, which storage hands to every
+// driver since 1.63, are skipped; the driver's own still take effect, and an
+// unknown prefix is still an error.
+func TestCvmfsOtherDriversOptionsSkipped(t *testing.T) {
+	home := t.TempDir()
+	d, err := Init(filepath.Join(home, driverName), graphdriver.Options{
+		Root: home, RunRoot: t.TempDir(), DriverOptions: []string{
+			"overlay.mountopt=nodev,metacopy=on", "vfs.sync=filesystem", "Overlay2.size=10G",
+			"btrfs.min_space=1G", "zfs.fsname=tank", "cvmfs.repository_timeout=2",
+		},
+	})
+	require.NoError(t, err)
+	require.NoError(t, d.Cleanup())
+
+	_, err = Init(filepath.Join(home, driverName), graphdriver.Options{
+		Root: home, RunRoot: t.TempDir(), DriverOptions: []string{"cvmsf.repository_timeout=2"},
+	})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "cvmsf.repository_timeout")
+
+	_, err = Init(filepath.Join(home, driverName), graphdriver.Options{
+		Root: home, RunRoot: t.TempDir(), DriverOptions: []string{"overlay.mountopt=nodev", "cvmfs.repository_timeout=0"},
+	})
+	require.Error(t, err, "the driver's own options are still checked")
+	assert.Contains(t, err.Error(), "repository_timeout")
+}
+
 // A reader that closes a Diff stream early must not hang or leak the writer;
 // the driver stays usable and a full diff afterwards is complete.
 func TestCvmfsDiffClosedEarly(t *testing.T) {

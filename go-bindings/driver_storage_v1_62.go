@@ -3,7 +3,9 @@
 // Methods whose signature or existence depends on the containers/storage
 // release. This file matches go.podman.io/storage v1.62 (Dedup since 1.57,
 // DeferredRemove and GetTempDirRootDirs since 1.59, ApplyDiff without the
-// parent argument since 1.62). Another release line gets its own file.
+// parent argument since 1.62). Every release gets its own complete file,
+// driver_storage_v<major>_<minor>.go; hack/gen-patches.sh puts only the one
+// matching the release into that release's patch series.
 
 package cvmfs
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# `make podman`: build the pinned podman release against the patched storage
-# module, with the Rust core linked in statically, into build/bin/podman.
+# `make podman`: build the pinned podman release of one line (hack/versions.env)
+# against the patched storage module, with the Rust core linked in statically:
+#   make podman                  line 6, the primary: podman v6.0.2 -> build/bin/podman
+#   make podman PODMAN_LINE=5    line 5: podman v5.8.6             -> build/bin/podman-5
+# Each line builds on the storage and image releases its go.mod requires, in
+# directories named by version, so both binaries can exist side by side.
 #
 #   1. the Rust static library + pkg-config file (hack/build-lib.sh),
 #   2. the patched go.podman.io/storage tree (hack/patched-storage.sh),
-#   3. the patched go.podman.io/image tree: the module podman requires plus
-#      patches/go.podman.io-image@<version>/ (push keeps the original compressed
-#      blobs of stored layers; hack/gen-image-patches.sh), in build/image-<version>/,
+#   3. the patched go.podman.io/image tree (hack/patched-image.sh): the module
+#      podman requires plus patches/go.podman.io-image@<version>/ (push keeps the
+#      original compressed blobs of stored layers; hack/gen-image-patches.sh),
+#      in build/image-<version>/,
 #   4. podman $PODMAN_VERSION copied out of the Go module cache (downloaded from
 #      the Go module proxy if missing) into build/podman-src-<version>/, its go.mod
 #      pointed at both patched modules with `replace`, and ./cmd/podman built.
@@ -20,11 +25,10 @@
 set -euo pipefail
 source "$(dirname "$0")/lib-storage.sh"
 
-PODMAN_MODULE=github.com/containers/podman/v5
 src_dir="$ROOT/build/podman-src-$PODMAN_VERSION"
-bin_dir="$ROOT/build/bin"
-binary="$bin_dir/podman"
-stamp_file="$bin_dir/.podman.stamp"
+binary=$PODMAN_BINARY
+bin_dir=$(dirname "$binary")
+stamp_file="$bin_dir/.$(basename "$binary").stamp"
 
 # Build tags for a Debian 12 build, following podman's Makefile: its probes
 # (hack/*_tag.sh) decide btrfs, sqlite, systemd, libsubid and apparmor from the
@@ -49,36 +53,9 @@ flock 9
 pin_rust_lib
 storage_dir=$("$ROOT/hack/patched-storage.sh")
 
-# The patched image module: pristine copy + `git am` of its series (a git
-# repository of its own, so every hunk must apply exactly), redone only when
-# the patches change.
-image_patch_dir="$ROOT/patches/go.podman.io-image@$IMAGE_VERSION"
-image_dir="$ROOT/build/image-$IMAGE_VERSION"
-patched_image() {
-  local patches=("$image_patch_dir"/*.patch) stamp pristine
-  [ -f "${patches[0]}" ] || { echo "build-podman: no patches in $image_patch_dir (run hack/gen-image-patches.sh)" >&2; return 1; }
-  stamp=$(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)
-  if [ "$(cat "$image_dir/.cvmfs-patched.stamp" 2>/dev/null)" = "$stamp" ]; then
-    return 0
-  fi
-  pristine=$(cd / && go mod download -json "$IMAGE_MODULE@$IMAGE_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -n "$pristine" ] && [ -f "$pristine/go.mod" ] || { echo "build-podman: cannot get $IMAGE_MODULE@$IMAGE_VERSION" >&2; return 1; }
-  echo "build-podman: $pristine + ${#patches[@]} patches -> $image_dir" >&2
-  rm -rf "$image_dir"
-  cp -a "$pristine" "$image_dir"
-  chmod -R u+w "$image_dir"
-  local git_id=(-c user.name=cvmfs-graphdriver -c user.email=cvmfs-graphdriver@invalid -c commit.gpgsign=false)
-  (
-    cd "$image_dir"
-    git init -q
-    git "${git_id[@]}" add -A
-    git "${git_id[@]}" commit -q -m "$IMAGE_MODULE@$IMAGE_VERSION (pristine)"
-    git "${git_id[@]}" am -q --keep-cr "${patches[@]}" >&2
-  ) || { echo "build-podman: the patches in $image_patch_dir do not apply to $IMAGE_MODULE@$IMAGE_VERSION" >&2; return 1; }
-  echo "$stamp" >"$image_dir/.cvmfs-patched.stamp"
-}
-patched_image
+# The patched image module (hack/patched-image.sh: pristine copy + `git am`).
+image_patch_dir=$IMAGE_PATCH_DIR
+image_dir=$("$ROOT/hack/patched-image.sh")
 
 lib="$ROOT/target/release/libcvmfs_graphdriver.a"
 stamp=$(
@@ -122,11 +99,14 @@ if [ -d vendor ]; then
   echo "build-podman: $src_dir/vendor exists; this script expects a release without vendor/" >&2
   exit 1
 fi
-# The image patches are made for one version: podman must require exactly it.
-if ! grep -qE "^[[:space:]]*$IMAGE_MODULE $IMAGE_VERSION\$" go.mod; then
-  echo "build-podman: podman $PODMAN_VERSION does not require $IMAGE_MODULE $IMAGE_VERSION (hack/versions.env)" >&2
-  exit 1
-fi
+# The patches are made for one version of each module: podman must require
+# exactly those (hack/versions.env pins them per line).
+for required in "$IMAGE_MODULE $IMAGE_VERSION" "$STORAGE_MODULE $STORAGE_VERSION"; do
+  if ! grep -qE "^[[:space:]]*$required\$" go.mod; then
+    echo "build-podman: podman $PODMAN_VERSION does not require $required (hack/versions.env, line $PODMAN_LINE)" >&2
+    exit 1
+  fi
+done
 go mod edit -replace "$STORAGE_MODULE=$storage_dir" -replace "$IMAGE_MODULE=$image_dir"
 go mod download >&2
 

@@ -57,6 +57,10 @@ secs() { awk -v ms="$1" 'BEGIN { printf "%.2f s", ms / 1000 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f %%", 100 * a / b }'; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (podman mounts overlayfs and the squashfs image)"
+# build/bin/podman is podman 6, which needs a cgroup v2 hierarchy (hack/lib-cgroup2.sh).
+# shellcheck source=hack/lib-cgroup2.sh
+source "$ROOT/hack/lib-cgroup2.sh"
+reexec_primary_with_cgroup2 "$0" "$@" || die "podman cannot run on this host"
 mkdir -p "$D"
 
 LOOP=

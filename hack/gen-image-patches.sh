@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Generate the git-format patches that make `podman push` keep the original
 # compressed blobs of layers stored from compressed blobs (CVMFS layers among
-# them), into patches/go.podman.io-image@<version>/.
+# them), into patches/go.podman.io-image@<version>/, one series for the image
+# release of each podman line (hack/versions.env).
 #
 #   hack/gen-image-patches.sh           regenerate the patches
 #   hack/gen-image-patches.sh --check   fail if they are stale (test-e2e runs this)
@@ -21,8 +22,19 @@ case "${1:-}" in
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
 
-IMAGE_PATCH_DIR="$ROOT/patches/${IMAGE_MODULE%/v[0-9]*}@$IMAGE_VERSION"
-IMAGE_PATCH_DIR="${IMAGE_PATCH_DIR//go.podman.io\//go.podman.io-}"
+# Every image release once, for every podman line of hack/versions.env, each
+# in a run of its own (GEN_IMAGE_PATCHES_ONE_LINE=1 with that line); from
+# there on $IMAGE_VERSION and $IMAGE_PATCH_DIR are that line's (lib-storage.sh).
+if [ -z "${GEN_IMAGE_PATCHES_ONE_LINE:-}" ]; then
+  done_releases=" " rc=0
+  for line in ${PODMAN_LINES//,/ }; do
+    select_podman_line "$line"
+    case "$done_releases" in *" $IMAGE_VERSION "*) continue ;; esac
+    done_releases+="$IMAGE_VERSION "
+    GEN_IMAGE_PATCHES_ONE_LINE=1 PODMAN_LINE=$line "$0" "$@" || rc=1
+  done
+  exit "$rc"
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

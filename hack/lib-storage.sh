@@ -1,10 +1,42 @@
 # Shared settings for the scripts that work on the patched storage module.
-# Sourced (not executed) by gen-patches.sh, patched-storage.sh, test-graphtest.sh,
-# test-bats.sh and bench-graphtest.sh, so the versions and paths live in one place.
+# Sourced (not executed) by gen-patches.sh, patched-storage.sh, build-podman.sh,
+# test-graphtest.sh, test-bats.sh and bench-graphtest.sh, so the versions and
+# paths live in one place. PODMAN_LINE (environment) picks the podman line and
+# with it the storage release; unset, the primary line (hack/versions.env).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=hack/versions.env
 source "$ROOT/hack/versions.env"
+
+# select_podman_line N: the versions of podman line N (hack/versions.env) become
+# PODMAN_MODULE, PODMAN_VERSION, STORAGE_VERSION, IMAGE_VERSION, and the paths
+# derived from them (PATCH_DIR, STORAGE_DIR, IMAGE_PATCH_DIR); PODMAN_BINARY is
+# where that line's podman is built (the primary line's is build/bin/podman).
+select_podman_line() {
+  local line=$1 module version storage image
+  module=PODMAN${line}_MODULE version=PODMAN${line}_VERSION
+  storage=STORAGE${line}_VERSION image=IMAGE${line}_VERSION
+  if [ -z "${!module:-}" ] || [ -z "${!version:-}" ] || [ -z "${!storage:-}" ] || [ -z "${!image:-}" ]; then
+    echo "unknown podman line '$line' (hack/versions.env has: ${PODMAN_LINES//,/ })" >&2
+    return 1
+  fi
+  PODMAN_LINE=$line
+  PODMAN_MODULE=${!module} PODMAN_VERSION=${!version}
+  STORAGE_VERSION=${!storage} IMAGE_VERSION=${!image}
+  # go.podman.io/storage -> go.podman.io-storage (a path component cannot hold "/").
+  PATCH_DIR="$ROOT/patches/${STORAGE_MODULE//\//-}@$STORAGE_VERSION"
+  STORAGE_DIR="$ROOT/build/storage-$STORAGE_VERSION"
+  # go.podman.io/image/v5 -> go.podman.io-image (the major-version suffix dropped).
+  IMAGE_PATCH_DIR="$ROOT/patches/${IMAGE_MODULE%/v[0-9]*}@$IMAGE_VERSION"
+  IMAGE_PATCH_DIR="${IMAGE_PATCH_DIR//go.podman.io\//go.podman.io-}"
+  if [ "$line" = "$DEFAULT_PODMAN_LINE" ]; then
+    PODMAN_BINARY="$ROOT/build/bin/podman"
+  else
+    PODMAN_BINARY="$ROOT/build/bin/podman-$line"
+  fi
+  export PODMAN_LINE
+}
+select_podman_line "${PODMAN_LINE:-$DEFAULT_PODMAN_LINE}" || exit 1
 
 export PATH=/usr/local/go/bin:$HOME/.cargo/bin:$PATH
 export GOTOOLCHAIN=local
@@ -12,10 +44,6 @@ export GOTOOLCHAIN=local
 export GOFLAGS="${GOFLAGS:--mod=mod} -buildvcs=false"
 export PKG_CONFIG_PATH="$ROOT/build/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 export CGO_ENABLED=1
-
-# go.podman.io/storage -> go.podman.io-storage (a path component cannot hold "/").
-PATCH_DIR="$ROOT/patches/${STORAGE_MODULE//\//-}@$STORAGE_VERSION"
-STORAGE_DIR="$ROOT/build/storage-$STORAGE_VERSION"
 
 # Directory of the pristine module in the module cache (downloaded if missing).
 pristine_module_dir() {

@@ -6,8 +6,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-suites=(test-rust test-hostile test-graphtest test-bats test-publish test-cvmfs test-e2e)
-total_pass=0 total_fail=0 total_skip=0 broken=()
+suites=(test-rust test-hostile test-graphtest test-bats test-publish test-cvmfs test-e2e test-e2e-5)
+total_pass=0 total_fail=0 total_skip=0 broken=() timings=()
+all_start=$SECONDS
 log_dir=build/test-logs
 mkdir -p "$log_dir"
 
@@ -16,6 +17,7 @@ for suite in "${suites[@]}"; do
   start=$SECONDS
   make --no-print-directory "$suite" 2>&1 | tee "$log_dir/$suite.log"
   rc=${PIPESTATUS[0]}
+  timings+=("$(printf '%-16s %5ds' "$suite" "$((SECONDS - start))")")
   summary=$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$log_dir/$suite.log" | tail -n 1)
   if [ -z "$summary" ]; then
     echo "==> $suite printed no summary line (exit $rc)"
@@ -33,6 +35,9 @@ for suite in "${suites[@]}"; do
   fi
 done
 
+echo "==> time per suite (the first run on a cold machine includes its builds):"
+printf '    %s\n' "${timings[@]}"
+printf '    %-16s %5ds\n' total "$((SECONDS - all_start))"
 if [ "${#broken[@]}" -gt 0 ]; then
   echo "==> suites that failed without a counted failure: ${broken[*]}"
   total_fail=$((total_fail + ${#broken[@]}))

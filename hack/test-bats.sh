@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test-bats`: the storage module's own CLI suite (tests/*.bats) with
 # STORAGE_DRIVER=cvmfs, using its containers-storage CLI built from the patched
-# module (the Rust core linked in statically).
+# module (the Rust core linked in statically) -- the storage release of the
+# primary podman line (hack/versions.env); PODMAN_LINE=5 for the 5.8 line's.
 #
 # Every case that does not pass (failed or skipped) must be listed, with its
 # reason, in tests/bats-known-failures.txt ("file.bats: test name — reason"),
@@ -26,8 +27,12 @@ command -v bats >/dev/null || { echo "test-bats: bats is missing (make deps)" >&
 pin_rust_lib
 "$ROOT/hack/gen-patches.sh" --check >&2
 module=$("$ROOT/hack/patched-storage.sh")
+echo "test-bats: $STORAGE_MODULE@$STORAGE_VERSION (podman line $PODMAN_LINE)"
 
+# The primary line's CLI is build/containers-storage (test-publish.sh uses it
+# too); another line's is named after its storage release.
 binary="$ROOT/build/containers-storage"
+[ "$PODMAN_LINE" = "$DEFAULT_PODMAN_LINE" ] || binary+="-$STORAGE_VERSION"
 (cd "$module" && go build -o "$binary" ./cmd/containers-storage)
 # The Rust core must be linked in: the binary may not need the shared library.
 if ldd "$binary" | grep -q cvmfs_graphdriver; then

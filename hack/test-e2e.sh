@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# make test-e2e: the patched podman (build/bin/podman, `make podman`) end to end
-# against a repository published by `cvmfs-podman publish` from a real
-# docker-registry on 127.0.0.1.
+# make test-e2e: the patched podman of one line (hack/versions.env; PODMAN_LINE,
+# default the primary line: build/bin/podman, podman 6) end to end against a
+# repository published by `cvmfs-podman publish` from a real docker-registry on
+# 127.0.0.1. `make test-e2e-5` runs the smoke cases against podman 5.8
+# (build/bin/podman-5): PODMAN_LINE=5 E2E_SET=smoke.
 #
 # Test images are built from the layer specs in tests/e2e/images/ over a layer
 # holding Debian's static busybox (the only executable available offline),
@@ -10,6 +12,8 @@
 # policy.json from tests/e2e/), so cases cannot see each other's containers.
 #
 #   hack/test-e2e.sh [PATTERN]   run only the cases whose name contains PATTERN
+#   E2E_SET=smoke                 run only the smoke cases: run by name, pull
+#                                 without layer download, build, commit, save
 #
 # Ends with exactly one line "N passed, N failed, N skipped". A case listed in
 # tests/e2e/expected-failures.txt ("name<TAB>reason") that fails is still counted
@@ -21,12 +25,20 @@ cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 # shellcheck source=tests/lib/registry.bash
 source "$ROOT/tests/lib/registry.bash"
+# PODMAN_LINE -> PODMAN_VERSION, PODMAN_BINARY (and what build-podman.sh needs).
+# shellcheck source=hack/lib-storage.sh
+source "$ROOT/hack/lib-storage.sh"
+# shellcheck source=hack/lib-cgroup2.sh
+source "$ROOT/hack/lib-cgroup2.sh"
 
 only=${1:-}
+set_only=${E2E_SET:-}
+case "$set_only" in "" | smoke) ;; *) echo "test-e2e: E2E_SET must be empty or smoke, not '$set_only'" >&2; exit 2 ;; esac
 passed=0 failed=0 skipped=0
 E="$ROOT/tests/e2e"
 expected_file="$E/expected-failures.txt"
 log_dir="$ROOT/build/test-e2e"
+[ "$PODMAN_LINE" = "$DEFAULT_PODMAN_LINE" ] || log_dir+="-$PODMAN_LINE"
 rm -rf "$log_dir"
 mkdir -p "$log_dir"
 
@@ -39,11 +51,15 @@ expected_reason() {
 }
 
 case_no=0
-# run_test NAME FUNCTION: the function runs in a subshell with `set -ex`; its
-# output goes to build/test-e2e/<n>.log, shown on failure.
+# run_test NAME FUNCTION [SET]: the function runs in a subshell with `set -ex`;
+# its output goes to build/test-e2e/<n>.log, shown on failure. SET "smoke" marks
+# the cases E2E_SET=smoke runs.
 run_test() {
-  local name=$1 fn=$2
+  local name=$1 fn=$2 set=${3:-}
   if [ -n "$only" ] && [[ "$name" != *"$only"* ]]; then
+    return 0
+  fi
+  if [ -n "$set_only" ] && [ "$set" != "$set_only" ]; then
     return 0
   fi
   case_no=$((case_no + 1))
@@ -83,9 +99,10 @@ for tool in skopeo umoci docker-registry jq python3 curl conmon runc busybox tar
   command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
 [ -x /usr/lib/podman/netavark ] || die "netavark missing (make deps)"
+reexec_with_cgroup2 "$PODMAN_VERSION" "$0" "$@" || die "podman $PODMAN_VERSION cannot run on this host"
 
 # ------------------------------------------------------------------ build
-echo "==> make podman"
+echo "==> make podman (line $PODMAN_LINE: podman $PODMAN_VERSION, storage $STORAGE_VERSION, image $IMAGE_VERSION)"
 start=$SECONDS
 if ! "$ROOT/hack/build-podman.sh" >"$log_dir/build-podman.log" 2>&1; then
   tail -n 40 "$log_dir/build-podman.log"
@@ -95,7 +112,22 @@ echo "    $(grep -E 'up to date|built in' "$log_dir/build-podman.log" | tail -1)
 # The image patches build-podman.sh applies must be what their generator makes.
 "$ROOT/hack/gen-image-patches.sh" --check >"$log_dir/gen-image-patches.log" 2>&1 ||
   { cat "$log_dir/gen-image-patches.log"; die "patches/go.podman.io-image@* are stale"; }
-PODMAN="$ROOT/build/bin/podman"
+PODMAN=$PODMAN_BINARY
+echo "    $("$PODMAN" --version) at $PODMAN"
+# buildah on the same patched storage (only with the line it is built for,
+# hack/versions.env BUILDAH_LINE); a failed build fails its case, not the suite.
+BUILDAH= buildah_case="buildah from a CVMFS image, run (chroot), commit, push; podman runs it"
+if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ] && [ -z "$set_only" ] && [[ "$buildah_case" == *"$only"* ]]; then
+  echo "==> make buildah (buildah $BUILDAH_VERSION)"
+  start=$SECONDS
+  if BUILDAH=$("$ROOT/hack/build-buildah.sh" 2>"$log_dir/build-buildah.log"); then
+    echo "    $(grep -E 'up to date|built in' "$log_dir/build-buildah.log" | tail -1) ($((SECONDS - start))s)"
+  else
+    tail -n 20 "$log_dir/build-buildah.log"
+    echo "    building buildah failed: its case fails"
+    BUILDAH=
+  fi
+fi
 echo "==> cargo build --bin cvmfs-podman"
 cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
 B="$ROOT/target/release/cvmfs-podman"
@@ -131,6 +163,12 @@ echo "==> fixtures in $W"
   "$B" make-oci "$W/oci" --tag wh "$W/busybox.tar" "$I/wh-base.spec" "$I/wh-delete.spec" "$I/wh-top.spec"
   "$B" make-oci "$W/oci" --tag local "$W/busybox.tar" "$I/local.spec"
 ) >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; die "building the test images failed"; }
+
+# Without a pids controller no container starts with a pids limit: the
+# namespace of hack/lib-cgroup2.sh sets CONTAINERS_CONF_OVERRIDE for that.
+if cgroup2_lacks_pids; then
+  echo "    cgroup2 without the pids controller: CONTAINERS_CONF_OVERRIDE=${CONTAINERS_CONF_OVERRIDE:-(unset!)}"
+fi
 
 registry_start "$W/registry" || die "cannot start docker-registry"
 echo "    registry on $REG (pid $REG_PID, access log $REG_LOG)"
@@ -193,6 +231,15 @@ pm() {
     $PODMAN --tmpdir $C/tmp "\$@"
 }
 EOF
+  if [ -n "$BUILDAH" ]; then
+    cat >>"$C/env" <<EOF
+bh() {
+  env HOME=$C/home CONTAINERS_CONF=$E/containers.conf \\
+    CONTAINERS_STORAGE_CONF=$C/storage.conf CONTAINERS_REGISTRIES_CONF=$C/registries.conf TMPDIR=$C/tmp \\
+    $BUILDAH "\$@"
+}
+EOF
+  fi
   # shellcheck disable=SC1091
   source "$C/env"
 }
@@ -483,17 +530,45 @@ t_whiteouts_match_umoci() {
   diff "$C/umoci.tree" "$C/container.tree" || fail "the mounted rootfs differs from umoci unpack"
 }
 
+# (9) buildah on the same store: from a CVMFS image (no pull), run with chroot
+# isolation, commit, push; podman runs the result and the push keeps the
+# original blobs of the CVMFS layers.
+t_buildah_from_run_commit_push() {
+  [ -n "$BUILDAH" ] || fail "build/bin/buildah was not built (log $log_dir/build-buildah.log)"
+  new_case
+  local ctr out want
+  ctr=$(bh from --pull=never "$REG/e2e/tiny:1")
+  bh run --isolation chroot "$ctr" -- sh -c 'echo from buildah > /buildah.txt; rm /app/hello.txt; cat /app/data/1'
+  bh commit "$ctr" "$REG/e2e/tiny:buildah"
+  bh rm "$ctr"
+  out=$(pm run --rm "$REG/e2e/tiny:buildah" cat /buildah.txt /app/data/1)
+  [ "$out" = "$(printf 'from buildah\none')" ] || fail "podman ran buildah's image and got '$out'"
+  pm run --rm "$REG/e2e/tiny:buildah" sh -c 'test ! -e /app/hello.txt' || fail "a file deleted in buildah's container is visible"
+  # The base image's layers stayed in CVMFS: nothing of them was copied.
+  local used
+  used=$(du -sb "$C/root" | cut -f1)
+  [ "$used" -lt 1000000 ] || fail "graphroot holds $used bytes after buildah from/commit of a CVMFS image"
+  want=$(layer_digests tiny)
+  bh push --tls-verify=false "$REG/e2e/tiny:buildah"
+  fetch_manifest e2e/tiny buildah >"$C/manifest"
+  [ "$(jq -r '.layers[].digest' "$C/manifest" | head -n 2)" = "$want" ] || fail "buildah push changed the blobs of the CVMFS layers"
+  [ "$(jq '.layers | length' "$C/manifest")" -eq 3 ] || fail "expected 3 layers"
+}
+
 echo "==> cases"
-run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped
+run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
 run_test "pull and run an image not in CVMFS (mixed stack)" t_pull_and_run_local_image
 run_test "rmi, system prune -a, system reset never modify the repository" t_repo_never_modified
 run_test "8 parallel runs; kill -9 of podman run; no leaked mounts" t_parallel_and_kill9
-run_test "pull of a published image downloads no layer blob" t_pull_downloads_no_layer
-run_test "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_commit_push
+run_test "pull of a published image downloads no layer blob" t_pull_downloads_no_layer smoke
+run_test "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_commit_push smoke
 run_test "push keeps the original blob digests of CVMFS layers" t_push_keeps_original_digests
-run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay
+run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay smoke
 run_test "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
+if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
+  run_test "$buildah_case" t_buildah_from_run_commit_push
+fi
 
 summary
 [ "$failed" -eq 0 ]

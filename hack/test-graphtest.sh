@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test-graphtest`: the storage module's own driver conformance suite
 # (drivers/graphtest, every exported DriverTest* function, called from
-# drivers/cvmfs/cvmfs_test.go) against the cvmfs driver, in the patched module,
-# as root with real overlay mounts.
+# drivers/cvmfs/cvmfs_test.go) against the cvmfs driver, in the patched module
+# of the primary podman line's storage release (PODMAN_LINE=5 for the 5.8
+# line's), as root with real overlay mounts.
 #
 # Ends with "N passed, N failed, N skipped", then the skipped tests with their
 # reasons. Exit status non-zero on any failure.
@@ -19,6 +20,7 @@ fi
 pin_rust_lib
 "$ROOT/hack/gen-patches.sh" --check >&2
 module=$("$ROOT/hack/patched-storage.sh")
+echo "test-graphtest: $STORAGE_MODULE@$STORAGE_VERSION (podman line $PODMAN_LINE)"
 
 # All tests of the driver package (every graphtest DriverTest* plus the
 # binding's own) and the storage.conf table test of the config patch; they are

@@ -4,8 +4,9 @@ import "fmt"
 
 // CvmfsOptionsConfig is the [storage.options.cvmfs] table of storage.conf.
 // Options that apply to every driver (mountopt, ignore_chown_errors,
-// force_mask in [storage.options]) are already forwarded as cvmfs.<key> by the
-// generic code; these are the driver's own.
+// force_mask in [storage.options]) are already forwarded by the generic code
+// (as cvmfs.<key> up to storage 1.62, without a prefix since 1.63); these are
+// the driver's own.
 type CvmfsOptionsConfig struct {
 	// Repositories is a comma-separated list of CVMFS repository roots
 	// (e.g. "/cvmfs/unpacked.cern.ch") in which read-only layers are found.

@@ -9,7 +9,8 @@ import (
 )
 
 // A [storage.options.cvmfs] table in storage.conf reaches the driver as
-// cvmfs.<key>=<value> options, and only for the cvmfs driver.
+// cvmfs.<key>=<value> options, and only for the cvmfs driver (storage v1.62:
+// GetGraphDriverOptions gives the tables of the configured driver only).
 func TestCvmfsOptionsTable(t *testing.T) {
 	var conf struct {
 		Options OptionsConfig `toml:"options"`
