@@ -72,6 +72,7 @@ pub mod error;
 pub mod layer_spec;
 pub mod layout;
 pub mod mount;
+pub mod oci;
 pub mod options;
 pub mod publish;
 pub mod store;

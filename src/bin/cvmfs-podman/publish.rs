@@ -27,7 +27,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::progress::Progress;
-use crate::source::{read_limited, ImageName, Source};
+use crate::source::{ImageName, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -288,7 +288,7 @@ impl Job<'_> {
                 // the tar-split from the blob, and find out whether the files
                 // carry the image's owners (DUCC's do not); if not, keep the
                 // tar's owners for the driver to restore
-                let entries = self.tar_split_only(i, &digest, &ts_cache)?;
+                let entries = self.tar_split_only(i, &digest, size, &ts_cache)?;
                 if legacy || !ownership_matches(&dir.join("layerfs"), &entries) {
                     let owners = ownership::owners_json(&entries);
                     self.save_owners(&hex, &owners)?;
@@ -473,9 +473,10 @@ impl Job<'_> {
         &self,
         i: usize,
         digest: &str,
+        size: u64,
         ts_cache: &Path,
     ) -> Result<Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>> {
-        let blob = self.src.blob(digest)?;
+        let (blob, fault) = crate::source::open_blob(self.src, digest, size)?;
         let mut hr = HashReader {
             inner: blob,
             hash: Sha256::new(),
@@ -502,7 +503,7 @@ impl Job<'_> {
                 }
             }
             io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::msg(format!("{e}")))?;
-            Self::verify_blob(&hr, digest, 0)?;
+            Self::verify_blob(&hr, digest, size)?;
             let (gz, entries) = split.finish().map_err(Error::msg)?;
             let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
@@ -513,7 +514,7 @@ impl Job<'_> {
             let _ = fs::remove_file(&tmp);
         }
         let _ = i;
-        res
+        res.map_err(|e| fault.or(e))
     }
 
     fn unpack_into(
@@ -526,7 +527,7 @@ impl Job<'_> {
         ts_cache: &Path,
     ) -> Result<(LayerOut, PathBuf)> {
         fs::create_dir(tmp).map_err(|e| Error::io(tmp, e))?;
-        let blob = self.src.blob(digest)?;
+        let (blob, fault) = crate::source::open_blob(self.src, digest, size)?;
         let mut hr = HashReader {
             inner: blob,
             hash: Sha256::new(),
@@ -560,7 +561,8 @@ impl Job<'_> {
             Ok(x) => x,
             Err(e) => {
                 let _ = fs::remove_file(&ts_tmp);
-                return Err(e);
+                // a blob that broke its bounds explains any error after it
+                return Err(fault.or(e));
             }
         };
         let tail = || -> Result<LayerOut> {
@@ -632,8 +634,12 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         .ok_or_else(|| ctx(Error::msg("manifest has no config digest")))?
         .to_string();
     let chex = digest_hex(&config_digest).map_err(ctx)?.to_string();
-    let config = read_limited(src.blob(&config_digest).map_err(ctx)?, "config").map_err(ctx)?;
+    // sizes and digests of every descriptor are validated here
+    let typed = crate::source::image_manifest(&manifest).map_err(ctx)?;
+    let config = crate::source::read_small_blob(src, &config_digest, typed.config.size)
+        .map_err(|e| ctx(e.context("config")))?;
     verify_bytes(&config, &config_digest, "config").map_err(ctx)?;
+    cvmfs_graphdriver::oci::parse_config(&config).map_err(ctx)?;
     let cfg: Value = serde_json::from_slice(&config)
         .map_err(|e| ctx(Error::msg(format!("config {config_digest}: {e}"))))?;
     let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
