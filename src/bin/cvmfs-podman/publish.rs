@@ -514,7 +514,7 @@ impl Job<'_> {
             let _ = fs::remove_file(&tmp);
         }
         let _ = i;
-        res.map_err(|e| fault.or(e))
+        res.map_err(|e| blob_fault_or(&mut hr, &fault, e))
     }
 
     fn unpack_into(
@@ -561,8 +561,7 @@ impl Job<'_> {
             Ok(x) => x,
             Err(e) => {
                 let _ = fs::remove_file(&ts_tmp);
-                // a blob that broke its bounds explains any error after it
-                return Err(fault.or(e));
+                return Err(blob_fault_or(&mut hr, &fault, e));
             }
         };
         let tail = || -> Result<LayerOut> {
@@ -618,6 +617,15 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// The blob's own fault (longer, shorter, wrong digest, too slow) when it
+/// has one, else `e`: after a failed unpack up to 64 MiB more of the blob are
+/// read (within its declared size and deadline), so that a corrupt tar in a
+/// small blob shows as what it is, a blob that is not the one the manifest names.
+fn blob_fault_or(rest: &mut impl Read, fault: &crate::source::BlobFault, e: Error) -> Error {
+    let _ = io::copy(&mut rest.take(64 << 20), &mut io::sink());
+    fault.or(e)
 }
 
 /// Publish the image `src` names into `opts.repo`.

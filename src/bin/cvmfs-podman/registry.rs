@@ -104,6 +104,7 @@ impl<R> Deadline<R> {
 /// absolute, scheme-relative, host-relative or path-relative, resolved; only
 /// `http`/`https` URLs with a host are accepted.
 pub fn redirect_target(from: &str, location: &str) -> std::result::Result<String, String> {
+    let refuse = || format!("redirect to {location:?}: only http(s) URLs with a host are followed");
     let base: Uri = from.parse().map_err(|e| format!("{from}: {e}"))?;
     let scheme = base.scheme_str().unwrap_or("https");
     let authority = base.authority().map(|a| a.as_str()).unwrap_or("");
@@ -114,6 +115,9 @@ pub fn redirect_target(from: &str, location: &str) -> std::result::Result<String
                 .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
     });
     let target = if has_scheme {
+        if !is_http_url(loc) {
+            return Err(refuse());
+        }
         loc.to_string()
     } else if let Some(rest) = loc.strip_prefix("//") {
         format!("{scheme}://{rest}")
@@ -129,10 +133,14 @@ pub fn redirect_target(from: &str, location: &str) -> std::result::Result<String
         .map_err(|e| format!("redirect to {location:?}: {e}"))?;
     match t.scheme_str() {
         Some("http" | "https") if t.host().is_some_and(|h| !h.is_empty()) => Ok(target),
-        _ => Err(format!(
-            "redirect to {location:?}: only http(s) URLs with a host are followed"
-        )),
+        _ => Err(refuse()),
     }
+}
+
+/// Starts with `http://` or `https://` (any case).
+fn is_http_url(u: &str) -> bool {
+    let l = u.get(..8).unwrap_or(u).to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://")
 }
 
 fn host_of(url: &str) -> Option<String> {
@@ -379,6 +387,9 @@ impl Registry {
         })?;
         let bad_realm =
             |why: &str| Error::msg(format!("{}: token realm {realm:?}: {why}", self.what()));
+        if !is_http_url(&realm) {
+            return Err(bad_realm("not an http(s) URL"));
+        }
         let realm_uri: Uri = realm.parse().map_err(|e| bad_realm(&format!("{e}")))?;
         match realm_uri.scheme_str() {
             Some("https") => {}
