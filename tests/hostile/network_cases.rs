@@ -520,7 +520,7 @@ fn blob_endless() -> Outcome {
         // what sat in socket buffers when the publisher hung up, not gigabytes
         let sent = server.sent();
         ensure(
-            sent < 64 << 20,
+            sent < 16 << 20,
             format!("the server sent {sent} bytes for a blob of a few KiB"),
         )
     })())
@@ -1052,7 +1052,7 @@ fn redirect_other_port() -> Outcome {
             format!("the CDN saw {:?}", cdn.hits()),
         )?;
         ensure(
-            cdn.sent() < 64 << 20,
+            cdn.sent() < 16 << 20,
             format!("the CDN sent {} bytes", cdn.sent()),
         )
     })())
@@ -1083,7 +1083,7 @@ fn redirect_body_endless() -> Outcome {
         ensure(p.run.ok, format!("publish failed: {}", p.run.stderr))?;
         ensure(p.took < QUICK, format!("took {:?}", p.took))?;
         ensure(
-            server.sent() < 64 << 20,
+            server.sent() < 16 << 20,
             format!("the redirect body was read: {} bytes sent", server.sent()),
         )?;
         s.canary.unchanged()?;
@@ -1108,7 +1108,7 @@ fn error_body_endless() -> Outcome {
             |img| vec![img.layer_digest.clone(), "HTTP 404".into()],
         )?;
         ensure(
-            server.sent() < 64 << 20,
+            server.sent() < 16 << 20,
             format!("the error body was read: {} bytes", server.sent()),
         )
     })())

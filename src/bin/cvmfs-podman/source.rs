@@ -885,6 +885,35 @@ mod tests {
     }
 
     #[test]
+    fn index_loops_and_depth_are_refused() {
+        // a fetcher that does not check digests: the tag and D both serve an
+        // index naming D (with tag -> A -> B -> A for the loop through two)
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let index_naming = |target: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{MT_OCI_INDEX}","manifests":[{{"mediaType":"{MT_OCI_INDEX}","digest":"{target}","size":1,"platform":{{"os":"linux","architecture":"{}"}}}}]}}"#,
+                Platform::host().arch
+            )
+            .into_bytes()
+        };
+        let p = Platform::host();
+        let e = resolve_manifest("t", "tag", &p, |r, _| {
+            let next = if r == d('a') { d('b') } else { d('a') };
+            Ok((index_naming(&next), Some(MT_OCI_INDEX.into())))
+        })
+        .unwrap_err();
+        assert!(e.0.contains("loop"), "{e}");
+        let mut n = 0;
+        let e = resolve_manifest("t", "tag", &p, |_, _| {
+            n += 1;
+            let next = d(char::from_digit(n, 16).unwrap());
+            Ok((index_naming(&next), Some(MT_OCI_INDEX.into())))
+        })
+        .unwrap_err();
+        assert!(e.0.contains("nested deeper than 4"), "{e}");
+    }
+
+    #[test]
     fn oci_refs() {
         let o = OciLayout::new("/tmp/x:tag", Platform::host());
         assert_eq!(o.describe(), "oci:/tmp/x:tag");
