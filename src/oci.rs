@@ -532,6 +532,55 @@ mod tests {
         assert_eq!(i.select(&want).unwrap().descriptor.size, 4);
     }
 
+    /// Mutated documents never panic the parsers (the cheap cousin of the
+    /// fuzz target on `parse_manifest`).
+    #[test]
+    fn mutations_never_panic() {
+        let l = format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D}","size":1,"platform":{{"os":"linux"}},"annotations":{{"a":"b"}}}}"#
+        );
+        let seeds = [
+            manifest(&l),
+            format!(r#"{{"schemaVersion":2,"manifests":[{l}]}}"#).into_bytes(),
+            format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{D}"]}},"created":"x"}}"#)
+                .into_bytes(),
+            format!(r#"[{{"Config":"c.json","RepoTags":["a:b"],"Layers":["l.tar"]}}]"#)
+                .into_bytes(),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for seed in &seeds {
+            for _ in 0..2000 {
+                let mut b = seed.clone();
+                for _ in 0..(next() % 4 + 1) {
+                    let i = (next() as usize) % b.len().max(1);
+                    if b.is_empty() {
+                        break;
+                    }
+                    match next() % 3 {
+                        0 => b[i] = next() as u8,
+                        1 => {
+                            b.remove(i);
+                        }
+                        _ => {
+                            let t = b"{}[]\",:-0e9";
+                            b.insert(i, t[(next() as usize) % t.len()]);
+                        }
+                    }
+                }
+                let _ = parse_manifest(&b, None);
+                let _ = parse_manifest(&b, Some(MT_DOCKER_LIST));
+                let _ = parse_config(&b);
+                let _ = parse_docker_archive_manifest(&b);
+            }
+        }
+    }
+
     #[test]
     fn configs() {
         let c = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{D}"]}}}}"#);

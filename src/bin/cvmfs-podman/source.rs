@@ -257,8 +257,15 @@ pub trait Source: Sync {
 
 /// Read at most MAX_MANIFEST bytes; more is an error.
 pub fn read_limited(r: impl Read, what: &str) -> Result<Vec<u8>> {
-    read_capped(r, MAX_MANIFEST, what)
+    read_capped(r, MAX_MANIFEST, what).map_err(|e| match e.0.ends_with(TOO_LARGE) {
+        true => Error::msg(format!(
+            "{what}: larger than {MAX_MANIFEST} bytes (oversized manifest or config), refused"
+        )),
+        false => e,
+    })
 }
+
+const TOO_LARGE: &str = "bytes, refused";
 
 /// Read at most `cap` bytes; more is an error (at most `cap + 1` are consumed).
 pub fn read_capped(mut r: impl Read, cap: u64, what: &str) -> Result<Vec<u8>> {
@@ -449,7 +456,7 @@ impl OciLayout {
     fn read_document(&self, d: &Descriptor) -> Result<Vec<u8>> {
         if d.size > MAX_MANIFEST {
             return Err(Error::msg(format!(
-                "{}: {}: declared size {} bytes, more than {MAX_MANIFEST}",
+                "{}: {}: declared size {} bytes, more than {MAX_MANIFEST} (oversized manifest or config), refused",
                 self.describe(),
                 d.digest,
                 d.size
@@ -565,6 +572,10 @@ pub struct DockerArchive {
     by_digest: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
+/// A `docker save` archive has a few members per layer: more is an attack
+/// on the publisher's memory (the member index is kept).
+const MAX_ARCHIVE_MEMBERS: usize = 100_000;
+
 impl DockerArchive {
     pub fn open(file: &Path) -> Result<DockerArchive> {
         let what = format!("docker-archive:{}", file.display());
@@ -578,6 +589,11 @@ impl DockerArchive {
             .map_err(|e| Error::msg(format!("{what}: {e}")))?
         {
             let mut e = e.map_err(|e| Error::msg(format!("{what}: {e}")))?;
+            if members.len() + links.len() >= MAX_ARCHIVE_MEMBERS {
+                return Err(Error::msg(format!(
+                    "{what}: more than {MAX_ARCHIVE_MEMBERS} members, not an image archive"
+                )));
+            }
             let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
             let name = name.trim_start_matches("./").to_string();
             if name == "manifest.json" {
