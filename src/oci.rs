@@ -544,8 +544,7 @@ mod tests {
             format!(r#"{{"schemaVersion":2,"manifests":[{l}]}}"#).into_bytes(),
             format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{D}"]}},"created":"x"}}"#)
                 .into_bytes(),
-            format!(r#"[{{"Config":"c.json","RepoTags":["a:b"],"Layers":["l.tar"]}}]"#)
-                .into_bytes(),
+            br#"[{"Config":"c.json","RepoTags":["a:b"],"Layers":["l.tar"]}]"#.to_vec(),
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {

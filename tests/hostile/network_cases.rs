@@ -411,6 +411,10 @@ fn publish_from(s: &Scene, port: u16, extra: &[&str]) -> Published {
     args.extend_from_slice(extra);
     let started = Instant::now();
     let run = cvmfs_podman(&args);
+    // HOSTILE_VERBOSE=1: show what the publisher said
+    if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+        eprintln!("    {}", run.stderr.trim());
+    }
     Published {
         run,
         took: started.elapsed(),

@@ -449,3 +449,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_limits_parse() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        for bad in ["0.5s", "0", "2d", "-1", "", "25h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_rate("100k").unwrap(), 102_400);
+        assert_eq!(parse_rate("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_rate("512").unwrap(), 512);
+        for bad in ["0", "k", "-5", "99999999999999999999G", "1.5M"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -65,11 +65,11 @@ impl TransferLimits {
 }
 
 /// A response body read under the transfer's deadline: ureq enforces it on
-/// the socket (`timeout_global`); this names what ran out of time.
+/// the socket (`timeout_global`); this says so (the reader's consumer names
+/// the transfer).
 pub struct Deadline<R> {
     inner: R,
     until: Instant,
-    what: String,
     explain: String,
 }
 
@@ -82,7 +82,7 @@ impl<R: Read> Read for Deadline<R> {
             if Instant::now() + Duration::from_millis(200) >= self.until {
                 self.expired()
             } else {
-                io::Error::new(e.kind(), format!("{}: {e}", self.what))
+                e
             }
         })
     }
@@ -93,8 +93,8 @@ impl<R> Deadline<R> {
         io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "{}: not complete within the transfer deadline of {}",
-                self.what, self.explain
+                "not complete within the transfer deadline of {}",
+                self.explain
             ),
         )
     }
@@ -489,7 +489,6 @@ impl Registry {
         let body = Deadline {
             inner: r.into_body().into_reader(),
             until,
-            what: what.to_string(),
             explain: explain.to_string(),
         };
         read_capped(body, cap, what)
@@ -552,7 +551,6 @@ impl Registry {
         Ok(Box::new(Deadline {
             inner: r.into_body().into_reader(),
             until,
-            what,
             explain: self.limits.explain(size),
         }))
     }

@@ -187,7 +187,6 @@ const MAX_INDEX_DEPTH: usize = 4;
 /// served media type; the first reference is a tag or digest, later ones the
 /// digests (and declared descriptors) index entries name.
 fn resolve_manifest(
-    what: &str,
     first: &str,
     platform: &Platform,
     mut fetch: impl FnMut(&str, Option<&Descriptor>) -> Result<(Vec<u8>, Option<String>)>,
@@ -198,13 +197,13 @@ fn resolve_manifest(
     for _ in 0..MAX_INDEX_DEPTH {
         if seen.contains(&reference) {
             return Err(Error::msg(format!(
-                "{what}: index entry {reference} points back to an index it came from (a loop)"
+                "index entry {reference} points back to an index it came from (a loop)"
             )));
         }
         seen.push(reference.clone());
         let (bytes, served) = fetch(&reference, declared.as_ref())?;
         let parsed = oci::parse_manifest(&bytes, served.as_deref())
-            .map_err(|e| e.context(format!("{what}: {reference}")))?;
+            .map_err(|e| e.context(format!("manifest {reference}")))?;
         let media_type = match &parsed {
             Parsed::Manifest(m) => &m.media_type,
             Parsed::Index(i) => &i.media_type,
@@ -212,7 +211,7 @@ fn resolve_manifest(
         if let Some(d) = &declared {
             if &d.media_type != media_type {
                 return Err(Error::msg(format!(
-                    "{what}: {reference}: the index declares {:?}, the document is {media_type:?}",
+                    "manifest {reference}: the index declares {:?}, the document is {media_type:?}",
                     d.media_type
                 )));
             }
@@ -220,14 +219,14 @@ fn resolve_manifest(
         match parsed {
             Parsed::Manifest(_) => return Ok(bytes),
             Parsed::Index(idx) => {
-                let d = select_from_index(&idx, platform, what)?.clone();
+                let d = select_from_index(&idx, platform, &format!("index {reference}"))?.clone();
                 reference = d.digest.clone();
                 declared = Some(d);
             }
         }
     }
     Err(Error::msg(format!(
-        "{what}: indexes nested deeper than {MAX_INDEX_DEPTH}"
+        "indexes nested deeper than {MAX_INDEX_DEPTH} (at {reference})"
     )))
 }
 
@@ -540,15 +539,10 @@ impl Source for OciLayout {
                 first.media_type
             )));
         }
-        resolve_manifest(
-            &self.describe(),
-            &first.digest,
-            &self.platform,
-            |_, declared| {
-                let d = declared.unwrap_or(&first);
-                Ok((self.read_document(d)?, Some(d.media_type.clone())))
-            },
-        )
+        resolve_manifest(&first.digest, &self.platform, |_, declared| {
+            let d = declared.unwrap_or(&first);
+            Ok((self.read_document(d)?, Some(d.media_type.clone())))
+        })
     }
     fn blob(&self, digest: &str, _size: u64) -> Result<Box<dyn Read + Send>> {
         let f = self.open_blob_file(digest)?;
@@ -795,19 +789,13 @@ impl Source for RegistrySource {
         Ok(self.name.clone())
     }
     fn manifest(&self) -> Result<Vec<u8>> {
-        let what = self.describe();
-        resolve_manifest(
-            &what,
-            &self.reference,
-            &self.platform,
-            |reference, declared| {
-                let (bytes, served) = self.reg.manifest(reference, declared.map(|d| d.size))?;
-                if reference.starts_with("sha256:") {
-                    crate::publish::verify_bytes(&bytes, reference, &format!("{what}: manifest"))?;
-                }
-                Ok((bytes, Some(served)))
-            },
-        )
+        resolve_manifest(&self.reference, &self.platform, |reference, declared| {
+            let (bytes, served) = self.reg.manifest(reference, declared.map(|d| d.size))?;
+            if reference.starts_with("sha256:") {
+                crate::publish::verify_bytes(&bytes, reference, "manifest")?;
+            }
+            Ok((bytes, Some(served)))
+        })
     }
     fn blob(&self, digest: &str, size: u64) -> Result<Box<dyn Read + Send>> {
         self.reg.blob(digest, size)
@@ -913,14 +901,14 @@ mod tests {
             .into_bytes()
         };
         let p = Platform::host();
-        let e = resolve_manifest("t", "tag", &p, |r, _| {
+        let e = resolve_manifest("tag", &p, |r, _| {
             let next = if r == d('a') { d('b') } else { d('a') };
             Ok((index_naming(&next), Some(MT_OCI_INDEX.into())))
         })
         .unwrap_err();
         assert!(e.0.contains("loop"), "{e}");
         let mut n = 0;
-        let e = resolve_manifest("t", "tag", &p, |_, _| {
+        let e = resolve_manifest("tag", &p, |_, _| {
             n += 1;
             let next = d(char::from_digit(n, 16).unwrap());
             Ok((index_naming(&next), Some(MT_OCI_INDEX.into())))
