@@ -57,6 +57,10 @@ pub fn cases() -> Vec<Case> {
         case!("redirect-body-endless-not-read", redirect_body_endless),
         case!("error-body-endless-not-read", error_body_endless),
         case!("response-headers-endless", headers_endless),
+        case!("response-headers-drip-feed-hits-deadline", headers_drip),
+        case!("oci-blob-is-dev-zero", oci_dev_zero),
+        case!("oci-blob-longer-than-declared", oci_blob_longer),
+        case!("oci-manifest-size-lies", oci_manifest_size),
     ]
 }
 
@@ -173,6 +177,8 @@ enum Reply {
     },
     /// 200 with Content-Length, the body one byte every `every`.
     Drip(Vec<u8>, Duration),
+    /// Bytes exactly as given, one every `every` (status line and headers too).
+    DripRaw(Vec<u8>, Duration),
     /// Bytes exactly as given, then close.
     Raw(Vec<u8>),
 }
@@ -363,21 +369,33 @@ fn serve(
                 body.len()
             );
             let _ = c.write_all(head.as_bytes());
-            for byte in body {
-                let until = Instant::now() + every;
-                while Instant::now() < until {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if !put(&mut c, &[byte]) {
-                    return;
-                }
-            }
+            drip(&mut c, &body, every, stop, &put);
         }
         Reply::Raw(bytes) => {
             put(&mut c, &bytes);
+        }
+        Reply::DripRaw(bytes, every) => drip(&mut c, &bytes, every, stop, &put),
+    }
+}
+
+/// Write `bytes` one every `every` until done, the client leaves or the case ends.
+fn drip(
+    c: &mut TcpStream,
+    bytes: &[u8],
+    every: Duration,
+    stop: &AtomicBool,
+    put: &dyn Fn(&mut TcpStream, &[u8]) -> bool,
+) {
+    for byte in bytes {
+        let until = Instant::now() + every;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !put(c, &[*byte]) {
+            return;
         }
     }
 }
@@ -1139,4 +1157,130 @@ fn headers_endless() -> Outcome {
         )
         .map(|_| ()),
     )
+}
+
+/// The status line and headers arrive one byte every 300 ms.
+fn headers_drip() -> Outcome {
+    outcome(
+        hostile_case(
+            "net-headerdrip",
+            |img, path, _| {
+                (path == img.blob_path(&img.layer_digest)).then(|| {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        img.layer.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&img.layer);
+                    Reply::DripRaw(r, Duration::from_millis(300))
+                })
+            },
+            &["--transfer-timeout", "3s", "--transfer-min-rate", "1M"],
+            QUICK,
+            |img| {
+                vec![
+                    img.layer_digest.clone(),
+                    "not answered within the transfer deadline of 3.0s".into(),
+                ]
+            },
+        )
+        .map(|_| ()),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The same bounds for an `oci:` layout on disk.
+
+/// A scene with an OCI layout `oci/` (tag `t`, one uncompressed layer) and
+/// the layer's digest.
+fn oci_scene(name: &str) -> (Scene, std::path::PathBuf, String) {
+    let s = Scene::new(name);
+    let tar = Img::new().layer;
+    let tar_path = s.dir.path().join("layer.tar");
+    std::fs::write(&tar_path, &tar).unwrap();
+    let oci = s.dir.path().join("oci");
+    let made = cvmfs_podman(&[
+        "make-oci",
+        oci.to_str().unwrap(),
+        "--tag",
+        "t",
+        "--compression",
+        "none",
+        tar_path.to_str().unwrap(),
+    ]);
+    assert!(made.ok, "make-oci: {}", made.stderr);
+    (s, oci, digest(&tar))
+}
+
+fn oci_publish(s: &Scene, oci: &std::path::Path) -> Published {
+    let image = format!("oci:{}:t", oci.display());
+    let started = Instant::now();
+    let run = cvmfs_podman(&[
+        "publish",
+        &image,
+        "--repo",
+        s.repo.to_str().unwrap(),
+        "--name",
+        "example.org/hostile/x:1",
+        "-q",
+    ]);
+    if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+        eprintln!("    {}", run.stderr.trim());
+    }
+    Published {
+        run,
+        took: started.elapsed(),
+        image,
+    }
+}
+
+fn blob_file(oci: &std::path::Path, d: &str) -> std::path::PathBuf {
+    oci.join("blobs/sha256")
+        .join(d.trim_start_matches("sha256:"))
+}
+
+/// A layer blob that is a symlink to `/dev/zero`: endless, refused unread.
+fn oci_dev_zero() -> Outcome {
+    let (s, oci, layer) = oci_scene("net-ocizero");
+    let f = blob_file(&oci, &layer);
+    std::fs::remove_file(&f).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &f).unwrap();
+    let p = oci_publish(&s, &oci);
+    outcome(refused(&s, &p, QUICK, &[&layer, "is not a regular file"]))
+}
+
+/// A layer blob file with a MiB appended.
+fn oci_blob_longer() -> Outcome {
+    let (s, oci, layer) = oci_scene("net-ocilong");
+    let f = blob_file(&oci, &layer);
+    let mut b = std::fs::read(&f).unwrap();
+    b.extend(std::iter::repeat_n(0u8, 1 << 20));
+    std::fs::write(&f, b).unwrap();
+    let p = oci_publish(&s, &oci);
+    outcome(refused(
+        &s,
+        &p,
+        QUICK,
+        &[&layer, "longer than the declared"],
+    ))
+}
+
+/// index.json declares the manifest one byte shorter than it is.
+fn oci_manifest_size() -> Outcome {
+    let (s, oci, _) = oci_scene("net-ocimsize");
+    let ip = oci.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ip).unwrap()).unwrap();
+    let entry = &mut index["manifests"][0];
+    let size = entry["size"].as_u64().unwrap();
+    entry["size"] = (size - 1).into();
+    let md = entry["digest"].as_str().unwrap().to_string();
+    std::fs::write(&ip, serde_json::to_vec(&index).unwrap()).unwrap();
+    let p = oci_publish(&s, &oci);
+    outcome(refused(
+        &s,
+        &p,
+        QUICK,
+        &[&md, &format!("longer than the declared {} bytes", size - 1)],
+    ))
 }
