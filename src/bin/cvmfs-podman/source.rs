@@ -497,6 +497,12 @@ impl Source for OciLayout {
     }
     fn manifest(&self) -> Result<Vec<u8>> {
         let ip = self.dir.join("index.json");
+        if !std::fs::metadata(&ip)
+            .map_err(|e| Error::io(&ip, e))?
+            .is_file()
+        {
+            return Err(Error::msg(format!("{}: not a regular file", ip.display())));
+        }
         let f = File::open(&ip).map_err(|e| Error::io(&ip, e))?;
         let bytes = read_limited(f, &ip.display().to_string())?;
         let index = match oci::parse_manifest(&bytes, None).map_err(|e| e.context(ip.display()))? {
