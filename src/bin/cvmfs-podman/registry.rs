@@ -234,7 +234,8 @@ impl Registry {
         explain: &str,
     ) -> std::result::Result<Response<Body>, String> {
         let mut url = url.to_string();
-        for hop in 0..=MAX_REDIRECTS {
+        let mut hops = 0;
+        loop {
             let remaining = until.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(format!(
@@ -281,12 +282,12 @@ impl Registry {
                     "{url}: redirect to {next}: from https to plain http refused"
                 ));
             }
-            if hop == MAX_REDIRECTS {
+            if hops == MAX_REDIRECTS {
                 return Err(format!("{url}: more than {MAX_REDIRECTS} redirects"));
             }
+            hops += 1;
             url = next;
         }
-        unreachable!("the loop returns")
     }
 
     fn send(
