@@ -76,6 +76,7 @@ pub mod fuzzing;
 pub mod layer_spec;
 pub mod layout;
 pub mod mount;
+pub mod oci;
 pub mod options;
 pub mod publish;
 pub mod store;

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cvmfs_graphdriver::publish::Error;
@@ -41,6 +42,18 @@ enum Cmd {
         /// Verify registry TLS certificates; false also allows plain http
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         tls_verify: bool,
+        /// Time every registry transfer (manifest, config, layer, token) gets
+        /// besides its size at --transfer-min-rate; a transfer that takes longer
+        /// fails (e.g. 90, 90s, 5m; at least 1s)
+        #[arg(long, env = "CVMFS_PODMAN_TRANSFER_TIMEOUT", default_value = "60s",
+              value_parser = parse_duration, verbatim_doc_comment)]
+        transfer_timeout: Duration,
+        /// Slowest accepted registry transfer rate in bytes per second (k, M,
+        /// G: powers of 1024): a blob of N bytes must arrive within
+        /// --transfer-timeout + N / rate
+        #[arg(long, env = "CVMFS_PODMAN_TRANSFER_MIN_RATE", default_value = "100k",
+              value_parser = parse_rate, verbatim_doc_comment)]
+        transfer_min_rate: u64,
         /// The absolute path podman will see the repository at (default: --repo)
         #[arg(long)]
         recorded_repository: Option<PathBuf>,
@@ -108,10 +121,51 @@ enum Cmd {
     },
 }
 
+/// `90`, `90s`, `5m`, `1h` (at least one second, at most a day).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.trim().strip_suffix(['s', 'm', 'h']) {
+        Some(n) => (n, &s.trim()[n.len()..]),
+        None => (s.trim(), "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected seconds, e.g. 90, 90s, 5m or 1h"))?;
+    let secs = n * match unit {
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => 1.0,
+    };
+    if !(1.0..=86400.0).contains(&secs) {
+        return Err(format!("{s:?}: must be between 1s and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `102400`, `100k`, `1M`, `1G` bytes per second (at least 1).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected bytes per second, e.g. 102400, 100k or 1M"))?;
+    match n.checked_mul(mult) {
+        Some(r) if r >= 1 => Ok(r),
+        _ => Err(format!(
+            "{s:?}: must be between 1 and 2^64-1 bytes per second"
+        )),
+    }
+}
+
 fn open_source(
     image: &str,
     platform: Platform,
     tls_verify: bool,
+    limits: registry::TransferLimits,
 ) -> Result<Box<dyn Source>, Error> {
     if let Some(s) = image.strip_prefix("oci:") {
         Ok(Box::new(source::OciLayout::new(s, platform)))
@@ -119,7 +173,7 @@ fn open_source(
         Ok(Box::new(source::DockerArchive::open(Path::new(f))?))
     } else if let Some(r) = image.strip_prefix("docker://") {
         Ok(Box::new(source::RegistrySource::new(
-            r, platform, tls_verify,
+            r, platform, tls_verify, limits,
         )?))
     } else {
         Err(Error::msg(format!(
@@ -158,6 +212,7 @@ fn cmd_publish(
     name: Option<&str>,
     platform: Option<&str>,
     tls_verify: bool,
+    limits: registry::TransferLimits,
     recorded: Option<&Path>,
     jobs: usize,
     json: bool,
@@ -168,7 +223,7 @@ fn cmd_publish(
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
-    let src = open_source(image, platform, tls_verify)?;
+    let src = open_source(image, platform, tls_verify, limits)?;
     let name = match name {
         Some(n) => ImageName::parse(n)?,
         // a name from the source's own records (RepoTags, a directory name)
@@ -235,6 +290,8 @@ fn main() -> ExitCode {
             name,
             platform,
             tls_verify,
+            transfer_timeout,
+            transfer_min_rate,
             recorded_repository,
             jobs,
             json,
@@ -242,6 +299,10 @@ fn main() -> ExitCode {
             cvmfs_transaction,
             no_devices,
         } => {
+            let limits = registry::TransferLimits {
+                floor: transfer_timeout,
+                min_rate: transfer_min_rate,
+            };
             let run = || {
                 cmd_publish(
                     &image,
@@ -249,6 +310,7 @@ fn main() -> ExitCode {
                     name.as_deref(),
                     platform.as_deref(),
                     tls_verify,
+                    limits,
                     recorded_repository.as_deref(),
                     jobs,
                     json,
@@ -422,6 +484,27 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_limits_parse() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        for bad in ["0.5s", "0", "2d", "-1", "", "25h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_rate("100k").unwrap(), 102_400);
+        assert_eq!(parse_rate("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_rate("512").unwrap(), 512);
+        for bad in ["0", "k", "-5", "99999999999999999999G", "1.5M"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::progress::Progress;
 
 /// Per blob digest, the configs of the images the store records using it.
 type BlobUsers = std::collections::BTreeMap<String, BTreeSet<String>>;
-use crate::source::{read_limited, ImageName, Source};
+use crate::source::{ImageName, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -279,7 +279,7 @@ impl Job<'_> {
                 // the tar-split from the blob, and find out whether the files
                 // carry the image's owners (DUCC's do not); if not, keep the
                 // tar's owners for the driver to restore. Saved by `place`.
-                let (entries, ts_tmp) = self.tar_split_only(&digest, &ts_cache)?;
+                let (entries, ts_tmp) = self.tar_split_only(&digest, size, &ts_cache)?;
                 let owners = (legacy || !ownership_matches(&dir.join("layerfs"), &entries))
                     .then(|| ownership::owners_json(&entries));
                 Some(Rebuilt {
@@ -497,12 +497,13 @@ impl Job<'_> {
     fn tar_split_only(
         &self,
         digest: &str,
+        size: u64,
         ts_cache: &Path,
     ) -> Result<(
         Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>,
         PathBuf,
     )> {
-        let blob = self.src.blob(digest)?;
+        let (blob, fault) = crate::source::open_blob(self.src, digest, size)?;
         let mut hr = HashReader {
             inner: blob,
             hash: Sha256::new(),
@@ -529,7 +530,7 @@ impl Job<'_> {
                 }
             }
             io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::msg(format!("{e}")))?;
-            Self::verify_blob(&hr, digest, 0)?;
+            Self::verify_blob(&hr, digest, size)?;
             let (gz, entries) = split.finish().map_err(Error::msg)?;
             let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
@@ -539,7 +540,7 @@ impl Job<'_> {
             Ok(entries) => Ok((entries, tmp)),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
-                Err(e)
+                Err(blob_fault_or(&mut hr, &fault, e))
             }
         }
     }
@@ -554,7 +555,7 @@ impl Job<'_> {
         ts_cache: &Path,
     ) -> Result<(LayerOut, PathBuf)> {
         fs::create_dir(tmp).map_err(|e| Error::io(tmp, e))?;
-        let blob = self.src.blob(digest)?;
+        let (blob, fault) = crate::source::open_blob(self.src, digest, size)?;
         let mut hr = HashReader {
             inner: blob,
             hash: Sha256::new(),
@@ -588,7 +589,7 @@ impl Job<'_> {
             Ok(x) => x,
             Err(e) => {
                 let _ = fs::remove_file(&ts_tmp);
-                return Err(e);
+                return Err(blob_fault_or(&mut hr, &fault, e));
             }
         };
         let tail = || -> Result<LayerOut> {
@@ -646,6 +647,15 @@ impl Job<'_> {
     }
 }
 
+/// The blob's own fault (longer, shorter, wrong digest, too slow) when it
+/// has one, else `e`: after a failed unpack up to 64 MiB more of the blob are
+/// read (within its declared size and deadline), so that a corrupt tar in a
+/// small blob shows as what it is, a blob that is not the one the manifest names.
+fn blob_fault_or(rest: &mut impl Read, fault: &crate::source::BlobFault, e: Error) -> Error {
+    let _ = io::copy(&mut rest.take(64 << 20), &mut io::sink());
+    fault.or(e)
+}
+
 /// Publish the image `src` names into `opts.repo`.
 pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     let start = Instant::now();
@@ -660,8 +670,12 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         .ok_or_else(|| ctx(Error::msg("manifest has no config digest")))?
         .to_string();
     let chex = digest_hex(&config_digest).map_err(ctx)?.to_string();
-    let config = read_limited(src.blob(&config_digest).map_err(ctx)?, "config").map_err(ctx)?;
+    // sizes and digests of every descriptor are validated here
+    let typed = crate::source::image_manifest(&manifest).map_err(ctx)?;
+    let config = crate::source::read_small_blob(src, &config_digest, typed.config.size)
+        .map_err(|e| ctx(e.context("config")))?;
     verify_bytes(&config, &config_digest, "config").map_err(ctx)?;
+    cvmfs_graphdriver::oci::parse_config(&config).map_err(ctx)?;
     let cfg: Value = serde_json::from_slice(&config)
         .map_err(|e| ctx(Error::msg(format!("config {config_digest}: {e}"))))?;
     let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]

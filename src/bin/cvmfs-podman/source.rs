@@ -3,21 +3,22 @@
 //! bytes, its config bytes and a reader per blob; the publisher verifies digests.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use cvmfs_graphdriver::oci::{self, Descriptor, ImageIndex, ImageManifest, Parsed};
 use cvmfs_graphdriver::publish::{digest_hex, Error, Result};
-use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::registry::Registry;
+use crate::registry::{Registry, TransferLimits};
 
-/// The largest manifest or config we accept (containers/image uses 4 MiB too).
-pub const MAX_MANIFEST: u64 = 4 << 20;
+/// The largest manifest, index or config we accept (containers/image uses 4 MiB too).
+pub const MAX_MANIFEST: u64 = oci::MAX_MANIFEST_BYTES;
 
-pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub use cvmfs_graphdriver::oci::{
+    MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST,
+};
 
 /// `registry/repository:tag` of the published image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,43 +296,25 @@ impl Platform {
             ))),
         }
     }
-    fn matches(&self, v: &Value) -> bool {
-        let p = &v["platform"];
-        p["os"] == self.os.as_str()
-            && p["architecture"] == self.arch.as_str()
-            && match (&self.variant, p["variant"].as_str()) {
-                (Some(want), Some(have)) => want == have,
-                // an unspecified variant on either side matches
-                _ => true,
-            }
+    fn spec(&self) -> oci::Platform {
+        oci::Platform {
+            os: self.os.clone(),
+            architecture: self.arch.clone(),
+            variant: self.variant.clone(),
+        }
     }
 }
 
 /// Pick the manifest for `platform` from an index / manifest list.
-pub fn select_from_index(index: &Value, platform: &Platform, what: &str) -> Result<String> {
-    let list = index["manifests"]
-        .as_array()
-        .ok_or_else(|| Error::msg(format!("{what}: index without \"manifests\"")))?;
-    list.iter()
-        .find(|m| platform.matches(m))
-        .and_then(|m| m["digest"].as_str())
-        .map(str::to_string)
+pub fn select_from_index<'a>(
+    index: &'a ImageIndex,
+    platform: &Platform,
+    what: &str,
+) -> Result<&'a Descriptor> {
+    index
+        .select(&platform.spec())
+        .map(|e| &e.descriptor)
         .ok_or_else(|| {
-            let have: Vec<String> = list
-                .iter()
-                .map(|m| {
-                    let p = &m["platform"];
-                    format!(
-                        "{}/{}{}",
-                        p["os"].as_str().unwrap_or("?"),
-                        p["architecture"].as_str().unwrap_or("?"),
-                        p["variant"]
-                            .as_str()
-                            .map(|v| format!("/{v}"))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
             Error::msg(format!(
                 "{what}: no manifest for platform {}/{}{} (index has: {})",
                 platform.os,
@@ -341,15 +324,70 @@ pub fn select_from_index(index: &Value, platform: &Platform, what: &str) -> Resu
                     .as_deref()
                     .map(|v| format!("/{v}"))
                     .unwrap_or_default(),
-                have.join(", ")
+                index.platforms().join(", ")
             ))
         })
 }
 
-pub fn is_index(media_type: &str, v: &Value) -> bool {
-    media_type == MT_OCI_INDEX
-        || media_type == MT_DOCKER_LIST
-        || (v.get("manifests").is_some() && v.get("layers").is_none())
+/// How deep indexes may nest (an index of indexes of manifests is 2).
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// Follows index entries down to an image manifest, refusing loops and deep
+/// nesting: `fetch(reference, declared)` returns a document's bytes and its
+/// served media type; the first reference is a tag or digest, later ones the
+/// digests (and declared descriptors) index entries name.
+fn resolve_manifest(
+    first: &str,
+    platform: &Platform,
+    mut fetch: impl FnMut(&str, Option<&Descriptor>) -> Result<(Vec<u8>, Option<String>)>,
+) -> Result<Vec<u8>> {
+    let mut reference = first.to_string();
+    let mut declared: Option<Descriptor> = None;
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..MAX_INDEX_DEPTH {
+        if seen.contains(&reference) {
+            return Err(Error::msg(format!(
+                "index entry {reference} points back to an index it came from (a loop)"
+            )));
+        }
+        seen.push(reference.clone());
+        let (bytes, served) = fetch(&reference, declared.as_ref())?;
+        let parsed = oci::parse_manifest(&bytes, served.as_deref())
+            .map_err(|e| e.context(format!("manifest {reference}")))?;
+        let media_type = match &parsed {
+            Parsed::Manifest(m) => &m.media_type,
+            Parsed::Index(i) => &i.media_type,
+        };
+        if let Some(d) = &declared {
+            if &d.media_type != media_type {
+                return Err(Error::msg(format!(
+                    "manifest {reference}: the index declares {:?}, the document is {media_type:?}",
+                    d.media_type
+                )));
+            }
+        }
+        match parsed {
+            Parsed::Manifest(_) => return Ok(bytes),
+            Parsed::Index(idx) => {
+                let d = select_from_index(&idx, platform, &format!("index {reference}"))?.clone();
+                reference = d.digest.clone();
+                declared = Some(d);
+            }
+        }
+    }
+    Err(Error::msg(format!(
+        "indexes nested deeper than {MAX_INDEX_DEPTH} (at {reference})"
+    )))
+}
+
+/// The validated image manifest in `bytes` (what `Source::manifest` returns).
+pub fn image_manifest(bytes: &[u8]) -> Result<ImageManifest> {
+    match oci::parse_manifest(bytes, None)? {
+        Parsed::Manifest(m) => Ok(m),
+        Parsed::Index(_) => Err(Error::msg(
+            "manifest: an index where an image manifest belongs",
+        )),
+    }
 }
 
 /// A resolved image: its single-platform manifest bytes and where blobs come from.
@@ -358,24 +396,169 @@ pub trait Source: Sync {
     fn describe(&self) -> String;
     /// The default name to publish under.
     fn default_name(&self) -> Result<ImageName>;
-    /// The raw bytes of the image manifest (not an index).
+    /// The raw bytes of the image manifest (not an index), validated by
+    /// `oci::parse_manifest`.
     fn manifest(&self) -> Result<Vec<u8>>;
-    /// A reader of blob `digest` (`sha256:<hex>`), unverified: the caller hashes.
-    fn blob(&self, digest: &str) -> Result<Box<dyn Read + Send>>;
+    /// A reader of blob `digest` (`sha256:<hex>`) whose manifest declares
+    /// `size` bytes, unchecked: use `open_blob`, which bounds and verifies it.
+    fn blob(&self, digest: &str, size: u64) -> Result<Box<dyn Read + Send>>;
 }
 
 /// Read at most MAX_MANIFEST bytes; more is an error.
-pub fn read_limited(mut r: impl Read, what: &str) -> Result<Vec<u8>> {
+pub fn read_limited(r: impl Read, what: &str) -> Result<Vec<u8>> {
+    read_capped(r, MAX_MANIFEST, what).map_err(|e| match e.0.ends_with(TOO_LARGE) {
+        true => Error::msg(format!(
+            "{what}: larger than {MAX_MANIFEST} bytes (oversized manifest or config), refused"
+        )),
+        false => e,
+    })
+}
+
+const TOO_LARGE: &str = "bytes, refused";
+
+/// Read at most `cap` bytes; more is an error (at most `cap + 1` are consumed).
+pub fn read_capped(mut r: impl Read, cap: u64, what: &str) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     (&mut r)
-        .take(MAX_MANIFEST + 1)
+        .take(cap + 1)
         .read_to_end(&mut buf)
         .map_err(|e| Error::msg(format!("{what}: {e}")))?;
-    if buf.len() as u64 > MAX_MANIFEST {
+    if buf.len() as u64 > cap {
         return Err(Error::msg(format!(
-            "{what}: larger than {MAX_MANIFEST} bytes (oversized manifest or config), refused"
+            "{what}: larger than {cap} bytes, refused"
         )));
     }
+    Ok(buf)
+}
+
+/// The first thing that went wrong with a blob stream, kept beside the reader:
+/// a decompressor or tar parser reading through it may turn the reader's error
+/// into a vaguer one of its own.
+#[derive(Clone, Default)]
+pub struct BlobFault(Arc<Mutex<Option<String>>>);
+
+impl BlobFault {
+    fn set(&self, msg: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| msg.to_string());
+    }
+    /// The blob's own error, if it had one; else `other`.
+    pub fn or(&self, other: Error) -> Error {
+        match self.0.lock().unwrap().take() {
+            Some(m) => Error::msg(m),
+            None => other,
+        }
+    }
+}
+
+/// A blob read to exactly its declared size: one byte more, or the end before
+/// it, fails the read at once, and at the end the digest must match. At most
+/// `size + 1` bytes are ever taken from the inner reader.
+pub struct ExactBlob<R> {
+    inner: R,
+    digest: String,
+    size: u64,
+    got: u64,
+    hash: Sha256,
+    fault: BlobFault,
+    ended: bool,
+}
+
+impl<R: Read> ExactBlob<R> {
+    pub fn new(inner: R, digest: &str, size: u64) -> ExactBlob<R> {
+        ExactBlob {
+            inner,
+            digest: digest.to_string(),
+            size,
+            got: 0,
+            hash: Sha256::new(),
+            fault: BlobFault::default(),
+            ended: false,
+        }
+    }
+    pub fn fault(&self) -> BlobFault {
+        self.fault.clone()
+    }
+    fn fail(&mut self, why: String) -> io::Error {
+        let msg = format!("blob {}: {why}", self.digest);
+        self.fault.set(&msg);
+        io::Error::new(io::ErrorKind::InvalidData, msg)
+    }
+    fn at_end(&mut self) -> io::Result<()> {
+        if self.got < self.size {
+            let (got, size) = (self.got, self.size);
+            return Err(self.fail(format!(
+                "shorter than the declared {size} bytes: the stream ended after {got}"
+            )));
+        }
+        let have = cvmfs_graphdriver::publish::layer::hex(&self.hash.clone().finalize());
+        if digest_hex(&self.digest).ok() != Some(have.as_str()) {
+            return Err(self.fail(format!(
+                "digest mismatch, the {} bytes served are sha256:{have}",
+                self.got
+            )));
+        }
+        self.ended = true;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for ExactBlob<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.ended || buf.is_empty() {
+            return Ok(0);
+        }
+        // one byte past the declared size is enough to know it is too long
+        let room = (self.size - self.got.min(self.size)).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = match self.inner.read(&mut buf[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => return Err(self.fail(e.to_string())),
+        };
+        if n == 0 {
+            self.at_end()?;
+            return Ok(0);
+        }
+        self.got += n as u64;
+        if self.got > self.size {
+            let size = self.size;
+            return Err(self.fail(format!(
+                "longer than the declared {size} bytes, refused at byte {}",
+                self.got
+            )));
+        }
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Open blob `digest` of `src`, bounded to its declared `size` and verified
+/// at its end (see `ExactBlob`); the fault slot keeps the blob's own error.
+pub fn open_blob(
+    src: &dyn Source,
+    digest: &str,
+    size: u64,
+) -> Result<(Box<dyn Read + Send>, BlobFault)> {
+    digest_hex(digest)?;
+    let r = ExactBlob::new(src.blob(digest, size)?, digest, size);
+    let fault = r.fault();
+    Ok((Box::new(r), fault))
+}
+
+/// A small blob (config) read whole through `open_blob`.
+pub fn read_small_blob(src: &dyn Source, digest: &str, size: u64) -> Result<Vec<u8>> {
+    if size > MAX_MANIFEST {
+        return Err(Error::msg(format!(
+            "blob {digest}: declared size {size} bytes, more than {MAX_MANIFEST} for a config"
+        )));
+    }
+    let (mut r, fault) = open_blob(src, digest, size)?;
+    let mut buf = Vec::with_capacity(size as usize);
+    r.read_to_end(&mut buf)
+        .map_err(|e| fault.or(Error::msg(format!("blob {digest}: {e}"))))?;
     Ok(buf)
 }
 
@@ -404,11 +587,35 @@ impl OciLayout {
         let hex = digest_hex(digest)?;
         Ok(self.dir.join("blobs").join("sha256").join(hex))
     }
-    fn read_blob_small(&self, digest: &str) -> Result<Vec<u8>> {
+    /// A blob file, which must be a regular file (not a device or FIFO that
+    /// never ends or blocks).
+    fn open_blob_file(&self, digest: &str) -> Result<File> {
         let p = self.blob_path(digest)?;
-        let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
-        let b = read_limited(f, &format!("{}: blob {digest}", self.describe()))?;
-        crate::publish::verify_bytes(&b, digest, &format!("{}: blob", self.describe()))?;
+        let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
+        if !md.is_file() {
+            return Err(Error::msg(format!(
+                "{}: blob {digest}: {} is not a regular file",
+                self.describe(),
+                p.display()
+            )));
+        }
+        File::open(&p).map_err(|e| Error::io(&p, e))
+    }
+    /// A manifest or index blob: exactly its declared size, verified.
+    fn read_document(&self, d: &Descriptor) -> Result<Vec<u8>> {
+        if d.size > MAX_MANIFEST {
+            return Err(Error::msg(format!(
+                "{}: {}: declared size {} bytes, more than {MAX_MANIFEST} (oversized manifest or config), refused",
+                self.describe(),
+                d.digest,
+                d.size
+            )));
+        }
+        let f = self.open_blob_file(&d.digest)?;
+        let mut r = ExactBlob::new(f, &d.digest, d.size);
+        let mut b = Vec::new();
+        r.read_to_end(&mut b)
+            .map_err(|e| Error::msg(format!("{}: {e}", self.describe())))?;
         Ok(b)
     }
 }
@@ -440,16 +647,28 @@ impl Source for OciLayout {
     }
     fn manifest(&self) -> Result<Vec<u8>> {
         let ip = self.dir.join("index.json");
+        if !std::fs::metadata(&ip)
+            .map_err(|e| Error::io(&ip, e))?
+            .is_file()
+        {
+            return Err(Error::msg(format!("{}: not a regular file", ip.display())));
+        }
         let f = File::open(&ip).map_err(|e| Error::io(&ip, e))?;
-        let index: Value = serde_json::from_slice(&read_limited(f, &ip.display().to_string())?)
-            .map_err(|e| Error::msg(format!("{}: {e}", ip.display())))?;
-        let list = index["manifests"]
-            .as_array()
-            .ok_or_else(|| Error::msg(format!("{}: no \"manifests\" array", ip.display())))?;
+        let bytes = read_limited(f, &ip.display().to_string())?;
+        let index = match oci::parse_manifest(&bytes, None).map_err(|e| e.context(ip.display()))? {
+            Parsed::Index(i) => i,
+            Parsed::Manifest(_) => {
+                return Err(Error::msg(format!(
+                    "{}: an image manifest, not an index",
+                    ip.display()
+                )))
+            }
+        };
+        let list = &index.manifests;
         let chosen = match &self.tag {
             Some(t) => list
                 .iter()
-                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == t.as_str()),
+                .find(|m| m.ref_name.as_deref() == Some(t.as_str())),
             None if list.len() == 1 => list.first(),
             None => {
                 return Err(Error::msg(format!(
@@ -467,29 +686,22 @@ impl Source for OciLayout {
                 ip.display()
             ))
         })?;
-        let mut digest = chosen["digest"]
-            .as_str()
-            .ok_or_else(|| Error::msg(format!("{}: descriptor without digest", self.describe())))?
-            .to_string();
-        for _ in 0..4 {
-            let bytes = self.read_blob_small(&digest)?;
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::msg(format!("{}: manifest {digest}: {e}", self.describe())))?;
-            let mt = v["mediaType"].as_str().unwrap_or("");
-            if is_index(mt, &v) {
-                digest = select_from_index(&v, &self.platform, &self.describe())?;
-                continue;
-            }
-            return Ok(bytes);
+        let first = chosen.descriptor.clone();
+        if !oci::is_manifest_type(&first.media_type) {
+            return Err(Error::msg(format!(
+                "{}: {}: media type {:?} is not an image manifest or index",
+                self.describe(),
+                first.digest,
+                first.media_type
+            )));
         }
-        Err(Error::msg(format!(
-            "{}: nested indexes too deep",
-            self.describe()
-        )))
+        resolve_manifest(&first.digest, &self.platform, |_, declared| {
+            let d = declared.unwrap_or(&first);
+            Ok((self.read_document(d)?, Some(d.media_type.clone())))
+        })
     }
-    fn blob(&self, digest: &str) -> Result<Box<dyn Read + Send>> {
-        let p = self.blob_path(digest)?;
-        let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
+    fn blob(&self, digest: &str, _size: u64) -> Result<Box<dyn Read + Send>> {
+        let f = self.open_blob_file(digest)?;
         Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
     }
 }
@@ -510,6 +722,10 @@ pub struct DockerArchive {
     by_digest: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
+/// A `docker save` archive has a few members per layer: more is an attack
+/// on the publisher's memory (the member index is kept).
+const MAX_ARCHIVE_MEMBERS: usize = 100_000;
+
 impl DockerArchive {
     pub fn open(file: &Path) -> Result<DockerArchive> {
         let what = format!("docker-archive:{}", file.display());
@@ -523,6 +739,11 @@ impl DockerArchive {
             .map_err(|e| Error::msg(format!("{what}: {e}")))?
         {
             let mut e = e.map_err(|e| Error::msg(format!("{what}: {e}")))?;
+            if members.len() + links.len() >= MAX_ARCHIVE_MEMBERS {
+                return Err(Error::msg(format!(
+                    "{what}: more than {MAX_ARCHIVE_MEMBERS} members, not an image archive"
+                )));
+            }
             let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
             let name = name.trim_start_matches("./").to_string();
             if name == "manifest.json" {
@@ -546,30 +767,8 @@ impl DockerArchive {
         let manifest = manifest.ok_or_else(|| {
             Error::msg(format!("{what}: no manifest.json (not a docker-archive)"))
         })?;
-        let v: Value = serde_json::from_slice(&manifest)
-            .map_err(|e| Error::msg(format!("{what}: manifest.json: {e}")))?;
-        let first = v
-            .as_array()
-            .and_then(|a| a.first())
-            .ok_or_else(|| Error::msg(format!("{what}: manifest.json lists no image")))?;
-        let config_name = first["Config"]
-            .as_str()
-            .ok_or_else(|| Error::msg(format!("{what}: manifest.json: no Config")))?
-            .to_string();
-        let layer_names = first["Layers"]
-            .as_array()
-            .ok_or_else(|| Error::msg(format!("{what}: manifest.json: no Layers")))?
-            .iter()
-            .map(|l| l.as_str().unwrap_or_default().to_string())
-            .collect();
-        let repo_tags = first["RepoTags"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let image = oci::parse_docker_archive_manifest(&manifest).map_err(|e| e.context(&what))?;
+        let (config_name, layer_names, repo_tags) = (image.config, image.layers, image.repo_tags);
         Ok(DockerArchive {
             file: file.to_path_buf(),
             members,
@@ -609,7 +808,6 @@ impl Source for DockerArchive {
         }
     }
     fn manifest(&self) -> Result<Vec<u8>> {
-        use sha2::{Digest, Sha256};
         let config = read_limited(self.member(&self.config_name)?, &self.describe())?;
         let cdigest = format!(
             "sha256:{}",
@@ -664,9 +862,11 @@ impl Source for DockerArchive {
             },
             "layers": layers,
         });
-        Ok(serde_json::to_vec_pretty(&m).expect("serializable"))
+        let bytes = serde_json::to_vec_pretty(&m).expect("serializable");
+        image_manifest(&bytes).map_err(|e| e.context(self.describe()))?;
+        Ok(bytes)
     }
-    fn blob(&self, digest: &str) -> Result<Box<dyn Read + Send>> {
+    fn blob(&self, digest: &str, _size: u64) -> Result<Box<dyn Read + Send>> {
         let name = self
             .by_digest
             .lock()
@@ -690,7 +890,12 @@ pub struct RegistrySource {
 
 impl RegistrySource {
     /// `docker://host[:port]/name[:tag|@digest]`
-    pub fn new(spec: &str, platform: Platform, tls_verify: bool) -> Result<RegistrySource> {
+    pub fn new(
+        spec: &str,
+        platform: Platform,
+        tls_verify: bool,
+        limits: TransferLimits,
+    ) -> Result<RegistrySource> {
         let (path, digest) = match spec.split_once('@') {
             Some((p, d)) => (p, Some(d.to_string())),
             None => (spec, None),
@@ -714,7 +919,7 @@ impl RegistrySource {
             name.registry.clone()
         };
         Ok(RegistrySource {
-            reg: Registry::new(&host, &name.repository, tls_verify),
+            reg: Registry::new(&host, &name.repository, tls_verify, limits),
             name,
             reference,
             platform,
@@ -740,31 +945,16 @@ impl Source for RegistrySource {
         Ok(self.name.clone())
     }
     fn manifest(&self) -> Result<Vec<u8>> {
-        let mut reference = self.reference.clone();
-        for _ in 0..4 {
-            let (bytes, mt) = self.reg.manifest(&reference)?;
+        resolve_manifest(&self.reference, &self.platform, |reference, declared| {
+            let (bytes, served) = self.reg.manifest(reference, declared.map(|d| d.size))?;
             if reference.starts_with("sha256:") {
-                crate::publish::verify_bytes(
-                    &bytes,
-                    &reference,
-                    &format!("{}: manifest", self.describe()),
-                )?;
+                crate::publish::verify_bytes(&bytes, reference, "manifest")?;
             }
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::msg(format!("{}: manifest: {e}", self.describe())))?;
-            if is_index(&mt, &v) {
-                reference = select_from_index(&v, &self.platform, &self.describe())?;
-                continue;
-            }
-            return Ok(bytes);
-        }
-        Err(Error::msg(format!(
-            "{}: nested indexes too deep",
-            self.describe()
-        )))
+            Ok((bytes, Some(served)))
+        })
     }
-    fn blob(&self, digest: &str) -> Result<Box<dyn Read + Send>> {
-        self.reg.blob(digest)
+    fn blob(&self, digest: &str, size: u64) -> Result<Box<dyn Read + Send>> {
+        self.reg.blob(digest, size)
     }
 }
 
@@ -854,16 +1044,90 @@ mod tests {
 
     #[test]
     fn platform_selection() {
-        let idx = serde_json::json!({"manifests": [
-            {"digest": "sha256:a", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-            {"digest": "sha256:b", "platform": {"os": "linux", "architecture": "amd64"}},
-        ]});
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let idx = format!(
+            r#"{{"schemaVersion":2,"manifests": [
+            {{"mediaType":"{MT_OCI_MANIFEST}","size":1,"digest": "{}", "platform": {{"os": "linux", "architecture": "arm64", "variant": "v8"}}}},
+            {{"mediaType":"{MT_OCI_MANIFEST}","size":1,"digest": "{}", "platform": {{"os": "linux", "architecture": "amd64"}}}}]}}"#,
+            d('a'),
+            d('b')
+        );
+        let Parsed::Index(idx) = oci::parse_manifest(idx.as_bytes(), None).unwrap() else {
+            panic!("not an index")
+        };
         let p = Platform::parse("linux/amd64").unwrap();
-        assert_eq!(select_from_index(&idx, &p, "t").unwrap(), "sha256:b");
+        assert_eq!(select_from_index(&idx, &p, "t").unwrap().digest, d('b'));
         let p = Platform::parse("linux/arm64/v8").unwrap();
-        assert_eq!(select_from_index(&idx, &p, "t").unwrap(), "sha256:a");
+        assert_eq!(select_from_index(&idx, &p, "t").unwrap().digest, d('a'));
         let e = select_from_index(&idx, &Platform::parse("linux/s390x").unwrap(), "t").unwrap_err();
         assert!(e.to_string().contains("linux/arm64/v8, linux/amd64"), "{e}");
+    }
+
+    #[test]
+    fn exact_blob_reads_to_the_declared_size_and_no_further() {
+        let data = b"hello world".to_vec();
+        let digest = format!("sha256:{}", crate::publish::sha256_hex(&data));
+        let mut ok = Vec::new();
+        ExactBlob::new(&data[..], &digest, 11)
+            .read_to_end(&mut ok)
+            .unwrap();
+        assert_eq!(ok, data);
+        // endless: refused one byte past the declared size
+        struct Endless(u64);
+        impl Read for Endless {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                b.fill(b'x');
+                self.0 += b.len() as u64;
+                Ok(b.len())
+            }
+        }
+        let mut r = ExactBlob::new(Endless(0), &digest, 11);
+        let e = r.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("longer than the declared 11 bytes"),
+            "{e}"
+        );
+        assert_eq!(r.inner.0, 12, "bytes taken from the stream");
+        let e = ExactBlob::new(&data[..5], &digest, 11)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("shorter than the declared 11"),
+            "{e}"
+        );
+        let e = ExactBlob::new(&b"hello worlD"[..], &digest, 11)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+    }
+
+    #[test]
+    fn index_loops_and_depth_are_refused() {
+        // a fetcher that does not check digests: the tag and D both serve an
+        // index naming D (with tag -> A -> B -> A for the loop through two)
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let index_naming = |target: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{MT_OCI_INDEX}","manifests":[{{"mediaType":"{MT_OCI_INDEX}","digest":"{target}","size":1,"platform":{{"os":"linux","architecture":"{}"}}}}]}}"#,
+                Platform::host().arch
+            )
+            .into_bytes()
+        };
+        let p = Platform::host();
+        let e = resolve_manifest("tag", &p, |r, _| {
+            let next = if r == d('a') { d('b') } else { d('a') };
+            Ok((index_naming(&next), Some(MT_OCI_INDEX.into())))
+        })
+        .unwrap_err();
+        assert!(e.0.contains("loop"), "{e}");
+        let mut n = 0;
+        let e = resolve_manifest("tag", &p, |_, _| {
+            n += 1;
+            let next = d(char::from_digit(n, 16).unwrap());
+            Ok((index_naming(&next), Some(MT_OCI_INDEX.into())))
+        })
+        .unwrap_err();
+        assert!(e.0.contains("nested deeper than 4"), "{e}");
     }
 
     #[test]
