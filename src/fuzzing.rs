@@ -12,6 +12,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("layer_record", layer_record),
     ("marker_list", marker_list),
     ("ownership_file", ownership_file),
+    ("manifest", manifest),
+    ("image_config", image_config),
 ];
 
 /// Unpack `data` as a layer tar into a scratch directory (headers with PAX and
@@ -38,6 +40,18 @@ pub fn marker_list(data: &[u8]) {
 /// An ownership file (`ownership.json`: the image's owners of a layer's entries).
 pub fn ownership_file(data: &[u8]) {
     let _ = crate::mount::whiteouts::parse_owners(data);
+}
+
+/// A manifest or index as a registry or an OCI layout serves it, and a
+/// docker-archive's `manifest.json`.
+pub fn manifest(data: &[u8]) {
+    let _ = crate::oci::parse_manifest(data, None);
+    let _ = crate::oci::parse_docker_archive_manifest(data);
+}
+
+/// An image config blob.
+pub fn image_config(data: &[u8]) {
+    let _ = crate::oci::parse_config(data);
 }
 
 fn scratch_dir() -> std::io::Result<ScratchDir> {
