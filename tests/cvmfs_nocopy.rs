@@ -12,7 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
-
 const MIB: u64 = 1 << 20;
 
 /// Bytes allocated under `dir`, not crossing into other filesystems (mounts).

@@ -41,6 +41,7 @@ pub(crate) mod fsutil;
 pub mod idmap;
 mod remap;
 pub(crate) mod tarout;
+pub mod tarparse;
 mod usage;
 
 pub use idmap::{IdMap, IdMappings, UnmappedId};
@@ -114,6 +115,17 @@ pub fn apply_tar<R: std::io::Read>(
 ) -> Result<u64, ArchiveError> {
     apply::apply(reader, dest, opts)?;
     dir_size(dest)
+}
+
+/// Unpack the entries `tar` yields into `dest` in DUCC's `layerfs` form: OCI
+/// whiteouts stay the `.wh.*` marker files of the tar (AUFS metadata is
+/// dropped). Stops at the end of the archive; no size walk afterwards.
+pub fn unpack_layerfs<R: std::io::Read>(
+    tar: &mut tarparse::TarReader<'_, R>,
+    dest: &Path,
+    opts: &ApplyOptions,
+) -> Result<(), ArchiveError> {
+    apply::apply_entries(tar, dest, opts, true)
 }
 
 /// Write an uncompressed OCI tar of a layer's own diff directory (overlay form) to `w`:

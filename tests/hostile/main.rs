@@ -29,7 +29,10 @@ fn all_cases() -> Vec<Case> {
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let cases = all_cases();
     let mut names = std::collections::HashSet::new();
     for c in &cases {

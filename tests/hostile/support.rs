@@ -354,7 +354,10 @@ impl RawTar {
         self
     }
     pub fn file(self, name: &str, content: &[u8]) -> RawTar {
-        self.entry(&Hdr::new(name.as_bytes(), b'0', content.len() as u64), content)
+        self.entry(
+            &Hdr::new(name.as_bytes(), b'0', content.len() as u64),
+            content,
+        )
     }
     pub fn dir(self, name: &str) -> RawTar {
         self.entry(&Hdr::new(name.as_bytes(), b'5', 0), b"")
@@ -437,10 +440,7 @@ impl Scene {
     /// `Err` unless `cvmfs-podman check --deep` calls the repository consistent.
     pub fn check_deep(&self) -> Result<(), String> {
         let r = cvmfs_podman(&["check", "--deep", self.repo.to_str().unwrap()]);
-        ensure(
-            r.ok,
-            format!("check --deep: {}{}", r.stdout, r.stderr),
-        )
+        ensure(r.ok, format!("check --deep: {}{}", r.stdout, r.stderr))
     }
 
     /// The three assertions of a refused publish: it failed with an error naming

@@ -474,7 +474,7 @@ impl Job<'_> {
         i: usize,
         digest: &str,
         ts_cache: &Path,
-    ) -> Result<Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>> {
+    ) -> Result<cvmfs_graphdriver::publish::tarsplit::KeptEntries> {
         let blob = self.src.blob(digest)?;
         let mut hr = HashReader {
             inner: blob,
@@ -487,23 +487,14 @@ impl Job<'_> {
         let res = (|| {
             let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-            let mut split = cvmfs_graphdriver::publish::tarsplit::TarSplitter::new(gz);
-            {
-                let (mut dec, _) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = dec
-                        .read(&mut buf)
-                        .map_err(|e| Error::msg(format!("layer {digest}: {e}")))?;
-                    if n == 0 {
-                        break;
-                    }
-                    split.feed(&buf[..n]);
-                }
-            }
+            // the same parser as unpacking: the tar-split describes what was unpacked
+            let (gz, entries) = {
+                let (dec, _) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
+                cvmfs_graphdriver::publish::tarsplit::record(dec, gz)
+                    .map_err(|e| Error::msg(format!("layer {digest}: {e}")))?
+            };
             io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::msg(format!("{e}")))?;
             Self::verify_blob(&hr, digest, 0)?;
-            let (gz, entries) = split.finish().map_err(Error::msg)?;
             let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, ts_cache).map_err(|e| Error::io(ts_cache, e))?;
@@ -587,8 +578,8 @@ impl Job<'_> {
             )?;
             // DUCC makes every layerfs a nested catalog
             fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
-            let uids = unpacked.entries.iter().map(|e| e.uid).collect();
-            let gids = unpacked.entries.iter().map(|e| e.gid).collect();
+            let uids = unpacked.entries.uids.clone();
+            let gids = unpacked.entries.gids.clone();
             // unprivileged, the files belong to the publisher: keep the tar's owners
             let ownership_kept = rustix::process::geteuid().is_root();
             let owners = (!ownership_kept).then(|| ownership::owners_json(&unpacked.entries));
@@ -700,8 +691,10 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
                 }
                 let r = job.layer(i, &descs[i], &diff_ids[i]).map_err(|e| {
                     failed.store(true, Ordering::Relaxed);
+                    // The target name first: it is what the operator asked for.
                     e.context(format!(
-                        "image {image}: layer {}",
+                        "image {} (from {image}): layer {}",
+                        opts.name.full(),
                         descs[i]["digest"].as_str().unwrap_or("?")
                     ))
                 });
