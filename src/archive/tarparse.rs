@@ -695,6 +695,10 @@ impl<'o, R: Read> TarReader<'o, R> {
                 let end = data.iter().rposition(|b| *b != 0).map_or(0, |e| e + 1);
                 let value = &data[..end];
                 let shown = String::from_utf8_lossy(value).into_owned();
+                if value.is_empty() {
+                    // Go ignores an empty long name; another reader may not.
+                    return Err(self.err("empty GNU long name"));
+                }
                 if value.contains(&0) {
                     return Err(TarError {
                         entry: shown,
@@ -852,6 +856,17 @@ impl<'o, R: Read> TarReader<'o, R> {
         if old_gnu_sparse {
             segments = Some(self.old_gnu_map(block)?);
         }
+        if old_gnu_sparse || pax_sparse.is_some() {
+            if header_only(e.typeflag) {
+                return Err(self.err("sparse map on an entry without data"));
+            }
+            // The observer learns it is sparse now; a 1.0 map is read below,
+            // as part of the entry's archived data.
+            e.sparse = Some(SparseMap {
+                real_size: e.size,
+                segments: Vec::new(),
+            });
+        }
         self.start_entry(&e, stored)?;
         match pax_sparse {
             Some(true) => segments = Some(self.map_1_0()?),
@@ -859,9 +874,6 @@ impl<'o, R: Read> TarReader<'o, R> {
             None => {}
         }
         if let Some(segments) = segments {
-            if header_only(e.typeflag) {
-                return Err(self.err("sparse map on an entry without data"));
-            }
             self.check_sparse(&segments, e.size)?;
             e.sparse = Some(SparseMap {
                 real_size: e.size,
