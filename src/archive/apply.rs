@@ -710,6 +710,14 @@ impl Applier<'_> {
         if tcomps.is_empty() {
             return Err(ArchiveError::bad(display, "hardlink to the layer root"));
         }
+        // A marker is not content: linking to it would copy a deletion (overlay
+        // form: a 0/0 device) or a marker file under another name.
+        if tcomps.iter().any(|c| c.starts_with(WH_PREFIX)) {
+            return Err(ArchiveError::bad(
+                display,
+                format!("hardlink target {shown:?} is a whiteout marker"),
+            ));
+        }
         let tdir = match self.open_dir(&tcomps[..tcomps.len() - 1], false, display) {
             Ok(fd) => fd,
             Err(ResolveError::Whiteout) => {

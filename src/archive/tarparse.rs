@@ -117,6 +117,8 @@ struct Pending {
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
     first_offset: Option<u64>,
+    /// Two headers of one kind for the entry: refused once it is known.
+    conflict: Option<String>,
 }
 
 impl Pending {
@@ -651,10 +653,10 @@ impl<'o, R: Read> TarReader<'o, R> {
         };
         match raw.typeflag {
             b'x' => {
+                // Conflicts are refused with the entry they belong to.
                 if pending.pax.is_some() {
-                    return Err(self.err(twice("PAX")));
+                    pending.conflict.get_or_insert_with(|| twice("PAX"));
                 }
-                // Duplicates are refused with the entry they belong to.
                 let recs = parse_pax(&data).map_err(|r| self.err(r))?;
                 pending.pax = Some(recs);
             }
@@ -694,14 +696,13 @@ impl<'o, R: Read> TarReader<'o, R> {
                 // after it but padding NULs, which another reader might keep.
                 let end = data.iter().rposition(|b| *b != 0).map_or(0, |e| e + 1);
                 let value = &data[..end];
-                let shown = String::from_utf8_lossy(value).into_owned();
                 if value.is_empty() {
                     // Go ignores an empty long name; another reader may not.
                     return Err(self.err("empty GNU long name"));
                 }
                 if value.contains(&0) {
                     return Err(TarError {
-                        entry: shown,
+                        entry: String::from_utf8_lossy(value).into_owned(),
                         reason: "GNU long name contains a NUL byte".into(),
                     });
                 }
@@ -710,8 +711,15 @@ impl<'o, R: Read> TarReader<'o, R> {
                 } else {
                     &mut pending.long_link
                 };
-                if slot.is_some() {
-                    return Err(self.err(twice("GNU long name")));
+                if let Some(old) = slot {
+                    let what = if raw.typeflag == b'L' { "name" } else { "link" };
+                    pending.conflict.get_or_insert_with(|| {
+                        format!(
+                            "two GNU long {what} headers for one entry ({} and {}; readers disagree on which counts)",
+                            shown(old),
+                            shown(value)
+                        )
+                    });
                 }
                 *slot = Some(value.to_vec());
             }
@@ -737,6 +745,9 @@ impl<'o, R: Read> TarReader<'o, R> {
     ) -> Result<TarEntry, TarError> {
         let pax = pending.pax.unwrap_or_default();
         self.current = String::from_utf8_lossy(&raw.name).into_owned();
+        if let Some(c) = pending.conflict {
+            return Err(self.err(c));
+        }
         check_duplicates(&pax).map_err(|r| self.err(r))?;
         let mut e = TarEntry {
             name: raw.name.clone(),

@@ -30,6 +30,106 @@ pub fn cases() -> Vec<Case> {
             name: "tar/100k-long-names-bounded-memory",
             run: many_long_names,
         },
+        Case {
+            name: "tar/slash-a-then-dot-a",
+            run: slash_a_then_dot_a,
+        },
+        Case {
+            name: "tar/typeflag0-name-with-trailing-slash",
+            run: file_with_trailing_slash,
+        },
+        Case {
+            name: "tar/apply-diff-endless-zeros",
+            run: endless_zeros_apply_diff,
+        },
+        Case {
+            name: "tar/symlink-then-file-through-it",
+            run: symlink_then_file_through_it,
+        },
+        Case {
+            name: "tar/hardlink-to-outside",
+            run: hardlink_to_outside,
+        },
+        Case {
+            name: "tar/hardlink-to-whiteout",
+            run: hardlink_to_whiteout,
+        },
+        Case {
+            name: "tar/whiteout-as-directory",
+            run: whiteout_as_directory,
+        },
+        Case {
+            name: "tar/device-number-out-of-range",
+            run: device_number_out_of_range,
+        },
+        Case {
+            name: "tar/negative-base256-uid",
+            run: negative_uid,
+        },
+        Case {
+            name: "tar/huge-pax-header",
+            run: huge_pax_header,
+        },
+        Case {
+            name: "tar/pax-record-bad-length",
+            run: pax_record_bad_length,
+        },
+        Case {
+            name: "tar/pax-path-with-nul",
+            run: pax_path_with_nul,
+        },
+        Case {
+            name: "tar/gnu-long-name-with-nul",
+            run: gnu_long_name_with_nul,
+        },
+        Case {
+            name: "tar/gnu-long-name-over-cap",
+            run: gnu_long_name_over_cap,
+        },
+        Case {
+            name: "tar/gnu-long-name-twice",
+            run: two_gnu_long_names,
+        },
+        Case {
+            name: "tar/pax-header-twice",
+            run: two_pax_headers,
+        },
+        Case {
+            name: "tar/gnu-long-link-and-pax-linkpath",
+            run: gnu_long_link_and_pax_linkpath,
+        },
+        Case {
+            name: "tar/gnu-magic-ustar-version",
+            run: gnu_magic_ustar_version,
+        },
+        Case {
+            name: "tar/star-format-header",
+            run: star_header,
+        },
+        Case {
+            name: "tar/header-after-one-zero-block",
+            run: header_after_one_zero_block,
+        },
+        Case {
+            name: "tar/pax-header-without-entry",
+            run: extension_without_entry,
+        },
+        Case {
+            name: "tar/sparse-map-overflow",
+            run: sparse_map_overflow,
+        },
+        Case {
+            name: "tar/whiteout-climbing-out",
+            run: whiteout_climbing_out,
+        },
+        Case {
+            name: "tar/opaque-marker-climbing-out",
+            run: opaque_marker_climbing_out,
+        },
+        Case {
+            name: "tar/ustar-prefix-climbing-out",
+            run: prefix_climbing_out,
+        },
     ]
 }
 
@@ -285,4 +385,274 @@ fn many_long_names() -> Outcome {
         s.canary.unchanged()?;
         s.check_deep()
     })())
+}
+
+// ---------------------------------------------------------------------------
+// More hostile headers and entries. Each is refused with the image, a layer
+// digest and the entry (or, before any entry, where it was) in the error.
+
+fn refuse_tar(image: &str, tar: Vec<u8>, entry: &str) -> Outcome {
+    refuse("tar", image, &[tar], entry)
+}
+
+/// `/a` then `./a`: one path twice, which the tar-split could not rebuild.
+fn slash_a_then_dot_a() -> Outcome {
+    let tar = RawTar::new().file("/a", b"1").file("./a", b"2").end();
+    refuse_tar("example.org/hostile/dup-a:1", tar, "./a")
+}
+
+/// Typeflag `0` named `f/`: Go makes a file, a lenient reader a directory.
+fn file_with_trailing_slash() -> Outcome {
+    let tar = RawTar::new().file("f/", b"").end();
+    refuse_tar("example.org/hostile/fslash:1", tar, "f/")
+}
+
+fn symlink_then_file_through_it() -> Outcome {
+    let s = Scene::new("symthrough");
+    let mut l = Hdr::new(b"l", b'2', 0);
+    l.linkname = format!("{}/etc", s.climb_to_canary()).into_bytes();
+    let tar = RawTar::new().entry(&l, b"").file("l/pwned", b"x").end();
+    let run = s.publish("example.org/hostile/symthrough:1", &[tar]);
+    outcome(s.refused(
+        &run,
+        &["example.org/hostile/symthrough:1", "sha256:", "l/pwned"],
+    ))
+}
+
+fn hardlink_to_outside() -> Outcome {
+    let mut h = Hdr::new(b"h", b'1', 0);
+    h.linkname = b"../../../../canary/etc/a".to_vec();
+    let tar = RawTar::new().entry(&h, b"").end();
+    refuse_tar("example.org/hostile/hlout:1", tar, "\"h\"")
+}
+
+fn hardlink_to_whiteout() -> Outcome {
+    let mut h = Hdr::new(b"y", b'1', 0);
+    h.linkname = b".wh.x".to_vec();
+    let tar = RawTar::new().file(".wh.x", b"").entry(&h, b"").end();
+    refuse_tar("example.org/hostile/hlwh:1", tar, "\"y\"")
+}
+
+fn whiteout_as_directory() -> Outcome {
+    let tar = RawTar::new().dir(".wh.etc").end();
+    refuse_tar("example.org/hostile/whdir:1", tar, ".wh.etc")
+}
+
+fn device_number_out_of_range() -> Outcome {
+    let mut h = Hdr::new(b"dev/x", b'3', 0);
+    h.devmajor = 1;
+    let mut b = h.block();
+    // devmajor in base-256: 2^40
+    b[329..337].copy_from_slice(&[0x80, 0, 1, 0, 0, 0, 0, 0]);
+    fix_checksum(&mut b);
+    let mut t = RawTar::new();
+    t.bytes.extend_from_slice(&b);
+    refuse_tar("example.org/hostile/devrange:1", t.end(), "dev/x")
+}
+
+fn negative_uid() -> Outcome {
+    let mut b = Hdr::new(b"neg", b'0', 0).block();
+    b[108..116].copy_from_slice(&[0xff; 8]); // base-256 -1
+    fix_checksum(&mut b);
+    let mut t = RawTar::new();
+    t.bytes.extend_from_slice(&b);
+    refuse_tar("example.org/hostile/neguid:1", t.end(), "neg")
+}
+
+fn huge_pax_header() -> Outcome {
+    let big = vec![b'a'; (1 << 20) + 10];
+    let tar = RawTar::new()
+        .file("before", b"")
+        .pax(&[("comment", &big)])
+        .file("x", b"")
+        .end();
+    refuse_tar("example.org/hostile/hugepax:1", tar, "after before")
+}
+
+fn pax_record_bad_length() -> Outcome {
+    let mut body = pax_record("path", b"../../../../canary/etc/.wh.deleted");
+    body[0] = b'9'; // claims more than there is
+    let tar = RawTar::new()
+        .file("before", b"")
+        .entry(&Hdr::new(b"././@PaxHeader", b'x', body.len() as u64), &body)
+        .file("x", b"")
+        .end();
+    refuse_tar("example.org/hostile/paxlen:1", tar, "after before")
+}
+
+fn pax_path_with_nul() -> Outcome {
+    let tar = RawTar::new()
+        .file("before", b"")
+        .pax(&[("path", b"safe\0../../../../canary/etc/.wh.deleted")])
+        .file("x", b"")
+        .end();
+    refuse_tar("example.org/hostile/paxnul:1", tar, "after before")
+}
+
+fn gnu_long_name_with_nul() -> Outcome {
+    let tar = RawTar::new()
+        .gnu_long_name(b"safe\0../../../../canary/etc/.wh.deleted")
+        .file("x", b"")
+        .end();
+    refuse_tar("example.org/hostile/gnunul:1", tar, "safe")
+}
+
+fn gnu_long_name_over_cap() -> Outcome {
+    let tar = RawTar::new()
+        .file("before", b"")
+        .gnu_long_name(&vec![b'n'; 2 << 20])
+        .file("x", b"")
+        .end();
+    refuse_tar("example.org/hostile/gnucap:1", tar, "after before")
+}
+
+fn two_gnu_long_names() -> Outcome {
+    let tar = RawTar::new()
+        .gnu_long_name(b"first")
+        .gnu_long_name(b"../../../../canary/etc/.wh.deleted")
+        .file("x", b"")
+        .end();
+    refuse_tar("example.org/hostile/gnutwice:1", tar, "\"x\"")
+}
+
+fn two_pax_headers() -> Outcome {
+    let tar = RawTar::new()
+        .pax(&[("path", b"first")])
+        .pax(&[("path", b"../../../../canary/etc/.wh.deleted")])
+        .file("x", b"")
+        .end();
+    refuse_tar("example.org/hostile/paxtwice:1", tar, "\"x\"")
+}
+
+fn gnu_long_link_and_pax_linkpath() -> Outcome {
+    let mut body = b"target".to_vec();
+    body.push(0);
+    let mut l = Hdr::new(b"l", b'2', 0);
+    l.linkname = b"t".to_vec();
+    let tar = RawTar::new()
+        .entry(
+            &Hdr::new(b"././@LongLink", b'K', body.len() as u64).gnu(),
+            &body,
+        )
+        .pax(&[("linkpath", b"other")])
+        .entry(&l, b"")
+        .end();
+    refuse_tar("example.org/hostile/linkboth:1", tar, "\"l\"")
+}
+
+fn gnu_magic_ustar_version() -> Outcome {
+    let mut h = Hdr::new(b"odd", b'0', 0);
+    h.magic = *b"ustar ";
+    h.version = *b"00";
+    let tar = RawTar::new().file("before", b"").entry(&h, b"").end();
+    refuse_tar("example.org/hostile/gnuver:1", tar, "after before")
+}
+
+fn star_header() -> Outcome {
+    let mut b = Hdr::new(b"star", b'0', 0).block();
+    b[508..512].copy_from_slice(b"tar\0");
+    fix_checksum(&mut b);
+    let mut t = RawTar::new().file("before", b"");
+    t.bytes.extend_from_slice(&b);
+    refuse_tar("example.org/hostile/star:1", t.end(), "after before")
+}
+
+fn header_after_one_zero_block() -> Outcome {
+    let mut t = RawTar::new().file("before", b"");
+    t.bytes.extend_from_slice(&[0u8; 512]);
+    let tar = t.file("../../../../canary/etc/hidden", b"x").end();
+    refuse_tar("example.org/hostile/zeroblock:1", tar, "after before")
+}
+
+fn extension_without_entry() -> Outcome {
+    let t = RawTar::new()
+        .file("before", b"")
+        .pax(&[("path", b"../../../../canary/etc/.wh.deleted")]);
+    refuse_tar("example.org/hostile/danglingpax:1", t.end(), "after before")
+}
+
+fn sparse_map_overflow() -> Outcome {
+    let tar = RawTar::new()
+        .pax(&[
+            ("GNU.sparse.major", b"0"),
+            ("GNU.sparse.minor", b"1"),
+            ("GNU.sparse.name", b"sparse"),
+            ("GNU.sparse.realsize", b"100"),
+            ("GNU.sparse.numblocks", b"1"),
+            ("GNU.sparse.map", b"18446744073709551615,2"),
+        ])
+        .entry(&Hdr::new(b"GNUSparseFile.0/sparse", b'0', 2), b"ab")
+        .end();
+    refuse_tar("example.org/hostile/sparseover:1", tar, "sparse")
+}
+
+fn whiteout_climbing_out() -> Outcome {
+    let tar = RawTar::new().file(&canary_whiteout(), b"").end();
+    refuse_tar("example.org/hostile/whclimb:1", tar, ".wh.deleted")
+}
+
+fn opaque_marker_climbing_out() -> Outcome {
+    let tar = RawTar::new()
+        .file("../../../../canary/opaque/.wh..wh..opq", b"")
+        .end();
+    refuse_tar("example.org/hostile/opqclimb:1", tar, ".wh..wh..opq")
+}
+
+fn prefix_climbing_out() -> Outcome {
+    let mut h = Hdr::new(b".wh.deleted", b'0', 0);
+    h.prefix = b"../../../../canary/etc".to_vec();
+    let tar = RawTar::new().entry(&h, b"").end();
+    refuse_tar("example.org/hostile/prefixclimb:1", tar, ".wh.deleted")
+}
+
+/// Recompute a block's checksum after patching it.
+fn fix_checksum(b: &mut [u8; 512]) {
+    b[148..156].copy_from_slice(b"        ");
+    let sum: u32 = b.iter().map(|x| u32::from(*x)).sum();
+    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// `apply_tar` (the driver's ApplyDiff) on an endless stream of zeros: it
+/// must stop at the end-of-archive marker, within 2 s, having read little.
+fn endless_zeros_apply_diff() -> Outcome {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    struct Zeros(Arc<AtomicU64>);
+    impl std::io::Read for Zeros {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            // give up eventually so a failing case does not spin forever
+            if self.0.fetch_add(buf.len() as u64, Ordering::Relaxed) > 64 << 30 {
+                return Err(std::io::Error::other("64 GiB of zeros read"));
+            }
+            buf.fill(0);
+            Ok(buf.len())
+        }
+    }
+    let dir = tmp("zeros");
+    let dest = dir.path().to_path_buf();
+    let read = Arc::new(AtomicU64::new(0));
+    let counter = read.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = cvmfs_graphdriver::archive::apply_tar(
+            Zeros(counter),
+            &dest,
+            &cvmfs_graphdriver::archive::ApplyOptions::default(),
+        );
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    outcome(match rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        Ok(Ok(_)) => {
+            let n = read.load(Ordering::Relaxed);
+            ensure(
+                n <= (1 << 20) + (2 << 20),
+                format!("read {n} bytes after the end-of-archive marker"),
+            )
+        }
+        Ok(Err(e)) => Err(format!("apply_tar failed: {e}")),
+        Err(_) => Err(format!(
+            "apply_tar still reading after 2 s ({} bytes)",
+            read.load(Ordering::Relaxed)
+        )),
+    })
 }
