@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
 use sha2::{Digest, Sha256};
 
+use super::dirtimes::DirTimes;
 use super::fsutil::{self, ioe, ts};
 use super::tarparse::{self, TarEntry, TarError, TarReader, TarTime};
 use super::{ApplyOptions, ArchiveError, IdMappings, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE};
@@ -94,7 +95,7 @@ struct Applier<'a> {
     /// parents, as digests.
     unpacked: HashSet<PathKey>,
     /// Directories whose times are set once everything inside them exists.
-    dirs: Vec<(Vec<Vec<u8>>, Timestamps)>,
+    dirs: DirTimes,
     /// The last resolved parent, reused while nothing has been removed.
     cache: Option<(Vec<Vec<u8>>, OwnedFd)>,
     root_override: Option<String>,
@@ -155,7 +156,7 @@ pub(crate) fn apply_entries<R: Read>(
         mappings: opts.mappings.as_ref().filter(|m| !m.is_identity()),
         raw_whiteouts,
         unpacked: HashSet::new(),
-        dirs: Vec::new(),
+        dirs: DirTimes::default(),
         cache: None,
         root_override: None,
     };
@@ -213,15 +214,14 @@ impl Applier<'_> {
             .try_clone()
             .map_err(|e| ArchiveError::io(self.dest, e))?;
         for (i, c) in comps.iter().enumerate() {
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let next = match rustix::fs::openat(&cur, os(c), flags, Mode::empty()) {
+            let next = match fsutil::open_child_dir(&cur, c) {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::NOENT) if create => {
                     // Implicit parent, as Go creates it: 0755, owned by the container's root.
                     let path = self.path_of(&comps[..=i]);
                     rustix::fs::mkdirat(&cur, os(c), Mode::from_raw_mode(0o755))
                         .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
-                    let fd = rustix::fs::openat(&cur, os(c), flags, Mode::empty())
+                    let fd = fsutil::open_child_dir(&cur, c)
                         .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
                     // explicit mode: mkdir's is subject to the process umask
                     rustix::fs::chmodat(&cur, os(c), Mode::from_raw_mode(0o755), AtFlags::empty())
@@ -680,7 +680,10 @@ impl Applier<'_> {
             last_modification: ts(meta.mtime.sec, i64::from(meta.mtime.nsec)),
         };
         match kind {
-            Kind::Dir => self.dirs.push((comps.to_vec(), times)),
+            Kind::Dir => self
+                .dirs
+                .push(rel.clone(), times)
+                .map_err(|e| ArchiveError::io(&path, e))?,
             Kind::Hardlink if on_symlink => {}
             _ => rustix::fs::utimensat(&pfd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| ArchiveError::io(&path, ioe(e)))?,
@@ -754,24 +757,37 @@ impl Applier<'_> {
             .map_err(|e| ArchiveError::io(path, ioe(e)))
     }
 
+    /// Set a directory's times unless a later entry replaced it or a parent: it
+    /// is resolved again and touched only if still a directory reached without
+    /// symlinks.
+    fn set_dir_times(&mut self, rel: &[u8], times: &Timestamps) -> Result<(), ArchiveError> {
+        let comps: Vec<Vec<u8>> = rel.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+        let (parent, name) = comps.split_at(comps.len() - 1);
+        let Ok(pfd) = self.open_dir(parent, false, "") else {
+            return Ok(());
+        };
+        match rustix::fs::statat(&pfd, os(&name[0]), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {}
+            _ => return Ok(()),
+        }
+        rustix::fs::utimensat(&pfd, os(&name[0]), times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ArchiveError::io(self.path_of(&comps), ioe(e)))
+    }
+
     /// Directory times (now that their content exists) and the root override xattr.
     fn finish(mut self) -> Result<(), ArchiveError> {
         let dirs = std::mem::take(&mut self.dirs);
         // In tar order, as Go does: the last entry for a directory sets its times.
-        for (comps, times) in dirs.iter() {
-            // A later entry may have replaced the directory or a parent: resolve again
-            // and touch it only if it is still a directory reached without symlinks.
-            let (parent, name) = comps.split_at(comps.len() - 1);
-            let Ok(pfd) = self.open_dir(parent, false, "") else {
-                continue;
-            };
-            match rustix::fs::statat(&pfd, os(&name[0]), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {}
-                _ => continue,
+        let mut failed = None;
+        dirs.for_each(|rel, times| {
+            if let Err(e) = self.set_dir_times(rel, times) {
+                failed.get_or_insert(e);
             }
-            let path = self.path_of(comps);
-            rustix::fs::utimensat(&pfd, os(&name[0]), times, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
+            Ok(())
+        })
+        .map_err(|e| ArchiveError::io(self.dest, e))?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         if self.opts.force_mask.is_some() {
             let v = self

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 mod apply;
 mod changes;
 pub(crate) mod copy;
+mod dirtimes;
 pub(crate) mod fsutil;
 pub mod idmap;
 mod remap;
