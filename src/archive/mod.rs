@@ -13,6 +13,13 @@
 //! beneath the destination, no existing symlink is ever followed while creating
 //! entries, and a truncated archive is an error rather than a partial success.
 //!
+//! Every tar is read by one parser, [`tarparse`], whose entries both the unpacker and
+//! the publisher's tar-split recorder consume; it follows Go's `archive/tar` and
+//! refuses headers that readers could interpret differently (a key given twice, a
+//! GNU long name and a PAX path, a ustar prefix under an unknown version, ...),
+//! which `tests/tar_differential.rs` checks against Go on generated streams.
+//! Unpacking stops at the end-of-archive marker.
+//!
 //! Deliberate differences from Go, all checked by the tests (`tests/archive_*.rs`,
 //! which can also compare against containers/storage itself through
 //! `tests/archive_support/gocheck`):
