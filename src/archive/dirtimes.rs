@@ -32,8 +32,8 @@ fn unnamed_file() -> io::Result<File> {
 }
 
 fn put_time(w: &mut impl Write, t: &rustix::fs::Timespec) -> io::Result<()> {
-    w.write_all(&(t.tv_sec as i64).to_le_bytes())?;
-    w.write_all(&(t.tv_nsec as i64).to_le_bytes())
+    w.write_all(&t.tv_sec.to_le_bytes())?;
+    w.write_all(&t.tv_nsec.to_le_bytes())
 }
 
 fn get_i64(r: &mut impl Read) -> io::Result<i64> {

@@ -28,6 +28,9 @@ pub const MAX_EXTENSION: u64 = 1 << 20;
 /// Most sparse map entries accepted (bounds memory; real maps are short).
 pub const MAX_SPARSE_ENTRIES: usize = 1 << 16;
 
+/// PAX records as (key, value) pairs, in the order given.
+pub type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A time from a header: seconds and nanoseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct TarTime {
@@ -243,8 +246,8 @@ pub fn pax_time(v: &[u8]) -> Option<TarTime> {
 }
 
 /// PAX records `"%d %s=%s\n"`, refusing what Go refuses.
-pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+pub fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, String> {
+    let mut out: PaxRecords = Vec::new();
     let mut sparse_pairs = 0usize;
     while !data.is_empty() {
         let sp = data
@@ -930,7 +933,7 @@ impl<'o, R: Read> TarReader<'o, R> {
             return Err(bad("both 0.0 and 0.1 maps"));
         }
         let nums: Vec<u64> = match pax_get(pax, b"GNU.sparse.map") {
-            Some(m) if m.is_empty() => Vec::new(),
+            Some(b"") => Vec::new(),
             Some(m) => m
                 .split(|c| *c == b',')
                 .map(decimal)

@@ -26,7 +26,7 @@ pub(crate) fn dir_usage(dir: &Path) -> Result<DirUsage, ArchiveError> {
     if FileType::from_raw_mode(st.st_mode as _) != FileType::Directory {
         usage.size += st.st_size as u64;
     } else {
-        let fd = open_dir(&rustix::fs::CWD, dir.as_os_str())
+        let fd = open_dir(rustix::fs::CWD, dir.as_os_str())
             .map_err(|e| ArchiveError::io(dir, ioe(e)))?;
         visit(&fd, dir, &mut seen, &mut usage)?;
     }
