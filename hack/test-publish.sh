@@ -864,7 +864,7 @@ expect_rejected() { # name, image ref, layer digest (or ""), expected substring,
     fail "$name: publish succeeded"
   fi
   cat "$W/err"
-  grep -qF "image $ref" "$W/err" || fail "$name: message does not name the image"
+  grep -qF -e "image $ref" -e "(from $ref)" "$W/err" || fail "$name: message does not name the image"
   [ -z "$layer" ] || grep -qF "layer $layer" "$W/err" || fail "$name: message does not name layer $layer"
   grep -qF -- "$want" "$W/err" || fail "$name: message lacks '$want'"
   tree_state "$R_H" >"$W/after"

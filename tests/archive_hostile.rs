@@ -4,7 +4,7 @@
 #[path = "archive_support/mod.rs"]
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cvmfs_graphdriver::archive::{self, ApplyOptions, ArchiveError};
 use cvmfs_graphdriver::layer_spec;
@@ -291,4 +291,23 @@ fn mutated_archives_never_panic_or_escape() {
             );
         }
     }
+}
+
+#[test]
+fn names_deeper_than_path_max_with_the_destination_apply_and_measure() {
+    // the destination's own path plus the entry's name exceed PATH_MAX: nothing
+    // may resolve a whole path (issue 10: "File name too long" from the size walk)
+    let t = tmp();
+    let base: PathBuf = (0..18).fold(t.path().to_path_buf(), |p, i| {
+        p.join(format!("{i:02}{}", "p".repeat(110)))
+    });
+    let dest = mkdir(&base, "dest");
+    let name: String = (0..12)
+        .map(|i| format!("{i:02}{}", "n".repeat(240)))
+        .collect::<Vec<_>>()
+        .join("/");
+    assert!(dest.as_os_str().len() + name.len() > 4096);
+    let size = apply_unpriv(&format!("file \"{name}\" \"hello\"\n"), &dest)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(size, 5);
 }

@@ -90,7 +90,7 @@ fn publish_republish_check_and_reject() {
     let src2 = format!("oci:{oci2}:e");
     let (ok, _, err) = run(&["publish", &src2, "--repo", &repo]);
     assert!(!ok);
-    assert!(err.contains(&format!("image {src2}")), "{err}");
+    assert!(err.contains(&format!("(from {src2})")), "{err}");
     assert!(err.contains("layer sha256:"), "{err}");
     assert!(err.contains("entry \"../../evil\""), "{err}");
     assert_eq!(before, listing(Path::new(&repo)));

@@ -7,7 +7,7 @@ use std::io::Read;
 
 use cvmfs_graphdriver::layer_spec;
 use cvmfs_graphdriver::publish::podman::{self, NewImage, NewLayer, StorePaths};
-use cvmfs_graphdriver::publish::tarsplit::{Crc64, TarSplitter};
+use cvmfs_graphdriver::publish::tarsplit::{self, Crc64};
 use cvmfs_graphdriver::publish::{flat, layer, layer_ids};
 use serde_json::Value;
 
@@ -47,13 +47,24 @@ fn b64d(s: &str) -> Vec<u8> {
     out
 }
 
-/// Split `tar` feeding `chunk`-byte pieces; return the JSON entries.
-fn split(tar: &[u8], chunk: usize) -> Vec<Value> {
-    let mut s = TarSplitter::new(Vec::new());
-    for c in tar.chunks(chunk) {
-        s.feed(c);
+/// A reader that yields at most `chunk` bytes per read.
+struct Chunked<'a> {
+    data: &'a [u8],
+    chunk: usize,
+}
+
+impl std::io::Read for Chunked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.chunk.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
     }
-    let (out, _) = s.finish().expect("tar-split");
+}
+
+/// Record the tar-split of `tar` read in `chunk`-byte pieces; return the JSON entries.
+fn split(tar: &[u8], chunk: usize) -> Vec<Value> {
+    let (out, _) = tarsplit::record(Chunked { data: tar, chunk }, Vec::new()).expect("tar-split");
     String::from_utf8(out)
         .unwrap()
         .lines()
@@ -119,13 +130,11 @@ fn crc64_matches_go_iso() {
 #[test]
 fn tar_split_rejects_duplicates_and_truncation() {
     let dup = layer_spec::spec_to_tar("file /a \"1\"\nfile /a \"2\"\n").unwrap();
-    let mut s = TarSplitter::new(Vec::new());
-    s.feed(&dup);
-    assert!(s.finish().unwrap_err().contains("duplicate"));
+    assert!(tarsplit::record(&dup[..], Vec::new())
+        .unwrap_err()
+        .contains("duplicate"));
     let tar = layer_spec::spec_to_tar("file /a size=5000\n").unwrap();
-    let mut s = TarSplitter::new(Vec::new());
-    s.feed(&tar[..2000]);
-    let e = s.finish().unwrap_err();
+    let e = tarsplit::record(&tar[..2000], Vec::new()).unwrap_err();
     assert!(e.contains("truncated") && e.contains("\"a\""), "{e}");
 }
 

@@ -8,18 +8,19 @@
 //! created by an earlier entry of the same tar) is never traversed; missing parents
 //! are created. Objects are then created relative to the parent's descriptor.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps};
+use sha2::{Digest, Sha256};
 
+use super::dirtimes::DirTimes;
 use super::fsutil::{self, ioe, ts};
+use super::tarparse::{self, TarEntry, TarError, TarReader, TarTime};
 use super::{ApplyOptions, ArchiveError, IdMappings, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE};
 
 const WH_PREFIX: &[u8] = super::WHITEOUT_PREFIX.as_bytes();
@@ -27,52 +28,27 @@ const WH_PREFIX: &[u8] = super::WHITEOUT_PREFIX.as_bytes();
 const WH_META_PREFIX: &[u8] = b".wh..wh.";
 const OVERRIDE_XATTR: &str = "user.containers.override_stat";
 
-/// Counts the bytes the tar parser consumed and remembers the last 512 of them, to
-/// tell a proper end-of-archive block from a stream that just stops.
-struct CountingReader<R> {
-    inner: R,
-    state: Rc<RefCell<Tail>>,
-}
-
-#[derive(Default)]
-struct Tail {
-    total: u64,
-    last: Vec<u8>,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut st = self.state.borrow_mut();
-        st.total += n as u64;
-        if n >= 512 {
-            st.last.clear();
-            st.last.extend_from_slice(&buf[n - 512..n]);
-        } else {
-            st.last.extend_from_slice(&buf[..n]);
-            let len = st.last.len();
-            if len > 512 {
-                st.last.drain(..len - 512);
-            }
-        }
-        Ok(n)
+impl From<TarError> for ArchiveError {
+    fn from(e: TarError) -> Self {
+        ArchiveError::bad(e.entry, e.reason)
     }
 }
 
 /// Lexically clean a tar name into components beneath the root.
 /// `None` when a `..` would climb above the root.
 fn clean_components(name: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for c in name.split(|b| *b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                out.pop()?;
-            }
-            c => out.push(c.to_vec()),
-        }
-    }
-    Some(out)
+    tarparse::clean_components(name).map(|v| v.into_iter().map(<[u8]>::to_vec).collect())
+}
+
+/// A fixed-size digest of a layer path: the set of paths this tar created is
+/// kept as digests, so memory does not grow with the length of names.
+type PathKey = [u8; 16];
+
+fn path_key(rel: &[u8]) -> PathKey {
+    let d = Sha256::digest(rel);
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
 }
 
 fn join(components: &[Vec<u8>]) -> Vec<u8> {
@@ -101,43 +77,10 @@ struct Meta {
     mode: u32,
     uid: u32,
     gid: u32,
-    mtime: Timespec2,
-    atime: Timespec2,
+    mtime: TarTime,
+    atime: TarTime,
     dev: (u32, u32),
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-#[derive(Clone, Copy)]
-struct Timespec2 {
-    sec: i64,
-    nsec: i64,
-}
-
-/// Parse a PAX time "123", "123.456", "-1.5".
-fn parse_pax_time(v: &[u8]) -> Option<Timespec2> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s),
-    };
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let sec: i64 = int.parse().ok()?;
-    let mut nsec: i64 = 0;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        nsec += i64::from(c.to_digit(10)?) * 10i64.pow(8 - i as u32);
-    }
-    if neg {
-        if nsec > 0 {
-            Some(Timespec2 {
-                sec: -sec - 1,
-                nsec: 1_000_000_000 - nsec,
-            })
-        } else {
-            Some(Timespec2 { sec: -sec, nsec: 0 })
-        }
-    } else {
-        Some(Timespec2 { sec, nsec })
-    }
 }
 
 struct Applier<'a> {
@@ -145,15 +88,17 @@ struct Applier<'a> {
     dest_fd: OwnedFd,
     opts: &'a ApplyOptions,
     mappings: Option<&'a IdMappings>,
-    /// Paths (relative, '/'-joined) created by this tar, including implicit parents.
-    unpacked: HashSet<Vec<u8>>,
+    /// Keep OCI whiteouts as the tar's `.wh.*` marker files (DUCC's `layerfs`
+    /// form) instead of converting them to overlay form.
+    raw_whiteouts: bool,
+    /// Paths (relative, '/'-joined) created by this tar, including implicit
+    /// parents, as digests.
+    unpacked: HashSet<PathKey>,
     /// Directories whose times are set once everything inside them exists.
-    dirs: Vec<(Vec<Vec<u8>>, Timestamps)>,
+    dirs: DirTimes,
     /// The last resolved parent, reused while nothing has been removed.
     cache: Option<(Vec<Vec<u8>>, OwnedFd)>,
     root_override: Option<String>,
-    /// PAX records of the entry being applied.
-    pax: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Why resolving a parent failed.
@@ -169,10 +114,33 @@ impl From<ArchiveError> for ResolveError {
     }
 }
 
+/// Most bytes read after the end-of-archive marker (record padding, so that a
+/// writer on the other end of a pipe does not fail with EPIPE); the rest of
+/// the stream is left unread.
+const MAX_TRAILER: u64 = 1 << 20;
+
+/// Apply the tar `reader` to `dest`, stopping at the end-of-archive marker.
 pub(crate) fn apply<R: Read>(
     reader: R,
     dest: &Path,
     opts: &ApplyOptions,
+) -> Result<(), ArchiveError> {
+    let mut tar = TarReader::new(reader);
+    apply_entries(&mut tar, dest, opts, false)?;
+    let rest = tar.into_inner();
+    io::copy(&mut rest.take(MAX_TRAILER), &mut io::sink())
+        .map_err(|e| ArchiveError::bad("<end of archive>", format!("reading tar: {e}")))?;
+    Ok(())
+}
+
+/// Apply every entry `tar` yields to `dest` (overlay form, or DUCC's raw
+/// whiteout markers with `raw_whiteouts`). Returns once the parser has seen
+/// the end of the archive; nothing after it is read.
+pub(crate) fn apply_entries<R: Read>(
+    tar: &mut TarReader<'_, R>,
+    dest: &Path,
+    opts: &ApplyOptions,
+    raw_whiteouts: bool,
 ) -> Result<(), ArchiveError> {
     let dest_fd = rustix::fs::openat(
         rustix::fs::CWD,
@@ -186,94 +154,15 @@ pub(crate) fn apply<R: Read>(
         dest_fd,
         opts,
         mappings: opts.mappings.as_ref().filter(|m| !m.is_identity()),
+        raw_whiteouts,
         unpacked: HashSet::new(),
-        dirs: Vec::new(),
+        dirs: DirTimes::default(),
         cache: None,
         root_override: None,
-        pax: Vec::new(),
     };
-    let state = Rc::new(RefCell::new(Tail::default()));
-    let mut ar = tar::Archive::new(CountingReader {
-        inner: reader,
-        state: state.clone(),
-    });
-    let last_name = Cell::new(String::from("<start of archive>"));
-    let entries = ar
-        .entries()
-        .map_err(|e| ArchiveError::bad(last_name.take(), format!("malformed tar: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| {
-            ArchiveError::bad(
-                format!("after {}", last_name.take()),
-                format!("truncated or malformed tar: {e}"),
-            )
-        })?;
-        let mut pax = Vec::new();
-        let exts = entry.pax_extensions().map_err(|e| {
-            ArchiveError::bad(
-                format!("after {}", last_name.take()),
-                format!("malformed PAX header: {e}"),
-            )
-        })?;
-        for ext in exts.into_iter().flatten() {
-            let ext = ext.map_err(|e| {
-                ArchiveError::bad(
-                    format!("after {}", last_name.take()),
-                    format!("malformed PAX record: {e}"),
-                )
-            })?;
-            pax.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
-        }
-        // PAX sparse files (GNU formats 0.1 and 1.0) carry their real name apart.
-        let name = match pax_get(&pax, b"GNU.sparse.name") {
-            Some(n) => n.to_vec(),
-            None => entry.path_bytes().into_owned(),
-        };
-        let display = String::from_utf8_lossy(&name).into_owned();
-        last_name.set(display.clone());
-        a.pax = pax;
-        a.entry(&mut entry, &name, &display)?;
-        // Read whatever the entry has left so that a short stream is noticed here,
-        // not silently taken for the end of the archive.
-        io::copy(&mut entry, &mut io::sink()).map_err(|e| {
-            ArchiveError::bad(display.as_str(), format!("reading tar content: {e}"))
-        })?;
-        // For old GNU sparse files `size()` is the expanded size; what the archive
-        // holds is the header's size field.
-        let stored = if entry.header().entry_type().is_gnu_sparse() {
-            entry.header().entry_size().unwrap_or(0)
-        } else {
-            entry.size()
-        };
-        let end = entry.raw_file_position().saturating_add(stored);
-        if state.borrow().total < end {
-            return Err(ArchiveError::bad(
-                display.as_str(),
-                "truncated tar: the stream ends inside this entry's content",
-            ));
-        }
+    while let Some(entry) = tar.next_entry()? {
+        a.entry(tar, &entry)?;
     }
-    {
-        let st = state.borrow();
-        // A stream that stops exactly at a header boundary (after the last entry's
-        // padded content) is accepted like Go's archive/tar does: some image tools
-        // omit the end-of-archive blocks, and blob digests are verified upstream.
-        // Every entry's content was checked complete above, and a partial header
-        // is a parse error, so only a cut inside padding or a header reaches here.
-        let clean_end =
-            st.total % 512 == 0 || (st.last.len() == 512 && st.last.iter().all(|b| *b == 0));
-        if !clean_end {
-            return Err(ArchiveError::bad(
-                format!("after {}", last_name.take()),
-                "truncated tar: the stream ends without an end-of-archive block",
-            ));
-        }
-    }
-    // Consume the rest (second end block, record padding) so that a writer on the
-    // other end of a pipe does not fail with EPIPE.
-    let mut rest = ar.into_inner();
-    io::copy(&mut rest, &mut io::sink())
-        .map_err(|e| ArchiveError::bad("<end of archive>", format!("reading tar: {e}")))?;
     a.finish()
 }
 
@@ -325,15 +214,14 @@ impl Applier<'_> {
             .try_clone()
             .map_err(|e| ArchiveError::io(self.dest, e))?;
         for (i, c) in comps.iter().enumerate() {
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let next = match rustix::fs::openat(&cur, os(c), flags, Mode::empty()) {
+            let next = match fsutil::open_child_dir(&cur, c) {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::NOENT) if create => {
                     // Implicit parent, as Go creates it: 0755, owned by the container's root.
                     let path = self.path_of(&comps[..=i]);
                     rustix::fs::mkdirat(&cur, os(c), Mode::from_raw_mode(0o755))
                         .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
-                    let fd = rustix::fs::openat(&cur, os(c), flags, Mode::empty())
+                    let fd = fsutil::open_child_dir(&cur, c)
                         .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
                     // explicit mode: mkdir's is subject to the process umask
                     rustix::fs::chmodat(&cur, os(c), Mode::from_raw_mode(0o755), AtFlags::empty())
@@ -342,7 +230,7 @@ impl Applier<'_> {
                         let (u, g) = self.mappings.map(|m| m.root_pair()).unwrap_or((0, 0));
                         self.chown_at(&cur, c, u, g, &path)?;
                     }
-                    self.unpacked.insert(join(&comps[..=i]));
+                    self.unpacked.insert(path_key(&join(&comps[..=i])));
                     fd
                 }
                 Err(rustix::io::Errno::NOENT) => {
@@ -438,14 +326,15 @@ impl Applier<'_> {
 
     fn entry<R: Read>(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        name: &[u8],
-        display: &str,
+        tar: &mut TarReader<'_, R>,
+        entry: &TarEntry,
     ) -> Result<(), ArchiveError> {
-        let etype = entry.header().entry_type();
-        if etype.is_pax_global_extensions() {
+        if entry.typeflag == b'g' {
             return Ok(());
         }
+        let display = entry.display();
+        let display = display.as_str();
+        let name = entry.name.as_slice();
         let comps = clean_components(name)
             .ok_or_else(|| ArchiveError::bad(display, "path escapes the layer root"))?;
         // Beyond PATH_MAX no tool could use the file; refusing early also bounds how
@@ -456,12 +345,10 @@ impl Applier<'_> {
 
         // Root entry: Go's Unpack leaves the destination's own metadata alone.
         if comps.is_empty() {
-            if etype.is_dir() {
+            if entry.typeflag == b'5' {
                 if self.opts.force_mask.is_some() {
-                    let h = entry.header();
-                    let (u, g) =
-                        self.host_ids(h.uid().unwrap_or(0), h.gid().unwrap_or(0), display)?;
-                    let mode = h.mode().unwrap_or(0o755) & 0o7777;
+                    let (u, g) = self.host_ids(entry.uid, entry.gid, display)?;
+                    let mode = entry.mode & 0o7777;
                     self.root_override = Some(format!("{u}:{g}:{mode:04o}:dir"));
                 }
                 return Ok(());
@@ -491,6 +378,25 @@ impl Applier<'_> {
         }
         let base = comps[comps.len() - 1].clone();
 
+        if base.starts_with(WH_PREFIX) && !matches!(entry.typeflag, b'0' | b'7') {
+            return Err(ArchiveError::bad(
+                display,
+                "a whiteout marker must be a regular file",
+            ));
+        }
+        if self.raw_whiteouts && base.starts_with(WH_PREFIX) {
+            // DUCC's layerfs keeps the markers as the files the tar has.
+            if base != WHITEOUT_OPAQUE.as_bytes() && base.starts_with(WH_META_PREFIX) {
+                return Ok(());
+            }
+            let orig = &base[WH_PREFIX.len()..];
+            if base != WHITEOUT_OPAQUE.as_bytes()
+                && (orig.is_empty() || orig == b"." || orig == b"..")
+            {
+                return Err(ArchiveError::bad(display, "invalid whiteout name"));
+            }
+            return self.create(tar, entry, &comps, display);
+        }
         if base == WHITEOUT_OPAQUE.as_bytes() {
             return self.opaque(&comps[..comps.len() - 1], display);
         }
@@ -498,14 +404,12 @@ impl Applier<'_> {
             if orig.is_empty() || orig == b"." || orig == b".." || orig.starts_with(WH_PREFIX) {
                 return Err(ArchiveError::bad(display, "invalid whiteout name"));
             }
-            let h = entry.header();
-            let (u, g) = self.host_ids(h.uid().unwrap_or(0), h.gid().unwrap_or(0), display)?;
-            let mtime = h.mtime().unwrap_or(0) as i64;
+            let (u, g) = self.host_ids(entry.uid, entry.gid, display)?;
             let mut target = comps[..comps.len() - 1].to_vec();
             target.push(orig.to_vec());
-            return self.whiteout(&target, u, g, mtime, display);
+            return self.whiteout(&target, u, g, entry.mtime.sec, display);
         }
-        self.create(entry, &comps, display)
+        self.create(tar, entry, &comps, display)
     }
 
     /// `<dir>/.wh..wh..opq`: hide everything the lower layers have in `dir`.
@@ -531,7 +435,7 @@ impl Applier<'_> {
             }
             crel.extend_from_slice(name.as_bytes());
             let cpath = path.join(&name);
-            if !self.unpacked.contains(&crel) {
+            if !self.unpacked.contains(&path_key(&crel)) {
                 self.remove(&cpath)?;
             } else if std::fs::symlink_metadata(&cpath)
                 .map(|m| m.is_dir())
@@ -555,7 +459,7 @@ impl Applier<'_> {
         let rel = join(target);
         // OCI: a whiteout only applies to lower layers; a sibling from this same
         // layer stays (and hides the lower one anyway).
-        if self.unpacked.contains(&rel) {
+        if self.unpacked.contains(&path_key(&rel)) {
             return Ok(());
         }
         let pfd = match self.open_dir(&target[..target.len() - 1], true, display) {
@@ -583,96 +487,49 @@ impl Applier<'_> {
             .map_err(|e| ArchiveError::io(&path, ioe(e)))
     }
 
-    fn meta<R: Read>(
-        &self,
-        entry: &mut tar::Entry<'_, R>,
-        display: &str,
-    ) -> Result<Meta, ArchiveError> {
-        use tar::EntryType as T;
-        let bad =
-            |what: &str, e: io::Error| ArchiveError::bad(display, format!("bad {what} field: {e}"));
-        let h = entry.header();
-        let et = h.entry_type();
-        let name_is_dir = entry.path_bytes().ends_with(b"/");
-        let kind = match et {
-            T::Regular | T::Continuous | T::GNUSparse if name_is_dir => Kind::Dir,
-            T::Regular | T::Continuous | T::GNUSparse => Kind::File,
-            T::Directory => Kind::Dir,
-            T::Symlink => Kind::Symlink,
-            T::Link => Kind::Hardlink,
-            T::Char => Kind::Char,
-            T::Block => Kind::Block,
-            T::Fifo => Kind::Fifo,
+    fn meta(&self, entry: &TarEntry, display: &str) -> Result<Meta, ArchiveError> {
+        let kind = match entry.typeflag {
+            b'0' | b'7' | b'S' => Kind::File,
+            b'5' => Kind::Dir,
+            b'2' => Kind::Symlink,
+            b'1' => Kind::Hardlink,
+            b'3' => Kind::Char,
+            b'4' => Kind::Block,
+            b'6' => Kind::Fifo,
             other => {
                 return Err(ArchiveError::Unsupported {
-                    what: format!(
-                        "entry {display:?}: tar entry type {:?}",
-                        other.as_byte() as char
-                    ),
+                    what: format!("entry {display:?}: tar entry type {:?}", other as char),
                 })
             }
         };
-        let mode = h.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let (uid, gid) = self.host_ids(
-            h.uid().map_err(|e| bad("uid", e))?,
-            h.gid().map_err(|e| bad("gid", e))?,
-            display,
-        )?;
-        let mut mtime = Timespec2 {
-            sec: h.mtime().map_err(|e| bad("mtime", e))? as i64,
-            nsec: 0,
-        };
-        let mut atime = None;
-        if let Some(g) = h.as_gnu() {
-            if let Ok(a) = g.atime() {
-                if a != 0 {
-                    atime = Some(Timespec2 {
-                        sec: a as i64,
-                        nsec: 0,
-                    });
-                }
-            }
-        }
+        let (uid, gid) = self.host_ids(entry.uid, entry.gid, display)?;
+        let mtime = entry.mtime;
         let dev = if matches!(kind, Kind::Char | Kind::Block) {
-            (
-                h.device_major().ok().flatten().unwrap_or(0),
-                h.device_minor().ok().flatten().unwrap_or(0),
-            )
+            (entry.devmajor, entry.devminor)
         } else {
             (0, 0)
         };
-        let mut xattrs = Vec::new();
-        for (key, value) in &self.pax {
-            if key == b"mtime" {
-                if let Some(t) = parse_pax_time(value) {
-                    mtime = t;
-                }
-            } else if key == b"atime" {
-                atime = parse_pax_time(value);
-            } else if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                xattrs.push((x.to_vec(), value.clone()));
-            }
-        }
         // Access time is never before modification time (as Go applies it).
-        let atime = match atime {
-            Some(a) if (a.sec, a.nsec) >= (mtime.sec, mtime.nsec) => a,
+        let atime = match entry.atime {
+            Some(a) if a >= mtime => a,
             _ => mtime,
         };
         Ok(Meta {
             kind,
-            mode,
+            mode: entry.mode & 0o7777,
             uid,
             gid,
             mtime,
             atime,
             dev,
-            xattrs,
+            xattrs: entry.xattrs.clone(),
         })
     }
 
     fn create<R: Read>(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        tar: &mut TarReader<'_, R>,
+        entry: &TarEntry,
         comps: &[Vec<u8>],
         display: &str,
     ) -> Result<(), ArchiveError> {
@@ -719,39 +576,37 @@ impl Applier<'_> {
                 )
                 .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
                 let mut f = std::fs::File::from(fd);
-                let sparse = sparse_info(&self.pax).map_err(|r| ArchiveError::bad(display, r))?;
-                if let (Some(sp), Kind::File) = (sparse, meta.kind) {
-                    let stored = entry.size();
-                    write_sparse(entry, &mut f, sp, stored, display, &path)?;
-                } else if meta.kind == Kind::File {
-                    let expected = if entry.header().entry_type().is_gnu_sparse() {
-                        entry
-                            .header()
-                            .as_gnu()
-                            .and_then(|g| g.real_size().ok())
-                            .unwrap_or(0)
-                    } else {
-                        entry.size()
+                if meta.kind == Kind::File {
+                    // A failed read names the stream's problem, not the file's.
+                    let content_err = |tar: &TarReader<'_, R>, e: ArchiveError| match tar.failure()
+                    {
+                        Some(t) => ArchiveError::from(t.clone()),
+                        None => e,
                     };
-                    let holes = entry.header().entry_type().is_gnu_sparse();
-                    let n =
-                        copy_data(entry, &mut f, holes).map_err(|e| ArchiveError::io(&path, e))?;
-                    if n != expected {
-                        return Err(ArchiveError::bad(
-                            display,
-                            format!("truncated tar: {n} of {expected} content bytes"),
-                        ));
+                    match &entry.sparse {
+                        Some(map) => write_sparse(tar, &mut f, map, display, &path)
+                            .map_err(|e| content_err(tar, e))?,
+                        None => {
+                            let n = copy_data(tar, &mut f)
+                                .map_err(|e| content_err(tar, ArchiveError::io(&path, e)))?;
+                            if n != entry.stored {
+                                return Err(ArchiveError::bad(
+                                    display,
+                                    format!("truncated tar: {n} of {} content bytes", entry.stored),
+                                ));
+                            }
+                        }
                     }
                 }
             }
             Kind::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| ArchiveError::bad(display, "symlink without a target"))?
-                    .into_owned();
+                let target = &entry.linkname;
+                if target.is_empty() {
+                    return Err(ArchiveError::bad(display, "symlink without a target"));
+                }
                 // The target is stored as is and never followed here, so it may point
                 // anywhere (it is resolved inside the container's root at run time).
-                rustix::fs::symlinkat(os(&target), &pfd, os(name))
+                rustix::fs::symlinkat(os(target), &pfd, os(name))
                     .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
             }
             Kind::Hardlink => self.hardlink(entry, &pfd, name, &path, display)?,
@@ -765,7 +620,7 @@ impl Applier<'_> {
             )?,
             Kind::Fifo => mk(FileType::Fifo, 0)?,
         }
-        self.unpacked.insert(rel);
+        self.unpacked.insert(path_key(&rel));
 
         // A hardlink's header applies to the shared inode, as Go's chrooted Untar does
         // (chown always; mode and times unless the target is a symlink). Writers put
@@ -821,11 +676,14 @@ impl Applier<'_> {
                 .map_err(|e| ArchiveError::io(&path, e))?;
         }
         let times = Timestamps {
-            last_access: ts(meta.atime.sec, meta.atime.nsec),
-            last_modification: ts(meta.mtime.sec, meta.mtime.nsec),
+            last_access: ts(meta.atime.sec, i64::from(meta.atime.nsec)),
+            last_modification: ts(meta.mtime.sec, i64::from(meta.mtime.nsec)),
         };
         match kind {
-            Kind::Dir => self.dirs.push((comps.to_vec(), times)),
+            Kind::Dir => self
+                .dirs
+                .push(rel.clone(), times)
+                .map_err(|e| ArchiveError::io(&path, e))?,
             Kind::Hardlink if on_symlink => {}
             _ => rustix::fs::utimensat(&pfd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| ArchiveError::io(&path, ioe(e)))?,
@@ -833,18 +691,18 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn hardlink<R: Read>(
+    fn hardlink(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        entry: &TarEntry,
         pfd: &OwnedFd,
         name: &[u8],
         path: &Path,
         display: &str,
     ) -> Result<(), ArchiveError> {
-        let link = entry
-            .link_name_bytes()
-            .ok_or_else(|| ArchiveError::bad(display, "hardlink without a target"))?
-            .into_owned();
+        let link = entry.linkname.clone();
+        if link.is_empty() {
+            return Err(ArchiveError::bad(display, "hardlink without a target"));
+        }
         let shown = String::from_utf8_lossy(&link).into_owned();
         let tcomps = clean_components(&link).ok_or_else(|| {
             ArchiveError::bad(
@@ -854,6 +712,14 @@ impl Applier<'_> {
         })?;
         if tcomps.is_empty() {
             return Err(ArchiveError::bad(display, "hardlink to the layer root"));
+        }
+        // A marker is not content: linking to it would copy a deletion (overlay
+        // form: a 0/0 device) or a marker file under another name.
+        if tcomps.iter().any(|c| c.starts_with(WH_PREFIX)) {
+            return Err(ArchiveError::bad(
+                display,
+                format!("hardlink target {shown:?} is a whiteout marker"),
+            ));
         }
         let tdir = match self.open_dir(&tcomps[..tcomps.len() - 1], false, display) {
             Ok(fd) => fd,
@@ -891,24 +757,37 @@ impl Applier<'_> {
             .map_err(|e| ArchiveError::io(path, ioe(e)))
     }
 
+    /// Set a directory's times unless a later entry replaced it or a parent: it
+    /// is resolved again and touched only if still a directory reached without
+    /// symlinks.
+    fn set_dir_times(&mut self, rel: &[u8], times: &Timestamps) -> Result<(), ArchiveError> {
+        let comps: Vec<Vec<u8>> = rel.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+        let (parent, name) = comps.split_at(comps.len() - 1);
+        let Ok(pfd) = self.open_dir(parent, false, "") else {
+            return Ok(());
+        };
+        match rustix::fs::statat(&pfd, os(&name[0]), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {}
+            _ => return Ok(()),
+        }
+        rustix::fs::utimensat(&pfd, os(&name[0]), times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| ArchiveError::io(self.path_of(&comps), ioe(e)))
+    }
+
     /// Directory times (now that their content exists) and the root override xattr.
     fn finish(mut self) -> Result<(), ArchiveError> {
         let dirs = std::mem::take(&mut self.dirs);
         // In tar order, as Go does: the last entry for a directory sets its times.
-        for (comps, times) in dirs.iter() {
-            // A later entry may have replaced the directory or a parent: resolve again
-            // and touch it only if it is still a directory reached without symlinks.
-            let (parent, name) = comps.split_at(comps.len() - 1);
-            let Ok(pfd) = self.open_dir(parent, false, "") else {
-                continue;
-            };
-            match rustix::fs::statat(&pfd, os(&name[0]), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode as _) == FileType::Directory => {}
-                _ => continue,
+        let mut failed = None;
+        dirs.for_each(|rel, times| {
+            if let Err(e) = self.set_dir_times(rel, times) {
+                failed.get_or_insert(e);
             }
-            let path = self.path_of(comps);
-            rustix::fs::utimensat(&pfd, os(&name[0]), times, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
+            Ok(())
+        })
+        .map_err(|e| ArchiveError::io(self.dest, e))?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         if self.opts.force_mask.is_some() {
             let v = self
@@ -922,145 +801,19 @@ impl Applier<'_> {
     }
 }
 
-fn pax_get<'a>(pax: &'a [(Vec<u8>, Vec<u8>)], key: &[u8]) -> Option<&'a [u8]> {
-    pax.iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_slice())
-}
-
-fn parse_u64(v: &[u8]) -> Option<u64> {
-    std::str::from_utf8(v).ok()?.trim().parse().ok()
-}
-
-/// A PAX-format sparse file: its real size and data map (`None`: format 1.0, where
-/// the map leads the entry's data).
-struct Sparse {
-    real_size: u64,
-    map: Option<Vec<(u64, u64)>>,
-}
-
-/// Recognise the GNU PAX sparse formats 0.0, 0.1 and 1.0 (Go's archive/tar reads
-/// them all; without this a sparse file would land as its raw sparse data).
-fn sparse_info(pax: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Sparse>, String> {
-    let major = pax_get(pax, b"GNU.sparse.major");
-    let real = pax_get(pax, b"GNU.sparse.realsize").or_else(|| pax_get(pax, b"GNU.sparse.size"));
-    let has_old = pax.iter().any(|(k, _)| k == b"GNU.sparse.offset");
-    let map01 = pax_get(pax, b"GNU.sparse.map");
-    if major.is_none() && map01.is_none() && !has_old {
-        return Ok(None);
-    }
-    let real_size = real
-        .and_then(parse_u64)
-        .ok_or("sparse file without a valid real size")?;
-    if let Some(m) = major {
-        if m != b"1" {
-            return Err(format!(
-                "unsupported GNU sparse format {}",
-                String::from_utf8_lossy(m)
-            ));
-        }
-        return Ok(Some(Sparse {
-            real_size,
-            map: None,
-        }));
-    }
-    let nums: Vec<u64> = if let Some(m) = map01 {
-        if m.is_empty() {
-            Vec::new()
-        } else {
-            m.split(|c| *c == b',')
-                .map(parse_u64)
-                .collect::<Option<_>>()
-                .ok_or("bad GNU.sparse.map")?
-        }
-    } else {
-        pax.iter()
-            .filter(|(k, _)| k == b"GNU.sparse.offset" || k == b"GNU.sparse.numbytes")
-            .map(|(_, v)| parse_u64(v))
-            .collect::<Option<_>>()
-            .ok_or("bad GNU.sparse.offset/numbytes")?
-    };
-    if nums.len() % 2 != 0 {
-        return Err("odd number of sparse map values".into());
-    }
-    Ok(Some(Sparse {
-        real_size,
-        map: Some(nums.chunks(2).map(|c| (c[0], c[1])).collect()),
-    }))
-}
-
-/// Read one decimal number terminated by '\n' from a format 1.0 sparse map.
-fn read_map_number(r: &mut dyn Read, consumed: &mut u64) -> Option<u64> {
-    let mut digits = Vec::new();
-    loop {
-        let mut b = [0u8];
-        if r.read(&mut b).ok()? != 1 {
-            return None;
-        }
-        *consumed += 1;
-        if b[0] == b'\n' {
-            return parse_u64(&digits);
-        }
-        if digits.len() > 20 {
-            return None;
-        }
-        digits.push(b[0]);
-    }
-}
-
-/// Write a PAX sparse file: data segments at their offsets, holes left as holes.
+/// Write a sparse file: each segment's bytes at its offset, holes left as holes.
 fn write_sparse(
     r: &mut dyn Read,
     f: &mut std::fs::File,
-    sp: Sparse,
-    stored: u64,
+    map: &tarparse::SparseMap,
     display: &str,
     path: &Path,
 ) -> Result<(), ArchiveError> {
     use std::io::{Seek, SeekFrom};
-    let bad = |why: &str| ArchiveError::bad(display, format!("bad sparse file: {why}"));
-    let mut consumed = 0u64;
-    let map = match sp.map {
-        Some(m) => m,
-        None => {
-            let n = read_map_number(r, &mut consumed).ok_or_else(|| bad("unreadable map"))?;
-            if n > stored / 2 + 1 {
-                return Err(bad("map longer than the entry"));
-            }
-            let mut m = Vec::new();
-            for _ in 0..n {
-                let off = read_map_number(r, &mut consumed).ok_or_else(|| bad("unreadable map"))?;
-                let len = read_map_number(r, &mut consumed).ok_or_else(|| bad("unreadable map"))?;
-                m.push((off, len));
-            }
-            // the map is padded to a block
-            let pad = (512 - consumed % 512) % 512;
-            let skipped = io::copy(&mut r.take(pad), &mut io::sink())
-                .map_err(|e| ArchiveError::io(path, e))?;
-            if skipped != pad {
-                return Err(ArchiveError::bad(
-                    display,
-                    "truncated tar: inside a sparse map",
-                ));
-            }
-            consumed += pad;
-            m
-        }
-    };
-    let mut last_end = 0u64;
-    for (off, len) in map {
-        let end = off
-            .checked_add(len)
-            .ok_or_else(|| bad("segment overflows"))?;
-        if off < last_end || end > sp.real_size {
-            return Err(bad("segments overlap or exceed the real size"));
-        }
-        last_end = end;
+    for &(off, len) in &map.segments {
         f.seek(SeekFrom::Start(off))
             .map_err(|e| ArchiveError::io(path, e))?;
         let n = io::copy(&mut r.take(len), f).map_err(|e| ArchiveError::io(path, e))?;
-        consumed += n;
         if n != len {
             return Err(ArchiveError::bad(
                 display,
@@ -1068,17 +821,12 @@ fn write_sparse(
             ));
         }
     }
-    if consumed != stored {
-        return Err(bad("data size does not match the map"));
-    }
-    f.set_len(sp.real_size)
+    f.set_len(map.real_size)
         .map_err(|e| ArchiveError::io(path, e))
 }
 
-/// Copy an entry's content, returning how many bytes it had. With `holes`, blocks of
-/// zeros are skipped so that a sparse file stays sparse.
-fn copy_data(r: &mut dyn Read, w: &mut std::fs::File, holes: bool) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
+/// Copy an entry's content, returning how many bytes it had.
+fn copy_data(r: &mut dyn Read, w: &mut std::fs::File) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -1088,22 +836,8 @@ fn copy_data(r: &mut dyn Read, w: &mut std::fs::File, holes: bool) -> io::Result
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if holes {
-            for piece in buf[..k].chunks(4096) {
-                if piece.iter().all(|b| *b == 0) {
-                    w.seek(SeekFrom::Current(piece.len() as i64))?;
-                } else {
-                    w.write_all(piece)?;
-                }
-            }
-        } else {
-            w.write_all(&buf[..k])?;
-        }
+        w.write_all(&buf[..k])?;
         n += k as u64;
-    }
-    if holes {
-        // a trailing hole needs the length set explicitly
-        w.set_len(n)?;
     }
     Ok(n)
 }
@@ -1120,20 +854,6 @@ mod tests {
                 .map(|v| String::from_utf8(v).unwrap())
         };
         assert_eq!(c("a/b/../c/./d/"), Some("a/c/d".into()));
-        assert_eq!(c("/etc/passwd"), Some("etc/passwd".into()));
-        assert_eq!(c("./"), Some("".into()));
-        assert_eq!(c("../x"), None);
         assert_eq!(c("/../../x"), None);
-        assert_eq!(c("a/../../x"), None);
-        assert_eq!(c("a/..b"), Some("a/..b".into()));
-    }
-
-    #[test]
-    fn pax_times() {
-        let t = parse_pax_time(b"1700000000.25").unwrap();
-        assert_eq!((t.sec, t.nsec), (1700000000, 250_000_000));
-        let t = parse_pax_time(b"-1.5").unwrap();
-        assert_eq!((t.sec, t.nsec), (-2, 500_000_000));
-        assert!(parse_pax_time(b"x").is_none());
     }
 }

@@ -99,6 +99,28 @@ pub(crate) fn remove_all(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Open the directory `name` inside `dir` for walking by name: one component
+/// (not empty, `.`, `..` or containing `/`), never following a symlink. Every
+/// walk from a layer root by names that come from layer content goes through
+/// here, so no name can climb out or be redirected.
+pub(crate) fn open_child_dir(
+    dir: &std::os::fd::OwnedFd,
+    name: &[u8],
+) -> Result<std::os::fd::OwnedFd, rustix::io::Errno> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(rustix::io::Errno::INVAL);
+    }
+    rustix::fs::openat(
+        dir,
+        OsStr::from_bytes(name),
+        rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+}
+
 /// A timestamp from seconds and nanoseconds.
 pub(crate) fn ts(sec: i64, nsec: i64) -> Timespec {
     Timespec {

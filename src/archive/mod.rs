@@ -13,6 +13,13 @@
 //! beneath the destination, no existing symlink is ever followed while creating
 //! entries, and a truncated archive is an error rather than a partial success.
 //!
+//! Every tar is read by one parser, [`tarparse`], whose entries both the unpacker and
+//! the publisher's tar-split recorder consume; it follows Go's `archive/tar` and
+//! refuses headers that readers could interpret differently (a key given twice, a
+//! GNU long name and a PAX path, a ustar prefix under an unknown version, ...),
+//! which `tests/tar_differential.rs` checks against Go on generated streams.
+//! Unpacking stops at the end-of-archive marker.
+//!
 //! Deliberate differences from Go, all checked by the tests (`tests/archive_*.rs`,
 //! which can also compare against containers/storage itself through
 //! `tests/archive_support/gocheck`):
@@ -37,10 +44,12 @@ use std::path::{Path, PathBuf};
 mod apply;
 mod changes;
 pub(crate) mod copy;
+mod dirtimes;
 pub(crate) mod fsutil;
 pub mod idmap;
 mod remap;
 pub(crate) mod tarout;
+pub mod tarparse;
 mod usage;
 
 pub use idmap::{IdMap, IdMappings, InvalidIdMap, UnmappedId, MAX_RANGES};
@@ -114,6 +123,17 @@ pub fn apply_tar<R: std::io::Read>(
 ) -> Result<u64, ArchiveError> {
     apply::apply(reader, dest, opts)?;
     dir_size(dest)
+}
+
+/// Unpack the entries `tar` yields into `dest` in DUCC's `layerfs` form: OCI
+/// whiteouts stay the `.wh.*` marker files of the tar (AUFS metadata is
+/// dropped). Stops at the end of the archive; no size walk afterwards.
+pub fn unpack_layerfs<R: std::io::Read>(
+    tar: &mut tarparse::TarReader<'_, R>,
+    dest: &Path,
+    opts: &ApplyOptions,
+) -> Result<(), ArchiveError> {
+    apply::apply_entries(tar, dest, opts, true)
 }
 
 /// Write an uncompressed OCI tar of a layer's own diff directory (overlay form) to `w`:

@@ -1,24 +1,24 @@
 //! Unpacking one layer into a DUCC `layerfs` directory while recording its
 //! diffID, size and tar-split, in a single pass over the uncompressed stream.
 //!
-//! The hardened [`archive::apply_tar`](crate::archive::apply_tar) does the unpacking
-//! (paths kept beneath the root, no symlink ever followed, hostile entries
-//! rejected). It converts OCI whiteouts to overlay form; DUCC's `layerfs` keeps
-//! them as the raw `.wh.*` regular files of the tar instead, so afterwards each
-//! whiteout the tar-split recorder saw is turned back into its marker file, with
-//! the mode, owner and time the tar gave it.
+//! One tar parser ([`crate::archive::tarparse`]) reads the stream; the hardened
+//! unpacker consumes its entries (paths kept beneath the root, no symlink ever
+//! followed, hostile entries rejected) and the tar-split recorder observes the
+//! bytes it consumed, so both describe the same names and sizes. DUCC's `layerfs`
+//! keeps OCI whiteouts as the raw `.wh.*` files of the tar, which the unpacker
+//! writes as such (with the mode, owner and time the tar gives them).
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 use sha2::{Digest, Sha256};
 
-use super::tarsplit::{EntryInfo, TarSplitter};
+use super::tarsplit::{KeptEntries, TarSplitter};
 use super::{Error, Result};
-use crate::archive::{self, ApplyOptions, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::archive::tarparse::TarReader;
+use crate::archive::{self, ApplyOptions, WHITEOUT_PREFIX};
 
 /// What unpacking a layer produced.
 #[derive(Debug, Clone)]
@@ -27,27 +27,23 @@ pub struct Unpacked {
     pub diff_id: String,
     /// Bytes of the uncompressed tar.
     pub diff_size: u64,
-    /// Entries of the tar, in order.
-    pub entries: Vec<EntryInfo>,
+    /// What later steps need of the tar's entries (markers, owners), in order.
+    pub entries: KeptEntries,
 }
 
-/// Feeds everything read through it to the diffID hash and the tar-split recorder.
-struct Tee<'a, R, W: Write> {
+/// Hashes and counts everything read through it: the diffID covers every byte
+/// of the stream, trailing padding included.
+struct Hashing<R> {
     inner: R,
     hash: Sha256,
     size: u64,
-    split: &'a mut TarSplitter<W>,
 }
 
-impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
         self.size += n as u64;
-        self.split.feed(&buf[..n]);
-        if let Some(e) = self.split.error() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-        }
         Ok(n)
     }
 }
@@ -63,11 +59,10 @@ pub fn unpack<R: Read, W: Write>(
 ) -> Result<(Unpacked, W)> {
     std::fs::create_dir(layerfs).map_err(|e| Error::io(layerfs, e))?;
     let mut split = TarSplitter::new(tar_split).reject_devices(reject_devices);
-    let mut tee = Tee {
+    let mut hashing = Hashing {
         inner: input,
         hash: Sha256::new(),
         size: 0,
-        split: &mut split,
     };
     // Unprivileged, files belong to the publisher (the records then say
     // "ownership":"lost"), as with DUCC.
@@ -75,21 +70,25 @@ pub fn unpack<R: Read, W: Write>(
         ignore_chown_errors: !rustix::process::geteuid().is_root(),
         ..ApplyOptions::default()
     };
-    let applied = archive::apply_tar(&mut tee, layerfs, &opts);
-    if let Err(e) = applied {
-        // the recorder's own complaint is the more precise one
-        if let Some(se) = tee.split.error() {
-            return Err(Error::msg(se));
-        }
-        return Err(Error::msg(format!("{e}")));
+    {
+        let mut tar = TarReader::new(&mut hashing).with_observer(&mut split);
+        archive::unpack_layerfs(&mut tar, layerfs, &opts).map_err(|e| Error::msg(e.to_string()))?;
     }
-    // The tar reader stops at the end-of-archive blocks; the diffID and tar-split
+    // The parser stops at the end-of-archive blocks; the diffID and tar-split
     // cover every byte of the stream, trailing padding included.
-    io::copy(&mut tee, &mut io::sink()).map_err(|e| Error::msg(format!("reading layer: {e}")))?;
-    let diff_id = format!("sha256:{}", hex(&tee.hash.clone().finalize()));
-    let diff_size = tee.size;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match hashing.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::msg(format!("reading layer: {e}"))),
+        };
+        split.trailer(&buf[..n]).map_err(Error::msg)?;
+    }
+    let diff_id = format!("sha256:{}", hex(&hashing.hash.clone().finalize()));
+    let diff_size = hashing.size;
     let (w, entries) = split.finish().map_err(Error::msg)?;
-    restore_raw_whiteouts(layerfs, &entries)?;
     Ok((
         Unpacked {
             diff_id,
@@ -104,10 +103,14 @@ pub fn unpack<R: Read, W: Write>(
 /// a tar with `entries` (paths relative to `layerfs`, sorted, each once), for the
 /// driver's layer record: with the list it never has to walk the layer to
 /// find them. `None` when a marker's name is not UTF-8 (JSON cannot carry
-/// it; the driver then walks the layer).
-pub fn marker_list(entries: &[EntryInfo]) -> Option<Vec<String>> {
+/// it) or some entries were not kept (too many names): the driver then walks
+/// the layer.
+pub fn marker_list(entries: &KeptEntries) -> Option<Vec<String>> {
+    if !entries.complete {
+        return None;
+    }
     let mut out = Vec::new();
-    for e in entries {
+    for e in entries.iter() {
         let Some((base, dir)) = name_components(&e.name) else {
             continue;
         };
@@ -150,126 +153,6 @@ pub fn hex(b: &[u8]) -> String {
     s
 }
 
-fn ioe(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
-/// Open directory `rel` (components) beneath `root`, never following a symlink.
-fn open_dir(root: &Path, rel: &[&[u8]]) -> io::Result<std::os::fd::OwnedFd> {
-    let mut fd = rustix::fs::open(
-        root,
-        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(ioe)?;
-    for c in rel {
-        fd = rustix::fs::openat(
-            &fd,
-            std::ffi::OsStr::from_bytes(c),
-            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(ioe)?;
-    }
-    Ok(fd)
-}
-
-use std::os::unix::ffi::OsStrExt;
-
-/// Turn the overlay-form whiteouts `apply_tar` made back into DUCC's raw markers.
-fn restore_raw_whiteouts(layerfs: &Path, entries: &[EntryInfo]) -> Result<()> {
-    for e in entries {
-        let Some((base, dir)) = name_components(&e.name) else {
-            continue;
-        };
-        let base = &base;
-        let dir = dir.as_slice();
-        if !base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
-            continue;
-        }
-        let what = || {
-            format!(
-                "entry {:?}: restoring the raw whiteout marker",
-                String::from_utf8_lossy(&e.name)
-            )
-        };
-        let dirfd =
-            open_dir(layerfs, dir).map_err(|err| Error::msg(format!("{}: {err}", what())))?;
-        // keep the directory's times as the tar set them
-        let dir_times = rustix::fs::fstat(&dirfd).ok().map(|st| Timestamps {
-            last_access: Timespec {
-                tv_sec: st.st_atime as _,
-                tv_nsec: st.st_atime_nsec as _,
-            },
-            last_modification: Timespec {
-                tv_sec: st.st_mtime as _,
-                tv_nsec: st.st_mtime_nsec as _,
-            },
-        });
-        if *base == WHITEOUT_OPAQUE.as_bytes() {
-            let dpath = dir.iter().fold(layerfs.to_path_buf(), |p, c| {
-                p.join(std::ffi::OsStr::from_bytes(c))
-            });
-            match rustix::fs::lremovexattr(&dpath, OVERLAY_OPAQUE_XATTR) {
-                Ok(()) | Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => {}
-                Err(err) => return Err(Error::msg(format!("{}: {}", what(), ioe(err)))),
-            }
-        } else if base.starts_with(b".wh..wh.") {
-            // AUFS metadata (.wh..wh.plnk, ...): apply_tar ignores it, DUCC keeps
-            // whatever the tar had; we keep nothing.
-            continue;
-        } else {
-            let target = &base[WHITEOUT_PREFIX.len()..];
-            let target = std::ffi::OsStr::from_bytes(target);
-            if let Ok(st) =
-                rustix::fs::statat(&dirfd, target, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            {
-                let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
-                if ft == rustix::fs::FileType::CharacterDevice && st.st_rdev == 0 {
-                    rustix::fs::unlinkat(&dirfd, target, rustix::fs::AtFlags::empty())
-                        .map_err(|err| Error::msg(format!("{}: {}", what(), ioe(err))))?;
-                }
-            }
-        }
-        let name = std::ffi::OsStr::from_bytes(base);
-        let fd = rustix::fs::openat(
-            &dirfd,
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|err| Error::msg(format!("{}: {}", what(), ioe(err))))?;
-        let set = || -> rustix::io::Result<()> {
-            match rustix::fs::fchown(
-                &fd,
-                Some(rustix::process::Uid::from_raw(e.uid)),
-                Some(rustix::process::Gid::from_raw(e.gid)),
-            ) {
-                // unprivileged: the marker keeps the publisher as owner
-                Ok(()) | Err(rustix::io::Errno::PERM) => {}
-                Err(e) => return Err(e),
-            }
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(e.mode & 0o7777))?;
-            let t = Timespec {
-                tv_sec: e.mtime,
-                tv_nsec: 0,
-            };
-            rustix::fs::futimens(
-                &fd,
-                &Timestamps {
-                    last_access: t,
-                    last_modification: t,
-                },
-            )
-        };
-        set().map_err(|err| Error::msg(format!("{}: {}", what(), ioe(err))))?;
-        if let Some(t) = dir_times {
-            let _ = rustix::fs::futimens(&dirfd, &t);
-        }
-    }
-    Ok(())
-}
-
 /// True if `md` is an overlay-style whiteout (0/0 character device).
 pub fn is_overlay_whiteout(md: &std::fs::Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
@@ -278,6 +161,7 @@ pub fn is_overlay_whiteout(md: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::tarsplit::EntryInfo;
 
     fn entry(name: &str) -> EntryInfo {
         EntryInfo {
@@ -293,7 +177,7 @@ mod tests {
 
     #[test]
     fn marker_list_names_every_marker_once_as_unpacked() {
-        let entries: Vec<EntryInfo> = [
+        let entries: KeptEntries = [
             "./etc/",
             "./etc/.wh.passwd",
             "etc//.wh.passwd",
@@ -304,7 +188,8 @@ mod tests {
         ]
         .into_iter()
         .map(entry)
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
         assert_eq!(
             marker_list(&entries).unwrap(),
             vec![
@@ -317,10 +202,13 @@ mod tests {
         let mut odd = entry("x/.wh.");
         odd.name.push(0xff);
         assert_eq!(
-            marker_list(&[odd]),
+            marker_list(&vec![odd].into()),
             None,
             "non-UTF-8 names cannot be listed"
         );
-        assert_eq!(marker_list(&[entry("./")]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            marker_list(&vec![entry("./")].into()).unwrap(),
+            Vec::<String>::new()
+        );
     }
 }

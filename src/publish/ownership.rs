@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::tarsplit::EntryInfo;
+use super::tarsplit::KeptEntries;
 use crate::archive::WHITEOUT_PREFIX;
 
 /// The normalised layer path of a tar name (no leading `./` or `/`, no
@@ -28,10 +28,16 @@ fn layer_path(name: &[u8]) -> Option<Vec<&[u8]>> {
 /// driver's format cannot express (a non-UTF-8 name, owner 2^32-1): writing a
 /// partial file would make the driver report owners as restored when they are
 /// not, so the caller writes none and the layer stays "lost".
-pub fn owners_json(entries: &[EntryInfo]) -> Result<Vec<u8>, String> {
+pub fn owners_json(entries: &KeptEntries) -> Result<Vec<u8>, String> {
+    if !entries.complete {
+        return Err(format!(
+            "the layer's entries not owned by root have more than {} bytes of names, too many to list",
+            super::tarsplit::MAX_KEPT_NAMES
+        ));
+    }
     // A later entry for the same path replaces the earlier one, as on unpacking.
     let mut last: BTreeMap<Vec<u8>, (u32, u32)> = BTreeMap::new();
-    for e in entries {
+    for e in entries.iter() {
         // Extension and hardlink entries: a hardlink shares its target's inode,
         // whose owner is the target entry's (listed under the target's name).
         if matches!(e.typeflag, b'g' | b'x' | b'L' | b'K' | b'1') {
@@ -78,6 +84,7 @@ pub fn owners_json(entries: &[EntryInfo]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::tarsplit::EntryInfo;
 
     fn e(name: &str, typeflag: u8, uid: u32, gid: u32) -> EntryInfo {
         EntryInfo {
@@ -93,7 +100,7 @@ mod tests {
 
     #[test]
     fn lists_non_root_entries_normalised() {
-        let j = owners_json(&[
+        let j = owners_json(&KeptEntries::from(vec![
             e("./", b'5', 5, 5),
             e("./home/", b'5', 0, 0),
             e("./home/u/", b'5', 1000, 1000),
@@ -102,7 +109,7 @@ mod tests {
             e("home/u/link", b'1', 7, 7),
             e("etc/b", b'0', 2000, 2000),
             e("etc/b", b'0', 0, 0),
-        ])
+        ]))
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
         assert_eq!(
@@ -115,7 +122,7 @@ mod tests {
 
     #[test]
     fn all_root_gives_an_empty_list() {
-        let j = owners_json(&[e("a", b'0', 0, 0)]).unwrap();
+        let j = owners_json(&vec![e("a", b'0', 0, 0)].into()).unwrap();
         assert_eq!(j, br#"{"entries":[],"version":1}"#);
     }
 
@@ -125,8 +132,10 @@ mod tests {
             name: vec![b'a', 0xff],
             ..e("", b'0', 1, 1)
         };
-        assert!(owners_json(&[bad]).unwrap_err().contains("non-UTF-8"));
-        assert!(owners_json(&[e("a", b'0', u32::MAX, 0)])
+        assert!(owners_json(&vec![bad].into())
+            .unwrap_err()
+            .contains("non-UTF-8"));
+        assert!(owners_json(&vec![e("a", b'0', u32::MAX, 0)].into())
             .unwrap_err()
             .contains("reserved"));
     }

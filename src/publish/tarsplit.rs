@@ -10,14 +10,24 @@
 //! order gives back the tar byte for byte. We cut segments where tar-split's own
 //! disassembler does: everything between two file contents is one segment.
 //!
-//! The recorder is push-based ([`TarSplitter::feed`]) so it can watch the very bytes
-//! that are being unpacked and hashed, without a second pass over the stream.
+//! The recorder parses nothing itself: it observes the one tar parser
+//! ([`crate::archive::tarparse`]) that also feeds the unpacker, so it describes the
+//! very bytes, names and sizes that were unpacked.
+//!
+//! Besides the tar-split it keeps what later steps need of the entries, bounded
+//! independently of how many there are: the whiteout markers and the entries not
+//! owned by root (up to [`MAX_KEPT_NAMES`] bytes of names), and the sets of owners.
 
-use std::collections::HashSet;
-use std::io::Write;
+use std::collections::{BTreeSet, HashSet};
+use std::io::{Read, Write};
 
-/// Longest extension header (PAX or GNU long name) we accept.
-const MAX_EXTENSION: u64 = 1 << 20;
+use sha2::{Digest, Sha256};
+
+use crate::archive::tarparse::{self, TarEntry, TarObserver, TarReader};
+use crate::archive::WHITEOUT_PREFIX;
+
+/// Most bytes of entry names kept for later steps (markers, owners).
+pub const MAX_KEPT_NAMES: usize = 16 << 20;
 /// Size of the chunks trailing data is cut into (tar-split uses 1 MiB too).
 const TRAILER_CHUNK: usize = 1 << 20;
 
@@ -142,108 +152,113 @@ pub struct EntryInfo {
     pub mtime: i64,
 }
 
-#[derive(Debug)]
-enum State {
-    /// Collecting a 512-byte header block.
-    Header,
-    /// Reading the data of an extension header (PAX `x`/`g`, GNU `L`/`K`).
-    Extension { kind: u8, remaining: u64 },
-    /// Streaming the content of a file entry; a sparse one's archived bytes are
-    /// raw segment bytes instead.
-    Data { remaining: u64, sparse: bool },
-    /// The extension blocks of an old GNU sparse header (`S`), then its data.
-    SparseExt { data: u64 },
-    /// Skipping the padding after a file's content (kept for the next segment).
-    Padding { remaining: u64 },
-    /// One zero block seen; a second one ends the archive.
-    Zero,
-    /// After the end-of-archive marker: everything else is one more segment.
-    Trailer,
+/// What the recorder keeps of a layer's entries for later steps (the marker
+/// list, `ownership.json`), in archive order: every entry whose last component
+/// is a whiteout marker and every entry not owned by 0:0, while their names fit
+/// in [`MAX_KEPT_NAMES`]. `complete` is false when some were dropped for that cap.
+#[derive(Debug, Clone, Default)]
+pub struct KeptEntries {
+    pub list: Vec<EntryInfo>,
+    pub complete: bool,
+    /// Every uid and gid of the layer's entries.
+    pub uids: BTreeSet<u32>,
+    pub gids: BTreeSet<u32>,
+    names_bytes: usize,
 }
 
-/// Pending overrides from extension headers for the next entry.
-#[derive(Default, Debug)]
-struct Pending {
-    path: Option<Vec<u8>>,
-    size: Option<u64>,
-    sparse: bool,
-    /// GNU PAX sparse formats 0.1/1.0 keep the real name here (the header's
-    /// is `GNUSparseFile.<pid>/<name>`).
-    sparse_name: Option<Vec<u8>>,
-}
-
-/// The streaming tar-split recorder. Write its JSON lines to `out`.
-pub struct TarSplitter<W: Write> {
-    out: W,
-    state: State,
-    block: Vec<u8>,
-    ext_data: Vec<u8>,
-    /// Size (unpadded) of the extension header being read.
-    pending_ext_size: u64,
-    /// Raw bytes of the segment being collected.
-    raw: Vec<u8>,
-    pending: Pending,
-    current: Option<EntryInfo>,
-    /// Bytes the current entry occupies in the archive (before padding).
-    stored: u64,
-    crc: Crc64,
-    position: u64,
-    seen: HashSet<Vec<u8>>,
-    entries: Vec<EntryInfo>,
-    error: Option<String>,
-    reject_devices: bool,
-}
-
-fn octal(field: &[u8]) -> Option<u64> {
-    // GNU base-256 for large values
-    if let Some(&first) = field.first() {
-        if first & 0x80 != 0 {
-            let mut v: u64 = u64::from(first & 0x7f);
-            for b in &field[1..] {
-                v = v.checked_mul(256)?.checked_add(u64::from(*b))?;
-            }
-            return Some(v);
+impl KeptEntries {
+    pub fn new() -> KeptEntries {
+        KeptEntries {
+            complete: true,
+            ..KeptEntries::default()
         }
     }
-    let s: Vec<u8> = field
-        .iter()
-        .copied()
-        .take_while(|b| *b != 0)
-        .filter(|b| *b != b' ')
-        .collect();
-    if s.is_empty() {
-        return Some(0);
+
+    /// Consider one entry.
+    pub fn add(&mut self, e: EntryInfo) {
+        if !matches!(e.typeflag, b'g' | b'x') {
+            self.uids.insert(e.uid);
+            self.gids.insert(e.gid);
+        }
+        let base = e
+            .name
+            .rsplit(|b| *b == b'/')
+            .find(|c| !c.is_empty())
+            .unwrap_or(b"");
+        let marker = base.starts_with(WHITEOUT_PREFIX.as_bytes());
+        if !marker && (e.uid, e.gid) == (0, 0) {
+            return;
+        }
+        if self.names_bytes + e.name.len() > MAX_KEPT_NAMES {
+            self.complete = false;
+            return;
+        }
+        self.names_bytes += e.name.len();
+        self.list.push(e);
     }
-    u64::from_str_radix(std::str::from_utf8(&s).ok()?, 8).ok()
 }
 
-fn cstr(field: &[u8]) -> &[u8] {
-    let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
-    &field[..end]
+impl From<Vec<EntryInfo>> for KeptEntries {
+    /// Every entry of `list` kept (a complete list, as tests and tools build it).
+    fn from(list: Vec<EntryInfo>) -> KeptEntries {
+        let mut k = KeptEntries::new();
+        for e in &list {
+            k.uids.insert(e.uid);
+            k.gids.insert(e.gid);
+        }
+        k.names_bytes = list.iter().map(|e| e.name.len()).sum();
+        k.list = list;
+        k
+    }
 }
 
-/// True for types whose header carries no data in the archive.
-fn header_only(t: u8) -> bool {
-    matches!(t, b'1' | b'2' | b'3' | b'4' | b'5' | b'6')
+impl std::ops::Deref for KeptEntries {
+    type Target = [EntryInfo];
+    fn deref(&self) -> &[EntryInfo] {
+        &self.list
+    }
+}
+
+/// The layer path an entry name unpacks to, as a digest: duplicates are found
+/// without keeping names. Names the unpacker refuses (climbing above the root)
+/// are compared as Go cleans them.
+fn name_key(name: &[u8]) -> [u8; 16] {
+    let norm = match tarparse::clean_components(name) {
+        Some(c) => c.join(&b'/'),
+        None => go_clean(name),
+    };
+    let d = Sha256::digest(&norm);
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
+}
+
+/// The tar-split recorder, an observer of the tar parser. Write its JSON lines
+/// to `out`.
+pub struct TarSplitter<W: Write> {
+    out: W,
+    /// Raw bytes of the segment being collected.
+    raw: Vec<u8>,
+    current: Option<EntryInfo>,
+    sparse: bool,
+    crc: Crc64,
+    position: u64,
+    seen: HashSet<[u8; 16]>,
+    kept: KeptEntries,
+    reject_devices: bool,
 }
 
 impl<W: Write> TarSplitter<W> {
     pub fn new(out: W) -> TarSplitter<W> {
         TarSplitter {
             out,
-            state: State::Header,
-            block: Vec::with_capacity(512),
-            ext_data: Vec::new(),
-            pending_ext_size: 0,
             raw: Vec::new(),
-            pending: Pending::default(),
             current: None,
-            stored: 0,
+            sparse: false,
             crc: Crc64::new(),
             position: 0,
             seen: HashSet::new(),
-            entries: Vec::new(),
-            error: None,
+            kept: KeptEntries::new(),
             reject_devices: false,
         }
     }
@@ -253,16 +268,6 @@ impl<W: Write> TarSplitter<W> {
     pub fn reject_devices(mut self, yes: bool) -> Self {
         self.reject_devices = yes;
         self
-    }
-
-    /// The first error met (the stream is not a tar tar-split can describe).
-    pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
-    }
-
-    /// Entries seen so far, in archive order.
-    pub fn entries(&self) -> &[EntryInfo] {
-        &self.entries
     }
 
     fn emit_segment(&mut self) -> Result<(), String> {
@@ -288,12 +293,11 @@ impl<W: Write> TarSplitter<W> {
     }
 
     fn emit_file(&mut self, e: &EntryInfo, crc: Option<u64>) -> Result<(), String> {
-        let cleaned = go_clean(&e.name);
-        if !self.seen.insert(cleaned) {
-            return Err(format!(
-                "entry {:?}: duplicate entry (the same path twice in one layer)",
-                String::from_utf8_lossy(&e.name)
-            ));
+        if !self.seen.insert(name_key(&e.name)) {
+            return Err(
+                "duplicate entry (the same path twice in one layer; the tar-split could not rebuild it)"
+                    .into(),
+            );
         }
         let mut m = serde_json::Map::new();
         m.insert("type".into(), 1.into());
@@ -320,359 +324,110 @@ impl<W: Write> TarSplitter<W> {
         self.write_line(&serde_json::Value::Object(m))
     }
 
-    /// Observe the next bytes of the stream. After an error, further input is ignored.
-    pub fn feed(&mut self, mut data: &[u8]) {
-        if self.error.is_some() {
-            return;
-        }
+    /// Bytes after the end-of-archive marker: kept as raw segments.
+    pub fn trailer(&mut self, mut data: &[u8]) -> Result<(), String> {
         while !data.is_empty() {
-            match self.step(data) {
-                Ok(n) => data = &data[n..],
-                Err(e) => {
-                    self.error = Some(e);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Consume a prefix of `data`, return how much.
-    fn step(&mut self, data: &[u8]) -> Result<usize, String> {
-        match &mut self.state {
-            State::Header | State::Zero => {
-                let need = 512 - self.block.len();
-                let n = need.min(data.len());
-                self.block.extend_from_slice(&data[..n]);
-                if self.block.len() == 512 {
-                    let block = std::mem::take(&mut self.block);
-                    self.raw.extend_from_slice(&block);
-                    self.header(&block)?;
-                    self.block = block;
-                    self.block.clear();
-                }
-                Ok(n)
-            }
-            State::Extension { kind, remaining } => {
-                let kind = *kind;
-                let n = (*remaining).min(data.len() as u64) as usize;
-                *remaining -= n as u64;
-                let done = *remaining == 0;
-                self.raw.extend_from_slice(&data[..n]);
-                self.ext_data.extend_from_slice(&data[..n]);
-                if done {
-                    self.extension_done(kind)?;
-                }
-                Ok(n)
-            }
-            State::Data { remaining, sparse } => {
-                let n = (*remaining).min(data.len() as u64) as usize;
-                *remaining -= n as u64;
-                let done = *remaining == 0;
-                if *sparse {
-                    self.raw.extend_from_slice(&data[..n]);
-                    // bounded segments: sparse data can be large
-                    if self.raw.len() >= TRAILER_CHUNK {
-                        self.emit_segment()?;
-                    }
-                } else {
-                    self.crc.update(&data[..n]);
-                }
-                if done {
-                    self.file_done()?;
-                }
-                Ok(n)
-            }
-            State::SparseExt { data: len } => {
-                let len = *len;
-                let need = 512 - self.block.len();
-                let n = need.min(data.len());
-                self.block.extend_from_slice(&data[..n]);
-                if self.block.len() == 512 {
-                    self.raw.extend_from_slice(&self.block);
-                    let more = self.block[504] != 0;
-                    self.block.clear();
-                    if !more {
-                        self.start_data(len, true)?;
-                    }
-                }
-                Ok(n)
-            }
-            State::Padding { remaining } => {
-                let n = (*remaining).min(data.len() as u64) as usize;
-                *remaining -= n as u64;
-                if *remaining == 0 {
-                    self.state = State::Header;
-                }
-                self.raw.extend_from_slice(&data[..n]);
-                Ok(n)
-            }
-            State::Trailer => {
-                let room = TRAILER_CHUNK - self.raw.len();
-                let n = room.min(data.len());
-                self.raw.extend_from_slice(&data[..n]);
-                if self.raw.len() >= TRAILER_CHUNK {
-                    self.emit_segment()?;
-                }
-                Ok(n)
-            }
-        }
-    }
-
-    fn header(&mut self, b: &[u8]) -> Result<(), String> {
-        if b.iter().all(|x| *x == 0) {
-            if matches!(self.state, State::Zero) {
-                // end of archive: these blocks, and whatever follows, are raw bytes
-                self.state = State::Trailer;
-            } else {
-                self.state = State::Zero;
-            }
-            return Ok(());
-        }
-        if matches!(self.state, State::Zero) {
-            return Err("invalid tar: a header follows a single zero block".into());
-        }
-        // checksum: sum of the block with the checksum field as spaces
-        let stored = octal(&b[148..156]).ok_or("invalid tar header: bad checksum field")?;
-        let sum: u64 = b
-            .iter()
-            .enumerate()
-            .map(|(i, x)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(*x)
-                }
-            })
-            .sum();
-        if sum != stored {
-            return Err(format!(
-                "invalid tar header after {:?}: checksum mismatch (corrupt or not a tar)",
-                self.entries
-                    .last()
-                    .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-                    .unwrap_or_default()
-            ));
-        }
-        let typeflag = b[156];
-        let size = octal(&b[124..136]).ok_or("invalid tar header: bad size")?;
-        match typeflag {
-            b'x' | b'g' | b'L' | b'K' => {
-                if size > MAX_EXTENSION {
-                    return Err(format!(
-                        "extension header of {size} bytes is larger than {MAX_EXTENSION}"
-                    ));
-                }
-                self.ext_data.clear();
-                self.pending_ext_size = size;
-                let padded = size.div_ceil(512) * 512;
-                if typeflag == b'g' {
-                    // a global header is an entry of its own for tar-split
-                    self.current = Some(EntryInfo {
-                        name: cstr(&b[0..100]).to_vec(),
-                        typeflag,
-                        size: 0,
-                        mode: 0,
-                        uid: 0,
-                        gid: 0,
-                        mtime: 0,
-                    });
-                }
-                if padded == 0 {
-                    self.extension_done(typeflag)?;
-                } else {
-                    // padding of extension data belongs to the header bytes
-                    self.state = State::Extension {
-                        kind: typeflag,
-                        remaining: padded,
-                    };
-                    // ext_data keeps the padding too; trimmed when parsed
-                    self.ext_data.reserve(padded as usize);
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-        let magic = &b[257..263];
-        let mut name = cstr(&b[0..100]).to_vec();
-        if magic == b"ustar\0" {
-            let prefix = cstr(&b[345..500]);
-            if !prefix.is_empty() {
-                let mut p = prefix.to_vec();
-                p.push(b'/');
-                p.extend_from_slice(&name);
-                name = p;
-            }
-        }
-        let pending = std::mem::take(&mut self.pending);
-        if let Some(p) = pending.path {
-            name = p;
-        }
-        // Sparse files (old GNU `S`, GNU PAX formats 0.0/0.1/1.0): the archive
-        // holds a map and the data fragments, the layer the expanded file. The
-        // tar-split keeps the archived bytes as raw segments and records the
-        // file with size 0, so reassembly reproduces the tar byte for byte
-        // without reading the layer's file. (Go's tar-split records the
-        // expanded content instead, which does not reassemble to the diffID.)
-        let gnu_sparse = typeflag == b'S';
-        let sparse = gnu_sparse || pending.sparse;
-        if let Some(p) = pending.sparse_name {
-            name = p;
-        }
-        let size = pending.size.unwrap_or(size);
-        if self.reject_devices && matches!(typeflag, b'3' | b'4') {
-            return Err(format!(
-                "entry {:?}: device node refused (publishing unprivileged, or --no-devices)",
-                String::from_utf8_lossy(&name)
-            ));
-        }
-        let info = EntryInfo {
-            name,
-            typeflag,
-            size: if sparse { 0 } else { size },
-            mode: octal(&b[100..108]).unwrap_or(0) as u32,
-            uid: octal(&b[108..116]).unwrap_or(0) as u32,
-            gid: octal(&b[116..124]).unwrap_or(0) as u32,
-            mtime: octal(&b[136..148]).unwrap_or(0) as i64,
-        };
-        let data_len = if header_only(typeflag) { 0 } else { size };
-        if !sparse {
-            self.emit_segment()?;
-        }
-        self.entries.push(info.clone());
-        self.crc = Crc64::new();
-        self.current = Some(info);
-        self.stored = data_len;
-        if gnu_sparse && b[482] != 0 {
-            // extension blocks of the sparse map follow the header
-            self.state = State::SparseExt { data: data_len };
-            return Ok(());
-        }
-        self.start_data(data_len, sparse)
-    }
-
-    fn start_data(&mut self, data_len: u64, sparse: bool) -> Result<(), String> {
-        if data_len == 0 {
-            self.file_done()
-        } else {
-            self.state = State::Data {
-                remaining: data_len,
-                sparse,
-            };
-            Ok(())
-        }
-    }
-
-    fn extension_done(&mut self, kind: u8) -> Result<(), String> {
-        let size = std::mem::take(&mut self.pending_ext_size) as usize;
-        let data = std::mem::take(&mut self.ext_data);
-        let data = &data[..size.min(data.len())];
-        self.state = State::Header;
-        match kind {
-            b'L' => self.pending.path = Some(cstr(data).to_vec()),
-            b'K' => {}
-            b'x' => {
-                for (k, v) in parse_pax(data)? {
-                    match k.as_slice() {
-                        b"path" => self.pending.path = Some(v),
-                        b"size" => {
-                            let s = std::str::from_utf8(&v)
-                                .ok()
-                                .and_then(|s| s.parse().ok())
-                                .ok_or("invalid PAX size record")?;
-                            self.pending.size = Some(s);
-                        }
-                        b"GNU.sparse.name" => {
-                            self.pending.sparse = true;
-                            self.pending.sparse_name = Some(v);
-                        }
-                        k if k.starts_with(b"GNU.sparse.") => self.pending.sparse = true,
-                        _ => {}
-                    }
-                }
-            }
-            b'g' => {
-                let info = self.current.take().unwrap_or(EntryInfo {
-                    name: Vec::new(),
-                    typeflag: b'g',
-                    size: 0,
-                    mode: 0,
-                    uid: 0,
-                    gid: 0,
-                    mtime: 0,
-                });
+            let room = TRAILER_CHUNK - self.raw.len();
+            let n = room.min(data.len());
+            self.raw.extend_from_slice(&data[..n]);
+            if self.raw.len() >= TRAILER_CHUNK {
                 self.emit_segment()?;
-                self.emit_file(&info, None)?;
             }
-            _ => {}
+            data = &data[n..];
         }
         Ok(())
     }
 
-    fn file_done(&mut self) -> Result<(), String> {
-        let info = self.current.take().expect("a file entry is current");
-        let crc = (info.size > 0).then(|| self.crc.sum());
-        self.emit_file(&info, crc)?;
-        let data_len = std::mem::take(&mut self.stored);
-        let pad = (512 - data_len % 512) % 512;
-        self.state = if pad > 0 {
-            State::Padding { remaining: pad }
-        } else {
-            State::Header
-        };
-        Ok(())
-    }
-
-    /// The stream ended: flush the last segment. Errors if the archive stopped
-    /// inside an entry.
-    pub fn finish(mut self) -> Result<(W, Vec<EntryInfo>), String> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        match self.state {
-            State::Trailer | State::Header if self.block.is_empty() => {}
-            _ => {
-                return Err(format!(
-                    "the archive ends in the middle of an entry (truncated) after {:?}",
-                    self.entries
-                        .last()
-                        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-                        .unwrap_or_default()
-                ))
-            }
+    /// The stream ended: flush the last segment; returns the writer and what
+    /// was kept of the entries.
+    pub fn finish(mut self) -> Result<(W, KeptEntries), String> {
+        if self.current.is_some() {
+            return Err("the archive ends in the middle of an entry (truncated)".into());
         }
         self.emit_segment()?;
         self.out
             .flush()
             .map_err(|e| format!("writing tar-split: {e}"))?;
-        Ok((self.out, self.entries))
+        Ok((self.out, self.kept))
     }
 }
 
-/// PAX records as (key, value) pairs.
-type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Parse PAX records `"%d %s=%s\n"`.
-fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, String> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let sp = data
-            .iter()
-            .position(|b| *b == b' ')
-            .ok_or("invalid PAX record")?;
-        let len: usize = std::str::from_utf8(&data[..sp])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("invalid PAX record length")?;
-        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err("invalid PAX record".into());
-        }
-        let rec = &data[sp + 1..len - 1];
-        let eq = rec
-            .iter()
-            .position(|b| *b == b'=')
-            .ok_or("invalid PAX record (no =)")?;
-        out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
-        data = &data[len..];
+impl<W: Write> TarObserver for TarSplitter<W> {
+    fn header_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.raw.extend_from_slice(bytes);
+        Ok(())
     }
-    Ok(out)
+
+    fn entry(&mut self, e: &TarEntry) -> Result<(), String> {
+        if self.reject_devices && matches!(e.typeflag, b'3' | b'4') {
+            return Err("device node refused (publishing unprivileged, or --no-devices)".into());
+        }
+        let info = EntryInfo {
+            name: e.name.clone(),
+            typeflag: e.typeflag,
+            // Sparse files (old GNU `S`, GNU PAX formats 0.0/0.1/1.0): the
+            // archive holds a map and the data fragments, the layer the expanded
+            // file. The tar-split keeps the archived bytes as raw segments and
+            // records the file with size 0, so reassembly reproduces the tar byte
+            // for byte without reading the layer's file. (Go's tar-split records
+            // the expanded content instead, which does not reassemble to the
+            // diffID.)
+            size: if e.sparse.is_some() { 0 } else { e.size },
+            mode: e.mode,
+            uid: u32::try_from(e.uid).unwrap_or(u32::MAX),
+            gid: u32::try_from(e.gid).unwrap_or(u32::MAX),
+            mtime: e.mtime.sec,
+        };
+        // A global header is an entry of its own for tar-split, without content.
+        if e.typeflag == b'g' || e.sparse.is_none() {
+            self.emit_segment()?;
+        }
+        self.sparse = e.sparse.is_some();
+        self.crc = Crc64::new();
+        self.current = Some(info);
+        Ok(())
+    }
+
+    fn content(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if self.sparse {
+            self.raw.extend_from_slice(bytes);
+            // bounded segments: sparse data can be large
+            if self.raw.len() >= TRAILER_CHUNK {
+                self.emit_segment()?;
+            }
+        } else {
+            self.crc.update(bytes);
+        }
+        Ok(())
+    }
+
+    fn entry_end(&mut self) -> Result<(), String> {
+        let info = self.current.take().ok_or("entry end without an entry")?;
+        let crc = (info.size > 0 && info.typeflag != b'g').then(|| self.crc.sum());
+        self.emit_file(&info, crc)?;
+        self.kept.add(info);
+        Ok(())
+    }
+}
+
+/// Record the tar-split of a whole uncompressed layer `input` (nothing is
+/// unpacked), trailing bytes after the end-of-archive marker included.
+pub fn record<R: Read, W: Write>(input: R, out: W) -> Result<(W, KeptEntries), String> {
+    let mut split = TarSplitter::new(out);
+    let mut rest = {
+        let mut tar = TarReader::new(input).with_observer(&mut split);
+        while tar.next_entry().map_err(|e| e.to_string())?.is_some() {}
+        tar.into_inner()
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading layer: {e}")),
+        };
+        split.trailer(&buf[..n])?;
+    }
+    split.finish()
 }

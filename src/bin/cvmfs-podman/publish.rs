@@ -499,10 +499,7 @@ impl Job<'_> {
         digest: &str,
         size: u64,
         ts_cache: &Path,
-    ) -> Result<(
-        Vec<cvmfs_graphdriver::publish::tarsplit::EntryInfo>,
-        PathBuf,
-    )> {
+    ) -> Result<(cvmfs_graphdriver::publish::tarsplit::KeptEntries, PathBuf)> {
         let (blob, fault) = crate::source::open_blob(self.src, digest, size)?;
         let mut hr = HashReader {
             inner: blob,
@@ -515,23 +512,14 @@ impl Job<'_> {
         let res = (|| {
             let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-            let mut split = cvmfs_graphdriver::publish::tarsplit::TarSplitter::new(gz);
-            {
-                let (mut dec, _) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = dec
-                        .read(&mut buf)
-                        .map_err(|e| Error::msg(format!("layer {digest}: {e}")))?;
-                    if n == 0 {
-                        break;
-                    }
-                    split.feed(&buf[..n]);
-                }
-            }
+            // the same parser as unpacking: the tar-split describes what was unpacked
+            let (gz, entries) = {
+                let (dec, _) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
+                cvmfs_graphdriver::publish::tarsplit::record(dec, gz)
+                    .map_err(|e| Error::msg(format!("layer {digest}: {e}")))?
+            };
             io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::msg(format!("{e}")))?;
             Self::verify_blob(&hr, digest, size)?;
-            let (gz, entries) = split.finish().map_err(Error::msg)?;
             let f = gz.finish().map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             Ok(entries)
@@ -616,8 +604,8 @@ impl Job<'_> {
             )?;
             // DUCC makes every layerfs a nested catalog
             fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
-            let uids = unpacked.entries.iter().map(|e| e.uid).collect();
-            let gids = unpacked.entries.iter().map(|e| e.gid).collect();
+            let uids = unpacked.entries.uids.clone();
+            let gids = unpacked.entries.gids.clone();
             // unprivileged, the files belong to the publisher: keep the tar's owners
             let ownership_kept = rustix::process::geteuid().is_root();
             let owners = (!ownership_kept).then(|| ownership::owners_json(&unpacked.entries));
@@ -747,8 +735,10 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
                 }
                 let r = job.layer(i, &descs[i], &diff_ids[i]).map_err(|e| {
                     failed.store(true, Ordering::Relaxed);
+                    // The target name first: it is what the operator asked for.
                     e.context(format!(
-                        "image {image}: layer {}",
+                        "image {} (from {image}): layer {}",
+                        opts.name.full(),
                         descs[i]["digest"].as_str().unwrap_or("?")
                     ))
                 });
