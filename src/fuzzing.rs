@@ -9,6 +9,7 @@ use std::path::Path;
 /// `(name, entry point)` of every target; the names are `fuzz/fuzz_targets/<name>.rs`.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("tar_headers", tar_headers),
+    ("tar_unpack", tar_unpack),
     ("layer_record", layer_record),
     ("marker_list", marker_list),
     ("ownership_file", ownership_file),
@@ -16,9 +17,20 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("image_config", image_config),
 ];
 
-/// Unpack `data` as a layer tar into a scratch directory (headers with PAX and
-/// GNU extensions, names, links, sizes, sparse maps).
+/// Read every header of `data` with the one tar parser (PAX and GNU
+/// extensions, long names, sparse maps, base-256 numbers) and its content.
 pub fn tar_headers(data: &[u8]) {
+    let mut reader = crate::archive::tarparse::TarReader::new(data);
+    while let Ok(Some(_)) = reader.next_entry() {
+        if std::io::copy(&mut reader, &mut std::io::sink()).is_err() {
+            break;
+        }
+    }
+}
+
+/// Unpack `data` as a layer tar into a scratch directory: names, links,
+/// whiteouts and modes applied beneath it.
+pub fn tar_unpack(data: &[u8]) {
     let Ok(dir) = scratch_dir() else { return };
     let opts = crate::archive::ApplyOptions {
         ignore_chown_errors: true,
