@@ -381,7 +381,10 @@ fn many_long_names() -> Outcome {
             peak <= LIMIT_KIB,
             format!("peak RSS {peak} KiB > {LIMIT_KIB} KiB"),
         )?;
-        println!("    tar/100k-long-names-bounded-memory: peak RSS {} MiB", peak / 1024);
+        println!(
+            "    tar/100k-long-names-bounded-memory: peak RSS {} MiB",
+            peak / 1024
+        );
         s.canary.unchanged()?;
         s.check_deep()
     })())

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -82,13 +83,34 @@ fn check_content(repo: &Path, r: &mut Report) {
             let mut h = Sha256::new();
             let mut size = 0u64;
             let mut bad = None;
-            let mut text = String::new();
-            if let Err(e) = flate2::read::GzDecoder::new(f).read_to_string(&mut text) {
-                r.problems.push(format!("{what}: {}: {e}", ts.display()));
-                continue;
-            }
-            for line in text.lines() {
-                let Ok(e) = serde_json::from_str::<Value>(line) else {
+            // Streamed a line at a time: a layer of many long names has a
+            // tar-split of hundreds of MB, never held whole.
+            let mut lines = BufReader::new(flate2::read::GzDecoder::new(f));
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match (&mut lines)
+                    .take(TAR_SPLIT_LINE_MAX)
+                    .read_until(b'\n', &mut line)
+                {
+                    Ok(0) => break,
+                    Ok(_)
+                        if line.last() != Some(&b'\n')
+                            && line.len() as u64 >= TAR_SPLIT_LINE_MAX =>
+                    {
+                        bad = Some(format!(
+                            "{}: an entry longer than {TAR_SPLIT_LINE_MAX} bytes",
+                            ts.display()
+                        ));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        bad = Some(format!("{}: {e}", ts.display()));
+                        break;
+                    }
+                }
+                let Ok(e) = serde_json::from_slice::<Value>(&line) else {
                     bad = Some(format!("{}: malformed entry", ts.display()));
                     break;
                 };
@@ -113,15 +135,21 @@ fn check_content(repo: &Path, r: &mut Report) {
                         bad = Some(format!("{}: entry {name:?} leaves the layer", ts.display()));
                         break;
                     }
-                    match fs::read(lf.join(rel)) {
-                        Ok(b) if b.len() as u64 == want => {
-                            size += want;
-                            h.update(&b);
-                        }
-                        Ok(b) => {
+                    // hashed as it is read: a layer file can be gigabytes
+                    let read = fs::File::open(lf.join(rel)).and_then(|f| {
+                        let mut hashing = HashWriter(&mut h);
+                        io::copy(&mut f.take(want + 1), &mut hashing)
+                    });
+                    match read {
+                        Ok(n) if n == want => size += want,
+                        Ok(n) => {
                             bad = Some(format!(
                                 "file {name:?} has {} bytes, the layer had {want}",
-                                b.len()
+                                if n > want {
+                                    format!("more than {want}")
+                                } else {
+                                    n.to_string()
+                                }
                             ));
                             break;
                         }
@@ -147,6 +175,23 @@ fn check_content(repo: &Path, r: &mut Report) {
                 None => {}
             }
         }
+    }
+}
+
+/// Longest tar-split line `check --deep` reads (an entry with its base64
+/// header bytes; PAX headers of long names make them a few KiB).
+const TAR_SPLIT_LINE_MAX: u64 = 16 << 20;
+
+/// Feeds what is written to a hash.
+struct HashWriter<'a>(&'a mut sha2::Sha256);
+
+impl io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sha2::Digest::update(self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
