@@ -269,6 +269,22 @@ enum Beneath {
     Missing(String),
 }
 
+/// What a file that should be a regular one is instead, for messages.
+fn describe_kind(kind: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
 /// Why a directory is missing from repository `repo`, decided from what the
 /// repository's root answers (no waiting beyond that answer): the mount
 /// point itself is missing, or empty (nothing mounted on it), or the
@@ -755,8 +771,24 @@ impl Layout {
         let asked = format!("reading {}", path.display());
         let read = self.probe(store, &asked, move || {
             use std::io::Read;
-            match fs::File::open(&p) {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Non-blocking open: a FIFO planted as a record would otherwise
+            // block until the repository limit (a minute) and read as an
+            // unreachable store; it is refused at once instead. No effect on
+            // regular files.
+            let opened = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&p);
+            match opened {
                 Ok(f) => {
+                    let kind = f.metadata()?.file_type();
+                    if !kind.is_file() {
+                        return Err(io::Error::other(format!(
+                            "not a regular file ({})",
+                            describe_kind(kind)
+                        )));
+                    }
                     let mut b = Vec::new();
                     f.take(max + 1).read_to_end(&mut b)?;
                     Ok(Some(b))
