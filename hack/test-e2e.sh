@@ -555,6 +555,54 @@ t_buildah_from_run_commit_push() {
   [ "$(jq '.layers | length' "$C/manifest")" -eq 3 ] || fail "expected 3 layers"
 }
 
+# (13) Deep stacks (issue 13 item 6): 150, 320 and 500-layer images whose
+# layers are stacked as DUCC's are (cvmfs.use_flat=false: no flat tree), each
+# layer deleting the file of the one below, so every layer also takes a
+# whiteout layer (500 layers: two mounts of 500 lowers). All three run with
+# runc at once while another container starts beside them; every overlay line
+# of /proc/self/mountinfo stays under 8 KiB (runc reads mountinfo with a
+# 64 KiB line limit: full lower paths made 94 KB lines, and 321 layers failed
+# with "bufio.Scanner: token too long"). The lengths go to deep-stacks.txt.
+t_deep_stacks_with_runc() {
+  local D="$W/deep" n i last
+  local R="$D/repo" # new_case points the store at this repository
+  mkdir -p "$D/specs"
+  for i in $(seq 1 499); do
+    {
+      echo "dir /m 0755"
+      echo "file /m/f$i 0644 \"$i\\n\""
+      [ "$i" -lt 2 ] || echo "whiteout /m/f$((i - 1))"
+    } >"$D/specs/$i.spec"
+  done
+  for n in 150 320 500; do
+    local specs=()
+    for i in $(seq 1 $((n - 1))); do specs+=("$D/specs/$i.spec"); done
+    "$B" make-oci "$D/oci" --tag "deep$n" "$W/busybox.tar" "${specs[@]}" >/dev/null
+    skopeo copy --quiet --dest-tls-verify=false "oci:$D/oci:deep$n" "docker://$REG/e2e/deep$n:1"
+    "$B" publish "docker://$REG/e2e/deep$n:1" --tls-verify=false --repo "$R" -q
+  done
+  new_case
+  printf 'use_flat = "false"\n' >>"$C/storage.conf"
+  for n in 150 320 500; do
+    last=$((n - 1))
+    pm run -d --name "deep$n" "$REG/e2e/deep$n:1" sleep 300
+    [ "$(pm exec "deep$n" cat "/m/f$last")" = "$last" ] || fail "deep$n: /m/f$last is not '$last'"
+    pm exec "deep$n" test ! -e "/m/f$((last - 1))" || fail "deep$n: a deleted file is visible"
+  done
+  # runc reads mountinfo for every container it creates.
+  [ "$(pm run --rm --name beside "$REG/e2e/deep150:1" cat /m/f149)" = 149 ] ||
+    fail "a container beside the deep ones did not start"
+  awk -v d="$C/" 'index($5, d) == 1 && / - overlay / {
+      n = gsub(/lowerdir\+=/, "&"); print length($0) " bytes, " n " lowers: " $5 }' \
+    /proc/self/mountinfo | sort -n | tee "$log_dir/deep-stacks.txt"
+  local longest
+  longest=$(sort -n "$log_dir/deep-stacks.txt" | tail -1 | cut -d' ' -f1)
+  [ "${longest:-0}" -gt 4000 ] || fail "no deep overlay mount found (longest line ${longest:-none})"
+  [ "$longest" -lt 8192 ] || fail "a mountinfo line has $longest bytes"
+  pm rm -af -t 0
+  [ -z "$(overlay_mounts_under "$C")" ] || fail "overlay mounts left after rm -af"
+}
+
 echo "==> cases"
 run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
@@ -568,6 +616,10 @@ run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay sm
 run_test "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
 if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
   run_test "$buildah_case" t_buildah_from_run_commit_push
+fi
+run_test "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
+if [ -f "$log_dir/deep-stacks.txt" ]; then
+  sed 's/^/    mountinfo: /' "$log_dir/deep-stacks.txt"
 fi
 
 summary
