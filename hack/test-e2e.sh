@@ -603,6 +603,45 @@ t_deep_stacks_with_runc() {
   [ -z "$(overlay_mounts_under "$C")" ] || fail "overlay mounts left after rm -af"
 }
 
+# (14) A slow repository is not an unreachable one (issue 13 item 4): a
+# repository served through a FUSE view whose first requests take 2 s each
+# (its daemon stopped for 2 s at a time, 8 times), as a cold client's first
+# catalog loads do. podman run waits and succeeds (the former 1 s default
+# failed "no answer within 1.0s"); the driver's progress lines, if a probe
+# waited over 3 s, are on podman's stderr.
+t_slow_first_access() {
+  local S="$W/slow" start took out
+  local R="$S/repo" # new_case points the store at this repository
+  "$B" publish "docker://$REG/e2e/tiny:1" --tls-verify=false --repo "$R" -q
+  # The records name $R: the view of the published tree is mounted there.
+  mv "$R" "$S/src"
+  mkdir "$R"
+  fuse-overlayfs -f -o "lowerdir=$S/src" "$R" &
+  # Not local: the EXIT trap (the case's subshell) needs them.
+  view=$! stopper= view_at=$R
+  trap 'rc_before=$?; set +e; [ -z "$stopper" ] || kill "$stopper" 2>/dev/null; kill -CONT "$view"; umount -l "$view_at"; kill "$view"; exit "$rc_before"' EXIT
+  for _ in $(seq 100); do [ -d "$R/podmanStore" ] && break; sleep 0.1; done
+  [ -d "$R/podmanStore" ] || fail "the FUSE view did not come up"
+  new_case
+  (for _ in 1 2 3 4 5 6 7 8; do
+    kill -STOP "$view"
+    sleep 2
+    kill -CONT "$view"
+    sleep 0.05
+  done) &
+  stopper=$!
+  start=$SECONDS
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt 2>"$C/err") || { cat "$C/err"; fail "podman run failed on a slow repository"; }
+  took=$((SECONDS - start))
+  cat "$C/err"
+  [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
+  [ "$took" -ge 2 ] || fail "the view was not slow (run took ${took}s)"
+  echo "podman run on a repository answering its first requests after 2 s: ${took}s" | tee "$log_dir/slow-first-access.txt"
+  grep 'cvmfs: waiting for' "$C/err" | tee -a "$log_dir/slow-first-access.txt" || true
+  wait "$stopper"
+  pm rm -af -t 0
+}
+
 echo "==> cases"
 run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
@@ -618,6 +657,10 @@ if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
   run_test "$buildah_case" t_buildah_from_run_commit_push
 fi
 run_test "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
+run_test "a repository answering its first requests after 2 s is waited for" t_slow_first_access
+if [ -f "$log_dir/slow-first-access.txt" ]; then
+  sed 's/^/    /' "$log_dir/slow-first-access.txt"
+fi
 if [ -f "$log_dir/deep-stacks.txt" ]; then
   sed 's/^/    mountinfo: /' "$log_dir/deep-stacks.txt"
 fi
