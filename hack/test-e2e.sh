@@ -555,6 +555,93 @@ t_buildah_from_run_commit_push() {
   [ "$(jq '.layers | length' "$C/manifest")" -eq 3 ] || fail "expected 3 layers"
 }
 
+# (13) Deep stacks (issue 13 item 6): 150, 320 and 500-layer images whose
+# layers are stacked as DUCC's are (cvmfs.use_flat=false: no flat tree), each
+# layer deleting the file of the one below, so every layer also takes a
+# whiteout layer (500 layers: two mounts of 500 lowers). All three run with
+# runc at once while another container starts beside them; every overlay line
+# of /proc/self/mountinfo stays under 8 KiB (runc reads mountinfo with a
+# 64 KiB line limit: full lower paths made 94 KB lines, and 321 layers failed
+# with "bufio.Scanner: token too long"). The lengths go to deep-stacks.txt.
+t_deep_stacks_with_runc() {
+  local D="$W/deep" n i last
+  local R="$D/repo" # new_case points the store at this repository
+  mkdir -p "$D/specs"
+  for i in $(seq 1 499); do
+    {
+      echo "dir /m 0755"
+      echo "file /m/f$i 0644 \"$i\\n\""
+      [ "$i" -lt 2 ] || echo "whiteout /m/f$((i - 1))"
+    } >"$D/specs/$i.spec"
+  done
+  for n in 150 320 500; do
+    local specs=()
+    for i in $(seq 1 $((n - 1))); do specs+=("$D/specs/$i.spec"); done
+    "$B" make-oci "$D/oci" --tag "deep$n" "$W/busybox.tar" "${specs[@]}" >/dev/null
+    skopeo copy --quiet --dest-tls-verify=false "oci:$D/oci:deep$n" "docker://$REG/e2e/deep$n:1"
+    "$B" publish "docker://$REG/e2e/deep$n:1" --tls-verify=false --repo "$R" -q
+  done
+  new_case
+  printf 'use_flat = "false"\n' >>"$C/storage.conf"
+  for n in 150 320 500; do
+    last=$((n - 1))
+    pm run -d --name "deep$n" "$REG/e2e/deep$n:1" sleep 300
+    [ "$(pm exec "deep$n" cat "/m/f$last")" = "$last" ] || fail "deep$n: /m/f$last is not '$last'"
+    pm exec "deep$n" test ! -e "/m/f$((last - 1))" || fail "deep$n: a deleted file is visible"
+  done
+  # runc reads mountinfo for every container it creates.
+  [ "$(pm run --rm --name beside "$REG/e2e/deep150:1" cat /m/f149)" = 149 ] ||
+    fail "a container beside the deep ones did not start"
+  awk -v d="$C/" 'index($5, d) == 1 && / - overlay / {
+      n = gsub(/lowerdir\+=/, "&"); print length($0) " bytes, " n " lowers: " $5 }' \
+    /proc/self/mountinfo | sort -n | tee "$log_dir/deep-stacks.txt"
+  local longest
+  longest=$(sort -n "$log_dir/deep-stacks.txt" | tail -1 | cut -d' ' -f1)
+  [ "${longest:-0}" -gt 4000 ] || fail "no deep overlay mount found (longest line ${longest:-none})"
+  [ "$longest" -lt 8192 ] || fail "a mountinfo line has $longest bytes"
+  pm rm -af -t 0
+  [ -z "$(overlay_mounts_under "$C")" ] || fail "overlay mounts left after rm -af"
+}
+
+# (14) A slow repository is not an unreachable one (issue 13 item 4): a
+# repository served through a FUSE view whose first requests take 2 s each
+# (its daemon stopped for 2 s at a time, 8 times), as a cold client's first
+# catalog loads do. podman run waits and succeeds (the former 1 s default
+# failed "no answer within 1.0s"); the driver's progress lines, if a probe
+# waited over 3 s, are on podman's stderr.
+t_slow_first_access() {
+  local S="$W/slow" start took out
+  local R="$S/repo" # new_case points the store at this repository
+  "$B" publish "docker://$REG/e2e/tiny:1" --tls-verify=false --repo "$R" -q
+  # The records name $R: the view of the published tree is mounted there.
+  mv "$R" "$S/src"
+  mkdir "$R"
+  fuse-overlayfs -f -o "lowerdir=$S/src" "$R" &
+  # Not local: the EXIT trap (the case's subshell) needs them.
+  view=$! stopper= view_at=$R
+  trap 'rc_before=$?; set +e; [ -z "$stopper" ] || kill "$stopper" 2>/dev/null; kill -CONT "$view"; umount -l "$view_at"; kill "$view"; exit "$rc_before"' EXIT
+  for _ in $(seq 100); do [ -d "$R/podmanStore" ] && break; sleep 0.1; done
+  [ -d "$R/podmanStore" ] || fail "the FUSE view did not come up"
+  new_case
+  (for _ in 1 2 3 4 5 6 7 8; do
+    kill -STOP "$view"
+    sleep 2
+    kill -CONT "$view"
+    sleep 0.05
+  done) &
+  stopper=$!
+  start=$SECONDS
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt 2>"$C/err") || { cat "$C/err"; fail "podman run failed on a slow repository"; }
+  took=$((SECONDS - start))
+  cat "$C/err"
+  [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
+  [ "$took" -ge 2 ] || fail "the view was not slow (run took ${took}s)"
+  echo "podman run on a repository answering its first requests after 2 s: ${took}s" | tee "$log_dir/slow-first-access.txt"
+  grep 'cvmfs: waiting for' "$C/err" | tee -a "$log_dir/slow-first-access.txt" || true
+  wait "$stopper"
+  pm rm -af -t 0
+}
+
 echo "==> cases"
 run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
@@ -568,6 +655,14 @@ run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay sm
 run_test "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
 if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
   run_test "$buildah_case" t_buildah_from_run_commit_push
+fi
+run_test "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
+run_test "a repository answering its first requests after 2 s is waited for" t_slow_first_access
+if [ -f "$log_dir/slow-first-access.txt" ]; then
+  sed 's/^/    /' "$log_dir/slow-first-access.txt"
+fi
+if [ -f "$log_dir/deep-stacks.txt" ]; then
+  sed 's/^/    mountinfo: /' "$log_dir/deep-stacks.txt"
 fi
 
 summary

@@ -100,6 +100,21 @@ static VERSION: &CStr =
         Err(_) => panic!("version string"),
     };
 
+/// Give the calling thread its own working directory and root (unshare
+/// `CLONE_FS`), so that a `chdir` on it changes nothing for the other
+/// threads of the process (podman's among them). Used by the mounter to
+/// pass lower directories by short relative names (`src/mount/real.rs`).
+pub(crate) fn unshare_thread_fs() -> std::io::Result<()> {
+    // SAFETY: unshare(CLONE_FS) only detaches this thread's fs_struct (cwd,
+    // root, umask); it touches no memory of ours and is allowed in a
+    // multi-threaded process.
+    if unsafe { libc::unshare(libc::CLONE_FS) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn code_of(e: &Error) -> cvmfs_result {
     e.code().as_i32()
 }

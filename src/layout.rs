@@ -28,8 +28,13 @@
 //! Records come from outside, so everything is validated: the ID is 64 lower-case
 //! hex, the path is relative without `..` and stays inside the repository (also
 //! after following symlinks), and the repository is a configured one (or contains
-//! the store). Repositories are network filesystems that may hang: every `stat`
-//! of one runs on a helper thread and gives up after `repository_timeout`.
+//! the store). Repositories are network filesystems that may be slow or hang:
+//! every `stat` of one runs on a helper thread. A slow answer is waited for
+//! (a first catalog load or an autofs mount legitimately takes seconds), with
+//! a progress line on stderr every few seconds, up to `repository_timeout`
+//! (default 60 s); only then is the repository "unreachable". What is decided
+//! by an answer (a missing repository, an empty mount point, a missing layer
+//! directory) is reported as soon as the answer comes.
 
 use std::collections::HashMap;
 use std::fs;
@@ -195,6 +200,21 @@ pub fn with_timeout<T: Send + 'static>(
     timeout: Duration,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> Option<io::Result<T>> {
+    with_progress(timeout, |_| {}, f)
+}
+
+/// After how long without an answer the first progress line is shown.
+pub const PROGRESS_AFTER: Duration = Duration::from_secs(3);
+/// How often it is repeated while the answer is still awaited.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// [`with_timeout`], calling `progress(waited)` after [`PROGRESS_AFTER`] and
+/// then every [`PROGRESS_EVERY`] while no answer has come.
+pub fn with_progress<T: Send + 'static>(
+    timeout: Duration,
+    progress: impl Fn(Duration),
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Option<io::Result<T>> {
     let (tx, rx) = mpsc::sync_channel(1);
     let spawned = thread::Builder::new()
         .name("cvmfs-stat".into())
@@ -204,7 +224,38 @@ pub fn with_timeout<T: Send + 'static>(
     if let Err(e) = spawned {
         return Some(Err(e));
     }
-    rx.recv_timeout(timeout).ok()
+    let start = std::time::Instant::now();
+    let mut next_report = PROGRESS_AFTER;
+    loop {
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return None;
+        }
+        let slice = next_report.min(timeout).saturating_sub(waited);
+        match rx.recv_timeout(slice) {
+            Ok(r) => return Some(r),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Some(Err(io::Error::other("repository probe thread died")))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let waited = start.elapsed();
+        if waited >= next_report && waited < timeout {
+            progress(waited);
+            next_report += PROGRESS_EVERY;
+        }
+    }
+}
+
+/// The progress line for a repository (or store) `path` that has not
+/// answered `what` for `waited`, as podman shows the driver's stderr.
+pub fn progress_line(path: &Path, what: &str, waited: Duration, limit: Duration) -> String {
+    format!(
+        "cvmfs: waiting for {} ({what}): no answer yet after {}s, giving up after {}s (cvmfs.repository_timeout)",
+        path.display(),
+        waited.as_secs(),
+        limit.as_secs_f64()
+    )
 }
 
 /// Where a record's relative path leads from its repository.
@@ -214,6 +265,52 @@ enum Beneath {
     NotDir,
     /// It leaves the repository (the reason).
     Escapes(&'static str),
+    /// It does not exist: why, as far as the repository's root tells.
+    Missing(String),
+}
+
+/// What a file that should be a regular one is instead, for messages.
+fn describe_kind(kind: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Why a directory is missing from repository `repo`, decided from what the
+/// repository's root answers (no waiting beyond that answer): the mount
+/// point itself is missing, or empty (nothing mounted on it), or the
+/// repository is mounted and lacks the layer.
+fn why_missing(repo: &Path) -> String {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    let st = match statx(CWD, repo, AtFlags::empty(), StatxFlags::BASIC_STATS) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => {
+            return "the repository's mount point does not exist (repository not mounted?)".into()
+        }
+        Err(e) => return format!("no such directory; the repository's root: {e}"),
+    };
+    let mount_root = st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+    if mount_root {
+        return "no such directory in the mounted repository (layer not published, or removed?)"
+            .into();
+    }
+    match fs::read_dir(repo).map(|mut d| d.next().is_none()) {
+        Ok(true) => {
+            "no such directory: the repository's mount point is empty (repository not mounted?)"
+                .into()
+        }
+        _ => "no such directory (layer not published, or repository not mounted?)".into(),
+    }
 }
 
 /// Resolve `rel` beneath directory `repo` without ever leaving it: every
@@ -278,6 +375,30 @@ pub struct Layout {
     /// sibling driver home used as a store, whose layers come and go) are
     /// cheap local reads and never cached.
     cache: Arc<Mutex<HashMap<String, StoreLayer>>>,
+    /// Where progress lines about slow repositories go (stderr; tests
+    /// collect them).
+    progress: ProgressSink,
+}
+
+/// Receives the progress lines of [`Layout`] (see [`progress_line`]).
+#[derive(Clone)]
+pub struct ProgressSink(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl ProgressSink {
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> ProgressSink {
+        ProgressSink(Arc::new(f))
+    }
+
+    /// Lines to standard error, where podman users see them.
+    pub fn stderr() -> ProgressSink {
+        ProgressSink::new(|line| eprintln!("{line}"))
+    }
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
 }
 
 impl Layout {
@@ -288,14 +409,25 @@ impl Layout {
             timeout: opts.repository_timeout,
             hung: Arc::new(Mutex::new(HashMap::new())),
             cache: Arc::new(Mutex::new(HashMap::new())),
+            progress: ProgressSink::stderr(),
         }
     }
 
-    /// [`with_timeout`] keyed by the path probed (a store or a repository),
-    /// failing fast while an earlier probe of that path is still stuck.
+    /// The same layout reporting progress to `sink` instead of stderr.
+    pub fn with_progress_sink(self, sink: ProgressSink) -> Layout {
+        Layout {
+            progress: sink,
+            ..self
+        }
+    }
+
+    /// [`with_progress`] keyed by the path probed (a store or a repository),
+    /// failing fast while an earlier probe of that path is still stuck;
+    /// `what` says what is being asked, for the progress lines.
     fn probe<T: Send + 'static>(
         &self,
         key: &Path,
+        what: &str,
         f: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> Option<io::Result<T>> {
         let mut hung = self.hung.lock().unwrap_or_else(|p| p.into_inner());
@@ -308,7 +440,10 @@ impl Layout {
         drop(hung);
         let pending = Arc::new(AtomicBool::new(true));
         let flag = pending.clone();
-        let r = with_timeout(self.timeout, move || {
+        let report = |waited: Duration| {
+            (self.progress.0)(&progress_line(key, what, waited, self.timeout));
+        };
+        let r = with_progress(self.timeout, report, move || {
             let r = f();
             flag.store(false, Ordering::Release);
             r
@@ -547,14 +682,26 @@ impl Layout {
             )));
         };
         let (repo, rel) = (repository.clone(), rel.to_path_buf());
-        let outcome = self.probe(repository, move || resolve_beneath(&repo, &rel));
+        let asked = format!("directory of layer {}", layer.id);
+        let outcome = self.probe(repository, &asked, move || {
+            match resolve_beneath(&repo, &rel) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    Ok(Beneath::Missing(why_missing(&repo)))
+                }
+                r => r,
+            }
+        });
         match outcome {
             None => Ok(Err(Box::new(what(format!(
-                "no answer within {:.1}s (repository unreachable or hung?)",
+                "no answer within {:.1}s (repository unreachable or hung?; cvmfs.repository_timeout)",
                 self.timeout.as_secs_f64()
             ))))),
             Some(Err(e)) => Ok(Err(Box::new(what(format!(
                 "{}: {e} (repository not mounted or layer not published?)",
+                layer.content_dir.display()
+            ))))),
+            Some(Ok(Beneath::Missing(why))) => Ok(Err(Box::new(what(format!(
+                "{}: {why}",
                 layer.content_dir.display()
             ))))),
             Some(Ok(Beneath::Dir)) => Ok(Ok(())),
@@ -577,13 +724,16 @@ impl Layout {
             return Err(repo_err(&layer.record_path, "diff is not inside the store"));
         };
         let (root, rel) = (store.to_path_buf(), rel.to_path_buf());
-        let outcome = self.probe(store, move || resolve_beneath_with(&root, &rel, true));
+        let outcome = self.probe(store, "a local layer's directory", move || {
+            resolve_beneath_with(&root, &rel, true)
+        });
         let why = match outcome {
             None => format!(
-                "no answer within {:.1}s (store unreachable?)",
+                "no answer within {:.1}s (store unreachable?; cvmfs.repository_timeout)",
                 self.timeout.as_secs_f64()
             ),
             Some(Ok(Beneath::Dir)) => return Ok(()),
+            Some(Ok(Beneath::Missing(why))) => why,
             Some(Ok(Beneath::NotDir)) => "is not a directory".into(),
             Some(Ok(Beneath::Escapes(why))) => format!("{why}: refused"),
             Some(Err(e)) => e.to_string(),
@@ -618,10 +768,27 @@ impl Layout {
     /// without being read whole. `None` when there is no such file.
     fn read_store_file(&self, store: &Path, path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
         let p = path.to_path_buf();
-        let read = self.probe(store, move || {
+        let asked = format!("reading {}", path.display());
+        let read = self.probe(store, &asked, move || {
             use std::io::Read;
-            match fs::File::open(&p) {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Non-blocking open: a FIFO planted as a record would otherwise
+            // block until the repository limit (a minute) and read as an
+            // unreachable store; it is refused at once instead. No effect on
+            // regular files.
+            let opened = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&p);
+            match opened {
                 Ok(f) => {
+                    let kind = f.metadata()?.file_type();
+                    if !kind.is_file() {
+                        return Err(io::Error::other(format!(
+                            "not a regular file ({})",
+                            describe_kind(kind)
+                        )));
+                    }
                     let mut b = Vec::new();
                     f.take(max + 1).read_to_end(&mut b)?;
                     Ok(Some(b))
@@ -634,7 +801,7 @@ impl Layout {
             None => Err(repo_err(
                 path,
                 format!(
-                    "no answer within {:.1}s (store unreachable?)",
+                    "no answer within {:.1}s (store unreachable?; cvmfs.repository_timeout)",
                     self.timeout.as_secs_f64()
                 ),
             )),
@@ -1098,7 +1265,7 @@ mod tests {
         let release = Arc::new(AtomicBool::new(false));
         let r2 = release.clone();
         assert!(layout
-            .probe(key, move || {
+            .probe(key, "a test", move || {
                 while !r2.load(Ordering::Acquire) {
                     thread::sleep(Duration::from_millis(5));
                 }
@@ -1109,7 +1276,7 @@ mod tests {
         let ran = Arc::new(AtomicBool::new(false));
         let ran2 = ran.clone();
         assert!(layout
-            .probe(key, move || {
+            .probe(key, "a test", move || {
                 ran2.store(true, Ordering::Release);
                 Ok(())
             })
@@ -1122,7 +1289,71 @@ mod tests {
         // Once the stuck call returns, the path is probed again.
         release.store(true, Ordering::Release);
         thread::sleep(Duration::from_millis(50));
-        assert!(matches!(layout.probe(key, || Ok(7)), Some(Ok(7))));
+        assert!(matches!(layout.probe(key, "a test", || Ok(7)), Some(Ok(7))));
+    }
+
+    #[test]
+    fn a_slow_answer_is_waited_for_with_progress_lines() {
+        let f = fixture();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let layout = Layout {
+            timeout: Duration::from_secs(30),
+            ..f.layout.clone()
+        }
+        .with_progress_sink(ProgressSink::new(move |l| {
+            sink.lock().unwrap().push(l.to_string())
+        }));
+        let key = Path::new("/cvmfs/slow.example.org");
+        let start = std::time::Instant::now();
+        let r = layout.probe(key, "directory of layer x", || {
+            thread::sleep(PROGRESS_AFTER + Duration::from_millis(500));
+            Ok(7)
+        });
+        assert!(matches!(r, Some(Ok(7))), "waited for, not unreachable");
+        assert!(start.elapsed() < PROGRESS_AFTER + Duration::from_secs(2));
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            vec![format!(
+                "cvmfs: waiting for /cvmfs/slow.example.org (directory of layer x): no answer yet after {}s, giving up after 30s (cvmfs.repository_timeout)",
+                PROGRESS_AFTER.as_secs()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_default_limit_is_a_minute_and_fast_answers_print_nothing() {
+        assert_eq!(
+            Options::default().repository_timeout,
+            Duration::from_secs(60)
+        );
+        let called = Arc::new(AtomicBool::new(false));
+        let c = called.clone();
+        let r = with_progress(
+            Duration::from_secs(60),
+            move |_| c.store(true, Ordering::Release),
+            || Ok(1),
+        );
+        assert!(matches!(r, Some(Ok(1))));
+        assert!(!called.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_missing_directory_says_why_from_the_repository_root() {
+        let t = tempfile::tempdir().unwrap();
+        let gone = why_missing(&t.path().join("gone"));
+        assert!(gone.contains("mount point does not exist"), "{gone}");
+        let empty = t.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let e = why_missing(&empty);
+        assert!(e.contains("mount point is empty"), "{e}");
+        fs::create_dir(empty.join(".layers")).unwrap();
+        let e = why_missing(&empty);
+        assert!(e.contains("layer not published"), "{e}");
+        // A mounted filesystem that lacks the directory.
+        let e = why_missing(Path::new("/proc"));
+        assert!(e.contains("in the mounted repository"), "{e}");
     }
 
     #[test]

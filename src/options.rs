@@ -32,7 +32,10 @@ pub struct Options {
     pub ignore_chown_errors: bool,
     /// Permission mask forced on applied files (as the overlay driver's `force_mask`).
     pub force_mask: Option<u32>,
-    /// How long a repository may take to answer `stat` before it counts as unreachable.
+    /// How long a repository may take to answer before it counts as
+    /// unreachable. Slow answers (a first catalog load, an autofs mount) are
+    /// waited for with progress lines on stderr; conditions an answer
+    /// decides (nothing mounted, layer missing) are reported at once.
     pub repository_timeout: Duration,
     /// Mount a published image's flat root filesystem (when its top layer's
     /// record names one) instead of stacking its layers.
@@ -50,7 +53,7 @@ impl Default for Options {
             mount_options: Vec::new(),
             ignore_chown_errors: false,
             force_mask: None,
-            repository_timeout: Duration::from_secs(1),
+            repository_timeout: Duration::from_secs(60),
             use_flat: true,
             whiteout_timeout: Duration::from_secs(20),
         }
@@ -278,7 +281,7 @@ mod tests {
     fn defaults_when_empty() {
         let o = Options::parse(Vec::<String>::new()).unwrap();
         assert_eq!(o, Options::default());
-        assert_eq!(o.repository_timeout, Duration::from_secs(1));
+        assert_eq!(o.repository_timeout, Duration::from_secs(60));
         assert!(o.use_flat);
     }
 

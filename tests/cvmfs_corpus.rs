@@ -17,17 +17,32 @@ use cvmfs_graphdriver::archive::ChangeKind;
 use cvmfs_graphdriver::driver::{OWNERSHIP_LOST, OWNERSHIP_RESTORED};
 use cvmfs_graphdriver::layer_spec;
 
-/// The overlay options of the mount at `m` (its lower directories).
+/// The overlay options of the mount at `m`, its lower directories as the
+/// short names mountinfo shows (`lowerdir+=3`) resolve: the targets of the
+/// mount's links `<m>.lowers/3`.
 fn mount_options(m: &Path) -> String {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let links = cvmfs_graphdriver::mount::link_dir(m);
     let m = m.to_str().unwrap();
-    info.lines()
+    let shown = info
+        .lines()
         .find(|l| l.split(' ').nth(4) == Some(m))
         .unwrap_or_else(|| panic!("{m} is not mounted"))
         .rsplit(' ')
         .next()
-        .unwrap()
-        .to_string()
+        .unwrap();
+    shown
+        .split(',')
+        .map(|o| match o.strip_prefix("lowerdir+=") {
+            Some(name) => {
+                let target = std::fs::read_link(links.join(name))
+                    .unwrap_or_else(|e| panic!("{m}: short name {name}: {e}"));
+                format!("lowerdir+={}", target.display())
+            }
+            None => o.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn rootfs_passwd(root: &Path) -> std::path::PathBuf {

@@ -39,6 +39,19 @@ pub enum MountCall {
     Unmount {
         target: PathBuf,
     },
+    /// Short links made in `dir`: `(name, target)`.
+    Links {
+        dir: PathBuf,
+        links: Vec<(String, PathBuf)>,
+    },
+    RemoveLinks {
+        dir: PathBuf,
+    },
+    /// What followed ran with `dir` as working directory, up to `LeaveDir`.
+    EnterDir {
+        dir: PathBuf,
+    },
+    LeaveDir,
 }
 
 /// Records calls; behaves like a kernel with or without `lowerdir+`.
@@ -172,6 +185,30 @@ impl Syscalls for RecordingSyscalls {
 
     fn is_mounted(&self, target: &Path) -> io::Result<bool> {
         Ok(self.mounted.lock().unwrap().contains(target))
+    }
+
+    fn make_links(&self, dir: &Path, links: &[(String, PathBuf)]) -> io::Result<()> {
+        self.push(MountCall::Links {
+            dir: dir.to_path_buf(),
+            links: links.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn remove_links(&self, dir: &Path) -> io::Result<()> {
+        self.push(MountCall::RemoveLinks {
+            dir: dir.to_path_buf(),
+        });
+        Ok(())
+    }
+
+    fn in_dir<R: Send>(&self, dir: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+        self.push(MountCall::EnterDir {
+            dir: dir.to_path_buf(),
+        });
+        let r = f();
+        self.push(MountCall::LeaveDir);
+        Ok(r)
     }
 }
 

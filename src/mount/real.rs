@@ -136,6 +136,43 @@ impl Syscalls for RealSyscalls {
         Ok(unmount(target, UnmountFlags::DETACH)?)
     }
 
+    fn make_links(&self, dir: &Path, links: &[(String, PathBuf)]) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn remove_links(&self, dir: &Path) -> io::Result<()> {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn in_dir<R: Send>(&self, dir: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+        // A thread of its own, detached from the process's working
+        // directory: the caller (podman) has many threads and relies on its
+        // own working directory.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    crate::ffi::unshare_thread_fs()?;
+                    rustix::process::chdir(dir)?;
+                    Ok(f())
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("mount thread panicked")))
+        })
+    }
+
     fn is_mounted(&self, target: &Path) -> io::Result<bool> {
         match statx(
             CWD,

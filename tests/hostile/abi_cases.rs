@@ -663,11 +663,18 @@ fn option_with_nul() -> Outcome {
             .into_owned();
         unsafe { cvmfs_string_free(out) };
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let line = info
+        let mut line = info
             .lines()
             .find(|l| l.split(' ').nth(4) == Some(path.as_str()))
             .ok_or_else(|| format!("{path} is not mounted"))?
             .to_string();
+        // Lowers show as short names (lowerdir+=N): check what they name too.
+        let links = cvmfs_graphdriver::mount::link_dir(Path::new(&path));
+        for e in std::fs::read_dir(&links).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::read_link(e.path()) {
+                line.push_str(&format!(" [{}]", target.display()));
+            }
+        }
         ensure(
             !line.contains(&canary),
             format!("the mount reaches the canary: {line}"),
