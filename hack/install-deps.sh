@@ -41,4 +41,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
-pkill -f '/usr/bin/docker-registry' 2>/dev/null || true
+# Stopped through its init script (by its pid file), never by name: a by-name kill
+# would also end a registry another test suite started.
+if [ -x /etc/init.d/docker-registry ]; then
+  /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+fi
