@@ -17,13 +17,15 @@
 #   <image>/layerfs-hardlinks    hardlink groups inside a layerfs directory are kept
 #   <image>/flat-equals-umoci    the flat tree equals `umoci unpack`, mtimes included
 #   <image>/check                `cvmfs-podman check` on the client mount is clean
+# and DUCC's `convert-single-image` of one of them into the same repository (times of
+# both, DUCC's layerfs against ours: see test_ducc).
 # When the transaction publish fails, the comparison cases report that (they do not
 # fall back to something else). Known failures are NOT hidden: each case ends
 # PASS or FAIL with the reason.
 #
 # Environment: REAL_CVMFS_REPO (default test.local), REAL_CVMFS_KEEP=1 keeps the
 # published trees in the repository (default: removed with one `ingest -d`),
-# REAL_CVMFS_WAIT seconds to wait for another user's open transaction (default 300).
+# REAL_CVMFS_KEEP_TMP=1 keeps the temp dir (logs, diffs), REAL_CVMFS_WAIT seconds to wait for another user's open transaction (default 300).
 # Ends with exactly one line "N passed, N failed, N skipped".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,11 +60,12 @@ in_transaction() { cvmfs_server list 2>/dev/null | grep -E "^$REPO " | grep -q '
 
 cleanup() {
   if [ "$mounted" = 1 ]; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+  if [ -n "${REG_PID:-}" ]; then registry_stop; fi
   if [ "${REAL_CVMFS_KEEP:-0}" != 1 ] && ! in_transaction; then
     cvmfs_server ingest -d "$NS" "$REPO" >"$W/cleanup.log" 2>&1 ||
       echo "note: could not remove $NS from $REPO (log $W/cleanup.log)"
   fi
-  rm -rf "$W"
+  if [ "${REAL_CVMFS_KEEP_TMP:-0}" = 1 ]; then echo "logs kept in $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 
@@ -260,8 +263,91 @@ $(excerpt "$W/check-$img.log" 10)"
   report "$img/check" "$reason"
 }
 
+# DUCC on the same image, from a registry on 127.0.0.1, into the same repository.
+# Every layer gets this run's id, so DUCC cannot skip layers an earlier run ingested
+# (ours always writes everything: its namespace is new). Cases:
+#   ducc/convert-single-image  DUCC succeeds; both publish times are printed
+#   ducc/layerfs-names         DUCC's layerfs and ours (through the transaction) have
+#                              the same entries (names, types, modes; owners are not
+#                              compared: DUCC ingests without -k)
+test_ducc() {
+  if ! command -v cvmfs_ducc >/dev/null || ! command -v docker-registry >/dev/null ||
+    ! command -v skopeo >/dev/null; then
+    echo "SKIP: ducc/*: cvmfs_ducc, docker-registry or skopeo not installed"
+    skipped=$((skipped + 1))
+    return
+  fi
+  # shellcheck source=tests/lib/registry.bash
+  source "$ROOT/tests/lib/registry.bash"
+  registry_start "$W/registry" >"$W/registry-start.log" 2>&1 || {
+    report ducc/registry "$(tail -1 "$W/registry-start.log")"
+    return
+  }
+  local id spec specs="" oci="$W/oci-ducc" name="rt/wh-$(date -u +%H%M%S)-$$"
+  id=$(basename "$NS")
+  for spec in ${IMAGES[wh]}; do
+    { cat "$spec"; echo "file /.run-id-$(basename "$spec" .spec) 0644 \"$id\\n\""; } >"$W/specs/ducc-$(basename "$spec")"
+    specs="$specs $W/specs/ducc-$(basename "$spec")"
+  done
+  local reason="" t0 t1 t2 t3 dest="/cvmfs/$REPO/$NS/ducc-ours"
+  # shellcheck disable=SC2086
+  "$B" make-oci "$oci" --tag t $specs >"$W/make-oci-ducc.log" 2>&1 &&
+    skopeo copy --quiet --dest-tls-verify=false "oci:$oci:t" "docker://$REG/$name:1" >"$W/skopeo.log" 2>&1 ||
+    reason="could not build or push the image: $(tail -1 "$W/skopeo.log" "$W/make-oci-ducc.log" 2>/dev/null | tail -1)"
+  if [ -z "$reason" ] && ! wait_for_repository; then reason="$REPO stayed in another transaction"; fi
+  if [ -z "$reason" ]; then
+    sync
+    t0=$(date +%s.%N)
+    mkdir -p "$W/ducc-tmp"
+    # DUCC exits 0 after some errors (e.g. a missing -t directory): read its log too
+    if ! cvmfs_ducc -t "$W/ducc-tmp" convert-single-image "http://$REG/$name:1" "$REPO" >"$W/ducc.log" 2>&1 ||
+      grep -q 'level=error' "$W/ducc.log"; then
+      reason="cvmfs_ducc failed: $(grep 'level=error' "$W/ducc.log" | tail -1)"
+    fi
+    t1=$(date +%s.%N)
+    if in_transaction; then
+      cvmfs_server abort -f "$REPO" >/dev/null 2>&1
+      reason="${reason:+$reason; }DUCC left $REPO in a transaction (aborted by the test)"
+    fi
+  fi
+  if [ -z "$reason" ]; then
+    sync
+    t2=$(date +%s.%N)
+    "$B" publish -q --repo "$dest" "docker://$REG/$name:1" --tls-verify=false \
+      --cvmfs-transaction "$REPO" >"$W/ducc-ours.log" 2>&1 ||
+      reason="our publish of the same image failed: $(tail -1 "$W/ducc-ours.log")"
+    t3=$(date +%s.%N)
+    echo "     publish times, same image, same registry: DUCC convert-single-image" \
+      "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s" \
+      "($(grep -c 'msg="\[cvmfs_server publish' "$W/ducc.log") publishes + $(grep -c 'msg="\[cvmfs_server ingest' "$W/ducc.log") ingests)," \
+      "ours --cvmfs-transaction $(awk -v a="$t2" -v b="$t3" 'BEGIN{printf "%.1f", b-a}') s (1 publish)"
+  fi
+  registry_stop
+  report ducc/convert-single-image "$reason"
+  if [ -n "$reason" ]; then
+    report ducc/layerfs-names "nothing to compare: $reason"
+    return
+  fi
+  if [ "$mounted" = 1 ]; then umount "$MNT" && mounted=0; fi
+  client_mount || { report ducc/layerfs-names "client mount failed"; return; }
+  local d rel diffs="" diff_out="$W/diff-ducc-layerfs.txt"
+  : >"$diff_out"
+  for d in "$MNT/$NS/ducc-ours"/.layers/*/*/; do
+    rel=${d#"$MNT/$NS/ducc-ours"/}
+    diff <(python3 "$TREE" --exclude .cvmfscatalog "$MNT/$rel/layerfs" | awk '{$4=""; print}') \
+      <(python3 "$TREE" --exclude .cvmfscatalog "$d/layerfs" | awk '{$4=""; print}') >>"$diff_out" 2>&1 ||
+      diffs="$diffs ${rel%/}"
+  done
+  if [ -n "$diffs" ]; then
+    reason="our layerfs differs from DUCC's in$diffs (< DUCC, > ours):
+$(excerpt "$diff_out" 12)"
+  fi
+  report ducc/layerfs-names "$reason"
+}
+
 for img in wh nodel dirtimes; do
   test_image "$img" "${IMAGES[$img]}"
 done
+test_ducc
 summary
 [ "$failed" -eq 0 ]
