@@ -11,7 +11,8 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman buildah test-e2e test-e2e-5 test-cvmfs test-hostile fuzz
+        podman buildah test-e2e test-e2e-5 test-cvmfs test-hostile fuzz \
+        test-real-cvmfs
 
 all: build
 
@@ -70,6 +71,11 @@ test-publish: deps
 
 test-cvmfs: deps
 	@hack/test-cvmfs.sh
+
+# The publisher against a real CernVM-FS stratum 0 (REAL_CVMFS_REPO, default test.local);
+# not part of `make test`: it skips with one line when no cvmfs_server is installed.
+test-real-cvmfs: deps
+	@hack/test-real-cvmfs.sh
 
 # Hostile inputs (tar streams, records, registry answers, C ABI calls), one line each.
 test-hostile: deps

@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# make test-real-cvmfs: the publisher against a REAL CernVM-FS stratum 0 (issue 12).
+#
+# Not part of `make test`: it needs `cvmfs_server` with a configured repository
+# (../shared/real-cvmfs/setup.sh builds and configures one). Without one it prints a
+# line saying so and "0 passed, 0 failed, 1 skipped".
+#
+# For each test image it publishes with `cvmfs-podman publish --cvmfs-transaction REPO`
+# into REPO/<namespace>/<image>, publishes the same image into a plain directory, and
+# reads the result back through a separate client mount (own config and cache under
+# the test's temp dir, unmounted at the end) to compare what a user of the repository
+# would see:
+#   <image>/publish-transaction  the publish succeeds and leaves no transaction open
+#   <image>/layerfs-equal        every layer's layerfs equals the plain-directory
+#                                publish entry by entry (names incl. .wh.* markers,
+#                                types, modes, owners, content hashes, xattrs)
+#   <image>/layerfs-hardlinks    hardlink groups inside a layerfs directory are kept
+#   <image>/flat-equals-umoci    the flat tree equals `umoci unpack`, mtimes included
+#   <image>/check                `cvmfs-podman check` on the client mount is clean
+# and DUCC's `convert-single-image` of one of them into the same repository (times of
+# both, DUCC's layerfs against ours: see test_ducc).
+# When the transaction publish fails, the comparison cases report that (they do not
+# fall back to something else). Known failures are NOT hidden: each case ends
+# PASS or FAIL with the reason.
+#
+# Environment: REAL_CVMFS_REPO (default test.local), REAL_CVMFS_KEEP=1 keeps the
+# published trees in the repository (default: removed with one `ingest -d`),
+# REAL_CVMFS_KEEP_TMP=1 keeps the temp dir (logs, diffs), REAL_CVMFS_WAIT seconds to wait for another user's open transaction (default 300).
+# Ends with exactly one line "N passed, N failed, N skipped".
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+REPO=${REAL_CVMFS_REPO:-test.local}
+
+passed=0 failed=0 skipped=0
+summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+skip_all() { echo "test-real-cvmfs: $*"; echo "0 passed, 0 failed, 1 skipped"; exit 0; }
+
+command -v cvmfs_server >/dev/null || skip_all "no cvmfs_server installed (see ../shared/real-cvmfs/README.md)"
+[ -d "/etc/cvmfs/repositories.d/$REPO" ] || skip_all "repository $REPO is not configured on this machine (REAL_CVMFS_REPO)"
+[ "$(id -u)" -eq 0 ] || skip_all "must run as root (transactions, client mounts, ownership)"
+for tool in cvmfs2 umoci python3 jq; do
+  command -v "$tool" >/dev/null || { echo "test-real-cvmfs: $tool missing" >&2; failed=1; summary; exit 1; }
+done
+
+echo "==> building cvmfs-podman"
+cargo build --release --bin cvmfs-podman --quiet || { failed=1; summary; exit 1; }
+B="$ROOT/target/release/cvmfs-podman"
+TREE="$ROOT/tests/real-cvmfs/tree.py"
+echo "CVMFS: $(cvmfs2 --version 2>&1 | head -1), repository $REPO, $(date -u '+%Y-%m-%d %H:%M UTC')"
+
+W=$(mktemp -d /tmp/test-real-cvmfs.XXXXXX)
+NS="real-cvmfs-test/$(date -u +%Y%m%dT%H%M%S)-$$"
+MNT="$W/client/mnt"
+CACHE="$W/client/cache"
+mounted=0
+
+in_transaction() { cvmfs_server list 2>/dev/null | grep -E "^$REPO " | grep -q 'in transaction'; }
+
+cleanup() {
+  if [ "$mounted" = 1 ]; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+  if [ -n "${REG_PID:-}" ]; then registry_stop; fi
+  if [ "${REAL_CVMFS_KEEP:-0}" != 1 ] && ! in_transaction; then
+    cvmfs_server ingest -d "$NS" "$REPO" >"$W/cleanup.log" 2>&1 ||
+      echo "note: could not remove $NS from $REPO (log $W/cleanup.log)"
+  fi
+  if [ "${REAL_CVMFS_KEEP_TMP:-0}" = 1 ]; then echo "logs kept in $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+# A client of REPO with its own config and cache (as ../shared/real-cvmfs/client-mount.sh).
+client_mount() {
+  mkdir -p "$MNT" "$CACHE"
+  local nfiles=16384 hard
+  hard=$(ulimit -Hn)
+  if [ "$hard" != unlimited ] && [ "$hard" -lt "$nfiles" ]; then nfiles=$hard; fi
+  cat >"$CACHE/client.conf" <<EOF
+CVMFS_SERVER_URL=http://127.0.0.1/cvmfs/@fqrn@
+CVMFS_HTTP_PROXY=DIRECT
+CVMFS_PUBLIC_KEY=/etc/cvmfs/keys/$REPO.pub
+CVMFS_CACHE_BASE=$CACHE
+CVMFS_SHARED_CACHE=no
+CVMFS_QUOTA_LIMIT=-1
+CVMFS_NFILES=$nfiles
+CVMFS_USER=root
+CVMFS_RELOAD_SOCKETS=$CACHE
+CVMFS_CLAIM_OWNERSHIP=no
+EOF
+  cvmfs2 -o "config=$CACHE/client.conf,allow_other" "$REPO" "$MNT" >"$W/client-mount.log" 2>&1 && mounted=1
+}
+
+# case NAME REASON...: REASON empty = PASS.
+report() {
+  local name=$1
+  shift
+  if [ -z "$*" ]; then
+    echo "PASS: $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $name: $*"
+    failed=$((failed + 1))
+  fi
+}
+
+# Why xattrs may be missing: `cvmfs_server publish` stores them only with
+# CVMFS_INCLUDE_XATTRS=true in the repository's server.conf; `ingest` never does (2.12).
+xattr_hint() {
+  if grep -q '\[[^]]' "$1" && ! grep -q '^CVMFS_INCLUDE_XATTRS=true' "/etc/cvmfs/repositories.d/$REPO/server.conf"; then
+    echo " (xattrs: $REPO's server.conf has no CVMFS_INCLUDE_XATTRS=true)"
+  fi
+}
+
+# At most the first N lines of a diff, indented, for a FAIL reason.
+excerpt() { sed -n '1,'"${2:-12}"'p' "$1" | sed 's/^/      /'; }
+
+wait_for_repository() {
+  local waited=0
+  while in_transaction; do
+    [ "$waited" -ge "${REAL_CVMFS_WAIT:-300}" ] && return 1
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
+
+# ------------------------------------------------------------------ images
+# wh: deletions, an opaque directory, a 1000:1000 directory, setuid, hardlinks (one
+#     removed again by a whiteout, one pair in /opt), symlinks, a fifo, an xattr.
+# nodel: no whiteouts: ownership, setuid, a hardlink pair, a 1:3 device, fifo, xattr.
+# dirtimes: upper layers that change directories without naming them (a file added,
+#     a file deleted): the flat directories must keep the mtime the lower tar gave them.
+I_E2E=tests/e2e/images I_PUB=tests/publish/images
+mkdir -p "$W/specs"
+cat >"$W/specs/dirtimes-1.spec" <<'EOF'
+dir /usr 0755
+dir /usr/lib 0755
+file /usr/lib/a 0644 "a\n"
+file /usr/lib/b 0644 "b\n"
+dir /var 0755
+dir /var/lib 0755
+file /var/lib/state 0644 "s\n"
+EOF
+cat >"$W/specs/dirtimes-2.spec" <<'EOF'
+whiteout /usr/lib/a
+file /var/lib/new 0644 "n\n"
+EOF
+declare -A IMAGES=(
+  [wh]="$I_E2E/wh-base.spec $I_E2E/wh-delete.spec $I_E2E/wh-top.spec"
+  [nodel]="$I_PUB/base.spec"
+  [dirtimes]="$W/specs/dirtimes-1.spec $W/specs/dirtimes-2.spec"
+)
+
+test_image() {
+  local img=$1 specs=$2
+  local oci="$W/oci-$img" plain="$W/plain-$img" dest="/cvmfs/$REPO/$NS/$img"
+  # shellcheck disable=SC2086
+  "$B" make-oci "$oci" --tag "$img" $specs >"$W/make-oci-$img.log" 2>&1 || {
+    report "$img/make-oci" "make-oci failed: $(tail -1 "$W/make-oci-$img.log")"
+    return
+  }
+  mkdir -p "$plain"
+  "$B" publish -q --repo "$plain" "oci:$oci:$img" --name "local/$img:1" >"$W/plain-$img.log" 2>&1 || {
+    report "$img/plain-publish" "$(tail -1 "$W/plain-$img.log")"
+    return
+  }
+
+  # 1. through a transaction of the real repository
+  local reason="" t0 t1
+  if ! wait_for_repository; then
+    reason="$REPO stayed in another transaction for ${REAL_CVMFS_WAIT:-300} s"
+  else
+    t0=$(date +%s.%N)
+    if ! "$B" publish -q --repo "$dest" "oci:$oci:$img" --name "local/$img:1" \
+      --cvmfs-transaction "$REPO" >"$W/txn-$img.log" 2>&1; then
+      reason="publish failed: $(grep -v lsusb "$W/txn-$img.log" | tail -1)"
+    fi
+    t1=$(date +%s.%N)
+    echo "     $img: publish --cvmfs-transaction took $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
+    local hardlink_warnings markers_lost
+    hardlink_warnings=$(grep -c 'Found file with linkcount > 1' "$W/txn-$img.log")
+    markers_lost=$(grep -c "should be deleted, but was not found" "$W/txn-$img.log")
+    [ "$hardlink_warnings" -gt 0 ] && echo "     $img: cvmfs_server publish printed $hardlink_warnings hardlink warnings"
+    [ "$markers_lost" -gt 0 ] && echo "     $img: cvmfs_server publish read $markers_lost .wh.* names as deletions"
+    if in_transaction; then
+      cvmfs_server abort -f "$REPO" >/dev/null 2>&1
+      reason="${reason:+$reason; }the publish left $REPO in a transaction (aborted by the test)"
+    fi
+  fi
+  report "$img/publish-transaction" "$reason"
+  if [ -n "$reason" ]; then
+    for c in layerfs-equal layerfs-hardlinks flat-equals-umoci check; do
+      report "$img/$c" "nothing to compare: the transaction publish failed"
+    done
+    return
+  fi
+
+  # The client may still have the previous revision: remount it.
+  if [ "$mounted" = 1 ]; then umount "$MNT" && mounted=0; fi
+  client_mount || { report "$img/client-mount" "$(tail -1 "$W/client-mount.log")"; return; }
+  local seen="$MNT/$NS/$img"
+
+  # 2. every layerfs, entry by entry
+  local d diffs="" diff_out="$W/diff-$img-layerfs.txt"
+  : >"$diff_out"
+  for d in "$plain"/.layers/*/*/; do
+    local rel=${d#"$plain"/}
+    if ! diff <(python3 "$TREE" "$plain/$rel/layerfs") <(python3 "$TREE" "$seen/$rel/layerfs") \
+      >>"$diff_out" 2>&1; then
+      diffs="$diffs ${rel%/}"
+    fi
+  done
+  if [ -n "$diffs" ]; then
+    reason="layerfs differs from the plain-directory publish in$diffs$(xattr_hint "$diff_out") (< plain, > repository):
+$(excerpt "$diff_out" 16)"
+  else
+    reason=""
+  fi
+  report "$img/layerfs-equal" "$reason"
+
+  # 3. hardlink groups inside a layer (CVMFS can keep groups within one directory)
+  diff_out="$W/diff-$img-hardlinks.txt"
+  : >"$diff_out"
+  diffs=""
+  for d in "$plain"/.layers/*/*/; do
+    local rel=${d#"$plain"/}
+    diff <(python3 "$TREE" --peers "$plain/$rel/layerfs" | grep 'hardlink-of=') \
+      <(python3 "$TREE" --peers "$seen/$rel/layerfs" | grep 'hardlink-of=') >>"$diff_out" 2>&1 ||
+      diffs="$diffs ${rel%/}"
+  done
+  if [ -n "$diffs" ]; then
+    reason="hardlinks split in$diffs (< plain, > repository):
+$(excerpt "$diff_out" 8)"
+  else
+    reason=""
+  fi
+  report "$img/layerfs-hardlinks" "$reason"
+
+  # 4. the flat tree against umoci unpack, mtimes included
+  local config flat
+  config=$(jq -r '.config.digest' "$oci/blobs/sha256/$(jq -r '.manifests[0].digest' "$oci/index.json" | cut -d: -f2)" | cut -d: -f2)
+  flat="$seen/.flat/${config:0:2}/$config"
+  rm -rf "$W/umoci-$img"
+  umoci unpack --image "$oci:$img" "$W/umoci-$img" >/dev/null 2>&1
+  diff_out="$W/diff-$img-flat.txt"
+  if [ ! -d "$flat" ]; then
+    reason="no flat tree at .flat/${config:0:2}/$config"
+  elif ! diff <(python3 "$TREE" --mtime-from-oci "$oci" --peers "$W/umoci-$img/rootfs") \
+    <(python3 "$TREE" --mtime-from-oci "$oci" --peers --exclude .cvmfscatalog "$flat") >"$diff_out" 2>&1; then
+    reason="flat tree differs from umoci unpack$(xattr_hint "$diff_out") (< umoci, > repository):
+$(excerpt "$diff_out" 16)"
+  else
+    reason=""
+  fi
+  report "$img/flat-equals-umoci" "$reason"
+
+  # 5. check, read-only, on the client mount
+  if "$B" check "$seen" >"$W/check-$img.log" 2>&1; then
+    reason=""
+  else
+    reason="check on the client mount failed:
+$(excerpt "$W/check-$img.log" 10)"
+  fi
+  report "$img/check" "$reason"
+}
+
+# DUCC on the same image, from a registry on 127.0.0.1, into the same repository.
+# Every layer gets this run's id, so DUCC cannot skip layers an earlier run ingested
+# (ours always writes everything: its namespace is new). Cases:
+#   ducc/convert-single-image  DUCC succeeds; both publish times are printed
+#   ducc/layerfs-names         DUCC's layerfs and ours (through the transaction) have
+#                              the same entries (names, types, modes; owners are not
+#                              compared: DUCC ingests without -k)
+test_ducc() {
+  if ! command -v cvmfs_ducc >/dev/null || ! command -v docker-registry >/dev/null ||
+    ! command -v skopeo >/dev/null; then
+    echo "SKIP: ducc/*: cvmfs_ducc, docker-registry or skopeo not installed"
+    skipped=$((skipped + 1))
+    return
+  fi
+  # shellcheck source=tests/lib/registry.bash
+  source "$ROOT/tests/lib/registry.bash"
+  registry_start "$W/registry" >"$W/registry-start.log" 2>&1 || {
+    report ducc/registry "$(tail -1 "$W/registry-start.log")"
+    return
+  }
+  local id spec specs="" oci="$W/oci-ducc" name="rt/wh-$(date -u +%H%M%S)-$$"
+  id=$(basename "$NS")
+  for spec in ${IMAGES[wh]}; do
+    { cat "$spec"; echo "file /.run-id-$(basename "$spec" .spec) 0644 \"$id\\n\""; } >"$W/specs/ducc-$(basename "$spec")"
+    specs="$specs $W/specs/ducc-$(basename "$spec")"
+  done
+  local reason="" t0 t1 t2 t3 dest="/cvmfs/$REPO/$NS/ducc-ours"
+  # shellcheck disable=SC2086
+  "$B" make-oci "$oci" --tag t $specs >"$W/make-oci-ducc.log" 2>&1 &&
+    skopeo copy --quiet --dest-tls-verify=false "oci:$oci:t" "docker://$REG/$name:1" >"$W/skopeo.log" 2>&1 ||
+    reason="could not build or push the image: $(tail -1 "$W/skopeo.log" "$W/make-oci-ducc.log" 2>/dev/null | tail -1)"
+  if [ -z "$reason" ] && ! wait_for_repository; then reason="$REPO stayed in another transaction"; fi
+  if [ -z "$reason" ]; then
+    sync
+    t0=$(date +%s.%N)
+    mkdir -p "$W/ducc-tmp"
+    # DUCC exits 0 after some errors (e.g. a missing -t directory): read its log too
+    if ! cvmfs_ducc -t "$W/ducc-tmp" convert-single-image "http://$REG/$name:1" "$REPO" >"$W/ducc.log" 2>&1 ||
+      grep -q 'level=error' "$W/ducc.log"; then
+      reason="cvmfs_ducc failed: $(grep 'level=error' "$W/ducc.log" | tail -1)"
+    fi
+    t1=$(date +%s.%N)
+    if in_transaction; then
+      cvmfs_server abort -f "$REPO" >/dev/null 2>&1
+      reason="${reason:+$reason; }DUCC left $REPO in a transaction (aborted by the test)"
+    fi
+  fi
+  if [ -z "$reason" ]; then
+    sync
+    t2=$(date +%s.%N)
+    "$B" publish -q --repo "$dest" "docker://$REG/$name:1" --tls-verify=false \
+      --cvmfs-transaction "$REPO" >"$W/ducc-ours.log" 2>&1 ||
+      reason="our publish of the same image failed: $(tail -1 "$W/ducc-ours.log")"
+    t3=$(date +%s.%N)
+    echo "     publish times, same image, same registry: DUCC convert-single-image" \
+      "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s" \
+      "($(grep -c 'msg="\[cvmfs_server publish' "$W/ducc.log") publishes + $(grep -c 'msg="\[cvmfs_server ingest' "$W/ducc.log") ingests)," \
+      "ours --cvmfs-transaction $(awk -v a="$t2" -v b="$t3" 'BEGIN{printf "%.1f", b-a}') s (1 publish)"
+  fi
+  registry_stop
+  report ducc/convert-single-image "$reason"
+  if [ -n "$reason" ]; then
+    report ducc/layerfs-names "nothing to compare: $reason"
+    return
+  fi
+  if [ "$mounted" = 1 ]; then umount "$MNT" && mounted=0; fi
+  client_mount || { report ducc/layerfs-names "client mount failed"; return; }
+  local d rel diffs="" diff_out="$W/diff-ducc-layerfs.txt"
+  : >"$diff_out"
+  for d in "$MNT/$NS/ducc-ours"/.layers/*/*/; do
+    rel=${d#"$MNT/$NS/ducc-ours"/}
+    diff <(python3 "$TREE" --exclude .cvmfscatalog "$MNT/$rel/layerfs" | awk '{$4=""; print}') \
+      <(python3 "$TREE" --exclude .cvmfscatalog "$d/layerfs" | awk '{$4=""; print}') >>"$diff_out" 2>&1 ||
+      diffs="$diffs ${rel%/}"
+  done
+  if [ -n "$diffs" ]; then
+    reason="our layerfs differs from DUCC's in$diffs (< DUCC, > ours):
+$(excerpt "$diff_out" 12)"
+  fi
+  report ducc/layerfs-names "$reason"
+}
+
+for img in wh nodel dirtimes; do
+  test_image "$img" "${IMAGES[$img]}"
+done
+test_ducc
+summary
+[ "$failed" -eq 0 ]
