@@ -426,7 +426,10 @@ t_container_rootfs_exact() {
   for use_flat in true false; do
     cs "$R1" --storage-opt "cvmfs.use_flat=$use_flat" create-container --name exact "$REG/test/wh:1" >/dev/null
     m=$(cs "$R1" --storage-opt "cvmfs.use_flat=$use_flat" mount exact)
-    opts=$(awk -v m="$m" '$5 == m {print $NF}' /proc/self/mountinfo)
+    # The mount names its lower directories by short links (lowerdir+=N) in a
+    # directory beside the mount point: what they point at is what is mounted.
+    grep -q " $m " /proc/self/mountinfo || { echo "$m is not a mount point"; rc=1; }
+    opts=$(for l in "$m.lowers"/*; do readlink "$l"; done | tr '\n' ' ')
     case $use_flat/$opts in
     true/*/.flat/*) ;;
     false/*/.flat/*) echo "use_flat=false mounted the flat tree: $opts"; rc=1 ;;
