@@ -21,6 +21,8 @@ use crate::support::*;
 #[path = "abi_stress.rs"]
 mod abi_stress;
 
+use abi_stress::take;
+
 pub fn cases() -> Vec<Case> {
     macro_rules! case {
         ($name:literal, $f:expr) => {
@@ -154,19 +156,6 @@ impl Drop for Abi {
 
 fn cs(s: &str) -> CString {
     CString::new(s).unwrap()
-}
-
-/// Code and message of a call; the error object is freed.
-fn take(rc: cvmfs_result, err: *mut cvmfs_error) -> (cvmfs_result, String) {
-    if err.is_null() {
-        return (rc, String::new());
-    }
-    // SAFETY: an error the library just returned, freed once.
-    let msg = unsafe { CStr::from_ptr(cvmfs_error_message(err)) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { cvmfs_error_free(err) };
-    (rc, msg)
 }
 
 fn check_refusal(

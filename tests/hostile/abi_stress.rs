@@ -120,7 +120,7 @@ impl Drop for Handle {
 }
 
 /// Result code and message of one call; the error object is freed.
-fn take(rc: cvmfs_result, err: *mut cvmfs_error) -> (cvmfs_result, String) {
+pub fn take(rc: cvmfs_result, err: *mut cvmfs_error) -> (cvmfs_result, String) {
     if err.is_null() {
         return (rc, String::new());
     }
