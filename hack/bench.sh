@@ -23,7 +23,7 @@ version() { "$@" 2>/dev/null | head -n 1; }
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)"
-  echo "- project: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src bench hack go-bindings || echo ' (with uncommitted changes)')"
+  echo "- project: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates bench hack go-bindings || echo ' (with uncommitted changes)')"
   echo "- podman: $(version build/bin/podman --version) (patched, hack/versions.env); runc: $(version runc --version); fuse-overlayfs: $(fuse-overlayfs --version 2>/dev/null | sed -n "s/^fuse-overlayfs: //p" | head -n 1); skopeo: $(version skopeo --version)"
   echo "- kernel overlayfs for overlay and cvmfs; every figure is the median of the runs with min–max, ratios against the fastest alternative of the same table"
   echo "- settings: BENCH_SCALE=${BENCH_SCALE:-1} BENCH_RUNS=${BENCH_RUNS:-5} BENCH_SEED=${BENCH_SEED:-6} BENCH_LATENCY=${BENCH_LATENCY:-2ms} BENCH_BANDWIDTH=${BENCH_BANDWIDTH:-1000}"

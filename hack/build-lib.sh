@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 repo=$PWD
 
-# Only the library: the publisher CLI's dependencies (feature "cli") are not
+# Only the driver crate: the publisher and its dependencies are not
 # part of what podman links.
-cargo build --release --lib --no-default-features --quiet
+cargo build --release -p cvmfs-graphdriver --lib --quiet
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 # Honour CARGO_TARGET_DIR (CI caches, worktrees) like cargo itself does.

@@ -92,7 +92,7 @@ CP="$ROOT/target/release/cvmfs-podman"
 # fingerprint for the library whatever its features, so building the CLI (features
 # "cli") after hack/build-lib.sh (no default features) recompiles the crate, and
 # the next `make podman` would recompile it again.
-if [ -x "$CP" ] && [ -z "$(find src Cargo.toml Cargo.lock build.rs -newer "$CP" -print -quit)" ]; then
+if [ -x "$CP" ] && [ -z "$(find crates Cargo.toml Cargo.lock -newer "$CP" -print -quit)" ]; then
   say "cvmfs-podman is up to date"
 else
   cargo build --release --bin cvmfs-podman --quiet 2>"$D/build-cvmfs-podman.log" || {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generate or check include/cvmfs_graphdriver.h with a pinned cbindgen.
 #   hack/header.sh generate   rewrite the checked-in header
-#   hack/header.sh check      fail if the checked-in header differs from src/ffi.rs
+#   hack/header.sh check      fail if the checked-in header differs from crates/driver/src/ffi.rs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,8 +16,8 @@ if ! "$CBINDGEN" --version 2>/dev/null | grep -qx "cbindgen $CBINDGEN_VERSION"; 
   cargo install --quiet cbindgen --version "$CBINDGEN_VERSION" --locked --root "$TOOLS" >&2
 fi
 
-# Only src/ffi.rs: public Rust items elsewhere in the crate are not part of the C ABI.
-generate() { "$CBINDGEN" --quiet --config cbindgen.toml --output "$1" src/ffi.rs; }
+# Only the ffi module: public Rust items elsewhere in the driver are not part of the C ABI.
+generate() { "$CBINDGEN" --quiet --config crates/driver/cbindgen.toml --output "$1" crates/driver/src/ffi.rs; }
 
 case "${1:-}" in
   generate)
@@ -30,7 +30,7 @@ case "${1:-}" in
     trap 'rm -f "$tmp"' EXIT
     generate "$tmp"
     if ! diff -u "$HEADER" "$tmp" >&2; then
-      echo "header: FAIL: $HEADER is out of date with src/ffi.rs; run 'make header' and commit it" >&2
+      echo "header: FAIL: $HEADER is out of date with crates/driver/src/ffi.rs; run 'make header' and commit it" >&2
       exit 1
     fi
     echo "header: $HEADER is up to date"

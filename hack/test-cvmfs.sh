@@ -20,7 +20,7 @@ for tool in umoci tar; do
 done
 
 args=()
-for f in tests/cvmfs_*.rs; do
+for f in crates/driver/tests/cvmfs_*.rs; do
   args+=(--test "$(basename "$f" .rs)")
 done
 
@@ -28,7 +28,7 @@ done
 {
   cargo test --no-fail-fast "${args[@]}" -- --show-output
   echo "cargo-rc-1: $?"
-  cargo test --no-fail-fast --lib -- --show-output mount::whiteouts layout::
+  cargo test --no-fail-fast -p cvmfs-graphdriver --lib -- --show-output mount::whiteouts layout::
   echo "cargo-rc-2: $?"
 } >"$log/cargo.txt" 2>&1
 

@@ -23,7 +23,7 @@ fi
 #    own pkg/archive through a small Go program; build it so they run rather than skip.
 #    A build failure is a test failure: the comparison is part of the suite.
 gocheck="$PWD/build/gocheck"
-if (cd tests/archive_support/gocheck && GOFLAGS=-mod=mod GOTOOLCHAIN=local \
+if (cd crates/driver/tests/archive_support/gocheck && GOFLAGS=-mod=mod GOTOOLCHAIN=local \
     /usr/local/go/bin/go build -o "$gocheck" .) >"$log/gocheck.txt" 2>&1; then
   export CVMFS_GO_ARCHIVE="$gocheck" CVMFS_GO_CHANGES="$gocheck"
 else

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| cvmfs_graphdriver::fuzzing::tar_headers(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cvmfs_testkit::fuzzing::tar_headers(data));

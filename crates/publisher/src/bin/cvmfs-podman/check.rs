@@ -1,0 +1,840 @@
+//! `cvmfs-podman check <repo>`: validate a published tree and explain problems.
+//! Leftover temporaries of interrupted runs are reported but are not problems
+//! (no index names them; the next `publish` removes them).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use cvmfs_publisher::ducc::{self, LayerInfo};
+use cvmfs_publisher::podman::{self, big_data_file_name, read_index, StorePaths};
+use cvmfs_publisher::{fsx, is_hex64, layer_ids};
+use serde_json::Value;
+
+use crate::publish::sha256_hex;
+use crate::source::ImageName;
+
+#[derive(Default, serde::Serialize)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+    pub images: usize,
+    pub layers: usize,
+    pub layer_dirs: usize,
+    pub flat_dirs: usize,
+    pub tags: usize,
+}
+
+fn hex_of(d: &str) -> Option<&str> {
+    d.strip_prefix("sha256:").filter(|h| is_hex64(h))
+}
+
+pub fn check(repo: &Path, deep: bool) -> Report {
+    let mut r = Report::default();
+    if !repo.is_dir() {
+        r.problems
+            .push(format!("{}: not a directory", repo.display()));
+        return r;
+    }
+    check_ducc(repo, &mut r);
+    check_store(repo, &mut r);
+    check_origins(repo, &mut r);
+    if deep {
+        check_content(repo, &mut r);
+    }
+    r
+}
+
+/// Rebuild every layer's tar from its tar-split and its `layerfs` (as
+/// containers/storage does for push/save) and compare with the recorded diffID:
+/// any changed, missing or truncated file shows.
+fn check_content(repo: &Path, r: &mut Report) {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let store = StorePaths::new(repo.join("podmanStore"));
+    for xx in read_dirs(&repo.join(".layers")) {
+        for d in read_dirs(&xx) {
+            let hex = d.file_name().unwrap().to_string_lossy().into_owned();
+            let symlinked = [d.join("layerfs"), d.join(".metadata")]
+                .iter()
+                .any(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()));
+            if !is_hex64(&hex) || symlinked {
+                continue; // reported by check_ducc
+            }
+            let Ok(info) = fs::read(d.join(".metadata/layers.json"))
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|_| ()))
+            else {
+                continue;
+            };
+            let Some(info) = info.first() else { continue };
+            let ts = store.tar_split_by_digest(&hex);
+            let Ok(f) = fs::File::open(&ts) else {
+                r.notes.push(format!(
+                    "{}: no tar-split, content not verified",
+                    d.display()
+                ));
+                continue;
+            };
+            let what = format!("layer sha256:{hex}");
+            let lf = d.join("layerfs");
+            let mut h = Sha256::new();
+            let mut size = 0u64;
+            let mut bad = None;
+            // Streamed a line at a time: a layer of many long names has a
+            // tar-split of hundreds of MB, never held whole.
+            let mut lines = BufReader::new(flate2::read::GzDecoder::new(f));
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match (&mut lines)
+                    .take(TAR_SPLIT_LINE_MAX)
+                    .read_until(b'\n', &mut line)
+                {
+                    Ok(0) => break,
+                    Ok(_)
+                        if line.last() != Some(&b'\n')
+                            && line.len() as u64 >= TAR_SPLIT_LINE_MAX =>
+                    {
+                        bad = Some(format!(
+                            "{}: an entry longer than {TAR_SPLIT_LINE_MAX} bytes",
+                            ts.display()
+                        ));
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        bad = Some(format!("{}: {e}", ts.display()));
+                        break;
+                    }
+                }
+                let Ok(e) = serde_json::from_slice::<Value>(&line) else {
+                    bad = Some(format!("{}: malformed entry", ts.display()));
+                    break;
+                };
+                if e["type"] == 2 {
+                    let p = b64decode(e["payload"].as_str().unwrap_or(""));
+                    size += p.len() as u64;
+                    h.update(&p);
+                } else if e["size"].as_u64().unwrap_or(0) > 0 {
+                    // a name that is not UTF-8 is kept as bytes in name_raw
+                    let raw = match e["name_raw"].as_str() {
+                        Some(b) => b64decode(b),
+                        None => e["name"].as_str().unwrap_or("").as_bytes().to_vec(),
+                    };
+                    let name = String::from_utf8_lossy(&raw);
+                    let want = e["size"].as_u64().unwrap_or(0);
+                    let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
+                    let rel = rel.strip_prefix("/").unwrap_or(rel);
+                    if rel
+                        .components()
+                        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+                    {
+                        bad = Some(format!("{}: entry {name:?} leaves the layer", ts.display()));
+                        break;
+                    }
+                    // hashed as it is read: a layer file can be gigabytes
+                    let read = fs::File::open(lf.join(rel)).and_then(|f| {
+                        let mut hashing = HashWriter(&mut h);
+                        io::copy(&mut f.take(want + 1), &mut hashing)
+                    });
+                    match read {
+                        Ok(n) if n == want => size += want,
+                        Ok(n) => {
+                            bad = Some(format!(
+                                "file {name:?} has {} bytes, the layer had {want}",
+                                if n > want {
+                                    format!("more than {want}")
+                                } else {
+                                    n.to_string()
+                                }
+                            ));
+                            break;
+                        }
+                        Err(err) => {
+                            bad = Some(format!("file {name:?}: {err}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            let digest = format!("sha256:{}", cvmfs_publisher::layer::hex(&h.finalize()));
+            match bad {
+                Some(b) => r.problems.push(format!("{what}: layerfs content: {b}")),
+                None if digest != info.diff_digest || size != info.diff_size => {
+                    r.problems.push(format!(
+                        "{what}: layerfs content changed: it rebuilds to {digest} ({size} bytes), the layer is {} ({} bytes)",
+                        info.diff_digest, info.diff_size
+                    ))
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Longest tar-split line `check --deep` reads (an entry with its base64
+/// header bytes; PAX headers of long names make them a few KiB).
+const TAR_SPLIT_LINE_MAX: u64 = 16 << 20;
+
+/// Feeds what is written to a hash.
+struct HashWriter<'a>(&'a mut sha2::Sha256);
+
+impl io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sha2::Digest::update(self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn b64decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        buf = (buf << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Temporaries of interrupted runs: reported (not problems: no index names
+/// them), with what removes them.
+fn report_tmp(repo: &Path, r: &mut Report) {
+    for p in fsx::find_tmp(repo) {
+        let why = match fsx::tmp_owner(&p) {
+            Some(pid) if fsx::publisher_alive(pid) => {
+                format!("being written by the running publisher pid {pid}")
+            }
+            _ => format!(
+                "leftover of an interrupted publish (invisible to readers; `cvmfs-podman gc --repo {}` or the next `cvmfs-podman publish` into it removes it)",
+                repo.display()
+            ),
+        };
+        r.notes.push(format!("{}: {why}", p.display()));
+    }
+}
+
+fn check_ducc(repo: &Path, r: &mut Report) {
+    report_tmp(repo, r);
+    for xx in read_dirs(&repo.join(".layers")) {
+        for d in read_dirs(&xx) {
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(fsx::TMP_PREFIX) {
+                continue;
+            }
+            r.layer_dirs += 1;
+            if !is_hex64(&name) || !xx.ends_with(&name[..2.min(name.len())]) {
+                r.problems
+                    .push(format!("{}: not .layers/XX/<sha256 hex>", d.display()));
+                continue;
+            }
+            let planted: Vec<PathBuf> = [d.join("layerfs"), d.join(".metadata")]
+                .into_iter()
+                .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
+                .collect();
+            for p in &planted {
+                r.problems.push(format!(
+                    "{}: a symlink, not a directory (nothing is read or written through it; put the layer's directory back or remove the layer)",
+                    p.display()
+                ));
+            }
+            if !planted.is_empty() {
+                continue;
+            }
+            if !d.join("layerfs").is_dir() {
+                r.problems
+                    .push(format!("{}: layerfs is missing", d.display()));
+            }
+            let lj = d.join(".metadata/layers.json");
+            match fs::read(&lj).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|e| e.to_string())
+            }) {
+                Ok(v) if v.len() == 1 => {
+                    if v[0].compressed_diff_digest != format!("sha256:{name}") {
+                        r.problems.push(format!(
+                            "{}: compressed-diff-digest {} does not match the directory name",
+                            lj.display(),
+                            v[0].compressed_diff_digest
+                        ));
+                    }
+                    if hex_of(&v[0].diff_digest) != Some(v[0].id.as_str()) {
+                        r.problems
+                            .push(format!("{}: id and diff-digest disagree", lj.display()));
+                    }
+                }
+                Ok(_) => r
+                    .problems
+                    .push(format!("{}: not a one-element array", lj.display())),
+                Err(e) => r.problems.push(format!("{}: {e}", lj.display())),
+            }
+            let oj = d.join(".metadata/origin.json");
+            match ducc::read_origin(&oj) {
+                Ok(Some(_)) => {}
+                Ok(None) => r.problems.push(format!("{}: missing", oj.display())),
+                Err(e) => r.problems.push(format!(
+                    "{e} (`cvmfs-podman gc` or publishing an image using the layer rebuilds it)"
+                )),
+            }
+        }
+    }
+    for xx in read_dirs(&repo.join(".flat")) {
+        for d in read_dirs(&xx) {
+            let name = d.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with(fsx::TMP_PREFIX) {
+                r.flat_dirs += 1;
+            }
+        }
+    }
+    // tag links: every symlink outside the dot directories and podmanStore
+    let mut stack: Vec<(PathBuf, usize)> = fs::read_dir(repo)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            !n.starts_with('.') && n != "podmanStore"
+        })
+        .map(|e| (e.path(), 0))
+        .collect();
+    while let Some((p, depth)) = stack.pop() {
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if p.file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(fsx::TMP_PREFIX.as_bytes()))
+        {
+            continue; // reported as a leftover
+        }
+        if md.file_type().is_symlink() {
+            r.tags += 1;
+            check_recorded_name(repo, &p, "tag link", r);
+            let t = fs::read_link(&p).unwrap_or_default();
+            let ts = t.to_string_lossy();
+            let ok_form = !t.is_absolute() && ts.contains(".flat/");
+            let resolved = p.parent().unwrap().join(&t);
+            if !ok_form {
+                r.problems.push(format!(
+                    "{}: link target {ts:?} is not a relative path into .flat",
+                    p.display()
+                ));
+            } else if !resolved.is_dir() {
+                r.problems.push(format!(
+                    "{}: link target {ts:?} does not exist",
+                    p.display()
+                ));
+            } else if let (Ok(a), Ok(b)) =
+                (resolved.canonicalize(), repo.join(".flat").canonicalize())
+            {
+                if !a.starts_with(&b) {
+                    r.problems
+                        .push(format!("{}: link leaves .flat", p.display()));
+                }
+            }
+        } else if md.is_dir() && depth < 64 {
+            for e in fs::read_dir(&p).into_iter().flatten().flatten() {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    check_manifest_copies(repo, r);
+}
+
+/// A name the repository records in a path (`<registry>/<repository>:<tag>`
+/// of a tag link or of a `.metadata` directory, relative to `base`) must be a
+/// valid image name with its registry spelled out; DUCC's forms without a tag
+/// or with `@sha256:<hex>` are fine. Anything else was not written by a
+/// publisher (a look-alike, upper case, a planted path).
+fn check_recorded_name(base: &Path, p: &Path, what: &str, r: &mut Report) {
+    let rel = p.strip_prefix(base).unwrap_or(p);
+    let Some(name) = rel.to_str() else {
+        r.problems
+            .push(format!("{}: {what} whose name is not UTF-8", p.display()));
+        return;
+    };
+    let (named, digest) = match name.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (name, None),
+    };
+    let parsed = ImageName::parse(named).and_then(|n| {
+        if let Some(d) = digest {
+            cvmfs_publisher::digest_hex(d)?;
+        }
+        if named.starts_with(&format!("{}/", n.registry)) {
+            Ok(n)
+        } else {
+            Err(cvmfs_publisher::Error::msg(format!(
+                "{name:?} does not start with its registry"
+            )))
+        }
+    });
+    if let Err(e) = parsed {
+        r.problems.push(format!("{}: {what}: {e}", p.display()));
+    }
+}
+
+/// The tag link of a name images.json gives to image `id`, when there is one,
+/// points to that image's flat tree (both are written under one publisher
+/// lock; disagreeing, podman and a DUCC reader would see different images).
+fn check_tag_link(repo: &Path, name: &str, id: &str, r: &mut Report) {
+    if ImageName::parse(name).map(|n| n.full()).as_deref() != Ok(name) {
+        return; // reported with the name
+    }
+    let link = repo.join(name);
+    let Ok(target) = fs::read_link(&link) else {
+        return;
+    };
+    if target.file_name() != Some(std::ffi::OsStr::new(id)) {
+        r.problems.push(format!(
+            "{}: the tag link points to {}, but images.json gives the name {name} to image {id}",
+            link.display(),
+            target.display()
+        ));
+    }
+}
+
+/// `.metadata/<registry>/<repository>:<tag>/manifest.json`: a valid name, and
+/// a regular file (never a symlink) that parses as DUCC's manifest copy.
+fn check_manifest_copies(repo: &Path, r: &mut Report) {
+    let base = repo.join(".metadata");
+    let mut stack = vec![(base.clone(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let n = e.file_name();
+            if n.as_encoded_bytes().starts_with(fsx::TMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            if n == "manifest.json" {
+                check_recorded_name(&base, &dir, "manifest copy", r);
+                let parsed = fsx::read_record(&p, 4 << 20)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<ducc::Manifest>(&b).map_err(|e| e.to_string())
+                    });
+                if let Err(e) = parsed {
+                    r.problems.push(format!(
+                        "{}: {e} (publishing the image again rewrites it)",
+                        p.display()
+                    ));
+                }
+            } else if e.file_type().is_ok_and(|t| t.is_dir()) && depth < 64 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+}
+
+/// Every layer's `origin.json` names every image podmanStore records using
+/// the layer: `gc` keeps a layer directory only while some image it names is
+/// left, so a missing name would let `gc` remove a layer in use.
+fn check_origins(repo: &Path, r: &mut Report) {
+    let store = StorePaths::new(repo.join("podmanStore"));
+    let (Ok(images), Ok(layers)) = (
+        read_index(&store.images_json()),
+        read_index(&store.layers_json()),
+    ) else {
+        return; // reported by check_store
+    };
+    for (blob, configs) in podman::blob_users(&images, &layers) {
+        let Some(hex) = hex_of(&blob) else { continue };
+        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        if !dir.is_dir() {
+            continue; // reported with the layer record
+        }
+        let oj = dir.join(".metadata/origin.json");
+        let Ok(Some(origin)) = ducc::read_origin(&oj) else {
+            continue; // reported by check_ducc
+        };
+        for c in configs.iter().filter(|c| !origin.origin.contains(c)) {
+            r.problems.push(format!(
+                "layer {blob}: {} does not name image {c}, which uses it (gc could remove the layer from under it; `cvmfs-podman gc` or publishing again adds it)",
+                oj.display()
+            ));
+        }
+    }
+}
+
+/// The subdirectories of `d`, sorted, without publisher temporaries (a layer
+/// being unpacked in `.layers/` is not an `XX` directory; they are reported
+/// on their own).
+fn read_dirs(d: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter(|e| {
+            !e.file_name()
+                .as_encoded_bytes()
+                .starts_with(fsx::TMP_PREFIX.as_bytes())
+        })
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A record's marker list must be what its layer holds: the driver trusts
+/// it instead of looking, so a wrong list shows deleted files or hides live
+/// ones.
+fn check_markers(rec: &Value, layerfs: &Path, what: &str, r: &mut Report) {
+    let Some(listed) = rec.get("markers") else {
+        return;
+    };
+    let listed: Vec<String> = match serde_json::from_value::<Vec<String>>(listed.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            r.problems.push(format!("{what}: record's markers: {e}"));
+            return;
+        }
+    };
+    let found = match cvmfs_graphdriver::mount::whiteouts::scan_markers(layerfs) {
+        Ok(m) => m,
+        Err(e) => {
+            r.problems.push(format!("{what}: looking for markers: {e}"));
+            return;
+        }
+    };
+    let found: std::collections::BTreeSet<String> = found
+        .iter()
+        .map(|m| m.dir.join(&m.name).to_string_lossy().into_owned())
+        .collect();
+    let listed: std::collections::BTreeSet<String> = listed.into_iter().collect();
+    // Listed AUFS metadata that unpacking dropped is harmless (hides nothing).
+    let missing: Vec<&String> = found.difference(&listed).collect();
+    let extra: Vec<&String> = listed
+        .difference(&found)
+        .filter(|p| {
+            !p.rsplit('/').next().unwrap_or("").starts_with(".wh..wh.")
+                || p.ends_with(".wh..wh..opq")
+        })
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        r.problems.push(format!(
+            "{what}: record's markers differ from {}: not listed {missing:?}, listed but absent {extra:?}",
+            layerfs.display()
+        ));
+    }
+}
+
+/// `ownership.json` beside a record: the driver refuses a layer whose file
+/// does not parse or names a path the layer does not have, so check both; a
+/// record whose files lost their owners without one shows them wrong.
+fn check_owners(
+    store: &StorePaths,
+    id: &str,
+    rec: &Value,
+    layerfs: &Path,
+    what: &str,
+    r: &mut Report,
+) {
+    use cvmfs_graphdriver::mount::whiteouts::parse_owners;
+    let p = store.owners_file(id);
+    let lost = rec["ownership"] == "lost";
+    let bytes = match fs::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if lost {
+                r.notes.push(format!(
+                    "{what}: the files lost their owners and no {} restores them (they show the repository owner)",
+                    p.display()
+                ));
+            }
+            return;
+        }
+        Err(e) => {
+            r.problems.push(format!("{what}: {}: {e}", p.display()));
+            return;
+        }
+    };
+    if !lost {
+        r.problems.push(format!(
+            "{what}: {} beside a record that says \"ownership\":\"kept\" (the driver ignores it)",
+            p.display()
+        ));
+    }
+    let owners = match parse_owners(&bytes) {
+        Ok(o) => o,
+        Err(e) => {
+            r.problems.push(format!(
+                "{what}: {}: the driver refuses it: {e}",
+                p.display()
+            ));
+            return;
+        }
+    };
+    for o in owners {
+        // every parent a real directory, the path itself present (no symlink followed)
+        let mut cur = layerfs.to_path_buf();
+        let comps: Vec<_> = o.path.components().collect();
+        for (i, c) in comps.iter().enumerate() {
+            cur.push(c);
+            let md = fs::symlink_metadata(&cur);
+            let ok = match (&md, i + 1 == comps.len()) {
+                (Ok(_), true) => true,
+                (Ok(m), false) => m.is_dir(),
+                (Err(_), _) => false,
+            };
+            if !ok {
+                r.problems.push(format!(
+                    "{what}: {}: entry {:?} is not in the layer (the driver refuses the layer)",
+                    p.display(),
+                    o.path
+                ));
+                break;
+            }
+        }
+    }
+}
+
+fn check_store(repo: &Path, r: &mut Report) {
+    let store = StorePaths::new(repo.join("podmanStore"));
+    if !store.images_json().exists() && !store.layers_json().exists() {
+        // also what a first publish interrupted before its first index leaves
+        r.notes
+            .push("no podmanStore indexes (nothing published yet?)".into());
+        return;
+    }
+    for f in [
+        store.images_lock(),
+        store.layers_lock(),
+        store.publisher_lock(),
+    ] {
+        if fs::symlink_metadata(&f).is_ok_and(|m| !m.is_file()) {
+            r.problems.push(format!(
+                "{}: not a regular file (a symlink?): the publisher refuses to open it; remove it",
+                f.display()
+            ));
+        } else if !f.is_file() && f != store.publisher_lock() {
+            r.problems.push(format!(
+                "{}: lock file missing (a read-only store needs it)",
+                f.display()
+            ));
+        }
+    }
+    let layers = match read_index(&store.layers_json()) {
+        Ok(v) => v,
+        Err(e) => {
+            r.problems.push(e.to_string());
+            Vec::new()
+        }
+    };
+    r.layers = layers.len();
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    for l in &layers {
+        let id = l["id"].as_str().unwrap_or("").to_string();
+        if !is_hex64(&id) {
+            r.problems
+                .push(format!("layers.json: layer ID {id:?} is not 64 hex digits"));
+            continue;
+        }
+        if by_id.insert(id.clone(), l.clone()).is_some() {
+            r.problems
+                .push(format!("layers.json: layer {id} listed twice"));
+        }
+    }
+    let canonical_repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+    for (id, l) in &by_id {
+        let what = format!("layer {id}");
+        let parent = l["parent"].as_str();
+        if let Some(p) = parent {
+            if !by_id.contains_key(p) {
+                r.problems
+                    .push(format!("{what}: parent {p} is not in layers.json"));
+            }
+        }
+        let Some(diff) = l["diff-digest"].as_str().and_then(hex_of) else {
+            r.problems.push(format!("{what}: no valid diff-digest"));
+            continue;
+        };
+        let want_id = match parent {
+            None => diff.to_string(),
+            Some(p) => sha256_hex(format!("{p}+{diff}").as_bytes()),
+        };
+        if &want_id != id {
+            r.problems.push(format!(
+                "{what}: ID does not follow from parent and diffID (expected {want_id})"
+            ));
+        }
+        if !store.tar_split(id).is_file() {
+            r.problems.push(format!(
+                "{what}: {} is missing (push/save would fail)",
+                store.tar_split(id).display()
+            ));
+        }
+        let Some(cd) = l["compressed-diff-digest"].as_str().and_then(hex_of) else {
+            r.problems
+                .push(format!("{what}: no valid compressed-diff-digest"));
+            continue;
+        };
+        let rec_path = store.record(id);
+        let rec: Value = match fs::read(&rec_path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                r.problems
+                    .push(format!("{what}: record {}: {e}", rec_path.display()));
+                continue;
+            }
+        };
+        let want_path = format!(".layers/{}/{}/layerfs", &cd[..2], cd);
+        if rec["version"] != 1 || rec["kind"] != "cvmfs" || rec["path"] != want_path.as_str() {
+            r.problems.push(format!(
+                "{what}: record {} should have version 1, kind cvmfs, path {want_path}",
+                rec_path.display()
+            ));
+        }
+        if rec["parent"].as_str() != parent {
+            r.problems
+                .push(format!("{what}: record parent differs from layers.json"));
+        }
+        let rrepo = rec["repository"].as_str().unwrap_or("");
+        if Path::new(rrepo) != canonical_repo && Path::new(rrepo) != repo {
+            r.notes.push(format!(
+                "{what}: record names repository {rrepo} (this tree is at {}): fine if it is served there",
+                repo.display()
+            ));
+        }
+        let ld = repo.join(&want_path);
+        if !ld.is_dir() {
+            r.problems
+                .push(format!("{what}: {} is missing", ld.display()));
+        } else {
+            let lj = ld.parent().unwrap().join(".metadata/layers.json");
+            if let Ok(v) = fs::read(&lj)
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|_| ()))
+            {
+                if v.first().map(|i| i.diff_digest.as_str()) != l["diff-digest"].as_str() {
+                    r.problems
+                        .push(format!("{what}: diff-digest differs from {}", lj.display()));
+                }
+            }
+            check_owners(&store, id, &rec, &ld, &what, r);
+            check_markers(&rec, &ld, &what, r);
+        }
+        if let Some(f) = rec.get("flat") {
+            match f.as_str() {
+                Some(f) if repo.join(f).is_dir() => {}
+                _ => r.problems.push(format!(
+                    "{what}: record names flat tree {f} which is not there (the driver stacks the layers instead)"
+                )),
+            }
+        }
+    }
+
+    let images = match read_index(&store.images_json()) {
+        Ok(v) => v,
+        Err(e) => {
+            r.problems.push(e.to_string());
+            Vec::new()
+        }
+    };
+    r.images = images.len();
+    let mut names = HashSet::new();
+    for img in &images {
+        let id = img["id"].as_str().unwrap_or("");
+        let what = format!("image {id}");
+        if !is_hex64(id) {
+            r.problems
+                .push(format!("images.json: image ID {id:?} is not 64 hex digits"));
+            continue;
+        }
+        for n in img["names"].as_array().into_iter().flatten() {
+            let ns = n.as_str().unwrap_or("");
+            match ImageName::parse(ns) {
+                Ok(parsed) if parsed.full() == ns => {}
+                Ok(_) => r.problems.push(format!(
+                    "{what}: {}: name {n} is not in normal form",
+                    store.images_json().display()
+                )),
+                Err(e) => r
+                    .problems
+                    .push(format!("{what}: {}: {e}", store.images_json().display())),
+            }
+            check_tag_link(repo, ns, id, r);
+            if !names.insert(ns.to_string()) {
+                r.problems
+                    .push(format!("{what}: name {n} used by two images"));
+            }
+        }
+        let top = img["layer"].as_str().unwrap_or("");
+        if !by_id.contains_key(top) {
+            r.problems
+                .push(format!("{what}: top layer {top} is not in layers.json"));
+        }
+        let dir = store.image_dir(id);
+        for k in img["big-data-names"].as_array().into_iter().flatten() {
+            let k = k.as_str().unwrap_or("");
+            let f = dir.join(big_data_file_name(k));
+            match fs::read(&f) {
+                Err(e) => r
+                    .problems
+                    .push(format!("{what}: big data {k:?} ({}): {e}", f.display())),
+                Ok(b) => {
+                    let d = format!("sha256:{}", sha256_hex(&b));
+                    if img["big-data-digests"][k].as_str() != Some(d.as_str()) {
+                        r.problems.push(format!(
+                            "{what}: big data {k:?} does not match its recorded digest"
+                        ));
+                    }
+                    if img["big-data-sizes"][k].as_u64() != Some(b.len() as u64) {
+                        r.problems.push(format!(
+                            "{what}: big data {k:?} does not match its recorded size"
+                        ));
+                    }
+                }
+            }
+        }
+        let cfg_path = dir.join(big_data_file_name(&format!("sha256:{id}")));
+        match fs::read(&cfg_path) {
+            Err(e) => r
+                .problems
+                .push(format!("{what}: config {}: {e}", cfg_path.display())),
+            Ok(b) => {
+                if sha256_hex(&b) != id {
+                    r.problems
+                        .push(format!("{what}: the config's digest is not the image ID"));
+                }
+                let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                let diffs: Vec<&str> = v["rootfs"]["diff_ids"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_str())
+                    .collect();
+                let ids = layer_ids(&diffs);
+                if ids.last().map(String::as_str) != Some(top) {
+                    r.problems.push(format!(
+                        "{what}: the layer chain of the config's diffIDs does not end in the top layer {top}"
+                    ));
+                }
+                for lid in &ids {
+                    if !by_id.contains_key(lid) {
+                        r.problems
+                            .push(format!("{what}: layer {lid} is missing from layers.json"));
+                    }
+                }
+            }
+        }
+    }
+}

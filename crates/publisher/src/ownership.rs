@@ -1,0 +1,142 @@
+//! `ownership.json`: the image's owners of a layer whose `layerfs` lost them
+//! (unpacked by DUCC, which ingests without keeping ownership, or by an
+//! unprivileged publisher). The driver reads it beside the layer's record and
+//! restores the owners (format and validation: `docs/cvmfs-layers.md`,
+//! `cvmfs_graphdriver::mount::whiteouts::parse_owners`).
+//!
+//! It is built from the layer tar's headers, which are the only place the
+//! owners still exist once the files belong to the repository owner.
+
+use std::collections::BTreeMap;
+
+use super::tarsplit::KeptEntries;
+use cvmfs_graphdriver::archive::WHITEOUT_PREFIX;
+
+/// The normalised layer path of a tar name (no leading `./` or `/`, no
+/// trailing `/`, no `.` components); `None` for the layer root itself.
+fn layer_path(name: &[u8]) -> Option<Vec<&[u8]>> {
+    let parts: Vec<&[u8]> = name
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// The `ownership.json` bytes for a layer with tar entries `entries` (archive
+/// order): every entry whose final owner is not 0:0 (an empty list when all
+/// are root's still says the owners are known). `Err` names an entry the
+/// driver's format cannot express (a non-UTF-8 name, owner 2^32-1): writing a
+/// partial file would make the driver report owners as restored when they are
+/// not, so the caller writes none and the layer stays "lost".
+pub fn owners_json(entries: &KeptEntries) -> Result<Vec<u8>, String> {
+    if !entries.complete {
+        return Err(format!(
+            "the layer's entries not owned by root have more than {} bytes of names, too many to list",
+            super::tarsplit::MAX_KEPT_NAMES
+        ));
+    }
+    // A later entry for the same path replaces the earlier one, as on unpacking.
+    let mut last: BTreeMap<Vec<u8>, (u32, u32)> = BTreeMap::new();
+    for e in entries.iter() {
+        // Extension and hardlink entries: a hardlink shares its target's inode,
+        // whose owner is the target entry's (listed under the target's name).
+        if matches!(e.typeflag, b'g' | b'x' | b'L' | b'K' | b'1') {
+            continue;
+        }
+        let Some(parts) = layer_path(&e.name) else {
+            continue;
+        };
+        // Raw whiteout markers are hidden by the driver; ".." never unpacks.
+        if parts
+            .iter()
+            .any(|c| c.starts_with(WHITEOUT_PREFIX.as_bytes()) || *c == b"..")
+        {
+            continue;
+        }
+        last.insert(parts.join(&b'/'), (e.uid, e.gid));
+    }
+    let mut out = Vec::new();
+    for (path, (uid, gid)) in last {
+        if (uid, gid) == (0, 0) {
+            continue;
+        }
+        let p = String::from_utf8(path).map_err(|e| {
+            format!(
+                "entry {:?} (owner {uid}:{gid}) has a non-UTF-8 name, which ownership.json cannot list",
+                String::from_utf8_lossy(e.as_bytes())
+            )
+        })?;
+        if uid == u32::MAX || gid == u32::MAX {
+            return Err(format!(
+                "entry {p:?}: owner {uid}:{gid} is reserved (-1), which ownership.json cannot list"
+            ));
+        }
+        out.push(serde_json::json!({"path": p, "uid": uid, "gid": gid}));
+    }
+    let bytes = serde_json::to_vec(&serde_json::json!({"version": 1, "entries": out}))
+        .expect("serializable");
+    // What we write must be what the driver accepts.
+    cvmfs_graphdriver::mount::whiteouts::parse_owners(&bytes)
+        .map_err(|e| format!("the ownership file built would be refused by the driver: {e}"))?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tarsplit::EntryInfo;
+
+    fn e(name: &str, typeflag: u8, uid: u32, gid: u32) -> EntryInfo {
+        EntryInfo {
+            name: name.as_bytes().to_vec(),
+            typeflag,
+            size: 0,
+            mode: 0o644,
+            uid,
+            gid,
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn lists_non_root_entries_normalised() {
+        let j = owners_json(&KeptEntries::from(vec![
+            e("./", b'5', 5, 5),
+            e("./home/", b'5', 0, 0),
+            e("./home/u/", b'5', 1000, 1000),
+            e("home/u/.profile", b'0', 1000, 100),
+            e("home/u/.wh.gone", b'0', 1000, 1000),
+            e("home/u/link", b'1', 7, 7),
+            e("etc/b", b'0', 2000, 2000),
+            e("etc/b", b'0', 0, 0),
+        ]))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"version":1,"entries":[
+                {"path":"home/u","uid":1000,"gid":1000},
+                {"path":"home/u/.profile","uid":1000,"gid":100}]})
+        );
+    }
+
+    #[test]
+    fn all_root_gives_an_empty_list() {
+        let j = owners_json(&vec![e("a", b'0', 0, 0)].into()).unwrap();
+        assert_eq!(j, br#"{"entries":[],"version":1}"#);
+    }
+
+    #[test]
+    fn inexpressible_entries_refuse_the_file() {
+        let bad = EntryInfo {
+            name: vec![b'a', 0xff],
+            ..e("", b'0', 1, 1)
+        };
+        assert!(owners_json(&vec![bad].into())
+            .unwrap_err()
+            .contains("non-UTF-8"));
+        assert!(owners_json(&vec![e("a", b'0', u32::MAX, 0)].into())
+            .unwrap_err()
+            .contains("reserved"));
+    }
+}

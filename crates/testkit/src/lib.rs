@@ -1,0 +1,12 @@
+//! Test-only helpers shared by the workspace's integration tests, the hostile
+//! suite and the fuzz targets. A dev-dependency: nothing here ships.
+//!
+//! - [`rawtar`]: tar streams crafted block by block, as an attacker writes them;
+//! - [`abi_stress`]: the C ABI stress run (threads racing one driver handle);
+//! - [`fuzzing`]: the table of fuzz targets that `fuzz/` runs and
+//!   `fuzz_replay` replays.
+
+#[doc(hidden)]
+pub mod abi_stress;
+pub mod fuzzing;
+pub mod rawtar;
