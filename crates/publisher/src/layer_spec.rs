@@ -189,130 +189,166 @@ fn is_mode(t: &Token) -> bool {
 pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
     let mut entries: Vec<Entry> = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let err = |reason: String| ParseError {
-            line: n + 1,
-            reason,
-        };
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let toks = tokenize(trimmed).map_err(err)?;
-        let word = String::from_utf8_lossy(&toks[0].text).into_owned();
-        let Some(path_tok) = toks.get(1) else {
-            return Err(err(format!("{word}: missing path")));
-        };
-        let path = tar_path(path_tok);
-        let mut rest: &[Token] = &toks[2..];
-
-        if word == "xattr" {
-            let [kv] = rest else {
-                return Err(err("xattr: expected PATH NAME=VALUE".into()));
-            };
-            let eq = kv
-                .text
-                .iter()
-                .position(|c| *c == b'=')
-                .ok_or_else(|| err("xattr: expected NAME=VALUE".into()))?;
-            let e = entries
-                .iter_mut()
-                .rev()
-                .find(|e| e.path == path)
-                .ok_or_else(|| err("xattr: no entry with this path above".into()))?;
-            e.xattrs
-                .push((kv.text[..eq].to_vec(), kv.text[eq + 1..].to_vec()));
-            continue;
-        }
-
-        let mut e = Entry {
-            path,
-            kind: Kind::Dir,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: DEFAULT_MTIME,
-            xattrs: Vec::new(),
-        };
-        match word.as_str() {
-            "dir" => e.mode = 0o755,
-            "file" => e.kind = Kind::File(Vec::new()),
-            "fifo" => e.kind = Kind::Fifo,
-            "whiteout" => e.kind = Kind::Whiteout,
-            "opaque" => e.kind = Kind::Opaque,
-            "symlink" | "hardlink" => {
-                let arrow: &[u8] = if word == "symlink" { b"->" } else { b"=>" };
-                let (Some(a), Some(t)) = (rest.first(), rest.get(1)) else {
-                    return Err(err(format!(
-                        "{word}: expected PATH {} TARGET",
-                        String::from_utf8_lossy(arrow)
-                    )));
-                };
-                if a.text != arrow || a.quoted {
-                    return Err(err(format!(
-                        "{word}: expected {:?} after the path",
-                        String::from_utf8_lossy(arrow)
-                    )));
-                }
-                if word == "symlink" {
-                    e.kind = Kind::Symlink(t.text.clone());
-                    e.mode = 0o777;
-                } else {
-                    let target = tar_path(t);
-                    // Like real writers, a hardlink's header repeats its file's
-                    // metadata (appliers set it on the shared inode).
-                    if let Some(f) = entries.iter().rev().find(|x| x.path == target) {
-                        (e.mode, e.uid, e.gid, e.mtime) = (f.mode, f.uid, f.gid, f.mtime);
-                        e.xattrs = f.xattrs.clone();
-                    }
-                    e.kind = Kind::Hardlink(target);
-                }
-                rest = &rest[2..];
-            }
-            "char" | "block" => {
-                let dev = rest
-                    .first()
-                    .and_then(|t| parse_pair(&t.text))
-                    .ok_or_else(|| err(format!("{word}: expected MAJOR:MINOR after the path")))?;
-                e.kind = if word == "char" {
-                    Kind::Char(dev.0, dev.1)
-                } else {
-                    Kind::Block(dev.0, dev.1)
-                };
-                rest = &rest[1..];
-            }
-            other => return Err(err(format!("unknown entry type {other:?}"))),
-        }
-        for t in rest {
-            if is_mode(t) {
-                let s = std::str::from_utf8(&t.text).unwrap_or("0");
-                e.mode = u32::from_str_radix(s, 8).map_err(|x| err(format!("bad mode: {x}")))?;
-            } else if let (false, Some(p)) = (t.quoted, parse_pair(&t.text)) {
-                (e.uid, e.gid) = p;
-            } else if let Some(v) = t.text.strip_prefix(b"mtime=").filter(|_| !t.quoted) {
-                e.mtime = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| err("bad mtime".into()))?;
-            } else if let (Some(v), Kind::File(_)) =
-                (t.text.strip_prefix(b"size=").filter(|_| !t.quoted), &e.kind)
-            {
-                let n: usize = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| err("bad size".into()))?;
-                e.kind = Kind::File((0..n).map(|i| (i % 251) as u8).collect());
-            } else if let (true, Kind::File(_)) = (t.quoted, &e.kind) {
-                e.kind = Kind::File(t.text.clone());
-            } else {
-                return Err(err(format!(
-                    "unexpected token {:?}",
-                    String::from_utf8_lossy(&t.text)
-                )));
-            }
-        }
-        entries.push(e);
+        parse_line(trimmed, &mut entries).map_err(|reason| ParseError {
+            line: n + 1,
+            reason,
+        })?;
     }
     Ok(entries)
+}
+
+/// One non-empty line: a new entry, or an `xattr` line adding to the last
+/// entry with its path.
+fn parse_line(line: &str, entries: &mut Vec<Entry>) -> Result<(), String> {
+    let toks = tokenize(line)?;
+    let word = String::from_utf8_lossy(&toks[0].text).into_owned();
+    let Some(path_tok) = toks.get(1) else {
+        return Err(format!("{word}: missing path"));
+    };
+    let path = tar_path(path_tok);
+    let rest: &[Token] = &toks[2..];
+    if word == "xattr" {
+        return add_xattr(entries, &path, rest);
+    }
+    let mut e = Entry {
+        path,
+        kind: Kind::Dir,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: DEFAULT_MTIME,
+        xattrs: Vec::new(),
+    };
+    let rest = entry_kind(&word, &mut e, rest, entries)?;
+    for t in rest {
+        entry_attribute(&mut e, t)?;
+    }
+    entries.push(e);
+    Ok(())
+}
+
+/// `xattr PATH NAME=VALUE`.
+fn add_xattr(entries: &mut [Entry], path: &[u8], rest: &[Token]) -> Result<(), String> {
+    let [kv] = rest else {
+        return Err("xattr: expected PATH NAME=VALUE".into());
+    };
+    let eq = kv
+        .text
+        .iter()
+        .position(|c| *c == b'=')
+        .ok_or("xattr: expected NAME=VALUE")?;
+    let e = entries
+        .iter_mut()
+        .rev()
+        .find(|e| e.path == path)
+        .ok_or("xattr: no entry with this path above")?;
+    e.xattrs
+        .push((kv.text[..eq].to_vec(), kv.text[eq + 1..].to_vec()));
+    Ok(())
+}
+
+/// The entry type word and its own operands (link target, device numbers);
+/// returns the tokens left for attributes.
+fn entry_kind<'t>(
+    word: &str,
+    e: &mut Entry,
+    rest: &'t [Token],
+    entries: &[Entry],
+) -> Result<&'t [Token], String> {
+    match word {
+        "dir" => e.mode = 0o755,
+        "file" => e.kind = Kind::File(Vec::new()),
+        "fifo" => e.kind = Kind::Fifo,
+        "whiteout" => e.kind = Kind::Whiteout,
+        "opaque" => e.kind = Kind::Opaque,
+        "symlink" | "hardlink" => return link_kind(word, e, rest, entries),
+        "char" | "block" => {
+            let dev = rest
+                .first()
+                .and_then(|t| parse_pair(&t.text))
+                .ok_or_else(|| format!("{word}: expected MAJOR:MINOR after the path"))?;
+            e.kind = if word == "char" {
+                Kind::Char(dev.0, dev.1)
+            } else {
+                Kind::Block(dev.0, dev.1)
+            };
+            return Ok(&rest[1..]);
+        }
+        other => return Err(format!("unknown entry type {other:?}")),
+    }
+    Ok(rest)
+}
+
+/// `symlink PATH -> TARGET` / `hardlink PATH => TARGET`.
+fn link_kind<'t>(
+    word: &str,
+    e: &mut Entry,
+    rest: &'t [Token],
+    entries: &[Entry],
+) -> Result<&'t [Token], String> {
+    let arrow: &[u8] = if word == "symlink" { b"->" } else { b"=>" };
+    let (Some(a), Some(t)) = (rest.first(), rest.get(1)) else {
+        return Err(format!(
+            "{word}: expected PATH {} TARGET",
+            String::from_utf8_lossy(arrow)
+        ));
+    };
+    if a.text != arrow || a.quoted {
+        return Err(format!(
+            "{word}: expected {:?} after the path",
+            String::from_utf8_lossy(arrow)
+        ));
+    }
+    if word == "symlink" {
+        e.kind = Kind::Symlink(t.text.clone());
+        e.mode = 0o777;
+    } else {
+        let target = tar_path(t);
+        // Like real writers, a hardlink's header repeats its file's
+        // metadata (appliers set it on the shared inode).
+        if let Some(f) = entries.iter().rev().find(|x| x.path == target) {
+            (e.mode, e.uid, e.gid, e.mtime) = (f.mode, f.uid, f.gid, f.mtime);
+            e.xattrs = f.xattrs.clone();
+        }
+        e.kind = Kind::Hardlink(target);
+    }
+    Ok(&rest[2..])
+}
+
+/// One attribute token: an octal mode, `uid:gid`, `mtime=`, and for files
+/// `size=` or quoted content.
+fn entry_attribute(e: &mut Entry, t: &Token) -> Result<(), String> {
+    if is_mode(t) {
+        let s = std::str::from_utf8(&t.text).unwrap_or("0");
+        e.mode = u32::from_str_radix(s, 8).map_err(|x| format!("bad mode: {x}"))?;
+    } else if let (false, Some(p)) = (t.quoted, parse_pair(&t.text)) {
+        (e.uid, e.gid) = p;
+    } else if let Some(v) = t.text.strip_prefix(b"mtime=").filter(|_| !t.quoted) {
+        e.mtime = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or("bad mtime")?;
+    } else if let (Some(v), Kind::File(_)) =
+        (t.text.strip_prefix(b"size=").filter(|_| !t.quoted), &e.kind)
+    {
+        let n: usize = std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or("bad size")?;
+        e.kind = Kind::File((0..n).map(|i| (i % 251) as u8).collect());
+    } else if let (true, Kind::File(_)) = (t.quoted, &e.kind) {
+        e.kind = Kind::File(t.text.clone());
+    } else {
+        return Err(format!(
+            "unexpected token {:?}",
+            String::from_utf8_lossy(&t.text)
+        ));
+    }
+    Ok(())
 }
 
 /// The tar name of `.wh.<base>` / `.wh..wh..opq` markers for `path`.

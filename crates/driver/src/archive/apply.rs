@@ -83,6 +83,99 @@ struct Meta {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// Where a node is created: its parent directory, name, full path and the
+/// entry's name as the error messages show it.
+struct NodeAt<'a> {
+    pfd: &'a OwnedFd,
+    name: &'a [u8],
+    path: &'a Path,
+    display: &'a str,
+}
+
+/// A regular file (or, under force_mask, the plain file standing in for a
+/// device) and, for a real regular file, its content from the stream.
+fn write_file<R: Read>(
+    tar: &mut TarReader<'_, R>,
+    entry: &TarEntry,
+    with_content: bool,
+    at: &NodeAt<'_>,
+) -> Result<(), ArchiveError> {
+    let fd = rustix::fs::openat(
+        at.pfd,
+        os(at.name),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| ArchiveError::io(at.path, ioe(e)))?;
+    let mut f = std::fs::File::from(fd);
+    if !with_content {
+        return Ok(());
+    }
+    // A failed read names the stream's problem, not the file's.
+    let content_err = |tar: &TarReader<'_, R>, e: ArchiveError| match tar.failure() {
+        Some(t) => ArchiveError::from(t.clone()),
+        None => e,
+    };
+    match &entry.sparse {
+        Some(map) => {
+            write_sparse(tar, &mut f, map, at.display, at.path).map_err(|e| content_err(tar, e))
+        }
+        None => {
+            let n = copy_data(tar, &mut f)
+                .map_err(|e| content_err(tar, ArchiveError::io(at.path, e)))?;
+            if n != entry.stored {
+                return Err(ArchiveError::bad(
+                    at.display,
+                    format!("truncated tar: {n} of {} content bytes", entry.stored),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The entry's own xattrs. overlayfs state comes only from OCI whiteouts,
+/// never from a tar's xattrs; SELinux labels are the mount's business (as Go
+/// ignores them); a filesystem without xattrs keeps the file without them.
+fn set_entry_xattrs(path: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), ArchiveError> {
+    for (k, v) in xattrs {
+        if k == b"security.selinux"
+            || k.starts_with(b"trusted.overlay.")
+            || k.starts_with(b"user.overlay.")
+        {
+            continue;
+        }
+        match fsutil::set_xattr(path, k, v) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+            Err(e) => {
+                return Err(ArchiveError::io(
+                    path,
+                    io::Error::new(
+                        e.kind(),
+                        format!("setting xattr {}: {e}", String::from_utf8_lossy(k)),
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Under force_mask, the real owner, mode and type go into the override xattr.
+fn set_override_xattr(path: &Path, meta: &Meta) -> Result<(), ArchiveError> {
+    let typ = match meta.kind {
+        Kind::Dir => "dir".to_string(),
+        Kind::Char => format!("char-{}-{}", meta.dev.0, meta.dev.1),
+        Kind::Block => format!("block-{}-{}", meta.dev.0, meta.dev.1),
+        Kind::Fifo => "pipe".to_string(),
+        _ => "file".to_string(),
+    };
+    let v = format!("{}:{}:{:04o}:{typ}", meta.uid, meta.gid, meta.mode);
+    fsutil::set_xattr(path, OVERRIDE_XATTR.as_bytes(), v.as_bytes())
+        .map_err(|e| ArchiveError::io(path, e))
+}
+
 struct Applier<'a> {
     dest: &'a Path,
     dest_fd: OwnedFd,
@@ -526,6 +619,8 @@ impl Applier<'_> {
         })
     }
 
+    /// Create one entry: replace what is there (a directory over a directory
+    /// merges), make the node with its content, then owner, mode, xattrs, times.
     fn create<R: Read>(
         &mut self,
         tar: &mut TarReader<'_, R>,
@@ -546,7 +641,6 @@ impl Applier<'_> {
         let path = self.path_of(comps);
         let rel = join(comps);
 
-        // Replace what is there, except that a directory over a directory merges.
         if let Ok(st) = rustix::fs::statat(&pfd, os(name), AtFlags::SYMLINK_NOFOLLOW) {
             let is_dir = FileType::from_raw_mode(st.st_mode as _) == FileType::Directory;
             if !(is_dir && kind == Kind::Dir) {
@@ -554,62 +648,49 @@ impl Applier<'_> {
             }
         }
         let perm = Mode::from_raw_mode(force.unwrap_or(meta.mode) & 0o7777);
+        let at = NodeAt {
+            pfd: &pfd,
+            name,
+            path: &path,
+            display,
+        };
+        self.make_node(tar, entry, &meta, kind, perm, &at)?;
+        self.unpacked.insert(path_key(&rel));
+        self.apply_metadata(&meta, kind, perm, &at, rel)
+    }
+
+    /// The node itself, with a regular file's content.
+    fn make_node<R: Read>(
+        &mut self,
+        tar: &mut TarReader<'_, R>,
+        entry: &TarEntry,
+        meta: &Meta,
+        kind: Kind,
+        perm: Mode,
+        at: &NodeAt<'_>,
+    ) -> Result<(), ArchiveError> {
+        let (pfd, name, path) = (at.pfd, at.name, at.path);
         let mk = |ft: FileType, dev: rustix::fs::Dev| {
-            rustix::fs::mknodat(&pfd, os(name), ft, perm, dev)
-                .map_err(|e| ArchiveError::io(&path, ioe(e)))
+            rustix::fs::mknodat(pfd, os(name), ft, perm, dev)
+                .map_err(|e| ArchiveError::io(path, ioe(e)))
         };
         match kind {
-            Kind::Dir => match rustix::fs::mkdirat(&pfd, os(name), Mode::from_raw_mode(0o700)) {
+            Kind::Dir => match rustix::fs::mkdirat(pfd, os(name), Mode::from_raw_mode(0o700)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(ArchiveError::io(&path, ioe(e))),
+                Err(e) => return Err(ArchiveError::io(path, ioe(e))),
             },
-            Kind::File => {
-                let fd = rustix::fs::openat(
-                    &pfd,
-                    os(name),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
-                let mut f = std::fs::File::from(fd);
-                if meta.kind == Kind::File {
-                    // A failed read names the stream's problem, not the file's.
-                    let content_err = |tar: &TarReader<'_, R>, e: ArchiveError| match tar.failure()
-                    {
-                        Some(t) => ArchiveError::from(t.clone()),
-                        None => e,
-                    };
-                    match &entry.sparse {
-                        Some(map) => write_sparse(tar, &mut f, map, display, &path)
-                            .map_err(|e| content_err(tar, e))?,
-                        None => {
-                            let n = copy_data(tar, &mut f)
-                                .map_err(|e| content_err(tar, ArchiveError::io(&path, e)))?;
-                            if n != entry.stored {
-                                return Err(ArchiveError::bad(
-                                    display,
-                                    format!("truncated tar: {n} of {} content bytes", entry.stored),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+            Kind::File => write_file(tar, entry, meta.kind == Kind::File, at)?,
             Kind::Symlink => {
                 let target = &entry.linkname;
                 if target.is_empty() {
-                    return Err(ArchiveError::bad(display, "symlink without a target"));
+                    return Err(ArchiveError::bad(at.display, "symlink without a target"));
                 }
                 // The target is stored as is and never followed here, so it may point
                 // anywhere (it is resolved inside the container's root at run time).
-                rustix::fs::symlinkat(os(target), &pfd, os(name))
-                    .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
+                rustix::fs::symlinkat(os(target), pfd, os(name))
+                    .map_err(|e| ArchiveError::io(path, ioe(e)))?;
             }
-            Kind::Hardlink => self.hardlink(entry, &pfd, name, &path, display)?,
+            Kind::Hardlink => self.hardlink(entry, pfd, name, path, at.display)?,
             Kind::Char => mk(
                 FileType::CharacterDevice,
                 rustix::fs::makedev(meta.dev.0, meta.dev.1),
@@ -620,60 +701,41 @@ impl Applier<'_> {
             )?,
             Kind::Fifo => mk(FileType::Fifo, 0)?,
         }
-        self.unpacked.insert(path_key(&rel));
+        Ok(())
+    }
 
+    /// Owner, mode, xattrs, the force_mask override and times of a created node.
+    fn apply_metadata(
+        &mut self,
+        meta: &Meta,
+        kind: Kind,
+        perm: Mode,
+        at: &NodeAt<'_>,
+        rel: Vec<u8>,
+    ) -> Result<(), ArchiveError> {
+        let (pfd, name, path) = (at.pfd, at.name, at.path);
+        let force = self.opts.force_mask;
         // A hardlink's header applies to the shared inode, as Go's chrooted Untar does
         // (chown always; mode and times unless the target is a symlink). Writers put
         // the file's own metadata there, so this normally changes nothing.
         let on_symlink = match kind {
             Kind::Symlink => true,
-            Kind::Hardlink => rustix::fs::statat(&pfd, os(name), AtFlags::SYMLINK_NOFOLLOW)
+            Kind::Hardlink => rustix::fs::statat(pfd, os(name), AtFlags::SYMLINK_NOFOLLOW)
                 .map(|st| FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink)
                 .unwrap_or(true),
             _ => false,
         };
         // Owner first: chown clears setuid/setgid, so the mode comes after it.
         if force.is_none() {
-            self.chown_at(&pfd, name, meta.uid, meta.gid, &path)?;
+            self.chown_at(pfd, name, meta.uid, meta.gid, path)?;
         }
         if !on_symlink && !(kind == Kind::Hardlink && force.is_some()) {
-            rustix::fs::chmodat(&pfd, os(name), perm, AtFlags::empty())
-                .map_err(|e| ArchiveError::io(&path, ioe(e)))?;
+            rustix::fs::chmodat(pfd, os(name), perm, AtFlags::empty())
+                .map_err(|e| ArchiveError::io(path, ioe(e)))?;
         }
-        for (k, v) in &meta.xattrs {
-            // overlayfs state comes only from OCI whiteouts, never from a tar's xattrs;
-            // SELinux labels are the mount's business (as Go ignores them).
-            if k == b"security.selinux"
-                || k.starts_with(b"trusted.overlay.")
-                || k.starts_with(b"user.overlay.")
-            {
-                continue;
-            }
-            match fsutil::set_xattr(&path, k, v) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-                Err(e) => {
-                    return Err(ArchiveError::io(
-                        &path,
-                        io::Error::new(
-                            e.kind(),
-                            format!("setting xattr {}: {e}", String::from_utf8_lossy(k)),
-                        ),
-                    ))
-                }
-            }
-        }
+        set_entry_xattrs(path, &meta.xattrs)?;
         if force.is_some() && matches!(kind, Kind::File | Kind::Dir) {
-            let typ = match meta.kind {
-                Kind::Dir => "dir".to_string(),
-                Kind::Char => format!("char-{}-{}", meta.dev.0, meta.dev.1),
-                Kind::Block => format!("block-{}-{}", meta.dev.0, meta.dev.1),
-                Kind::Fifo => "pipe".to_string(),
-                _ => "file".to_string(),
-            };
-            let v = format!("{}:{}:{:04o}:{typ}", meta.uid, meta.gid, meta.mode);
-            fsutil::set_xattr(&path, OVERRIDE_XATTR.as_bytes(), v.as_bytes())
-                .map_err(|e| ArchiveError::io(&path, e))?;
+            set_override_xattr(path, meta)?;
         }
         let times = Timestamps {
             last_access: ts(meta.atime.sec, i64::from(meta.atime.nsec)),
@@ -682,11 +744,11 @@ impl Applier<'_> {
         match kind {
             Kind::Dir => self
                 .dirs
-                .push(rel.clone(), times)
-                .map_err(|e| ArchiveError::io(&path, e))?,
+                .push(rel, times)
+                .map_err(|e| ArchiveError::io(path, e))?,
             Kind::Hardlink if on_symlink => {}
-            _ => rustix::fs::utimensat(&pfd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| ArchiveError::io(&path, ioe(e)))?,
+            _ => rustix::fs::utimensat(pfd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| ArchiveError::io(path, ioe(e)))?,
         }
         Ok(())
     }

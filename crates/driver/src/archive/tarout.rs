@@ -302,99 +302,126 @@ impl<W: Write> DiffWriter<'_, W> {
             Err(e) => return Err(ArchiveError::io(dir, e)),
         };
         for name in names {
-            let path = dir.join(&name);
-            let md = match std::fs::symlink_metadata(&path) {
-                Ok(md) => md,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(ArchiveError::io(&path, e)),
-            };
-            let ft = md.file_type();
-            let mut rel = prefix.to_vec();
-            rel.extend_from_slice(name.as_bytes());
-
-            if fsutil::is_whiteout(&md) {
-                let mut wh = prefix.to_vec();
-                wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
-                wh.extend_from_slice(name.as_bytes());
-                let mut h = Header::new(wh, Kind::File);
-                // A whiteout's owner carries no meaning; do not fail over it.
-                (h.uid, h.gid) = self.owner(&path, &md).unwrap_or((0, 0));
-                h.mtime = md.mtime();
-                self.put(&h, &mut io::empty(), &path)?;
-                continue;
-            }
-            if ft.is_socket() {
-                // Sockets cannot be archived (Go skips them too).
-                continue;
-            }
-            let kind = if ft.is_dir() {
-                Kind::Dir
-            } else if ft.is_file() {
-                Kind::File
-            } else if ft.is_symlink() {
-                Kind::Symlink
-            } else if ft.is_char_device() {
-                Kind::Char
-            } else if ft.is_block_device() {
-                Kind::Block
-            } else {
-                Kind::Fifo
-            };
-            let mut h = Header::new(rel.clone(), kind);
-            h.mode = md.mode() & 0o7777;
-            (h.uid, h.gid) = self.owner(&path, &md)?;
-            h.mtime = md.mtime();
-            h.xattrs = match exported_xattrs(&path) {
-                Ok(x) => x,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(ArchiveError::io(&path, e)),
-            };
-            match kind {
-                Kind::Dir => h.name.push(b'/'),
-                Kind::File => h.size = md.len(),
-                Kind::Symlink => match std::fs::read_link(&path) {
-                    Ok(t) => h.link = t.into_os_string().into_vec(),
-                    Err(e) if gone(&e) => continue,
-                    Err(e) => return Err(ArchiveError::io(&path, e)),
-                },
-                Kind::Char | Kind::Block => {
-                    h.dev_major = rustix::fs::major(md.rdev() as _);
-                    h.dev_minor = rustix::fs::minor(md.rdev() as _);
-                }
-                _ => {}
-            }
-            let linked = kind != Kind::Dir && md.nlink() > 1;
-            if linked {
-                if let Some(first) = self.seen.get(&(md.dev(), md.ino())) {
-                    h.kind = Kind::Hardlink;
-                    h.link = first.clone();
-                    h.size = 0;
-                }
-            }
-            if h.kind == Kind::File && h.size > 0 {
-                let mut f = match std::fs::File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) if gone(&e) => continue,
-                    Err(e) => return Err(ArchiveError::io(&path, e)),
-                };
-                self.put(&h, &mut f, &path)?;
-            } else {
-                self.put(&h, &mut io::empty(), &path)?;
-            }
-            // Only a name that made it into the archive can be a later link's target.
-            if linked && h.kind != Kind::Hardlink {
-                self.seen.insert((md.dev(), md.ino()), rel.clone());
-            }
-            if kind == Kind::Dir {
-                if fsutil::is_opaque_dir(&path)? {
-                    self.opaque_marker(&h.name.clone(), &md)?;
-                }
-                let dir_prefix = h.name.clone();
-                self.walk(&path, &dir_prefix)?;
-            }
+            self.walk_entry(dir, prefix, &name)?;
         }
         Ok(())
     }
+
+    /// One directory entry: a whiteout, or a node (and a directory's contents).
+    fn walk_entry(
+        &mut self,
+        dir: &Path,
+        prefix: &[u8],
+        name: &std::ffi::OsStr,
+    ) -> Result<(), ArchiveError> {
+        let path = dir.join(name);
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(md) => md,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(ArchiveError::io(&path, e)),
+        };
+        if fsutil::is_whiteout(&md) {
+            let mut wh = prefix.to_vec();
+            wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+            wh.extend_from_slice(name.as_bytes());
+            let mut h = Header::new(wh, Kind::File);
+            // A whiteout's owner carries no meaning; do not fail over it.
+            (h.uid, h.gid) = self.owner(&path, &md).unwrap_or((0, 0));
+            h.mtime = md.mtime();
+            return self.put(&h, &mut io::empty(), &path);
+        }
+        // Sockets cannot be archived (Go skips them too).
+        let Some(kind) = kind_of(md.file_type()) else {
+            return Ok(());
+        };
+        let mut rel = prefix.to_vec();
+        rel.extend_from_slice(name.as_bytes());
+        let Some(h) = self.node_header(&path, &md, rel.clone(), kind)? else {
+            return Ok(());
+        };
+        if h.kind == Kind::File && h.size > 0 {
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if gone(&e) => return Ok(()),
+                Err(e) => return Err(ArchiveError::io(&path, e)),
+            };
+            self.put(&h, &mut f, &path)?;
+        } else {
+            self.put(&h, &mut io::empty(), &path)?;
+        }
+        // Only a name that made it into the archive can be a later link's target.
+        if kind != Kind::Dir && md.nlink() > 1 && h.kind != Kind::Hardlink {
+            self.seen.insert((md.dev(), md.ino()), rel);
+        }
+        if kind == Kind::Dir {
+            if fsutil::is_opaque_dir(&path)? {
+                self.opaque_marker(&h.name.clone(), &md)?;
+            }
+            self.walk(&path, &h.name)?;
+        }
+        Ok(())
+    }
+
+    /// The header of a node; `None` when it vanished while being read. A
+    /// second name of an inode already archived becomes a hardlink.
+    fn node_header(
+        &mut self,
+        path: &Path,
+        md: &std::fs::Metadata,
+        rel: Vec<u8>,
+        kind: Kind,
+    ) -> Result<Option<Header>, ArchiveError> {
+        let mut h = Header::new(rel, kind);
+        h.mode = md.mode() & 0o7777;
+        (h.uid, h.gid) = self.owner(path, md)?;
+        h.mtime = md.mtime();
+        h.xattrs = match exported_xattrs(path) {
+            Ok(x) => x,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(ArchiveError::io(path, e)),
+        };
+        match kind {
+            Kind::Dir => h.name.push(b'/'),
+            Kind::File => h.size = md.len(),
+            Kind::Symlink => match std::fs::read_link(path) {
+                Ok(t) => h.link = t.into_os_string().into_vec(),
+                Err(e) if gone(&e) => return Ok(None),
+                Err(e) => return Err(ArchiveError::io(path, e)),
+            },
+            Kind::Char | Kind::Block => {
+                h.dev_major = rustix::fs::major(md.rdev() as _);
+                h.dev_minor = rustix::fs::minor(md.rdev() as _);
+            }
+            _ => {}
+        }
+        if kind != Kind::Dir && md.nlink() > 1 {
+            if let Some(first) = self.seen.get(&(md.dev(), md.ino())) {
+                h.kind = Kind::Hardlink;
+                h.link = first.clone();
+                h.size = 0;
+            }
+        }
+        Ok(Some(h))
+    }
+}
+
+/// The archive kind of a file type; `None` for sockets, which are not archived.
+fn kind_of(ft: std::fs::FileType) -> Option<Kind> {
+    Some(if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_char_device() {
+        Kind::Char
+    } else if ft.is_block_device() {
+        Kind::Block
+    } else if ft.is_socket() {
+        return None;
+    } else {
+        Kind::Fifo
+    })
 }
 
 /// The entry disappeared (or its parent was replaced) since it was listed.

@@ -350,6 +350,30 @@ struct Raw {
     format: Format,
 }
 
+/// The entry as the header alone describes it (extensions applied later).
+fn entry_from_header(raw: &Raw, first_offset: Option<u64>) -> TarEntry {
+    TarEntry {
+        name: raw.name.clone(),
+        linkname: raw.linkname.clone(),
+        typeflag: raw.typeflag,
+        size: raw.size as u64,
+        stored: 0,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        mtime: TarTime {
+            sec: raw.mtime,
+            nsec: 0,
+        },
+        atime: raw.atime.map(|sec| TarTime { sec, nsec: 0 }),
+        devmajor: 0,
+        devminor: 0,
+        xattrs: Vec::new(),
+        sparse: None,
+        offset: first_offset.unwrap_or(0),
+    }
+}
+
 /// Checksum, format and fields of a header block; `Err` names what is wrong.
 fn parse_block(b: &[u8; BLOCK]) -> Result<Raw, String> {
     let stored = octal(&b[148..156]).ok_or("header checksum field is not octal")?;
@@ -739,130 +763,31 @@ impl<'o, R: Read> TarReader<'o, R> {
         self.observe(|o| o.entry(e))
     }
 
-    /// Resolve a file header with its pending extensions.
+    /// Resolve a file header with its pending extensions: PAX records, then
+    /// GNU long names, then the numeric fields, the type and sparse maps.
     fn entry(
         &mut self,
         raw: Raw,
         block: &[u8; BLOCK],
         pending: Pending,
     ) -> Result<TarEntry, TarError> {
-        let pax = pending.pax.unwrap_or_default();
+        let pax = pending.pax.clone().unwrap_or_default();
         self.current = String::from_utf8_lossy(&raw.name).into_owned();
-        if let Some(c) = pending.conflict {
-            return Err(self.err(c));
+        if let Some(c) = &pending.conflict {
+            return Err(self.err(c.clone()));
         }
         check_duplicates(&pax).map_err(|r| self.err(r))?;
-        let mut e = TarEntry {
-            name: raw.name.clone(),
-            linkname: raw.linkname.clone(),
-            typeflag: raw.typeflag,
-            size: raw.size as u64,
-            stored: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime: TarTime {
-                sec: raw.mtime,
-                nsec: 0,
-            },
-            atime: raw.atime.map(|sec| TarTime { sec, nsec: 0 }),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
-            sparse: None,
-            offset: pending.first_offset.unwrap_or(0),
-        };
+        let mut e = entry_from_header(&raw, pending.first_offset);
         self.current = e.display();
-        let (mut uid, mut gid) = (raw.uid, raw.gid);
-        for (k, v) in &pax {
-            // Go: an empty value keeps the header's field.
-            if v.is_empty() {
-                continue;
-            }
-            let bad = || format!("PAX record {} has a bad value", String::from_utf8_lossy(k));
-            let int = |v: &[u8]| decimal(v).and_then(|n| i64::try_from(n).ok());
-            match k.as_slice() {
-                b"path" => e.name = v.clone(),
-                b"linkpath" => e.linkname = v.clone(),
-                b"uid" => uid = int(v).ok_or_else(|| self.err(bad()))?,
-                b"gid" => gid = int(v).ok_or_else(|| self.err(bad()))?,
-                b"size" => e.size = int(v).ok_or_else(|| self.err(bad()))? as u64,
-                b"mtime" => e.mtime = pax_time(v).ok_or_else(|| self.err(bad()))?,
-                b"atime" => e.atime = Some(pax_time(v).ok_or_else(|| self.err(bad()))?),
-                b"ctime" => {
-                    pax_time(v).ok_or_else(|| self.err(bad()))?;
-                }
-                _ => {
-                    if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
-                        e.xattrs.push((x.to_vec(), v.clone()));
-                    }
-                }
-            }
-        }
-        let both = |what: &str, gnu: &[u8], key: &str, pax: &[u8]| {
-            format!(
-                "a GNU long {what} {} and a PAX {key} {} for one entry (readers disagree on which counts)",
-                shown(gnu),
-                shown(pax)
-            )
-        };
-        if let (Some(g), Some(p)) = (&pending.long_name, pax_get(&pax, b"path")) {
-            return Err(self.err(both("name", g, "path", p)));
-        }
-        if let (Some(g), Some(p)) = (&pending.long_link, pax_get(&pax, b"linkpath")) {
-            return Err(self.err(both("link", g, "linkpath", p)));
-        }
-        if let Some(n) = pending.long_name {
-            e.name = n;
-        }
-        if let Some(l) = pending.long_link {
-            e.linkname = l;
-        }
+        let (uid, gid) = self.apply_pax(&mut e, &pax, (raw.uid, raw.gid))?;
+        self.apply_gnu_long_names(&mut e, &pax, pending)?;
         self.current = e.display();
-        e.mode = u32::try_from(raw.mode)
-            .map_err(|_| self.err(format!("mode {} out of range", raw.mode)))?;
-        e.uid = u64::try_from(uid).map_err(|_| self.err(format!("negative uid {uid}")))?;
-        e.gid = u64::try_from(gid).map_err(|_| self.err(format!("negative gid {gid}")))?;
-        e.devmajor = u32::try_from(raw.devmajor)
-            .map_err(|_| self.err(format!("device major {} out of range", raw.devmajor)))?;
-        e.devminor = u32::try_from(raw.devminor)
-            .map_err(|_| self.err(format!("device minor {} out of range", raw.devminor)))?;
-        if e.typeflag == 0 {
-            e.typeflag = if e.name.ends_with(b"/") { b'5' } else { b'0' };
-        } else if matches!(e.typeflag, b'0' | b'7' | b'S') && e.name.ends_with(b"/") {
-            return Err(self.err(
-                "a regular file whose name ends in '/' (Go makes a file, other readers a directory)",
-            ));
-        }
+        self.check_numeric_fields(&mut e, &raw, uid, gid)?;
+        self.resolve_typeflag(&mut e)?;
         let stored = if header_only(e.typeflag) { 0 } else { e.size };
         e.stored = stored;
         let old_gnu_sparse = e.typeflag == b'S';
-        if old_gnu_sparse {
-            if raw.format != Format::Gnu {
-                return Err(self.err("old GNU sparse entry in a non-GNU header"));
-            }
-            let real = numeric(&block[483..495]).ok_or_else(|| self.err("bad sparse real size"))?;
-            e.size = u64::try_from(real).map_err(|_| self.err("negative sparse real size"))?;
-        }
-        let pax_sparse = self.pax_sparse_kind(&pax)?;
-        if old_gnu_sparse && pax_sparse.is_some() {
-            return Err(self.err("old GNU and PAX sparse headers for one entry"));
-        }
-        if pax_sparse.is_some() {
-            if let Some(n) = pax_get(&pax, b"GNU.sparse.name").filter(|n| !n.is_empty()) {
-                if pax_get(&pax, b"path").is_some_and(|p| !p.is_empty()) {
-                    return Err(self.err("a PAX path and a GNU sparse name for one entry"));
-                }
-                e.name = n.to_vec();
-                self.current = e.display();
-            }
-            let size = pax_get(&pax, b"GNU.sparse.size")
-                .filter(|v| !v.is_empty())
-                .or_else(|| pax_get(&pax, b"GNU.sparse.realsize").filter(|v| !v.is_empty()));
-            if let Some(s) = size {
-                e.size = decimal(s).ok_or_else(|| self.err("bad GNU sparse size"))?;
-            }
-        }
+        let pax_sparse = self.apply_sparse_headers(&mut e, &raw, block, &pax)?;
         self.current = e.display();
         // The map of an old GNU sparse file may continue in extension blocks,
         // which belong to the header bytes.
@@ -896,6 +821,143 @@ impl<'o, R: Read> TarReader<'o, R> {
         }
         e.stored = self.remaining;
         Ok(e)
+    }
+
+    /// PAX records over the header's fields; returns the (still signed) uid
+    /// and gid, checked later with the header's own.
+    fn apply_pax(
+        &self,
+        e: &mut TarEntry,
+        pax: &[(Vec<u8>, Vec<u8>)],
+        (mut uid, mut gid): (i64, i64),
+    ) -> Result<(i64, i64), TarError> {
+        for (k, v) in pax {
+            // Go: an empty value keeps the header's field.
+            if v.is_empty() {
+                continue;
+            }
+            let bad = || format!("PAX record {} has a bad value", String::from_utf8_lossy(k));
+            let int = |v: &[u8]| decimal(v).and_then(|n| i64::try_from(n).ok());
+            match k.as_slice() {
+                b"path" => e.name = v.clone(),
+                b"linkpath" => e.linkname = v.clone(),
+                b"uid" => uid = int(v).ok_or_else(|| self.err(bad()))?,
+                b"gid" => gid = int(v).ok_or_else(|| self.err(bad()))?,
+                b"size" => e.size = int(v).ok_or_else(|| self.err(bad()))? as u64,
+                b"mtime" => e.mtime = pax_time(v).ok_or_else(|| self.err(bad()))?,
+                b"atime" => e.atime = Some(pax_time(v).ok_or_else(|| self.err(bad()))?),
+                b"ctime" => {
+                    pax_time(v).ok_or_else(|| self.err(bad()))?;
+                }
+                _ => {
+                    if let Some(x) = k.strip_prefix(b"SCHILY.xattr.") {
+                        e.xattrs.push((x.to_vec(), v.clone()));
+                    }
+                }
+            }
+        }
+        Ok((uid, gid))
+    }
+
+    /// GNU long name/link headers; one entry may not carry both a GNU long
+    /// name and a PAX path (readers disagree on which counts).
+    fn apply_gnu_long_names(
+        &self,
+        e: &mut TarEntry,
+        pax: &[(Vec<u8>, Vec<u8>)],
+        pending: Pending,
+    ) -> Result<(), TarError> {
+        let both = |what: &str, gnu: &[u8], key: &str, pax: &[u8]| {
+            format!(
+                "a GNU long {what} {} and a PAX {key} {} for one entry (readers disagree on which counts)",
+                shown(gnu),
+                shown(pax)
+            )
+        };
+        if let (Some(g), Some(p)) = (&pending.long_name, pax_get(pax, b"path")) {
+            return Err(self.err(both("name", g, "path", p)));
+        }
+        if let (Some(g), Some(p)) = (&pending.long_link, pax_get(pax, b"linkpath")) {
+            return Err(self.err(both("link", g, "linkpath", p)));
+        }
+        if let Some(n) = pending.long_name {
+            e.name = n;
+        }
+        if let Some(l) = pending.long_link {
+            e.linkname = l;
+        }
+        Ok(())
+    }
+
+    /// Mode, owners and device numbers in the ranges the unpacker can apply.
+    fn check_numeric_fields(
+        &self,
+        e: &mut TarEntry,
+        raw: &Raw,
+        uid: i64,
+        gid: i64,
+    ) -> Result<(), TarError> {
+        e.mode = u32::try_from(raw.mode)
+            .map_err(|_| self.err(format!("mode {} out of range", raw.mode)))?;
+        e.uid = u64::try_from(uid).map_err(|_| self.err(format!("negative uid {uid}")))?;
+        e.gid = u64::try_from(gid).map_err(|_| self.err(format!("negative gid {gid}")))?;
+        e.devmajor = u32::try_from(raw.devmajor)
+            .map_err(|_| self.err(format!("device major {} out of range", raw.devmajor)))?;
+        e.devminor = u32::try_from(raw.devminor)
+            .map_err(|_| self.err(format!("device minor {} out of range", raw.devminor)))?;
+        Ok(())
+    }
+
+    /// The old-style empty type flag becomes what its name says; a regular
+    /// file named like a directory is refused (Go and others disagree).
+    fn resolve_typeflag(&self, e: &mut TarEntry) -> Result<(), TarError> {
+        if e.typeflag == 0 {
+            e.typeflag = if e.name.ends_with(b"/") { b'5' } else { b'0' };
+        } else if matches!(e.typeflag, b'0' | b'7' | b'S') && e.name.ends_with(b"/") {
+            return Err(self.err(
+                "a regular file whose name ends in '/' (Go makes a file, other readers a directory)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Real size and name from old GNU or PAX sparse headers (never both);
+    /// returns the PAX sparse kind (see `pax_sparse_kind`).
+    fn apply_sparse_headers(
+        &mut self,
+        e: &mut TarEntry,
+        raw: &Raw,
+        block: &[u8; BLOCK],
+        pax: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Option<bool>, TarError> {
+        let old_gnu_sparse = e.typeflag == b'S';
+        if old_gnu_sparse {
+            if raw.format != Format::Gnu {
+                return Err(self.err("old GNU sparse entry in a non-GNU header"));
+            }
+            let real = numeric(&block[483..495]).ok_or_else(|| self.err("bad sparse real size"))?;
+            e.size = u64::try_from(real).map_err(|_| self.err("negative sparse real size"))?;
+        }
+        let pax_sparse = self.pax_sparse_kind(pax)?;
+        if old_gnu_sparse && pax_sparse.is_some() {
+            return Err(self.err("old GNU and PAX sparse headers for one entry"));
+        }
+        if pax_sparse.is_some() {
+            if let Some(n) = pax_get(pax, b"GNU.sparse.name").filter(|n| !n.is_empty()) {
+                if pax_get(pax, b"path").is_some_and(|p| !p.is_empty()) {
+                    return Err(self.err("a PAX path and a GNU sparse name for one entry"));
+                }
+                e.name = n.to_vec();
+                self.current = e.display();
+            }
+            let size = pax_get(pax, b"GNU.sparse.size")
+                .filter(|v| !v.is_empty())
+                .or_else(|| pax_get(pax, b"GNU.sparse.realsize").filter(|v| !v.is_empty()));
+            if let Some(s) = size {
+                e.size = decimal(s).ok_or_else(|| self.err("bad GNU sparse size"))?;
+            }
+        }
+        Ok(pax_sparse)
     }
 
     /// `Some(true)` for PAX sparse 1.0 (map in the data), `Some(false)` for
