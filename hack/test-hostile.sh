@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make test-hostile: every hostile input of tests/hostile (tar streams, records,
+# make test-hostile: every hostile input of crates/publisher/tests/hostile (tar streams, records,
 # registry responses, C ABI calls, publisher races), one line per case, ending
 # "hostile: N passed, N failed, N skipped". Cases that need root report SKIP
 # without it.
