@@ -10,7 +10,7 @@
 //! Nothing here does I/O, so fuzz targets can call [`parse_manifest`],
 //! [`parse_config`] and [`parse_docker_archive_manifest`] directly.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
 use crate::{digest_hex, Error, Result};
@@ -103,6 +103,54 @@ pub struct ImageConfig {
     /// `rootfs.diff_ids`, each `sha256:<64 hex>`, bottom layer first.
     pub diff_ids: Vec<String>,
     pub created: Option<String>,
+}
+
+// ------------------------------------------------------------ documents we write
+
+/// A descriptor as written (keys in the order serde_json's default map gives
+/// `json!`, which the publisher used before: the same image gives the same bytes).
+#[derive(Debug, Clone, Serialize)]
+pub struct DescriptorDocument<'a> {
+    pub digest: &'a str,
+    #[serde(rename = "mediaType")]
+    pub media_type: &'a str,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<&'a str, &'a str>>,
+}
+
+impl<'a> From<&'a Descriptor> for DescriptorDocument<'a> {
+    fn from(d: &'a Descriptor) -> DescriptorDocument<'a> {
+        DescriptorDocument {
+            digest: &d.digest,
+            media_type: &d.media_type,
+            size: d.size,
+            annotations: None,
+        }
+    }
+}
+
+/// An image manifest as written (a synthesised one for a docker-archive, one
+/// built by `make-oci`); [`parse_manifest`] reads it back.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestDocument<'a> {
+    pub config: DescriptorDocument<'a>,
+    pub layers: Vec<DescriptorDocument<'a>>,
+    #[serde(rename = "mediaType")]
+    pub media_type: &'a str,
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+}
+
+impl<'a> ManifestDocument<'a> {
+    pub fn new(media_type: &'a str, config: &'a Descriptor, layers: &'a [Descriptor]) -> Self {
+        ManifestDocument {
+            config: config.into(),
+            layers: layers.iter().map(DescriptorDocument::from).collect(),
+            media_type,
+            schema_version: 2,
+        }
+    }
 }
 
 // ------------------------------------------------------------ raw (serde) forms

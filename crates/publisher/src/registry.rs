@@ -6,7 +6,7 @@
 //! A registry is hostile until its answers check out, so every transfer is
 //! bounded: in time by an overall deadline that grows with the declared size
 //! (`TransferLimits`, besides ureq's per-read timeout), in size by the caller
-//! (`source::ExactBlob` for blobs, caps for manifests and tokens; a
+//! (`blob::ExactBlob` for blobs, caps for manifests and tokens; a
 //! `Content-Length` that disagrees is refused before the body is read). Error
 //! bodies are never read. Redirects are followed here, not by ureq: at most
 //! `MAX_REDIRECTS`, only to `http`/`https` (never from `https` to `http` while
@@ -17,13 +17,16 @@ use std::io::{self, Read};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cvmfs_publisher::{Error, Result};
+use serde::Deserialize;
 use ureq::http::{Response, Uri};
 use ureq::{Agent, Body};
 
-use crate::source::{
-    read_capped, MAX_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST,
+use crate::blob::read_capped;
+use crate::oci::{
+    MAX_MANIFEST_BYTES as MAX_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX,
+    MT_OCI_MANIFEST,
 };
+use crate::{Error, Result};
 
 /// Redirects followed per request (registries redirect blobs to a CDN once).
 pub const MAX_REDIRECTS: usize = 5;
@@ -165,6 +168,14 @@ pub struct Registry {
     token: Mutex<Option<String>>,
     /// `user:password` from `REGISTRY_AUTH` (optional).
     creds: Option<String>,
+}
+
+/// A token endpoint's answer (Docker's token spec names it `token`, OAuth
+/// 2 `access_token`; either will do).
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
 }
 
 fn parse_challenge(h: &str) -> Option<(String, Vec<(String, String)>)> {
@@ -424,7 +435,7 @@ impl Registry {
         );
         let auth_host = host_of(&realm).unwrap_or_default();
         let auth = self.creds.as_ref().map(|c| {
-            use cvmfs_publisher::tarsplit::base64;
+            use crate::tarsplit::base64;
             (
                 auth_host.as_str(),
                 format!("Basic {}", base64(c.as_bytes())),
@@ -440,11 +451,11 @@ impl Registry {
             return Err(Error::msg(format!("{what}: HTTP {}", resp.status())));
         }
         let body = self.read_body(resp, MAX_TOKEN_RESPONSE, until, &what, &explain)?;
-        let v: serde_json::Value =
+        let answer: TokenAnswer =
             serde_json::from_slice(&body).map_err(|e| Error::msg(format!("{what}: {e}")))?;
-        let token = v["token"]
-            .as_str()
-            .or_else(|| v["access_token"].as_str())
+        let token = answer
+            .token
+            .or(answer.access_token)
             .ok_or_else(|| Error::msg(format!("{what}: no token in the response")))?;
         if token.is_empty()
             || token.len() > 64 * 1024
@@ -454,7 +465,7 @@ impl Registry {
                 "{what}: the token is not a printable header value"
             )));
         }
-        *self.token.lock().unwrap() = Some(token.to_string());
+        *self.token.lock().unwrap() = Some(token);
         Ok(())
     }
 
