@@ -227,7 +227,9 @@ fn descriptor(raw: RawDescriptor, what: &str, allowed: &[&str]) -> Result<Descri
             "{what} {digest}: declared size {size} bytes is absurd (more than {MAX_BLOB_SIZE})"
         )));
     }
-    let media_type = raw.media_type.unwrap_or_default();
+    let media_type = raw
+        .media_type
+        .ok_or_else(|| Error::msg(format!("{what} {digest}: descriptor without \"mediaType\"")))?;
     if !allowed.is_empty() && !allowed.contains(&media_type.as_str()) {
         return Err(Error::msg(format!(
             "{what} {digest}: media type {media_type:?} is not one we handle ({})",
@@ -536,6 +538,10 @@ mod tests {
             (
                 format!(r#"{{"mediaType":"text/html","digest":"{D}","size":1}}"#),
                 "media type",
+            ),
+            (
+                format!(r#"{{"digest":"{D}","size":1}}"#),
+                "layer 1 sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef: descriptor without \"mediaType\"",
             ),
             (
                 format!(r#"{{"mediaType":"{gz}","digest":"{D}","digest":"{D}","size":1}}"#),

@@ -58,7 +58,9 @@ impl DockerArchive {
                 let target = e
                     .link_name_bytes()
                     .map(|t| String::from_utf8_lossy(&t).into_owned())
-                    .unwrap_or_default();
+                    .ok_or_else(|| {
+                        Error::msg(format!("{what}: symlink {name:?} without a target"))
+                    })?;
                 let base = Path::new(&name)
                     .parent()
                     .unwrap_or(Path::new(""))
