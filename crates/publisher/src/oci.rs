@@ -634,6 +634,39 @@ mod tests {
         }
     }
 
+    /// A written manifest has the bytes the `json!` the publisher used
+    /// before gave (a re-published docker-archive keeps its manifest digest),
+    /// and parses back to the same descriptors.
+    #[test]
+    fn written_manifests_keep_their_bytes_and_parse_back() {
+        let config = Descriptor {
+            media_type: MT_DOCKER_CONFIG.into(),
+            digest: D.into(),
+            size: 2,
+        };
+        let layers = vec![Descriptor {
+            media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
+            digest: D.into(),
+            size: 7,
+        }];
+        let doc = ManifestDocument::new(MT_DOCKER_MANIFEST, &config, &layers);
+        let before = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MT_DOCKER_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG, "size": 2, "digest": D},
+            "layers": [{"mediaType": layers[0].media_type, "size": 7, "digest": D}],
+        });
+        let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+        assert_eq!(bytes, serde_json::to_vec_pretty(&before).unwrap());
+        let Parsed::Manifest(m) = parse_manifest(&bytes, None).unwrap() else {
+            panic!("not a manifest")
+        };
+        assert_eq!(
+            (m.media_type.as_str(), &m.config, &m.layers),
+            (MT_DOCKER_MANIFEST, &config, &layers)
+        );
+    }
+
     #[test]
     fn configs() {
         let c = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{D}"]}}}}"#);

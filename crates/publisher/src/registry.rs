@@ -377,10 +377,10 @@ impl Registry {
         Ok((r, until))
     }
 
-    /// Answer a `WWW-Authenticate: Bearer realm=…` challenge: the realm must be
-    /// an http(s) URL (https while certificates are verified); its response is
-    /// bounded in size (`MAX_TOKEN_RESPONSE`) and time.
-    fn fetch_token(&self, challenge: &str) -> Result<()> {
+    /// The realm of a `WWW-Authenticate: Bearer` challenge (checked: an
+    /// http(s) URL with a host, https while certificates are verified) and the
+    /// token URL with its `service` and `scope` query.
+    fn token_url(&self, challenge: &str) -> Result<(String, String)> {
         let (scheme, params) = parse_challenge(challenge).ok_or_else(|| {
             Error::msg(format!(
                 "{}: 401 without a usable WWW-Authenticate",
@@ -433,6 +433,11 @@ impl Registry {
                 .collect::<Vec<_>>()
                 .join("&")
         );
+        Ok((realm, url))
+    }
+
+    fn fetch_token(&self, challenge: &str) -> Result<()> {
+        let (realm, url) = self.token_url(challenge)?;
         let auth_host = host_of(&realm).unwrap_or_default();
         let auth = self.creds.as_ref().map(|c| {
             use crate::tarsplit::base64;
