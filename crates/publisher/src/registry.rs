@@ -23,8 +23,7 @@ use ureq::{Agent, Body};
 
 use crate::blob::read_capped;
 use crate::oci::{
-    MAX_MANIFEST_BYTES as MAX_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX,
-    MT_OCI_MANIFEST,
+    MAX_MANIFEST_BYTES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST,
 };
 use crate::{Error, Result};
 
@@ -515,10 +514,10 @@ impl Registry {
     /// digest); `declared`: its size as the index that named it declares.
     pub fn manifest(&self, reference: &str, declared: Option<u64>) -> Result<(Vec<u8>, String)> {
         let what = format!("{}: manifest {reference}", self.what());
-        let cap = declared.unwrap_or(MAX_MANIFEST);
-        if cap > MAX_MANIFEST {
+        let cap = declared.unwrap_or(MAX_MANIFEST_BYTES);
+        if cap > MAX_MANIFEST_BYTES {
             return Err(Error::msg(format!(
-                "{what}: declared size {cap} bytes, more than {MAX_MANIFEST}"
+                "{what}: declared size {cap} bytes, more than {MAX_MANIFEST_BYTES}"
             )));
         }
         let accept = [

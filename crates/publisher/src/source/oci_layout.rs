@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::name::sanitize;
 use super::{resolve_manifest, ImageName, Platform, Source};
 use crate::blob::{read_limited, ExactBlob};
-use crate::oci::{self, Descriptor, Parsed, MAX_MANIFEST_BYTES as MAX_MANIFEST};
+use crate::oci::{self, Descriptor, Parsed, MAX_MANIFEST_BYTES};
 use crate::{digest_hex, Error, Result};
 
 pub struct OciLayout {
@@ -49,9 +49,9 @@ impl OciLayout {
     }
     /// A manifest or index blob: exactly its declared size, verified.
     fn read_document(&self, d: &Descriptor) -> Result<Vec<u8>> {
-        if d.size > MAX_MANIFEST {
+        if d.size > MAX_MANIFEST_BYTES {
             return Err(Error::msg(format!(
-                "{}: {}: declared size {} bytes, more than {MAX_MANIFEST} (oversized manifest or config), refused",
+                "{}: {}: declared size {} bytes, more than {MAX_MANIFEST_BYTES} (oversized manifest or config), refused",
                 self.describe(),
                 d.digest,
                 d.size
