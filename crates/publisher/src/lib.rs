@@ -1,6 +1,8 @@
-//! The publisher's library half: everything `cvmfs-podman publish` writes into a
-//! repository, with no heavy dependency (the registry client, decompressors,
-//! progress bars and argument parsing live in the `cvmfs-podman` binary).
+//! The publisher's library half: where images come from (`source`, with the
+//! registry client in `registry`, typed documents in `oci`, bounded reading in
+//! `blob`), how one is published (`publish`), and everything that writes into a
+//! repository; progress bars and argument parsing live in the `cvmfs-podman`
+//! binary.
 //!
 //! ```text
 //! <repo>/
@@ -31,8 +33,12 @@ pub mod ownership;
 pub mod podman;
 pub mod tarsplit;
 
+pub mod blob;
 pub mod layer_spec;
 pub mod oci;
+pub mod publish;
+pub mod registry;
+pub mod source;
 
 /// A publisher error: a message that names what failed (image, layer, entry, path).
 #[derive(Debug, Clone, PartialEq, Eq)]

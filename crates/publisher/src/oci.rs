@@ -10,7 +10,7 @@
 //! Nothing here does I/O, so fuzz targets can call [`parse_manifest`],
 //! [`parse_config`] and [`parse_docker_archive_manifest`] directly.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
 use crate::{digest_hex, Error, Result};
@@ -105,6 +105,54 @@ pub struct ImageConfig {
     pub created: Option<String>,
 }
 
+// ------------------------------------------------------------ documents we write
+
+/// A descriptor as written (keys in the order serde_json's default map gives
+/// `json!`, which the publisher used before: the same image gives the same bytes).
+#[derive(Debug, Clone, Serialize)]
+pub struct DescriptorDocument<'a> {
+    pub digest: &'a str,
+    #[serde(rename = "mediaType")]
+    pub media_type: &'a str,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<&'a str, &'a str>>,
+}
+
+impl<'a> From<&'a Descriptor> for DescriptorDocument<'a> {
+    fn from(d: &'a Descriptor) -> DescriptorDocument<'a> {
+        DescriptorDocument {
+            digest: &d.digest,
+            media_type: &d.media_type,
+            size: d.size,
+            annotations: None,
+        }
+    }
+}
+
+/// An image manifest as written (a synthesised one for a docker-archive, one
+/// built by `make-oci`); [`parse_manifest`] reads it back.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestDocument<'a> {
+    pub config: DescriptorDocument<'a>,
+    pub layers: Vec<DescriptorDocument<'a>>,
+    #[serde(rename = "mediaType")]
+    pub media_type: &'a str,
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+}
+
+impl<'a> ManifestDocument<'a> {
+    pub fn new(media_type: &'a str, config: &'a Descriptor, layers: &'a [Descriptor]) -> Self {
+        ManifestDocument {
+            config: config.into(),
+            layers: layers.iter().map(DescriptorDocument::from).collect(),
+            media_type,
+            schema_version: 2,
+        }
+    }
+}
+
 // ------------------------------------------------------------ raw (serde) forms
 
 #[derive(Deserialize)]
@@ -179,7 +227,9 @@ fn descriptor(raw: RawDescriptor, what: &str, allowed: &[&str]) -> Result<Descri
             "{what} {digest}: declared size {size} bytes is absurd (more than {MAX_BLOB_SIZE})"
         )));
     }
-    let media_type = raw.media_type.unwrap_or_default();
+    let media_type = raw
+        .media_type
+        .ok_or_else(|| Error::msg(format!("{what} {digest}: descriptor without \"mediaType\"")))?;
     if !allowed.is_empty() && !allowed.contains(&media_type.as_str()) {
         return Err(Error::msg(format!(
             "{what} {digest}: media type {media_type:?} is not one we handle ({})",
@@ -490,6 +540,10 @@ mod tests {
                 "media type",
             ),
             (
+                format!(r#"{{"digest":"{D}","size":1}}"#),
+                "layer 1 sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef: descriptor without \"mediaType\"",
+            ),
+            (
                 format!(r#"{{"mediaType":"{gz}","digest":"{D}","digest":"{D}","size":1}}"#),
                 "duplicate field",
             ),
@@ -578,6 +632,39 @@ mod tests {
                 let _ = parse_docker_archive_manifest(&b);
             }
         }
+    }
+
+    /// A written manifest has the bytes the `json!` the publisher used
+    /// before gave (a re-published docker-archive keeps its manifest digest),
+    /// and parses back to the same descriptors.
+    #[test]
+    fn written_manifests_keep_their_bytes_and_parse_back() {
+        let config = Descriptor {
+            media_type: MT_DOCKER_CONFIG.into(),
+            digest: D.into(),
+            size: 2,
+        };
+        let layers = vec![Descriptor {
+            media_type: "application/vnd.docker.image.rootfs.diff.tar.gzip".into(),
+            digest: D.into(),
+            size: 7,
+        }];
+        let doc = ManifestDocument::new(MT_DOCKER_MANIFEST, &config, &layers);
+        let before = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MT_DOCKER_MANIFEST,
+            "config": {"mediaType": MT_DOCKER_CONFIG, "size": 2, "digest": D},
+            "layers": [{"mediaType": layers[0].media_type, "size": 7, "digest": D}],
+        });
+        let bytes = serde_json::to_vec_pretty(&doc).unwrap();
+        assert_eq!(bytes, serde_json::to_vec_pretty(&before).unwrap());
+        let Parsed::Manifest(m) = parse_manifest(&bytes, None).unwrap() else {
+            panic!("not a manifest")
+        };
+        assert_eq!(
+            (m.media_type.as_str(), &m.config, &m.layers),
+            (MT_DOCKER_MANIFEST, &config, &layers)
+        );
     }
 
     #[test]

@@ -119,6 +119,21 @@ impl Progress {
     }
 }
 
+impl cvmfs_publisher::publish::LayerProgress for Progress {
+    fn add(&self, i: usize, label: &str, total: u64) {
+        Progress::add(self, i, label, total)
+    }
+    fn inc(&self, i: usize, n: u64) {
+        Progress::inc(self, i, n)
+    }
+    fn done(&self, i: usize, status: &str) {
+        Progress::done(self, i, status)
+    }
+    fn fail(&self, i: usize, msg: &str) {
+        Progress::fail(self, i, msg)
+    }
+}
+
 /// `layer 1/3 sha256:0123456789ab`
 fn short(label: &str) -> String {
     match label.find("sha256:") {

@@ -6,7 +6,7 @@
 //! A registry is hostile until its answers check out, so every transfer is
 //! bounded: in time by an overall deadline that grows with the declared size
 //! (`TransferLimits`, besides ureq's per-read timeout), in size by the caller
-//! (`source::ExactBlob` for blobs, caps for manifests and tokens; a
+//! (`blob::ExactBlob` for blobs, caps for manifests and tokens; a
 //! `Content-Length` that disagrees is refused before the body is read). Error
 //! bodies are never read. Redirects are followed here, not by ureq: at most
 //! `MAX_REDIRECTS`, only to `http`/`https` (never from `https` to `http` while
@@ -17,13 +17,15 @@ use std::io::{self, Read};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cvmfs_publisher::{Error, Result};
+use serde::Deserialize;
 use ureq::http::{Response, Uri};
 use ureq::{Agent, Body};
 
-use crate::source::{
-    read_capped, MAX_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST,
+use crate::blob::read_capped;
+use crate::oci::{
+    MAX_MANIFEST_BYTES, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST,
 };
+use crate::{Error, Result};
 
 /// Redirects followed per request (registries redirect blobs to a CDN once).
 pub const MAX_REDIRECTS: usize = 5;
@@ -165,6 +167,14 @@ pub struct Registry {
     token: Mutex<Option<String>>,
     /// `user:password` from `REGISTRY_AUTH` (optional).
     creds: Option<String>,
+}
+
+/// A token endpoint's answer (Docker's token spec names it `token`, OAuth
+/// 2 `access_token`; either will do).
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
 }
 
 fn parse_challenge(h: &str) -> Option<(String, Vec<(String, String)>)> {
@@ -366,10 +376,10 @@ impl Registry {
         Ok((r, until))
     }
 
-    /// Answer a `WWW-Authenticate: Bearer realm=…` challenge: the realm must be
-    /// an http(s) URL (https while certificates are verified); its response is
-    /// bounded in size (`MAX_TOKEN_RESPONSE`) and time.
-    fn fetch_token(&self, challenge: &str) -> Result<()> {
+    /// The realm of a `WWW-Authenticate: Bearer` challenge (checked: an
+    /// http(s) URL with a host, https while certificates are verified) and the
+    /// token URL with its `service` and `scope` query.
+    fn token_url(&self, challenge: &str) -> Result<(String, String)> {
         let (scheme, params) = parse_challenge(challenge).ok_or_else(|| {
             Error::msg(format!(
                 "{}: 401 without a usable WWW-Authenticate",
@@ -422,9 +432,14 @@ impl Registry {
                 .collect::<Vec<_>>()
                 .join("&")
         );
+        Ok((realm, url))
+    }
+
+    fn fetch_token(&self, challenge: &str) -> Result<()> {
+        let (realm, url) = self.token_url(challenge)?;
         let auth_host = host_of(&realm).unwrap_or_default();
         let auth = self.creds.as_ref().map(|c| {
-            use cvmfs_publisher::tarsplit::base64;
+            use crate::tarsplit::base64;
             (
                 auth_host.as_str(),
                 format!("Basic {}", base64(c.as_bytes())),
@@ -440,11 +455,11 @@ impl Registry {
             return Err(Error::msg(format!("{what}: HTTP {}", resp.status())));
         }
         let body = self.read_body(resp, MAX_TOKEN_RESPONSE, until, &what, &explain)?;
-        let v: serde_json::Value =
+        let answer: TokenAnswer =
             serde_json::from_slice(&body).map_err(|e| Error::msg(format!("{what}: {e}")))?;
-        let token = v["token"]
-            .as_str()
-            .or_else(|| v["access_token"].as_str())
+        let token = answer
+            .token
+            .or(answer.access_token)
             .ok_or_else(|| Error::msg(format!("{what}: no token in the response")))?;
         if token.is_empty()
             || token.len() > 64 * 1024
@@ -454,7 +469,7 @@ impl Registry {
                 "{what}: the token is not a printable header value"
             )));
         }
-        *self.token.lock().unwrap() = Some(token.to_string());
+        *self.token.lock().unwrap() = Some(token);
         Ok(())
     }
 
@@ -499,10 +514,10 @@ impl Registry {
     /// digest); `declared`: its size as the index that named it declares.
     pub fn manifest(&self, reference: &str, declared: Option<u64>) -> Result<(Vec<u8>, String)> {
         let what = format!("{}: manifest {reference}", self.what());
-        let cap = declared.unwrap_or(MAX_MANIFEST);
-        if cap > MAX_MANIFEST {
+        let cap = declared.unwrap_or(MAX_MANIFEST_BYTES);
+        if cap > MAX_MANIFEST_BYTES {
             return Err(Error::msg(format!(
-                "{what}: declared size {cap} bytes, more than {MAX_MANIFEST}"
+                "{what}: declared size {cap} bytes, more than {MAX_MANIFEST_BYTES}"
             )));
         }
         let accept = [
