@@ -226,25 +226,6 @@ mod tests {
     }
 
     #[test]
-    fn lists_are_capped_in_entries_and_directories() {
-        let many: Vec<String> = (0..=MAX_LISTED_MARKERS)
-            .map(|i| format!(".wh.{i}"))
-            .collect();
-        let json = serde_json::to_vec(&many).unwrap();
-        let e = parse_marker_list_json(&json).unwrap_err().to_string();
-        assert!(e.contains("more than"), "{e}");
-        assert!(parse_marker_list(&many)
-            .unwrap_err()
-            .to_string()
-            .contains("more than"));
-        let deep: Vec<String> = (0..MAX_MARKER_DIRS / 2 + 1)
-            .map(|i| format!("d{i}/e/.wh.x"))
-            .collect();
-        let e = parse_marker_list(&deep).unwrap_err().to_string();
-        assert!(e.contains("distinct directories"), "{e}");
-    }
-
-    #[test]
     fn odd_marker_names_delete_nothing() {
         for name in [".wh.", ".wh..", ".wh...", WHITEOUT_OPAQUE] {
             let m = Marker {
@@ -253,5 +234,34 @@ mod tests {
             };
             assert!(m.deleted().is_none(), "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn marker_lists_are_capped_in_entries_and_directories() {
+        let many: Vec<String> = (0..=MAX_LISTED_MARKERS)
+            .map(|i| format!(".wh.{i}"))
+            .collect();
+        // The capped reader refuses while reading; the parser as well.
+        let json = serde_json::to_vec(&many).unwrap();
+        let mut de = serde_json::Deserializer::from_slice(&json);
+        let e = deserialize_marker_list(&mut de).unwrap_err().to_string();
+        assert!(e.to_string().contains("more than 16384 entries"), "{e}");
+        assert!(parse_marker_list(&many)
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
+        // Directories: each marker in its own chain of 4.
+        let n = MAX_MARKER_DIRS / 4 + 1;
+        let deep: Vec<String> = (0..n).map(|i| format!("{i}/a/b/c/.wh.x")).collect();
+        let e = parse_marker_list(&deep).unwrap_err();
+        assert!(e.to_string().contains("distinct directories"), "{e}");
+        // Shared directories count once.
+        let shared: Vec<String> = (0..n).map(|i| format!("a/b/c/.wh.{i}")).collect();
+        parse_marker_list(&shared).unwrap();
     }
 }

@@ -196,3 +196,78 @@ mod tests {
         assert!(e.to_string().contains("malformed"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod owner_file_tests {
+    use super::*;
+
+    #[test]
+    fn owners_parse_sorted_parents_first() {
+        let o = parse_owners(
+            br#"{"version":1,"entries":[{"path":"a-c","uid":1,"gid":2},{"path":"a/b","uid":3,"gid":4},{"path":"a","uid":5,"gid":6}]}"#,
+        )
+        .unwrap();
+        let paths: Vec<_> = o.iter().map(|o| o.path.display().to_string()).collect();
+        assert_eq!(paths, vec!["a", "a-c", "a/b"]);
+        assert_eq!((o[2].uid, o[2].gid), (3, 4));
+    }
+
+    #[test]
+    fn hostile_owner_files_are_refused() {
+        for (text, needle) in [
+            (&b"{"[..], "truncated"),
+            (br#"{"version":1}"#, "missing field"),
+            (
+                br#"{"version":1,"entries":[{"path":"a//b","uid":1,"gid":1}]}"#,
+                "empty",
+            ),
+            (
+                br#"{"version":1,"entries":[{"path":"a/./b","uid":1,"gid":1}]}"#,
+                "\".\"",
+            ),
+            (
+                br#"{"version":1,"entries":[{"path":"a/\u0000","uid":1,"gid":1}]}"#,
+                "relative",
+            ),
+            (
+                br#"{"version":1,"entries":[{"path":"x","uid":1,"gid":4294967295}]}"#,
+                "invalid",
+            ),
+            (
+                br#"{"version":1,"entries":[{"path":"x","uid":1,"gid":1,"mode":7}]}"#,
+                "unknown field",
+            ),
+        ] {
+            let e = parse_owners(text).unwrap_err();
+            assert!(
+                e.to_string().contains(needle),
+                "{}: {e}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        let big = vec![b' '; (OWNERSHIP_MAX_BYTES + 1) as usize];
+        assert!(parse_owners(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("larger than"));
+    }
+
+    #[test]
+    fn ownership_files_are_capped_while_read() {
+        let mut b = br#"{"version":1,"entries":["#.to_vec();
+        for i in 0..=MAX_OWNER_ENTRIES {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(br#"{"path":"a","uid":1,"gid":1}"#);
+            let _ = i;
+        }
+        b.extend_from_slice(b"]}");
+        let e = parse_owners(&b).unwrap_err();
+        assert!(
+            e.to_string().contains("more than 500000 entries")
+                || e.to_string().contains("larger than"),
+            "{e}"
+        );
+    }
+}

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use cvmfs_publisher::ducc::{self, LayerInfo, Origin};
-use cvmfs_publisher::podman::{self, NewImage, NewLayer, StorePaths};
+use cvmfs_publisher::podman::{self, NewImage, NewLayer, StoreInit, StorePaths};
 use cvmfs_publisher::{digest_hex, flat, fsx, layer, layer_ids, ownership, rfc3339, Error, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
