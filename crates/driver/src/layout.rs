@@ -2,29 +2,27 @@
 //! stores and the CVMFS repositories their records point into.
 //!
 //! An additional image store (a read-only graphroot, option `imagestore`) keeps
-//! our per-layer records at `<store>/cvmfs/layers/<id>/layer.json`:
+//! our per-layer records at `<store>/cvmfs/layers/<id>/layer.json`. Their
+//! format, and everything that can be checked without the filesystem, is
+//! `cvmfs_format::record` ([`cvmfs_format::CvmfsRecord`], read with
+//! [`cvmfs_format::parse_store_record`]): a `"cvmfs"` record names the
+//! repository, the layer's directory in it, its parent, how it encodes
+//! whiteouts and whether ownership was kept.
 //!
-//! ```json
-//! {"version":1,"kind":"cvmfs","repository":"/cvmfs/unpacked.cern.ch",
-//!  "path":".layers/ab/<digest>/layerfs","parent":"<id>"|null,
-//!  "whiteouts":"overlay"|"oci-raw","ownership":"kept"|"lost",
-//!  "markers":[".wh.gone","etc/.wh..wh..opq"],
-//!  "flat":".flat/cd/<config digest>"}
-//! ```
-//!
-//! `markers` (optional, `oci-raw` only) lists every raw whiteout file of the
-//! layer directory, as the publisher wrote them. With it the driver never walks
+//! Its optional `markers` lists every raw whiteout file of the layer
+//! directory, as the publisher wrote them. With it the driver never walks
 //! the layer to find them (on CVMFS that walk reads the whole layer's catalog);
 //! without it (DUCC's layers) it walks the layer once per whiteout layer built.
 //!
-//! `flat` (optional) is the publisher's statement that this directory of the
+//! Its optional `flat` is the publisher's statement that this directory of the
 //! same repository holds exactly the root filesystem of this layer's whole
 //! chain, applied (our publisher writes it only for flat trees it built
 //! itself, equal to `umoci unpack`, never for DUCC's, which differ). The
 //! driver may then mount that one directory instead of the chain.
 //!
-//! or `{"version":1,"kind":"local","parent":..}` with the files in
-//! `<store>/cvmfs/layers/<id>/diff` (a store built by this driver on local disk).
+//! A `"local"` record (a store built by this driver on local disk) has the
+//! files in `<store>/cvmfs/layers/<id>/diff`.
+//!
 //! Records come from outside, so everything is validated: the ID is 64 lower-case
 //! hex, the path is relative without `..` and stays inside the repository (also
 //! after following symlinks), and the repository is a configured one (or contains
@@ -750,10 +748,16 @@ mod tests {
     }
 
     fn good(repo: &Path, path: &str) -> String {
-        format!(
-            r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":null,"whiteouts":"oci-raw","ownership":"lost"}}"#,
-            repo.display()
-        )
+        cvmfs_format::CvmfsRecord {
+            repository: repo.display().to_string(),
+            path: path.into(),
+            parent: None,
+            whiteouts: Whiteouts::OciRaw,
+            ownership: Ownership::Lost,
+            markers: None,
+            flat: None,
+        }
+        .to_json()
     }
 
     fn find_err(f: &Fixture, id: &str) -> Error {

@@ -1,7 +1,7 @@
 //! The driver home: local layer records and directories, short links, staging.
 //!
 //! ```text
-//! <home>/layers/<id>/{layer.json,diff,work,merged}
+//! <home>/layers/<id>/{layer.json,diff,work,merged}   (layer.json: cvmfs_format::LocalRecord)
 //! <home>/l/<link> -> ../layers/<id>/diff      (short names for the mount(2) fallback)
 //! <home>/empty/                               (lower dir for parentless layers)
 //! <home>/staging/<pid>-<seq>-<what>           (half-created or half-removed layers)

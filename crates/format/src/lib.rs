@@ -16,10 +16,10 @@
 //! <repo>/                                    file format (version, limit)       written by / read by
 //! ├── .layers/XX/<d>/
 //! │   ├── layerfs/                           the layer unpacked, raw .wh.* files publisher, DUCC / driver, check
-//! │   └── .metadata/layers.json              DUCC's [LayerInfo] (one element)    publisher, DUCC / check, publisher
-//! │                 origin.json              {"origin":[config digests]} (16 MiB) publisher, DUCC / publisher (gc), check
+//! │   └── .metadata/layers.json              [LayerInfo] (one-element array)     publisher, DUCC / check, publisher
+//! │                 origin.json              [Origin] (16 MiB)                   publisher, DUCC / publisher (gc), check
 //! ├── .flat/XX/<c>/                          the image's root filesystem         publisher, DUCC / driver (record "flat")
-//! ├── .metadata/<reg>/<repo>:<tag>/manifest.json   DUCC's manifest copy (4 MiB) publisher, DUCC / check
+//! ├── .metadata/<reg>/<repo>:<tag>/manifest.json   [Manifest] (4 MiB)         publisher, DUCC / check
 //! ├── <reg>/<repo>:<tag> -> ../../.flat/XX/<c>     tag link ([RepoPaths::tag_target]) publisher / check, users
 //! └── podmanStore/                           containers/storage read-only store
 //!     ├── cvmfs-images/images.json, images.lock, <c>/<big data>   c/storage's JSON   publisher / podman, check
@@ -70,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capped;
+pub mod ducc;
 pub mod error;
 pub mod id;
 pub mod markers;
@@ -77,6 +78,7 @@ pub mod ownership;
 pub mod paths;
 pub mod record;
 
+pub use ducc::{LayerInfo, Manifest, Origin};
 pub use error::{FormatError, Result};
 pub use id::{digest_hex, is_hex64, sha256_digest, validate_store_layer_id};
 pub use markers::{parse_marker_list, parse_marker_list_json, Marker, MarkerList};

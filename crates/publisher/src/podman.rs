@@ -342,13 +342,25 @@ pub fn commit(
 ) -> Result<Committed> {
     store.init()?;
     let _lock = Lock::exclusive(&store.images_lock())?;
-    // a symlink planted in the store must not lead the writes below elsewhere
+    check_commit_targets(store, layers, image, must_exist)?;
+    let mut out = Committed::default();
+    let now = super::rfc3339(std::time::SystemTime::now());
+    record_layers(store, repository, layers, &now, &mut out)?;
+    let items = write_big_data(store, image)?;
+    record_image(store, image, &items, &now, &mut out)?;
+    Ok(out)
+}
+
+/// Before [`commit`] writes: no symlink planted in the store may lead the
+/// writes elsewhere, and every directory the image reuses is still there.
+fn check_commit_targets(
+    store: &StorePaths,
+    layers: &[NewLayer],
+    image: &NewImage,
+    must_exist: &[PathBuf],
+) -> Result<()> {
     let mut dirs = vec![store.image_dir(&image.id), store.per_blob_dir()];
-    dirs.extend(
-        layers
-            .iter()
-            .filter_map(|l| store.record(&l.id).parent().map(Path::to_path_buf)),
-    );
+    dirs.extend(layers.iter().map(|l| store.record_dir(&l.id)));
     for d in &dirs {
         fsx::check_real_dirs(&store.root, d)?;
     }
@@ -360,14 +372,23 @@ pub fn commit(
             )));
         }
     }
-    let mut out = Committed::default();
+    Ok(())
+}
 
+/// Write each layer's files (owners, record, tar-split) and then
+/// `layers.json` naming the new ones.
+fn record_layers(
+    store: &StorePaths,
+    repository: &str,
+    layers: &[NewLayer],
+    now: &str,
+    out: &mut Committed,
+) -> Result<()> {
     let mut index = read_index(&store.layers_json())?;
     let known: BTreeSet<String> = index
         .iter()
         .filter_map(|l| l["id"].as_str().map(str::to_string))
         .collect();
-    let now = super::rfc3339(std::time::SystemTime::now());
     for l in layers {
         // The owners file goes first: the driver reads it when it finds the
         // record, so a record never appears without it. A layer recorded
@@ -395,54 +416,75 @@ pub fn commit(
         )?;
         let ts = fs::read(&l.tar_split).map_err(|e| Error::io(&l.tar_split, e))?;
         fsx::write_atomic(&store.tar_split(&l.id), &ts, 0o644)?;
-        let mut v = json!({
-            "id": l.id,
-            "created": now,
-            "compressed-diff-digest": l.compressed_digest,
-            "compressed-size": l.compressed_size,
-            "diff-digest": l.diff_digest,
-            "diff-size": l.diff_size,
-        });
-        if let Some(p) = &l.parent {
-            v["parent"] = json!(p);
-        }
-        if l.compression != COMPRESSION_NONE {
-            v["compression"] = json!(l.compression);
-        }
-        if !l.uids.is_empty() {
-            v["uidset"] = json!(l.uids);
-        }
-        if !l.gids.is_empty() {
-            v["gidset"] = json!(l.gids);
-        }
-        index.push(v);
+        index.push(layer_index_entry(l, now));
         out.layers_added.push(l.id.clone());
     }
     if !out.layers_added.is_empty() {
         write_index(&store.layers_json(), &index)?;
         bump_token(&store.layers_lock())?;
     }
+    Ok(())
+}
 
-    // Big data first, then the index naming it.
+/// Layer `l` as containers/storage's `layers.json` lists it.
+fn layer_index_entry(l: &NewLayer, now: &str) -> Value {
+    let mut v = json!({
+        "id": l.id,
+        "created": now,
+        "compressed-diff-digest": l.compressed_digest,
+        "compressed-size": l.compressed_size,
+        "diff-digest": l.diff_digest,
+        "diff-size": l.diff_size,
+    });
+    if let Some(p) = &l.parent {
+        v["parent"] = json!(p);
+    }
+    if l.compression != COMPRESSION_NONE {
+        v["compression"] = json!(l.compression);
+    }
+    if !l.uids.is_empty() {
+        v["uidset"] = json!(l.uids);
+    }
+    if !l.gids.is_empty() {
+        v["gidset"] = json!(l.gids);
+    }
+    v
+}
+
+/// An image's big data items: (key, bytes).
+type BigData<'a> = [(String, &'a [u8]); 3];
+
+/// Write image `image`'s big data (config, manifest under its digest key
+/// and as `manifest`), before the index naming it; returns the items.
+fn write_big_data<'a>(store: &StorePaths, image: &'a NewImage) -> Result<BigData<'a>> {
     let manifest_digest = sha256_digest(&image.manifest);
-    let config_key = sha256_digest(&image.config);
-    let manifest_key = format!("manifest-{manifest_digest}");
-    let items: [(&str, &[u8]); 3] = [
-        (&config_key, &image.config),
-        (&manifest_key, &image.manifest),
-        ("manifest", &image.manifest),
+    let items: BigData = [
+        (sha256_digest(&image.config), &image.config),
+        (format!("manifest-{manifest_digest}"), &image.manifest),
+        ("manifest".to_string(), &image.manifest),
     ];
     let dir = store.image_dir(&image.id);
-    for (k, data) in items {
+    for (k, data) in &items {
         let p = dir.join(big_data_file_name(k));
-        let same = fs::read(&p).map(|b| b == data).unwrap_or(false);
+        let same = fs::read(&p).map(|b| b == *data).unwrap_or(false);
         if !same {
             fsx::write_atomic(&p, data, 0o644)?;
         }
     }
+    Ok(items)
+}
+
+/// Name image `image` in `images.json` (adding it, or its names): a name
+/// belongs to one image, so a moved tag leaves the old image nameless
+/// (still there for running containers, until `gc`).
+fn record_image(
+    store: &StorePaths,
+    image: &NewImage,
+    items: &BigData<'_>,
+    now: &str,
+    out: &mut Committed,
+) -> Result<()> {
     let mut images = read_index(&store.images_json())?;
-    // a name belongs to one image: a moved tag leaves the old image nameless
-    // (still there for running containers, until `gc`)
     for img in images.iter_mut() {
         if img["id"] == json!(image.id) {
             continue;
@@ -460,14 +502,6 @@ pub fn commit(
             }
         }
     }
-    let sizes: serde_json::Map<String, Value> = items
-        .iter()
-        .map(|(k, d)| (k.to_string(), json!(d.len())))
-        .collect();
-    let digests: serde_json::Map<String, Value> = items
-        .iter()
-        .map(|(k, d)| (k.to_string(), json!(sha256_digest(d))))
-        .collect();
     let existing = images.iter_mut().find(|i| i["id"] == json!(image.id));
     match existing {
         Some(img) => {
@@ -480,22 +514,34 @@ pub fn commit(
             img["names"] = Value::Array(names);
         }
         None => {
-            images.push(json!({
-                "id": image.id,
-                "digest": manifest_digest,
-                "names": image.names,
-                "layer": image.top_layer,
-                "big-data-names": items.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
-                "big-data-sizes": sizes,
-                "big-data-digests": digests,
-                "created": if is_rfc3339(&image.created) { image.created.clone() } else { now.clone() },
-            }));
+            images.push(image_index_entry(image, items, now));
             out.image_added = true;
         }
     }
     write_index(&store.images_json(), &images)?;
-    bump_token(&store.images_lock())?;
-    Ok(out)
+    bump_token(&store.images_lock())
+}
+
+/// Image `image` as containers/storage's `images.json` lists it.
+fn image_index_entry(image: &NewImage, items: &BigData<'_>, now: &str) -> Value {
+    let sizes: serde_json::Map<String, Value> = items
+        .iter()
+        .map(|(k, d)| (k.to_string(), json!(d.len())))
+        .collect();
+    let digests: serde_json::Map<String, Value> = items
+        .iter()
+        .map(|(k, d)| (k.to_string(), json!(sha256_digest(d))))
+        .collect();
+    json!({
+        "id": image.id,
+        "digest": sha256_digest(&image.manifest),
+        "names": image.names,
+        "layer": image.top_layer,
+        "big-data-names": items.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
+        "big-data-sizes": sizes,
+        "big-data-digests": digests,
+        "created": if is_rfc3339(&image.created) { image.created.clone() } else { now.to_string() },
+    })
 }
 
 /// What [`gc`] removed (or would remove with `dry_run`).
@@ -843,46 +889,8 @@ fn remove_unused(
 /// repository's indexes. Layer records keep pointing into the repository.
 /// Returns the image IDs enabled.
 pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Vec<String>> {
-    let src_images = read_index(&src.images_json())?;
-    let src_layers = read_index(&src.layers_json())?;
-    let by_id: std::collections::HashMap<&str, &Value> = src_layers
-        .iter()
-        .filter_map(|l| l["id"].as_str().map(|id| (id, l)))
-        .collect();
     // resolve everything before touching dst
-    let mut picks: Vec<(Value, Vec<String>, Vec<Value>)> = Vec::new();
-    for name in names {
-        let img = src_images
-            .iter()
-            .find(|i| {
-                i["names"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|x| x == name.as_str()))
-            })
-            .ok_or_else(|| {
-                Error::msg(format!(
-                    "{}: no image named {name}",
-                    src.images_json().display()
-                ))
-            })?;
-        let mut chain = Vec::new();
-        let mut cur = img["layer"].as_str();
-        while let Some(id) = cur {
-            let l = by_id.get(id).ok_or_else(|| {
-                Error::msg(format!(
-                    "image {name}: layer {id} is missing from {}",
-                    src.layers_json().display()
-                ))
-            })?;
-            chain.push((*l).clone());
-            cur = l["parent"].as_str();
-        }
-        chain.reverse();
-        match picks.iter_mut().find(|p| p.0["id"] == img["id"]) {
-            Some(p) => p.1.push(name.clone()),
-            None => picks.push((img.clone(), vec![name.clone()], chain)),
-        }
-    }
+    let picks = resolve_picks(src, names)?;
     let _publisher = Lock::publisher(&dst.publisher_lock())?;
     dst.init()?;
     let _lock = Lock::exclusive(&dst.images_lock())?;
@@ -951,6 +959,51 @@ pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Ve
         .iter()
         .map(|p| p.0["id"].as_str().unwrap_or_default().to_string())
         .collect())
+}
+
+/// An image to enable: its `images.json` entry, the names asked for, and
+/// its layers' entries, bottom first.
+type Pick = (Value, Vec<String>, Vec<Value>);
+
+/// The images of store `src` named `names`, with their layer chains.
+fn resolve_picks(src: &StorePaths, names: &[String]) -> Result<Vec<Pick>> {
+    let src_images = read_index(&src.images_json())?;
+    let src_layers = read_index(&src.layers_json())?;
+    let by_id = layers_by_id(&src_layers);
+    let mut picks: Vec<Pick> = Vec::new();
+    for name in names {
+        let img = src_images
+            .iter()
+            .find(|i| {
+                i["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|x| x == name.as_str()))
+            })
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "{}: no image named {name}",
+                    src.images_json().display()
+                ))
+            })?;
+        let mut chain = Vec::new();
+        let mut cur = img["layer"].as_str();
+        while let Some(id) = cur {
+            let l = by_id.get(id).ok_or_else(|| {
+                Error::msg(format!(
+                    "image {name}: layer {id} is missing from {}",
+                    src.layers_json().display()
+                ))
+            })?;
+            chain.push((*l).clone());
+            cur = l["parent"].as_str();
+        }
+        chain.reverse();
+        match picks.iter_mut().find(|p| p.0["id"] == img["id"]) {
+            Some(p) => p.1.push(name.clone()),
+            None => picks.push((img.clone(), vec![name.clone()], chain)),
+        }
+    }
+    Ok(picks)
 }
 
 /// Take `names` out of a store made by [`enable`] and drop what no image needs.

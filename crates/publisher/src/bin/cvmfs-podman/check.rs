@@ -457,7 +457,7 @@ fn check_manifest_copies(repo: &Path, r: &mut Report) {
             }
             if n == cvmfs_format::paths::MANIFEST_COPY_FILE {
                 check_recorded_name(&base, &dir, "manifest copy", r);
-                let parsed = fsx::read_record(&p, 4 << 20)
+                let parsed = fsx::read_record(&p, cvmfs_format::ducc::MANIFEST_COPY_MAX_BYTES)
                     .map_err(|e| e.to_string())
                     .and_then(|b| {
                         serde_json::from_slice::<ducc::Manifest>(&b).map_err(|e| e.to_string())
