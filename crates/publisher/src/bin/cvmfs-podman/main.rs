@@ -353,7 +353,7 @@ fn main() -> ExitCode {
             dry_run,
             json,
         } => {
-            let store = cvmfs_publisher::podman::StorePaths::new(repo.join("podmanStore"));
+            let store = cvmfs_format::RepoPaths::new(&repo).store();
             match cvmfs_publisher::podman::gc(&store, Some(&repo), dry_run) {
                 Ok(r) => {
                     if json {
@@ -404,7 +404,7 @@ fn main() -> ExitCode {
                 }
             };
             match enable(
-                &StorePaths::new(repo.join("podmanStore")),
+                &cvmfs_format::RepoPaths::new(&repo).store(),
                 &StorePaths::new(&store),
                 &names,
             ) {

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use cvmfs_format::{MarkerList, RepoPaths};
 use cvmfs_publisher::ducc::{self, LayerInfo, Origin};
 use cvmfs_publisher::podman::{self, NewImage, NewLayer, StoreInit, StorePaths};
 use cvmfs_publisher::{digest_hex, flat, fsx, layer, layer_ids, ownership, rfc3339, Error, Result};
@@ -187,11 +188,11 @@ fn json_flat_note(outs: &[LayerOut]) -> String {
 }
 
 fn layer_dir(repo: &Path, hex: &str) -> PathBuf {
-    repo.join(".layers").join(&hex[..2]).join(hex)
+    RepoPaths::new(repo).layer_dir(hex)
 }
 
 fn flat_dir(repo: &Path, hex: &str) -> PathBuf {
-    repo.join(".flat").join(&hex[..2]).join(hex)
+    RepoPaths::new(repo).flat_dir(hex)
 }
 
 fn ensure_catalog(dir: &Path) -> Result<()> {
@@ -253,7 +254,7 @@ impl Job<'_> {
 
         if dir.join("layerfs").is_dir() {
             // already published: reuse, after checking it is what the config says
-            let lj = dir.join(".metadata").join("layers.json");
+            let lj = RepoPaths::layer_info_of(&dir);
             let text = fs::read(&lj).map_err(|e| Error::io(&lj, e))?;
             let infos: Vec<LayerInfo> = serde_json::from_slice(&text)
                 .map_err(|e| Error::msg(format!("{}: {e}", lj.display())))?;
@@ -324,7 +325,7 @@ impl Job<'_> {
 
         // unpacked in .layers/ itself: not even .layers/XX appears for a layer
         // that fails
-        let tmp = fsx::tmp_path(&self.opts.repo.join(".layers").join(&hex));
+        let tmp = fsx::tmp_path(&RepoPaths::new(&self.opts.repo).layers_dir().join(&hex));
         match self.unpack_into(i, &digest, size, want_diff, &tmp, &ts_cache) {
             Ok((out, ts_tmp)) => Ok(LayerOut {
                 pending: Some(Pending {
@@ -367,13 +368,7 @@ impl Job<'_> {
     fn save_markers(&self, hex: &str, markers: Option<&[String]>) -> Result<()> {
         let p = self.store.markers_by_digest(hex);
         match markers {
-            Some(m) => fsx::write_atomic(
-                &p,
-                serde_json::to_string(m)
-                    .expect("strings serialize")
-                    .as_bytes(),
-                0o644,
-            ),
+            Some(m) => fsx::write_atomic(&p, MarkerList(m.to_vec()).to_json().as_bytes(), 0o644),
             None => match fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
                 _ => Ok(()),
@@ -386,9 +381,7 @@ impl Job<'_> {
     /// the layer, which is slower but right.
     fn saved_markers(&self, hex: &str) -> Option<Vec<String>> {
         let b = fs::read(self.store.markers_by_digest(hex)).ok()?;
-        let list: Vec<String> = serde_json::from_slice(&b).ok()?;
-        cvmfs_graphdriver::mount::whiteouts::parse_marker_list(&list).ok()?;
-        Some(list)
+        MarkerList::from_json(&b).ok().map(|l| l.0)
     }
 
     /// Put an unpacked layer in place (tar-split first, then the directory),
@@ -686,14 +679,15 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
 
     let repo = &opts.repo;
     fs::create_dir_all(repo).map_err(|e| ctx(Error::io(repo, e)))?;
-    let store = StorePaths::new(repo.join("podmanStore"));
+    let store = RepoPaths::new(repo).store();
     {
         // leftovers of crashed runs go, and the shared skeleton appears, under
         // the lock (an index created "if missing" must not race a commit)
         let _lock = publisher_lock(repo, &store).map_err(ctx)?;
         fsx::sweep_repo(repo);
-        for d in [".layers", ".flat"] {
-            ensure_catalog(&repo.join(d)).map_err(ctx)?;
+        let paths = RepoPaths::new(repo);
+        for d in [paths.layers_dir(), paths.flat_root()] {
+            ensure_catalog(&d).map_err(ctx)?;
         }
         store.init().map_err(ctx)?;
     }
@@ -818,7 +812,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     let flat_status = if fdir.is_dir() {
         "exists, skipped"
     } else {
-        let tmp = fsx::tmp_path(&repo.join(".flat").join(&chex));
+        let tmp = fsx::tmp_path(&RepoPaths::new(repo).flat_root().join(&chex));
         let r = (|| {
             fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
             for o in &outs {
@@ -860,14 +854,13 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         config: desc_of(cdesc),
         layers: descs.iter().map(desc_of).collect(),
     };
-    let mpath = repo.join(".metadata").join(&rel).join("manifest.json");
-    let link = repo.join(&rel);
+    let mpath = RepoPaths::new(repo).manifest_copy(&rel);
+    let link = RepoPaths::new(repo).tag_link(&rel);
     for dir in [mpath.parent(), link.parent()].into_iter().flatten() {
         fsx::check_real_dirs(repo, dir).map_err(ctx)?;
     }
     fsx::write_atomic(&mpath, ducc::manifest_json(&dm).as_bytes(), 0o644).map_err(ctx)?;
-    let depth = rel.split('/').count() - 1;
-    let target = format!("{}.flat/{}/{}", "../".repeat(depth), &chex[..2], chex);
+    let target = RepoPaths::tag_target(&rel, &chex);
     fs::create_dir_all(link.parent().unwrap()).map_err(|e| ctx(Error::io(&link, e)))?;
     let ltmp = fsx::tmp_path(&link);
     std::os::unix::fs::symlink(&target, &ltmp).map_err(|e| ctx(Error::io(&ltmp, e)))?;
@@ -892,13 +885,12 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
                 compression: o.compression,
                 uids: o.uids.clone(),
                 gids: o.gids.clone(),
-                path: format!(".layers/{}/{}/layerfs", &hex[..2], hex),
+                path: cvmfs_format::layerfs_rel(&hex),
                 tar_split: store.tar_split_by_digest(&hex),
                 ownership_kept: o.ownership_kept,
                 owners: o.owners.clone().and_then(|r| r.ok()),
                 markers: o.markers.clone(),
-                flat: (i + 1 == outs.len() && flat_usable)
-                    .then(|| format!(".flat/{}/{}", &chex[..2], chex)),
+                flat: (i + 1 == outs.len() && flat_usable).then(|| cvmfs_format::flat_rel(&chex)),
             }
         })
         .collect();
