@@ -252,7 +252,7 @@ impl Job<'_> {
         let p = &self.opts.progress;
         let ts_cache = self.store.tar_split_by_digest(&hex);
 
-        if dir.join("layerfs").is_dir() {
+        if RepoPaths::layerfs_of(&dir).is_dir() {
             // already published: reuse, after checking it is what the config says
             let lj = RepoPaths::layer_info_of(&dir);
             let text = fs::read(&lj).map_err(|e| Error::io(&lj, e))?;
@@ -279,7 +279,7 @@ impl Job<'_> {
                 // carry the image's owners (DUCC's do not); if not, keep the
                 // tar's owners for the driver to restore. Saved by `place`.
                 let (entries, ts_tmp) = self.tar_split_only(&digest, size, &ts_cache)?;
-                let owners = (legacy || !ownership_matches(&dir.join("layerfs"), &entries))
+                let owners = (legacy || !ownership_matches(&RepoPaths::layerfs_of(&dir), &entries))
                     .then(|| ownership::owners_json(&entries));
                 Some(Rebuilt {
                     ts_tmp,
@@ -448,13 +448,13 @@ impl Job<'_> {
         let dir = layer_dir(repo, digest_hex(blob)?);
         // it was there when this publish decided to reuse it; a gc since then
         // may have removed it (origin.json must not appear without a layer)
-        if !dir.join("layerfs").is_dir() {
+        if !RepoPaths::layerfs_of(&dir).is_dir() {
             return Err(Error::msg(format!(
                 "{} disappeared before the image was recorded (a concurrent gc?); publish again",
                 dir.display()
             )));
         }
-        fsx::check_real_dirs(repo, &dir.join(".metadata"))?;
+        fsx::check_real_dirs(repo, &RepoPaths::metadata_of(&dir))?;
         let mut configs = users.get(blob).cloned().unwrap_or_default();
         configs.insert(self.config_digest.clone());
         if let Some(why) = ducc::ensure_origin(&dir, &configs)? {
@@ -548,7 +548,8 @@ impl Job<'_> {
         let result = (|| {
             let (unpacked, gz, compression) = {
                 let (dec, compression) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
-                let (u, gz) = layer::unpack(dec, &tmp.join("layerfs"), gz, self.opts.no_devices)?;
+                let (u, gz) =
+                    layer::unpack(dec, &RepoPaths::layerfs_of(&tmp), gz, self.opts.no_devices)?;
                 (u, gz, compression)
             };
             io::copy(&mut hr, &mut io::sink())
@@ -579,7 +580,7 @@ impl Job<'_> {
                 diff_digest: unpacked.diff_id.clone(),
                 diff_size: unpacked.diff_size,
             };
-            let md = tmp.join(".metadata");
+            let md = RepoPaths::metadata_of(&tmp);
             fsx::write_atomic(
                 &md.join("layers.json"),
                 ducc::layers_json(&info).as_bytes(),
@@ -594,7 +595,11 @@ impl Job<'_> {
                 0o644,
             )?;
             // DUCC makes every layerfs a nested catalog
-            fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
+            fsx::write_atomic(
+                &RepoPaths::layerfs_of(&tmp).join(".cvmfscatalog"),
+                b"",
+                0o644,
+            )?;
             let uids = unpacked.entries.uids.clone();
             let gids = unpacked.entries.gids.clone();
             // unprivileged, the files belong to the publisher: keep the tar's owners
@@ -816,7 +821,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         let r = (|| {
             fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
             for o in &outs {
-                let lf = layer_dir(repo, digest_hex(&o.compressed)?).join("layerfs");
+                let lf = RepoPaths::layerfs_of(&layer_dir(repo, digest_hex(&o.compressed)?));
                 flat::merge_layer(&lf, &tmp)
                     .map_err(|e| e.context(format!("flattening layer {}", o.compressed)))?;
             }
