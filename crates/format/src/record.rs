@@ -522,9 +522,9 @@ mod tests {
             LocalRecord::parse(br#"{"version":1,"kind":"cvmfs","parent":null,"read_write":false}"#)
                 .unwrap_err();
         assert!(e.to_string().contains("where \"local\""), "{e}");
-        match parse_store_record(&text).unwrap_err() {
-            e => assert!(e.to_string().contains("parent"), "{e}"),
-        }
+        // A store's local record names its parent by a 64-hex ID.
+        let e = parse_store_record(&text).unwrap_err();
+        assert!(e.to_string().contains("parent"), "{e}");
         let sibling = LocalRecord::new(Some(&"ab".repeat(32)), false).to_json();
         assert_eq!(
             parse_store_record(&sibling).unwrap(),

@@ -28,8 +28,9 @@ pub struct Report {
     pub tags: usize,
 }
 
+/// The hex of a valid `sha256:<hex>` digest.
 fn hex_of(d: &str) -> Option<&str> {
-    d.strip_prefix("sha256:").filter(|h| is_hex64(h))
+    cvmfs_format::digest_hex(d).ok()
 }
 
 pub fn check(repo: &Path, deep: bool) -> Report {
