@@ -7,7 +7,8 @@
 //!
 //! # The repository (DUCC's layout, plus `podmanStore/`)
 //!
-//! Paths: [`RepoPaths`] and [`StorePaths`] (nothing else spells them).
+//! Paths: [`RepoPaths`] and [`StorePaths`] (neither program spells them
+//! otherwise).
 //! `<d>` = hex of a layer's compressed blob digest, `<c>` = hex of an image's
 //! config digest (= image ID), `XX` = their first two digits, `<id>` = a layer
 //! ID (containers/image's chain ID, [`is_hex64`]).
@@ -42,6 +43,7 @@
 //! <home>/layers/<id>/layer.json              [LocalRecord] (v1, 4 MiB)          driver / driver
 //! <home>/layers/<id>/{diff,work,merged}      overlay directories                driver
 //! <home>/l/<link> -> ../layers/<id>/diff     short names for mount(2)           driver
+//! <home>/empty/                              lower directory of parentless layers driver
 //! <home>/aux/<key>/                          generated whiteout layers          driver
 //! <home>/staging/<pid>-<seq>-<what>          half-built or half-removed layers  driver
 //! ```
@@ -58,9 +60,11 @@
 //! permanent: a new field must be optional on reading, and a change that old
 //! drivers would misread needs [`CVMFS_RECORD_VERSION`] raised with the old
 //! version still read. Then the driver uses it in `cvmfs_graphdriver::layout`
-//! (`StoreLayer`), the publisher fills it in `cvmfs_publisher::podman`
-//! (`NewLayer`, `commit`), and `cvmfs-podman check` checks it against the
-//! tree (`check_store`). The tests of this crate pin the bytes.
+//! (`StoreLayer`, `Layout::parse_record`), the publisher fills it in
+//! `cvmfs_publisher::podman` (`NewLayer`, `layer_record`, `updated_record`
+//! for records already published), and `cvmfs-podman check` checks it
+//! against the tree (`check_layer_record`). The tests of this crate pin the
+//! bytes.
 //!
 //! The crate does no filesystem access: every reader takes bytes and every
 //! writer returns them, so both programs (and the fuzzers) use the same pure
