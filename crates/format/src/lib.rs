@@ -25,13 +25,13 @@
 //! └── podmanStore/                           containers/storage read-only store
 //!     ├── cvmfs-images/images.json, images.lock, <c>/<big data>   c/storage's JSON   publisher / podman, check
 //!     ├── cvmfs-layers/layers.json, layers.lock                   c/storage's JSON   publisher / podman, check
-//!     │   └── <id>.tar-split.gz              tar-split ([tar_split_file_name])   publisher / podman (push, save), check
+//!     │   └── <id>.tar-split.gz              [TarSplitEntry] lines, gzip        publisher / podman (push, save), check
 //!     └── cvmfs/
 //!         ├── publisher.lock                 empty; flock of publish and gc      publisher
 //!         ├── layers/<id>/layer.json         [CvmfsRecord] (v1, 4 MiB)          publisher / driver, check
 //!         ├── layers/<id>/ownership.json     [OwnershipFile] (v1, 32 MiB, 500 000 entries)  publisher / driver, check
 //!         ├── flat/<c>.json                  note: this publisher built .flat/XX/<c>   publisher / publisher (gc)
-//!         └── tar-split/<d>.tar-split.gz     tar-split per blob (reuse)          publisher / publisher, check --deep
+//!         └── tar-split/<d>.tar-split.gz     the same, per blob (reuse)          publisher / publisher, check --deep
 //!             tar-split/<d>.ownership.json   [OwnershipFile] per blob (reuse)    publisher / publisher
 //!             tar-split/<d>.ownership-lost   marker: <d>'s layerfs lost owners   publisher / publisher
 //!             tar-split/<d>.markers.json     [MarkerList] (16 384 markers/dirs)  publisher / publisher
@@ -81,6 +81,7 @@ pub mod markers;
 pub mod ownership;
 pub mod paths;
 pub mod record;
+pub mod tarsplit;
 
 pub use ducc::{LayerInfo, Manifest, Origin};
 pub use error::{FormatError, Result};
@@ -94,3 +95,4 @@ pub use record::{
     parse_store_record, CvmfsRecord, LocalRecord, Ownership, RecordKind, StoreRecord, Whiteouts,
     CVMFS_RECORD_VERSION, LOCAL_RECORD_VERSION, RECORD_MAX_BYTES,
 };
+pub use tarsplit::TarSplitEntry;

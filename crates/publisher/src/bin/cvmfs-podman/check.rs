@@ -8,6 +8,7 @@ use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use cvmfs_format::tarsplit::{TarSplitEntry, ENTRY_SEGMENT};
 use cvmfs_format::{CvmfsRecord, Ownership, RepoPaths, StoreRecord};
 use cvmfs_publisher::ducc::{self, LayerInfo};
 use cvmfs_publisher::podman::{self, big_data_file_name, read_index, StorePaths};
@@ -138,7 +139,7 @@ fn rebuild_digest(f: fs::File, ts: &Path, layerfs: &Path) -> Result<(String, u64
             Ok(_) => {}
             Err(e) => return Err(format!("{}: {e}", ts.display())),
         }
-        let Ok(e) = serde_json::from_slice::<Value>(&line) else {
+        let Ok(e) = serde_json::from_slice::<TarSplitEntry>(&line) else {
             return Err(format!("{}: malformed entry", ts.display()));
         };
         size += hash_tar_split_entry(&e, ts, layerfs, &mut h)?;
@@ -151,25 +152,25 @@ fn rebuild_digest(f: fs::File, ts: &Path, layerfs: &Path) -> Result<(String, u64
 /// layer file a file entry names (hashed as it is read: a layer file can be
 /// gigabytes). Returns how many bytes it added.
 fn hash_tar_split_entry(
-    e: &Value,
+    e: &TarSplitEntry,
     ts: &Path,
     layerfs: &Path,
     h: &mut sha2::Sha256,
 ) -> Result<u64, String> {
     use std::io::Read;
-    if e["type"] == 2 {
-        let p = b64decode(e["payload"].as_str().unwrap_or(""));
+    if e.kind == ENTRY_SEGMENT {
+        let p = b64decode(e.payload.as_deref().unwrap_or(""));
         sha2::Digest::update(h, &p);
         return Ok(p.len() as u64);
     }
-    let want = e["size"].as_u64().unwrap_or(0);
+    let want = e.size.unwrap_or(0);
     if want == 0 {
         return Ok(0);
     }
     // a name that is not UTF-8 is kept as bytes in name_raw
-    let raw = match e["name_raw"].as_str() {
+    let raw = match &e.name_raw {
         Some(b) => b64decode(b),
-        None => e["name"].as_str().unwrap_or("").as_bytes().to_vec(),
+        None => e.name.as_deref().unwrap_or("").as_bytes().to_vec(),
     };
     let name = String::from_utf8_lossy(&raw);
     let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
