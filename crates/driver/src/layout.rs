@@ -2,29 +2,27 @@
 //! stores and the CVMFS repositories their records point into.
 //!
 //! An additional image store (a read-only graphroot, option `imagestore`) keeps
-//! our per-layer records at `<store>/cvmfs/layers/<id>/layer.json`:
+//! our per-layer records at `<store>/cvmfs/layers/<id>/layer.json`. Their
+//! format, and everything that can be checked without the filesystem, is
+//! `cvmfs_format::record` ([`cvmfs_format::CvmfsRecord`], read with
+//! [`cvmfs_format::parse_store_record`]): a `"cvmfs"` record names the
+//! repository, the layer's directory in it, its parent, how it encodes
+//! whiteouts and whether ownership was kept.
 //!
-//! ```json
-//! {"version":1,"kind":"cvmfs","repository":"/cvmfs/unpacked.cern.ch",
-//!  "path":".layers/ab/<digest>/layerfs","parent":"<id>"|null,
-//!  "whiteouts":"overlay"|"oci-raw","ownership":"kept"|"lost",
-//!  "markers":[".wh.gone","etc/.wh..wh..opq"],
-//!  "flat":".flat/cd/<config digest>"}
-//! ```
-//!
-//! `markers` (optional, `oci-raw` only) lists every raw whiteout file of the
-//! layer directory, as the publisher wrote them. With it the driver never walks
+//! Its optional `markers` lists every raw whiteout file of the layer
+//! directory, as the publisher wrote them. With it the driver never walks
 //! the layer to find them (on CVMFS that walk reads the whole layer's catalog);
 //! without it (DUCC's layers) it walks the layer once per whiteout layer built.
 //!
-//! `flat` (optional) is the publisher's statement that this directory of the
+//! Its optional `flat` is the publisher's statement that this directory of the
 //! same repository holds exactly the root filesystem of this layer's whole
 //! chain, applied (our publisher writes it only for flat trees it built
 //! itself, equal to `umoci unpack`, never for DUCC's, which differ). The
 //! driver may then mount that one directory instead of the chain.
 //!
-//! or `{"version":1,"kind":"local","parent":..}` with the files in
-//! `<store>/cvmfs/layers/<id>/diff` (a store built by this driver on local disk).
+//! A `"local"` record (a store built by this driver on local disk) has the
+//! files in `<store>/cvmfs/layers/<id>/diff`.
+//!
 //! Records come from outside, so everything is validated: the ID is 64 lower-case
 //! hex, the path is relative without `..` and stays inside the repository (also
 //! after following symlinks), and the repository is a configured one (or contains
@@ -39,34 +37,23 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use serde::Deserialize;
+use cvmfs_format::StoreRecord;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::options::Options;
-use crate::store::{validate_digest_id, validate_id, RECORD_VERSION};
+use crate::store::{validate_digest_id, validate_id};
 
-/// How a CVMFS layer directory encodes deletions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Whiteouts {
-    /// 0/0 character devices and `trusted.overlay.opaque` (usable as an overlay lower).
-    Overlay,
-    /// Raw OCI `.wh.*` regular files, as DUCC leaves them.
-    OciRaw,
-}
-
-/// Whether file ownership in the layer directory is the image's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
-    Kept,
-    /// Every file is owned by the repository owner (DUCC ingests without keep-ownership).
-    Lost,
-}
+pub use cvmfs_format::paths::{store_repository, STORE_DIR_NAME};
+pub use cvmfs_format::record::{Ownership, Whiteouts};
+/// Largest store layer record read (one limit for `layer.json`, see
+/// [`cvmfs_format::record`]).
+pub use cvmfs_format::RECORD_MAX_BYTES;
 
 /// What kind of store layer this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,77 +89,11 @@ pub struct StoreLayer {
     pub flat: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawRecord {
-    version: u32,
-    kind: String,
-    #[serde(default)]
-    repository: Option<String>,
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    parent: Option<String>,
-    #[serde(default)]
-    whiteouts: Option<String>,
-    #[serde(default)]
-    ownership: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "crate::mount::whiteouts::deserialize_marker_list"
-    )]
-    markers: Option<Vec<String>>,
-    #[serde(default)]
-    flat: Option<String>,
-}
-
-/// `rel` as a path inside a repository: relative and made of plain names.
-fn repo_relative<'a>(record: &Path, field: &str, rel: &'a str) -> Result<&'a Path> {
-    let p = Path::new(rel);
-    if rel.is_empty() || p.is_absolute() {
-        return Err(repo_err(
-            record,
-            format!("{field} {rel:?} is not a relative path"),
-        ));
-    }
-    if p.components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(repo_err(
-            record,
-            format!("{field} {rel:?} leaves the repository (\"..\")"),
-        ));
-    }
-    Ok(p)
-}
-
-/// Largest store layer record read: records come from outside, and a marker
-/// list is the only part that grows with the layer (its
-/// [`MAX_LISTED_MARKERS`](crate::mount::whiteouts::MAX_LISTED_MARKERS)
-/// entries of ordinary lengths fit in a few MiB). Bounds the parse of a
-/// hostile record (the driver home's own records, without markers, have
-/// their own smaller limit in `store.rs`).
-pub const RECORD_MAX_BYTES: u64 = 4 << 20;
-
 fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::Repository,
         format!("layer record {}: {why}", record.display()),
     )
-}
-
-/// Name of the additional image store inside a repository (DUCC's and our
-/// publisher's layout).
-pub const STORE_DIR_NAME: &str = "podmanStore";
-
-/// The repository whose store `store` is: its parent when `store` is
-/// `<repository>/podmanStore` (never `/`, which would let a record name any
-/// host path).
-pub fn store_repository(store: &Path) -> Option<PathBuf> {
-    if store.file_name()? != STORE_DIR_NAME {
-        return None;
-    }
-    let repo = store.parent()?;
-    (repo.parent().is_some()).then(|| repo.to_path_buf())
 }
 
 /// Parse and validate a store layer record's text as the driver does, with
@@ -185,12 +106,6 @@ pub fn parse_record(bytes: &[u8]) -> Result<StoreLayer> {
     let layout = Layout::new(&Options::default());
     let id = "0".repeat(64);
     let record_path = Layout::record_path(&store, &id);
-    if bytes.len() as u64 > RECORD_MAX_BYTES {
-        return Err(repo_err(
-            &record_path,
-            format!("larger than {RECORD_MAX_BYTES} bytes"),
-        ));
-    }
     layout.parse_record(&store, &id, &record_path, bytes)
 }
 
@@ -489,11 +404,7 @@ impl Layout {
 
     /// Where store `store` keeps the record of layer `id`.
     pub fn record_path(store: &Path, id: &str) -> PathBuf {
-        store
-            .join("cvmfs")
-            .join("layers")
-            .join(id)
-            .join("layer.json")
+        cvmfs_format::StorePaths::new(store).record(id)
     }
 
     /// The repository a record names must be exactly one of
@@ -529,117 +440,33 @@ impl Layout {
         bytes: &[u8],
     ) -> Result<StoreLayer> {
         validate_digest_id(id).map_err(|e| repo_err(record_path, e.message()))?;
-        let raw: RawRecord = serde_json::from_slice(bytes)
-            .map_err(|e| repo_err(record_path, format!("malformed or truncated JSON: {e}")))?;
-        if raw.version != RECORD_VERSION {
-            return Err(repo_err(
-                record_path,
-                format!("record version {} is not supported (this driver reads version {RECORD_VERSION})", raw.version),
-            ));
-        }
-        let parent = match raw.parent.as_deref() {
-            None | Some("") => None,
-            Some(p) => {
-                validate_digest_id(p)
-                    .map_err(|e| repo_err(record_path, format!("parent: {}", e.message())))?;
-                Some(p.to_string())
-            }
-        };
-        let mut flat = None;
-        let (content_dir, kind) = match raw.kind.as_str() {
-            "local" => (record_path.with_file_name("diff"), StoreLayerKind::Local),
-            "cvmfs" => {
-                let repository = raw
-                    .repository
-                    .ok_or_else(|| repo_err(record_path, "field \"repository\" is missing"))?;
-                let repository = PathBuf::from(repository);
-                if !repository.is_absolute() {
-                    return Err(repo_err(
-                        record_path,
-                        format!("repository {:?} is not an absolute path", repository),
-                    ));
-                }
-                if repository
-                    .components()
-                    .any(|c| matches!(c, Component::ParentDir))
-                {
-                    return Err(repo_err(
-                        record_path,
-                        format!("repository {:?} contains \"..\"", repository),
-                    ));
-                }
-                self.check_repository(store, record_path, &repository)?;
-                let path = raw
-                    .path
-                    .ok_or_else(|| repo_err(record_path, "field \"path\" is missing"))?;
-                let rel = repo_relative(record_path, "path", &path)?;
-                if let Some(f) = &raw.flat {
-                    flat = Some(repository.join(repo_relative(record_path, "flat", f)?));
-                }
-                let whiteouts = match raw.whiteouts.as_deref() {
-                    Some("overlay") => Whiteouts::Overlay,
-                    Some("oci-raw") => Whiteouts::OciRaw,
-                    other => {
-                        return Err(repo_err(
-                            record_path,
-                            format!(
-                            "field \"whiteouts\" is {other:?}, expected \"overlay\" or \"oci-raw\""
-                        ),
-                        ))
-                    }
-                };
-                let ownership = match raw.ownership.as_deref() {
-                    Some("kept") => Ownership::Kept,
-                    Some("lost") => Ownership::Lost,
-                    other => {
-                        return Err(repo_err(
-                            record_path,
-                            format!(
-                                "field \"ownership\" is {other:?}, expected \"kept\" or \"lost\""
-                            ),
-                        ))
-                    }
-                };
-                if raw.markers.is_some() && whiteouts != Whiteouts::OciRaw {
-                    return Err(repo_err(
-                        record_path,
-                        "field \"markers\" is only meaningful with \"whiteouts\":\"oci-raw\"",
-                    ));
-                }
-                (
-                    repository.join(rel),
-                    StoreLayerKind::Cvmfs {
-                        repository,
-                        whiteouts,
-                        ownership,
-                    },
-                )
-            }
-            other => {
-                return Err(repo_err(
-                    record_path,
-                    format!("unknown layer kind {other:?}"),
-                ))
-            }
-        };
-        let markers = match raw.markers {
-            None => None,
-            Some(list) => Some(Arc::new(
-                crate::mount::whiteouts::parse_marker_list(&list)
-                    .map_err(|e| repo_err(record_path, format!("field \"markers\": {e}")))?,
-            )),
-        };
-        Ok(StoreLayer {
+        let record = cvmfs_format::parse_store_record(bytes)
+            .map_err(|e| repo_err(record_path, e.message))?;
+        let parent = record.parent().map(str::to_string);
+        let mut layer = StoreLayer {
             id: id.to_string(),
             store: store.to_path_buf(),
             record_path: record_path.to_path_buf(),
             parent,
-            content_dir,
-            kind,
+            content_dir: record_path.with_file_name("diff"),
+            kind: StoreLayerKind::Local,
             owners: None,
-            markers,
-            flat,
-        })
+            markers: None,
+            flat: None,
+        };
+        if let StoreRecord::Cvmfs { record, markers } = record {
+            let repository = PathBuf::from(&record.repository);
+            self.check_repository(store, record_path, &repository)?;
+            layer.content_dir = repository.join(&record.path);
+            layer.flat = record.flat.map(|f| repository.join(f));
+            layer.markers = markers.map(Arc::new);
+            layer.kind = StoreLayerKind::Cvmfs {
+                repository,
+                whiteouts: record.whiteouts,
+                ownership: record.ownership,
+            };
+        }
+        Ok(layer)
     }
 
     /// Check, with a timeout, that a CVMFS layer's directory is there, is a
@@ -817,7 +644,8 @@ impl Layout {
         store: &Path,
         record_path: &Path,
     ) -> Result<Option<Vec<crate::mount::whiteouts::Owner>>> {
-        use crate::mount::whiteouts::{parse_owners, OWNERSHIP_FILE, OWNERSHIP_MAX_BYTES};
+        use cvmfs_format::ownership::{parse_owners, OWNERSHIP_MAX_BYTES};
+        use cvmfs_format::paths::OWNERSHIP_FILE;
         let p = record_path.with_file_name(OWNERSHIP_FILE);
         // parse_owners names the size limit when the file exceeds it.
         let Some(bytes) = self.read_store_file(store, &p, OWNERSHIP_MAX_BYTES)? else {
@@ -840,15 +668,10 @@ impl Layout {
         }
         for store in &self.stores {
             let record_path = Self::record_path(store, id);
+            // At most RECORD_MAX_BYTES + 1: the parser names a larger file.
             let Some(bytes) = self.read_store_file(store, &record_path, RECORD_MAX_BYTES)? else {
                 continue;
             };
-            if bytes.len() as u64 > RECORD_MAX_BYTES {
-                return Err(repo_err(
-                    &record_path,
-                    format!("larger than {RECORD_MAX_BYTES} bytes"),
-                ));
-            }
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
             self.check_reachable(&layer)?;
             if layer.kind == StoreLayerKind::Local {
@@ -925,10 +748,16 @@ mod tests {
     }
 
     fn good(repo: &Path, path: &str) -> String {
-        format!(
-            r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":null,"whiteouts":"oci-raw","ownership":"lost"}}"#,
-            repo.display()
-        )
+        cvmfs_format::CvmfsRecord {
+            repository: repo.display().to_string(),
+            path: path.into(),
+            parent: None,
+            whiteouts: Whiteouts::OciRaw,
+            ownership: Ownership::Lost,
+            markers: None,
+            flat: None,
+        }
+        .to_json()
     }
 
     fn find_err(f: &Fixture, id: &str) -> Error {

@@ -1,7 +1,7 @@
 //! The driver home: local layer records and directories, short links, staging.
 //!
 //! ```text
-//! <home>/layers/<id>/{layer.json,diff,work,merged}
+//! <home>/layers/<id>/{layer.json,diff,work,merged}   (layer.json: cvmfs_format::LocalRecord)
 //! <home>/l/<link> -> ../layers/<id>/diff      (short names for the mount(2) fallback)
 //! <home>/empty/                               (lower dir for parentless layers)
 //! <home>/staging/<pid>-<seq>-<what>           (half-created or half-removed layers)
@@ -20,132 +20,34 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, ErrorCode, Result};
 
-/// Version of `layer.json` this code writes and understands.
-pub const RECORD_VERSION: u32 = 1;
+pub use cvmfs_format::id::{show_id, MAX_ID_LEN};
+pub use cvmfs_format::LocalRecord;
 
-/// More than any record needs; a larger file reads as truncated (malformed).
-const RECORD_MAX_BYTES: u64 = 1 << 20;
-
-/// Longest layer ID accepted, in bytes. containers/storage makes 64-hex-digit
-/// IDs; twice that leaves room for callers with their own scheme while every
-/// name built from an ID (`staging/<pid>-<seq>-rm-<id>`) stays below the
-/// 255-byte file name limit.
-pub const MAX_ID_LEN: usize = 128;
-
-/// An ID as error messages show it: quoted and escaped (a newline or a
-/// terminal escape in an ID cannot forge log lines), cut after 80 characters.
-pub fn show_id(id: &str) -> String {
-    const SHOWN: usize = 80;
-    match id.char_indices().nth(SHOWN) {
-        None => format!("{id:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &id[..cut], id.len()),
-    }
-}
-
-/// Names no layer may have. IDs become path components (`layers/<id>`,
-/// `staging/…-<id>`, `<run_root>/cvmfs/mounts/<id>`), parts of overlay mount
-/// data (`upperdir=<home>/layers/<id>/diff` with mount(2)) and words in log
-/// lines, so besides what would escape a directory (`/`, `.`, `..`) they may
-/// not hold control characters (newline, NUL, escape, DEL, C1), the mount data
-/// separators `,` `:` and their escape `\`, or exceed [`MAX_ID_LEN`].
-/// containers/storage itself only ever makes 64 lower-case hex digits.
+/// Names no layer may have: see [`cvmfs_format::id::layer_id_problem`] (no
+/// `/`, `.`, `..`, control characters, mount data separators `,` `:` `\`,
+/// at most [`MAX_ID_LEN`] bytes). containers/storage itself only ever makes
+/// 64 lower-case hex digits.
 pub fn validate_id(id: &str) -> Result<()> {
-    match id_problem(id) {
+    match cvmfs_format::id::layer_id_problem(id) {
         Some(why) => Err(Error::invalid(format!("layer ID {} {why}", show_id(id)))),
         None => Ok(()),
     }
 }
 
-/// What is wrong with `id` as a layer ID (see [`validate_id`]).
-fn id_problem(id: &str) -> Option<String> {
-    if id.is_empty() {
-        return Some("is empty".into());
-    }
-    if id == "." || id == ".." {
-        return Some("is a relative path component".into());
-    }
-    if id.len() > MAX_ID_LEN {
-        // show_id gives the length.
-        return Some(format!("is longer than {MAX_ID_LEN} bytes"));
-    }
-    if let Some(c) = id.chars().find(|c| c.is_control()) {
-        return Some(format!("contains the control character U+{:04X}", c as u32));
-    }
-    id.chars()
-        .find(|c| matches!(c, '/' | ',' | ':' | '\\'))
-        .map(|c| format!("contains {c:?} (a path or mount option separator)"))
-}
-
 /// IDs read from repositories and additional stores must be 64 lower-case hex
 /// digits: those records come from outside and are used to build paths.
 pub fn validate_digest_id(id: &str) -> Result<()> {
-    if id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorCode::Repository,
-            format!("layer ID {id:?} is not 64 lower-case hex digits"),
-        ))
-    }
+    cvmfs_format::validate_store_layer_id(id)
+        .map_err(|e| Error::new(ErrorCode::Repository, e.message))
 }
 
-/// `layers/<id>/layer.json` of a local layer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LocalRecord {
-    pub version: u32,
-    /// Always `"local"` here; CVMFS records live in image stores (see `layout`).
-    pub kind: String,
-    pub parent: Option<String>,
-    pub read_write: bool,
-    /// Name of the short link in `l/` pointing at this layer's `diff`.
-    #[serde(default)]
-    pub link: Option<String>,
-}
-
-impl LocalRecord {
-    pub fn new(parent: Option<&str>, read_write: bool) -> LocalRecord {
-        LocalRecord {
-            version: RECORD_VERSION,
-            kind: "local".to_string(),
-            parent: parent.map(str::to_string),
-            read_write,
-            link: None,
-        }
-    }
-}
-
-/// Parse and check a local record; errors name the file.
+/// Parse and check a local record ([`LocalRecord::parse`], then the parent's
+/// ID); errors name the file.
 pub fn parse_local_record(path: &Path, bytes: &[u8]) -> Result<LocalRecord> {
-    let rec: LocalRecord = serde_json::from_slice(bytes).map_err(|e| {
-        Error::new(
-            ErrorCode::Io,
-            format!("{}: malformed layer record: {e}", path.display()),
-        )
-    })?;
-    if rec.version != RECORD_VERSION {
-        return Err(Error::new(
-            ErrorCode::Io,
-            format!(
-                "{}: layer record version {} is not supported (this driver reads version {RECORD_VERSION})",
-                path.display(),
-                rec.version
-            ),
-        ));
-    }
-    if rec.kind != "local" {
-        return Err(Error::new(
-            ErrorCode::Io,
-            format!(
-                "{}: layer record kind {:?} where \"local\" was expected",
-                path.display(),
-                rec.kind
-            ),
-        ));
-    }
+    let rec = LocalRecord::parse(bytes)
+        .map_err(|e| Error::new(ErrorCode::Io, e.in_file(path).to_string()))?;
     if let Some(p) = &rec.parent {
         validate_id(p).map_err(|e| e.context(path.display()))?;
     }
@@ -297,7 +199,7 @@ impl Store {
         self.layers_dir().join(id)
     }
     pub fn record_path(&self, id: &str) -> PathBuf {
-        self.layer_dir(id).join("layer.json")
+        self.layer_dir(id).join(cvmfs_format::paths::RECORD_FILE)
     }
     pub fn diff_dir(&self, id: &str) -> PathBuf {
         self.layer_dir(id).join("diff")
@@ -368,7 +270,8 @@ impl Store {
         let read = |p: &Path| -> io::Result<Vec<u8>> {
             let f = fs::File::open(p)?;
             let mut bytes = Vec::with_capacity(512);
-            io::Read::read_to_end(&mut io::Read::take(&f, RECORD_MAX_BYTES), &mut bytes)?;
+            let max = cvmfs_format::RECORD_MAX_BYTES;
+            io::Read::read_to_end(&mut io::Read::take(&f, max), &mut bytes)?;
             Ok(bytes)
         };
         match read(&path) {
@@ -412,8 +315,8 @@ impl Store {
                 link = random_link_name();
             }
             record.link = Some(link);
-            let json = serde_json::to_vec_pretty(&record).expect("layer record serialises");
-            let rec_path = stage.join("layer.json");
+            let json = record.to_json();
+            let rec_path = stage.join(cvmfs_format::paths::RECORD_FILE);
             fs::write(&rec_path, json).map_err(|e| Error::io(ctx("write record"), &rec_path, e))?;
             let dest = self.layer_dir(id);
             match fs::rename(&stage, &dest) {

@@ -283,9 +283,14 @@ fn unconverted_raw_markers_are_caught_by_the_comparison() {
     let layers = cvmfs::lay_out(&repo, &tars, Style::Ducc);
     cvmfs::write_records(&store, &repo, &layers, "kept");
     for l in &layers {
-        let p = store.join("cvmfs/layers").join(&l.id).join("layer.json");
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, text.replace("oci-raw", "overlay")).unwrap();
+        let p = cvmfs_format::StorePaths::new(&store).record(&l.id);
+        let cvmfs_format::StoreRecord::Cvmfs { mut record, .. } =
+            cvmfs_format::parse_store_record(&std::fs::read(&p).unwrap()).unwrap()
+        else {
+            panic!("{}: not a cvmfs record", p.display())
+        };
+        record.whiteouts = cvmfs_format::Whiteouts::Overlay;
+        std::fs::write(&p, record.to_json()).unwrap();
     }
     let d = cvmfs::repo_driver(
         &t.path().join("graph/cvmfs"),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cvmfs_format::{CvmfsRecord, Ownership, StorePaths, Whiteouts};
 use cvmfs_graphdriver::{Driver, Error, ErrorCode};
 
 const ID: &str = "aa11111111111111111111111111111111111111111111111111111111111111";
@@ -36,17 +37,22 @@ impl Fx {
         Fx { t, repo, store }
     }
     fn record(&self, id: &str, text: &str) -> PathBuf {
-        let p = self.store.join("cvmfs/layers").join(id).join("layer.json");
+        let p = StorePaths::new(&self.store).record(id);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, text).unwrap();
         p
     }
     fn good(&self, repo: &Path, path: &str, parent: Option<&str>) -> String {
-        let parent = parent.map(|p| format!("\"{p}\"")).unwrap_or("null".into());
-        format!(
-            r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":{parent},"whiteouts":"oci-raw","ownership":"kept"}}"#,
-            repo.display()
-        )
+        CvmfsRecord {
+            repository: repo.display().to_string(),
+            path: path.into(),
+            parent: parent.map(str::to_string),
+            whiteouts: Whiteouts::OciRaw,
+            ownership: Ownership::Kept,
+            markers: None,
+            flat: None,
+        }
+        .to_json()
     }
     fn driver(&self, extra: &[&str]) -> Driver {
         let mut opts = vec![
@@ -449,7 +455,7 @@ fn first_requests_taking_two_seconds_are_waited_for() {
     fs::create_dir_all(f.repo.join(".layers/bb/d2/layerfs/etc")).unwrap();
     fs::write(f.repo.join(".layers/bb/d2/layerfs/etc/g"), b"g").unwrap();
     for (id, parent, dir) in [(ID, None, "aa/d1"), (TOP, Some(ID), "bb/d2")] {
-        let p = store_src.join("cvmfs/layers").join(id).join("layer.json");
+        let p = StorePaths::new(&store_src).record(id);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         let path = format!(".layers/{dir}/layerfs");
         fs::write(&p, f.good(&mnt, &path, parent)).unwrap();

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use cvmfs_format::{CvmfsRecord, Ownership, StorePaths, Whiteouts};
 use cvmfs_graphdriver::{Driver, ErrorCode};
 use rustix::fs::{mknodat, FileType, Mode, CWD};
 
@@ -20,17 +21,18 @@ fn root_or_skip(test: &str) -> bool {
 }
 
 fn record(store: &Path, repo: &Path, id: &str, path: &str, parent: Option<&str>) {
-    let p = store.join("cvmfs/layers").join(id).join("layer.json");
+    let p = StorePaths::new(store).record(id);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
-    let parent = parent.map(|p| format!("\"{p}\"")).unwrap_or("null".into());
-    fs::write(
-        p,
-        format!(
-            r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":{parent},"whiteouts":"overlay","ownership":"kept"}}"#,
-            repo.display()
-        ),
-    )
-    .unwrap();
+    let record = CvmfsRecord {
+        repository: repo.display().to_string(),
+        path: path.into(),
+        parent: parent.map(str::to_string),
+        whiteouts: Whiteouts::Overlay,
+        ownership: Ownership::Kept,
+        markers: None,
+        flat: None,
+    };
+    fs::write(p, record.to_json()).unwrap();
 }
 
 fn names(dir: &Path) -> Vec<String> {

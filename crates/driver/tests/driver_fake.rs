@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cvmfs_format::{CvmfsRecord, Ownership, StorePaths, StoreRecord, Whiteouts};
 use cvmfs_graphdriver::mount::fake::{recording_mounter, MountCall, RecordingMounter};
 use cvmfs_graphdriver::mount::Mounter;
 use cvmfs_graphdriver::{Driver, ErrorCode};
@@ -384,7 +385,7 @@ fn diffs_need_the_direct_parent() {
 }
 
 /// A CVMFS repository stand-in plus an additional image store with records.
-fn cvmfs_fixture(e: &Env, whiteouts: &str) -> (PathBuf, PathBuf) {
+fn cvmfs_fixture(e: &Env, whiteouts: Whiteouts) -> (PathBuf, PathBuf) {
     let repo = e.t.path().join("cvmfs/unpacked.example.org");
     let store = repo.join("podmanStore");
     let layerfs = repo.join(".layers/c0/c0ffee/layerfs");
@@ -393,19 +394,18 @@ fn cvmfs_fixture(e: &Env, whiteouts: &str) -> (PathBuf, PathBuf) {
     let layerfs2 = repo.join(".layers/b0/b0b0/layerfs");
     fs::create_dir_all(&layerfs2).unwrap();
     let rec = |id: &str, path: &str, parent: Option<&str>| {
-        let p = store.join("cvmfs/layers").join(id).join("layer.json");
+        let p = StorePaths::new(&store).record(id);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let parent = parent
-            .map(|p| format!("\"{p}\""))
-            .unwrap_or_else(|| s("null"));
-        fs::write(
-            p,
-            format!(
-                r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{path}","parent":{parent},"whiteouts":"{whiteouts}","ownership":"lost"}}"#,
-                repo.display()
-            ),
-        )
-        .unwrap();
+        let record = CvmfsRecord {
+            repository: repo.display().to_string(),
+            path: path.into(),
+            parent: parent.map(str::to_string),
+            whiteouts,
+            ownership: Ownership::Lost,
+            markers: None,
+            flat: None,
+        };
+        fs::write(p, record.to_json()).unwrap();
     };
     rec(CV, ".layers/c0/c0ffee/layerfs", None);
     rec(CV2, ".layers/b0/b0b0/layerfs", Some(CV));
@@ -415,7 +415,7 @@ fn cvmfs_fixture(e: &Env, whiteouts: &str) -> (PathBuf, PathBuf) {
 #[test]
 fn cvmfs_layers_are_read_only_lowers() {
     let e = env(true);
-    let (repo, store) = cvmfs_fixture(&e, "oci-raw");
+    let (repo, store) = cvmfs_fixture(&e, Whiteouts::OciRaw);
     let d = e.driver(&[format!("cvmfs.imagestore={}", store.display())]);
     assert!(d.exists(CV).unwrap());
     assert!(d.exists(CV2).unwrap());
@@ -487,7 +487,7 @@ fn cvmfs_layers_are_read_only_lowers() {
 #[test]
 fn missing_repository_is_a_clear_error() {
     let e = env(true);
-    let (repo, store) = cvmfs_fixture(&e, "overlay");
+    let (repo, store) = cvmfs_fixture(&e, Whiteouts::Overlay);
     let d = e.driver(&[format!("cvmfs.imagestore={}", store.display())]);
     d.create("ctr", Some(CV), true, &[]).unwrap();
     // The repository goes away (unmounted): its layer directories vanish.
@@ -526,7 +526,7 @@ fn fifo_record_is_refused_at_once() {
     use rustix::fs::{mknodat, FileType, Mode, CWD};
     let e = env(true);
     let store = e.t.path().join("hung-store");
-    let rec = store.join("cvmfs/layers").join(CV).join("layer.json");
+    let rec = StorePaths::new(&store).record(CV);
     fs::create_dir_all(rec.parent().unwrap()).unwrap();
     mknodat(CWD, &rec, FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
     let d = e.driver(&[format!("cvmfs.imagestore={}", store.display())]);
@@ -608,21 +608,25 @@ fn stacks_beyond_the_overlay_limit_are_refused_clearly() {
 
 /// Add `"flat":<rel>` to store layer `id`'s record.
 fn name_flat(store: &Path, id: &str, rel: &str) {
-    let p = store.join("cvmfs/layers").join(id).join("layer.json");
-    let text = fs::read_to_string(&p).unwrap();
-    let text = text.trim_end().trim_end_matches('}').to_string() + &format!(r#","flat":"{rel}"}}"#);
-    fs::write(&p, text).unwrap();
+    let p = StorePaths::new(store).record(id);
+    let StoreRecord::Cvmfs { mut record, .. } =
+        cvmfs_format::parse_store_record(&fs::read(&p).unwrap()).unwrap()
+    else {
+        panic!("{}: not a cvmfs record", p.display())
+    };
+    record.flat = Some(rel.to_string());
+    fs::write(&p, record.to_json()).unwrap();
 }
 
 #[test]
 fn a_published_flat_tree_stands_in_for_the_layers_below_it() {
     let e = env(true);
-    let (repo, store) = cvmfs_fixture(&e, "oci-raw");
+    let (repo, store) = cvmfs_fixture(&e, Whiteouts::OciRaw);
     let flat = repo.join(".flat/f1/f1a7");
     fs::create_dir_all(flat.join("etc")).unwrap();
     name_flat(&store, CV2, ".flat/f1/f1a7");
     // The base layer's record is not even read while the flat tree answers.
-    let base_rec = store.join("cvmfs/layers").join(CV).join("layer.json");
+    let base_rec = StorePaths::new(&store).record(CV);
     let good_base = fs::read(&base_rec).unwrap();
     fs::write(&base_rec, b"{ not json").unwrap();
     let opts = [format!("cvmfs.imagestore={}", store.display())];
@@ -679,7 +683,7 @@ fn a_published_flat_tree_stands_in_for_the_layers_below_it() {
 #[test]
 fn a_flat_tree_outside_the_repository_is_refused() {
     let e = env(true);
-    let (_repo, store) = cvmfs_fixture(&e, "oci-raw");
+    let (_repo, store) = cvmfs_fixture(&e, Whiteouts::OciRaw);
     name_flat(&store, CV2, "../elsewhere");
     let d = e.driver(&[format!("cvmfs.imagestore={}", store.display())]);
     let err = d.get(CV2, None, &[]).unwrap_err();

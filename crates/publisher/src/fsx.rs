@@ -7,6 +7,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use cvmfs_format::{paths, RepoPaths};
+
 use super::{Error, Result};
 
 /// Prefix of every temporary name the publisher creates. `check` reports such
@@ -149,12 +151,13 @@ pub fn find_tmp(repo: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     // levels below .layers: 1 = XX, 2 = <d>, 3 = .metadata (never layerfs)
     let layer_records = |p: &Path, level: usize| {
-        level == 3 && p.file_name() != Some(std::ffi::OsStr::new(".metadata"))
+        level == 3 && p.file_name() != Some(std::ffi::OsStr::new(paths::METADATA_DIR))
     };
-    walk_tmp(&repo.join(".layers"), 3, &layer_records, &mut found);
-    found.extend(find_tmp_in(&repo.join(".flat"), 1));
-    found.extend(find_tmp_in(&repo.join(".metadata"), 64));
-    found.extend(find_tmp_in(&repo.join("podmanStore"), 4));
+    let r = RepoPaths::new(repo);
+    walk_tmp(&r.layers_dir(), 3, &layer_records, &mut found);
+    found.extend(find_tmp_in(&r.flat_root(), 1));
+    found.extend(find_tmp_in(&r.metadata_root(), 64));
+    found.extend(find_tmp_in(&r.store().root, 4));
     // tag links live in the top-level directories named after registries
     if let Ok(rd) = fs::read_dir(repo) {
         for e in rd.flatten() {
@@ -163,7 +166,7 @@ pub fn find_tmp(repo: &Path) -> Vec<PathBuf> {
             if n.starts_with(TMP_PREFIX.as_bytes()) {
                 found.push(e.path());
             } else if !n.starts_with(b".")
-                && n != b"podmanStore"
+                && n != paths::STORE_DIR_NAME.as_bytes()
                 && e.file_type().is_ok_and(|t| t.is_dir())
             {
                 found.extend(find_tmp_in(&e.path(), 64));

@@ -4,21 +4,11 @@
 //! repository; progress bars and argument parsing live in the `cvmfs-podman`
 //! binary.
 //!
-//! ```text
-//! <repo>/
-//! ├── .layers/XX/<d>/layerfs/           one layer unpacked, raw .wh.* markers (DUCC)
-//! │                 /.metadata/layers.json, origin.json
-//! ├── .flat/XX/<c>/                     the image rootfs, whiteouts applied (DUCC)
-//! ├── .metadata/<registry>/<repo>:<tag>/manifest.json
-//! ├── <registry>/<repo>:<tag> -> ../../.flat/XX/<c>
-//! └── podmanStore/                      read-only image store for the cvmfs driver
-//!     ├── cvmfs-images/{images.json,images.lock,<id>/<big data>}
-//!     ├── cvmfs-layers/{layers.json,layers.lock,<id>.tar-split.gz}
-//!     └── cvmfs/{layers/<id>/layer.json,tar-split/<d>.tar-split.gz}
-//! ```
-//!
-//! `<d>` is the hex of a layer's compressed blob digest, `<c>` of the image config
-//! digest. See `docs/store-format.md` for every file's format.
+//! The files and their paths are defined by the `cvmfs-store-format` crate
+//! (`cvmfs_format`: the repository tree with every file's format, version,
+//! limit, writer and reader is in its crate documentation); this crate
+//! writes them (`podman`, `ducc`, `ownership`, `layer`, `tarsplit`, `flat`).
+//! `docs/store-format.md` describes what publishing produces.
 
 #![forbid(unsafe_code)]
 
@@ -83,21 +73,12 @@ pub fn layer_ids(diff_ids: &[&str]) -> Vec<String> {
     out
 }
 
-/// True for 64 lower-case hex digits.
-pub fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use cvmfs_format::is_hex64;
 
-/// The hex of a `sha256:<hex>` digest, validated.
+/// The hex of a `sha256:<hex>` digest, validated
+/// ([`cvmfs_format::digest_hex`]).
 pub fn digest_hex(d: &str) -> Result<&str> {
-    match d.strip_prefix("sha256:") {
-        Some(h) if is_hex64(h) => Ok(h),
-        _ => Err(Error(format!(
-            "digest {d:?} is not sha256:<64 lower-case hex> (other algorithms are not supported)"
-        ))),
-    }
+    cvmfs_format::digest_hex(d).map_err(|e| Error(e.to_string()))
 }
 
 /// RFC 3339 UTC time with nanoseconds, as Go's `time.Time` marshals.

@@ -1,13 +1,15 @@
 //! `ownership.json`: the image's owners of a layer whose `layerfs` lost them
 //! (unpacked by DUCC, which ingests without keeping ownership, or by an
 //! unprivileged publisher). The driver reads it beside the layer's record and
-//! restores the owners (format and validation: `docs/cvmfs-layers.md`,
-//! `cvmfs_graphdriver::mount::whiteouts::parse_owners`).
+//! restores the owners (format, limits and validation:
+//! [`cvmfs_format::ownership`]).
 //!
 //! It is built from the layer tar's headers, which are the only place the
 //! owners still exist once the files belong to the repository owner.
 
 use std::collections::BTreeMap;
+
+use cvmfs_format::ownership::{OwnerEntry, OwnershipFile};
 
 use super::tarsplit::KeptEntries;
 use cvmfs_graphdriver::archive::WHITEOUT_PREFIX;
@@ -71,14 +73,10 @@ pub fn owners_json(entries: &KeptEntries) -> Result<Vec<u8>, String> {
                 "entry {p:?}: owner {uid}:{gid} is reserved (-1), which ownership.json cannot list"
             ));
         }
-        out.push(serde_json::json!({"path": p, "uid": uid, "gid": gid}));
+        out.push(OwnerEntry { gid, path: p, uid });
     }
-    let bytes = serde_json::to_vec(&serde_json::json!({"version": 1, "entries": out}))
-        .expect("serializable");
-    // What we write must be what the driver accepts.
-    cvmfs_graphdriver::mount::whiteouts::parse_owners(&bytes)
-        .map_err(|e| format!("the ownership file built would be refused by the driver: {e}"))?;
-    Ok(bytes)
+    // What we write must be what the driver accepts: to_json checks it.
+    OwnershipFile::new(out).to_json().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use cvmfs_format::{
+    flat_rel, layerfs_rel, CvmfsRecord, MarkerList, Ownership, RepoPaths, StoreRecord, Whiteouts,
+};
+
 use super::fsx::{self, Lock};
 use super::layer::hex;
 use super::tarsplit::base64;
 use super::{Error, Result};
-
-/// Version of our per-layer records (`cvmfs/layers/<id>/layer.json`).
-pub const RECORD_VERSION: u32 = cvmfs_graphdriver::store::RECORD_VERSION;
 
 /// containers/storage `archive.Compression` values.
 pub const COMPRESSION_NONE: i64 = 0;
@@ -41,114 +42,25 @@ pub fn big_data_file_name(key: &str) -> String {
     }
 }
 
-/// Paths inside a `podmanStore`.
-#[derive(Debug, Clone)]
-pub struct StorePaths {
-    pub root: PathBuf,
+pub use cvmfs_format::StorePaths;
+
+/// Creating a store's skeleton (the paths are the format's, the writing the
+/// publisher's).
+pub trait StoreInit {
+    /// Create the directories, empty indexes, lock files and catalog markers.
+    fn init(&self) -> Result<()>;
 }
 
-impl StorePaths {
-    pub fn new(root: impl Into<PathBuf>) -> StorePaths {
-        StorePaths { root: root.into() }
-    }
-    pub fn images_dir(&self) -> PathBuf {
-        self.root.join("cvmfs-images")
-    }
-    pub fn layers_dir(&self) -> PathBuf {
-        self.root.join("cvmfs-layers")
-    }
-    pub fn images_json(&self) -> PathBuf {
-        self.images_dir().join("images.json")
-    }
-    pub fn layers_json(&self) -> PathBuf {
-        self.layers_dir().join("layers.json")
-    }
-    pub fn images_lock(&self) -> PathBuf {
-        self.images_dir().join("images.lock")
-    }
-    pub fn layers_lock(&self) -> PathBuf {
-        self.layers_dir().join("layers.lock")
-    }
-    /// The publisher lock: `publish` and `gc` hold it (taken before the store
-    /// lock) while they read-modify-write any shared index of the repository
-    /// (`origin.json` of layers, the tag links and manifest copies, the flat
-    /// notes, `images.json`/`layers.json`) and while they sweep temporaries.
-    /// Nothing is written into it (who holds it is in `/proc/locks`).
-    pub fn publisher_lock(&self) -> PathBuf {
-        self.root.join("cvmfs").join("publisher.lock")
-    }
-    pub fn record(&self, id: &str) -> PathBuf {
-        self.root
-            .join("cvmfs")
-            .join("layers")
-            .join(id)
-            .join("layer.json")
-    }
-    pub fn tar_split(&self, id: &str) -> PathBuf {
-        self.layers_dir().join(format!("{id}.tar-split.gz"))
-    }
-    /// tar-split kept per compressed digest, so a layer reused under another
-    /// parent (another layer ID) gets it without downloading the blob again.
-    pub fn tar_split_by_digest(&self, digest_hex: &str) -> PathBuf {
-        self.root
-            .join("cvmfs")
-            .join("tar-split")
-            .join(format!("{digest_hex}.tar-split.gz"))
-    }
-    /// Marker: the `layerfs` of blob `digest_hex` does not carry the image's
-    /// ownership (found unpacked by someone else, e.g. DUCC).
-    pub fn ownership_lost_marker(&self, digest_hex: &str) -> PathBuf {
-        self.root
-            .join("cvmfs")
-            .join("tar-split")
-            .join(format!("{digest_hex}.ownership-lost"))
-    }
-    /// The image's owners of blob `digest_hex`'s layer (see [`super::ownership`]),
-    /// kept per blob so that a layer reused under another parent, or recorded
-    /// again after its records were lost, gets them without reading the blob.
-    pub fn owners_by_digest(&self, digest_hex: &str) -> PathBuf {
-        self.root
-            .join("cvmfs")
-            .join("tar-split")
-            .join(format!("{digest_hex}.ownership.json"))
-    }
-    /// The raw whiteout markers of blob `digest_hex`'s `layerfs` (a JSON array
-    /// of paths, see [`super::layer::marker_list`]), kept per blob so that a
-    /// reused layer's records list them without reading the blob.
-    pub fn markers_by_digest(&self, digest_hex: &str) -> PathBuf {
-        self.root
-            .join("cvmfs")
-            .join("tar-split")
-            .join(format!("{digest_hex}.markers.json"))
-    }
-    /// The publisher's note that it built `.flat/XX/<config_hex>` itself (from
-    /// the layers as unpacked, equal to `umoci unpack`): only such flat trees
-    /// are named in layer records, never one DUCC made (DUCC's differ).
-    pub fn flat_built(&self, config_hex: &str) -> PathBuf {
-        self.root
-            .join("cvmfs")
-            .join("flat")
-            .join(format!("{config_hex}.json"))
-    }
-    /// `ownership.json` beside layer `id`'s record, where the driver reads it.
-    pub fn owners_file(&self, id: &str) -> PathBuf {
-        self.record(id)
-            .with_file_name(cvmfs_graphdriver::mount::whiteouts::OWNERSHIP_FILE)
-    }
-    pub fn image_dir(&self, id: &str) -> PathBuf {
-        self.images_dir().join(id)
-    }
-
-    /// Create the directories, empty indexes, lock files and catalog markers.
-    pub fn init(&self) -> Result<()> {
+impl StoreInit for StorePaths {
+    fn init(&self) -> Result<()> {
         for d in [
             self.root.clone(),
             self.images_dir(),
             self.layers_dir(),
-            self.root.join("cvmfs"),
+            self.cvmfs_dir(),
         ] {
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-            let cat = d.join(".cvmfscatalog");
+            let cat = d.join(cvmfs_format::paths::CATALOG_MARKER);
             if !cat.exists() {
                 fsx::write_atomic(&cat, b"", 0o644)?;
             }
@@ -321,24 +233,22 @@ pub struct Committed {
     pub names_moved_from: Vec<String>,
 }
 
-/// The per-layer record the driver reads (format at the top of `src/layout.rs`).
-pub fn record_json(repository: &str, l: &NewLayer) -> String {
-    let mut record = json!({
-        "version": RECORD_VERSION,
-        "kind": "cvmfs",
-        "repository": repository,
-        "path": l.path,
-        "parent": l.parent,
-        "whiteouts": "oci-raw",
-        "ownership": if l.ownership_kept { "kept" } else { "lost" },
-    });
-    if let Some(m) = &l.markers {
-        record["markers"] = json!(m);
+/// The per-layer record the driver reads ([`CvmfsRecord`]) for layer `l`
+/// of `repository`.
+pub fn layer_record(repository: &str, l: &NewLayer) -> CvmfsRecord {
+    CvmfsRecord {
+        repository: repository.to_string(),
+        path: l.path.clone(),
+        parent: l.parent.clone(),
+        whiteouts: Whiteouts::OciRaw,
+        ownership: if l.ownership_kept {
+            Ownership::Kept
+        } else {
+            Ownership::Lost
+        },
+        markers: l.markers.clone().map(MarkerList),
+        flat: l.flat.clone(),
     }
-    if let Some(f) = &l.flat {
-        record["flat"] = json!(f);
-    }
-    record.to_string()
 }
 
 /// The record to write for known layer `l` whose record at `path` may predate
@@ -346,27 +256,20 @@ pub fn record_json(repository: &str, l: &NewLayer) -> String {
 /// A flat tree named there stays when this publish has none to name (another
 /// image with the same layers built it).
 fn updated_record(path: &Path, repository: &str, l: &NewLayer) -> Option<String> {
-    let new: Value = serde_json::from_str(&record_json(repository, l)).expect("our own JSON");
-    let old: Option<Value> = fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut new = new;
-    if let Some(old) = &old {
-        if new.get("flat").is_none() {
-            if let Some(f) = old.get("flat") {
-                new["flat"] = f.clone();
-            }
-        }
-        if new.get("markers").is_none() {
-            if let Some(m) = old.get("markers") {
-                new["markers"] = m.clone();
-            }
-        }
-        if *old == new {
-            return None;
-        }
+    let mut new = layer_record(repository, l);
+    let Ok(old_bytes) = fs::read(path) else {
+        return Some(new.to_json());
+    };
+    if let Ok(StoreRecord::Cvmfs { record: old, .. }) = cvmfs_format::parse_store_record(&old_bytes)
+    {
+        new.flat = new.flat.or(old.flat);
+        new.markers = new.markers.or(old.markers);
     }
-    Some(new.to_string())
+    let text = new.to_json();
+    // Equal as JSON (whatever the spacing): nothing to write.
+    let old: Option<Value> = serde_json::from_slice(&old_bytes).ok();
+    let same = old.is_some_and(|o| serde_json::from_str::<Value>(&text).is_ok_and(|n| n == o));
+    (!same).then_some(text)
 }
 
 /// For every blob (compressed digest) the images of `images` use through the
@@ -413,7 +316,7 @@ fn as_recorded(index: &[Value], l: &NewLayer) -> NewLayer {
         .and_then(|v| v["compressed-diff-digest"].as_str());
     if let Some(d) = recorded.filter(|d| *d != l.compressed_digest) {
         if let Ok(hex) = super::digest_hex(d) {
-            l.path = format!(".layers/{}/{hex}/layerfs", &hex[..2]);
+            l.path = layerfs_rel(hex);
             l.compressed_digest = d.to_string();
         }
     }
@@ -439,16 +342,25 @@ pub fn commit(
 ) -> Result<Committed> {
     store.init()?;
     let _lock = Lock::exclusive(&store.images_lock())?;
-    // a symlink planted in the store must not lead the writes below elsewhere
-    let mut dirs = vec![
-        store.image_dir(&image.id),
-        store.root.join("cvmfs/tar-split"),
-    ];
-    dirs.extend(
-        layers
-            .iter()
-            .filter_map(|l| store.record(&l.id).parent().map(Path::to_path_buf)),
-    );
+    check_commit_targets(store, layers, image, must_exist)?;
+    let mut out = Committed::default();
+    let now = super::rfc3339(std::time::SystemTime::now());
+    record_layers(store, repository, layers, &now, &mut out)?;
+    let items = write_big_data(store, image)?;
+    record_image(store, image, &items, &now, &mut out)?;
+    Ok(out)
+}
+
+/// Before [`commit`] writes: no symlink planted in the store may lead the
+/// writes elsewhere, and every directory the image reuses is still there.
+fn check_commit_targets(
+    store: &StorePaths,
+    layers: &[NewLayer],
+    image: &NewImage,
+    must_exist: &[PathBuf],
+) -> Result<()> {
+    let mut dirs = vec![store.image_dir(&image.id), store.per_blob_dir()];
+    dirs.extend(layers.iter().map(|l| store.record_dir(&l.id)));
     for d in &dirs {
         fsx::check_real_dirs(&store.root, d)?;
     }
@@ -460,14 +372,23 @@ pub fn commit(
             )));
         }
     }
-    let mut out = Committed::default();
+    Ok(())
+}
 
+/// Write each layer's files (owners, record, tar-split) and then
+/// `layers.json` naming the new ones.
+fn record_layers(
+    store: &StorePaths,
+    repository: &str,
+    layers: &[NewLayer],
+    now: &str,
+    out: &mut Committed,
+) -> Result<()> {
     let mut index = read_index(&store.layers_json())?;
     let known: BTreeSet<String> = index
         .iter()
         .filter_map(|l| l["id"].as_str().map(str::to_string))
         .collect();
-    let now = super::rfc3339(std::time::SystemTime::now());
     for l in layers {
         // The owners file goes first: the driver reads it when it finds the
         // record, so a record never appears without it. A layer recorded
@@ -490,59 +411,80 @@ pub fn commit(
         }
         fsx::write_atomic(
             &store.record(&l.id),
-            record_json(repository, l).as_bytes(),
+            layer_record(repository, l).to_json().as_bytes(),
             0o644,
         )?;
         let ts = fs::read(&l.tar_split).map_err(|e| Error::io(&l.tar_split, e))?;
         fsx::write_atomic(&store.tar_split(&l.id), &ts, 0o644)?;
-        let mut v = json!({
-            "id": l.id,
-            "created": now,
-            "compressed-diff-digest": l.compressed_digest,
-            "compressed-size": l.compressed_size,
-            "diff-digest": l.diff_digest,
-            "diff-size": l.diff_size,
-        });
-        if let Some(p) = &l.parent {
-            v["parent"] = json!(p);
-        }
-        if l.compression != COMPRESSION_NONE {
-            v["compression"] = json!(l.compression);
-        }
-        if !l.uids.is_empty() {
-            v["uidset"] = json!(l.uids);
-        }
-        if !l.gids.is_empty() {
-            v["gidset"] = json!(l.gids);
-        }
-        index.push(v);
+        index.push(layer_index_entry(l, now));
         out.layers_added.push(l.id.clone());
     }
     if !out.layers_added.is_empty() {
         write_index(&store.layers_json(), &index)?;
         bump_token(&store.layers_lock())?;
     }
+    Ok(())
+}
 
-    // Big data first, then the index naming it.
+/// Layer `l` as containers/storage's `layers.json` lists it.
+fn layer_index_entry(l: &NewLayer, now: &str) -> Value {
+    let mut v = json!({
+        "id": l.id,
+        "created": now,
+        "compressed-diff-digest": l.compressed_digest,
+        "compressed-size": l.compressed_size,
+        "diff-digest": l.diff_digest,
+        "diff-size": l.diff_size,
+    });
+    if let Some(p) = &l.parent {
+        v["parent"] = json!(p);
+    }
+    if l.compression != COMPRESSION_NONE {
+        v["compression"] = json!(l.compression);
+    }
+    if !l.uids.is_empty() {
+        v["uidset"] = json!(l.uids);
+    }
+    if !l.gids.is_empty() {
+        v["gidset"] = json!(l.gids);
+    }
+    v
+}
+
+/// An image's big data items: (key, bytes).
+type BigData<'a> = [(String, &'a [u8]); 3];
+
+/// Write image `image`'s big data (config, manifest under its digest key
+/// and as `manifest`), before the index naming it; returns the items.
+fn write_big_data<'a>(store: &StorePaths, image: &'a NewImage) -> Result<BigData<'a>> {
     let manifest_digest = sha256_digest(&image.manifest);
-    let config_key = sha256_digest(&image.config);
-    let manifest_key = format!("manifest-{manifest_digest}");
-    let items: [(&str, &[u8]); 3] = [
-        (&config_key, &image.config),
-        (&manifest_key, &image.manifest),
-        ("manifest", &image.manifest),
+    let items: BigData = [
+        (sha256_digest(&image.config), &image.config),
+        (format!("manifest-{manifest_digest}"), &image.manifest),
+        ("manifest".to_string(), &image.manifest),
     ];
     let dir = store.image_dir(&image.id);
-    for (k, data) in items {
+    for (k, data) in &items {
         let p = dir.join(big_data_file_name(k));
-        let same = fs::read(&p).map(|b| b == data).unwrap_or(false);
+        let same = fs::read(&p).map(|b| b == *data).unwrap_or(false);
         if !same {
             fsx::write_atomic(&p, data, 0o644)?;
         }
     }
+    Ok(items)
+}
+
+/// Name image `image` in `images.json` (adding it, or its names): a name
+/// belongs to one image, so a moved tag leaves the old image nameless
+/// (still there for running containers, until `gc`).
+fn record_image(
+    store: &StorePaths,
+    image: &NewImage,
+    items: &BigData<'_>,
+    now: &str,
+    out: &mut Committed,
+) -> Result<()> {
     let mut images = read_index(&store.images_json())?;
-    // a name belongs to one image: a moved tag leaves the old image nameless
-    // (still there for running containers, until `gc`)
     for img in images.iter_mut() {
         if img["id"] == json!(image.id) {
             continue;
@@ -560,14 +502,6 @@ pub fn commit(
             }
         }
     }
-    let sizes: serde_json::Map<String, Value> = items
-        .iter()
-        .map(|(k, d)| (k.to_string(), json!(d.len())))
-        .collect();
-    let digests: serde_json::Map<String, Value> = items
-        .iter()
-        .map(|(k, d)| (k.to_string(), json!(sha256_digest(d))))
-        .collect();
     let existing = images.iter_mut().find(|i| i["id"] == json!(image.id));
     match existing {
         Some(img) => {
@@ -580,22 +514,34 @@ pub fn commit(
             img["names"] = Value::Array(names);
         }
         None => {
-            images.push(json!({
-                "id": image.id,
-                "digest": manifest_digest,
-                "names": image.names,
-                "layer": image.top_layer,
-                "big-data-names": items.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
-                "big-data-sizes": sizes,
-                "big-data-digests": digests,
-                "created": if is_rfc3339(&image.created) { image.created.clone() } else { now.clone() },
-            }));
+            images.push(image_index_entry(image, items, now));
             out.image_added = true;
         }
     }
     write_index(&store.images_json(), &images)?;
-    bump_token(&store.images_lock())?;
-    Ok(out)
+    bump_token(&store.images_lock())
+}
+
+/// Image `image` as containers/storage's `images.json` lists it.
+fn image_index_entry(image: &NewImage, items: &BigData<'_>, now: &str) -> Value {
+    let sizes: serde_json::Map<String, Value> = items
+        .iter()
+        .map(|(k, d)| (k.to_string(), json!(d.len())))
+        .collect();
+    let digests: serde_json::Map<String, Value> = items
+        .iter()
+        .map(|(k, d)| (k.to_string(), json!(sha256_digest(d))))
+        .collect();
+    json!({
+        "id": image.id,
+        "digest": sha256_digest(&image.manifest),
+        "names": image.names,
+        "layer": image.top_layer,
+        "big-data-names": items.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>(),
+        "big-data-sizes": sizes,
+        "big-data-digests": digests,
+        "created": if is_rfc3339(&image.created) { image.created.clone() } else { now.to_string() },
+    })
 }
 
 /// What [`gc`] removed (or would remove with `dry_run`).
@@ -649,73 +595,158 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
     if !dry_run {
         rep.temporaries = sweep(store, repo);
     }
-    let mut images = read_index(&store.images_json())?;
-    let (gone, kept): (Vec<Value>, Vec<Value>) = images
-        .drain(..)
-        .partition(|i| i["names"].as_array().map(|n| n.is_empty()).unwrap_or(true));
-    rep.images = gone
-        .iter()
-        .filter_map(|i| i["id"].as_str().map(str::to_string))
-        .collect();
+    let images = read_index(&store.images_json())?;
     let layers = read_index(&store.layers_json())?;
-    let by_id: std::collections::HashMap<&str, &Value> = layers
-        .iter()
-        .filter_map(|l| l["id"].as_str().map(|id| (id, l)))
-        .collect();
-    let mut used = BTreeSet::new();
-    for img in &kept {
-        let mut cur = img["layer"].as_str();
-        while let Some(id) = cur {
-            if !used.insert(id.to_string()) {
-                break;
-            }
-            cur = by_id.get(id).and_then(|l| l["parent"].as_str());
+    let plan = GcPlan::new(images, &layers, &mut rep);
+    let repo = repo.map(RepoPaths::new);
+    let mut layer_dirs = Vec::new();
+    if let Some(repo) = &repo {
+        layer_dirs = unused_layer_dirs(repo, &plan, &layers, &rep.images, dry_run)?;
+        if !dry_run {
+            repair_origins(repo, &plan.kept_users(&layers), &mut rep)?;
         }
     }
-    let (dropped, remaining): (Vec<Value>, Vec<Value>) = layers
+    rep.layer_dirs = layer_dirs
         .iter()
-        .cloned()
-        .partition(|l| !used.contains(l["id"].as_str().unwrap_or("")));
-    rep.layers = dropped
-        .iter()
-        .filter_map(|l| l["id"].as_str().map(str::to_string))
+        .map(|(d, _)| d.display().to_string())
         .collect();
-    let still_used_blobs: BTreeSet<&str> = remaining
+    let flat_dirs: Vec<(PathBuf, String)> = rep
+        .images
+        .iter()
+        .filter(|i| i.len() >= 2)
+        .filter_map(|i| repo.as_ref().map(|r| (r.flat_dir(i), i.clone())))
+        .collect();
+    rep.flat_dirs = flat_dirs
+        .iter()
+        .map(|(d, _)| d.display().to_string())
+        .collect();
+    if dry_run || (rep.images.is_empty() && rep.layers.is_empty()) {
+        return Ok(rep);
+    }
+    write_index(&store.images_json(), &plan.kept)?;
+    write_index(&store.layers_json(), &plan.remaining)?;
+    bump_token(&store.images_lock())?;
+    bump_token(&store.layers_lock())?;
+    repoint_flat_records(store, &plan, &rep.images)?;
+    remove_unused(store, &rep, &layer_dirs, &flat_dirs)?;
+    Ok(rep)
+}
+
+/// The layers of the chain whose top is `top`, top first (stops at a
+/// missing layer or a loop).
+fn layer_chain<'a>(
+    by_id: &'a std::collections::HashMap<&'a str, &'a Value>,
+    top: Option<&'a str>,
+) -> Vec<&'a Value> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut cur = top;
+    while let Some(id) = cur {
+        if !seen.insert(id) {
+            break;
+        }
+        let Some(l) = by_id.get(id) else { break };
+        out.push(*l);
+        cur = l["parent"].as_str();
+    }
+    out
+}
+
+fn layers_by_id(layers: &[Value]) -> std::collections::HashMap<&str, &Value> {
+    layers
+        .iter()
+        .filter_map(|l| l["id"].as_str().map(|id| (id, l)))
+        .collect()
+}
+
+/// What [`gc`] keeps and drops of the store's indexes.
+struct GcPlan {
+    /// Images that still have a name.
+    kept: Vec<Value>,
+    /// The nameless ones.
+    gone: Vec<Value>,
+    /// Layers some kept image uses.
+    remaining: Vec<Value>,
+}
+
+impl GcPlan {
+    /// Split the indexes; the IDs of what goes into `rep`.
+    fn new(mut images: Vec<Value>, layers: &[Value], rep: &mut GcReport) -> GcPlan {
+        let (gone, kept): (Vec<Value>, Vec<Value>) = images
+            .drain(..)
+            .partition(|i| i["names"].as_array().map(|n| n.is_empty()).unwrap_or(true));
+        rep.images = gone
+            .iter()
+            .filter_map(|i| i["id"].as_str().map(str::to_string))
+            .collect();
+        let by_id = layers_by_id(layers);
+        let used: BTreeSet<&str> = kept
+            .iter()
+            .flat_map(|img| layer_chain(&by_id, img["layer"].as_str()))
+            .filter_map(|l| l["id"].as_str())
+            .collect();
+        let (dropped, remaining): (Vec<Value>, Vec<Value>) = layers
+            .iter()
+            .cloned()
+            .partition(|l| !used.contains(l["id"].as_str().unwrap_or("")));
+        rep.layers = dropped
+            .iter()
+            .filter_map(|l| l["id"].as_str().map(str::to_string))
+            .collect();
+        GcPlan {
+            kept,
+            gone,
+            remaining,
+        }
+    }
+
+    /// Every blob the removed images used.
+    fn gone_blobs(&self, layers: &[Value]) -> BTreeSet<String> {
+        let by_id = layers_by_id(layers);
+        self.gone
+            .iter()
+            .flat_map(|img| layer_chain(&by_id, img["layer"].as_str()))
+            .filter_map(|l| l["compressed-diff-digest"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn kept_users(&self, layers: &[Value]) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+        blob_users(&self.kept, layers)
+    }
+}
+
+/// The layer directories (with their blob hex) only removed images used:
+/// every blob they used is dropped from its `origin.json`, and the
+/// directory goes when no image is left in it and no remaining layer uses it.
+fn unused_layer_dirs(
+    repo: &RepoPaths,
+    plan: &GcPlan,
+    layers: &[Value],
+    removed_images: &[String],
+    dry_run: bool,
+) -> Result<Vec<(PathBuf, String)>> {
+    let still_used: BTreeSet<&str> = plan
+        .remaining
         .iter()
         .filter_map(|l| l["compressed-diff-digest"].as_str())
         .collect();
-    let removed_configs: BTreeSet<String> =
-        rep.images.iter().map(|i| format!("sha256:{i}")).collect();
-    let mut layer_dirs = Vec::new();
-    // every blob the removed images used: drop them from origin.json, and the
-    // directory when no image is left in it and no remaining layer uses it
-    let mut gone_blobs = BTreeSet::new();
-    for img in &gone {
-        let mut cur = img["layer"].as_str();
-        let mut seen = BTreeSet::new();
-        while let Some(id) = cur {
-            if !seen.insert(id) {
-                break;
-            }
-            let Some(l) = by_id.get(id) else { break };
-            if let Some(d) = l["compressed-diff-digest"].as_str() {
-                gone_blobs.insert(d.to_string());
-            }
-            cur = l["parent"].as_str();
-        }
-    }
-    let kept_users = blob_users(&kept, &layers);
-    for d in gone_blobs.iter().filter(|_| repo.is_some()) {
-        let repo = repo.expect("filtered");
+    let removed_configs: BTreeSet<String> = removed_images
+        .iter()
+        .map(|i| cvmfs_format::sha256_digest(i))
+        .collect();
+    let kept_users = plan.kept_users(layers);
+    let mut out = Vec::new();
+    for d in &plan.gone_blobs(layers) {
         let Ok(hex) = super::digest_hex(d) else {
             continue;
         };
-        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
-        if let Err(e) = fsx::check_real_dirs(repo, &dir.join(".metadata")) {
+        let dir = repo.layer_dir(hex);
+        if let Err(e) = fsx::check_real_dirs(&repo.root, &RepoPaths::metadata_of(&dir)) {
             eprintln!("warning: {e}; keeping the layer");
             continue;
         }
-        let origin = match super::ducc::read_origin(&dir.join(".metadata/origin.json")) {
+        let origin_path = RepoPaths::origin_of(&dir);
+        let origin = match super::ducc::read_origin(&origin_path) {
             Ok(o) => o.unwrap_or_default(),
             Err(e) => {
                 // Who else uses the layer is unknown (DUCC's images are not in
@@ -734,93 +765,94 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
             .filter(|c| !removed_configs.contains(*c))
             .cloned()
             .collect();
-        if others.is_empty() && !still_used_blobs.contains(d.as_str()) {
-            layer_dirs.push((dir, hex.to_string()));
+        if others.is_empty() && !still_used.contains(d.as_str()) {
+            out.push((dir, hex.to_string()));
         } else if others.len() != origin.origin.len() && !dry_run && dir.is_dir() {
             let o = super::ducc::Origin { origin: others };
-            fsx::write_atomic(
-                &dir.join(".metadata/origin.json"),
-                super::ducc::origin_json(&o).as_bytes(),
-                0o644,
-            )?;
+            fsx::write_atomic(&origin_path, super::ducc::origin_json(&o).as_bytes(), 0o644)?;
         }
     }
-    // origin.json of every layer still used names every image using it
-    // (repairs lost updates and damaged files)
-    for (blob, users) in kept_users.iter().filter(|_| !dry_run) {
-        let (Some(repo), Ok(hex)) = (repo, super::digest_hex(blob)) else {
+    Ok(out)
+}
+
+/// `origin.json` of every layer still used names every image using it
+/// (repairs lost updates and damaged files).
+fn repair_origins(
+    repo: &RepoPaths,
+    kept_users: &std::collections::BTreeMap<String, BTreeSet<String>>,
+    rep: &mut GcReport,
+) -> Result<()> {
+    for (blob, users) in kept_users {
+        let Ok(hex) = super::digest_hex(blob) else {
             continue;
         };
-        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
-        if !dir.join("layerfs").is_dir()
-            || fsx::check_real_dirs(repo, &dir.join(".metadata")).is_err()
+        let dir = repo.layer_dir(hex);
+        if !RepoPaths::layerfs_of(&dir).is_dir()
+            || fsx::check_real_dirs(&repo.root, &RepoPaths::metadata_of(&dir)).is_err()
         {
             continue;
         }
-        let before = super::ducc::read_origin(&dir.join(".metadata/origin.json"));
+        let origin_path = RepoPaths::origin_of(&dir);
+        let before = super::ducc::read_origin(&origin_path);
         let repaired = super::ducc::ensure_origin(&dir, users)?;
         let complete =
             before.is_ok_and(|o| o.is_some_and(|o| users.iter().all(|u| o.origin.contains(u))));
         if repaired.is_some() || !complete {
-            rep.origins_repaired
-                .push(dir.join(".metadata/origin.json").display().to_string());
+            rep.origins_repaired.push(origin_path.display().to_string());
         }
     }
-    rep.layer_dirs = layer_dirs
-        .iter()
-        .map(|(d, _)| d.display().to_string())
-        .collect();
-    let flat_dirs: Vec<PathBuf> = rep
-        .images
-        .iter()
-        .filter(|i| i.len() >= 2)
-        .filter_map(|i| repo.map(|r| r.join(".flat").join(&i[..2]).join(i)))
-        .collect();
-    rep.flat_dirs = flat_dirs.iter().map(|d| d.display().to_string()).collect();
-    if dry_run || (rep.images.is_empty() && rep.layers.is_empty()) {
-        return Ok(rep);
-    }
-    write_index(&store.images_json(), &kept)?;
-    write_index(&store.layers_json(), &remaining)?;
-    bump_token(&store.images_lock())?;
-    bump_token(&store.layers_lock())?;
-    // A remaining layer's record may name a flat tree about to go (another
-    // image with the same layers built it): name a kept image's instead, or
-    // none (the driver then stacks the layers), before the tree goes.
-    let removed_flats: BTreeSet<String> = rep
-        .images
+    Ok(())
+}
+
+/// A remaining layer's record may name a flat tree about to go (another
+/// image with the same layers built it): name a kept image's instead, or
+/// none (the driver then stacks the layers), before the tree goes.
+fn repoint_flat_records(
+    store: &StorePaths,
+    plan: &GcPlan,
+    removed_images: &[String],
+) -> Result<()> {
+    let removed_flats: BTreeSet<String> = removed_images
         .iter()
         .filter(|i| i.len() >= 2)
-        .map(|i| format!(".flat/{}/{i}", &i[..2]))
+        .map(|i| flat_rel(i))
         .collect();
-    for l in &remaining {
+    for l in &plan.remaining {
         let Some(id) = l["id"].as_str() else { continue };
         let rp = store.record(id);
-        let Some(mut rec) = fs::read(&rp)
+        let Some(StoreRecord::Cvmfs { mut record, .. }) = fs::read(&rp)
             .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|b| cvmfs_format::parse_store_record(&b).ok())
         else {
             continue;
         };
-        if !rec["flat"]
-            .as_str()
+        if !record
+            .flat
+            .as_ref()
             .is_some_and(|f| removed_flats.contains(f))
         {
             continue;
         }
-        let other = kept
+        let other = plan
+            .kept
             .iter()
             .filter(|i| i["layer"].as_str() == Some(id))
             .filter_map(|i| i["id"].as_str())
             .find(|c| c.len() >= 2 && store.flat_built(c).is_file());
-        match other {
-            Some(c) => rec["flat"] = json!(format!(".flat/{}/{c}", &c[..2])),
-            None => {
-                rec.as_object_mut().map(|o| o.remove("flat"));
-            }
-        }
-        fsx::write_atomic(&rp, rec.to_string().as_bytes(), 0o644)?;
+        record.flat = other.map(flat_rel);
+        fsx::write_atomic(&rp, record.to_json().as_bytes(), 0o644)?;
     }
+    Ok(())
+}
+
+/// Remove what [`gc`] dropped: each path renamed away first, so readers
+/// never see half of it.
+fn remove_unused(
+    store: &StorePaths,
+    rep: &GcReport,
+    layer_dirs: &[(PathBuf, String)],
+    flat_dirs: &[(PathBuf, String)],
+) -> Result<()> {
     let vanish = |p: &Path| -> Result<()> {
         if fs::symlink_metadata(p).is_err() {
             return Ok(());
@@ -834,23 +866,20 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
     }
     for id in &rep.layers {
         vanish(&store.tar_split(id))?;
-        vanish(store.record(id).parent().expect("record dir"))?;
+        vanish(&store.record_dir(id))?;
     }
-    for (dir, hex) in &layer_dirs {
+    for (dir, hex) in layer_dirs {
         vanish(dir)?;
         vanish(&store.tar_split_by_digest(hex))?;
         vanish(&store.ownership_lost_marker(hex))?;
         vanish(&store.owners_by_digest(hex))?;
         vanish(&store.markers_by_digest(hex))?;
     }
-    for (d, id) in flat_dirs
-        .iter()
-        .zip(rep.images.iter().filter(|i| i.len() >= 2))
-    {
+    for (d, id) in flat_dirs {
         vanish(d)?;
         vanish(&store.flat_built(id))?;
     }
-    Ok(rep)
+    Ok(())
 }
 
 /// Copy the records of the images named `names` (and of their layers) from the
@@ -860,46 +889,8 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
 /// repository's indexes. Layer records keep pointing into the repository.
 /// Returns the image IDs enabled.
 pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Vec<String>> {
-    let src_images = read_index(&src.images_json())?;
-    let src_layers = read_index(&src.layers_json())?;
-    let by_id: std::collections::HashMap<&str, &Value> = src_layers
-        .iter()
-        .filter_map(|l| l["id"].as_str().map(|id| (id, l)))
-        .collect();
     // resolve everything before touching dst
-    let mut picks: Vec<(Value, Vec<String>, Vec<Value>)> = Vec::new();
-    for name in names {
-        let img = src_images
-            .iter()
-            .find(|i| {
-                i["names"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|x| x == name.as_str()))
-            })
-            .ok_or_else(|| {
-                Error::msg(format!(
-                    "{}: no image named {name}",
-                    src.images_json().display()
-                ))
-            })?;
-        let mut chain = Vec::new();
-        let mut cur = img["layer"].as_str();
-        while let Some(id) = cur {
-            let l = by_id.get(id).ok_or_else(|| {
-                Error::msg(format!(
-                    "image {name}: layer {id} is missing from {}",
-                    src.layers_json().display()
-                ))
-            })?;
-            chain.push((*l).clone());
-            cur = l["parent"].as_str();
-        }
-        chain.reverse();
-        match picks.iter_mut().find(|p| p.0["id"] == img["id"]) {
-            Some(p) => p.1.push(name.clone()),
-            None => picks.push((img.clone(), vec![name.clone()], chain)),
-        }
-    }
+    let picks = resolve_picks(src, names)?;
     let _publisher = Lock::publisher(&dst.publisher_lock())?;
     dst.init()?;
     let _lock = Lock::exclusive(&dst.images_lock())?;
@@ -968,6 +959,51 @@ pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Ve
         .iter()
         .map(|p| p.0["id"].as_str().unwrap_or_default().to_string())
         .collect())
+}
+
+/// An image to enable: its `images.json` entry, the names asked for, and
+/// its layers' entries, bottom first.
+type Pick = (Value, Vec<String>, Vec<Value>);
+
+/// The images of store `src` named `names`, with their layer chains.
+fn resolve_picks(src: &StorePaths, names: &[String]) -> Result<Vec<Pick>> {
+    let src_images = read_index(&src.images_json())?;
+    let src_layers = read_index(&src.layers_json())?;
+    let by_id = layers_by_id(&src_layers);
+    let mut picks: Vec<Pick> = Vec::new();
+    for name in names {
+        let img = src_images
+            .iter()
+            .find(|i| {
+                i["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|x| x == name.as_str()))
+            })
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "{}: no image named {name}",
+                    src.images_json().display()
+                ))
+            })?;
+        let mut chain = Vec::new();
+        let mut cur = img["layer"].as_str();
+        while let Some(id) = cur {
+            let l = by_id.get(id).ok_or_else(|| {
+                Error::msg(format!(
+                    "image {name}: layer {id} is missing from {}",
+                    src.layers_json().display()
+                ))
+            })?;
+            chain.push((*l).clone());
+            cur = l["parent"].as_str();
+        }
+        chain.reverse();
+        match picks.iter_mut().find(|p| p.0["id"] == img["id"]) {
+            Some(p) => p.1.push(name.clone()),
+            None => picks.push((img.clone(), vec![name.clone()], chain)),
+        }
+    }
+    Ok(picks)
 }
 
 /// Take `names` out of a store made by [`enable`] and drop what no image needs.

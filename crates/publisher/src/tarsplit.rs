@@ -23,6 +23,7 @@ use std::io::{Read, Write};
 
 use sha2::{Digest, Sha256};
 
+use cvmfs_format::tarsplit::{TarSplitEntry, ENTRY_FILE};
 use cvmfs_graphdriver::archive::tarparse::{self, TarEntry, TarObserver, TarReader};
 use cvmfs_graphdriver::archive::WHITEOUT_PREFIX;
 
@@ -274,17 +275,15 @@ impl<W: Write> TarSplitter<W> {
         if self.raw.is_empty() {
             return Ok(());
         }
-        let line = serde_json::json!({
-            "type": 2,
-            "payload": base64(&self.raw),
-            "position": self.position,
-        });
+        let line = TarSplitEntry::segment(base64(&self.raw), self.position);
         self.raw.clear();
         self.write_line(&line)
     }
 
-    fn write_line(&mut self, v: &serde_json::Value) -> Result<(), String> {
-        serde_json::to_writer(&mut self.out, v).map_err(|e| format!("writing tar-split: {e}"))?;
+    fn write_line(&mut self, entry: &TarSplitEntry) -> Result<(), String> {
+        self.out
+            .write_all(entry.to_json().as_bytes())
+            .map_err(|e| format!("writing tar-split: {e}"))?;
         self.out
             .write_all(b"\n")
             .map_err(|e| format!("writing tar-split: {e}"))?;
@@ -299,29 +298,20 @@ impl<W: Write> TarSplitter<W> {
                     .into(),
             );
         }
-        let mut m = serde_json::Map::new();
-        m.insert("type".into(), 1.into());
-        match std::str::from_utf8(&e.name) {
-            Ok(s) if !s.is_empty() => {
-                m.insert("name".into(), s.into());
-            }
-            Ok(_) => {}
-            Err(_) => {
-                m.insert("name_raw".into(), base64(&e.name).into());
-            }
-        }
-        if e.size > 0 {
-            m.insert("size".into(), e.size.into());
-        }
-        m.insert(
-            "payload".into(),
-            match crc {
-                Some(c) => base64(&c.to_be_bytes()).into(),
-                None => serde_json::Value::Null,
-            },
-        );
-        m.insert("position".into(), self.position.into());
-        self.write_line(&serde_json::Value::Object(m))
+        let (name, name_raw) = match std::str::from_utf8(&e.name) {
+            Ok("") => (None, None),
+            Ok(s) => (Some(s.to_string()), None),
+            Err(_) => (None, Some(base64(&e.name))),
+        };
+        let entry = TarSplitEntry {
+            name,
+            name_raw,
+            payload: crc.map(|c| base64(&c.to_be_bytes())),
+            position: self.position,
+            size: (e.size > 0).then_some(e.size),
+            kind: ENTRY_FILE,
+        };
+        self.write_line(&entry)
     }
 
     /// Bytes after the end-of-archive marker: kept as raw segments.

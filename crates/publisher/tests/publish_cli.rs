@@ -152,11 +152,12 @@ fn parallel_publishes_keep_every_origin() {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let read = |p: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(Path::new(&repo).join(p)).unwrap()).unwrap()
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
     };
-    let images = read("podmanStore/cvmfs-images/images.json");
-    let layers = read("podmanStore/cvmfs-layers/layers.json");
+    let paths = cvmfs_format::RepoPaths::new(&repo);
+    let images = read(&paths.store().images_json());
+    let layers = read(&paths.store().layers_json());
     assert_eq!(images.as_array().unwrap().len(), 6);
     for img in images.as_array().unwrap() {
         let config = format!("sha256:{}", img["id"].as_str().unwrap());
@@ -172,10 +173,7 @@ fn parallel_publishes_keep_every_origin() {
                 .as_str()
                 .unwrap()
                 .trim_start_matches("sha256:");
-            let origin = read(&format!(
-                ".layers/{}/{hex}/.metadata/origin.json",
-                &hex[..2]
-            ));
+            let origin = read(&cvmfs_format::RepoPaths::origin_of(&paths.layer_dir(hex)));
             assert!(
                 origin["origin"]
                     .as_array()

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
+use cvmfs_format::{flat_rel, CvmfsRecord, MarkerList, StoreRecord, Whiteouts};
 use cvmfs_publisher::layer_spec;
 use cvmfs_publisher::podman::{self, NewImage, NewLayer, StorePaths};
 use cvmfs_publisher::tarsplit::{self, Crc64};
@@ -274,10 +275,8 @@ fn store_commit_is_incremental_and_moves_names() {
     assert_eq!(images.as_array().unwrap().len(), 2);
     assert_eq!(images[0]["names"], serde_json::json!([]));
     assert_eq!(images[1]["names"], serde_json::json!(["example.org/a:1"]));
-    let rec: Value =
-        serde_json::from_slice(&std::fs::read(store.record(&ids[0])).unwrap()).unwrap();
-    assert_eq!(rec["kind"], "cvmfs");
-    assert_eq!(rec["whiteouts"], "oci-raw");
+    let rec = read_record(&store, &ids[0]);
+    assert_eq!(rec.whiteouts, Whiteouts::OciRaw);
     assert!(store.images_lock().exists() && store.layers_lock().exists());
 }
 
@@ -290,7 +289,7 @@ fn records_gain_marker_lists_and_flat_trees_and_gc_keeps_them_true() {
     std::fs::write(&ts, b"tar-split").unwrap();
     let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
     let (c, d) = ("c".repeat(64), "d".repeat(64));
-    let flat_of = |cfg: &str| format!(".flat/{}/{cfg}", &cfg[..2]);
+    let flat_of = |cfg: &str| flat_rel(cfg);
     let layer = |markers, flat| base_layer(&ids[0], &ts, markers, flat);
     let img = |id: &str| NewImage {
         id: id.into(),
@@ -300,30 +299,29 @@ fn records_gain_marker_lists_and_flat_trees_and_gc_keeps_them_true() {
         config: id.as_bytes().to_vec(),
         created: "2023-11-14T22:13:20Z".into(),
     };
-    let record = || -> Value {
-        serde_json::from_slice(&std::fs::read(store.record(&ids[0])).unwrap()).unwrap()
-    };
+    let record = || read_record(&store, &ids[0]);
+    let listed = Some(MarkerList(vec![".wh.x".into()]));
     // An old record (no list, no flat tree) gains both when published again.
     podman::commit(&store, "/cvmfs/x", &[layer(None, None)], &img(&c), &[]).unwrap();
-    assert!(record().get("markers").is_none() && record().get("flat").is_none());
+    assert!(record().markers.is_none() && record().flat.is_none());
     std::fs::create_dir_all(repo.join(flat_of(&c))).unwrap();
     std::fs::create_dir_all(store.flat_built(&c).parent().unwrap()).unwrap();
     std::fs::write(store.flat_built(&c), b"{}").unwrap();
     let with = layer(Some(vec![".wh.x".into()]), Some(flat_of(&c)));
     podman::commit(&store, "/cvmfs/x", &[with], &img(&c), &[]).unwrap();
-    assert_eq!(record()["markers"], serde_json::json!([".wh.x"]));
-    assert_eq!(record()["flat"], serde_json::json!(flat_of(&c)));
+    assert_eq!(record().markers, listed);
+    assert_eq!(record().flat, Some(flat_of(&c)));
     // Another image with the same layers and no flat tree of its own keeps
     // the record's; the name moves to it, so `c` becomes garbage.
     podman::commit(&store, "/cvmfs/x", &[layer(None, None)], &img(&d), &[]).unwrap();
-    assert_eq!(record()["flat"], serde_json::json!(flat_of(&c)));
-    assert_eq!(record()["markers"], serde_json::json!([".wh.x"]));
+    assert_eq!(record().flat, Some(flat_of(&c)));
+    assert_eq!(record().markers, listed);
     let rep = podman::gc(&store, Some(&repo), false).unwrap();
     assert_eq!(rep.images, vec![c.clone()]);
     assert!(!repo.join(flat_of(&c)).exists() && !store.flat_built(&c).exists());
     assert!(
-        record().get("flat").is_none(),
-        "the record names a removed tree: {}",
+        record().flat.is_none(),
+        "the record names a removed tree: {:?}",
         record()
     );
     // With a tree of its own, the kept image's replaces a removed one.
@@ -340,8 +338,17 @@ fn records_gain_marker_lists_and_flat_trees_and_gc_keeps_them_true() {
         &[],
     )
     .unwrap();
-    assert_eq!(record()["flat"], serde_json::json!(flat_of(&e)));
+    assert_eq!(record().flat, Some(flat_of(&e)));
     podman::commit(&store, "/cvmfs/x", &[layer(None, None)], &img(&d), &[]).unwrap();
     podman::gc(&store, Some(&repo), false).unwrap();
-    assert_eq!(record()["flat"], serde_json::json!(flat_of(&d)));
+    assert_eq!(record().flat, Some(flat_of(&d)));
+}
+
+/// Layer `id`'s record in `store`, read as the driver reads it.
+fn read_record(store: &StorePaths, id: &str) -> CvmfsRecord {
+    let bytes = std::fs::read(store.record(id)).unwrap();
+    match cvmfs_format::parse_store_record(&bytes).unwrap() {
+        StoreRecord::Cvmfs { record, .. } => record,
+        other => panic!("layer {id}: {other:?}"),
+    }
 }

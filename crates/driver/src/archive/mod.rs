@@ -212,9 +212,8 @@ pub fn remap_ownership(
     remap::remap_ownership(dir, to_container, to_host)
 }
 
-/// Name of the tar marker that makes a directory opaque.
-pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
-/// Prefix of a tar whiteout marker.
-pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The OCI whiteout names (the opaque marker, the prefix of every marker),
+/// defined with the marker lists of the store format.
+pub use cvmfs_format::markers::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 /// The xattr overlayfs reads to treat a directory as opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";

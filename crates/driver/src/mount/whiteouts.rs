@@ -38,7 +38,9 @@
 //! entry, which `Store::recover` removes). The key names the layers it is built
 //! from, and layer IDs name fixed content, so a built directory never goes stale.
 
-use std::ffi::{OsStr, OsString};
+#[cfg(test)]
+use std::ffi::OsStr;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -49,7 +51,7 @@ use std::time::Instant;
 use rustix::fs::{mknodat, FileType, Mode, CWD};
 
 use crate::archive::fsutil;
-use crate::archive::{OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::archive::{OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
 /// Version of the auxiliary directory format; part of every key so a driver
 /// with a different format never reuses an old build.
@@ -59,35 +61,12 @@ pub const AUX_VERSION: u32 = 2;
 /// explicit and automatic ones).
 pub const CATALOG_MARKERS: [&str; 2] = [".cvmfscatalog", ".cvmfsautocatalog"];
 
-/// One marker file found in a raw layer: its directory (relative) and name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
-    pub dir: PathBuf,
-    pub name: OsString,
-}
-
-impl Marker {
-    pub fn is_opaque(&self) -> bool {
-        self.name.as_bytes() == WHITEOUT_OPAQUE.as_bytes()
-    }
-    /// AUFS metadata (`.wh..wh.plnk`, ...: `.wh..wh.` but not the opaque
-    /// marker), which unpacking drops.
-    pub fn is_aufs_metadata(&self) -> bool {
-        !self.is_opaque() && self.name.as_bytes().starts_with(b".wh..wh.")
-    }
-    /// The name a `.wh.<x>` marker deletes (`None` for the opaque marker).
-    pub fn deleted(&self) -> Option<&OsStr> {
-        if self.is_opaque() {
-            return None;
-        }
-        let b = self.name.as_bytes();
-        let x = &b[WHITEOUT_PREFIX.len()..];
-        if x.is_empty() || x == b"." || x == b".." || x.contains(&b'/') {
-            return None;
-        }
-        Some(OsStr::from_bytes(x))
-    }
-}
+pub use cvmfs_format::markers::{
+    deserialize_marker_list, parse_marker_list, parse_marker_list_json, Marker, MAX_LISTED_MARKERS,
+    MAX_MARKER_DIRS,
+};
+pub use cvmfs_format::ownership::{parse_owners, Owner, MAX_OWNER_ENTRIES, OWNERSHIP_MAX_BYTES};
+pub use cvmfs_format::paths::OWNERSHIP_FILE;
 
 /// Every `.wh.*` file under `root`, in a deterministic order. Symlinks are never
 /// followed; only directory entries are read (no per-file stat), which on CVMFS
@@ -149,241 +128,6 @@ fn check_deadline(deadline: Option<Instant>, doing: impl FnOnce() -> String) -> 
         )),
         _ => Ok(()),
     }
-}
-
-/// Most markers one layer may have, listed or found (far above any real
-/// layer: a whiteout is one per deleted top-most name, so even a layer
-/// removing a whole distribution's documentation has a few thousand). Every
-/// marker costs a device node in a whiteout layer built on local disk at the
-/// first mount, so the cap bounds that work for hostile lists too.
-pub const MAX_LISTED_MARKERS: usize = 16_384;
-
-/// Most distinct directories a marker list may name (each becomes a
-/// directory of the whiteout layer).
-pub const MAX_MARKER_DIRS: usize = 16_384;
-
-/// A JSON list read with serde that refuses its `max + 1`st element as it
-/// arrives, so an oversized list costs no more than `max` parsed entries.
-pub struct CappedSeq<T> {
-    pub max: usize,
-    /// What the list is, for the error ("field \"markers\"").
-    pub what: &'static str,
-    pub _entries: std::marker::PhantomData<T>,
-}
-
-impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for CappedSeq<T> {
-    type Value = Vec<T>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{}: a list of at most {} entries", self.what, self.max)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max).min(4096));
-        while let Some(x) = seq.next_element()? {
-            if v.len() == self.max {
-                return Err(serde::de::Error::custom(format!(
-                    "{}: more than {} entries",
-                    self.what, self.max
-                )));
-            }
-            v.push(x);
-        }
-        Ok(v)
-    }
-}
-
-impl<T> CappedSeq<T> {
-    pub fn new(max: usize, what: &'static str) -> CappedSeq<T> {
-        CappedSeq {
-            max,
-            what,
-            _entries: std::marker::PhantomData,
-        }
-    }
-}
-
-/// serde `deserialize_with` for a record's optional `markers` list, capped
-/// at [`MAX_LISTED_MARKERS`] while it is read.
-pub fn deserialize_marker_list<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Vec<String>>, D::Error> {
-    d.deserialize_seq(CappedSeq::new(MAX_LISTED_MARKERS, "field \"markers\""))
-        .map(Some)
-}
-
-/// Parse and validate the `markers` list of a layer record (hostile input):
-/// each entry a relative path made of plain names (no `.`, `..` or empty
-/// component, no NUL) whose last name starts with `.wh.`, listed once.
-/// Returns them in [`scan_markers`]'s order.
-pub fn parse_marker_list(list: &[String]) -> Result<Vec<Marker>, String> {
-    if list.len() > MAX_LISTED_MARKERS {
-        return Err(format!(
-            "{} entries, more than {MAX_LISTED_MARKERS}",
-            list.len()
-        ));
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for (i, p) in list.iter().enumerate() {
-        let bad = |why: &str| format!("entry {i} ({p:?}): {why}");
-        if p.is_empty() || p.starts_with('/') || p.contains('\0') {
-            return Err(bad("not a relative path"));
-        }
-        let parts: Vec<&str> = p.split('/').collect();
-        if parts
-            .iter()
-            .any(|c| c.is_empty() || *c == "." || *c == "..")
-        {
-            return Err(bad("path component is empty, \".\" or \"..\""));
-        }
-        let (name, dirs) = parts.split_last().expect("split gives one part");
-        if !name.starts_with(WHITEOUT_PREFIX) {
-            return Err(bad("the last name does not start with \".wh.\""));
-        }
-        if let Some(d) = dirs.iter().find(|c| c.starts_with(WHITEOUT_PREFIX)) {
-            return Err(bad(&format!("directory {d:?} is a whiteout marker")));
-        }
-        out.push(Marker {
-            dir: dirs.iter().collect(),
-            name: OsString::from(*name),
-        });
-    }
-    out.sort_by(|a, b| (&a.dir, &a.name).cmp(&(&b.dir, &b.name)));
-    if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!("{:?} is listed twice", w[0].dir.join(&w[0].name)));
-    }
-    let dirs = distinct_dirs(&out);
-    if dirs > MAX_MARKER_DIRS {
-        return Err(format!(
-            "the markers lie in {dirs} distinct directories, more than {MAX_MARKER_DIRS}"
-        ));
-    }
-    Ok(out)
-}
-
-/// How many distinct directories (with their ancestors) sorted `markers`
-/// lie in: what building a whiteout layer for them creates at most.
-fn distinct_dirs(markers: &[Marker]) -> usize {
-    let mut n = 0;
-    let mut prev: Option<&Path> = None;
-    for m in markers {
-        if prev == Some(m.dir.as_path()) {
-            continue;
-        }
-        // Sorted by path: the directories shared with the previous one's
-        // chain are counted already.
-        let shared = prev.map_or(0, |p| {
-            p.components()
-                .zip(m.dir.components())
-                .take_while(|(a, b)| a == b)
-                .count()
-        });
-        n += m.dir.components().count() - shared;
-        prev = Some(&m.dir);
-    }
-    n
-}
-
-/// A marker list as JSON text (a record's `markers` value), read and
-/// validated as the driver does: a pure function for fuzzing.
-pub fn parse_marker_list_json(bytes: &[u8]) -> Result<Vec<Marker>, String> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let list = deserialize_marker_list(&mut de)
-        .and_then(|l| de.end().map(|()| l))
-        .map_err(|e| format!("malformed or truncated JSON: {e}"))?
-        .unwrap_or_default();
-    parse_marker_list(&list)
-}
-
-/// Name of the ownership metadata file beside a layer record.
-pub const OWNERSHIP_FILE: &str = "ownership.json";
-
-/// Largest ownership file read (it comes from outside): room for
-/// [`MAX_OWNER_ENTRIES`] entries of ordinary path lengths.
-pub const OWNERSHIP_MAX_BYTES: u64 = 32 << 20;
-
-/// Most entries one ownership file may hold (one per file of the layer not
-/// owned 0:0; each costs a metadata copy in a whiteout layer).
-pub const MAX_OWNER_ENTRIES: usize = 500_000;
-
-/// The image's owner of one entry of a layer whose repository lost ownership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub path: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOwners {
-    version: u32,
-    #[serde(deserialize_with = "deserialize_owner_entries")]
-    entries: Vec<RawOwner>,
-}
-
-fn deserialize_owner_entries<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<RawOwner>, D::Error> {
-    d.deserialize_seq(CappedSeq::new(MAX_OWNER_ENTRIES, "field \"entries\""))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOwner {
-    path: String,
-    uid: u32,
-    gid: u32,
-}
-
-/// Parse and validate an ownership file (hostile input): version 1, every path
-/// relative, made of plain names (no `.`, `..`, empty or `.wh.*` component,
-/// no NUL), listed once, owners below 2^32-1. Entries owned 0:0 may be left out.
-pub fn parse_owners(bytes: &[u8]) -> Result<Vec<Owner>, String> {
-    if bytes.len() as u64 > OWNERSHIP_MAX_BYTES {
-        return Err(format!("larger than {OWNERSHIP_MAX_BYTES} bytes"));
-    }
-    let raw: RawOwners =
-        serde_json::from_slice(bytes).map_err(|e| format!("malformed or truncated JSON: {e}"))?;
-    if raw.version != 1 {
-        return Err(format!(
-            "version {} is not supported (this driver reads version 1)",
-            raw.version
-        ));
-    }
-    let mut entries = raw.entries;
-    for (i, e) in entries.iter().enumerate() {
-        let bad = |why: &str| format!("entry {i} ({:?}): {why}", e.path);
-        if e.path.is_empty() || e.path.starts_with('/') || e.path.contains('\0') {
-            return Err(bad("not a relative path"));
-        }
-        for c in e.path.split('/') {
-            if c.is_empty() || c == "." || c == ".." {
-                return Err(bad("path component is empty, \".\" or \"..\""));
-            }
-            if c.starts_with(WHITEOUT_PREFIX) {
-                return Err(bad("names a whiteout marker"));
-            }
-        }
-        if e.uid == u32::MAX || e.gid == u32::MAX {
-            return Err(bad("owner ID 4294967295 is invalid"));
-        }
-    }
-    // Byte order puts every path right after its ancestors' ("a" < "a-b" <
-    // "a/b"): parents before children, so a directory's own entry makes it,
-    // and equal paths side by side.
-    entries.sort_unstable_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-    if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
-        return Err(format!("entry {:?}: listed twice", w[0].path));
-    }
-    Ok(entries
-        .into_iter()
-        .map(|e| Owner {
-            path: PathBuf::from(e.path),
-            uid: e.uid,
-            gid: e.gid,
-        })
-        .collect())
 }
 
 /// The xattr that makes a file in a lower layer a metadata-only copy whose data
@@ -887,55 +631,6 @@ mod tests {
 }
 
 #[cfg(test)]
-mod owner_tests {
-    use super::*;
-
-    #[test]
-    fn owners_parse_sorted_parents_first() {
-        let o = parse_owners(
-            br#"{"version":1,"entries":[{"path":"a-c","uid":1,"gid":2},{"path":"a/b","uid":3,"gid":4},{"path":"a","uid":5,"gid":6}]}"#,
-        )
-        .unwrap();
-        let paths: Vec<_> = o.iter().map(|o| o.path.display().to_string()).collect();
-        assert_eq!(paths, vec!["a", "a-c", "a/b"]);
-        assert_eq!((o[2].uid, o[2].gid), (3, 4));
-    }
-
-    #[test]
-    fn hostile_owner_files_are_refused() {
-        for (text, needle) in [
-            (&b"{"[..], "truncated"),
-            (br#"{"version":1}"#, "missing field"),
-            (
-                br#"{"version":1,"entries":[{"path":"a//b","uid":1,"gid":1}]}"#,
-                "empty",
-            ),
-            (
-                br#"{"version":1,"entries":[{"path":"a/./b","uid":1,"gid":1}]}"#,
-                "\".\"",
-            ),
-            (
-                br#"{"version":1,"entries":[{"path":"a/\u0000","uid":1,"gid":1}]}"#,
-                "relative",
-            ),
-            (
-                br#"{"version":1,"entries":[{"path":"x","uid":1,"gid":4294967295}]}"#,
-                "invalid",
-            ),
-            (
-                br#"{"version":1,"entries":[{"path":"x","uid":1,"gid":1,"mode":7}]}"#,
-                "unknown field",
-            ),
-        ] {
-            let e = parse_owners(text).unwrap_err();
-            assert!(e.contains(needle), "{}: {e}", String::from_utf8_lossy(text));
-        }
-        let big = vec![b' '; (OWNERSHIP_MAX_BYTES + 1) as usize];
-        assert!(parse_owners(&big).unwrap_err().contains("larger than"));
-    }
-}
-
-#[cfg(test)]
 mod bound_tests {
     use super::*;
 
@@ -956,44 +651,5 @@ mod bound_tests {
         // Without a deadline both work.
         build_aux_until(&aux, None, Some((&l, &listed)), &[], None).unwrap();
         assert_eq!(scan_markers_until(&l, None).unwrap(), listed);
-    }
-
-    #[test]
-    fn marker_lists_are_capped_in_entries_and_directories() {
-        let many: Vec<String> = (0..=MAX_LISTED_MARKERS)
-            .map(|i| format!(".wh.{i}"))
-            .collect();
-        // The capped reader refuses while reading; the parser as well.
-        let json = serde_json::to_vec(&many).unwrap();
-        let mut de = serde_json::Deserializer::from_slice(&json);
-        let e = deserialize_marker_list(&mut de).unwrap_err().to_string();
-        assert!(e.contains("more than 16384 entries"), "{e}");
-        assert!(parse_marker_list(&many).unwrap_err().contains("more than"));
-        // Directories: each marker in its own chain of 4.
-        let n = MAX_MARKER_DIRS / 4 + 1;
-        let deep: Vec<String> = (0..n).map(|i| format!("{i}/a/b/c/.wh.x")).collect();
-        let e = parse_marker_list(&deep).unwrap_err();
-        assert!(e.contains("distinct directories"), "{e}");
-        // Shared directories count once.
-        let shared: Vec<String> = (0..n).map(|i| format!("a/b/c/.wh.{i}")).collect();
-        parse_marker_list(&shared).unwrap();
-    }
-
-    #[test]
-    fn ownership_files_are_capped_while_read() {
-        let mut b = br#"{"version":1,"entries":["#.to_vec();
-        for i in 0..=MAX_OWNER_ENTRIES {
-            if i > 0 {
-                b.push(b',');
-            }
-            b.extend_from_slice(br#"{"path":"a","uid":1,"gid":1}"#);
-            let _ = i;
-        }
-        b.extend_from_slice(b"]}");
-        let e = parse_owners(&b).unwrap_err();
-        assert!(
-            e.contains("more than 500000 entries") || e.contains("larger than"),
-            "{e}"
-        );
     }
 }

@@ -10,6 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cvmfs_format::ownership::{OwnerEntry, OwnershipFile};
+use cvmfs_format::{
+    flat_rel, layerfs_rel, CvmfsRecord, MarkerList, Ownership, RepoPaths, StorePaths, Whiteouts,
+};
 use sha2::{Digest, Sha256};
 
 pub fn need_root(name: &str) -> bool {
@@ -146,10 +150,10 @@ pub fn lay_out(repo: &Path, tars: &[Vec<u8>], style: Style) -> Vec<Laid> {
     let ids = cvmfs_publisher::layer_ids(&refs);
     let mut out = Vec::new();
     for ((tar, d), id) in tars.iter().zip(&diff_ids).zip(ids) {
-        let rel = format!(".layers/{}/{d}/layerfs", &d[..2]);
+        let rel = layerfs_rel(d);
         let dir = repo.join(&rel);
         if !dir.exists() {
-            let staging = repo.join(format!(".layers/{}/{d}/.staging", &d[..2]));
+            let staging = RepoPaths::new(repo).layer_dir(d).join(".staging");
             let _ = fs::remove_dir_all(&staging);
             fs::create_dir_all(staging.parent().unwrap()).unwrap();
             match style {
@@ -190,33 +194,35 @@ pub fn write_records_with(
     list_markers: bool,
     flat: Option<&str>,
 ) {
+    let ownership = match ownership {
+        "kept" => Ownership::Kept,
+        "lost" => Ownership::Lost,
+        other => panic!("ownership {other:?}"),
+    };
     let mut parent: Option<&str> = None;
     for (i, l) in layers.iter().enumerate() {
-        let p = store.join("cvmfs/layers").join(&l.id).join("layer.json");
+        let p = StorePaths::new(store).record(&l.id);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let parent_json = parent.map(|p| format!("\"{p}\"")).unwrap_or("null".into());
-        let mut extra = String::new();
-        if list_markers {
+        let markers = list_markers.then(|| {
             let found =
                 cvmfs_graphdriver::mount::whiteouts::scan_markers(&repo.join(&l.path)).unwrap();
-            let list: Vec<String> = found
-                .iter()
-                .map(|m| m.dir.join(&m.name).to_str().unwrap().to_string())
-                .collect();
-            extra += &format!(r#","markers":{}"#, serde_json::to_string(&list).unwrap());
-        }
-        if let (Some(f), true) = (flat, i + 1 == layers.len()) {
-            extra += &format!(r#","flat":"{f}""#);
-        }
-        fs::write(
-            p,
-            format!(
-                r#"{{"version":1,"kind":"cvmfs","repository":"{}","path":"{}","parent":{parent_json},"whiteouts":"oci-raw","ownership":"{ownership}"{extra}}}"#,
-                repo.display(),
-                l.path
-            ),
-        )
-        .unwrap();
+            MarkerList(
+                found
+                    .iter()
+                    .map(|m| m.path().to_str().unwrap().to_string())
+                    .collect(),
+            )
+        });
+        let record = CvmfsRecord {
+            repository: repo.display().to_string(),
+            path: l.path.clone(),
+            parent: parent.map(str::to_string),
+            whiteouts: Whiteouts::OciRaw,
+            ownership,
+            markers,
+            flat: flat.filter(|_| i + 1 == layers.len()).map(str::to_string),
+        };
+        fs::write(p, record.to_json()).unwrap();
         parent = Some(&l.id);
     }
 }
@@ -263,10 +269,10 @@ pub fn publish_as(
 /// relative to the repository.
 pub fn build_flat(repo: &Path, layers: &[Laid]) -> String {
     let top = &layers.last().unwrap().id;
-    let rel = format!(".flat/{}/{top}", &top[..2]);
+    let rel = flat_rel(top);
     let dir = repo.join(&rel);
     if !dir.exists() {
-        let tmp = repo.join(format!(".flat/{}/.staging-{top}", &top[..2]));
+        let tmp = dir.with_file_name(format!(".staging-{top}"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).unwrap();
         for l in layers {
@@ -395,33 +401,12 @@ pub fn write_owners(store: &Path, layers: &[Laid], specs: &[String]) {
             let path = String::from_utf8(e.path.clone()).unwrap();
             owners.insert(path, (e.uid, e.gid));
         }
-        let entries: Vec<String> = owners
+        let entries: Vec<OwnerEntry> = owners
             .into_iter()
             .filter(|(_, o)| *o != (0, 0))
-            .map(|(p, (u, g))| format!(r#"{{"path":{},"uid":{u},"gid":{g}}}"#, json_str(&p)))
+            .map(|(path, (uid, gid))| OwnerEntry { gid, path, uid })
             .collect();
-        let p = store
-            .join("cvmfs/layers")
-            .join(&l.id)
-            .join("ownership.json");
-        fs::write(
-            p,
-            format!(r#"{{"version":1,"entries":[{}]}}"#, entries.join(",")),
-        )
-        .unwrap();
+        let p = StorePaths::new(store).owners_file(&l.id);
+        fs::write(p, OwnershipFile::new(entries).to_json().unwrap()).unwrap();
     }
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
 }

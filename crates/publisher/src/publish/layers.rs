@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cvmfs_format::{RepoPaths, CATALOG_MARKER};
 use sha2::{Digest, Sha256};
 
 use super::{layer_dir, Job, LayerProgress};
@@ -270,13 +271,13 @@ impl Job<'_> {
     fn layer(&self, i: usize, desc: &Descriptor, want_diff: &str) -> Result<LayerOut> {
         let hex = digest_hex(&desc.digest)?;
         let dir = layer_dir(&self.opts.repo, hex);
-        if dir.join("layerfs").is_dir() {
+        if RepoPaths::layerfs_of(&dir).is_dir() {
             return self.reuse(i, desc, want_diff, &dir);
         }
         // unpacked in .layers/ itself: not even .layers/XX appears for a layer
         // that fails
         let ts_cache = self.store.tar_split_by_digest(hex);
-        let tmp = fsx::tmp_path(&self.opts.repo.join(".layers").join(hex));
+        let tmp = fsx::tmp_path(&RepoPaths::new(&self.opts.repo).layers_dir().join(hex));
         match self.unpack_into(i, desc, want_diff, &tmp, &ts_cache) {
             Ok((out, ts_tmp)) => Ok(LayerOut {
                 pending: Some(Pending {
@@ -354,7 +355,7 @@ impl Job<'_> {
         legacy: bool,
     ) -> Result<Rebuilt> {
         let (entries, ts_tmp) = self.tar_split_only(desc, ts_cache)?;
-        let owners = (legacy || !ownership_matches(&dir.join("layerfs"), &entries))
+        let owners = (legacy || !ownership_matches(&RepoPaths::layerfs_of(&dir), &entries))
             .then(|| ownership::owners_json(&entries));
         Ok(Rebuilt {
             ts_tmp,
@@ -416,7 +417,7 @@ impl Job<'_> {
         let result = (|| {
             let (unpacked, gz, compression) = {
                 let (dec, compression) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
-                let (u, gz) = layer::unpack(dec, &tmp.join("layerfs"), gz, self.opts.no_devices)?;
+                let (u, gz) = layer::unpack(dec, &RepoPaths::layerfs_of(&tmp), gz, self.opts.no_devices)?;
                 (u, gz, compression)
             };
             io::copy(&mut hr, &mut io::sink())
@@ -465,7 +466,7 @@ impl Job<'_> {
             diff_digest: unpacked.diff_id.clone(),
             diff_size: unpacked.diff_size,
         };
-        let md = tmp.join(".metadata");
+        let md = RepoPaths::metadata_of(&tmp);
         fsx::write_atomic(
             &md.join("layers.json"),
             ducc::layers_json(&info).as_bytes(),
@@ -480,7 +481,7 @@ impl Job<'_> {
             0o644,
         )?;
         // DUCC makes every layerfs a nested catalog
-        fsx::write_atomic(&tmp.join("layerfs").join(".cvmfscatalog"), b"", 0o644)?;
+        fsx::write_atomic(&RepoPaths::layerfs_of(&tmp).join(CATALOG_MARKER), b"", 0o644)?;
         // unprivileged, the files belong to the publisher: keep the tar's owners
         let ownership_kept = rustix::process::geteuid().is_root();
         let owners = (!ownership_kept).then(|| ownership::owners_json(&unpacked.entries));
@@ -505,7 +506,7 @@ impl Job<'_> {
 /// What `.metadata/layers.json` of the published layer in `dir` says, after
 /// checking its diffID is the one the image config names.
 fn published_layer_info(dir: &Path, want_diff: &str) -> Result<LayerInfo> {
-    let lj = dir.join(".metadata").join("layers.json");
+    let lj = RepoPaths::layer_info_of(dir);
     let text = fs::read(&lj).map_err(|e| Error::io(&lj, e))?;
     let infos: Vec<LayerInfo> =
         serde_json::from_slice(&text).map_err(|e| Error::msg(format!("{}: {e}", lj.display())))?;

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use cvmfs_format::{RepoPaths, CATALOG_MARKER};
+
 use crate::blob::{sha256_hex, verify_bytes};
 use crate::oci::{self, ImageConfig, ImageManifest};
 use crate::podman::{self, NewImage, NewLayer, StorePaths};
@@ -140,16 +142,16 @@ struct Job<'a> {
 }
 
 pub(crate) fn layer_dir(repo: &Path, hex: &str) -> PathBuf {
-    repo.join(".layers").join(&hex[..2]).join(hex)
+    RepoPaths::new(repo).layer_dir(hex)
 }
 
 pub(crate) fn flat_dir(repo: &Path, hex: &str) -> PathBuf {
-    repo.join(".flat").join(&hex[..2]).join(hex)
+    RepoPaths::new(repo).flat_dir(hex)
 }
 
 fn ensure_catalog(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let m = dir.join(".cvmfscatalog");
+    let m = dir.join(CATALOG_MARKER);
     if fs::symlink_metadata(&m).is_err() {
         fsx::write_atomic(&m, b"", 0o644)?;
     }
@@ -169,8 +171,9 @@ fn prepare_repo(repo: &Path, store: &StorePaths) -> Result<()> {
     fs::create_dir_all(repo).map_err(|e| Error::io(repo, e))?;
     let _lock = publisher_lock(repo, store)?;
     fsx::sweep_repo(repo);
-    for d in [".layers", ".flat"] {
-        ensure_catalog(&repo.join(d))?;
+    let paths = RepoPaths::new(repo);
+    for d in [paths.layers_dir(), paths.flat_root()] {
+        ensure_catalog(&d)?;
     }
     store.init()
 }
@@ -182,7 +185,7 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
     let ctx = |e: Error| e.context(format!("image {image}"));
     let img = read_image(src).map_err(ctx)?;
     let repo = &opts.repo;
-    let store = StorePaths::new(repo.join("podmanStore"));
+    let store = RepoPaths::new(repo).store();
     prepare_repo(repo, &store).map_err(ctx)?;
     let job = Job {
         src,

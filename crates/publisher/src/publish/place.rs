@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 
+use cvmfs_format::{MarkerList, RepoPaths};
 use serde::Deserialize;
 
 use super::layers::LayerOut;
@@ -154,13 +155,7 @@ impl Job<'_> {
     fn save_markers(&self, hex: &str, markers: Option<&[String]>) -> Result<()> {
         let p = self.store.markers_by_digest(hex);
         match markers {
-            Some(m) => fsx::write_atomic(
-                &p,
-                serde_json::to_string(m)
-                    .expect("strings serialize")
-                    .as_bytes(),
-                0o644,
-            ),
+            Some(m) => fsx::write_atomic(&p, MarkerList(m.to_vec()).to_json().as_bytes(), 0o644),
             None => match fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
                 _ => Ok(()),
@@ -173,9 +168,7 @@ impl Job<'_> {
     /// the layer, which is slower but right.
     pub(super) fn saved_markers(&self, hex: &str) -> Option<Vec<String>> {
         let b = fs::read(self.store.markers_by_digest(hex)).ok()?;
-        let list: Vec<String> = serde_json::from_slice(&b).ok()?;
-        cvmfs_graphdriver::mount::whiteouts::parse_marker_list(&list).ok()?;
-        Some(list)
+        MarkerList::from_json(&b).ok().map(|l| l.0)
     }
 
     /// Make blob `blob`'s `origin.json` name this image and every image
@@ -185,13 +178,13 @@ impl Job<'_> {
         let dir = layer_dir(repo, digest_hex(blob)?);
         // it was there when this publish decided to reuse it; a gc since then
         // may have removed it (origin.json must not appear without a layer)
-        if !dir.join("layerfs").is_dir() {
+        if !RepoPaths::layerfs_of(&dir).is_dir() {
             return Err(Error::msg(format!(
                 "{} disappeared before the image was recorded (a concurrent gc?); publish again",
                 dir.display()
             )));
         }
-        fsx::check_real_dirs(repo, &dir.join(".metadata"))?;
+        fsx::check_real_dirs(repo, &RepoPaths::metadata_of(&dir))?;
         let mut configs = users.get(blob).cloned().unwrap_or_default();
         configs.insert(self.config_digest.clone());
         if let Some(why) = ducc::ensure_origin(&dir, &configs)? {

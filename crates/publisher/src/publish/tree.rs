@@ -5,6 +5,8 @@
 use std::fs;
 use std::path::Path;
 
+use cvmfs_format::RepoPaths;
+
 use super::layers::LayerOut;
 use super::{flat_dir, layer_dir};
 use crate::ducc;
@@ -45,11 +47,11 @@ pub(super) fn build_flat(
     if fdir.is_dir() {
         return Ok("exists, skipped");
     }
-    let tmp = fsx::tmp_path(&repo.join(".flat").join(chex));
+    let tmp = fsx::tmp_path(&RepoPaths::new(repo).flat_root().join(chex));
     let r = (|| {
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         for o in outs {
-            let lf = layer_dir(repo, digest_hex(&o.compressed)?).join("layerfs");
+            let lf = RepoPaths::layerfs_of(&layer_dir(repo, digest_hex(&o.compressed)?));
             flat::merge_layer(&lf, &tmp)
                 .map_err(|e| e.context(format!("flattening layer {}", o.compressed)))?;
         }
@@ -97,8 +99,9 @@ pub(super) fn write_tag(
         config: ducc_descriptor(&manifest.config),
         layers: manifest.layers.iter().map(ducc_descriptor).collect(),
     };
-    let mpath = repo.join(".metadata").join(&rel).join("manifest.json");
-    let link = repo.join(&rel);
+    let paths = RepoPaths::new(repo);
+    let mpath = paths.manifest_copy(&rel);
+    let link = paths.tag_link(&rel);
     for dir in [mpath.parent(), link.parent()].into_iter().flatten() {
         fsx::check_real_dirs(repo, dir)?;
     }

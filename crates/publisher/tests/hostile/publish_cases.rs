@@ -168,7 +168,7 @@ fn read_json(p: &Path) -> serde_json::Value {
 
 fn layer_dir(repo: &Path, digest: &str) -> PathBuf {
     let hex = digest.trim_start_matches("sha256:");
-    repo.join(".layers").join(&hex[..2]).join(hex)
+    cvmfs_format::RepoPaths::new(repo).layer_dir(hex)
 }
 
 /// Every (blob digest, image config digest) pair where the image uses the blob,
@@ -208,7 +208,7 @@ fn origins_complete(repo: &Path) -> Result<(), String> {
     let pairs = uses(repo);
     ensure(!pairs.is_empty(), "no image recorded in images.json")?;
     for (blob, config) in pairs {
-        let p = layer_dir(repo, &blob).join(".metadata/origin.json");
+        let p = cvmfs_format::RepoPaths::origin_of(&layer_dir(repo, &blob));
         let o = read_json(&p);
         let listed = o["origin"]
             .as_array()
@@ -589,7 +589,7 @@ fn killed_mid_layer() -> Outcome {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut killed = false;
         while std::time::Instant::now() < deadline {
-            let unpacking = std::fs::read_dir(s.repo.join(".layers"))
+            let unpacking = std::fs::read_dir(cvmfs_format::RepoPaths::new(&s.repo).layers_dir())
                 .into_iter()
                 .flatten()
                 .flatten()
@@ -668,7 +668,7 @@ fn origin_missing_image() -> Outcome {
             .into_iter()
             .find(|b| uses(&s.repo).iter().filter(|(x, _)| x == b).count() == 2)
             .ok_or("no shared layer")?;
-        let op = layer_dir(&s.repo, &base).join(".metadata/origin.json");
+        let op = cvmfs_format::RepoPaths::origin_of(&layer_dir(&s.repo, &base));
         let mut o = read_json(&op);
         let dropped = o["origin"].as_array_mut().unwrap().pop().unwrap();
         std::fs::write(&op, o.to_string()).unwrap();
@@ -690,7 +690,7 @@ fn origin_huge() -> Outcome {
     outcome((|| {
         let (s, src, name) = published("originhuge");
         let blob = image_blobs(&s.repo)[0].clone();
-        let op = layer_dir(&s.repo, &blob).join(".metadata/origin.json");
+        let op = cvmfs_format::RepoPaths::origin_of(&layer_dir(&s.repo, &blob));
         std::fs::OpenOptions::new()
             .write(true)
             .open(&op)
@@ -722,13 +722,13 @@ fn origin_malformed() -> Outcome {
     outcome((|| {
         let (s, _, _) = published("originbad");
         let blob = image_blobs(&s.repo)[0].clone();
-        let op = layer_dir(&s.repo, &blob).join(".metadata/origin.json");
+        let op = cvmfs_format::RepoPaths::origin_of(&layer_dir(&s.repo, &blob));
         std::fs::write(&op, br#"{"origin":["../../../../canary"]}"#).unwrap();
         check_reports(&s, &[&op.display().to_string()])?;
         let g = gc(&s);
         ensure(g.ok, format!("gc: {}{}", g.stdout, g.stderr))?;
         ensure(
-            layer_dir(&s.repo, &blob).join("layerfs").is_dir(),
+            cvmfs_format::RepoPaths::layerfs_of(&layer_dir(&s.repo, &blob)).is_dir(),
             "gc removed the layer",
         )?;
         origins_complete(&s.repo)?;
@@ -743,7 +743,7 @@ fn origin_symlink() -> Outcome {
     outcome((|| {
         let (s, src, name) = published("originlink");
         let blob = image_blobs(&s.repo)[0].clone();
-        let op = layer_dir(&s.repo, &blob).join(".metadata/origin.json");
+        let op = cvmfs_format::RepoPaths::origin_of(&layer_dir(&s.repo, &blob));
         std::fs::remove_file(&op).unwrap();
         std::os::unix::fs::symlink(s.canary.root.join("etc/a"), &op).unwrap();
         check_reports(&s, &[&op.display().to_string(), "symlink"])?;
@@ -769,7 +769,7 @@ fn metadata_dir_symlink() -> Outcome {
     outcome((|| {
         let (s, _, _) = published("metalink");
         let blob = blob_of(&s.repo, &base_layer(0))?;
-        let md = layer_dir(&s.repo, &blob).join(".metadata");
+        let md = cvmfs_format::RepoPaths::metadata_of(&layer_dir(&s.repo, &blob));
         // outside, with what the layer's .metadata had: the publisher finds
         // the layer as it expects and would write origin.json there
         let outside = s.dir.path().join("outside-metadata");
@@ -819,7 +819,7 @@ fn sha256_hex(b: &[u8]) -> String {
 fn manifest_copy_symlink() -> Outcome {
     outcome((|| {
         let (s, src, name) = published("manifestlink");
-        let mp = s.repo.join(".metadata").join(&name).join("manifest.json");
+        let mp = cvmfs_format::RepoPaths::new(&s.repo).manifest_copy(&name);
         std::fs::remove_file(&mp).unwrap();
         std::os::unix::fs::symlink(s.canary.root.join("etc/a"), &mp).unwrap();
         check_reports(&s, &[&mp.display().to_string(), "symlink"])?;
@@ -844,7 +844,7 @@ fn flat_symlink() -> Outcome {
     outcome((|| {
         let (s, src, name) = published("flatlink");
         let id = image_ids(&s.repo)[0].clone();
-        let flat = s.repo.join(".flat").join(&id[..2]).join(&id);
+        let flat = cvmfs_format::RepoPaths::new(&s.repo).flat_dir(&id);
         let tmp = s.dir.path().join("moved-flat");
         std::fs::rename(&flat, &tmp).unwrap();
         std::os::unix::fs::symlink(s.canary.root.join("etc"), &flat).unwrap();
@@ -895,7 +895,7 @@ fn images_json_corrupted() -> Outcome {
         let (s, _, _) = published("imagesjson");
         let ij = s.repo.join("podmanStore/cvmfs-images/images.json");
         std::fs::write(&ij, b"[{\"id\": ").unwrap();
-        let layers_before = describe_tree(&s.repo.join(".layers"));
+        let layers_before = describe_tree(&cvmfs_format::RepoPaths::new(&s.repo).layers_dir());
         let src2 = make_oci(&s, "two", &[own_layer("two")]);
         let r = publish(&s, &src2, "example.org/hostile/two:1");
         ensure(!r.ok, "publish over a corrupt images.json succeeded")?;
@@ -908,7 +908,7 @@ fn images_json_corrupted() -> Outcome {
             ),
         )?;
         ensure(
-            describe_tree(&s.repo.join(".layers")) == layers_before,
+            describe_tree(&cvmfs_format::RepoPaths::new(&s.repo).layers_dir()) == layers_before,
             "layers were placed anyway",
         )?;
         ensure(temporaries(&s.repo).is_empty(), "temporaries left")?;
@@ -1055,7 +1055,7 @@ fn lock_symlink(label: &str, rel: &str) -> Result<(), String> {
     std::fs::remove_file(&lock).unwrap();
     std::os::unix::fs::symlink(s.canary.root.join("etc/a"), &lock).unwrap();
     let src2 = make_oci(&s, "two", &[own_layer("two")]);
-    let before = describe_tree(&s.repo.join(".layers"));
+    let before = describe_tree(&cvmfs_format::RepoPaths::new(&s.repo).layers_dir());
     let r = publish(&s, &src2, "example.org/hostile/two:1");
     ensure(
         !r.ok,
@@ -1070,7 +1070,7 @@ fn lock_symlink(label: &str, rel: &str) -> Result<(), String> {
         ),
     )?;
     ensure(
-        describe_tree(&s.repo.join(".layers")) == before,
+        describe_tree(&cvmfs_format::RepoPaths::new(&s.repo).layers_dir()) == before,
         "layers were placed anyway",
     )?;
     s.canary.unchanged()?;
@@ -1098,7 +1098,7 @@ fn publisher_lock_symlink() -> Outcome {
 fn wait_for_unpacking(s: &Scene, child: &mut Child) -> Result<PathBuf, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
-        let found = std::fs::read_dir(s.repo.join(".layers"))
+        let found = std::fs::read_dir(cvmfs_format::RepoPaths::new(&s.repo).layers_dir())
             .into_iter()
             .flatten()
             .flatten()

@@ -120,7 +120,7 @@ impl Stage {
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
-        self.store.join("cvmfs/layers").join(id).join("layer.json")
+        cvmfs_format::StorePaths::new(&self.store).record(id)
     }
 
     fn write_record(&self, id: &str, text: &[u8]) -> PathBuf {
@@ -132,11 +132,18 @@ impl Stage {
 
     /// A record of `repository`/`path` with `extra` JSON fields appended.
     fn record(&self, id: &str, repository: &str, path: &str, extra: &str) -> PathBuf {
-        let text = format!(
-            r#"{{"version":1,"kind":"cvmfs","repository":{},"path":{},"parent":null,"whiteouts":"oci-raw","ownership":"kept"{extra}}}"#,
-            json(repository),
-            json(path),
-        );
+        let record = cvmfs_format::CvmfsRecord {
+            repository: repository.into(),
+            path: path.into(),
+            parent: None,
+            whiteouts: cvmfs_format::Whiteouts::OciRaw,
+            ownership: cvmfs_format::Ownership::Kept,
+            markers: None,
+            flat: None,
+        };
+        // The hostile fields go in as raw JSON, after the good ones.
+        let text = record.to_json();
+        let text = format!("{}{extra}}}", text.strip_suffix('}').unwrap());
         self.write_record(id, text.as_bytes())
     }
 

@@ -8,6 +8,8 @@ use std::io::{self, BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use cvmfs_format::tarsplit::{TarSplitEntry, ENTRY_SEGMENT};
+use cvmfs_format::{CvmfsRecord, Ownership, RepoPaths, StoreRecord};
 use cvmfs_publisher::ducc::{self, LayerInfo};
 use cvmfs_publisher::podman::{self, big_data_file_name, read_index, StorePaths};
 use cvmfs_publisher::{fsx, is_hex64, layer_ids};
@@ -27,8 +29,9 @@ pub struct Report {
     pub tags: usize,
 }
 
+/// The hex of a valid `sha256:<hex>` digest.
 fn hex_of(d: &str) -> Option<&str> {
-    d.strip_prefix("sha256:").filter(|h| is_hex64(h))
+    cvmfs_format::digest_hex(d).ok()
 }
 
 pub fn check(repo: &Path, deep: bool) -> Report {
@@ -51,127 +54,148 @@ pub fn check(repo: &Path, deep: bool) -> Report {
 /// containers/storage does for push/save) and compare with the recorded diffID:
 /// any changed, missing or truncated file shows.
 fn check_content(repo: &Path, r: &mut Report) {
+    let repo = RepoPaths::new(repo);
+    let store = repo.store();
+    for xx in read_dirs(&repo.layers_dir()) {
+        for d in read_dirs(&xx) {
+            check_layer_content(&store, &d, r);
+        }
+    }
+}
+
+/// A symlink planted for a layer directory's `layerfs` or `.metadata`.
+fn planted_symlinks(layer_dir: &Path) -> Vec<PathBuf> {
+    [
+        RepoPaths::layerfs_of(layer_dir),
+        RepoPaths::metadata_of(layer_dir),
+    ]
+    .into_iter()
+    .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
+    .collect()
+}
+
+/// DUCC's `layers.json` of a layer directory, when it reads.
+fn read_layer_info(layer_dir: &Path) -> Result<Vec<LayerInfo>, String> {
+    fs::read(RepoPaths::layer_info_of(layer_dir))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|e| e.to_string()))
+}
+
+/// [`check_content`] for one layer directory `.layers/XX/<d>`.
+fn check_layer_content(store: &StorePaths, d: &Path, r: &mut Report) {
+    let hex = d.file_name().unwrap().to_string_lossy().into_owned();
+    if !is_hex64(&hex) || !planted_symlinks(d).is_empty() {
+        return; // reported by check_ducc
+    }
+    let Ok(info) = read_layer_info(d) else {
+        return;
+    };
+    let Some(info) = info.first() else { return };
+    let ts = store.tar_split_by_digest(&hex);
+    let Ok(f) = fs::File::open(&ts) else {
+        r.notes.push(format!(
+            "{}: no tar-split, content not verified",
+            d.display()
+        ));
+        return;
+    };
+    let what = format!("layer sha256:{hex}");
+    match rebuild_digest(f, &ts, &RepoPaths::layerfs_of(d)) {
+        Err(b) => r.problems.push(format!("{what}: layerfs content: {b}")),
+        Ok((digest, size)) if digest != info.diff_digest || size != info.diff_size => {
+            r.problems.push(format!(
+                "{what}: layerfs content changed: it rebuilds to {digest} ({size} bytes), the layer is {} ({} bytes)",
+                info.diff_digest, info.diff_size
+            ))
+        }
+        Ok(_) => {}
+    }
+}
+
+/// The digest and size of the tar that tar-split `f` (at `ts`) rebuilds with
+/// the files of `layerfs`; what is wrong otherwise. Streamed a line at a
+/// time: a layer of many long names has a tar-split of hundreds of MB,
+/// never held whole.
+fn rebuild_digest(f: fs::File, ts: &Path, layerfs: &Path) -> Result<(String, u64), String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
-    let store = StorePaths::new(repo.join("podmanStore"));
-    for xx in read_dirs(&repo.join(".layers")) {
-        for d in read_dirs(&xx) {
-            let hex = d.file_name().unwrap().to_string_lossy().into_owned();
-            let symlinked = [d.join("layerfs"), d.join(".metadata")]
-                .iter()
-                .any(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()));
-            if !is_hex64(&hex) || symlinked {
-                continue; // reported by check_ducc
-            }
-            let Ok(info) = fs::read(d.join(".metadata/layers.json"))
-                .map_err(|_| ())
-                .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|_| ()))
-            else {
-                continue;
-            };
-            let Some(info) = info.first() else { continue };
-            let ts = store.tar_split_by_digest(&hex);
-            let Ok(f) = fs::File::open(&ts) else {
-                r.notes.push(format!(
-                    "{}: no tar-split, content not verified",
-                    d.display()
+    let mut h = Sha256::new();
+    let mut size = 0u64;
+    let mut lines = BufReader::new(flate2::read::GzDecoder::new(f));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut lines)
+            .take(TAR_SPLIT_LINE_MAX)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => break,
+            Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 >= TAR_SPLIT_LINE_MAX => {
+                return Err(format!(
+                    "{}: an entry longer than {TAR_SPLIT_LINE_MAX} bytes",
+                    ts.display()
                 ));
-                continue;
-            };
-            let what = format!("layer sha256:{hex}");
-            let lf = d.join("layerfs");
-            let mut h = Sha256::new();
-            let mut size = 0u64;
-            let mut bad = None;
-            // Streamed a line at a time: a layer of many long names has a
-            // tar-split of hundreds of MB, never held whole.
-            let mut lines = BufReader::new(flate2::read::GzDecoder::new(f));
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match (&mut lines)
-                    .take(TAR_SPLIT_LINE_MAX)
-                    .read_until(b'\n', &mut line)
-                {
-                    Ok(0) => break,
-                    Ok(_)
-                        if line.last() != Some(&b'\n')
-                            && line.len() as u64 >= TAR_SPLIT_LINE_MAX =>
-                    {
-                        bad = Some(format!(
-                            "{}: an entry longer than {TAR_SPLIT_LINE_MAX} bytes",
-                            ts.display()
-                        ));
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        bad = Some(format!("{}: {e}", ts.display()));
-                        break;
-                    }
-                }
-                let Ok(e) = serde_json::from_slice::<Value>(&line) else {
-                    bad = Some(format!("{}: malformed entry", ts.display()));
-                    break;
-                };
-                if e["type"] == 2 {
-                    let p = b64decode(e["payload"].as_str().unwrap_or(""));
-                    size += p.len() as u64;
-                    h.update(&p);
-                } else if e["size"].as_u64().unwrap_or(0) > 0 {
-                    // a name that is not UTF-8 is kept as bytes in name_raw
-                    let raw = match e["name_raw"].as_str() {
-                        Some(b) => b64decode(b),
-                        None => e["name"].as_str().unwrap_or("").as_bytes().to_vec(),
-                    };
-                    let name = String::from_utf8_lossy(&raw);
-                    let want = e["size"].as_u64().unwrap_or(0);
-                    let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
-                    let rel = rel.strip_prefix("/").unwrap_or(rel);
-                    if rel
-                        .components()
-                        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-                    {
-                        bad = Some(format!("{}: entry {name:?} leaves the layer", ts.display()));
-                        break;
-                    }
-                    // hashed as it is read: a layer file can be gigabytes
-                    let read = fs::File::open(lf.join(rel)).and_then(|f| {
-                        let mut hashing = HashWriter(&mut h);
-                        io::copy(&mut f.take(want + 1), &mut hashing)
-                    });
-                    match read {
-                        Ok(n) if n == want => size += want,
-                        Ok(n) => {
-                            bad = Some(format!(
-                                "file {name:?} has {} bytes, the layer had {want}",
-                                if n > want {
-                                    format!("more than {want}")
-                                } else {
-                                    n.to_string()
-                                }
-                            ));
-                            break;
-                        }
-                        Err(err) => {
-                            bad = Some(format!("file {name:?}: {err}"));
-                            break;
-                        }
-                    }
-                }
             }
-            let digest = format!("sha256:{}", cvmfs_publisher::layer::hex(&h.finalize()));
-            match bad {
-                Some(b) => r.problems.push(format!("{what}: layerfs content: {b}")),
-                None if digest != info.diff_digest || size != info.diff_size => {
-                    r.problems.push(format!(
-                        "{what}: layerfs content changed: it rebuilds to {digest} ({size} bytes), the layer is {} ({} bytes)",
-                        info.diff_digest, info.diff_size
-                    ))
-                }
-                None => {}
-            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("{}: {e}", ts.display())),
         }
+        let Ok(e) = serde_json::from_slice::<TarSplitEntry>(&line) else {
+            return Err(format!("{}: malformed entry", ts.display()));
+        };
+        size += hash_tar_split_entry(&e, ts, layerfs, &mut h)?;
+    }
+    let digest = cvmfs_format::sha256_digest(&cvmfs_publisher::layer::hex(&h.finalize()));
+    Ok((digest, size))
+}
+
+/// Feed one tar-split entry's bytes to `h`: a segment's payload, or the
+/// layer file a file entry names (hashed as it is read: a layer file can be
+/// gigabytes). Returns how many bytes it added.
+fn hash_tar_split_entry(
+    e: &TarSplitEntry,
+    ts: &Path,
+    layerfs: &Path,
+    h: &mut sha2::Sha256,
+) -> Result<u64, String> {
+    use std::io::Read;
+    if e.kind == ENTRY_SEGMENT {
+        let p = b64decode(e.payload.as_deref().unwrap_or(""));
+        sha2::Digest::update(h, &p);
+        return Ok(p.len() as u64);
+    }
+    let want = e.size.unwrap_or(0);
+    if want == 0 {
+        return Ok(0);
+    }
+    // a name that is not UTF-8 is kept as bytes in name_raw
+    let raw = match &e.name_raw {
+        Some(b) => b64decode(b),
+        None => e.name.as_deref().unwrap_or("").as_bytes().to_vec(),
+    };
+    let name = String::from_utf8_lossy(&raw);
+    let rel = Path::new(std::ffi::OsStr::from_bytes(&raw));
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!("{}: entry {name:?} leaves the layer", ts.display()));
+    }
+    let read = fs::File::open(layerfs.join(rel)).and_then(|f| {
+        let mut hashing = HashWriter(h);
+        io::copy(&mut f.take(want + 1), &mut hashing)
+    });
+    match read {
+        Ok(n) if n == want => Ok(want),
+        Ok(n) => Err(format!(
+            "file {name:?} has {} bytes, the layer had {want}",
+            if n > want {
+                format!("more than {want}")
+            } else {
+                n.to_string()
+            }
+        )),
+        Err(err) => Err(format!("file {name:?}: {err}")),
     }
 }
 
@@ -233,68 +257,13 @@ fn report_tmp(repo: &Path, r: &mut Report) {
 
 fn check_ducc(repo: &Path, r: &mut Report) {
     report_tmp(repo, r);
-    for xx in read_dirs(&repo.join(".layers")) {
+    let paths = RepoPaths::new(repo);
+    for xx in read_dirs(&paths.layers_dir()) {
         for d in read_dirs(&xx) {
-            let name = d.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with(fsx::TMP_PREFIX) {
-                continue;
-            }
-            r.layer_dirs += 1;
-            if !is_hex64(&name) || !xx.ends_with(&name[..2.min(name.len())]) {
-                r.problems
-                    .push(format!("{}: not .layers/XX/<sha256 hex>", d.display()));
-                continue;
-            }
-            let planted: Vec<PathBuf> = [d.join("layerfs"), d.join(".metadata")]
-                .into_iter()
-                .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
-                .collect();
-            for p in &planted {
-                r.problems.push(format!(
-                    "{}: a symlink, not a directory (nothing is read or written through it; put the layer's directory back or remove the layer)",
-                    p.display()
-                ));
-            }
-            if !planted.is_empty() {
-                continue;
-            }
-            if !d.join("layerfs").is_dir() {
-                r.problems
-                    .push(format!("{}: layerfs is missing", d.display()));
-            }
-            let lj = d.join(".metadata/layers.json");
-            match fs::read(&lj).map_err(|e| e.to_string()).and_then(|b| {
-                serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|e| e.to_string())
-            }) {
-                Ok(v) if v.len() == 1 => {
-                    if v[0].compressed_diff_digest != format!("sha256:{name}") {
-                        r.problems.push(format!(
-                            "{}: compressed-diff-digest {} does not match the directory name",
-                            lj.display(),
-                            v[0].compressed_diff_digest
-                        ));
-                    }
-                    if hex_of(&v[0].diff_digest) != Some(v[0].id.as_str()) {
-                        r.problems
-                            .push(format!("{}: id and diff-digest disagree", lj.display()));
-                    }
-                }
-                Ok(_) => r
-                    .problems
-                    .push(format!("{}: not a one-element array", lj.display())),
-                Err(e) => r.problems.push(format!("{}: {e}", lj.display())),
-            }
-            let oj = d.join(".metadata/origin.json");
-            match ducc::read_origin(&oj) {
-                Ok(Some(_)) => {}
-                Ok(None) => r.problems.push(format!("{}: missing", oj.display())),
-                Err(e) => r.problems.push(format!(
-                    "{e} (`cvmfs-podman gc` or publishing an image using the layer rebuilds it)"
-                )),
-            }
+            check_layer_dir(&xx, &d, r);
         }
     }
-    for xx in read_dirs(&repo.join(".flat")) {
+    for xx in read_dirs(&paths.flat_root()) {
         for d in read_dirs(&xx) {
             let name = d.file_name().unwrap().to_string_lossy().into_owned();
             if !name.starts_with(fsx::TMP_PREFIX) {
@@ -302,14 +271,76 @@ fn check_ducc(repo: &Path, r: &mut Report) {
             }
         }
     }
-    // tag links: every symlink outside the dot directories and podmanStore
+    check_tag_links(repo, r);
+    check_manifest_copies(repo, r);
+}
+
+/// One layer directory `.layers/<xx>/<d>`: named by its blob, real
+/// directories, DUCC's `layers.json` agreeing with the name, an `origin.json`.
+fn check_layer_dir(xx: &Path, d: &Path, r: &mut Report) {
+    let name = d.file_name().unwrap().to_string_lossy().into_owned();
+    if name.starts_with(fsx::TMP_PREFIX) {
+        return;
+    }
+    r.layer_dirs += 1;
+    if !is_hex64(&name) || !xx.ends_with(&name[..2.min(name.len())]) {
+        r.problems
+            .push(format!("{}: not .layers/XX/<sha256 hex>", d.display()));
+        return;
+    }
+    let planted = planted_symlinks(d);
+    for p in &planted {
+        r.problems.push(format!(
+            "{}: a symlink, not a directory (nothing is read or written through it; put the layer's directory back or remove the layer)",
+            p.display()
+        ));
+    }
+    if !planted.is_empty() {
+        return;
+    }
+    if !RepoPaths::layerfs_of(d).is_dir() {
+        r.problems
+            .push(format!("{}: layerfs is missing", d.display()));
+    }
+    let lj = RepoPaths::layer_info_of(d);
+    match read_layer_info(d) {
+        Ok(v) if v.len() == 1 => {
+            if v[0].compressed_diff_digest != cvmfs_format::sha256_digest(&name) {
+                r.problems.push(format!(
+                    "{}: compressed-diff-digest {} does not match the directory name",
+                    lj.display(),
+                    v[0].compressed_diff_digest
+                ));
+            }
+            if hex_of(&v[0].diff_digest) != Some(v[0].id.as_str()) {
+                r.problems
+                    .push(format!("{}: id and diff-digest disagree", lj.display()));
+            }
+        }
+        Ok(_) => r
+            .problems
+            .push(format!("{}: not a one-element array", lj.display())),
+        Err(e) => r.problems.push(format!("{}: {e}", lj.display())),
+    }
+    let oj = RepoPaths::origin_of(d);
+    match ducc::read_origin(&oj) {
+        Ok(Some(_)) => {}
+        Ok(None) => r.problems.push(format!("{}: missing", oj.display())),
+        Err(e) => r.problems.push(format!(
+            "{e} (`cvmfs-podman gc` or publishing an image using the layer rebuilds it)"
+        )),
+    }
+}
+
+/// Tag links: every symlink outside the dot directories and podmanStore.
+fn check_tag_links(repo: &Path, r: &mut Report) {
     let mut stack: Vec<(PathBuf, usize)> = fs::read_dir(repo)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            !n.starts_with('.') && n != "podmanStore"
+            !n.starts_with('.') && n != cvmfs_format::paths::STORE_DIR_NAME
         })
         .map(|e| (e.path(), 0))
         .collect();
@@ -325,35 +356,40 @@ fn check_ducc(repo: &Path, r: &mut Report) {
         if md.file_type().is_symlink() {
             r.tags += 1;
             check_recorded_name(repo, &p, "tag link", r);
-            let t = fs::read_link(&p).unwrap_or_default();
-            let ts = t.to_string_lossy();
-            let ok_form = !t.is_absolute() && ts.contains(".flat/");
-            let resolved = p.parent().unwrap().join(&t);
-            if !ok_form {
-                r.problems.push(format!(
-                    "{}: link target {ts:?} is not a relative path into .flat",
-                    p.display()
-                ));
-            } else if !resolved.is_dir() {
-                r.problems.push(format!(
-                    "{}: link target {ts:?} does not exist",
-                    p.display()
-                ));
-            } else if let (Ok(a), Ok(b)) =
-                (resolved.canonicalize(), repo.join(".flat").canonicalize())
-            {
-                if !a.starts_with(&b) {
-                    r.problems
-                        .push(format!("{}: link leaves .flat", p.display()));
-                }
-            }
+            check_tag_target(repo, &p, r);
         } else if md.is_dir() && depth < 64 {
             for e in fs::read_dir(&p).into_iter().flatten().flatten() {
                 stack.push((e.path(), depth + 1));
             }
         }
     }
-    check_manifest_copies(repo, r);
+}
+
+/// A tag link `p` points, relatively, to a directory inside `.flat`.
+fn check_tag_target(repo: &Path, p: &Path, r: &mut Report) {
+    let t = fs::read_link(p).unwrap_or_default();
+    let ts = t.to_string_lossy();
+    let ok_form = !t.is_absolute() && ts.contains(&format!("{}/", cvmfs_format::paths::FLAT_DIR));
+    let resolved = p.parent().unwrap().join(&t);
+    if !ok_form {
+        r.problems.push(format!(
+            "{}: link target {ts:?} is not a relative path into .flat",
+            p.display()
+        ));
+    } else if !resolved.is_dir() {
+        r.problems.push(format!(
+            "{}: link target {ts:?} does not exist",
+            p.display()
+        ));
+    } else if let (Ok(a), Ok(b)) = (
+        resolved.canonicalize(),
+        RepoPaths::new(repo).flat_root().canonicalize(),
+    ) {
+        if !a.starts_with(&b) {
+            r.problems
+                .push(format!("{}: link leaves .flat", p.display()));
+        }
+    }
 }
 
 /// A name the repository records in a path (`<registry>/<repository>:<tag>`
@@ -412,7 +448,7 @@ fn check_tag_link(repo: &Path, name: &str, id: &str, r: &mut Report) {
 /// `.metadata/<registry>/<repository>:<tag>/manifest.json`: a valid name, and
 /// a regular file (never a symlink) that parses as DUCC's manifest copy.
 fn check_manifest_copies(repo: &Path, r: &mut Report) {
-    let base = repo.join(".metadata");
+    let base = RepoPaths::new(repo).metadata_root();
     let mut stack = vec![(base.clone(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -421,9 +457,9 @@ fn check_manifest_copies(repo: &Path, r: &mut Report) {
             if n.as_encoded_bytes().starts_with(fsx::TMP_PREFIX.as_bytes()) {
                 continue;
             }
-            if n == "manifest.json" {
+            if n == cvmfs_format::paths::MANIFEST_COPY_FILE {
                 check_recorded_name(&base, &dir, "manifest copy", r);
-                let parsed = fsx::read_record(&p, 4 << 20)
+                let parsed = fsx::read_record(&p, cvmfs_format::ducc::MANIFEST_COPY_MAX_BYTES)
                     .map_err(|e| e.to_string())
                     .and_then(|b| {
                         serde_json::from_slice::<ducc::Manifest>(&b).map_err(|e| e.to_string())
@@ -445,7 +481,8 @@ fn check_manifest_copies(repo: &Path, r: &mut Report) {
 /// the layer: `gc` keeps a layer directory only while some image it names is
 /// left, so a missing name would let `gc` remove a layer in use.
 fn check_origins(repo: &Path, r: &mut Report) {
-    let store = StorePaths::new(repo.join("podmanStore"));
+    let paths = RepoPaths::new(repo);
+    let store = paths.store();
     let (Ok(images), Ok(layers)) = (
         read_index(&store.images_json()),
         read_index(&store.layers_json()),
@@ -454,11 +491,11 @@ fn check_origins(repo: &Path, r: &mut Report) {
     };
     for (blob, configs) in podman::blob_users(&images, &layers) {
         let Some(hex) = hex_of(&blob) else { continue };
-        let dir = repo.join(".layers").join(&hex[..2]).join(hex);
+        let dir = paths.layer_dir(hex);
         if !dir.is_dir() {
             continue; // reported with the layer record
         }
-        let oj = dir.join(".metadata/origin.json");
+        let oj = RepoPaths::origin_of(&dir);
         let Ok(Some(origin)) = ducc::read_origin(&oj) else {
             continue; // reported by check_ducc
         };
@@ -491,19 +528,12 @@ fn read_dirs(d: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A record's marker list must be what its layer holds: the driver trusts
-/// it instead of looking, so a wrong list shows deleted files or hides live
-/// ones.
-fn check_markers(rec: &Value, layerfs: &Path, what: &str, r: &mut Report) {
-    let Some(listed) = rec.get("markers") else {
+/// A record's marker list must be what its layer holds: the
+/// driver trusts it instead of looking, so a wrong list shows deleted files
+/// or hides live ones.
+fn check_markers(rec: &CvmfsRecord, layerfs: &Path, what: &str, r: &mut Report) {
+    let Some(listed) = &rec.markers else {
         return;
-    };
-    let listed: Vec<String> = match serde_json::from_value::<Vec<String>>(listed.clone()) {
-        Ok(l) => l,
-        Err(e) => {
-            r.problems.push(format!("{what}: record's markers: {e}"));
-            return;
-        }
     };
     let found = match cvmfs_graphdriver::mount::whiteouts::scan_markers(layerfs) {
         Ok(m) => m,
@@ -514,9 +544,9 @@ fn check_markers(rec: &Value, layerfs: &Path, what: &str, r: &mut Report) {
     };
     let found: std::collections::BTreeSet<String> = found
         .iter()
-        .map(|m| m.dir.join(&m.name).to_string_lossy().into_owned())
+        .map(|m| m.path().to_string_lossy().into_owned())
         .collect();
-    let listed: std::collections::BTreeSet<String> = listed.into_iter().collect();
+    let listed: std::collections::BTreeSet<String> = listed.0.iter().cloned().collect();
     // Listed AUFS metadata that unpacking dropped is harmless (hides nothing).
     let missing: Vec<&String> = found.difference(&listed).collect();
     let extra: Vec<&String> = listed
@@ -540,14 +570,13 @@ fn check_markers(rec: &Value, layerfs: &Path, what: &str, r: &mut Report) {
 fn check_owners(
     store: &StorePaths,
     id: &str,
-    rec: &Value,
+    rec: &CvmfsRecord,
     layerfs: &Path,
     what: &str,
     r: &mut Report,
 ) {
-    use cvmfs_graphdriver::mount::whiteouts::parse_owners;
     let p = store.owners_file(id);
-    let lost = rec["ownership"] == "lost";
+    let lost = rec.ownership == Ownership::Lost;
     let bytes = match fs::read(&p) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -570,7 +599,7 @@ fn check_owners(
             p.display()
         ));
     }
-    let owners = match parse_owners(&bytes) {
+    let owners = match cvmfs_format::parse_owners(&bytes) {
         Ok(o) => o,
         Err(e) => {
             r.problems.push(format!(
@@ -581,37 +610,49 @@ fn check_owners(
         }
     };
     for o in owners {
-        // every parent a real directory, the path itself present (no symlink followed)
-        let mut cur = layerfs.to_path_buf();
-        let comps: Vec<_> = o.path.components().collect();
-        for (i, c) in comps.iter().enumerate() {
-            cur.push(c);
-            let md = fs::symlink_metadata(&cur);
-            let ok = match (&md, i + 1 == comps.len()) {
-                (Ok(_), true) => true,
-                (Ok(m), false) => m.is_dir(),
-                (Err(_), _) => false,
-            };
-            if !ok {
-                r.problems.push(format!(
-                    "{what}: {}: entry {:?} is not in the layer (the driver refuses the layer)",
-                    p.display(),
-                    o.path
-                ));
-                break;
-            }
+        if !in_layer(layerfs, &o.path) {
+            r.problems.push(format!(
+                "{what}: {}: entry {:?} is not in the layer (the driver refuses the layer)",
+                p.display(),
+                o.path
+            ));
         }
     }
 }
 
+/// `rel` is in the layer: every parent a real directory, the path itself
+/// present (no symlink followed).
+fn in_layer(layerfs: &Path, rel: &Path) -> bool {
+    let mut cur = layerfs.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    comps.iter().enumerate().all(|(i, c)| {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(_) if i + 1 == comps.len() => true,
+            Ok(m) => m.is_dir(),
+            Err(_) => false,
+        }
+    })
+}
+
 fn check_store(repo: &Path, r: &mut Report) {
-    let store = StorePaths::new(repo.join("podmanStore"));
+    let store = RepoPaths::new(repo).store();
     if !store.images_json().exists() && !store.layers_json().exists() {
         // also what a first publish interrupted before its first index leaves
         r.notes
             .push("no podmanStore indexes (nothing published yet?)".into());
         return;
     }
+    check_lock_files(&store, r);
+    let by_id = read_layer_index(&store, r);
+    for (id, l) in &by_id {
+        check_layer(repo, &store, id, l, &by_id, r);
+    }
+    check_images(repo, &store, &by_id, r);
+}
+
+/// The lock files: regular files (never a symlink), the store's two present.
+fn check_lock_files(store: &StorePaths, r: &mut Report) {
     for f in [
         store.images_lock(),
         store.layers_lock(),
@@ -629,6 +670,11 @@ fn check_store(repo: &Path, r: &mut Report) {
             ));
         }
     }
+}
+
+/// `layers.json` by layer ID (IDs that are not 64 hex digits, or listed
+/// twice, reported).
+fn read_layer_index(store: &StorePaths, r: &mut Report) -> HashMap<String, Value> {
     let layers = match read_index(&store.layers_json()) {
         Ok(v) => v,
         Err(e) => {
@@ -650,98 +696,132 @@ fn check_store(repo: &Path, r: &mut Report) {
                 .push(format!("layers.json: layer {id} listed twice"));
         }
     }
-    let canonical_repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
-    for (id, l) in &by_id {
-        let what = format!("layer {id}");
-        let parent = l["parent"].as_str();
-        if let Some(p) = parent {
-            if !by_id.contains_key(p) {
-                r.problems
-                    .push(format!("{what}: parent {p} is not in layers.json"));
-            }
-        }
-        let Some(diff) = l["diff-digest"].as_str().and_then(hex_of) else {
-            r.problems.push(format!("{what}: no valid diff-digest"));
-            continue;
-        };
-        let want_id = match parent {
-            None => diff.to_string(),
-            Some(p) => sha256_hex(format!("{p}+{diff}").as_bytes()),
-        };
-        if &want_id != id {
-            r.problems.push(format!(
-                "{what}: ID does not follow from parent and diffID (expected {want_id})"
-            ));
-        }
-        if !store.tar_split(id).is_file() {
-            r.problems.push(format!(
-                "{what}: {} is missing (push/save would fail)",
-                store.tar_split(id).display()
-            ));
-        }
-        let Some(cd) = l["compressed-diff-digest"].as_str().and_then(hex_of) else {
+    by_id
+}
+
+/// One layer of `layers.json`: its ID follows from its chain, its tar-split
+/// is there, and its record agrees with the index and the tree.
+fn check_layer(
+    repo: &Path,
+    store: &StorePaths,
+    id: &str,
+    l: &Value,
+    by_id: &HashMap<String, Value>,
+    r: &mut Report,
+) {
+    let what = format!("layer {id}");
+    let parent = l["parent"].as_str();
+    if let Some(p) = parent {
+        if !by_id.contains_key(p) {
             r.problems
-                .push(format!("{what}: no valid compressed-diff-digest"));
-            continue;
-        };
-        let rec_path = store.record(id);
-        let rec: Value = match fs::read(&rec_path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
-            Ok(v) => v,
-            Err(e) => {
-                r.problems
-                    .push(format!("{what}: record {}: {e}", rec_path.display()));
-                continue;
-            }
-        };
-        let want_path = format!(".layers/{}/{}/layerfs", &cd[..2], cd);
-        if rec["version"] != 1 || rec["kind"] != "cvmfs" || rec["path"] != want_path.as_str() {
-            r.problems.push(format!(
-                "{what}: record {} should have version 1, kind cvmfs, path {want_path}",
-                rec_path.display()
-            ));
-        }
-        if rec["parent"].as_str() != parent {
-            r.problems
-                .push(format!("{what}: record parent differs from layers.json"));
-        }
-        let rrepo = rec["repository"].as_str().unwrap_or("");
-        if Path::new(rrepo) != canonical_repo && Path::new(rrepo) != repo {
-            r.notes.push(format!(
-                "{what}: record names repository {rrepo} (this tree is at {}): fine if it is served there",
-                repo.display()
-            ));
-        }
-        let ld = repo.join(&want_path);
-        if !ld.is_dir() {
-            r.problems
-                .push(format!("{what}: {} is missing", ld.display()));
-        } else {
-            let lj = ld.parent().unwrap().join(".metadata/layers.json");
-            if let Ok(v) = fs::read(&lj)
-                .map_err(|_| ())
-                .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|_| ()))
-            {
-                if v.first().map(|i| i.diff_digest.as_str()) != l["diff-digest"].as_str() {
-                    r.problems
-                        .push(format!("{what}: diff-digest differs from {}", lj.display()));
-                }
-            }
-            check_owners(&store, id, &rec, &ld, &what, r);
-            check_markers(&rec, &ld, &what, r);
-        }
-        if let Some(f) = rec.get("flat") {
-            match f.as_str() {
-                Some(f) if repo.join(f).is_dir() => {}
-                _ => r.problems.push(format!(
-                    "{what}: record names flat tree {f} which is not there (the driver stacks the layers instead)"
-                )),
-            }
+                .push(format!("{what}: parent {p} is not in layers.json"));
         }
     }
+    let Some(diff) = l["diff-digest"].as_str().and_then(hex_of) else {
+        r.problems.push(format!("{what}: no valid diff-digest"));
+        return;
+    };
+    let want_id = match parent {
+        None => diff.to_string(),
+        Some(p) => sha256_hex(format!("{p}+{diff}").as_bytes()),
+    };
+    if want_id != id {
+        r.problems.push(format!(
+            "{what}: ID does not follow from parent and diffID (expected {want_id})"
+        ));
+    }
+    if !store.tar_split(id).is_file() {
+        r.problems.push(format!(
+            "{what}: {} is missing (push/save would fail)",
+            store.tar_split(id).display()
+        ));
+    }
+    let Some(cd) = l["compressed-diff-digest"].as_str().and_then(hex_of) else {
+        r.problems
+            .push(format!("{what}: no valid compressed-diff-digest"));
+        return;
+    };
+    check_layer_record(repo, store, id, l, cd, &what, r);
+}
 
+/// Layer `id`'s record (blob `cd`): one the driver accepts, naming the
+/// blob's `layerfs`, the index's parent, a flat tree that is there; its
+/// ownership file and marker list matching the layer.
+fn check_layer_record(
+    repo: &Path,
+    store: &StorePaths,
+    id: &str,
+    l: &Value,
+    cd: &str,
+    what: &str,
+    r: &mut Report,
+) {
+    let rec_path = store.record(id);
+    let parsed = fs::read(&rec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| cvmfs_format::parse_store_record(&b).map_err(|e| e.to_string()));
+    let want_path = cvmfs_format::layerfs_rel(cd);
+    let wrong_kind = || {
+        format!(
+            "{what}: record {} should have version 1, kind cvmfs, path {want_path}",
+            rec_path.display()
+        )
+    };
+    let rec = match parsed {
+        Ok(StoreRecord::Cvmfs { record, .. }) => record,
+        Ok(StoreRecord::Local { .. }) => {
+            r.problems.push(wrong_kind());
+            return;
+        }
+        Err(e) => {
+            r.problems
+                .push(format!("{what}: record {}: {e}", rec_path.display()));
+            return;
+        }
+    };
+    if rec.path != want_path {
+        r.problems.push(wrong_kind());
+    }
+    if rec.parent.as_deref() != l["parent"].as_str() {
+        r.problems
+            .push(format!("{what}: record parent differs from layers.json"));
+    }
+    let canonical_repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+    let rrepo = Path::new(&rec.repository);
+    if rrepo != canonical_repo && rrepo != repo {
+        r.notes.push(format!(
+            "{what}: record names repository {} (this tree is at {}): fine if it is served there",
+            rec.repository,
+            repo.display()
+        ));
+    }
+    let ld = repo.join(&want_path);
+    if !ld.is_dir() {
+        r.problems
+            .push(format!("{what}: {} is missing", ld.display()));
+    } else {
+        let lj = RepoPaths::layer_info_of(ld.parent().unwrap());
+        if let Ok(v) = read_layer_info(ld.parent().unwrap()) {
+            if v.first().map(|i| i.diff_digest.as_str()) != l["diff-digest"].as_str() {
+                r.problems
+                    .push(format!("{what}: diff-digest differs from {}", lj.display()));
+            }
+        }
+        check_owners(store, id, &rec, &ld, what, r);
+        check_markers(&rec, &ld, what, r);
+    }
+    if let Some(f) = &rec.flat {
+        if !repo.join(f).is_dir() {
+            r.problems.push(format!(
+                "{what}: record names flat tree {f:?} which is not there (the driver stacks the layers instead)"
+            ));
+        }
+    }
+}
+
+/// `images.json`: IDs, names (normal form, once, tag links agreeing), top
+/// layers, big data and configs.
+fn check_images(repo: &Path, store: &StorePaths, by_id: &HashMap<String, Value>, r: &mut Report) {
     let images = match read_index(&store.images_json()) {
         Ok(v) => v,
         Err(e) => {
@@ -761,16 +841,7 @@ fn check_store(repo: &Path, r: &mut Report) {
         }
         for n in img["names"].as_array().into_iter().flatten() {
             let ns = n.as_str().unwrap_or("");
-            match ImageName::parse(ns) {
-                Ok(parsed) if parsed.full() == ns => {}
-                Ok(_) => r.problems.push(format!(
-                    "{what}: {}: name {n} is not in normal form",
-                    store.images_json().display()
-                )),
-                Err(e) => r
-                    .problems
-                    .push(format!("{what}: {}: {e}", store.images_json().display())),
-            }
+            check_image_name(store, ns, &what, r);
             check_tag_link(repo, ns, id, r);
             if !names.insert(ns.to_string()) {
                 r.problems
@@ -782,59 +853,94 @@ fn check_store(repo: &Path, r: &mut Report) {
             r.problems
                 .push(format!("{what}: top layer {top} is not in layers.json"));
         }
-        let dir = store.image_dir(id);
-        for k in img["big-data-names"].as_array().into_iter().flatten() {
-            let k = k.as_str().unwrap_or("");
-            let f = dir.join(big_data_file_name(k));
-            match fs::read(&f) {
-                Err(e) => r
-                    .problems
-                    .push(format!("{what}: big data {k:?} ({}): {e}", f.display())),
-                Ok(b) => {
-                    let d = format!("sha256:{}", sha256_hex(&b));
-                    if img["big-data-digests"][k].as_str() != Some(d.as_str()) {
-                        r.problems.push(format!(
-                            "{what}: big data {k:?} does not match its recorded digest"
-                        ));
-                    }
-                    if img["big-data-sizes"][k].as_u64() != Some(b.len() as u64) {
-                        r.problems.push(format!(
-                            "{what}: big data {k:?} does not match its recorded size"
-                        ));
-                    }
+        check_big_data(store, img, id, &what, r);
+        check_image_config(store, id, top, by_id, &what, r);
+    }
+}
+
+/// A name of `images.json`: a valid image name, in normal form.
+fn check_image_name(store: &StorePaths, ns: &str, what: &str, r: &mut Report) {
+    match ImageName::parse(ns) {
+        Ok(parsed) if parsed.full() == ns => {}
+        Ok(_) => r.problems.push(format!(
+            "{what}: {}: name {ns:?} is not in normal form",
+            store.images_json().display()
+        )),
+        Err(e) => r
+            .problems
+            .push(format!("{what}: {}: {e}", store.images_json().display())),
+    }
+}
+
+/// Every big data item of image `id` is there with its recorded digest and size.
+fn check_big_data(store: &StorePaths, img: &Value, id: &str, what: &str, r: &mut Report) {
+    let dir = store.image_dir(id);
+    for k in img["big-data-names"].as_array().into_iter().flatten() {
+        let k = k.as_str().unwrap_or("");
+        let f = dir.join(big_data_file_name(k));
+        match fs::read(&f) {
+            Err(e) => r
+                .problems
+                .push(format!("{what}: big data {k:?} ({}): {e}", f.display())),
+            Ok(b) => {
+                let d = cvmfs_format::sha256_digest(&sha256_hex(&b));
+                if img["big-data-digests"][k].as_str() != Some(d.as_str()) {
+                    r.problems.push(format!(
+                        "{what}: big data {k:?} does not match its recorded digest"
+                    ));
+                }
+                if img["big-data-sizes"][k].as_u64() != Some(b.len() as u64) {
+                    r.problems.push(format!(
+                        "{what}: big data {k:?} does not match its recorded size"
+                    ));
                 }
             }
         }
-        let cfg_path = dir.join(big_data_file_name(&format!("sha256:{id}")));
-        match fs::read(&cfg_path) {
-            Err(e) => r
-                .problems
-                .push(format!("{what}: config {}: {e}", cfg_path.display())),
-            Ok(b) => {
-                if sha256_hex(&b) != id {
-                    r.problems
-                        .push(format!("{what}: the config's digest is not the image ID"));
-                }
-                let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                let diffs: Vec<&str> = v["rootfs"]["diff_ids"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|d| d.as_str())
-                    .collect();
-                let ids = layer_ids(&diffs);
-                if ids.last().map(String::as_str) != Some(top) {
-                    r.problems.push(format!(
-                        "{what}: the layer chain of the config's diffIDs does not end in the top layer {top}"
-                    ));
-                }
-                for lid in &ids {
-                    if !by_id.contains_key(lid) {
-                        r.problems
-                            .push(format!("{what}: layer {lid} is missing from layers.json"));
-                    }
-                }
-            }
+    }
+}
+
+/// Image `id`'s config: its digest is the ID, and its diffIDs chain to the
+/// top layer through layers all in `layers.json`.
+fn check_image_config(
+    store: &StorePaths,
+    id: &str,
+    top: &str,
+    by_id: &HashMap<String, Value>,
+    what: &str,
+    r: &mut Report,
+) {
+    let cfg_path = store
+        .image_dir(id)
+        .join(big_data_file_name(&cvmfs_format::sha256_digest(id)));
+    let b = match fs::read(&cfg_path) {
+        Err(e) => {
+            r.problems
+                .push(format!("{what}: config {}: {e}", cfg_path.display()));
+            return;
+        }
+        Ok(b) => b,
+    };
+    if sha256_hex(&b) != id {
+        r.problems
+            .push(format!("{what}: the config's digest is not the image ID"));
+    }
+    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+    let diffs: Vec<&str> = v["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .collect();
+    let ids = layer_ids(&diffs);
+    if ids.last().map(String::as_str) != Some(top) {
+        r.problems.push(format!(
+            "{what}: the layer chain of the config's diffIDs does not end in the top layer {top}"
+        ));
+    }
+    for lid in &ids {
+        if !by_id.contains_key(lid) {
+            r.problems
+                .push(format!("{what}: layer {lid} is missing from layers.json"));
         }
     }
 }

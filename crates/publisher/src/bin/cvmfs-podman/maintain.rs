@@ -63,7 +63,7 @@ fn print_json(v: &impl serde::Serialize) {
 
 /// `cvmfs-podman gc`.
 pub fn gc(a: &GcArgs) -> Result<()> {
-    let store = StorePaths::new(a.repo.join("podmanStore"));
+    let store = cvmfs_format::RepoPaths::new(&a.repo).store();
     let r = podman::gc(&store, Some(&a.repo), a.dry_run)?;
     if a.json {
         print_json(&r);
@@ -99,7 +99,7 @@ pub fn gc(a: &GcArgs) -> Result<()> {
 pub fn enable(a: &EnableArgs) -> Result<()> {
     let names = normal_names(&a.names)?;
     let ids = podman::enable(
-        &StorePaths::new(a.repo.join("podmanStore")),
+        &cvmfs_format::RepoPaths::new(&a.repo).store(),
         &StorePaths::new(&a.store),
         &names,
     )?;
