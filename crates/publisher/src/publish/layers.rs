@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cvmfs_format::{RepoPaths, CATALOG_MARKER};
+use cvmfs_format::paths::CATALOG_MARKER;
+use cvmfs_format::RepoPaths;
 use sha2::{Digest, Sha256};
 
 use super::{layer_dir, Job, LayerProgress};

@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use cvmfs_format::{RepoPaths, CATALOG_MARKER};
+use cvmfs_format::paths::CATALOG_MARKER;
+use cvmfs_format::RepoPaths;
 
 use crate::blob::{sha256_hex, verify_bytes};
 use crate::oci::{self, ImageConfig, ImageManifest};
-use crate::podman::{self, NewImage, NewLayer, StorePaths};
+use crate::podman::{self, NewImage, NewLayer, StoreInit, StorePaths};
 use crate::source::{image_manifest, read_small_blob, ImageName, Source};
 use crate::{digest_hex, fsx, layer_ids, rfc3339, Error, Result};
 
