@@ -12,14 +12,6 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-pub fn need_root(name: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    println!("SKIP: {name}: needs root");
-    false
-}
-
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
