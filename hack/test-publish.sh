@@ -11,68 +11,32 @@
 # corpus (each rejected with a message naming image, layer and entry, leaving no
 # trace), kill -9 at random points, and parallel publishers.
 #
-# Ends with exactly one line "N passed, N failed, N skipped". Tests listed in
-# tests/publish/known-failures.txt count as skipped while they fail (and are
-# reported loudly when they start passing).
+# The cases run through hack/lib-test.sh: known failures in
+# tests/publish/known-failures.txt ("<case name> — <reason>"), TEST_FILTER=<regex>
+# to run some. Ends with exactly one line "N passed, N failed, N skipped".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 
-passed=0 failed=0 skipped=0
-known_file="$ROOT/tests/publish/known-failures.txt"
 log_dir="$ROOT/build/test-publish"
-mkdir -p "$log_dir"
-
-summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
-
-is_known() { [ -f "$known_file" ] && grep -qxF "$1" <(sed 's/[[:space:]]*#.*//' "$known_file"); }
-
-# run_test NAME FUNCTION [ARGS...]: the function's output goes to a log shown on failure.
-# PUBLISH_ONLY=<regex> runs only the tests whose name matches (while developing).
-run_test() {
-  local name=$1
-  shift
-  if [ -n "${PUBLISH_ONLY:-}" ] && ! [[ $name =~ $PUBLISH_ONLY ]]; then return 0; fi
-  local log="$log_dir/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
-  # not inside an `if`: bash ignores set -e in a condition, even in a subshell
-  ( set -ex; "$@" ) >"$log" 2>&1
-  local rc=$?
-  if [ "$rc" -eq 0 ]; then
-    if is_known "$name"; then
-      echo "XPASS: $name (listed in tests/publish/known-failures.txt: remove it)"
-      failed=$((failed + 1))
-    else
-      echo "ok: $name"
-      passed=$((passed + 1))
-    fi
-  else
-    if is_known "$name"; then
-      echo "SKIP: $name (known failure, tests/publish/known-failures.txt)"
-      skipped=$((skipped + 1))
-    else
-      echo "FAIL: $name"
-      sed 's/^/    /' "$log" | tail -n 40
-      failed=$((failed + 1))
-    fi
-  fi
-}
-
-fail() { echo "$*" >&2; return 1; }
+rm -rf "$log_dir"
+# shellcheck source=hack/lib-test.sh
+source "$ROOT/hack/lib-test.sh"
+# PUBLISH_ONLY=<regex> (the older name) runs only the cases whose name matches.
+TEST_FILTER=${TEST_FILTER:-${PUBLISH_ONLY:-}}
+test_init test-publish "$ROOT/tests/publish/known-failures.txt" "$log_dir"
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "test-publish: must run as root (ownership is kept, the driver mounts overlayfs)" >&2
-  passed=0 failed=1; summary; exit 1
+  die "must run as root (ownership is kept, the driver mounts overlayfs)"
 fi
 for tool in skopeo umoci docker-registry jq python3; do
-  command -v "$tool" >/dev/null || { echo "test-publish: $tool missing (make deps)" >&2; failed=1; summary; exit 1; }
+  command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
 
 # ------------------------------------------------------------------ build
 echo "==> building cvmfs-podman"
-if ! cargo build --release --bin cvmfs-podman --quiet; then
-  failed=1; summary; exit 1
-fi
+cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
 B="$ROOT/target/release/cvmfs-podman"
 
 echo "==> building tsverify (Go tar-split reference)"
@@ -80,7 +44,7 @@ TSV="$ROOT/build/tsverify"
 if ! (cd tests/publish/tsverify && GOFLAGS=-mod=mod GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off \
       go build -o "$TSV" .) >"$log_dir/tsverify-build.log" 2>&1; then
   cat "$log_dir/tsverify-build.log" >&2
-  failed=1; summary; exit 1
+  die "building tsverify failed"
 fi
 
 CSBIN="$ROOT/build/containers-storage"
@@ -88,7 +52,7 @@ CSBIN="$ROOT/build/containers-storage"
 # test yesterday's driver (e.g. without the owner restoring this suite checks).
 if ! "$ROOT/hack/build-lib.sh" >"$log_dir/lib-build.log" 2>&1; then
   cat "$log_dir/lib-build.log" >&2
-  failed=1; summary; exit 1
+  die "building the library failed"
 fi
 if [ ! -x "$CSBIN" ] || [ "${CARGO_TARGET_DIR:-$ROOT/target}/release/libcvmfs_graphdriver.a" -nt "$CSBIN" ]; then
   echo "==> building the patched containers-storage CLI (as hack/test-bats.sh does)"
@@ -142,7 +106,7 @@ echo "==> building test images"
   "$B" make-oci "$OCI" --tag chmod-base "$IMG/chmod1.spec" &&
   "$B" make-oci "$W/crash" --tag c "$IMG/base.spec" "$IMG"/crash{1,2,3,4}.spec "$IMG/big.spec" &&
   "$B" make-oci "$W/par" --tag p "$IMG"/crash{4,3}.spec "$IMG/big.spec" "$IMG/top.spec"
-} >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; failed=1; summary; exit 1; }
+} >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; die "building the test images failed"; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 REG="127.0.0.1:$port"
@@ -164,7 +128,7 @@ echo "==> registry on $REG (pid $REG_PID)"
   skopeo copy --quiet --dest-tls-verify=false "oci:$OCI:wh" "docker://$REG/test/wh:1" &&
   skopeo copy --quiet --dest-tls-verify=false "oci:$OCI:shared" "docker://$REG/test/shared:1" &&
   skopeo copy --quiet "oci:$OCI:wh" "docker-archive:$W/wh.tar:$REG/test/wh:1"
-} >"$log_dir/skopeo.log" 2>&1 || { cat "$log_dir/skopeo.log"; failed=1; summary; exit 1; }
+} >"$log_dir/skopeo.log" 2>&1 || { cat "$log_dir/skopeo.log"; die "copying the test images failed"; }
 
 # helpers --------------------------------------------------------------------
 manifest_of() { # oci dir, tag -> manifest blob path
@@ -1141,4 +1105,3 @@ run_test "kill -9 at 20 random points, next run completes, check passes" t_crash
 run_test "parallel publishers into one repository" t_parallel
 
 summary
-[ "$failed" -eq 0 ]

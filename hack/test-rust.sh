@@ -11,6 +11,11 @@ source hack/lib-test.sh
 test_init test-rust "" build/test-rust
 log=$TEST_LOG_DIR
 
+# No `make deps` here (it may run apt-get): what this suite needs is checked.
+for tool in cargo gcc pkg-config /usr/local/go/bin/go; do
+  command -v "$tool" >/dev/null || die "$tool is missing (install it; make deps installs pkg-config)"
+done
+
 # 1. Header drift.
 if hack/header.sh check >"$log/header.txt" 2>&1; then
   record_result "header matches crates/driver/src/ffi.rs" pass
