@@ -73,11 +73,6 @@ go_module_dir() {
 # Directory of the pristine storage module in the module cache.
 pristine_module_dir() { go_module_dir "$STORAGE_MODULE@$STORAGE_VERSION"; }
 
-# Print the final "N passed, N failed, N skipped" line from counts.
-summary_line() {
-  printf '%d passed, %d failed, %d skipped\n' "$1" "$2" "$3"
-}
-
 # Go's build cache does not notice when a C library it links changes (only the
 # flags are part of the cache key), so a rebuilt Rust core would be silently
 # ignored by `go build`/`go test`. Naming the library's hash in a harmless
