@@ -364,29 +364,20 @@ t_moved_tag() {
 }
 
 t_gc() {
+  # what gc reports and removes, file by file: publish_records.rs; here the
+  # image store containers-storage reads afterwards
   local r="$W/repo-gc" c1 c2 top
   cp -a "$R1" "$r"
   c1=$(config_digest "$OCI" wh)
   c2=$(config_digest "$OCI" shared)
   # move wh's only name to the other image: wh becomes garbage
   "$B" publish "oci:$OCI:shared" --repo "$r" --name "$REG/test/wh:1" -q
-  "$B" gc --repo "$r" --dry-run >"$W/gc-dry.txt"
-  grep -q "would remove image ${c1#sha256:}" "$W/gc-dry.txt"
-  [ -d "$r/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "dry run removed something"
-  "$B" gc --repo "$r" --json >"$W/gc.json"
-  cat "$W/gc.json"
-  jq -e --arg c "${c1#sha256:}" '.images == [$c] and (.layers | length) == 1 and (.layer_dirs | length) == 1 and (.flat_dirs | length) == 1' "$W/gc.json"
+  "$B" gc --repo "$r"
   top=$(layer_digests "$OCI" wh | tail -1)
   [ ! -e "$r/.layers/${top:7:2}/${top#sha256:}" ] || fail "the unused layer directory is still there"
-  [ ! -e "$r/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "the unused flat rootfs is still there"
-  [ ! -e "$r/podmanStore/cvmfs/flat/${c1#sha256:}.json" ] || fail "the removed flat rootfs's note is still there"
-  local base
-  base=$(layer_digests "$OCI" wh | head -1)
-  jq -e --arg c "$c2" '.origin == [$c]' "$r/.layers/${base:7:2}/${base#sha256:}/.metadata/origin.json"
   "$B" check "$r"
   cs "$r" images >"$W/cs-gc.txt"
   grep -q "${c2#sha256:}" "$W/cs-gc.txt" && ! grep -q "${c1#sha256:}" "$W/cs-gc.txt"
-  "$B" gc --repo "$r" --json | jq -e '.images == [] and .layers == []'
 }
 
 t_reuse_ducc_layers() {
@@ -560,7 +551,7 @@ t_zstd() {
   local r="$W/repo-zstd"
   "$B" publish "oci:$OCI:zstd" --repo "$r" -q
   "$B" check "$r"
-  jq -e 'all(.[]; .compression == 4)' "$r/podmanStore/cvmfs-layers/layers.json"
+  # (layers.json records them as zstd: publish_records.rs)
   # umoci cannot read zstd layers: compare with the same layers gzip-compressed
   rm -rf "$W/umoci"
   umoci unpack --image "$OCI:gz" "$W/umoci" >/dev/null

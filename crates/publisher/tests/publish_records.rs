@@ -132,6 +132,15 @@ mod shapes {
         pub flat: String,
     }
 
+    /// What `gc --json` prints.
+    #[derive(Debug, Deserialize)]
+    pub struct GcReport {
+        pub images: Vec<String>,
+        pub layers: Vec<String>,
+        pub layer_dirs: Vec<String>,
+        pub flat_dirs: Vec<String>,
+    }
+
     /// The parts of an OCI image layout the tests read.
     #[derive(Debug, Deserialize)]
     pub struct OciIndex {
@@ -532,6 +541,94 @@ fn republish_writes_nothing_and_shared_layers_are_recorded_once() {
     let images: Vec<StoreImage> = read_json(&f.store().join("cvmfs-images/images.json"));
     assert_eq!(images.len(), 2, "images.json: {images:?}");
     f.check();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn zstd_layers_are_recorded_as_zstd() {
+    let f = Fixture::published();
+    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/publish/images");
+    let oci = path_str(&f.oci);
+    let (base, top) = (specs.join("base.spec"), specs.join("top.spec"));
+    cli(&[
+        "make-oci",
+        &oci,
+        "--tag",
+        "zstd",
+        "--compression",
+        "zstd",
+        &path_str(&base),
+        &path_str(&top),
+    ]);
+    // a repository of its own: in wh's, the same layers are already recorded gzip'd
+    let repo = f.repo.with_file_name("repo-zstd");
+    cli(&[
+        "publish",
+        &format!("oci:{oci}:zstd"),
+        "--repo",
+        &path_str(&repo),
+        "-q",
+    ]);
+    let layers: Vec<StoreLayer> = read_json(&repo.join("podmanStore/cvmfs-layers/layers.json"));
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    for l in &layers {
+        assert_eq!(l.compression, 4, "layer {}: compression (zstd)", l.id);
+    }
+    cli(&["check", &path_str(&repo)]);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn gc_removes_what_only_untagged_images_used() {
+    let f = Fixture::published();
+    f.publish("shared", NAME_SHARED);
+    // wh's only name moves to the other image: wh becomes garbage
+    f.publish("shared", NAME_WH);
+    let repo = path_str(&f.repo);
+    let c1 = f.wh.config_hex();
+    let dry = cli(&["gc", "--repo", &repo, "--dry-run"]);
+    assert!(
+        dry.contains(&format!("would remove image {c1}")),
+        "gc --dry-run: {dry}"
+    );
+    assert!(
+        f.repo.join(".flat").join(&c1[..2]).join(c1).is_dir(),
+        "the dry run removed the flat tree"
+    );
+    let out = cli(&["gc", "--repo", &repo, "--json"]);
+    let gc: GcReport =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("gc --json: {e}: {out}"));
+    assert_eq!(gc.images, [c1]);
+    assert_eq!(
+        (gc.layers.len(), gc.layer_dirs.len(), gc.flat_dirs.len()),
+        (1, 1, 1),
+        "{gc:?}"
+    );
+    assert!(
+        !f.layer_dir(f.wh.layer_hex(2)).exists(),
+        "the unused layer directory is still there"
+    );
+    assert!(
+        !f.repo.join(".flat").join(&c1[..2]).join(c1).exists(),
+        "the unused flat tree is still there"
+    );
+    assert!(
+        !f.store()
+            .join("cvmfs/flat")
+            .join(format!("{c1}.json"))
+            .exists(),
+        "the flat note is still there"
+    );
+    let origin: DuccOrigin =
+        read_json(&f.layer_dir(f.wh.layer_hex(0)).join(".metadata/origin.json"));
+    assert_eq!(origin.origin, [f.shared.config.clone()]);
+    f.check();
+    let out = cli(&["gc", "--repo", &repo, "--json"]);
+    let again: GcReport = serde_json::from_str(&out).unwrap();
+    assert!(
+        again.images.is_empty() && again.layers.is_empty(),
+        "second gc: {again:?}"
+    );
 }
 
 // ---------------------------------------------------------------- helpers
