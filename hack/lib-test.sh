@@ -15,7 +15,8 @@
 #                                        summary line, exit 1
 #   fail MESSAGE                         inside a case: say what is wrong, fail
 #
-# Known failures: every suite has one file in one format (tests/*/known-failures.txt):
+# Known failures: a suite has one file, all in one format (tests/publish/known-failures.txt,
+# tests/e2e/known-failures.txt, tests/bats-known-failures.txt):
 #   # comments and blank lines
 #   <case name> — <reason>
 # A listed case that fails (or is skipped by its runner) counts as skipped and

@@ -352,9 +352,7 @@ t_moved_tag() {
   local c1 c2
   c1=$(config_digest "$OCI" wh)
   c2=$(config_digest "$OCI" shared)
-  jq -e --arg a "${c1#sha256:}" --arg b "${c2#sha256:}" --arg n "$REG/test/wh:1" '
-    (.[] | select(.id == $a) | (.names // []) | index($n) == null) and
-    (.[] | select(.id == $b) | .names | index($n) != null)' "$R1/podmanStore/cvmfs-images/images.json"
+  # (images.json's names and the tag link after the move: publish_records.rs)
   [ "$(readlink "$R1/$REG/test/wh:1")" = "../../.flat/${c2:7:2}/${c2#sha256:}" ]
   "$B" check "$R1"
   cs "$R1" images >"$W/cs-m.txt"
@@ -389,15 +387,9 @@ t_reuse_ducc_layers() {
   base=${base#sha256:}
   rm -rf "$r/podmanStore"
   chown -R 0:0 "$r/.layers/${base:0:2}/$base/layerfs"
-  "$B" publish "oci:$OCI:wh" --repo "$r" --json >"$W/pd.json"
-  jq -e '.layers_written == 0' "$W/pd.json"
-  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
-  jq -e '.ownership == "lost"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
-  jq -e '.ownership == "kept"' "$r/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
-  # a flat tree this store has no note of building (DUCC's, or lost) and
-  # layers without their owners: never named, the driver stacks the layers
-  jq -e 'has("flat") | not' "$r/podmanStore/cvmfs/layers/${ids[2]}/layer.json"
-  jq -e '.markers | type == "array"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
+  # (what the records say -- written 0, ownership lost/kept, no flat tree
+  # named, markers listed -- is checked in publish_records.rs)
+  "$B" publish "oci:$OCI:wh" --repo "$r" -q
   local want got
   want=$(diff_ids "$OCI" wh | head -1)
   got=$("$TSV" asm "$r/podmanStore/cvmfs/tar-split/$base.tar-split.gz" "$r/.layers/${base:0:2}/$base/layerfs")
@@ -432,16 +424,12 @@ t_ducc_owners_restored() {
   c=${c#sha256:}
   rm -rf "$r/podmanStore"
   chown -R 0:0 "$r/.layers/${base:0:2}/$base/layerfs"
-  "$B" publish "oci:$OCI:wh" --repo "$r" --json >"$W/pown.json"
-  jq -e '.layers_written == 0' "$W/pown.json"
+  # (the record says "lost" and ownership.json lists the tar's owners:
+  # publish_records.rs; here what a container shows and what check says)
+  "$B" publish "oci:$OCI:wh" --repo "$r" -q
   mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
   own="$r/podmanStore/cvmfs/layers/${ids[0]}/ownership.json"
-  # the record says what the layer directory holds; the owners file restores it
-  jq -e '.ownership == "lost"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
-  jq -e '.version == 1 and (.entries | length) == 2
-    and (.entries | index({"path":"home/user","uid":1000,"gid":1000}) != null)
-    and (.entries | index({"path":"home/user/.profile","uid":1000,"gid":1000}) != null)' "$own"
-  [ ! -e "$r/podmanStore/cvmfs/layers/${ids[1]}/ownership.json" ] || fail "ownership.json for a layer that kept its owners"
+  [ -f "$own" ] || fail "no ownership.json for the layer that lost its owners"
   "$B" check "$r" >"$W/own-check.out"
   ! grep -q "no .*ownership.json restores them" "$W/own-check.out" || fail "check notes lost owners: $(cat "$W/own-check.out")"
   # without the file the container shows root (the test can fail), with it the image's owner
@@ -520,9 +508,9 @@ t_enable_local_store() {
   local st="$W/local-store" c1 c2
   c1=$(config_digest "$OCI" wh)
   c2=$(config_digest "$OCI" shared)
+  # (what the local store's images.json/layers.json hold after enable and
+  # disable: publish_records.rs; here what containers-storage makes of it)
   "$B" enable "$REG/test/wh:1" --repo "$R1" --store "$st"
-  jq -e --arg c "${c1#sha256:}" 'length == 1 and .[0].id == $c' "$st/cvmfs-images/images.json"
-  jq -e 'length == 3' "$st/cvmfs-layers/layers.json"
   "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
     --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" images >"$W/en.txt"
   grep -q "${c1#sha256:}" "$W/en.txt" && ! grep -q "${c2#sha256:}" "$W/en.txt"
@@ -536,15 +524,6 @@ t_enable_local_store() {
     --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" unmount en >/dev/null
   "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
     --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" delete-container en >/dev/null
-  # a second image shares two layers: they are recorded once
-  "$B" enable "$REG/test/shared:1" --repo "$R1" --store "$st"
-  jq -e 'length == 4' "$st/cvmfs-layers/layers.json"
-  "$B" disable "$REG/test/wh:1" --store "$st"
-  jq -e --arg c "${c2#sha256:}" 'length == 1 and .[0].id == $c' "$st/cvmfs-images/images.json"
-  jq -e 'length == 3' "$st/cvmfs-layers/layers.json"
-  [ -d "$R1/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "disable touched the repository"
-  if "$B" enable "$REG/test/nothere:1" --repo "$R1" --store "$st" 2>"$W/en.err"; then fail "enabled a missing image"; fi
-  grep -q "no image named $REG/test/nothere:1" "$W/en.err"
 }
 
 t_zstd() {

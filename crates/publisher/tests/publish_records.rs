@@ -90,6 +90,7 @@ mod shapes {
     pub struct StoreImage {
         pub id: String,
         pub layer: String,
+        #[serde(default)]
         pub names: Vec<String>,
         pub digest: String,
         pub created: String,
@@ -130,6 +131,23 @@ mod shapes {
         pub layers_written: usize,
         pub layers_skipped: usize,
         pub flat: String,
+    }
+
+    /// `podmanStore/cvmfs/layers/<id>/ownership.json`: the owners a layer
+    /// unpacked without them (by DUCC) had in its tar.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Ownership {
+        pub version: u32,
+        pub entries: Vec<OwnershipEntry>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct OwnershipEntry {
+        pub path: String,
+        pub uid: u32,
+        pub gid: u32,
     }
 
     /// What `gc --json` prints.
@@ -586,6 +604,23 @@ fn gc_removes_what_only_untagged_images_used() {
     f.publish("shared", NAME_WH);
     let repo = path_str(&f.repo);
     let c1 = f.wh.config_hex();
+    // the tag moved: the old image stays, nameless, for running containers
+    let images: Vec<StoreImage> = read_json(&f.store().join("cvmfs-images/images.json"));
+    let names_of = |c: &str| {
+        let mut names = images.iter().find(|i| i.id == c).map(|i| i.names.clone());
+        if let Some(n) = names.as_mut() {
+            n.sort();
+        }
+        names
+    };
+    assert_eq!(names_of(c1), Some(vec![]), "{images:?}");
+    let c2 = f.shared.config_hex();
+    assert_eq!(
+        names_of(c2),
+        Some(vec![NAME_SHARED.to_string(), NAME_WH.to_string()])
+    );
+    let link = fs::read_link(f.repo.join(NAME_WH)).unwrap();
+    assert_eq!(link, Path::new("../../.flat").join(&c2[..2]).join(c2));
     let dry = cli(&["gc", "--repo", &repo, "--dry-run"]);
     assert!(
         dry.contains(&format!("would remove image {c1}")),
@@ -628,6 +663,94 @@ fn gc_removes_what_only_untagged_images_used() {
     assert!(
         again.images.is_empty() && again.layers.is_empty(),
         "second gc: {again:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn layers_ducc_unpacked_are_reused_and_their_owners_recorded() {
+    let f = Fixture::published();
+    // as DUCC leaves them: no podmanStore, the base layer's owners lost
+    fs::remove_dir_all(f.store()).unwrap();
+    let base = f.layer_dir(f.wh.layer_hex(0)).join("layerfs");
+    chown_tree_to_root(&base);
+    let report = f.publish("wh", NAME_WH);
+    assert_eq!(report.layers_written, 0, "{report:?}");
+    let ids = &f.wh.layer_ids;
+    let records: Vec<LayerRecord> = ids.iter().map(|id| f.record(id)).collect();
+    assert_eq!(records[0].ownership, "lost");
+    assert_eq!(records[1].ownership, "kept");
+    assert!(records[0].markers.is_some(), "{:?}", records[0]);
+    // a flat tree this store has no note of building is never named
+    assert_eq!(records[2].flat, None, "{:?}", records[2]);
+    // the owners the tar had, beside the record of the layer that lost them
+    let own: Ownership = read_json(&f.record_path(&ids[0]).with_file_name("ownership.json"));
+    assert_eq!(own.version, 1);
+    let mut entries: Vec<(String, u32, u32)> = own
+        .entries
+        .into_iter()
+        .map(|e| (e.path, e.uid, e.gid))
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("home/user".to_string(), 1000, 1000),
+            ("home/user/.profile".to_string(), 1000, 1000)
+        ]
+    );
+    let kept = f.record_path(&ids[1]).with_file_name("ownership.json");
+    assert!(
+        !kept.exists(),
+        "ownership.json for a layer that kept its owners"
+    );
+    f.check();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn enable_and_disable_keep_a_small_local_store() {
+    let f = Fixture::published();
+    f.publish("shared", NAME_SHARED);
+    let store = f.repo.with_file_name("local-store");
+    let (repo, st) = (path_str(&f.repo), path_str(&store));
+    let images = |want: &Image| {
+        let images: Vec<StoreImage> = read_json(&store.join("cvmfs-images/images.json"));
+        let ids: Vec<&str> = images.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, [want.config_hex()]);
+    };
+    let layer_count =
+        || read_json::<Vec<StoreLayer>>(&store.join("cvmfs-layers/layers.json")).len();
+    cli(&["enable", NAME_WH, "--repo", &repo, "--store", &st]);
+    images(&f.wh);
+    assert_eq!(layer_count(), 3);
+    // a second image shares two layers: they are recorded once
+    cli(&["enable", NAME_SHARED, "--repo", &repo, "--store", &st]);
+    assert_eq!(layer_count(), 4);
+    cli(&["disable", NAME_WH, "--store", &st]);
+    images(&f.shared);
+    assert_eq!(layer_count(), 3);
+    let c1 = f.wh.config_hex();
+    assert!(
+        f.repo.join(".flat").join(&c1[..2]).join(c1).is_dir(),
+        "disable touched the repository"
+    );
+    let o = Command::new(BIN)
+        .args([
+            "enable",
+            "registry.test/test/nothere:1",
+            "--repo",
+            &repo,
+            "--store",
+            &st,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "enabled a missing image");
+    assert!(
+        err.contains("no image named registry.test/test/nothere:1"),
+        "{err}"
     );
 }
 
@@ -818,4 +941,14 @@ fn is_two_hex_dir(p: &Path) -> bool {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     parent_is_layers == Some(true) && name.len() == 2 && name.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Every entry below `dir` (and `dir`) owned by 0:0, as DUCC unpacks layers.
+fn chown_tree_to_root(dir: &Path) {
+    std::os::unix::fs::lchown(dir, Some(0), Some(0)).unwrap();
+    if fs::symlink_metadata(dir).unwrap().is_dir() {
+        for e in fs::read_dir(dir).unwrap() {
+            chown_tree_to_root(&e.unwrap().path());
+        }
+    }
 }
