@@ -342,7 +342,7 @@ fn ducc_layer_metadata_names_each_blob() {
         let origin: DuccOrigin = read_json(&dir.join(".metadata/origin.json"));
         assert_eq!(
             origin.origin,
-            [f.wh.config.clone()],
+            std::slice::from_ref(&f.wh.config),
             "layer {i}: origin.json"
         );
     }
@@ -656,7 +656,7 @@ fn gc_removes_what_only_untagged_images_used() {
     );
     let origin: DuccOrigin =
         read_json(&f.layer_dir(f.wh.layer_hex(0)).join(".metadata/origin.json"));
-    assert_eq!(origin.origin, [f.shared.config.clone()]);
+    assert_eq!(origin.origin, std::slice::from_ref(&f.shared.config));
     f.check();
     let out = cli(&["gc", "--repo", &repo, "--json"]);
     let again: GcReport = serde_json::from_str(&out).unwrap();
