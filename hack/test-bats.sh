@@ -9,6 +9,9 @@
 # tests/bats-known-failures.txt ("file.bats: test name — reason"), and at
 # least 90% of all cases must pass. Ends with "N passed, N failed, N skipped".
 #
+# The project's own tests/harness/*.bats (the rules of hack/lib-test.sh) run
+# here too, as "harness/<file>: name".
+#
 #   hack/test-bats.sh [file.bats ...]   run only these files of the suite
 set -euo pipefail
 source "$(dirname "$0")/lib-storage.sh"
@@ -51,16 +54,20 @@ fi
 known_failure_applies() { [ -f "$module/tests/${1%%: *}" ]; }
 results="$logs/results.txt" # "<status>\t<file>\t<name>" per case
 : >"$results"
-for f in "${files[@]}"; do
-  echo "==> $f"
-  # One bats run per file so every case is known by file and name.
-  (cd "$module/tests" && env -u LD_LIBRARY_PATH STORAGE_DRIVER=cvmfs STORAGE_BINARY="$binary" \
-    bats --tap "$f") >"$logs/$f.tap" 2>&1 || true
+
+# bats_file DIR FILE LABEL [VAR=VALUE...]: one bats run of DIR/FILE (so every
+# case is known by file and name), its cases appended to $results as LABEL.
+bats_file() {
+  local dir=$1 f=$2 label=$3 tap
+  shift 3
+  tap="$logs/$(tr / - <<<"$label").tap"
+  echo "==> $label"
+  (cd "$dir" && env -u LD_LIBRARY_PATH "$@" bats --tap "$f") >"$tap" 2>&1 || true
   # Case results, and for failures the suite's diagnostics (without the CLI's
   # debug log, which stays in build/test-logs/bats/<file>.tap).
   awk '/^(ok|not ok) /{print; show=($1=="not"); n=0; next}
-       show && /^#/ && !/level=debug/ && n<20 {print; n++}' "$logs/$f.tap"
-  python3 - "$f" "$logs/$f.tap" >>"$results" <<'EOF'
+       show && /^#/ && !/level=debug/ && n<20 {print; n++}' "$tap"
+  python3 - "$label" "$tap" >>"$results" <<'EOF'
 import re, sys
 name, path = sys.argv[1], sys.argv[2]
 for line in open(path, errors="replace"):
@@ -71,10 +78,18 @@ for line in open(path, errors="replace"):
     status = "fail" if m.group(1) == "not ok" else ("skip" if m.group(3) else "pass")
     print(f"{status}\t{name}\t{m.group(2)}")
 EOF
-  if ! grep -q "	$f	" "$results"; then
+  if ! grep -q "	$label	" "$results"; then
     # A file whose cases never ran (syntax error, missing helper) is a failure.
-    printf 'fail\t%s\t%s\n' "$f" "(the file ran no cases)" >>"$results"
+    printf 'fail\t%s\t%s\n' "$label" "(the file ran no cases)" >>"$results"
   fi
+}
+
+for f in "${files[@]}"; do
+  bats_file "$module/tests" "$f" "$f" STORAGE_DRIVER=cvmfs STORAGE_BINARY="$binary"
+done
+# The project's own .bats files: the shell harness's rules (hack/lib-test.sh).
+for f in "$ROOT"/tests/harness/*.bats; do
+  bats_file "$ROOT/tests/harness" "$(basename "$f")" "harness/$(basename "$f")"
 done
 
 # Every case through the one harness (known failures, stale lines).
