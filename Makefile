@@ -2,14 +2,18 @@
 #   make demo   build what is needed, publish a sample image, run it with podman
 #   make test   run the whole test suite (what CI runs through .ci/run)
 #
-# Every test target ends by printing one line "N passed, N failed[, N skipped]".
+# Every test target ends by printing one line "N passed, N failed[, N skipped]"
+# (the shell suites share hack/lib-test.sh). `deps` installs only the Debian
+# packages that are missing (hack/install-deps.sh, a no-op when all are there);
+# test-rust and test-lint need no Debian package beyond the toolchain and do
+# not depend on it, so they never run apt-get.
 
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(HOME)/.cargo/bin:$(PATH)
 export GOFLAGS ?= -mod=mod
 export GOTOOLCHAIN ?= local
 
-.PHONY: all deps build lib header header-check test test-rust test-graphtest test-bats \
+.PHONY: all deps build lib header header-check test test-rust test-lint test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
         podman buildah test-e2e test-e2e-5 test-cvmfs test-hostile fuzz \
         test-real-cvmfs
@@ -63,8 +67,12 @@ test-e2e-5: deps
 test: deps
 	@hack/run-all-tests.sh
 
-test-rust: deps
+test-rust:
 	@hack/test-rust.sh
+
+# cargo fmt --check and cargo clippy --all-targets -D warnings.
+test-lint:
+	@hack/test-lint.sh
 
 test-publish: deps
 	@hack/test-publish.sh

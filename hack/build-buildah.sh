@@ -42,9 +42,7 @@ if [ -z "${FORCE:-}" ] && [ -x "$binary" ] && [ "$(cat "$stamp_file" 2>/dev/null
   exit 0
 fi
 
-pristine=$(cd / && go mod download -json "$BUILDAH_MODULE@$BUILDAH_VERSION" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -n "$pristine" ] && [ -f "$pristine/go.mod" ] || { echo "build-buildah: cannot get $BUILDAH_MODULE@$BUILDAH_VERSION" >&2; exit 1; }
+pristine=$(go_module_dir "$BUILDAH_MODULE@$BUILDAH_VERSION") || exit 1
 echo "build-buildah: $pristine -> $src_dir" >&2
 rm -rf "$src_dir"
 cp -a "$pristine" "$src_dir"

@@ -75,10 +75,8 @@ if [ -z "${FORCE:-}" ] && [ -x "$binary" ] && [ -f "$stamp_file" ] && [ "$(cat "
   exit 0
 fi
 
-pristine=$(cd / && go mod download -json "$PODMAN_MODULE@$PODMAN_VERSION" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-if [ -z "$pristine" ] || [ ! -f "$pristine/go.mod" ]; then
-  echo "build-podman: cannot get $PODMAN_MODULE@$PODMAN_VERSION from the Go module cache/proxy" >&2
+if ! pristine=$(go_module_dir "$PODMAN_MODULE@$PODMAN_VERSION"); then
+  echo "build-podman: no pristine podman module" >&2
   exit 1
 fi
 
@@ -112,8 +110,7 @@ go mod download >&2
 
 # Podman's Makefile stamps these into the binary; we have no git checkout, so
 # the version's commit comes from the proxy's origin record when present.
-commit=$(cd / && go mod download -json "$PODMAN_MODULE@$PODMAN_VERSION" |
-  sed -n 's/^[[:space:]]*"Hash": "\(.*\)",\{0,1\}$/\1/p' | head -1)
+commit=$(go_module_field "$PODMAN_MODULE@$PODMAN_VERSION" Origin.Hash)
 libpod=$PODMAN_MODULE/libpod
 ldflags="-X $libpod/define.gitCommit=${commit:-unknown}"
 ldflags+=" -X $libpod/define.buildInfo=$(date +%s)"

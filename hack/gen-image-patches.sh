@@ -38,9 +38,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pristine=$(cd / && go mod download -json "$IMAGE_MODULE@$IMAGE_VERSION" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -n "$pristine" ] && [ -f "$pristine/go.mod" ] || { echo "gen-image-patches: cannot find $IMAGE_MODULE@$IMAGE_VERSION" >&2; exit 1; }
+pristine=$(go_module_dir "$IMAGE_MODULE@$IMAGE_VERSION") || exit 1
 cp -a "$pristine" "$work/image"
 chmod -R u+w "$work/image"
 patch_tree_init "$work/image" "$IMAGE_MODULE@$IMAGE_VERSION"

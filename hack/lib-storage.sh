@@ -45,22 +45,33 @@ export GOFLAGS="${GOFLAGS:--mod=mod} -buildvcs=false"
 export PKG_CONFIG_PATH="$ROOT/build/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 export CGO_ENABLED=1
 
-# Directory of the pristine module in the module cache (downloaded if missing).
-pristine_module_dir() {
+# go_module_field MODULE@VERSION FIELD: one field of what `go mod download
+# -json` reports for the module (downloading it if the cache lacks it), a
+# dotted path for nested ones (Dir, Origin.Hash); empty when absent. The one
+# place that reads that output.
+go_module_field() {
+  (cd / && go mod download -json "$1") | python3 -c '
+import json, sys
+value = json.load(sys.stdin)
+for key in sys.argv[1].split("."):
+    value = value.get(key, {}) if isinstance(value, dict) else {}
+print(value if isinstance(value, str) else "")' "$2"
+}
+
+# go_module_dir MODULE@VERSION: the pristine module's directory in the module
+# cache; fails naming the module when it cannot be had.
+go_module_dir() {
   local dir
-  dir=$(cd / && go mod download -json "$STORAGE_MODULE@$STORAGE_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  dir=$(go_module_field "$1" Dir)
   if [ -z "$dir" ] || [ ! -f "$dir/go.mod" ]; then
-    echo "cannot find $STORAGE_MODULE@$STORAGE_VERSION in the Go module cache" >&2
+    echo "cannot get $1 from the Go module cache/proxy" >&2
     return 1
   fi
   printf '%s\n' "$dir"
 }
 
-# Print the final "N passed, N failed, N skipped" line from counts.
-summary_line() {
-  printf '%d passed, %d failed, %d skipped\n' "$1" "$2" "$3"
-}
+# Directory of the pristine storage module in the module cache.
+pristine_module_dir() { go_module_dir "$STORAGE_MODULE@$STORAGE_VERSION"; }
 
 # Go's build cache does not notice when a C library it links changes (only the
 # flags are part of the cache key), so a rebuilt Rust core would be silently

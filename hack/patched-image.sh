@@ -17,9 +17,7 @@ if [ "$(cat "$image_dir/.cvmfs-patched.stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "$image_dir"
   exit 0
 fi
-pristine=$(cd / && go mod download -json "$IMAGE_MODULE@$IMAGE_VERSION" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -n "$pristine" ] && [ -f "$pristine/go.mod" ] || { echo "patched-image: cannot get $IMAGE_MODULE@$IMAGE_VERSION" >&2; exit 1; }
+pristine=$(go_module_dir "$IMAGE_MODULE@$IMAGE_VERSION") || exit 1
 echo "patched-image: $pristine + ${#patches[@]} patches -> $image_dir" >&2
 rm -rf "$image_dir"
 cp -a "$pristine" "$image_dir"

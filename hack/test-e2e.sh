@@ -15,10 +15,9 @@
 #   E2E_SET=smoke                 run only the smoke cases: run by name, pull
 #                                 without layer download, build, commit, save
 #
-# Ends with exactly one line "N passed, N failed, N skipped". A case listed in
-# tests/e2e/expected-failures.txt ("name<TAB>reason") that fails is still counted
-# as failed, with the reason printed; one that passes is reported so the line
-# gets removed.
+# The cases run through hack/lib-test.sh: known failures in
+# tests/e2e/known-failures.txt ("<case name> — <reason>"). Ends with exactly one
+# line "N passed, N failed, N skipped".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -34,27 +33,26 @@ source "$ROOT/hack/lib-cgroup2.sh"
 only=${1:-}
 set_only=${E2E_SET:-}
 case "$set_only" in "" | smoke) ;; *) echo "test-e2e: E2E_SET must be empty or smoke, not '$set_only'" >&2; exit 2 ;; esac
-passed=0 failed=0 skipped=0
 E="$ROOT/tests/e2e"
-expected_file="$E/expected-failures.txt"
 log_dir="$ROOT/build/test-e2e"
 [ "$PODMAN_LINE" = "$DEFAULT_PODMAN_LINE" ] || log_dir+="-$PODMAN_LINE"
 rm -rf "$log_dir"
-mkdir -p "$log_dir"
+# shellcheck source=hack/lib-test.sh
+source "$ROOT/hack/lib-test.sh"
+test_init test-e2e "$E/known-failures.txt" "$log_dir"
+[ -z "$only$set_only" ] || TEST_PARTIAL=1
 
-summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
-die() { echo "test-e2e: $*" >&2; failed=$((failed + 1)); summary; exit 1; }
-fail() { echo "FAILED CHECK: $*" >&2; return 1; }
-
-expected_reason() {
-  [ -f "$expected_file" ] && awk -F'\t' -v n="$1" '$1 == n {print $2}' "$expected_file"
+# A case that stopped the registry and failed before restarting it must not
+# take the following cases down with it.
+registry_back() {
+  curl -fs --max-time 2 "http://$REG/v2/" >/dev/null 2>&1 || registry_start "$W/registry" "${REG##*:}" || true
 }
+TEST_AFTER_CASE=registry_back
 
-case_no=0
-# run_test NAME FUNCTION [SET]: the function runs in a subshell with `set -ex`;
-# its output goes to build/test-e2e/<n>.log, shown on failure. SET "smoke" marks
-# the cases E2E_SET=smoke runs.
-run_test() {
+# e2e_case NAME FUNCTION [SET]: run_test (hack/lib-test.sh) for the cases the
+# PATTERN argument and E2E_SET select; SET "smoke" marks the cases
+# E2E_SET=smoke runs. A case's CASE_NO numbers its directories.
+e2e_case() {
   local name=$1 fn=$2 set=${3:-}
   if [ -n "$only" ] && [[ "$name" != *"$only"* ]]; then
     return 0
@@ -62,34 +60,7 @@ run_test() {
   if [ -n "$set_only" ] && [ "$set" != "$set_only" ]; then
     return 0
   fi
-  case_no=$((case_no + 1))
-  local log="$log_dir/$case_no.log" reason start=$SECONDS
-  reason=$(expected_reason "$name")
-  # Not inside `if`: bash ignores `set -e` in a subshell that is an if condition,
-  # and every command of a case must count.
-  (
-    set -ex
-    CASE_NO=$case_no
-    "$fn"
-  ) >"$log" 2>&1
-  local rc=$?
-  # A case that stopped the registry and failed before restarting it must not
-  # take the following cases down with it.
-  curl -fs --max-time 2 "http://$REG/v2/" >/dev/null 2>&1 || registry_start "$W/registry" "${REG##*:}" || true
-  if [ "$rc" -eq 0 ]; then
-    if [ -n "$reason" ]; then
-      echo "XPASS: $name ($((SECONDS - start))s; listed in tests/e2e/expected-failures.txt: remove it)"
-      failed=$((failed + 1))
-    else
-      echo "ok: $name ($((SECONDS - start))s)"
-      passed=$((passed + 1))
-    fi
-  else
-    echo "FAIL: $name ($((SECONDS - start))s; log $log)"
-    [ -n "$reason" ] && echo "    expected failure: $reason"
-    grep -v '^+ ' "$log" | tail -n 25 | sed 's/^/    /'
-    failed=$((failed + 1))
-  fi
+  run_test "$name" "$fn"
 }
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -643,21 +614,21 @@ t_slow_first_access() {
 }
 
 echo "==> cases"
-run_test "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
-run_test "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
-run_test "pull and run an image not in CVMFS (mixed stack)" t_pull_and_run_local_image
-run_test "rmi, system prune -a, system reset never modify the repository" t_repo_never_modified
-run_test "8 parallel runs; kill -9 of podman run; no leaked mounts" t_parallel_and_kill9
-run_test "pull of a published image downloads no layer blob" t_pull_downloads_no_layer smoke
-run_test "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_commit_push smoke
-run_test "push keeps the original blob digests of CVMFS layers" t_push_keeps_original_digests
-run_test "save from cvmfs, load with overlay: same files" t_save_load_overlay smoke
-run_test "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
+e2e_case "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
+e2e_case "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
+e2e_case "pull and run an image not in CVMFS (mixed stack)" t_pull_and_run_local_image
+e2e_case "rmi, system prune -a, system reset never modify the repository" t_repo_never_modified
+e2e_case "8 parallel runs; kill -9 of podman run; no leaked mounts" t_parallel_and_kill9
+e2e_case "pull of a published image downloads no layer blob" t_pull_downloads_no_layer smoke
+e2e_case "build FROM a CVMFS image, commit, push: layers byte-exact" t_build_commit_push smoke
+e2e_case "push keeps the original blob digests of CVMFS layers" t_push_keeps_original_digests
+e2e_case "save from cvmfs, load with overlay: same files" t_save_load_overlay smoke
+e2e_case "whiteouts and opaque dirs match umoci unpack" t_whiteouts_match_umoci
 if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
-  run_test "$buildah_case" t_buildah_from_run_commit_push
+  e2e_case "$buildah_case" t_buildah_from_run_commit_push
 fi
-run_test "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
-run_test "a repository answering its first requests after 2 s is waited for" t_slow_first_access
+e2e_case "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
+e2e_case "a repository answering its first requests after 2 s is waited for" t_slow_first_access
 if [ -f "$log_dir/slow-first-access.txt" ]; then
   sed 's/^/    /' "$log_dir/slow-first-access.txt"
 fi
@@ -666,4 +637,3 @@ if [ -f "$log_dir/deep-stacks.txt" ]; then
 fi
 
 summary
-[ "$failed" -eq 0 ]

@@ -9,12 +9,10 @@
 # reasons. Exit status non-zero on any failure.
 set -euo pipefail
 source "$(dirname "$0")/lib-storage.sh"
+source "$ROOT/hack/lib-test.sh"
+test_init test-graphtest "" "$ROOT/build/test-graphtest"
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "test-graphtest: must run as root (the driver mounts overlayfs)" >&2
-  summary_line 0 1 0
-  exit 1
-fi
+[ "$(id -u)" -eq 0 ] || die "must run as root (the driver mounts overlayfs)"
 
 "$ROOT/hack/build-lib.sh" >&2
 pin_rust_lib

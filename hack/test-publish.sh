@@ -11,68 +11,32 @@
 # corpus (each rejected with a message naming image, layer and entry, leaving no
 # trace), kill -9 at random points, and parallel publishers.
 #
-# Ends with exactly one line "N passed, N failed, N skipped". Tests listed in
-# tests/publish/known-failures.txt count as skipped while they fail (and are
-# reported loudly when they start passing).
+# The cases run through hack/lib-test.sh: known failures in
+# tests/publish/known-failures.txt ("<case name> — <reason>"), TEST_FILTER=<regex>
+# to run some. Ends with exactly one line "N passed, N failed, N skipped".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 
-passed=0 failed=0 skipped=0
-known_file="$ROOT/tests/publish/known-failures.txt"
 log_dir="$ROOT/build/test-publish"
-mkdir -p "$log_dir"
-
-summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
-
-is_known() { [ -f "$known_file" ] && grep -qxF "$1" <(sed 's/[[:space:]]*#.*//' "$known_file"); }
-
-# run_test NAME FUNCTION [ARGS...]: the function's output goes to a log shown on failure.
-# PUBLISH_ONLY=<regex> runs only the tests whose name matches (while developing).
-run_test() {
-  local name=$1
-  shift
-  if [ -n "${PUBLISH_ONLY:-}" ] && ! [[ $name =~ $PUBLISH_ONLY ]]; then return 0; fi
-  local log="$log_dir/$(echo "$name" | tr -c 'A-Za-z0-9_.-' '_').log"
-  # not inside an `if`: bash ignores set -e in a condition, even in a subshell
-  ( set -ex; "$@" ) >"$log" 2>&1
-  local rc=$?
-  if [ "$rc" -eq 0 ]; then
-    if is_known "$name"; then
-      echo "XPASS: $name (listed in tests/publish/known-failures.txt: remove it)"
-      failed=$((failed + 1))
-    else
-      echo "ok: $name"
-      passed=$((passed + 1))
-    fi
-  else
-    if is_known "$name"; then
-      echo "SKIP: $name (known failure, tests/publish/known-failures.txt)"
-      skipped=$((skipped + 1))
-    else
-      echo "FAIL: $name"
-      sed 's/^/    /' "$log" | tail -n 40
-      failed=$((failed + 1))
-    fi
-  fi
-}
-
-fail() { echo "$*" >&2; return 1; }
+rm -rf "$log_dir"
+# shellcheck source=hack/lib-test.sh
+source "$ROOT/hack/lib-test.sh"
+# PUBLISH_ONLY=<regex> (the older name) runs only the cases whose name matches.
+TEST_FILTER=${TEST_FILTER:-${PUBLISH_ONLY:-}}
+test_init test-publish "$ROOT/tests/publish/known-failures.txt" "$log_dir"
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "test-publish: must run as root (ownership is kept, the driver mounts overlayfs)" >&2
-  passed=0 failed=1; summary; exit 1
+  die "must run as root (ownership is kept, the driver mounts overlayfs)"
 fi
 for tool in skopeo umoci docker-registry jq python3; do
-  command -v "$tool" >/dev/null || { echo "test-publish: $tool missing (make deps)" >&2; failed=1; summary; exit 1; }
+  command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
 
 # ------------------------------------------------------------------ build
 echo "==> building cvmfs-podman"
-if ! cargo build --release --bin cvmfs-podman --quiet; then
-  failed=1; summary; exit 1
-fi
+cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
 B="$ROOT/target/release/cvmfs-podman"
 
 echo "==> building tsverify (Go tar-split reference)"
@@ -80,7 +44,7 @@ TSV="$ROOT/build/tsverify"
 if ! (cd tests/publish/tsverify && GOFLAGS=-mod=mod GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off \
       go build -o "$TSV" .) >"$log_dir/tsverify-build.log" 2>&1; then
   cat "$log_dir/tsverify-build.log" >&2
-  failed=1; summary; exit 1
+  die "building tsverify failed"
 fi
 
 CSBIN="$ROOT/build/containers-storage"
@@ -88,7 +52,7 @@ CSBIN="$ROOT/build/containers-storage"
 # test yesterday's driver (e.g. without the owner restoring this suite checks).
 if ! "$ROOT/hack/build-lib.sh" >"$log_dir/lib-build.log" 2>&1; then
   cat "$log_dir/lib-build.log" >&2
-  failed=1; summary; exit 1
+  die "building the library failed"
 fi
 if [ ! -x "$CSBIN" ] || [ "${CARGO_TARGET_DIR:-$ROOT/target}/release/libcvmfs_graphdriver.a" -nt "$CSBIN" ]; then
   echo "==> building the patched containers-storage CLI (as hack/test-bats.sh does)"
@@ -142,7 +106,7 @@ echo "==> building test images"
   "$B" make-oci "$OCI" --tag chmod-base "$IMG/chmod1.spec" &&
   "$B" make-oci "$W/crash" --tag c "$IMG/base.spec" "$IMG"/crash{1,2,3,4}.spec "$IMG/big.spec" &&
   "$B" make-oci "$W/par" --tag p "$IMG"/crash{4,3}.spec "$IMG/big.spec" "$IMG/top.spec"
-} >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; failed=1; summary; exit 1; }
+} >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; die "building the test images failed"; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 REG="127.0.0.1:$port"
@@ -164,7 +128,7 @@ echo "==> registry on $REG (pid $REG_PID)"
   skopeo copy --quiet --dest-tls-verify=false "oci:$OCI:wh" "docker://$REG/test/wh:1" &&
   skopeo copy --quiet --dest-tls-verify=false "oci:$OCI:shared" "docker://$REG/test/shared:1" &&
   skopeo copy --quiet "oci:$OCI:wh" "docker-archive:$W/wh.tar:$REG/test/wh:1"
-} >"$log_dir/skopeo.log" 2>&1 || { cat "$log_dir/skopeo.log"; failed=1; summary; exit 1; }
+} >"$log_dir/skopeo.log" 2>&1 || { cat "$log_dir/skopeo.log"; die "copying the test images failed"; }
 
 # helpers --------------------------------------------------------------------
 manifest_of() { # oci dir, tag -> manifest blob path
@@ -200,36 +164,16 @@ tree_state() { (cd "$1" && { find . -type d -printf '%y %m %U:%G %p\n'; find . !
 R1="$W/repo-oci"
 
 # ------------------------------------------------------------------ tests
+# The JSON the publisher writes (DUCC metadata and manifest, the tag link,
+# podmanStore's layers/images/big data, layer records with markers and flat
+# tree, the --json report of publish, republish and a shared image) is checked
+# field by field through typed records in crates/publisher/tests/publish_records.rs
+# (make test-rust). The cases here build on the repository these publish.
 t_publish_oci() {
-  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" --json >"$W/pub1.json"
-  jq -e '.layers_written == 3 and .layers_skipped == 0 and .flat == "written"' "$W/pub1.json"
+  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" -q
   "$B" check "$R1"
 }
 
-t_ducc_layers() {
-  local cfg ids d i=0
-  cfg=$(config_digest "$OCI" wh)
-  mapfile -t ids < <(diff_ids "$OCI" wh)
-  for d in $(layer_digests "$OCI" wh); do
-    local h=${d#sha256:} dir
-    dir="$R1/.layers/${h:0:2}/$h"
-    [ -d "$dir/layerfs" ] || fail "missing $dir/layerfs"
-    jq -e --arg d "$d" --arg id "${ids[$i]}" '
-      type == "array" and length == 1 and
-      (.[0] | keys) == (["compressed-diff-digest","created","diff-digest","diff-size","id"]) and
-      .[0]["compressed-diff-digest"] == $d and .[0]["diff-digest"] == $id and
-      .[0].id == ($id | ltrimstr("sha256:")) and (.[0]["diff-size"] | type) == "number" and
-      (.[0].created | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$"))' "$dir/.metadata/layers.json" ||
-      fail "bad $dir/.metadata/layers.json: $(cat "$dir/.metadata/layers.json")"
-    jq -e --arg c "$cfg" '. == {"origin": [$c]}' "$dir/.metadata/origin.json" ||
-      fail "bad origin.json: $(cat "$dir/.metadata/origin.json")"
-    # diff-size is the uncompressed tar size
-    local size
-    size=$(gzip -dc "$OCI/blobs/sha256/$h" | wc -c)
-    jq -e --argjson s "$size" '.[0]["diff-size"] == $s' "$dir/.metadata/layers.json"
-    i=$((i + 1))
-  done
-}
 
 layerfs_of() { # tag, index -> layerfs path
   local d
@@ -272,23 +216,6 @@ t_catalogs() {
   done
 }
 
-t_tag_link_and_manifest() {
-  local c link
-  c=$(config_digest "$OCI" wh)
-  c=${c#sha256:}
-  link="$R1/$REG/test/wh:1"
-  [ -L "$link" ] || fail "no tag link $link"
-  [ "$(readlink "$link")" = "../../.flat/${c:0:2}/$c" ] || fail "link target $(readlink "$link")"
-  [ -d "$link/" ] || fail "link does not resolve"
-  local m="$R1/.metadata/$REG/test/wh:1/manifest.json" src
-  src=$(manifest_of "$OCI" wh)
-  jq -e --slurpfile s "$src" '
-    (keys) == ["Config","Layers","MediaType","SchemaVersion"] and
-    .SchemaVersion == $s[0].schemaVersion and .MediaType == $s[0].mediaType and
-    .Config == {"MediaType": $s[0].config.mediaType, "Size": $s[0].config.size, "Digest": $s[0].config.digest} and
-    .Layers == [$s[0].layers[] | {"MediaType": .mediaType, "Size": .size, "Digest": .digest}]' "$m" ||
-    fail "bad DUCC manifest.json: $(cat "$m")"
-}
 
 t_flat_matches_umoci() {
   rm -rf "$W/umoci"
@@ -353,38 +280,6 @@ t_sparse_layers() {
   done
 }
 
-t_store_json() {
-  local ids cfg
-  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
-  cfg=$(config_digest "$OCI" wh)
-  local L="$R1/podmanStore/cvmfs-layers/layers.json" I="$R1/podmanStore/cvmfs-images/images.json"
-  jq -e --arg a "${ids[0]}" --arg b "${ids[1]}" --arg c "${ids[2]}" '
-    ([.[].id] | sort) == ([$a,$b,$c] | sort) and
-    (.[] | select(.id == $a) | has("parent") | not) and
-    (.[] | select(.id == $b) | .parent == $a) and (.[] | select(.id == $c) | .parent == $b) and
-    all(.[]; .compression == 2 and (.["compressed-size"]|type) == "number" and
-             (.["diff-size"]|type) == "number" and (.["compressed-diff-digest"]|startswith("sha256:")))' "$L" ||
-    fail "layers.json: $(cat "$L")"
-  local md
-  md=$(sha256sum "$(manifest_of "$OCI" wh)" | cut -d' ' -f1)
-  jq -e --arg id "${cfg#sha256:}" --arg top "${ids[2]}" --arg n "$REG/test/wh:1" --arg md "sha256:$md" --arg c "$cfg" '
-    length == 1 and .[0].id == $id and .[0].layer == $top and .[0].names == [$n] and .[0].digest == $md and
-    (.[0]["big-data-names"] | sort) == (["manifest", "manifest-" + $md, $c] | sort) and
-    .[0]["big-data-digests"][$c] == $c' "$I" || fail "images.json: $(cat "$I")"
-  local dir="$R1/podmanStore/cvmfs-images/${cfg#sha256:}"
-  cmp "$dir/manifest" "$(manifest_of "$OCI" wh)"
-  cmp "$dir/=$(printf '%s' "$cfg" | base64 -w0)" "$OCI/blobs/sha256/${cfg#sha256:}"
-  cmp "$dir/=$(printf 'manifest-sha256:%s' "$md" | base64 -w0)" "$(manifest_of "$OCI" wh)"
-  for f in images.lock; do [ -f "$R1/podmanStore/cvmfs-images/$f" ]; done
-  [ -f "$R1/podmanStore/cvmfs-layers/layers.lock" ]
-  local h
-  h=$(layer_digests "$OCI" wh | sed -n 2p)
-  h=${h#sha256:}
-  jq -e --arg r "$(realpath "$R1")" --arg p ".layers/${h:0:2}/$h/layerfs" --arg parent "${ids[0]}" '
-    del(.markers) == {"version":1,"kind":"cvmfs","repository":$r,"path":$p,"parent":$parent,"whiteouts":"oci-raw","ownership":"kept"}' \
-    "$R1/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
-  for id in "${ids[@]}"; do [ -s "$R1/podmanStore/cvmfs-layers/$id.tar-split.gz" ] || fail "no tar-split for $id"; done
-}
 
 t_containers_storage() {
   [ -x "$CSBIN" ] || fail "no $CSBIN (build log: $log_dir/cs-build.log)"
@@ -444,55 +339,10 @@ t_container_rootfs_exact() {
   return $rc
 }
 
-t_records_list_markers_and_flat() {
-  # every record lists exactly the markers in its layerfs; only the top one
-  # names the flat tree, which the publisher notes it built itself
-  local ids c i=0 d h want got
-  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
-  c=$(config_digest "$OCI" wh)
-  c=${c#sha256:}
-  for d in $(layer_digests "$OCI" wh); do
-    h=${d#sha256:}
-    want=$(cd "$R1/.layers/${h:0:2}/$h/layerfs" && find . -name '.wh.*' ! -type d -printf '%P\n' | LC_ALL=C sort | jq -R . | jq -sc .)
-    got=$(jq -c '.markers' "$R1/podmanStore/cvmfs/layers/${ids[$i]}/layer.json")
-    [ "$got" = "$want" ] || fail "layer $i: markers $got, layerfs has $want"
-    if [ $((i + 1)) -eq "${#ids[@]}" ]; then
-      jq -e --arg f ".flat/${c:0:2}/$c" '.flat == $f' "$R1/podmanStore/cvmfs/layers/${ids[$i]}/layer.json"
-    else
-      jq -e 'has("flat") | not' "$R1/podmanStore/cvmfs/layers/${ids[$i]}/layer.json"
-    fi
-    i=$((i + 1))
-  done
-  jq -e '.version == 1 and (.layers | length) == 3' "$R1/podmanStore/cvmfs/flat/$c.json"
-  # records written before lists and flat trees existed gain them on republish
-  local top="$R1/podmanStore/cvmfs/layers/${ids[2]}/layer.json"
-  jq -c 'del(.markers, .flat)' "$top" >"$W/old.json" && cp "$W/old.json" "$top"
-  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" -q
-  jq -e --arg f ".flat/${c:0:2}/$c" '.flat == $f and (.markers | type) == "array"' "$top"
-}
 
-t_republish_writes_nothing() {
-  touch "$W/stamp"
-  sleep 0.01
-  "$B" publish "oci:$OCI:wh" --repo "$R1" --name "$REG/test/wh:1" --json >"$W/pub2.json"
-  jq -e '.layers_written == 0 and .layers_skipped == 3 and .flat == "exists, skipped"' "$W/pub2.json"
-  local changed
-  changed=$(find "$R1/.layers" "$R1/.flat" -newer "$W/stamp" | grep -v '/\.layers/[0-9a-f][0-9a-f]$' || true)
-  [ -z "$changed" ] || fail "republish touched: $changed"
-  "$B" check "$R1"
-}
 
 t_shared_layers() {
-  "$B" publish "oci:$OCI:shared" --repo "$R1" --name "$REG/test/shared:1" --json >"$W/pub3.json"
-  jq -e '.layers_written == 1 and .layers_skipped == 2' "$W/pub3.json"
-  local h c1 c2
-  h=$(layer_digests "$OCI" shared | head -1)
-  h=${h#sha256:}
-  c1=$(config_digest "$OCI" wh)
-  c2=$(config_digest "$OCI" shared)
-  jq -e --arg a "$c1" --arg b "$c2" '.origin == [$a, $b]' "$R1/.layers/${h:0:2}/$h/.metadata/origin.json"
-  jq -e 'length == 4' "$R1/podmanStore/cvmfs-layers/layers.json"
-  jq -e 'length == 2' "$R1/podmanStore/cvmfs-images/images.json"
+  "$B" publish "oci:$OCI:shared" --repo "$R1" --name "$REG/test/shared:1" -q
   "$B" check "$R1"
 }
 
@@ -502,9 +352,7 @@ t_moved_tag() {
   local c1 c2
   c1=$(config_digest "$OCI" wh)
   c2=$(config_digest "$OCI" shared)
-  jq -e --arg a "${c1#sha256:}" --arg b "${c2#sha256:}" --arg n "$REG/test/wh:1" '
-    (.[] | select(.id == $a) | (.names // []) | index($n) == null) and
-    (.[] | select(.id == $b) | .names | index($n) != null)' "$R1/podmanStore/cvmfs-images/images.json"
+  # (images.json's names and the tag link after the move: publish_records.rs)
   [ "$(readlink "$R1/$REG/test/wh:1")" = "../../.flat/${c2:7:2}/${c2#sha256:}" ]
   "$B" check "$R1"
   cs "$R1" images >"$W/cs-m.txt"
@@ -514,29 +362,20 @@ t_moved_tag() {
 }
 
 t_gc() {
+  # what gc reports and removes, file by file: publish_records.rs; here the
+  # image store containers-storage reads afterwards
   local r="$W/repo-gc" c1 c2 top
   cp -a "$R1" "$r"
   c1=$(config_digest "$OCI" wh)
   c2=$(config_digest "$OCI" shared)
   # move wh's only name to the other image: wh becomes garbage
   "$B" publish "oci:$OCI:shared" --repo "$r" --name "$REG/test/wh:1" -q
-  "$B" gc --repo "$r" --dry-run >"$W/gc-dry.txt"
-  grep -q "would remove image ${c1#sha256:}" "$W/gc-dry.txt"
-  [ -d "$r/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "dry run removed something"
-  "$B" gc --repo "$r" --json >"$W/gc.json"
-  cat "$W/gc.json"
-  jq -e --arg c "${c1#sha256:}" '.images == [$c] and (.layers | length) == 1 and (.layer_dirs | length) == 1 and (.flat_dirs | length) == 1' "$W/gc.json"
+  "$B" gc --repo "$r"
   top=$(layer_digests "$OCI" wh | tail -1)
   [ ! -e "$r/.layers/${top:7:2}/${top#sha256:}" ] || fail "the unused layer directory is still there"
-  [ ! -e "$r/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "the unused flat rootfs is still there"
-  [ ! -e "$r/podmanStore/cvmfs/flat/${c1#sha256:}.json" ] || fail "the removed flat rootfs's note is still there"
-  local base
-  base=$(layer_digests "$OCI" wh | head -1)
-  jq -e --arg c "$c2" '.origin == [$c]' "$r/.layers/${base:7:2}/${base#sha256:}/.metadata/origin.json"
   "$B" check "$r"
   cs "$r" images >"$W/cs-gc.txt"
   grep -q "${c2#sha256:}" "$W/cs-gc.txt" && ! grep -q "${c1#sha256:}" "$W/cs-gc.txt"
-  "$B" gc --repo "$r" --json | jq -e '.images == [] and .layers == []'
 }
 
 t_reuse_ducc_layers() {
@@ -548,15 +387,9 @@ t_reuse_ducc_layers() {
   base=${base#sha256:}
   rm -rf "$r/podmanStore"
   chown -R 0:0 "$r/.layers/${base:0:2}/$base/layerfs"
-  "$B" publish "oci:$OCI:wh" --repo "$r" --json >"$W/pd.json"
-  jq -e '.layers_written == 0' "$W/pd.json"
-  mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
-  jq -e '.ownership == "lost"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
-  jq -e '.ownership == "kept"' "$r/podmanStore/cvmfs/layers/${ids[1]}/layer.json"
-  # a flat tree this store has no note of building (DUCC's, or lost) and
-  # layers without their owners: never named, the driver stacks the layers
-  jq -e 'has("flat") | not' "$r/podmanStore/cvmfs/layers/${ids[2]}/layer.json"
-  jq -e '.markers | type == "array"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
+  # (what the records say -- written 0, ownership lost/kept, no flat tree
+  # named, markers listed -- is checked in publish_records.rs)
+  "$B" publish "oci:$OCI:wh" --repo "$r" -q
   local want got
   want=$(diff_ids "$OCI" wh | head -1)
   got=$("$TSV" asm "$r/podmanStore/cvmfs/tar-split/$base.tar-split.gz" "$r/.layers/${base:0:2}/$base/layerfs")
@@ -591,16 +424,12 @@ t_ducc_owners_restored() {
   c=${c#sha256:}
   rm -rf "$r/podmanStore"
   chown -R 0:0 "$r/.layers/${base:0:2}/$base/layerfs"
-  "$B" publish "oci:$OCI:wh" --repo "$r" --json >"$W/pown.json"
-  jq -e '.layers_written == 0' "$W/pown.json"
+  # (the record says "lost" and ownership.json lists the tar's owners:
+  # publish_records.rs; here what a container shows and what check says)
+  "$B" publish "oci:$OCI:wh" --repo "$r" -q
   mapfile -t ids < <(diff_ids "$OCI" wh | layer_ids)
   own="$r/podmanStore/cvmfs/layers/${ids[0]}/ownership.json"
-  # the record says what the layer directory holds; the owners file restores it
-  jq -e '.ownership == "lost"' "$r/podmanStore/cvmfs/layers/${ids[0]}/layer.json"
-  jq -e '.version == 1 and (.entries | length) == 2
-    and (.entries | index({"path":"home/user","uid":1000,"gid":1000}) != null)
-    and (.entries | index({"path":"home/user/.profile","uid":1000,"gid":1000}) != null)' "$own"
-  [ ! -e "$r/podmanStore/cvmfs/layers/${ids[1]}/ownership.json" ] || fail "ownership.json for a layer that kept its owners"
+  [ -f "$own" ] || fail "no ownership.json for the layer that lost its owners"
   "$B" check "$r" >"$W/own-check.out"
   ! grep -q "no .*ownership.json restores them" "$W/own-check.out" || fail "check notes lost owners: $(cat "$W/own-check.out")"
   # without the file the container shows root (the test can fail), with it the image's owner
@@ -679,9 +508,9 @@ t_enable_local_store() {
   local st="$W/local-store" c1 c2
   c1=$(config_digest "$OCI" wh)
   c2=$(config_digest "$OCI" shared)
+  # (what the local store's images.json/layers.json hold after enable and
+  # disable: publish_records.rs; here what containers-storage makes of it)
   "$B" enable "$REG/test/wh:1" --repo "$R1" --store "$st"
-  jq -e --arg c "${c1#sha256:}" 'length == 1 and .[0].id == $c' "$st/cvmfs-images/images.json"
-  jq -e 'length == 3' "$st/cvmfs-layers/layers.json"
   "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
     --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" images >"$W/en.txt"
   grep -q "${c1#sha256:}" "$W/en.txt" && ! grep -q "${c2#sha256:}" "$W/en.txt"
@@ -695,22 +524,13 @@ t_enable_local_store() {
     --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" unmount en >/dev/null
   "$CSBIN" --graph "$W/cs2/g" --run "$W/cs2/r" --storage-driver cvmfs \
     --storage-opt "cvmfs.imagestore=$st" --storage-opt "cvmfs.repositories=$R1" delete-container en >/dev/null
-  # a second image shares two layers: they are recorded once
-  "$B" enable "$REG/test/shared:1" --repo "$R1" --store "$st"
-  jq -e 'length == 4' "$st/cvmfs-layers/layers.json"
-  "$B" disable "$REG/test/wh:1" --store "$st"
-  jq -e --arg c "${c2#sha256:}" 'length == 1 and .[0].id == $c' "$st/cvmfs-images/images.json"
-  jq -e 'length == 3' "$st/cvmfs-layers/layers.json"
-  [ -d "$R1/.flat/${c1:7:2}/${c1#sha256:}" ] || fail "disable touched the repository"
-  if "$B" enable "$REG/test/nothere:1" --repo "$R1" --store "$st" 2>"$W/en.err"; then fail "enabled a missing image"; fi
-  grep -q "no image named $REG/test/nothere:1" "$W/en.err"
 }
 
 t_zstd() {
   local r="$W/repo-zstd"
   "$B" publish "oci:$OCI:zstd" --repo "$r" -q
   "$B" check "$r"
-  jq -e 'all(.[]; .compression == 4)' "$r/podmanStore/cvmfs-layers/layers.json"
+  # (layers.json records them as zstd: publish_records.rs)
   # umoci cannot read zstd layers: compare with the same layers gzip-compressed
   rm -rf "$W/umoci"
   umoci unpack --image "$OCI:gz" "$W/umoci" >/dev/null
@@ -1099,18 +919,13 @@ t_library_stays_light() {
 echo "==> tests"
 run_test "the library podman links carries none of the CLI's dependencies" t_library_stays_light
 run_test "publish from an OCI layout" t_publish_oci
-run_test "DUCC .layers metadata fields" t_ducc_layers
 run_test "layerfs keeps raw whiteouts, ownership, setuid, devices, hardlinks, xattrs" t_raw_whiteouts_and_ownership
 run_test "DUCC .cvmfscatalog markers" t_catalogs
-run_test "tag symlink and DUCC manifest.json" t_tag_link_and_manifest
 run_test "flat rootfs equals umoci unpack" t_flat_matches_umoci
 run_test "tar-split reassembles with Go tar-split and matches its entries" t_tar_split_go
-run_test "podmanStore JSON, big data and layer records" t_store_json
 run_test "GNU and PAX sparse files: unpacked expanded, tar-split rebuilds the layer" t_sparse_layers
 run_test "containers-storage lists, mounts and diffs the published image" t_containers_storage
 run_test "container rootfs equals umoci unpack (flat tree and layers)" t_container_rootfs_exact
-run_test "records list each layer's markers; the top one names the flat tree" t_records_list_markers_and_flat
-run_test "republish writes no layer" t_republish_writes_nothing
 run_test "images share layers" t_shared_layers
 run_test "a moved tag keeps the old image" t_moved_tag
 run_test "gc removes what only untagged images used" t_gc
@@ -1141,4 +956,3 @@ run_test "kill -9 at 20 random points, next run completes, check passes" t_crash
 run_test "parallel publishers into one repository" t_parallel
 
 summary
-[ "$failed" -eq 0 ]

@@ -56,10 +56,9 @@ file /big size=70000
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_apply_converts_and_preserves_metadata() {
-    if !need_root("privileged_apply_converts_and_preserves_metadata") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d = mkdir(t.path(), "diff");
     let size = apply_spec(&rich_spec(), &d).unwrap();
@@ -132,10 +131,9 @@ fn privileged_apply_converts_and_preserves_metadata() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_roundtrip_apply_write_apply_is_identical() {
-    if !need_root("privileged_roundtrip_apply_write_apply_is_identical") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d1 = mkdir(t.path(), "one");
     let d2 = mkdir(t.path(), "two");
@@ -174,10 +172,9 @@ fn privileged_roundtrip_apply_write_apply_is_identical() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_whiteouts_follow_oci_rules() {
-    if !need_root("privileged_whiteouts_follow_oci_rules") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d = mkdir(t.path(), "diff");
     // content that was in the directory before this layer
@@ -218,10 +215,9 @@ whiteout /a/b/c
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_whiteout_devices_write_as_markers_from_overlay_form() {
-    if !need_root("privileged_whiteout_devices_write_as_markers_from_overlay_form") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     // a diff dir as the kernel leaves it after a container ran
     let t = tmp();
     let d = mkdir(t.path(), "upper");
@@ -295,10 +291,9 @@ fn userns() -> IdMappings {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_id_mappings_apply_and_write_back() {
-    if !need_root("privileged_id_mappings_apply_and_write_back") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d = mkdir(t.path(), "diff");
     let opts = ApplyOptions {
@@ -348,10 +343,9 @@ fn privileged_id_mappings_apply_and_write_back() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_force_mask_records_real_metadata() {
-    if !need_root("privileged_force_mask_records_real_metadata") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d = mkdir(t.path(), "diff");
     let opts = ApplyOptions {
@@ -383,10 +377,9 @@ fn privileged_force_mask_records_real_metadata() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_replaces_existing_entries_and_merges_directories() {
-    if !need_root("privileged_replaces_existing_entries_and_merges_directories") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d = mkdir(t.path(), "diff");
     std::fs::create_dir_all(d.join("dir/inner")).unwrap();
@@ -409,10 +402,9 @@ fn privileged_replaces_existing_entries_and_merges_directories() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_gnu_tar_archives_apply() {
-    if !need_root("privileged_gnu_tar_archives_apply") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     // An archive made by GNU tar in its own format (long names as ././@LongLink
     // entries) and by GNU tar in PAX format with xattrs.
     let t = tmp();
@@ -481,16 +473,10 @@ fn empty_stream_is_an_empty_layer() {
 /// (`<bin> untar DEST < tar` = Untar with the overlay whiteout format printing
 /// directory.Size; `<bin> tar DIR LOWER... > tar` = the overlay driver's Diff).
 #[test]
+#[ignore = "needs root and CVMFS_GO_ARCHIVE"]
 fn privileged_matches_containers_storage_when_available() {
-    if !need_root("privileged_matches_containers_storage_when_available") {
-        return;
-    }
-    let Ok(go) = std::env::var("CVMFS_GO_ARCHIVE") else {
-        println!(
-            "SKIP: privileged_matches_containers_storage_when_available: CVMFS_GO_ARCHIVE not set"
-        );
-        return;
-    };
+    cvmfs_testkit::gate::require_root();
+    let go = cvmfs_testkit::gate::require_env("CVMFS_GO_ARCHIVE");
     use std::io::Write;
     use std::process::{Command, Stdio};
     let go_untar = |tar: &[u8], dest: &std::path::Path| -> u64 {
@@ -544,10 +530,9 @@ fn privileged_matches_containers_storage_when_available() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_sparse_files_from_gnu_tar_apply() {
-    if !need_root("privileged_sparse_files_from_gnu_tar_apply") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     use std::io::{Seek, SeekFrom, Write};
     let t = tmp();
     let src = mkdir(t.path(), "src");
@@ -607,10 +592,9 @@ fn privileged_sparse_files_from_gnu_tar_apply() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_repeated_entries_last_one_wins() {
-    if !need_root("privileged_repeated_entries_last_one_wins") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d = mkdir(t.path(), "diff");
     apply_spec(

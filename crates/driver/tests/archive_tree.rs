@@ -26,10 +26,9 @@ file /data/big size=100000
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_copy_tree_preserves_everything() {
-    if !need_root("privileged_copy_tree_preserves_everything") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let src = mkdir(t.path(), "src");
     apply_spec(TEMPLATE, &src).unwrap();
@@ -100,10 +99,9 @@ fn userns(host_uid: u32, host_gid: u32) -> IdMappings {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_remap_ownership_moves_between_mappings() {
-    if !need_root("privileged_remap_ownership_moves_between_mappings") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tmp();
     let d = mkdir(t.path(), "d");
     apply_spec(TEMPLATE, &d).unwrap();
@@ -178,10 +176,9 @@ impl Drop for Mounted {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_remap_through_overlay_keeps_hardlinks() {
-    if !need_root("privileged_remap_through_overlay_keeps_hardlinks") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     // UpdateLayerIDMap re-owns a layer through its overlay mount: copy-up must not
     // split hardlinked names (overlay with index=off breaks them on copy-up).
     let t = tmp();

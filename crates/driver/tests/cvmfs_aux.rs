@@ -66,10 +66,9 @@ fn aux_entries(home: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn built_once_and_reused() {
-    if !cvmfs::need_root("built_once_and_reused") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = fixture();
     let d = f.driver();
     assert_eq!(f.view(&d), f.want);
@@ -90,10 +89,9 @@ fn built_once_and_reused() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn crash_leftovers_are_removed_and_deleted_builds_rebuilt() {
-    if !cvmfs::need_root("crash_leftovers_are_removed_and_deleted_builds_rebuilt") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = fixture();
     let d = f.driver();
     assert_eq!(f.view(&d), f.want);
@@ -122,10 +120,9 @@ fn crash_leftovers_are_removed_and_deleted_builds_rebuilt() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn concurrent_first_mounts_agree() {
-    if !cvmfs::need_root("concurrent_first_mounts_agree") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = Arc::new(fixture());
     // Several handles (as several podman processes would have) race to build
     // the same whiteout layers; each build is staged privately and renamed
@@ -157,10 +154,9 @@ fn concurrent_first_mounts_agree() {
 /// bottom part and the stack above both use metacopy, and the metadata-only
 /// copies right above the nested mount take their data from it.
 #[test]
+#[ignore = "needs root"]
 fn restored_owners_across_a_split_stack() {
-    if !cvmfs::need_root("restored_owners_across_a_split_stack") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tempfile::Builder::new()
         .prefix("cvmfs-aux")
         .tempdir()

@@ -122,10 +122,9 @@ fn unmounted_repository_names_repository_and_record() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn repository_unmounted_after_first_use_is_noticed() {
-    if !cvmfs::need_root("repository_unmounted_after_first_use_is_noticed") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = Fx::new();
     f.record(ID, &f.good(&f.repo, ".layers/aa/d1/layerfs", None));
     let d = f.driver(&[]);
@@ -284,10 +283,9 @@ impl Fuse {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn hung_repository_gives_an_error_not_a_hang() {
-    if !cvmfs::need_root("hung_repository_gives_an_error_not_a_hang") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = Fx::new();
     let fuse = Fuse::serve(&f, "hung.example.org");
     let mnt = fuse.mnt.clone();
@@ -317,10 +315,9 @@ fn hung_repository_gives_an_error_not_a_hang() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn hostile_ownership_metadata_is_refused_with_its_path() {
-    if !cvmfs::need_root("hostile_ownership_metadata_is_refused_with_its_path") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = Fx::new();
     let layer = f.repo.join(".layers/aa/d1/layerfs");
     std::os::unix::fs::symlink("/etc", layer.join("link")).unwrap();
@@ -443,10 +440,9 @@ impl Drop for SlowStart {
 /// default limit waits and succeeds; the old 1 s limit fails on the same view.
 /// The store itself is on the slow repository too, as DUCC's podmanStore is.
 #[test]
+#[ignore = "needs root"]
 fn first_requests_taking_two_seconds_are_waited_for() {
-    if !cvmfs::need_root("first_requests_taking_two_seconds_are_waited_for") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = Fx::new();
     let mnt = f.t.path().join("cvmfs/slow.example.org");
     // Records inside the repository (written into its source directory
@@ -516,10 +512,9 @@ fn first_requests_taking_two_seconds_are_waited_for() {
 /// repository, a repository that is not configured, a mount point with
 /// nothing mounted on it (see also the tests above, all at the default).
 #[test]
+#[ignore = "needs root"]
 fn what_an_answer_decides_is_reported_at_once() {
-    if !cvmfs::need_root("what_an_answer_decides_is_reported_at_once") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = Fx::new();
     let fuse = Fuse::serve(&f, "mounted.example.org");
     let mnt = fuse.mnt.clone();

@@ -75,10 +75,9 @@ fn read_all(dir: &Path) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_1gib_image_is_read_in_place_not_copied() {
-    if !cvmfs::need_root("a_1gib_image_is_read_in_place_not_copied") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tempfile::Builder::new()
         .prefix("cvmfs-nocopy")
         .tempdir()

@@ -11,15 +11,6 @@ use rustix::fs::{mknodat, FileType, Mode, CWD};
 const L1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const L2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
-fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        true
-    } else {
-        println!("SKIP: {test}: needs root");
-        false
-    }
-}
-
 fn record(store: &Path, repo: &Path, id: &str, path: &str, parent: Option<&str>) {
     let p = StorePaths::new(store).record(id);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -45,10 +36,9 @@ fn names(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_local_layer_on_cvmfs_layers() {
-    if !root_or_skip("privileged_local_layer_on_cvmfs_layers") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("cvmfs/repo.example.org");
     let store = t.path().join("store");

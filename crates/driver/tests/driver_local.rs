@@ -1,21 +1,12 @@
 //! Local layers through the real kernel: these tests mount overlays, so they need
-//! root. Without root each prints `SKIP: <test>: needs root` and returns (the
-//! test script counts those lines as skipped, never as passed).
+//! root: each is `#[ignore = "needs root"]`, so a plain `cargo test` reports it as
+//! ignored; hack/test-rust.sh runs them with `--include-ignored` as root.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cvmfs_graphdriver::{Driver, ErrorCode};
-
-fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        true
-    } else {
-        println!("SKIP: {test}: needs root");
-        false
-    }
-}
 
 struct Env {
     _t: tempfile::TempDir,
@@ -43,10 +34,9 @@ fn is_mount_point(p: &Path) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_create_get_put_remove() {
-    if !root_or_skip("privileged_create_get_put_remove") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let d = e.driver();
     d.create("Base", None, true, &[]).unwrap();
@@ -102,10 +92,9 @@ fn privileged_create_get_put_remove() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_refcounts_are_shared_between_handles() {
-    if !root_or_skip("privileged_refcounts_are_shared_between_handles") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let a = e.driver();
     let b = e.driver();
@@ -127,10 +116,9 @@ fn privileged_refcounts_are_shared_between_handles() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_remount_after_crash_and_cleanup() {
-    if !root_or_skip("privileged_remount_after_crash_and_cleanup") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let d = e.driver();
     d.create("L", None, true, &[]).unwrap();
@@ -155,10 +143,9 @@ fn privileged_remount_after_crash_and_cleanup() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_read_only_get_has_no_upper() {
-    if !root_or_skip("privileged_read_only_get_has_no_upper") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let d = e.driver();
     d.create("L", None, true, &[]).unwrap();
@@ -174,10 +161,9 @@ fn privileged_read_only_get_has_no_upper() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_deep_stack_of_120_layers() {
-    if !root_or_skip("privileged_deep_stack_of_120_layers") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let d = e.driver();
     let mut parent: Option<String> = None;
@@ -214,10 +200,9 @@ fn privileged_deep_stack_of_120_layers() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_update_id_map_shifts_the_whole_stack() {
-    if !root_or_skip("privileged_update_id_map_shifts_the_whole_stack") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     use cvmfs_graphdriver::archive::{IdMap, IdMappings};
     let e = env();
     let d = e.driver();
@@ -288,10 +273,9 @@ fn privileged_update_id_map_shifts_the_whole_stack() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_mount2_fallback_with_short_links() {
-    if !root_or_skip("privileged_mount2_fallback_with_short_links") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     use cvmfs_graphdriver::mount::{MountApi, Mounter, OverlayMounter, RealSyscalls};
     use std::sync::Arc;
     let e = env();
@@ -336,10 +320,9 @@ fn privileged_mount2_fallback_with_short_links() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_home_on_overlayfs_is_a_prerequisites_error() {
-    if !root_or_skip("privileged_home_on_overlayfs_is_a_prerequisites_error") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let d = e.driver();
     d.create("c", None, true, &[]).unwrap();
@@ -356,10 +339,9 @@ fn privileged_home_on_overlayfs_is_a_prerequisites_error() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_cleanup_through_a_symlinked_home() {
-    if !root_or_skip("privileged_cleanup_through_a_symlinked_home") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let real = e.home.parent().unwrap().join("real");
     fs::create_dir_all(&real).unwrap();

@@ -1,5 +1,5 @@
-//! Concurrent calls on one driver handle, with real overlay mounts (root only;
-//! without root each test prints `SKIP: <test>: needs root`).
+//! Concurrent calls on one driver handle, with real overlay mounts (root only:
+//! each test is `#[ignore = "needs root"]`, run with `--include-ignored` as root).
 //!
 //! Issue 10 found 8 threads racing create/get/put/remove on one ID leaving
 //! 20–30 overlay mounts under `staging/*-rm-<id>/merged` while `cleanup`
@@ -13,15 +13,6 @@ use std::sync::Arc;
 use cvmfs_graphdriver::Driver;
 
 use cvmfs_testkit::abi_stress;
-
-fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        true
-    } else {
-        println!("SKIP: {test}: needs root");
-        false
-    }
-}
 
 use abi_stress::{mounts_below, Rng, Scratch};
 
@@ -69,10 +60,9 @@ fn assert_nothing_left(d: &Driver, e: &Env) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_eight_threads_racing_on_one_id_leak_no_mount() {
-    if !root_or_skip("privileged_eight_threads_racing_on_one_id_leak_no_mount") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let seed = abi_stress::seed();
     println!("seed {seed} (rerun with CVMFS_STRESS_SEED={seed})");
     let e = env();
@@ -108,10 +98,9 @@ fn privileged_eight_threads_racing_on_one_id_leak_no_mount() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_abi_eight_threads_thousand_random_operations() {
-    if !root_or_skip("privileged_abi_eight_threads_thousand_random_operations") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let seed = abi_stress::seed();
     println!("seed {seed} (rerun with CVMFS_STRESS_SEED={seed})");
     match abi_stress::run(seed) {
@@ -133,10 +122,9 @@ fn mount_tmpfs(at: &std::path::Path) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_cleanup_unmounts_stacked_and_staging_mounts() {
-    if !root_or_skip("privileged_cleanup_unmounts_stacked_and_staging_mounts") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let d = Driver::new(&e.home, &e.run, &[] as &[&str]).unwrap();
     d.create("L", None, true, &[]).unwrap();
@@ -157,10 +145,9 @@ fn privileged_cleanup_unmounts_stacked_and_staging_mounts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_cleanup_fails_naming_what_stays_mounted() {
-    if !root_or_skip("privileged_cleanup_fails_naming_what_stays_mounted") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     // A mounter whose unmount does nothing: the mount below stays, and
     // cleanup must say so instead of returning success.
@@ -179,10 +166,9 @@ fn privileged_cleanup_fails_naming_what_stays_mounted() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_remove_refuses_while_something_stays_mounted_inside() {
-    if !root_or_skip("privileged_remove_refuses_while_something_stays_mounted_inside") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let e = env();
     let fake = Arc::new(cvmfs_graphdriver::mount::fake::recording_mounter(true));
     let d = Driver::with_mounter(&e.home, &e.run, &[] as &[&str], fake).unwrap();

@@ -4,9 +4,11 @@
 //! - [`rawtar`]: tar streams crafted block by block, as an attacker writes them;
 //! - [`abi_stress`]: the C ABI stress run (threads racing one driver handle);
 //! - [`fuzzing`]: the table of fuzz targets that `fuzz/` runs and
-//!   `fuzz_replay` replays.
+//!   `fuzz_replay` replays;
+//! - [`gate`]: root and helper gating (`#[ignore = "needs root"]` tests).
 
 #[doc(hidden)]
 pub mod abi_stress;
 pub mod fuzzing;
+pub mod gate;
 pub mod rawtar;

@@ -7,16 +7,6 @@ use std::path::{Path, PathBuf};
 use cvmfs_graphdriver::archive::{self, ApplyOptions, ArchiveError};
 use cvmfs_publisher::layer_spec;
 
-/// Root-only tests call this first; without root they print a visible SKIP line
-/// (counted by the test runner) and return.
-pub fn need_root(name: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    println!("SKIP: {name}: needs root");
-    false
-}
-
 pub fn tmp() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("cvmfs-archive-test")

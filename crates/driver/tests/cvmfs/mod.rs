@@ -16,14 +16,6 @@ use cvmfs_format::{
 };
 use sha2::{Digest, Sha256};
 
-pub fn need_root(name: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    println!("SKIP: {name}: needs root");
-    false
-}
-
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

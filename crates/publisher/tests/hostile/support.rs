@@ -30,9 +30,7 @@ pub fn outcome(r: Result<(), String>) -> Outcome {
     }
 }
 
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+pub use cvmfs_testkit::gate::is_root;
 
 /// Fails the case with `msg` unless `cond` holds.
 pub fn ensure(cond: bool, msg: impl Into<String>) -> Result<(), String> {
