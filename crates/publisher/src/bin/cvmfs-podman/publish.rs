@@ -549,7 +549,7 @@ impl Job<'_> {
             let (unpacked, gz, compression) = {
                 let (dec, compression) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
                 let (u, gz) =
-                    layer::unpack(dec, &RepoPaths::layerfs_of(&tmp), gz, self.opts.no_devices)?;
+                    layer::unpack(dec, &RepoPaths::layerfs_of(tmp), gz, self.opts.no_devices)?;
                 (u, gz, compression)
             };
             io::copy(&mut hr, &mut io::sink())
@@ -580,7 +580,7 @@ impl Job<'_> {
                 diff_digest: unpacked.diff_id.clone(),
                 diff_size: unpacked.diff_size,
             };
-            let md = RepoPaths::metadata_of(&tmp);
+            let md = RepoPaths::metadata_of(tmp);
             fsx::write_atomic(
                 &md.join("layers.json"),
                 ducc::layers_json(&info).as_bytes(),
@@ -596,7 +596,7 @@ impl Job<'_> {
             )?;
             // DUCC makes every layerfs a nested catalog
             fsx::write_atomic(
-                &RepoPaths::layerfs_of(&tmp).join(".cvmfscatalog"),
+                &RepoPaths::layerfs_of(tmp).join(".cvmfscatalog"),
                 b"",
                 0o644,
             )?;
