@@ -69,7 +69,8 @@ enum Cmd {
         /// Refuse device nodes in layers (always on when not running as root)
         #[arg(long)]
         no_devices: bool,
-        /// Wrap the work in `cvmfs_server transaction`/`publish` of this repository
+        /// Publish into this CVMFS repository (its stratum 0): staged locally, then
+        /// one `cvmfs_server ingest`; --repo is a path below its /cvmfs/<name>
         #[arg(long)]
         cvmfs_transaction: Option<String>,
     },
@@ -191,20 +192,6 @@ fn normal_names(names: &[String]) -> Result<Vec<String>, Error> {
         .collect()
 }
 
-fn run_cvmfs_server(args: &[&str]) -> Result<(), Error> {
-    let st = std::process::Command::new("cvmfs_server")
-        .args(args)
-        .status()
-        .map_err(|e| Error::msg(format!("cvmfs_server {}: {e}", args.join(" "))))?;
-    if !st.success() {
-        return Err(Error::msg(format!(
-            "cvmfs_server {} failed: {st}",
-            args.join(" ")
-        )));
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn cmd_publish(
     image: &str,
@@ -303,15 +290,15 @@ fn main() -> ExitCode {
                 floor: transfer_timeout,
                 min_rate: transfer_min_rate,
             };
-            let run = || {
+            let run = |repo: &Path, recorded: Option<&Path>| {
                 cmd_publish(
                     &image,
-                    &repo,
+                    repo,
                     name.as_deref(),
                     platform.as_deref(),
                     tls_verify,
                     limits,
-                    recorded_repository.as_deref(),
+                    recorded,
                     jobs,
                     json,
                     quiet,
@@ -319,14 +306,20 @@ fn main() -> ExitCode {
                 )
             };
             let res = match &cvmfs_transaction {
-                None => run(),
-                Some(r) => run_cvmfs_server(&["transaction", r]).and_then(|()| match run() {
-                    Ok(()) => run_cvmfs_server(&["publish", r]),
-                    Err(e) => {
-                        let _ = run_cvmfs_server(&["abort", "-f", r]);
-                        Err(e)
-                    }
-                }),
+                None => run(&repo, recorded_repository.as_deref()),
+                // staged, then one `cvmfs_server ingest` (cvmfs_server.rs)
+                Some(r) => cvmfs_publisher::cvmfs_server::publish_via_ingest(
+                    r,
+                    &repo,
+                    quiet || json,
+                    |staged| {
+                        run(
+                            staged,
+                            Some(recorded_repository.as_deref().unwrap_or(&repo)),
+                        )
+                    },
+                )
+                .map(drop),
             };
             match res {
                 Ok(()) => ExitCode::SUCCESS,
