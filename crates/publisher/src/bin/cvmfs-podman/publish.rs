@@ -822,8 +822,10 @@ pub fn publish(src: &dyn Source, opts: &Options) -> Result<Summary> {
         let r = (|| {
             fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
             for o in &outs {
-                let lf = layer_dir(repo, digest_hex(&o.compressed)?).join("layerfs");
-                flat::merge_layer(&lf, &tmp)
+                let hex = digest_hex(&o.compressed)?;
+                let lf = layer_dir(repo, hex).join("layerfs");
+                let named = flat::named_paths(&store.tar_split_by_digest(hex))?;
+                flat::merge_layer_named(&lf, &tmp, named.as_ref())
                     .map_err(|e| e.context(format!("flattening layer {}", o.compressed)))?;
             }
             fsx::write_atomic(&tmp.join(".cvmfscatalog"), b"", 0o644)?;
