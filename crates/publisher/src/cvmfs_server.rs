@@ -241,20 +241,19 @@ pub fn publish_via_ingest(
             "repository {name} got a new revision while this image was staged: run again"
         )));
     }
-    if staged.xattr_files > 0 {
+    if staged.xattr_files > 0 && !r.include_xattrs {
         eprintln!(
-            "warning: {} staged files carry extended attributes; cvmfs_server ingest does not \
-             store them{}",
-            staged.xattr_files,
-            if r.include_xattrs {
-                ""
-            } else {
-                " (and the repository has no CVMFS_INCLUDE_XATTRS=true)"
-            }
+            "warning: {} staged files carry extended attributes; repository {name} does not \
+             keep them (its server.conf has no CVMFS_INCLUDE_XATTRS=true)",
+            staged.xattr_files
         );
     }
     let t = Instant::now();
     report.tar_bytes = ingest(&r, &stage, &staged, quiet)?;
+    if r.include_xattrs && !staged.xattrs.is_empty() {
+        // ingest stores none: a transaction sets them, its publish keeps them
+        set_xattrs(&r, &staged.xattrs)?;
+    }
     report.ingest_seconds = t.elapsed().as_secs_f64();
     if !quiet {
         eprintln!(
@@ -408,6 +407,9 @@ struct Staged {
     /// removed repository paths (overlay whiteouts)
     deletions: Vec<String>,
     xattr_files: usize,
+    /// extended attributes of staged entries (path, name, value), which the
+    /// ingest drops; overlay's own `trusted.overlay.*` are not among them
+    xattrs: Vec<(PathBuf, Vec<u8>, Vec<u8>)>,
     bytes: u64,
 }
 
@@ -436,9 +438,17 @@ fn walk_dir(upper: &Path, rel: &Path, out: &mut Staged) -> Result<()> {
                 rel.display()
             )));
         }
-        if xattrs.iter().any(|x| !x.starts_with(b"trusted.overlay.")) {
-            out.xattr_files += 1;
+        let mut has_xattrs = false;
+        for x in xattrs
+            .iter()
+            .filter(|x| !x.starts_with(b"trusted.overlay."))
+        {
+            if let Some(v) = fsutil::get_xattr(&p, x).map_err(|e| Error::io(&p, e))? {
+                out.xattrs.push((rel.clone(), x.clone(), v));
+                has_xattrs = true;
+            }
         }
+        out.xattr_files += usize::from(has_xattrs);
         out.paths.push(rel.as_os_str().as_bytes().to_vec());
         if md.is_file() {
             out.bytes += md.len();
@@ -459,6 +469,46 @@ fn deletion_path(rel: &Path) -> Result<String> {
             rel.display()
         ))),
     }
+}
+
+/// Set `xattrs` on the ingested files in one transaction (a second revision).
+/// Names beginning `.wh.` are left alone: the publish would read them as
+/// deletions. A publisher killed here leaves the transaction to the next run
+/// (the ingest marker), and the image published without these attributes.
+fn set_xattrs(r: &Repository, xattrs: &[(PathBuf, Vec<u8>, Vec<u8>)]) -> Result<()> {
+    let marker = ingest_marker(r);
+    fsx::write_atomic(&marker, std::process::id().to_string().as_bytes(), 0o644)?;
+    r.server(&["transaction"])?;
+    let set = || -> Result<()> {
+        for (rel, name, value) in xattrs {
+            let wh = rel.file_name().is_some_and(|n| {
+                n.as_bytes().len() >= 4 && n.as_bytes()[..4].eq_ignore_ascii_case(b".wh.")
+            });
+            if wh {
+                eprintln!(
+                    "warning: {}: extended attributes of a .wh.* marker cannot be published",
+                    rel.display()
+                );
+                continue;
+            }
+            let p = r.union_dir.join(rel);
+            fsutil::set_xattr(&p, name, value).map_err(|e| {
+                Error::io(&p, e).context(format!("setting {}", String::from_utf8_lossy(name)))
+            })?;
+        }
+        r.server(&["publish"])
+    };
+    if let Err(e) = set() {
+        if r.in_transaction() && !r.publishing() {
+            let _ = r.server(&["abort", "-f"]);
+        }
+        let _ = fs::remove_file(&marker);
+        return Err(e.context(format!(
+            "repository {}: the image is published, its extended attributes are not",
+            r.name
+        )));
+    }
+    fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))
 }
 
 /// `tar … | cvmfs_server ingest -t - -b / -k [-d …] <name>`, the stream passing

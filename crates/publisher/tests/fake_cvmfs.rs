@@ -36,10 +36,19 @@ struct Fake {
 
 impl Fake {
     fn new() -> Fake {
+        Fake::with_xattrs(false)
+    }
+    /// `include_xattrs`: the repository's server.conf sets CVMFS_INCLUDE_XATTRS=true.
+    fn with_xattrs(include_xattrs: bool) -> Fake {
         let dir = tempfile::tempdir().unwrap();
         let f = Fake { dir };
         std::fs::create_dir(f.root().join("repositories.d")).unwrap();
-        let o = f.cmd("cvmfs_server").args(["mkfs", REPO]).output().unwrap();
+        let o = f
+            .cmd("cvmfs_server")
+            .args(["mkfs", REPO])
+            .env("FAKE_CVMFS_INCLUDE_XATTRS", include_xattrs.to_string())
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         f
     }
@@ -505,5 +514,34 @@ fn concurrent_publishers_are_serialised() {
     .unwrap();
     for n in ["docker.io/local/a:1", "docker.io/local/b:1"] {
         assert!(images.contains(n), "{n} lost from images.json");
+    }
+}
+
+/// With CVMFS_INCLUDE_XATTRS=true the attributes the ingest drops are set in
+/// a second revision; without it the publisher says they are lost.
+#[test]
+fn xattrs_follow_the_repository_configuration() {
+    if !root_or_skip("xattrs_follow_the_repository_configuration") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let oci = image(t.path(), "one");
+    for keep in [true, false] {
+        let fake = Fake::with_xattrs(keep);
+        let err = ok(&fake.publish(&oci, "ns", "local/a:1"), "publish");
+        let ns = fake.published().join("ns");
+        let attrs: Vec<PathBuf> = tree(&ns)
+            .into_keys()
+            .filter(|k| k.ends_with(b"x/attr"))
+            .map(|k| ns.join(std::ffi::OsStr::from_bytes(&k)))
+            .collect();
+        assert_eq!(attrs.len(), 2, "x/attr in the layer and in the flat tree");
+        for p in &attrs {
+            let v = cvmfs_graphdriver::archive::fsutil::get_xattr(p, b"user.k").unwrap();
+            let want = keep.then(|| b"v".to_vec());
+            assert_eq!(v, want, "{} (CVMFS_INCLUDE_XATTRS={keep})", p.display());
+        }
+        assert_eq!(err.contains("does not keep them"), !keep, "{err}");
+        assert!(!fake.in_transaction());
     }
 }
