@@ -560,9 +560,7 @@ fn ingest(r: &Repository, stage: &Staging, staged: &Staged, quiet: bool) -> Resu
         quiet,
     );
     let tar_st = tar.wait();
-    let st = server
-        .wait()
-        .map_err(|e| Error::msg(format!("cvmfs_server ingest: {e}")))?;
+    let st = wait_for_server(&mut server, r)?;
     let failed = |why: String| {
         if r.in_transaction() && !r.publishing() {
             let _ = r.server(&["abort", "-f"]);
@@ -586,6 +584,35 @@ fn ingest(r: &Repository, stage: &Staging, staged: &Staged, quiet: bool) -> Resu
     };
     fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
     Ok(n)
+}
+
+/// Wait for `cvmfs_server ingest` after the stream ended. Once, after 60 s,
+/// say what makes it hang in practice: its final remount of `<spool>/rdonly`
+/// waits for the previous `cvmfs2` to exit, which does not happen while a
+/// mount namespace made meanwhile (a container, `unshare -m`) still holds a
+/// copy of that mount (measured with CernVM-FS 2.12).
+fn wait_for_server(server: &mut Child, r: &Repository) -> Result<std::process::ExitStatus> {
+    let since = Instant::now();
+    let mut warned = false;
+    loop {
+        match server.try_wait() {
+            Ok(Some(st)) => return Ok(st),
+            Ok(None) => {}
+            Err(e) => return Err(Error::msg(format!("cvmfs_server ingest: {e}"))),
+        }
+        if !warned && since.elapsed() >= Duration::from_secs(60) {
+            warned = true;
+            eprintln!(
+                "cvmfs-podman: cvmfs_server ingest {} still runs 60 s after the stream ended; if it \
+                 hangs remounting {}, another mount namespace still holds the previous revision's \
+                 mount (grep {} /proc/*/mountinfo)",
+                r.name,
+                r.rdonly().display(),
+                r.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Copy the tar stream into the ingest, printing progress every 2 s.
