@@ -545,3 +545,70 @@ fn xattrs_follow_the_repository_configuration() {
         assert!(!fake.in_transaction());
     }
 }
+
+/// Pins the emulated ingest to what was measured: with `-k` the tar's owners
+/// stay and directories the tar does not name get uid/gid -1 (65534 on a
+/// client); without `-k` everything belongs to the repository owner; raw
+/// `.wh.*` files are kept; hardlinks are split.
+#[test]
+fn the_emulated_ingest_behaves_as_measured() {
+    if !root_or_skip("the_emulated_ingest_behaves_as_measured") {
+        return;
+    }
+    use std::io::Write;
+    let fake = Fake::new();
+    let tar = RawTar::new()
+        .entry(
+            &Hdr {
+                uid: 1000,
+                gid: 1000,
+                ..Hdr::new(b"d/own", b'0', 2)
+            },
+            b"o\n",
+        )
+        .entry(&Hdr::new(b"d/.wh.gone", b'0', 0), b"")
+        .entry(
+            &Hdr {
+                linkname: b"d/own".to_vec(),
+                ..Hdr::new(b"d/link", b'1', 0)
+            },
+            b"",
+        )
+        .end();
+    for (base, keep) in [("k", true), ("nok", false)] {
+        let mut args = vec!["ingest", "-t", "-", "-b", base];
+        if keep {
+            args.push("-k");
+        }
+        let mut c = fake
+            .cmd("cvmfs_server")
+            .args(&args)
+            .arg(REPO)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(&tar).unwrap();
+        ok(&c.wait_with_output().unwrap(), "fake ingest");
+    }
+    let owner = |p: &str| {
+        let md = std::fs::symlink_metadata(fake.published().join(p)).unwrap();
+        (md.uid(), md.gid(), md.nlink())
+    };
+    assert_eq!(owner("k"), (65534, 65534, 3), "-b component with -k");
+    assert_eq!(owner("k/d"), (65534, 65534, 2), "unnamed parent with -k");
+    assert_eq!(
+        owner("k/d/own"),
+        (1000, 1000, 1),
+        "owner kept with -k, link split"
+    );
+    assert_eq!(owner("k/d/link"), (1000, 1000, 1));
+    assert_eq!(owner("k/d/.wh.gone").0, 0, "marker kept");
+    assert_eq!(owner("nok/d").0, 0, "without -k: the repository owner");
+    assert_eq!(
+        owner("nok/d/own"),
+        (0, 0, 1),
+        "without -k: the repository owner"
+    );
+    assert!(!fake.in_transaction());
+}
