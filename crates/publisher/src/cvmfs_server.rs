@@ -228,7 +228,8 @@ pub fn publish_via_ingest(
     let mut stage = Staging::mount(&r)?;
     publish(&stage.merged.join(&inner))?;
     stage.unmount()?;
-    let staged = walk_upper(&stage.upper)?;
+    let staged = walk_upper(&stage.upper, &r.rdonly())?;
+    let staged_unchanged = staged.unchanged;
     let mut report = IngestReport {
         entries: staged.paths.len(),
         deletions: staged.deletions.clone(),
@@ -257,10 +258,11 @@ pub fn publish_via_ingest(
     report.ingest_seconds = t.elapsed().as_secs_f64();
     if !quiet {
         eprintln!(
-            "ingested {} entries ({:.1} MB of tar, {} removals) into {name} in {:.1}s after {:.1}s of staging",
+            "ingested {} entries ({:.1} MB of tar, {} removals; {} unchanged copies left out) into {name} in {:.1}s after {:.1}s of staging",
             report.entries,
             report.tar_bytes as f64 / 1e6,
             report.deletions.len(),
+            staged_unchanged,
             report.ingest_seconds,
             report.stage_seconds
         );
@@ -411,16 +413,21 @@ struct Staged {
     /// ingest drops; overlay's own `trusted.overlay.*` are not among them
     xattrs: Vec<(PathBuf, Vec<u8>, Vec<u8>)>,
     bytes: u64,
+    /// copied-up entries left out (equal to the published ones)
+    unchanged: usize,
 }
 
-/// Walk the upper layer; refuse what a tar plus `-d` cannot say.
-fn walk_upper(upper: &Path) -> Result<Staged> {
+/// Walk the upper layer; refuse what a tar plus `-d` cannot say. Entries
+/// overlay only copied up (a layer file the flat tree links to, a directory on
+/// the way to a new file) are left out when they equal the published ones:
+/// the ingest would store them again unchanged.
+fn walk_upper(upper: &Path, lower: &Path) -> Result<Staged> {
     let mut out = Staged::default();
-    walk_dir(upper, Path::new(""), &mut out)?;
+    walk_dir(upper, lower, Path::new(""), &mut out)?;
     Ok(out)
 }
 
-fn walk_dir(upper: &Path, rel: &Path, out: &mut Staged) -> Result<()> {
+fn walk_dir(upper: &Path, lower: &Path, rel: &Path, out: &mut Staged) -> Result<()> {
     let dir = upper.join(rel);
     for name in fsutil::sorted_names(&dir).map_err(|e| Error::io(&dir, e))? {
         let rel = rel.join(&name);
@@ -430,34 +437,64 @@ fn walk_dir(upper: &Path, rel: &Path, out: &mut Staged) -> Result<()> {
             out.deletions.push(deletion_path(&rel)?);
             continue;
         }
-        let xattrs = fsutil::list_xattrs(&p).map_err(|e| Error::io(&p, e))?;
-        if md.is_dir() && xattrs.iter().any(|x| x == b"trusted.overlay.opaque") {
-            return Err(Error::msg(format!(
-                "{}: the publish replaced this directory of the repository, which one ingest \
-                 cannot express; remove it from the repository first",
-                rel.display()
-            )));
+        let unchanged = same_as_published(&md, &p, &lower.join(&rel));
+        if unchanged && !md.is_dir() {
+            out.unchanged += 1;
+            continue;
         }
-        let mut has_xattrs = false;
-        for x in xattrs
-            .iter()
-            .filter(|x| !x.starts_with(b"trusted.overlay."))
-        {
-            if let Some(v) = fsutil::get_xattr(&p, x).map_err(|e| Error::io(&p, e))? {
-                out.xattrs.push((rel.clone(), x.clone(), v));
-                has_xattrs = true;
-            }
-        }
-        out.xattr_files += usize::from(has_xattrs);
+        let (paths, xattrs) = (out.paths.len(), out.xattrs.len());
         out.paths.push(rel.as_os_str().as_bytes().to_vec());
+        collect_xattrs(&p, &rel, md.is_dir(), out)?;
         if md.is_file() {
             out.bytes += md.len();
         }
         if md.is_dir() {
-            walk_dir(upper, &rel, out)?;
+            walk_dir(upper, lower, &rel, out)?;
+            if unchanged && out.paths.len() == paths + 1 {
+                // nothing new below: the published directory stays as it is
+                out.paths.truncate(paths);
+                out.xattrs.truncate(xattrs);
+                out.unchanged += 1;
+            }
         }
     }
     Ok(())
+}
+
+/// Record `p`'s extended attributes (overlay's own excepted); refuse an
+/// opaque directory (the publish replaced a published one).
+fn collect_xattrs(p: &Path, rel: &Path, is_dir: bool, out: &mut Staged) -> Result<()> {
+    let names = fsutil::list_xattrs(p).map_err(|e| Error::io(p, e))?;
+    if is_dir && names.iter().any(|x| x == b"trusted.overlay.opaque") {
+        return Err(Error::msg(format!(
+            "{}: the publish replaced this directory of the repository, which one ingest \
+             cannot express; remove it from the repository first",
+            rel.display()
+        )));
+    }
+    let mut any = false;
+    for x in names.iter().filter(|x| !x.starts_with(b"trusted.overlay.")) {
+        if let Some(v) = fsutil::get_xattr(p, x).map_err(|e| Error::io(p, e))? {
+            out.xattrs.push((rel.to_path_buf(), x.clone(), v));
+            any = true;
+        }
+    }
+    out.xattr_files += usize::from(any);
+    Ok(())
+}
+
+/// Is the staged entry `upper` a plain copy-up of the published `lower`: same
+/// type, mode, owner, mtime, and size or link target? (Content: a copy-up
+/// copies it, and nothing publishes while we hold the lock.)
+fn same_as_published(md: &fs::Metadata, upper: &Path, lower: &Path) -> bool {
+    let Ok(lm) = fs::symlink_metadata(lower) else {
+        return false;
+    };
+    let same = lm.file_type() == md.file_type()
+        && (lm.mode(), lm.uid(), lm.gid(), lm.mtime(), lm.mtime_nsec())
+            == (md.mode(), md.uid(), md.gid(), md.mtime(), md.mtime_nsec())
+        && (md.is_dir() || lm.len() == md.len());
+    same && (!md.file_type().is_symlink() || fs::read_link(lower).ok() == fs::read_link(upper).ok())
 }
 
 /// `cvmfs_server ingest -d` takes a ':'-separated list of UTF-8 paths.

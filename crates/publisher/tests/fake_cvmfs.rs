@@ -306,8 +306,18 @@ fn second_image_is_incremental_and_keeps_the_first() {
         &fake.publish(&image(t.path(), "two"), "ns", "local/b:1"),
         "second publish",
     );
-    // the three wh layers are reused, only the raw layer is new
+    // the three wh layers are reused, only the raw layer is new; the files
+    // the new flat tree links to were copied up, and are not ingested again
     assert!(err.contains("exists, skipped"), "{err}");
+    let left_out: usize = err
+        .split_once(" unchanged copies left out")
+        .and_then(|(head, _)| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of unchanged copies in: {err}"));
+    assert!(
+        left_out >= 20,
+        "only {left_out} copied-up entries left out: {err}"
+    );
     let images = std::fs::read_to_string(
         fake.published()
             .join("ns/podmanStore/cvmfs-images/images.json"),
