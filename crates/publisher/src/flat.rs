@@ -16,7 +16,7 @@
 //! The destination is a private temporary directory, and we only ever descend
 //! into directories we checked with `lstat`, so no symlink is followed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -31,11 +31,25 @@ use cvmfs_graphdriver::archive::{
 
 /// Merge the layer directory `layer` into the flat tree `flat` (an existing dir).
 pub fn merge_layer(layer: &Path, flat: &Path) -> Result<()> {
+    merge_layer_named(layer, flat, None)
+}
+
+/// [`merge_layer`], knowing which paths the layer's tar names (`named`, as
+/// [`named_paths`] gives them). A directory of `layer` the tar does not name
+/// is a parent the unpacker created (with the publish time): where the flat
+/// tree already has that directory it keeps its attributes and times, as
+/// `umoci unpack` and containers/storage leave them.
+pub fn merge_layer_named(
+    layer: &Path,
+    flat: &Path,
+    named: Option<&HashSet<Vec<u8>>>,
+) -> Result<()> {
     let mut m = Merger {
         links: HashMap::new(),
         dirs: Vec::new(),
+        named,
     };
-    m.merge_dir(layer, flat)?;
+    m.merge_dir(layer, flat, b"")?;
     let md = fs::symlink_metadata(layer).map_err(|e| Error::io(layer, e))?;
     m.meta(layer, flat, &md)?;
     m.dirs.push((flat.to_path_buf(), md));
@@ -45,9 +59,56 @@ pub fn merge_layer(layer: &Path, flat: &Path) -> Result<()> {
     Ok(())
 }
 
-struct Merger {
+struct Merger<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     dirs: Vec<(PathBuf, fs::Metadata)>,
+    named: Option<&'a HashSet<Vec<u8>>>,
+}
+
+/// The paths a layer's tar names, from its tar-split file (gzip, JSON lines;
+/// `name` or base64 `name_raw` of each entry), cleaned and relative
+/// (`./usr/lib/` → `usr/lib`). `None` when there is no tar-split file.
+pub fn named_paths(tar_split_gz: &Path) -> Result<Option<HashSet<Vec<u8>>>> {
+    use std::io::BufRead;
+    let f = match fs::File::open(tar_split_gz) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(tar_split_gz, e)),
+    };
+    let mut names = HashSet::new();
+    let r = io::BufReader::new(flate2::read::GzDecoder::new(f));
+    for line in r.lines() {
+        let line = line.map_err(|e| Error::io(tar_split_gz, e))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| Error::msg(format!("{}: {e}", tar_split_gz.display())))?;
+        if v["type"] != 1 {
+            continue;
+        }
+        let name = match (v["name"].as_str(), v["name_raw"].as_str()) {
+            (Some(n), _) => n.as_bytes().to_vec(),
+            (None, Some(raw)) => base64_decode(raw).ok_or_else(|| {
+                Error::msg(format!("{}: bad name_raw {raw:?}", tar_split_gz.display()))
+            })?,
+            _ => continue,
+        };
+        let clean = crate::tarsplit::go_clean(&name);
+        names.insert(clean.strip_prefix(b"/").unwrap_or(&clean).to_vec());
+    }
+    Ok(Some(names))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        acc = acc << 6 | A.iter().position(|a| *a == c)? as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
 
 fn set_times(p: &Path, md: &fs::Metadata) -> Result<()> {
@@ -71,8 +132,8 @@ fn sorted(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     Ok(v)
 }
 
-impl Merger {
-    fn merge_dir(&mut self, src: &Path, dst: &Path) -> Result<()> {
+impl Merger<'_> {
+    fn merge_dir(&mut self, src: &Path, dst: &Path, rel: &[u8]) -> Result<()> {
         let names = sorted(src)?;
         // deletions first: they refer to what the lower layers left
         if names
@@ -102,7 +163,15 @@ impl Merger {
             let md = fs::symlink_metadata(&s).map_err(|e| Error::io(&s, e))?;
             let existing = fs::symlink_metadata(&d).ok();
             if md.is_dir() {
+                let child = [rel, if rel.is_empty() { b"" } else { b"/" }, n.as_bytes()].concat();
                 match existing {
+                    Some(x) if x.is_dir() && self.named.is_some_and(|k| !k.contains(&child)) => {
+                        // an implicit parent over the flat tree's directory:
+                        // that one stays, times included
+                        self.merge_dir(&s, &d, &child)?;
+                        self.dirs.push((d, x));
+                        continue;
+                    }
                     Some(x) if x.is_dir() => {}
                     Some(_) => {
                         remove_all(&d)?;
@@ -110,7 +179,7 @@ impl Merger {
                     }
                     None => fs::create_dir(&d).map_err(|e| Error::io(&d, e))?,
                 }
-                self.merge_dir(&s, &d)?;
+                self.merge_dir(&s, &d, &child)?;
                 self.meta(&s, &d, &md)?;
                 self.dirs.push((d, md));
                 continue;

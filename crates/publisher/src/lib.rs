@@ -15,6 +15,7 @@
 use std::fmt;
 use std::path::Path;
 
+pub mod cvmfs_server;
 pub mod ducc;
 pub mod flat;
 pub mod fsx;

@@ -51,8 +51,11 @@ pub(super) fn build_flat(
     let r = (|| {
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         for o in outs {
-            let lf = RepoPaths::layerfs_of(&layer_dir(repo, digest_hex(&o.compressed)?));
-            flat::merge_layer(&lf, &tmp)
+            let hex = digest_hex(&o.compressed)?;
+            let lf = RepoPaths::layerfs_of(&layer_dir(repo, hex));
+            // directories the layer's tar does not name keep the image's times
+            let named = flat::named_paths(&store.tar_split_by_digest(hex))?;
+            flat::merge_layer_named(&lf, &tmp, named.as_ref())
                 .map_err(|e| e.context(format!("flattening layer {}", o.compressed)))?;
         }
         fsx::write_atomic(&tmp.join(".cvmfscatalog"), b"", 0o644)?;

@@ -17,7 +17,7 @@ use crate::progress::Progress;
 // `check` names these by their old place in the binary.
 pub use cvmfs_publisher::blob::sha256_hex;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct PublishArgs {
     image: String,
     /// The repository directory (e.g. /cvmfs/unpacked.example.org)
@@ -106,38 +106,20 @@ fn parse_rate(s: &str) -> std::result::Result<u64, String> {
 
 /// `cvmfs-podman publish`.
 pub fn run(args: &PublishArgs) -> Result<()> {
-    in_cvmfs_transaction(args.cvmfs_transaction.as_deref(), || publish_image(args))
-}
-
-/// Run `work` inside `cvmfs_server transaction`/`publish` of `repository`
-/// (aborted when `work` fails), or directly when there is none. The one place
-/// that knows how the repository is written to.
-fn in_cvmfs_transaction(repository: Option<&str>, work: impl FnOnce() -> Result<()>) -> Result<()> {
-    let Some(r) = repository else {
-        return work();
+    let Some(repository) = args.cvmfs_transaction.as_deref() else {
+        return publish_image(args);
     };
-    run_cvmfs_server(&["transaction", r])?;
-    match work() {
-        Ok(()) => run_cvmfs_server(&["publish", r]),
-        Err(e) => {
-            let _ = run_cvmfs_server(&["abort", "-f", r]);
-            Err(e)
-        }
-    }
-}
-
-fn run_cvmfs_server(args: &[&str]) -> Result<()> {
-    let st = std::process::Command::new("cvmfs_server")
-        .args(args)
-        .status()
-        .map_err(|e| Error::msg(format!("cvmfs_server {}: {e}", args.join(" "))))?;
-    if !st.success() {
-        return Err(Error::msg(format!(
-            "cvmfs_server {} failed: {st}",
-            args.join(" ")
-        )));
-    }
-    Ok(())
+    // Staged beside the repository, then one `cvmfs_server ingest`
+    // (cvmfs_server.rs); the records name the repository, not the stage.
+    let quiet = args.quiet || args.json;
+    cvmfs_publisher::cvmfs_server::publish_via_ingest(repository, &args.repo, quiet, |staged| {
+        let mut staged_args = args.clone();
+        staged_args.repo = staged.to_path_buf();
+        staged_args.recorded_repository =
+            Some(args.recorded_repository.clone().unwrap_or_else(|| args.repo.clone()));
+        publish_image(&staged_args)
+    })
+    .map(drop)
 }
 
 /// The source the arguments name.
