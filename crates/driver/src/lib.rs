@@ -76,6 +76,7 @@ pub mod error;
 pub mod layout;
 pub mod mount;
 pub mod options;
+mod stack;
 pub mod store;
 
 // Public so that tests call the exports with their real signatures; the
