@@ -130,6 +130,25 @@ func TestCvmfsErrorsNameLayerAndMapSentinels(t *testing.T) {
 	assert.NoError(t, driver.Remove("no-such-layer"))
 }
 
+// The Go constants are the header's result codes, which come from the core's
+// one ErrorCode enum: every value the core names is a Go constant, and every
+// Go constant is named by the core.
+func TestCvmfsResultCodesMatchCore(t *testing.T) {
+	known := map[int]bool{}
+	for _, code := range knownCodes {
+		assert.False(t, known[code], "code %d listed twice", code)
+		known[code] = true
+		assert.NotEmpty(t, codeName(code), "the core has no name for Go's code %d", code)
+	}
+	for n := -1; n <= 1000; n++ {
+		if name := codeName(n); name != "" && !known[n] {
+			t.Errorf("the core's code %d (%s) has no Go constant in cabi.go", n, name)
+		}
+	}
+	e := &Error{Op: "get", Layer: "l", Code: codeBusy}
+	assert.Equal(t, "cvmfs: get layer l: busy", e.Error())
+}
+
 // Unknown driver options are rejected, naming the key.
 func TestCvmfsUnknownOptionRejected(t *testing.T) {
 	home := t.TempDir()
