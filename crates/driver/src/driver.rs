@@ -45,10 +45,25 @@ pub struct ApplyDiffOptions {
     pub force_mask: Option<u32>,
 }
 
+/// Which of the driver's own (writable) homes holds a local layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// `<graphroot>/cvmfs`: every layer without a separate image store, and
+    /// the container (read-write) layers with one.
+    Main,
+    /// `<separate image store>/cvmfs`: the image (read-only) layers when a
+    /// separate image store is configured (`cvmfs.separate_image_store`).
+    Images,
+}
+
 /// A resolved layer.
 #[derive(Debug, Clone)]
 pub(crate) enum Layer {
-    Local { id: String, record: LocalRecord },
+    Local {
+        id: String,
+        record: LocalRecord,
+        home: Home,
+    },
     Store(StoreLayer),
 }
 
@@ -75,7 +90,11 @@ const _: fn() = || {
 
 /// The `cvmfs` graph driver.
 pub struct Driver {
+    /// The driver home; also holds the whiteout layers, `empty/` and the
+    /// staging area of everything the driver builds.
     pub(crate) store: Store,
+    /// The home in the separate image store, if one is configured.
+    pub(crate) image_store: Option<Store>,
     /// `<run_root>/cvmfs`
     pub(crate) run_dir: PathBuf,
     pub(crate) options: Options,
@@ -221,6 +240,10 @@ impl Driver {
             }
         }
         let store = Store::open(home)?;
+        let image_store = match &options.separate_image_store {
+            Some(root) if root.join("cvmfs") != home => Some(Store::open(&root.join("cvmfs"))?),
+            _ => None,
+        };
         let run_dir = run_root.join("cvmfs");
         for d in [
             run_dir.join("mounts"),
@@ -236,6 +259,7 @@ impl Driver {
         let layout = Layout::new(&options);
         Ok(Driver {
             store,
+            image_store,
             run_dir,
             options,
             layout,
@@ -251,6 +275,46 @@ impl Driver {
         &self.options
     }
 
+    /// The store of one of the driver's homes.
+    pub(crate) fn home_store(&self, home: Home) -> &Store {
+        match (home, &self.image_store) {
+            (Home::Images, Some(images)) => images,
+            _ => &self.store,
+        }
+    }
+
+    /// Every home, the main one first: container layers, which stack on
+    /// image layers, come before them.
+    fn homes(&self) -> impl Iterator<Item = (Home, &Store)> {
+        std::iter::once((Home::Main, &self.store))
+            .chain(self.image_store.iter().map(|s| (Home::Images, s)))
+    }
+
+    /// The home holding local layer `id`, if one does (as overlay looks for a
+    /// layer's directory in its home, then in its image store).
+    pub(crate) fn home_of(&self, id: &str) -> Option<(Home, &Store)> {
+        self.homes().find(|(_, s)| s.exists(id))
+    }
+
+    /// The store of a local layer (the main one for store layers, which
+    /// callers do not ask about).
+    pub(crate) fn store_of(&self, layer: &Layer) -> &Store {
+        match layer {
+            Layer::Local { home, .. } => self.home_store(*home),
+            Layer::Store(_) => &self.store,
+        }
+    }
+
+    /// Where a new layer goes: image (read-only) layers to the separate image
+    /// store when there is one, as overlay creates them there.
+    fn home_for_new(&self, read_write: bool) -> Home {
+        if !read_write && self.image_store.is_some() {
+            Home::Images
+        } else {
+            Home::Main
+        }
+    }
+
     fn resolve(&self, id: &str, op: &str) -> Result<Layer> {
         validate_id(id).map_err(|e| e.context(op))?;
         self.resolve_quiet(id).map_err(|e| match e.code() {
@@ -261,15 +325,18 @@ impl Driver {
 
     /// Resolve without adding context (callers say what they were doing).
     fn resolve_quiet(&self, id: &str) -> Result<Layer> {
-        match self.store.read(id) {
-            Ok(record) => {
-                return Ok(Layer::Local {
-                    id: id.to_string(),
-                    record,
-                })
+        for (home, store) in self.homes() {
+            match store.read(id) {
+                Ok(record) => {
+                    return Ok(Layer::Local {
+                        id: id.to_string(),
+                        record,
+                        home,
+                    })
+                }
+                Err(e) if e.code() == ErrorCode::LayerUnknown => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.code() == ErrorCode::LayerUnknown => {}
-            Err(e) => return Err(e),
         }
         match self.layout.find(id)? {
             Some(s) => Ok(Layer::Store(s)),
@@ -279,7 +346,7 @@ impl Driver {
 
     pub(crate) fn content_dir(&self, layer: &Layer) -> PathBuf {
         match layer {
-            Layer::Local { id, .. } => self.store.diff_dir(id),
+            Layer::Local { id, home, .. } => self.home_store(*home).diff_dir(id),
             Layer::Store(s) => s.content_dir.clone(),
         }
     }
@@ -288,10 +355,10 @@ impl Driver {
     /// `update_id_map` moves the re-owned copy of the whole stack there, as the
     /// overlay driver does, so the layer's own `diff` again holds only its changes.
     pub(crate) fn extra_dirs(&self, layer: &Layer) -> Vec<PathBuf> {
-        let Layer::Local { id, .. } = layer else {
+        let Layer::Local { id, home, .. } = layer else {
             return Vec::new();
         };
-        let dir = self.store.layer_dir(id);
+        let dir = self.home_store(*home).layer_dir(id);
         (1..)
             .map(|n| dir.join(format!("diff{n}")))
             .take_while(|p| p.is_dir())
@@ -334,11 +401,12 @@ impl Driver {
     /// `lowerdir+` would only fail with EEXIST.
     pub(crate) fn short_dir(&self, layer: &Layer) -> Result<PathBuf> {
         match layer {
-            Layer::Local { id, record } => {
+            Layer::Local { id, record, home } => {
+                let store = self.home_store(*home);
                 if self.mounter.known_api() == Some(MountApi::Fsconfig) {
-                    Ok(self.store.short_link_path(id, record))
+                    Ok(store.short_link_path(id, record))
                 } else {
-                    self.store.short_link(id, record)
+                    store.short_link(id, record)
                 }
             }
             Layer::Store(s) => Ok(s.content_dir.clone()),
@@ -347,7 +415,7 @@ impl Driver {
 
     pub(crate) fn merged_dir(&self, layer: &Layer) -> PathBuf {
         match layer {
-            Layer::Local { id, .. } => self.store.merged_dir(id),
+            Layer::Local { id, home, .. } => self.home_store(*home).merged_dir(id),
             // Stores are read-only: mount points live in the run root.
             Layer::Store(s) => self.run_dir.join("merged").join(&s.id),
         }
@@ -516,7 +584,7 @@ impl Driver {
         // Held until the new layer is in place: a get or remove of this ID
         // meanwhile waits and then sees the new layer whole.
         let (mut count, count_path) = self.count_lock(id)?;
-        if self.store.exists(id) {
+        if self.home_of(id).is_some() {
             // As the overlay driver: a leftover directory for an ID the layer store
             // does not know (crash between the two) is replaced, not an error.
             self.remove_locked(id, &mut count, &count_path)?;
@@ -528,8 +596,11 @@ impl Driver {
                 ),
             ));
         }
-        self.store
-            .create(id, LocalRecord::new(parent, read_write), root, |diff| {
+        self.home_store(self.home_for_new(read_write)).create(
+            id,
+            LocalRecord::new(parent, read_write),
+            root,
+            |diff| {
                 // The template's diff and any earlier uppers (diff1, ...) keep
                 // their positions in the copy.
                 for (n, src) in template.iter().flatten().enumerate() {
@@ -542,7 +613,8 @@ impl Driver {
                     })?;
                 }
                 Ok(())
-            })
+            },
+        )
     }
 
     /// Remove a local layer, unmounting it first whatever its mount count. A
@@ -565,15 +637,19 @@ impl Driver {
     /// and a mount left there would both leak and have its files deleted.
     /// False when there was no local layer to remove.
     fn remove_locked(&self, id: &str, count: &mut MountCount, count_path: &Path) -> Result<bool> {
-        let dir = self.store.layer_dir(id);
-        if fs::symlink_metadata(&dir).is_err() {
+        let found = self
+            .homes()
+            .map(|(_, store)| store)
+            .find(|store| fs::symlink_metadata(store.layer_dir(id)).is_ok());
+        let Some(store) = found else {
             if self.layout.find(id).ok().flatten().is_some() {
                 return Err(Error::read_only(id, "remove"));
             }
             return Ok(false);
-        }
+        };
+        let dir = store.layer_dir(id);
         let ctx = |e: Error| e.context(format!("layer {id}: remove"));
-        self.unmount_all(&self.store.merged_dir(id)).map_err(ctx)?;
+        self.unmount_all(&store.merged_dir(id)).map_err(ctx)?;
         // Anything else mounted inside the layer (a bind mount into its diff).
         let dir = fs::canonicalize(&dir).unwrap_or(dir);
         let mounted_below = || {
@@ -597,7 +673,7 @@ impl Driver {
             )));
         }
         count.write(0, count_path)?;
-        self.store.remove(id)?;
+        store.remove(id)?;
         Ok(true)
     }
 
@@ -631,7 +707,7 @@ impl Driver {
     /// Layer `id` resolved with its lock held. Unknown IDs are refused before
     /// locking, so they leave no count file behind.
     fn resolve_locked(&self, id: &str, op: &str) -> Result<(Layer, MountCount, PathBuf)> {
-        if !self.store.exists(id) {
+        if self.home_of(id).is_none() {
             self.resolve(id, op)?;
         }
         let (mut count, count_path) = self.count_lock(id)?;
@@ -646,15 +722,20 @@ impl Driver {
 
     pub fn exists(&self, id: &str) -> Result<bool> {
         validate_id(id).map_err(|e| e.context("exists"))?;
-        if self.store.exists(id) {
+        if self.home_of(id).is_some() {
             return Ok(true);
         }
         Ok(self.layout.find(id)?.is_some())
     }
 
-    /// Local layers, children before parents.
+    /// Local layers, children before parents: the main home's first, whose
+    /// container layers stack on the image store's layers.
     pub fn list_layers(&self) -> Result<Vec<String>> {
-        self.store.list()
+        let mut all = Vec::new();
+        for (_, store) in self.homes() {
+            all.extend(store.list()?);
+        }
+        Ok(all)
     }
 
     // ---- mounts ---------------------------------------------------------------
@@ -701,14 +782,14 @@ impl Driver {
     /// that is not mounted is not an error.
     pub fn put(&self, id: &str) -> Result<()> {
         validate_id(id).map_err(|e| e.context("put"))?;
-        if !self.store.exists(id) {
+        if self.home_of(id).is_none() {
             self.resolve(id, "put")?;
         }
         let (mut count, count_path) = self.count_lock(id)?;
         // A local layer's mount point is known without reading its record.
-        let local = self.store.exists(id);
-        let merged = if local {
-            self.store.merged_dir(id)
+        let local = self.home_of(id).map(|(_, store)| store.merged_dir(id));
+        let merged = if let Some(merged) = &local {
+            merged.clone()
         } else {
             match self.resolve(id, "put") {
                 Ok(layer) => self.merged_dir(&layer),
@@ -725,7 +806,7 @@ impl Driver {
         self.unmount_all(&merged)
             .map_err(|e| e.context(format!("layer {id}: put")))?;
         count.write(0, &count_path)?;
-        if !local {
+        if local.is_none() {
             let _ = fs::remove_dir(&merged);
         }
         Ok(())
@@ -737,8 +818,10 @@ impl Driver {
     pub fn cleanup(&self) -> Result<()> {
         // mountinfo shows resolved paths: a home reached through a symlink
         // (/var/lib/containers -> /data/...) must be matched resolved.
-        let roots: Vec<PathBuf> = [self.home().to_path_buf(), self.run_dir.clone()]
-            .into_iter()
+        let roots: Vec<PathBuf> = self
+            .homes()
+            .map(|(_, store)| store.home().to_path_buf())
+            .chain([self.run_dir.clone()])
             .map(|p| fs::canonicalize(&p).unwrap_or(p))
             .collect();
         // Strictly below: the home itself may well be a mount point (a volume).
@@ -813,7 +896,7 @@ impl Driver {
             .list()
             .map(|l| l.len().to_string())
             .unwrap_or_else(|e| format!("error: {e}"));
-        vec![
+        let mut status = vec![
             ("Backing Filesystem".into(), backing),
             ("Mount API".into(), api.to_string()),
             (
@@ -845,7 +928,11 @@ impl Driver {
                     )
                 }
             }),
-        ]
+        ];
+        if let Some(images) = &self.options.separate_image_store {
+            status.push(("Image Store".into(), images.display().to_string()));
+        }
+        status
     }
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
@@ -867,16 +954,11 @@ impl Driver {
             self.merged_dir(&layer).display().to_string(),
         );
         match &layer {
-            Layer::Local { id, record } => {
+            Layer::Local { id, record, home } => {
+                let store = self.home_store(*home);
                 m.insert("Kind".into(), "local".into());
-                m.insert(
-                    "UpperDir".into(),
-                    self.store.diff_dir(id).display().to_string(),
-                );
-                m.insert(
-                    "WorkDir".into(),
-                    self.store.work_dir(id).display().to_string(),
-                );
+                m.insert("UpperDir".into(), store.diff_dir(id).display().to_string());
+                m.insert("WorkDir".into(), store.work_dir(id).display().to_string());
                 m.insert("ReadWrite".into(), record.read_write.to_string());
                 let lowers = self.lowers_below(&layer, &chain);
                 if !lowers.is_empty() {
@@ -1084,8 +1166,9 @@ impl Driver {
         }
         // Rotate: diff -> diff1 (-> diff2 ...), then a fresh empty diff, so later
         // diffs of this layer hold only what is applied to it afterwards.
-        let dir = self.store.layer_dir(id);
-        let diff = self.store.diff_dir(id);
+        let store = self.store_of(&layer);
+        let dir = store.layer_dir(id);
+        let diff = store.diff_dir(id);
         let md =
             fs::metadata(&diff).map_err(|e| Error::io(format!("layer {id}: {op}"), &diff, e))?;
         let n = self.extra_dirs(&layer).len();
@@ -1109,7 +1192,7 @@ impl Driver {
             .and_then(|()| std::os::unix::fs::chown(&diff, Some(uid), Some(gid)))
             .map_err(|e| Error::io(format!("layer {id}: {op}: new upper"), &diff, e))?;
         // The work dir may index the old upper: start it afresh.
-        let work = self.store.work_dir(id);
+        let work = store.work_dir(id);
         crate::store::remove_tree(&work)
             .map_err(|e| Error::io(format!("layer {id}: {op}"), &work, e))?;
         fs::DirBuilder::new()

@@ -305,8 +305,9 @@ impl Driver {
         let mut opts = self.mount_options(layer, options);
         let writable = matches!(layer, Layer::Local { .. }) && !opts.iter().any(|o| o == "ro");
         let (upper, work) = match layer {
-            Layer::Local { id, .. } if writable => {
-                (Some(self.store.diff_dir(id)), Some(self.store.work_dir(id)))
+            Layer::Local { id, home, .. } if writable => {
+                let store = self.home_store(*home);
+                (Some(store.diff_dir(id)), Some(store.work_dir(id)))
             }
             _ => {
                 if !opts.iter().any(|o| o == "ro") {
