@@ -929,8 +929,8 @@ impl Driver {
                 }
             }),
         ];
-        if let Some(images) = &self.options.separate_image_store {
-            status.push(("Image Store".into(), images.display().to_string()));
+        if let (Some(root), Some(_)) = (&self.options.separate_image_store, &self.image_store) {
+            status.push(("Image Store".into(), root.display().to_string()));
         }
         status
     }
