@@ -16,8 +16,8 @@
 #include <stdint.h>
 
 /**
- * The result code of every fallible function of the C ABI, and of every
- * [`Error`]. This enum is the one definition: cbindgen exports it as the C
+ * The result code of every fallible function of the C ABI and of every
+ * error of the driver. This enum is the one definition: cbindgen exports it as the C
  * `cvmfs_result` (`CVMFS_RESULT_OK`, `CVMFS_RESULT_LAYER_UNKNOWN`, ...; see
  * `crates/driver/cbindgen.toml`), the Go bindings take their constants from
  * that header, and `hack/header.sh check` fails when the table in
