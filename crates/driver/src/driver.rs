@@ -1,9 +1,11 @@
 //! The driver operations (one method per function of the C ABI).
 //!
-//! A layer is either *local* (in the driver home, see [`store`](crate::store)) or
+//! A layer is either *local* (in the driver home, or with a separate image
+//! store in `<imagestore>/cvmfs`, see [`store`](crate::store) and `Home`) or
 //! found in an additional read-only image store (see [`layout`](crate::layout)),
 //! possibly pointing into a CVMFS repository. `get` stacks a layer and its parent
-//! chain in one overlay mount; mounts are reference counted in
+//! chain in one overlay mount (composed in the `stack` module); mounts are
+//! reference counted in
 //! `<run_root>/cvmfs/mounts/<id>` under `flock`, so several handles in one
 //! process and several processes agree on when to unmount.
 
