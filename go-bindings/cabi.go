@@ -240,7 +240,7 @@ func errorf(op, layer string, code int, format string, args ...any) error {
 	return &Error{Op: op, Layer: layer, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// isNotSupported tells whether err is the core's CVMFS_ERR_NOT_SUPPORTED.
+// isNotSupported tells whether err is the core's CVMFS_RESULT_NOT_SUPPORTED.
 func isNotSupported(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == codeNotSupported

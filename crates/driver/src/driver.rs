@@ -200,6 +200,27 @@ fn fs_name(magic: i64) -> String {
     }
 }
 
+/// Overlay cannot use an upper directory on overlayfs (a home inside a
+/// container's root filesystem): say so when opening rather than at the
+/// first Get. Checked on the nearest existing ancestor, before creating anything.
+fn refuse_overlayfs_home(home: &Path) -> Result<()> {
+    let existing = home
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    match rustix::fs::statfs(existing) {
+        Ok(st) if st.f_type as u64 == OVERLAYFS_MAGIC => Err(Error::new(
+            ErrorCode::Prerequisites,
+            format!(
+                "cvmfs: driver home {} is on overlayfs, which cannot hold overlay upper directories; \
+                 put the graph root on another filesystem (e.g. a volume)",
+                home.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Driver {
     /// Open the driver at `home` (`<graphroot>/cvmfs`) with run state under
     /// `<run_root>/cvmfs`. Idempotent: any number of handles may be open on the
@@ -222,30 +243,16 @@ impl Driver {
                 run_root.display()
             )));
         }
-        // Overlay cannot use an upper directory on overlayfs (a home inside a
-        // container's root filesystem): say so now rather than at the first Get.
-        // Checked on the nearest existing ancestor, before creating anything.
-        let existing = home
-            .ancestors()
-            .find(|p| p.exists())
-            .unwrap_or(Path::new("/"));
-        if let Ok(st) = rustix::fs::statfs(existing) {
-            if st.f_type as u64 == OVERLAYFS_MAGIC {
-                return Err(Error::new(
-                    ErrorCode::Prerequisites,
-                    format!(
-                        "cvmfs: driver home {} is on overlayfs, which cannot hold overlay upper directories; \
-                         put the graph root on another filesystem (e.g. a volume)",
-                        home.display()
-                    ),
-                ));
-            }
+        let image_home = options
+            .separate_image_store
+            .as_ref()
+            .map(|root| root.join("cvmfs"))
+            .filter(|images| images != home);
+        for h in std::iter::once(home).chain(image_home.as_deref()) {
+            refuse_overlayfs_home(h)?;
         }
         let store = Store::open(home)?;
-        let image_store = match &options.separate_image_store {
-            Some(root) if root.join("cvmfs") != home => Some(Store::open(&root.join("cvmfs"))?),
-            _ => None,
-        };
+        let image_store = image_home.as_deref().map(Store::open).transpose()?;
         let run_dir = run_root.join("cvmfs");
         for d in [
             run_dir.join("mounts"),
