@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"unsafe"
@@ -21,55 +22,45 @@ import (
 	"go.podman.io/storage/pkg/idtools"
 )
 
-// Result codes of the C ABI (docs/c-abi.md, "Result codes"). Kept as Go
-// constants so errors can be classified without cgo in the hot path; the
-// compile-time checks below fail the build if the header disagrees.
+// Result codes of the C ABI (docs/c-abi.md, "Result codes"): the header's
+// constants, which cbindgen generates from the core's one ErrorCode enum, so
+// no value is spelled twice. Kept as Go names so errors are classified
+// without a cgo call; a code renamed or removed in the core fails this build.
 const (
-	codeOK              = 0
-	codeInvalidArgument = 1
-	codeLayerUnknown    = 2
-	codeLayerExists     = 3
-	codeNotSupported    = 4
-	codePrerequisites   = 5
-	codeIO              = 6
-	codeBusy            = 7
-	codeRepository      = 8
-	codeBadArchive      = 9
-	codeReadOnly        = 10
-	codePanic           = 99
+	codeOK              = C.CVMFS_RESULT_OK
+	codeInvalidArgument = C.CVMFS_RESULT_INVALID_ARGUMENT
+	codeLayerUnknown    = C.CVMFS_RESULT_LAYER_UNKNOWN
+	codeLayerExists     = C.CVMFS_RESULT_LAYER_EXISTS
+	codeNotSupported    = C.CVMFS_RESULT_NOT_SUPPORTED
+	codePrerequisites   = C.CVMFS_RESULT_PREREQUISITES
+	codeIO              = C.CVMFS_RESULT_IO
+	codeBusy            = C.CVMFS_RESULT_BUSY
+	codeRepository      = C.CVMFS_RESULT_REPOSITORY
+	codeBadArchive      = C.CVMFS_RESULT_BAD_ARCHIVE
+	codeReadOnly        = C.CVMFS_RESULT_READ_ONLY
+	codePanic           = C.CVMFS_RESULT_PANIC
 )
 
-// Each line is a zero-length array type only when both sides are equal, and a
-// compile error ("invalid array length") otherwise.
-var (
-	_ [codeOK - C.CVMFS_OK]struct{}
-	_ [C.CVMFS_OK - codeOK]struct{}
-	_ [codeLayerUnknown - C.CVMFS_ERR_LAYER_UNKNOWN]struct{}
-	_ [C.CVMFS_ERR_LAYER_UNKNOWN - codeLayerUnknown]struct{}
-	_ [codeLayerExists - C.CVMFS_ERR_LAYER_EXISTS]struct{}
-	_ [C.CVMFS_ERR_LAYER_EXISTS - codeLayerExists]struct{}
-	_ [codeNotSupported - C.CVMFS_ERR_NOT_SUPPORTED]struct{}
-	_ [C.CVMFS_ERR_NOT_SUPPORTED - codeNotSupported]struct{}
-	_ [codePrerequisites - C.CVMFS_ERR_PREREQUISITES]struct{}
-	_ [C.CVMFS_ERR_PREREQUISITES - codePrerequisites]struct{}
-	_ [codeReadOnly - C.CVMFS_ERR_READ_ONLY]struct{}
-	_ [C.CVMFS_ERR_READ_ONLY - codeReadOnly]struct{}
-	_ [codePanic - C.CVMFS_ERR_PANIC]struct{}
-	_ [C.CVMFS_ERR_PANIC - codePanic]struct{}
-)
+// knownCodes lists every code above; a test checks it against the codes the
+// core names (cvmfs_result_name), so a code added to the core without a Go
+// name here fails the bindings' tests.
+var knownCodes = []int{
+	codeOK, codeInvalidArgument, codeLayerUnknown, codeLayerExists, codeNotSupported,
+	codePrerequisites, codeIO, codeBusy, codeRepository, codeBadArchive, codeReadOnly,
+	codePanic,
+}
 
-var codeNames = map[int]string{
-	codeInvalidArgument: "invalid argument",
-	codeLayerUnknown:    "layer unknown",
-	codeLayerExists:     "layer exists",
-	codeNotSupported:    "not supported",
-	codePrerequisites:   "prerequisites not met",
-	codeIO:              "I/O error",
-	codeBusy:            "busy",
-	codeRepository:      "repository error",
-	codeBadArchive:      "bad archive",
-	codeReadOnly:        "read-only layer",
-	codePanic:           "internal panic",
+// codeName is the core's short name of a result code ("layer unknown"), or
+// "" for a value that is no code.
+func codeName(code int) string {
+	if code < math.MinInt32 || code > math.MaxInt32 {
+		return ""
+	}
+	name := C.cvmfs_result_name(C.int32_t(code))
+	if name == nil {
+		return ""
+	}
+	return C.GoString(name)
 }
 
 // Error is an error reported by the Rust core. It names the operation and the
@@ -92,7 +83,7 @@ func (e *Error) Error() string {
 	b.WriteString(": ")
 	if e.Message != "" {
 		b.WriteString(e.Message)
-	} else if name, ok := codeNames[e.Code]; ok {
+	} else if name := codeName(e.Code); name != "" {
 		b.WriteString(name)
 	} else {
 		fmt.Fprintf(&b, "error code %d", e.Code)
@@ -249,7 +240,7 @@ func errorf(op, layer string, code int, format string, args ...any) error {
 	return &Error{Op: op, Layer: layer, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// isNotSupported tells whether err is the core's CVMFS_ERR_NOT_SUPPORTED.
+// isNotSupported tells whether err is the core's CVMFS_RESULT_NOT_SUPPORTED.
 func isNotSupported(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == codeNotSupported

@@ -19,12 +19,11 @@ import (
 	graphdriver "go.podman.io/storage/drivers"
 )
 
-// core is one handle on the Rust core: a driver home (<root>/cvmfs) with its
-// layers. One method per C ABI function; each converts arguments, runs the
-// call and keeps the handle alive until the call returns.
+// core is one handle on the Rust core. One method per C ABI function; each
+// converts arguments, runs the call and keeps the handle alive until the
+// call returns.
 type core struct {
 	handle *C.cvmfs_driver
-	home   string
 }
 
 // newCore opens a driver home. The handle is freed when the core becomes
@@ -45,7 +44,7 @@ func newCore(home, runRoot string, options []string) (*core, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (home %s)", err, home)
 	}
-	c := &core{handle: handle, home: home}
+	c := &core{handle: handle}
 	runtime.SetFinalizer(c, func(c *core) { C.cvmfs_driver_free(c.handle) })
 	return c, nil
 }

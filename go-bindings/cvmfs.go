@@ -37,17 +37,17 @@ func init() {
 	graphdriver.MustRegister(driverName, Init)
 }
 
-// Driver is the cvmfs graph driver.
+// Driver is the cvmfs graph driver: one handle on the Rust core, each method
+// one call of its C ABI.
 //
-// Without a separate image store it is one core handle on <graphroot>/cvmfs.
-// With one (storage.conf imagestore, --image-store) read-only image layers live
-// in <imagestore>/cvmfs, as with overlay: a second handle owns them, and each
-// handle sees the other's layers as a read-only additional store, so container
-// layers stack on image layers and the other way round.
+// With a separate image store (storage.conf imagestore, --image-store) the
+// core keeps read-only image layers in <imagestore>/cvmfs and container
+// layers in <graphroot>/cvmfs, as overlay does, and finds each layer in
+// either home itself.
 type Driver struct {
-	main       *core
-	images     *core  // nil without a separate image store
-	imageStore string // its root, "" without one
+	core       *core
+	home       string // <graphroot>/cvmfs
+	imageStore string // the separate image store's root, "" without one
 	// naiveDiff computes Diff/Changes/DiffSize against an arbitrary parent by
 	// mounting both layers; the core only diffs a layer against its own parent.
 	naiveDiff graphdriver.DiffDriver
@@ -57,23 +57,16 @@ type Driver struct {
 // times in one process; the core keeps shared state on disk under locks.
 func Init(home string, options graphdriver.Options) (graphdriver.Driver, error) {
 	opts := driverOptions(options.DriverOptions)
-	d := &Driver{}
+	d := &Driver{home: home}
 	if options.ImageStore != "" && filepath.Clean(options.ImageStore) != filepath.Dir(filepath.Clean(home)) {
 		d.imageStore = filepath.Clean(options.ImageStore)
-		graphRoot := filepath.Dir(filepath.Clean(home))
-		images, err := newCore(filepath.Join(d.imageStore, driverName), options.RunRoot,
-			append(slices.Clone(opts), driverName+".imagestore="+graphRoot))
-		if err != nil {
-			return nil, err
-		}
-		d.images = images
-		opts = append(opts, driverName+".imagestore="+d.imageStore)
+		opts = append(opts, driverName+".separate_image_store="+d.imageStore)
 	}
-	main, err := newCore(home, options.RunRoot, opts)
+	c, err := newCore(home, options.RunRoot, opts)
 	if err != nil {
 		return nil, err
 	}
-	d.main = main
+	d.core = c
 	d.naiveDiff = graphdriver.NewNaiveDiffDriver(d, d)
 	return d, nil
 }
@@ -113,23 +106,12 @@ func isOtherDriversOption(option string) bool {
 	return ok && slices.Contains(otherDriverNames, prefix)
 }
 
-// owner is the handle whose home holds layer id; the main one when the layer
-// is unknown (its errors then name the layer).
-func (d *Driver) owner(id string) *core {
-	if d.images != nil {
-		if meta, err := d.images.metadata(id); err == nil && meta["Kind"] == "local" {
-			return d.images
-		}
+// homes lists the driver's own (writable) homes.
+func (d *Driver) homes() []string {
+	if d.imageStore != "" {
+		return []string{d.home, filepath.Join(d.imageStore, driverName)}
 	}
-	return d.main
-}
-
-// cores lists every handle of the driver.
-func (d *Driver) cores() []*core {
-	if d.images != nil {
-		return []*core{d.main, d.images}
-	}
-	return []*core{d.main}
+	return []string{d.home}
 }
 
 // String returns the driver name; metadata directories are named after it.
@@ -139,46 +121,35 @@ func (d *Driver) String() string {
 
 // Cleanup unmounts everything this driver mounted.
 func (d *Driver) Cleanup() error {
-	var errs []error
-	for _, c := range d.cores() {
-		errs = append(errs, c.cleanup())
-	}
-	return errors.Join(errs...)
+	return d.core.cleanup()
 }
 
 // Status reports low-level diagnostics, as key/value pairs.
 func (d *Driver) Status() [][2]string {
-	status, err := d.main.status()
+	status, err := d.core.status()
 	if err != nil {
 		return [][2]string{{"Error", err.Error()}}
-	}
-	if d.imageStore != "" {
-		status = append(status, [2]string{"Image Store", d.imageStore})
 	}
 	return status
 }
 
 // Metadata returns low-level information about one layer.
 func (d *Driver) Metadata(id string) (map[string]string, error) {
-	return d.owner(id).metadata(id)
+	return d.core.metadata(id)
 }
 
 // CreateReadWrite creates a writable layer, used as a container's root.
 func (d *Driver) CreateReadWrite(id, parent string, opts *graphdriver.CreateOpts) error {
-	return d.create(d.main, id, parent, opts, true)
+	return d.create(id, parent, opts, true)
 }
 
-// Create creates a read-only (image) layer on top of parent ("" for none); it
-// goes to the image store when there is one.
+// Create creates a read-only (image) layer on top of parent ("" for none); the
+// core puts it in the image store when there is one.
 func (d *Driver) Create(id, parent string, opts *graphdriver.CreateOpts) error {
-	c := d.main
-	if d.images != nil {
-		c = d.images
-	}
-	return d.create(c, id, parent, opts, false)
+	return d.create(id, parent, opts, false)
 }
 
-func (d *Driver) create(c *core, id, parent string, opts *graphdriver.CreateOpts, readWrite bool) error {
+func (d *Driver) create(id, parent string, opts *graphdriver.CreateOpts, readWrite bool) error {
 	var storageOpts []string
 	var mappings *idtools.IDMappings
 	if opts != nil {
@@ -190,7 +161,7 @@ func (d *Driver) create(c *core, id, parent string, opts *graphdriver.CreateOpts
 	}
 	// With ID mappings (a layer for a user namespace) a parentless layer's
 	// root is owned by the mapped root, as the other drivers create it.
-	return c.create(id, parent, readWrite, storageOpts, mappingsJSON(mappings))
+	return d.core.create(id, parent, readWrite, storageOpts, mappingsJSON(mappings))
 }
 
 // CreateFromTemplate creates a layer with the same contents and parent as the
@@ -199,18 +170,14 @@ func (d *Driver) CreateFromTemplate(id, template string, templateIDMappings *idt
 	if opts != nil && len(opts.StorageOpt) != 0 {
 		return errorf("create from template", id, codeNotSupported, "storage options are not supported when creating from template %s", template)
 	}
-	c := d.main
-	if !readWrite && d.images != nil {
-		c = d.images
-	}
-	return c.createFromTemplate(id, template, parent, readWrite)
+	return d.core.createFromTemplate(id, template, parent, readWrite)
 }
 
 // Remove deletes a layer. Removing a layer that does not exist succeeds, as
 // with the other drivers: the layer store uses Remove to recover from
 // half-finished operations.
 func (d *Driver) Remove(id string) error {
-	err := d.owner(id).remove(id)
+	err := d.core.remove(id)
 	if err != nil && isLayerUnknown(err) {
 		logrus.Debugf("cvmfs: remove: layer %s does not exist", id)
 		return nil
@@ -221,37 +188,19 @@ func (d *Driver) Remove(id string) error {
 // Exists tells whether the layer exists locally or in a configured
 // repository or additional image store.
 func (d *Driver) Exists(id string) bool {
-	// The main handle also sees the image store's layers, but only those
-	// with storage-style IDs; asking each home is exact.
-	for _, c := range d.cores() {
-		exists, err := c.exists(id)
-		if err != nil {
-			logrus.Warnf("%v", err)
-			continue
-		}
-		if exists {
-			return true
-		}
+	exists, err := d.core.exists(id)
+	if err != nil {
+		logrus.Warnf("%v", err)
+		return false
 	}
-	return false
+	return exists
 }
 
 // ListLayers lists the driver's own layers (not those of additional stores),
 // children before parents so they can be removed in order: container layers
 // (main home) come before the image layers they stack on.
 func (d *Driver) ListLayers() ([]string, error) {
-	var all []string
-	for _, c := range d.cores() {
-		layers, err := c.listLayers()
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, layers...)
-	}
-	if all == nil {
-		all = []string{}
-	}
-	return all, nil
+	return d.core.listLayers()
 }
 
 // Get mounts the layer (with its parents) and returns the mount point.
@@ -260,17 +209,17 @@ func (d *Driver) Get(id string, options graphdriver.MountOpts) (string, error) {
 	// the layer store only passes the mappings the layer's files were already
 	// chowned to (it refuses any other mapping before calling Get), exactly as
 	// overlay mounts without ID shifting in that case.
-	return d.owner(id).get(id, options.MountLabel, options.Options)
+	return d.core.get(id, options.MountLabel, options.Options)
 }
 
 // Put releases one reference taken by Get, unmounting on the last one.
 func (d *Driver) Put(id string) error {
-	return d.owner(id).put(id)
+	return d.core.put(id)
 }
 
 // ReadWriteDiskUsage returns the disk usage of the layer's own files.
 func (d *Driver) ReadWriteDiskUsage(id string) (*directory.DiskUsage, error) {
-	size, inodes, err := d.owner(id).diskUsage(id)
+	size, inodes, err := d.core.diskUsage(id)
 	if err != nil {
 		return nil, err
 	}
@@ -281,25 +230,19 @@ func (d *Driver) ReadWriteDiskUsage(id string) (*directory.DiskUsage, error) {
 // configured with (cvmfs.imagestore=); the separate image store, which the
 // store opens read-write itself, is not one of them.
 func (d *Driver) AdditionalImageStores() []string {
-	stores, err := d.main.additionalImageStores()
+	stores, err := d.core.additionalImageStores()
 	if err != nil {
 		logrus.Warnf("%v", err)
 		return nil
 	}
-	var out []string
-	for _, s := range stores {
-		if d.imageStore == "" || filepath.Clean(s) != d.imageStore {
-			out = append(out, s)
-		}
-	}
-	return out
+	return stores
 }
 
 // isLocalPath tells whether p is inside one of the driver's homes (a local
 // layer), as opposed to a repository or a read-only image store.
 func (d *Driver) isLocalPath(p string) bool {
-	for _, c := range d.cores() {
-		rel, err := filepath.Rel(c.home, p)
+	for _, home := range d.homes() {
+		rel, err := filepath.Rel(home, p)
 		if err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
 			return true
 		}
@@ -316,7 +259,7 @@ func (d *Driver) SupportsShifting(uidmap, gidmap []idtools.IDMap) bool {
 // UpdateLayerIDMap re-owns the files the layer shows (its parents' too, as
 // overlay does) from the toContainer mapping to the toHost mapping.
 func (d *Driver) UpdateLayerIDMap(id string, toContainer, toHost *idtools.IDMappings, mountLabel string) error {
-	return d.owner(id).updateIDMap(id, mappingsJSON(toContainer), mappingsJSON(toHost))
+	return d.core.updateIDMap(id, mappingsJSON(toContainer), mappingsJSON(toHost))
 }
 
 // Version is the version of the linked Rust core.

@@ -130,6 +130,25 @@ func TestCvmfsErrorsNameLayerAndMapSentinels(t *testing.T) {
 	assert.NoError(t, driver.Remove("no-such-layer"))
 }
 
+// The Go constants are the header's result codes, which come from the core's
+// one ErrorCode enum: every value the core names is a Go constant, and every
+// Go constant is named by the core.
+func TestCvmfsResultCodesMatchCore(t *testing.T) {
+	known := map[int]bool{}
+	for _, code := range knownCodes {
+		assert.False(t, known[code], "code %d listed twice", code)
+		known[code] = true
+		assert.NotEmpty(t, codeName(code), "the core has no name for Go's code %d", code)
+	}
+	for n := -1; n <= 1000; n++ {
+		if name := codeName(n); name != "" && !known[n] {
+			t.Errorf("the core's code %d (%s) has no Go constant in cabi.go", n, name)
+		}
+	}
+	e := &Error{Op: "get", Layer: "l", Code: codeBusy}
+	assert.Equal(t, "cvmfs: get layer l: busy", e.Error())
+}
+
 // Unknown driver options are rejected, naming the key.
 func TestCvmfsUnknownOptionRejected(t *testing.T) {
 	home := t.TempDir()
@@ -299,7 +318,8 @@ func TestCvmfsChangesAgainstGrandparent(t *testing.T) {
 }
 
 // With a separate image store, image layers live in <imagestore>/cvmfs and
-// container layers in the graph root, stacked across the two homes.
+// container layers in the graph root, stacked across the two homes; the core
+// finds each layer in its home whatever its ID looks like.
 func TestCvmfsSeparateImageStore(t *testing.T) {
 	graphRoot, imageStore := t.TempDir(), t.TempDir()
 	driver, err := Init(filepath.Join(graphRoot, driverName), graphdriver.Options{
@@ -307,22 +327,22 @@ func TestCvmfsSeparateImageStore(t *testing.T) {
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, driver.Cleanup()) })
-	// Layers in another home are found as store layers, which have
-	// containers/storage-style IDs (64 hex digits).
-	imageLayer, containerLayer := stringid.GenerateRandomID(), stringid.GenerateRandomID()
+	imageLayer, containerLayer := "image-layer", stringid.GenerateRandomID()
 
 	require.NoError(t, driver.Create(imageLayer, "", nil))
 	require.NoError(t, addFile(driver, imageLayer, "from-image", "image"))
 	require.NoError(t, driver.CreateReadWrite(containerLayer, imageLayer, nil))
-	assert.DirExists(t, filepath.Join(imageStore, driverName))
+	assert.DirExists(t, filepath.Join(imageStore, driverName, "layers", imageLayer))
 	for _, c := range []struct{ id, home string }{
 		{imageLayer, filepath.Join(imageStore, driverName)},
 		{containerLayer, filepath.Join(graphRoot, driverName)},
 	} {
 		meta, err := driver.Metadata(c.id)
 		require.NoError(t, err)
+		assert.Equal(t, "local", meta["Kind"], "%s: %v", c.id, meta)
 		assert.True(t, strings.HasPrefix(meta["UpperDir"], c.home+"/"), "%s lives under %s: %v", c.id, c.home, meta)
 	}
+	assert.Contains(t, driver.Status(), [2]string{"Image Store", imageStore})
 
 	root, err := driver.Get(containerLayer, graphdriver.MountOpts{})
 	require.NoError(t, err)
@@ -338,6 +358,7 @@ func TestCvmfsSeparateImageStore(t *testing.T) {
 	require.NoError(t, driver.Remove(containerLayer))
 	require.NoError(t, driver.Remove(imageLayer))
 	assert.False(t, driver.Exists(imageLayer))
+	assert.NoDirExists(t, filepath.Join(imageStore, driverName, "layers", imageLayer))
 }
 
 func TestCvmfsTeardown(t *testing.T) {

@@ -26,7 +26,7 @@ func (d *Driver) Diff(id string, idMappings *idtools.IDMappings, parent string, 
 		return nil, fmt.Errorf("cvmfs: diff layer %s: creating pipe: %w", id, err)
 	}
 	s := &diffStream{r: r, done: make(chan struct{})}
-	c := d.owner(id)
+	c := d.core
 	mj := mappingsJSON(idMappings)
 	go func() {
 		defer close(s.done)
@@ -96,7 +96,7 @@ func (s *diffStream) Close() error {
 
 // Changes lists the changes of the layer relative to parent.
 func (d *Driver) Changes(id string, idMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, mountLabel string) ([]archive.Change, error) {
-	list, err := d.owner(id).changes(id, parent)
+	list, err := d.core.changes(id, parent)
 	if isNotSupported(err) {
 		return d.naiveDiff.Changes(id, idMappings, parent, parentIDMappings, mountLabel)
 	}
@@ -116,7 +116,7 @@ func (d *Driver) Changes(id string, idMappings *idtools.IDMappings, parent strin
 
 // DiffSize returns the size in bytes of the layer's changes relative to parent.
 func (d *Driver) DiffSize(id string, idMappings *idtools.IDMappings, parent string, parentIDMappings *idtools.IDMappings, mountLabel string) (int64, error) {
-	size, err := d.owner(id).diffSize(id, parent)
+	size, err := d.core.diffSize(id, parent)
 	if isNotSupported(err) {
 		return d.naiveDiff.DiffSize(id, idMappings, parent, parentIDMappings, mountLabel)
 	}
@@ -132,7 +132,7 @@ func (d *Driver) DiffSize(id string, idMappings *idtools.IDMappings, parent stri
 // the core says older copies live (ID-mapped layers, template copies), as
 // overlay searches its diff directories.
 func (d *Driver) DiffGetter(id string) (graphdriver.FileGetCloser, error) {
-	dirs, err := d.owner(id).layerContentDirs(id)
+	dirs, err := d.core.layerContentDirs(id)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ const tempDirName = "tempdirs"
 // ApplyDiff extracts an uncompressed tar stream into the layer and returns the
 // size of the layer in bytes.
 func (d *Driver) ApplyDiff(id string, options graphdriver.ApplyDiffOpts) (int64, error) {
-	return d.owner(id).applyDiff(id, options)
+	return d.core.applyDiff(id, options)
 }
 
 // DeferredRemove removes the layer. The core already removes in two steps
@@ -44,8 +44,8 @@ func (d *Driver) DeferredRemove(id string) (tempdir.CleanupTempDirFunc, error) {
 // temporary directories of this driver, one per driver home.
 func (d *Driver) GetTempDirRootDirs() []string {
 	var dirs []string
-	for _, c := range d.cores() {
-		dirs = append(dirs, filepath.Join(c.home, tempDirName))
+	for _, home := range d.homes() {
+		dirs = append(dirs, filepath.Join(home, tempDirName))
 	}
 	return dirs
 }
@@ -56,7 +56,7 @@ func (d *Driver) GetTempDirRootDirs() []string {
 func (d *Driver) Dedup(req graphdriver.DedupArgs) (graphdriver.DedupResult, error) {
 	var dirs []string
 	for _, id := range req.Layers {
-		dir, err := d.owner(id).layerContentDir(id)
+		dir, err := d.core.layerContentDir(id)
 		if err != nil || !d.isLocalPath(dir) {
 			continue
 		}

@@ -35,7 +35,7 @@ static int passed, failed, skipped;
 /* Check rc == want, that *err carries the same code and a message, then free it. */
 static void expect(const char *what, cvmfs_result rc, cvmfs_error **err, cvmfs_result want) {
   CHECK(rc == want, "%s: rc %d, want %d (%s)", what, rc, want, *err ? cvmfs_error_message(*err) : "no error object");
-  if (want != CVMFS_OK) {
+  if (want != CVMFS_RESULT_OK) {
     CHECK(*err != NULL, "%s: no error object", what);
     if (*err) {
       CHECK(cvmfs_error_code(*err) == want, "%s: error object code %d", what, cvmfs_error_code(*err));
@@ -56,7 +56,7 @@ static void null_and_utf8_checks(void) {
   int64_t n = -7, m = -7;
   const char *opts[] = {NULL};
   const char *bad_opts[] = {BAD};
-  const int INV = CVMFS_ERR_INVALID_ARGUMENT;
+  const int INV = CVMFS_RESULT_INVALID_ARGUMENT;
 
   /* Error and string helpers are NULL-tolerant. */
   CHECK(cvmfs_error_code(NULL) == INV, "error_code(NULL)");
@@ -65,6 +65,12 @@ static void null_and_utf8_checks(void) {
   cvmfs_string_free(NULL);
   cvmfs_driver_free(NULL);
   CHECK(cvmfs_version() != NULL && strlen(cvmfs_version()) > 0, "version");
+  /* Names come from the same enum as the codes; a value that is no code has none. */
+  CHECK(cvmfs_result_name(CVMFS_RESULT_LAYER_UNKNOWN) != NULL &&
+            strcmp(cvmfs_result_name(CVMFS_RESULT_LAYER_UNKNOWN), "layer unknown") == 0,
+        "result_name(LAYER_UNKNOWN)");
+  CHECK(cvmfs_result_name(CVMFS_RESULT_PANIC) != NULL, "result_name(PANIC)");
+  CHECK(cvmfs_result_name(11) == NULL && cvmfs_result_name(-1) == NULL, "result_name(not a code)");
 
   expect("new(NULL home)", cvmfs_driver_new(NULL, "/tmp/x", NULL, 0, &d, &err), &err, INV);
   expect("new(NULL run_root)", cvmfs_driver_new("/tmp/x", NULL, NULL, 0, &d, &err), &err, INV);
@@ -112,7 +118,7 @@ static void null_and_utf8_checks(void) {
   cvmfs_driver *drv = NULL;
   const char *unknown_opt[] = {"cvmfs.nosuchkey=1"};
   expect("new(unknown option)", cvmfs_driver_new(h, r, unknown_opt, 1, &drv, &err), &err, INV);
-  expect("new", cvmfs_driver_new(h, r, NULL, 0, &drv, &err), &err, CVMFS_OK);
+  expect("new", cvmfs_driver_new(h, r, NULL, 0, &drv, &err), &err, CVMFS_RESULT_OK);
   if (!drv) return;
 
   /* Every export taking an ID refuses what is no layer name (docs/c-abi.md, "Layer IDs"). */
@@ -197,13 +203,13 @@ static void null_and_utf8_checks(void) {
   CHECK(s == (char *)0x1 && n == -7 && m == -7, "outputs written on failure");
 
   /* Unknown layers. */
-  expect("get(unknown)", cvmfs_driver_get(drv, "nope", NULL, NULL, 0, &s, &err), &err, CVMFS_ERR_LAYER_UNKNOWN);
-  expect("metadata(unknown)", cvmfs_driver_metadata(drv, "nope", &s, &err), &err, CVMFS_ERR_LAYER_UNKNOWN);
-  expect("create(missing parent)", cvmfs_driver_create(drv, "c", "nope", false, NULL, 0, &err), &err, CVMFS_ERR_LAYER_UNKNOWN);
-  expect("remove(unknown) is ok", cvmfs_driver_remove(drv, "nope", &err), &err, CVMFS_OK);
-  expect("exists(unknown)", cvmfs_driver_exists(drv, "nope", &b, &err), &err, CVMFS_OK);
+  expect("get(unknown)", cvmfs_driver_get(drv, "nope", NULL, NULL, 0, &s, &err), &err, CVMFS_RESULT_LAYER_UNKNOWN);
+  expect("metadata(unknown)", cvmfs_driver_metadata(drv, "nope", &s, &err), &err, CVMFS_RESULT_LAYER_UNKNOWN);
+  expect("create(missing parent)", cvmfs_driver_create(drv, "c", "nope", false, NULL, 0, &err), &err, CVMFS_RESULT_LAYER_UNKNOWN);
+  expect("remove(unknown) is ok", cvmfs_driver_remove(drv, "nope", &err), &err, CVMFS_RESULT_OK);
+  expect("exists(unknown)", cvmfs_driver_exists(drv, "nope", &b, &err), &err, CVMFS_RESULT_OK);
   CHECK(b == false, "exists(unknown) false");
-  expect("status", cvmfs_driver_status(drv, &s, &err), &err, CVMFS_OK);
+  expect("status", cvmfs_driver_status(drv, &s, &err), &err, CVMFS_RESULT_OK);
   CHECK(strstr(s, "Backing Filesystem") != NULL, "status JSON: %s", s);
   cvmfs_string_free(s);
   s = NULL;
@@ -259,14 +265,14 @@ static void smoke(void) {
   snprintf(h, sizeof h, "%s/graph/cvmfs", home);
   snprintf(r, sizeof r, "%s/run", home);
   cvmfs_driver *d = NULL;
-  expect("smoke new", cvmfs_driver_new(h, r, NULL, 0, &d, &err), &err, CVMFS_OK);
+  expect("smoke new", cvmfs_driver_new(h, r, NULL, 0, &d, &err), &err, CVMFS_RESULT_OK);
   if (!d) return;
   cvmfs_driver *d2 = NULL;
-  expect("smoke second new on the same home", cvmfs_driver_new(h, r, NULL, 0, &d2, &err), &err, CVMFS_OK);
+  expect("smoke second new on the same home", cvmfs_driver_new(h, r, NULL, 0, &d2, &err), &err, CVMFS_RESULT_OK);
 
-  expect("create base", cvmfs_driver_create(d, "base", NULL, false, NULL, 0, &err), &err, CVMFS_OK);
+  expect("create base", cvmfs_driver_create(d, "base", NULL, false, NULL, 0, &err), &err, CVMFS_RESULT_OK);
   bool ex = false;
-  expect("exists base (second handle)", cvmfs_driver_exists(d2, "base", &ex, &err), &err, CVMFS_OK);
+  expect("exists base (second handle)", cvmfs_driver_exists(d2, "base", &ex, &err), &err, CVMFS_RESULT_OK);
   CHECK(ex, "base exists");
 
   /* apply_diff from a pipe; the library must not close our descriptor. */
@@ -277,7 +283,7 @@ static void smoke(void) {
   CHECK(write(p[1], tar, len) == (ssize_t)len, "write tar");
   close(p[1]);
   int64_t size = -1;
-  expect("apply_diff", cvmfs_driver_apply_diff(d, "base", p[0], NULL, &size, &err), &err, CVMFS_OK);
+  expect("apply_diff", cvmfs_driver_apply_diff(d, "base", p[0], NULL, &size, &err), &err, CVMFS_RESULT_OK);
   CHECK(size == 9, "apply_diff size %lld", (long long)size);
   CHECK(fcntl(p[0], F_GETFD) != -1, "caller's fd still open");
   close(p[0]);
@@ -288,38 +294,38 @@ static void smoke(void) {
   if (cpid == 0) {
     cvmfs_driver *c = NULL;
     char *cm = NULL;
-    if (cvmfs_driver_new(h, r, NULL, 0, &c, NULL) != CVMFS_OK) _exit(2);
-    if (cvmfs_driver_get(c, "base", NULL, NULL, 0, &cm, NULL) != CVMFS_OK) _exit(3);
+    if (cvmfs_driver_new(h, r, NULL, 0, &c, NULL) != CVMFS_RESULT_OK) _exit(2);
+    if (cvmfs_driver_get(c, "base", NULL, NULL, 0, &cm, NULL) != CVMFS_RESULT_OK) _exit(3);
     _exit(is_mounted(cm) ? 0 : 4);
   }
   int cst = 0;
   waitpid(cpid, &cst, 0);
   CHECK(WIFEXITED(cst) && WEXITSTATUS(cst) == 0, "child process get (status %d)", cst);
   char *bm = NULL;
-  expect("get base after child", cvmfs_driver_get(d, "base", NULL, NULL, 0, &bm, &err), &err, CVMFS_OK);
+  expect("get base after child", cvmfs_driver_get(d, "base", NULL, NULL, 0, &bm, &err), &err, CVMFS_RESULT_OK);
   if (bm) {
-    expect("put base once", cvmfs_driver_put(d, "base", &err), &err, CVMFS_OK);
+    expect("put base once", cvmfs_driver_put(d, "base", &err), &err, CVMFS_RESULT_OK);
     CHECK(is_mounted(bm), "still mounted for the child's get");
-    expect("put base for the child", cvmfs_driver_put(d2, "base", &err), &err, CVMFS_OK);
+    expect("put base for the child", cvmfs_driver_put(d2, "base", &err), &err, CVMFS_RESULT_OK);
     CHECK(!is_mounted(bm), "unmounted after the last put");
     cvmfs_string_free(bm);
   }
 
   expect("create_mapped", cvmfs_driver_create_mapped(d, "mapped", NULL, false, NULL, 0,
          "{\"uids\":[{\"container_id\":0,\"host_id\":100000,\"size\":65536}],\"gids\":[{\"container_id\":0,\"host_id\":200000,\"size\":65536}]}",
-         &err), &err, CVMFS_OK);
+         &err), &err, CVMFS_RESULT_OK);
   char *mdir = NULL;
-  expect("content dir of mapped", cvmfs_driver_layer_content_dir(d, "mapped", &mdir, &err), &err, CVMFS_OK);
+  expect("content dir of mapped", cvmfs_driver_layer_content_dir(d, "mapped", &mdir, &err), &err, CVMFS_RESULT_OK);
   if (mdir) {
     struct stat st;
     CHECK(stat(mdir, &st) == 0 && st.st_uid == 100000 && st.st_gid == 200000, "mapped root owner %u:%u", st.st_uid, st.st_gid);
     cvmfs_string_free(mdir);
   }
-  expect("remove mapped", cvmfs_driver_remove(d, "mapped", &err), &err, CVMFS_OK);
+  expect("remove mapped", cvmfs_driver_remove(d, "mapped", &err), &err, CVMFS_RESULT_OK);
 
-  expect("create top", cvmfs_driver_create(d, "top", "base", true, NULL, 0, &err), &err, CVMFS_OK);
+  expect("create top", cvmfs_driver_create(d, "top", "base", true, NULL, 0, &err), &err, CVMFS_RESULT_OK);
   char *mnt = NULL;
-  expect("get top", cvmfs_driver_get(d, "top", NULL, NULL, 0, &mnt, &err), &err, CVMFS_OK);
+  expect("get top", cvmfs_driver_get(d, "top", NULL, NULL, 0, &mnt, &err), &err, CVMFS_RESULT_OK);
   if (mnt) {
     char f[1024];
     snprintf(f, sizeof f, "%s/hello.txt", mnt);
@@ -331,13 +337,13 @@ static void smoke(void) {
     if (fp) { fputs("new\n", fp); fclose(fp); }
     cvmfs_string_free(mnt);
   }
-  expect("put top", cvmfs_driver_put(d, "top", &err), &err, CVMFS_OK);
+  expect("put top", cvmfs_driver_put(d, "top", &err), &err, CVMFS_RESULT_OK);
 
   char *json = NULL;
-  expect("changes top", cvmfs_driver_changes(d, "top", "base", &json, &err), &err, CVMFS_OK);
+  expect("changes top", cvmfs_driver_changes(d, "top", "base", &json, &err), &err, CVMFS_RESULT_OK);
   CHECK(json && strcmp(json, "[{\"path\":\"/new.txt\",\"kind\":1}]") == 0, "changes JSON %s", json ? json : "(null)");
   cvmfs_string_free(json);
-  expect("changes top vs other parent", cvmfs_driver_changes(d, "top", "zzz", &json, &err), &err, CVMFS_ERR_NOT_SUPPORTED);
+  expect("changes top vs other parent", cvmfs_driver_changes(d, "top", "zzz", &json, &err), &err, CVMFS_RESULT_NOT_SUPPORTED);
 
   /* diff into a pipe read by a child process. */
   CHECK(pipe(p) == 0, "pipe");
@@ -355,22 +361,22 @@ static void smoke(void) {
     _exit(found && total >= 1024 ? 0 : 1);
   }
   close(p[0]);
-  expect("diff top", cvmfs_driver_diff(d, "top", "base", NULL, p[1], &err), &err, CVMFS_OK);
+  expect("diff top", cvmfs_driver_diff(d, "top", "base", NULL, p[1], &err), &err, CVMFS_RESULT_OK);
   CHECK(fcntl(p[1], F_GETFD) != -1, "caller's fd still open after diff");
   close(p[1]);
   int status = 0;
   waitpid(pid, &status, 0);
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "diff tar holds new.txt");
 
-  expect("layer_content_dirs", cvmfs_driver_layer_content_dirs(d, "top", &json, &err), &err, CVMFS_OK);
+  expect("layer_content_dirs", cvmfs_driver_layer_content_dirs(d, "top", &json, &err), &err, CVMFS_RESULT_OK);
   CHECK(json && strstr(json, "/layers/top/diff\",\"") && strstr(json, "/layers/base/diff\"]"), "content dirs %s", json ? json : "(null)");
   cvmfs_string_free(json);
-  expect("list_layers", cvmfs_driver_list_layers(d, &json, &err), &err, CVMFS_OK);
+  expect("list_layers", cvmfs_driver_list_layers(d, &json, &err), &err, CVMFS_RESULT_OK);
   CHECK(json && strcmp(json, "[\"top\",\"base\"]") == 0, "list %s", json ? json : "(null)");
   cvmfs_string_free(json);
-  expect("remove top", cvmfs_driver_remove(d, "top", &err), &err, CVMFS_OK);
-  expect("remove base", cvmfs_driver_remove(d2, "base", &err), &err, CVMFS_OK);
-  expect("cleanup", cvmfs_driver_cleanup(d, &err), &err, CVMFS_OK);
+  expect("remove top", cvmfs_driver_remove(d, "top", &err), &err, CVMFS_RESULT_OK);
+  expect("remove base", cvmfs_driver_remove(d2, "base", &err), &err, CVMFS_RESULT_OK);
+  expect("cleanup", cvmfs_driver_cleanup(d, &err), &err, CVMFS_RESULT_OK);
   cvmfs_driver_free(d);
   cvmfs_driver_free(d2);
   char cmd[600];

@@ -1,9 +1,11 @@
 //! The driver operations (one method per function of the C ABI).
 //!
-//! A layer is either *local* (in the driver home, see [`store`](crate::store)) or
+//! A layer is either *local* (in the driver home, or with a separate image
+//! store in `<imagestore>/cvmfs`, see [`store`](crate::store) and `Home`) or
 //! found in an additional read-only image store (see [`layout`](crate::layout)),
 //! possibly pointing into a CVMFS repository. `get` stacks a layer and its parent
-//! chain in one overlay mount; mounts are reference counted in
+//! chain in one overlay mount (composed in the `stack` module); mounts are
+//! reference counted in
 //! `<run_root>/cvmfs/mounts/<id>` under `flock`, so several handles in one
 //! process and several processes agree on when to unmount.
 
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use crate::archive::{self, ApplyOptions, Change, DirUsage, IdMappings};
 use crate::error::{Error, ErrorCode, Result};
 use crate::layout::{Layout, Ownership, StoreLayer, StoreLayerKind, Whiteouts};
-use crate::mount::{self, whiteouts, MountApi, Mounter, OverlaySpec};
+use crate::mount::{self, whiteouts, MountApi, Mounter};
 use crate::options::Options;
 use crate::store::{validate_id, LocalRecord, RootAttrs, Store};
 
@@ -45,187 +47,39 @@ pub struct ApplyDiffOptions {
     pub force_mask: Option<u32>,
 }
 
+/// Which of the driver's own (writable) homes holds a local layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// `<graphroot>/cvmfs`: every layer without a separate image store, and
+    /// the container (read-write) layers with one.
+    Main,
+    /// `<separate image store>/cvmfs`: the image (read-only) layers when a
+    /// separate image store is configured (`cvmfs.separate_image_store`).
+    Images,
+}
+
 /// A resolved layer.
 #[derive(Debug, Clone)]
-enum Layer {
-    Local { id: String, record: LocalRecord },
+pub(crate) enum Layer {
+    Local {
+        id: String,
+        record: LocalRecord,
+        home: Home,
+    },
     Store(StoreLayer),
 }
 
 impl Layer {
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match self {
             Layer::Local { id, .. } => id,
             Layer::Store(s) => &s.id,
         }
     }
-    fn parent(&self) -> Option<&str> {
+    pub(crate) fn parent(&self) -> Option<&str> {
         match self {
             Layer::Local { record, .. } => record.parent.as_deref(),
             Layer::Store(s) => s.parent.as_deref(),
-        }
-    }
-}
-
-/// The record of a CVMFS layer whose directory holds raw OCI `.wh.*` markers.
-fn raw(l: &Layer) -> Option<&StoreLayer> {
-    match l {
-        Layer::Store(
-            s @ StoreLayer {
-                kind:
-                    StoreLayerKind::Cvmfs {
-                        whiteouts: Whiteouts::OciRaw,
-                        ..
-                    },
-                ..
-            },
-        ) => Some(s),
-        _ => None,
-    }
-}
-
-/// Cache key of the auxiliary layer between `upper` and `lower`; `None` when
-/// none is needed (no raw layer, or a raw layer with nothing below it).
-fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<String> {
-    let v = whiteouts::AUX_VERSION;
-    // Restored owners are part of the content: a different key.
-    let own = if lower.is_some_and(|l| l.owners.is_some()) {
-        "-own"
-    } else {
-        ""
-    };
-    match (upper, lower) {
-        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}{own}", u.id, l.id)),
-        (Some(u), None) => Some(format!("v{v}-{}-local", u.id)),
-        (None, Some(l)) => Some(format!("v{v}-top-{}{own}", l.id)),
-        (None, None) => None,
-    }
-}
-
-/// The whiteout layers one stack needs that were not built yet, and the
-/// markers of its layers. Each is built in the staging area; [`finish`]
-/// makes them durable with one `syncfs` (not one per directory: a deep
-/// stack builds dozens at its first mount) and then gives each its final
-/// name by an atomic rename, so a crash leaves either nothing under a final
-/// name or a complete directory.
-///
-/// [`finish`]: AuxBatch::finish
-#[derive(Default)]
-struct AuxBatch {
-    /// (staging directory, final name)
-    staged: Vec<(PathBuf, PathBuf)>,
-    /// Markers found by walking a layer, by layer ID: each layer is walked
-    /// once per stack even though it is in two pairs.
-    scanned: std::collections::HashMap<String, Arc<Vec<whiteouts::Marker>>>,
-    /// When building this stack's whiteout layers must have ended (set at
-    /// the first one: `cvmfs.whiteout_timeout` from then).
-    deadline: Option<std::time::Instant>,
-}
-
-impl AuxBatch {
-    /// The markers of `l`: as its record lists them, else found by walking it.
-    fn markers_of(
-        &mut self,
-        l: Option<&StoreLayer>,
-        what: impl Fn(&StoreLayer) -> String,
-    ) -> Result<Arc<Vec<whiteouts::Marker>>> {
-        let Some(l) = l else {
-            return Ok(Arc::default());
-        };
-        if let Some(m) = &l.markers {
-            return Ok(m.clone());
-        }
-        if let Some(m) = self.scanned.get(&l.id) {
-            return Ok(m.clone());
-        }
-        let m = Arc::new(
-            whiteouts::scan_markers_until(&l.content_dir, self.deadline).map_err(|e| {
-                Error::new(
-                    ErrorCode::Repository,
-                    format!("{}: looking for whiteout markers: {e}", what(l)),
-                )
-            })?,
-        );
-        self.scanned.insert(l.id.clone(), m.clone());
-        Ok(m)
-    }
-
-    fn finish(mut self) -> Result<()> {
-        let staged = std::mem::take(&mut self.staged);
-        let Some((first, _)) = staged.first() else {
-            return Ok(());
-        };
-        let mut result = File::open(first)
-            .and_then(|f| {
-                rustix::fs::syncfs(&f)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
-            })
-            .map_err(|e| Error::io("sync new whiteout layers", first, e));
-        for (staging, built) in &staged {
-            if result.is_ok() {
-                result = match rustix::fs::renameat_with(
-                    rustix::fs::CWD,
-                    staging,
-                    rustix::fs::CWD,
-                    built,
-                    rustix::fs::RenameFlags::NOREPLACE,
-                ) {
-                    Ok(()) => continue,
-                    // Someone else finished the same build first: theirs is equal.
-                    Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => Ok(()),
-                    Err(e) => Err(Error::errno("publish whiteout layer", built, e)),
-                };
-            }
-            let _ = crate::store::remove_tree(staging);
-        }
-        result
-    }
-
-    fn abandon(mut self) {
-        for (staging, _) in std::mem::take(&mut self.staged) {
-            let _ = crate::store::remove_tree(&staging);
-        }
-    }
-}
-
-/// A flat root filesystem standing in for a store layer and its chain.
-struct FlatStandIn {
-    /// The store layer it replaces (with everything below it).
-    stands_for: String,
-    /// The tree as a raw-whiteout layer without markers, so that the usual
-    /// whiteout layer above it hides its CVMFS catalog marker.
-    layer: StoreLayer,
-}
-
-/// What a nested (separately mounted, read-only) part of a stack is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NestedKind {
-    /// The bottom of a stack too deep for one mount; the whiteout layer
-    /// hiding its top layer's markers stays in the stack above.
-    Bottom,
-    /// A whole CVMFS stack with restored owners, under a writable layer.
-    Full,
-}
-
-/// One directory of a stack being composed.
-struct Member<'a> {
-    dir: PathBuf,
-    /// Short path for the mount(2) fallback.
-    short: PathBuf,
-    /// The layer whose content directory this is (None: an earlier upper or a
-    /// nested mount).
-    layer: Option<&'a Layer>,
-    /// Its record when it is a raw-whiteout CVMFS layer.
-    raw: Option<&'a StoreLayer>,
-}
-
-impl Member<'_> {
-    fn extra(dir: PathBuf) -> Self {
-        Member {
-            short: dir.clone(),
-            dir,
-            layer: None,
-            raw: None,
         }
     }
 }
@@ -238,12 +92,16 @@ const _: fn() = || {
 
 /// The `cvmfs` graph driver.
 pub struct Driver {
-    store: Store,
+    /// The driver home; also holds the whiteout layers, `empty/` and the
+    /// staging area of everything the driver builds.
+    pub(crate) store: Store,
+    /// The home in the separate image store, if one is configured.
+    pub(crate) image_store: Option<Store>,
     /// `<run_root>/cvmfs`
-    run_dir: PathBuf,
-    options: Options,
-    layout: Layout,
-    mounter: Arc<dyn Mounter>,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) layout: Layout,
+    pub(crate) mounter: Arc<dyn Mounter>,
 }
 
 /// An exclusive `flock` on a layer's mount count file; released on drop.
@@ -278,7 +136,7 @@ impl MountCount {
 /// layer's count file while holding its lock, so a waiter may get the lock on
 /// a file no longer at `path`, which guards nothing: it then tries again with
 /// the file now there.
-fn lock_file(path: &Path, what: &str) -> Result<File> {
+pub(crate) fn lock_file(path: &Path, what: &str) -> Result<File> {
     loop {
         let file = OpenOptions::new()
             .read(true)
@@ -342,6 +200,27 @@ fn fs_name(magic: i64) -> String {
     }
 }
 
+/// Overlay cannot use an upper directory on overlayfs (a home inside a
+/// container's root filesystem): say so when opening rather than at the
+/// first Get. Checked on the nearest existing ancestor, before creating anything.
+fn refuse_overlayfs_home(home: &Path) -> Result<()> {
+    let existing = home
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    match rustix::fs::statfs(existing) {
+        Ok(st) if st.f_type as u64 == OVERLAYFS_MAGIC => Err(Error::new(
+            ErrorCode::Prerequisites,
+            format!(
+                "cvmfs: driver home {} is on overlayfs, which cannot hold overlay upper directories; \
+                 put the graph root on another filesystem (e.g. a volume)",
+                home.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Driver {
     /// Open the driver at `home` (`<graphroot>/cvmfs`) with run state under
     /// `<run_root>/cvmfs`. Idempotent: any number of handles may be open on the
@@ -364,26 +243,16 @@ impl Driver {
                 run_root.display()
             )));
         }
-        // Overlay cannot use an upper directory on overlayfs (a home inside a
-        // container's root filesystem): say so now rather than at the first Get.
-        // Checked on the nearest existing ancestor, before creating anything.
-        let existing = home
-            .ancestors()
-            .find(|p| p.exists())
-            .unwrap_or(Path::new("/"));
-        if let Ok(st) = rustix::fs::statfs(existing) {
-            if st.f_type as u64 == OVERLAYFS_MAGIC {
-                return Err(Error::new(
-                    ErrorCode::Prerequisites,
-                    format!(
-                        "cvmfs: driver home {} is on overlayfs, which cannot hold overlay upper directories; \
-                         put the graph root on another filesystem (e.g. a volume)",
-                        home.display()
-                    ),
-                ));
-            }
+        let image_home = options
+            .separate_image_store
+            .as_ref()
+            .map(|root| root.join("cvmfs"))
+            .filter(|images| images != home);
+        for h in std::iter::once(home).chain(image_home.as_deref()) {
+            refuse_overlayfs_home(h)?;
         }
         let store = Store::open(home)?;
+        let image_store = image_home.as_deref().map(Store::open).transpose()?;
         let run_dir = run_root.join("cvmfs");
         for d in [
             run_dir.join("mounts"),
@@ -399,6 +268,7 @@ impl Driver {
         let layout = Layout::new(&options);
         Ok(Driver {
             store,
+            image_store,
             run_dir,
             options,
             layout,
@@ -414,6 +284,46 @@ impl Driver {
         &self.options
     }
 
+    /// The store of one of the driver's homes.
+    pub(crate) fn home_store(&self, home: Home) -> &Store {
+        match (home, &self.image_store) {
+            (Home::Images, Some(images)) => images,
+            _ => &self.store,
+        }
+    }
+
+    /// Every home, the main one first: container layers, which stack on
+    /// image layers, come before them.
+    fn homes(&self) -> impl Iterator<Item = (Home, &Store)> {
+        std::iter::once((Home::Main, &self.store))
+            .chain(self.image_store.iter().map(|s| (Home::Images, s)))
+    }
+
+    /// The home holding local layer `id`, if one does (as overlay looks for a
+    /// layer's directory in its home, then in its image store).
+    pub(crate) fn home_of(&self, id: &str) -> Option<(Home, &Store)> {
+        self.homes().find(|(_, s)| s.exists(id))
+    }
+
+    /// The store of a local layer (the main one for store layers, which
+    /// callers do not ask about).
+    pub(crate) fn store_of(&self, layer: &Layer) -> &Store {
+        match layer {
+            Layer::Local { home, .. } => self.home_store(*home),
+            Layer::Store(_) => &self.store,
+        }
+    }
+
+    /// Where a new layer goes: image (read-only) layers to the separate image
+    /// store when there is one, as overlay creates them there.
+    fn home_for_new(&self, read_write: bool) -> Home {
+        if !read_write && self.image_store.is_some() {
+            Home::Images
+        } else {
+            Home::Main
+        }
+    }
+
     fn resolve(&self, id: &str, op: &str) -> Result<Layer> {
         validate_id(id).map_err(|e| e.context(op))?;
         self.resolve_quiet(id).map_err(|e| match e.code() {
@@ -424,15 +334,18 @@ impl Driver {
 
     /// Resolve without adding context (callers say what they were doing).
     fn resolve_quiet(&self, id: &str) -> Result<Layer> {
-        match self.store.read(id) {
-            Ok(record) => {
-                return Ok(Layer::Local {
-                    id: id.to_string(),
-                    record,
-                })
+        for (home, store) in self.homes() {
+            match store.read(id) {
+                Ok(record) => {
+                    return Ok(Layer::Local {
+                        id: id.to_string(),
+                        record,
+                        home,
+                    })
+                }
+                Err(e) if e.code() == ErrorCode::LayerUnknown => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.code() == ErrorCode::LayerUnknown => {}
-            Err(e) => return Err(e),
         }
         match self.layout.find(id)? {
             Some(s) => Ok(Layer::Store(s)),
@@ -440,9 +353,9 @@ impl Driver {
         }
     }
 
-    fn content_dir(&self, layer: &Layer) -> PathBuf {
+    pub(crate) fn content_dir(&self, layer: &Layer) -> PathBuf {
         match layer {
-            Layer::Local { id, .. } => self.store.diff_dir(id),
+            Layer::Local { id, home, .. } => self.home_store(*home).diff_dir(id),
             Layer::Store(s) => s.content_dir.clone(),
         }
     }
@@ -450,11 +363,11 @@ impl Driver {
     /// Earlier upper dirs of a local layer (`diff1`, `diff2`, ...), topmost first:
     /// `update_id_map` moves the re-owned copy of the whole stack there, as the
     /// overlay driver does, so the layer's own `diff` again holds only its changes.
-    fn extra_dirs(&self, layer: &Layer) -> Vec<PathBuf> {
-        let Layer::Local { id, .. } = layer else {
+    pub(crate) fn extra_dirs(&self, layer: &Layer) -> Vec<PathBuf> {
+        let Layer::Local { id, home, .. } = layer else {
             return Vec::new();
         };
-        let dir = self.store.layer_dir(id);
+        let dir = self.home_store(*home).layer_dir(id);
         (1..)
             .map(|n| dir.join(format!("diff{n}")))
             .take_while(|p| p.is_dir())
@@ -484,7 +397,7 @@ impl Driver {
     }
 
     /// The flat tree recorded for store layer `l`, if the driver uses them.
-    fn flat_of<'a>(&self, l: &'a Layer) -> Option<&'a Path> {
+    pub(crate) fn flat_of<'a>(&self, l: &'a Layer) -> Option<&'a Path> {
         match l {
             Layer::Store(s) if self.options.use_flat => s.flat.as_deref(),
             _ => None,
@@ -495,36 +408,37 @@ impl Driver {
     /// is created; only the fallback, which uses it, makes sure it still exists
     /// (a crash may have lost it): a `symlink` per layer on every mount with
     /// `lowerdir+` would only fail with EEXIST.
-    fn short_dir(&self, layer: &Layer) -> Result<PathBuf> {
+    pub(crate) fn short_dir(&self, layer: &Layer) -> Result<PathBuf> {
         match layer {
-            Layer::Local { id, record } => {
+            Layer::Local { id, record, home } => {
+                let store = self.home_store(*home);
                 if self.mounter.known_api() == Some(MountApi::Fsconfig) {
-                    Ok(self.store.short_link_path(id, record))
+                    Ok(store.short_link_path(id, record))
                 } else {
-                    self.store.short_link(id, record)
+                    store.short_link(id, record)
                 }
             }
             Layer::Store(s) => Ok(s.content_dir.clone()),
         }
     }
 
-    fn merged_dir(&self, layer: &Layer) -> PathBuf {
+    pub(crate) fn merged_dir(&self, layer: &Layer) -> PathBuf {
         match layer {
-            Layer::Local { id, .. } => self.store.merged_dir(id),
+            Layer::Local { id, home, .. } => self.home_store(*home).merged_dir(id),
             // Stores are read-only: mount points live in the run root.
             Layer::Store(s) => self.run_dir.join("merged").join(&s.id),
         }
     }
 
     /// The parent chain, nearest parent first.
-    fn chain(&self, layer: &Layer, op: &str) -> Result<Vec<Layer>> {
+    pub(crate) fn chain(&self, layer: &Layer, op: &str) -> Result<Vec<Layer>> {
         self.chain_until(layer, op, |_| false)
     }
 
     /// [`Driver::chain`], stopping after the first parent for which `last`
     /// is true: what lies below it is not read (on CVMFS, one record fetch
     /// per layer).
-    fn chain_until(
+    pub(crate) fn chain_until(
         &self,
         layer: &Layer,
         op: &str,
@@ -582,106 +496,6 @@ impl Driver {
         let path = self.run_dir.join("mounts").join(id);
         let file = lock_file(&path, &format!("layer {id}"))?;
         Ok((MountCount { file }, path))
-    }
-
-    /// The auxiliary lower directory that goes between `upper` and `lower`
-    /// (either a raw-whiteout CVMFS layer, see [`mount::whiteouts`]), cached in
-    /// `<home>/aux/`; `None` when neither has markers (when the markers had
-    /// to be looked for, remembered by an empty `<key>.none` file). `upper`'s
-    /// parent is `lower` whenever both are given, so the pair of IDs names
-    /// fixed content. A missing directory is built into the staging area and
-    /// queued in `batch`, which makes it appear under its final name
-    /// ([`AuxBatch::finish`]): the returned path exists only after that.
-    fn aux_between(
-        &self,
-        upper: Option<&StoreLayer>,
-        lower: Option<&StoreLayer>,
-        batch: &mut AuxBatch,
-    ) -> Result<Option<PathBuf>> {
-        let Some(key) = aux_key(upper, lower) else {
-            return Ok(None);
-        };
-        let dir = self.store.aux_dir();
-        let built = dir.join(&key);
-        let none = dir.join(format!("{key}.none"));
-        if built.is_dir() {
-            return Ok(Some(built));
-        }
-        let listed = |l: Option<&StoreLayer>| l.map_or(true, |l| l.markers.is_some());
-        let all_listed = listed(upper) && listed(lower);
-        if !all_listed && none.exists() {
-            return Ok(None);
-        }
-        let what = |l: &StoreLayer| {
-            let owners = match l.owners {
-                Some(_) => format!(
-                    ", ownership file {}",
-                    l.record_path
-                        .with_file_name(whiteouts::OWNERSHIP_FILE)
-                        .display()
-                ),
-                None => String::new(),
-            };
-            format!(
-                "layer {} ({}, record {}{owners})",
-                l.id,
-                l.content_dir.display(),
-                l.record_path.display()
-            )
-        };
-        let timeout = self.options.whiteout_timeout;
-        let deadline = *batch
-            .deadline
-            .get_or_insert_with(|| std::time::Instant::now() + timeout);
-        let (um, lm) = (
-            batch.markers_of(upper, what)?,
-            batch.markers_of(lower, what)?,
-        );
-        let owners: &[whiteouts::Owner] = lower
-            .and_then(|l| l.owners.as_deref())
-            .map(|o| o.as_slice())
-            .unwrap_or(&[]);
-        // The topmost one always hides the CVMFS catalog markers.
-        let top = upper.is_none();
-        if um.is_empty() && lm.is_empty() && owners.is_empty() && !top {
-            // Listed markers cost nothing to look at again: no file needed.
-            if !all_listed {
-                fs::write(&none, b"")
-                    .map_err(|e| Error::io("record marker-free layers", &none, e))?;
-            }
-            return Ok(None);
-        }
-        let staging = self.store.staging_name("aux", &key);
-        let built_from = || {
-            [upper, lower]
-                .into_iter()
-                .flatten()
-                .map(what)
-                .collect::<Vec<_>>()
-                .join(" over ")
-        };
-        let result = fs::create_dir(&staging).and_then(|()| {
-            whiteouts::build_aux_until(
-                &staging,
-                upper.map(|u| (u.content_dir.as_path(), um.as_slice())),
-                lower.map(|l| (l.content_dir.as_path(), lm.as_slice())),
-                owners,
-                Some(deadline),
-            )
-        });
-        if let Err(e) = result {
-            let _ = crate::store::remove_tree(&staging);
-            return Err(Error::new(
-                ErrorCode::Io,
-                format!(
-                    "build whiteout layer {} for {}: {e}",
-                    built.display(),
-                    built_from()
-                ),
-            ));
-        }
-        batch.staged.push((staging, built.clone()));
-        Ok(Some(built))
     }
 
     // ---- layers ---------------------------------------------------------------
@@ -779,7 +593,7 @@ impl Driver {
         // Held until the new layer is in place: a get or remove of this ID
         // meanwhile waits and then sees the new layer whole.
         let (mut count, count_path) = self.count_lock(id)?;
-        if self.store.exists(id) {
+        if self.home_of(id).is_some() {
             // As the overlay driver: a leftover directory for an ID the layer store
             // does not know (crash between the two) is replaced, not an error.
             self.remove_locked(id, &mut count, &count_path)?;
@@ -791,8 +605,11 @@ impl Driver {
                 ),
             ));
         }
-        self.store
-            .create(id, LocalRecord::new(parent, read_write), root, |diff| {
+        self.home_store(self.home_for_new(read_write)).create(
+            id,
+            LocalRecord::new(parent, read_write),
+            root,
+            |diff| {
                 // The template's diff and any earlier uppers (diff1, ...) keep
                 // their positions in the copy.
                 for (n, src) in template.iter().flatten().enumerate() {
@@ -805,7 +622,8 @@ impl Driver {
                     })?;
                 }
                 Ok(())
-            })
+            },
+        )
     }
 
     /// Remove a local layer, unmounting it first whatever its mount count. A
@@ -828,15 +646,19 @@ impl Driver {
     /// and a mount left there would both leak and have its files deleted.
     /// False when there was no local layer to remove.
     fn remove_locked(&self, id: &str, count: &mut MountCount, count_path: &Path) -> Result<bool> {
-        let dir = self.store.layer_dir(id);
-        if fs::symlink_metadata(&dir).is_err() {
+        let found = self
+            .homes()
+            .map(|(_, store)| store)
+            .find(|store| fs::symlink_metadata(store.layer_dir(id)).is_ok());
+        let Some(store) = found else {
             if self.layout.find(id).ok().flatten().is_some() {
                 return Err(Error::read_only(id, "remove"));
             }
             return Ok(false);
-        }
+        };
+        let dir = store.layer_dir(id);
         let ctx = |e: Error| e.context(format!("layer {id}: remove"));
-        self.unmount_all(&self.store.merged_dir(id)).map_err(ctx)?;
+        self.unmount_all(&store.merged_dir(id)).map_err(ctx)?;
         // Anything else mounted inside the layer (a bind mount into its diff).
         let dir = fs::canonicalize(&dir).unwrap_or(dir);
         let mounted_below = || {
@@ -860,7 +682,7 @@ impl Driver {
             )));
         }
         count.write(0, count_path)?;
-        self.store.remove(id)?;
+        store.remove(id)?;
         Ok(true)
     }
 
@@ -894,7 +716,7 @@ impl Driver {
     /// Layer `id` resolved with its lock held. Unknown IDs are refused before
     /// locking, so they leave no count file behind.
     fn resolve_locked(&self, id: &str, op: &str) -> Result<(Layer, MountCount, PathBuf)> {
-        if !self.store.exists(id) {
+        if self.home_of(id).is_none() {
             self.resolve(id, op)?;
         }
         let (mut count, count_path) = self.count_lock(id)?;
@@ -909,301 +731,23 @@ impl Driver {
 
     pub fn exists(&self, id: &str) -> Result<bool> {
         validate_id(id).map_err(|e| e.context("exists"))?;
-        if self.store.exists(id) {
+        if self.home_of(id).is_some() {
             return Ok(true);
         }
         Ok(self.layout.find(id)?.is_some())
     }
 
-    /// Local layers, children before parents.
+    /// Local layers, children before parents: the main home's first, whose
+    /// container layers stack on the image store's layers.
     pub fn list_layers(&self) -> Result<Vec<String>> {
-        self.store.list()
+        let mut all = Vec::new();
+        for (_, store) in self.homes() {
+            all.extend(store.list()?);
+        }
+        Ok(all)
     }
 
     // ---- mounts ---------------------------------------------------------------
-
-    fn compose(&self, layer: &Layer, options: &[String]) -> Result<(PathBuf, OverlaySpec)> {
-        self.compose_at(layer, options, None)
-    }
-
-    /// The overlay spec for `layer`. A stack deeper than overlayfs's limit is
-    /// split once: its bottom part, from a CVMFS layer down, is mounted on its
-    /// own (read-only, see [`Driver::nested_lower`]) and used as one lower
-    /// directory; `nested` says this is that bottom part (which must fit).
-    fn compose_at(
-        &self,
-        layer: &Layer,
-        options: &[String],
-        nested: Option<NestedKind>,
-    ) -> Result<(PathBuf, OverlaySpec)> {
-        let mut opts: Vec<String> = self.options.mount_options.clone();
-        opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
-        let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));
-        let writable = matches!((layer, read_only), (Layer::Local { .. }, false));
-        // Below a layer whose flat tree can stand in for it, the chain is
-        // only read if the tree turns out unusable.
-        let has_flat = |l: &Layer| self.flat_of(l).is_some();
-        let mut chain = if !writable && has_flat(layer) {
-            Vec::new()
-        } else {
-            self.chain_until(layer, "get", has_flat)?
-        };
-        let store_layers = std::iter::once(layer)
-            .chain(&chain)
-            .filter_map(|l| match l {
-                Layer::Store(s) => Some(s),
-                Layer::Local { .. } => None,
-            });
-        self.layout
-            .check_stack_reachable(store_layers)
-            .map_err(|e| e.context(format!("layer {}: get", layer.id())))?;
-        let in_stack = |chain: &[Layer]| -> Vec<Layer> {
-            std::iter::once(layer)
-                .filter(|_| !writable)
-                .chain(chain)
-                .cloned()
-                .collect()
-        };
-        let flat = self
-            .flat_stand_in(in_stack(&chain).iter())
-            .map_err(|e| e.context(format!("layer {}: get", layer.id())))?;
-        if flat.is_none() && (chain.last().is_some_and(has_flat) || (!writable && has_flat(layer)))
-        {
-            // The flat tree does not answer: the whole chain after all.
-            chain = self.chain(layer, "get")?;
-        }
-        let stack = in_stack(&chain);
-        let empty = self.store.empty_dir();
-        // Every directory the stack takes, topmost first, with the layer it
-        // belongs to (None for earlier uppers) and, for raw-whiteout CVMFS
-        // layers, their record (they need auxiliary layers around them).
-        let mut members: Vec<Member> = Vec::new();
-        let (upper, work) = match (layer, writable) {
-            (Layer::Local { id, .. }, true) => {
-                (Some(self.store.diff_dir(id)), Some(self.store.work_dir(id)))
-            }
-            _ => {
-                if !opts.iter().any(|o| o == "ro") {
-                    opts.push("ro".into());
-                }
-                (None, None)
-            }
-        };
-        if writable {
-            for extra in self.extra_dirs(layer) {
-                members.push(Member::extra(extra));
-            }
-        }
-        for l in &stack {
-            if let Some(f) = flat.as_ref().filter(|f| f.stands_for == l.id()) {
-                members.push(Member {
-                    dir: f.layer.content_dir.clone(),
-                    short: f.layer.content_dir.clone(),
-                    layer: Some(l),
-                    raw: Some(&f.layer),
-                });
-                break;
-            }
-            members.push(Member {
-                dir: self.content_dir(l),
-                short: self.short_dir(l)?,
-                layer: Some(l),
-                raw: raw(l),
-            });
-            for extra in self.extra_dirs(l) {
-                members.push(Member::extra(extra));
-            }
-        }
-        let ctx = |e: Error| e.context(format!("layer {}: get", layer.id()));
-        // The bottom part of a split stack leaves the whiteout layer hiding its
-        // top layer's markers to the stack above it (same effect, one fewer
-        // directory down there).
-        let owners = members
-            .iter()
-            .any(|m| m.raw.is_some_and(|r| r.owners.is_some()));
-        if owners && upper.is_some() && nested.is_none() {
-            // Restored owners are metadata-only copies (metacopy) in the
-            // whiteout layers, which need `metacopy=on`; with an upper that
-            // would also make the container's own copy-ups metadata-only,
-            // which its diff cannot read. So the CVMFS part is mounted on its
-            // own (metacopy=on, read-only) and used as one lower here, where
-            // copy-ups are ordinary full copies.
-            if let Some(k) = members
-                .iter()
-                .position(|m| matches!(m.layer, Some(Layer::Store(_))))
-            {
-                let base = members[k].layer.expect("checked above");
-                let lower = self.nested_lower(base, NestedKind::Full).map_err(ctx)?;
-                members.truncate(k);
-                members.push(Member::extra(lower));
-            }
-        } else if owners && upper.is_none() && !opts.iter().any(|o| o == "metacopy=on") {
-            opts.push("metacopy=on".into());
-        }
-        let mut entries = self
-            .interleave(&members, nested == Some(NestedKind::Bottom))
-            .map_err(ctx)?;
-        if entries.len() > MAX_LOWERS && nested.is_none() {
-            // Split at the highest CVMFS layer k such that the part above it,
-            // the whiteout layer right above k and the nested mount fit.
-            let upto = |k: usize| entries.iter().filter(|e| e.2 <= k).count();
-            let split = (1..members.len()).rev().find(|&k| {
-                matches!(members[k].layer, Some(Layer::Store(_))) && upto(k) <= MAX_LOWERS
-            });
-            if let Some(k) = split {
-                let base = members[k].layer.expect("checked above");
-                let base_raw = members[k].raw;
-                let lower = self.nested_lower(base, NestedKind::Bottom).map_err(ctx)?;
-                members.truncate(k);
-                members.push(Member {
-                    raw: base_raw,
-                    ..Member::extra(lower)
-                });
-                entries = self.interleave(&members, false).map_err(ctx)?;
-            }
-        }
-        let mut lowers: Vec<PathBuf> = Vec::with_capacity(entries.len() + 1);
-        let mut short: Vec<PathBuf> = Vec::with_capacity(entries.len() + 1);
-        for (dir, short_dir, _) in entries {
-            lowers.push(dir);
-            short.push(short_dir);
-        }
-        // Overlay needs a lower, and without an upper it wants two; `empty/` is
-        // also harmless at the bottom of any stack.
-        if lowers.is_empty() || (upper.is_none() && (lowers.len() < 2 || lowers.len() < MAX_LOWERS))
-        {
-            lowers.push(empty.clone());
-            short.push(empty);
-        }
-        if lowers.len() > MAX_LOWERS {
-            return Err(Error::not_supported(format!(
-                "layer {}: get: the stack needs {} lower directories, more than overlayfs accepts ({MAX_LOWERS}){}",
-                layer.id(),
-                lowers.len(),
-                if nested.is_some() {
-                    " (in its nested part)"
-                } else {
-                    ""
-                }
-            )));
-        }
-        Ok((
-            self.merged_dir(layer),
-            OverlaySpec {
-                lowers,
-                short_lowers: short,
-                upper,
-                work,
-                options: opts,
-            },
-        ))
-    }
-
-    /// The published flat root filesystem that can stand in for the first
-    /// store layer of `stack` (topmost first) whose record names one, and for
-    /// everything below it: the publisher stated that it equals that layer's
-    /// chain applied (`docs/cvmfs-layers.md`, *Flat trees*). One lower
-    /// directory instead of the chain and its whiteout layers: missing-path
-    /// lookups (every `PATH` search) cost one directory, not one per layer,
-    /// and nothing is built on local disk but the whiteout layer hiding the
-    /// tree's catalog marker. Not used when `cvmfs.use_flat=false` or when
-    /// the tree does not answer (the layers are used instead: same content).
-    fn flat_stand_in<'a>(
-        &self,
-        stack: impl Iterator<Item = &'a Layer>,
-    ) -> Result<Option<FlatStandIn>> {
-        if !self.options.use_flat {
-            return Ok(None);
-        }
-        for l in stack {
-            let Layer::Store(s) = l else { continue };
-            let Some(dir) = &s.flat else { continue };
-            let layer = StoreLayer {
-                // Its whiteout layer is cached under a name of its own.
-                id: format!("{}-flat", s.id),
-                content_dir: dir.clone(),
-                markers: Some(Arc::default()),
-                owners: None,
-                flat: None,
-                ..s.clone()
-            };
-            // A tree that leaves the repository is an error (the record is
-            // hostile or corrupt); one that does not answer is worked around.
-            if self.layout.check_beneath(&layer, "flat")?.is_ok() {
-                return Ok(Some(FlatStandIn {
-                    stands_for: s.id.clone(),
-                    layer,
-                }));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The lower directories of `members` with the auxiliary whiteout layers
-    /// inserted, each tagged with the index of the member it belongs to (an
-    /// auxiliary layer with the member below it).
-    /// With `skip_top`, no auxiliary layer goes above the first member.
-    fn interleave(
-        &self,
-        members: &[Member],
-        skip_top: bool,
-    ) -> Result<Vec<(PathBuf, PathBuf, usize)>> {
-        let mut out = Vec::with_capacity(members.len() * 2);
-        let mut batch = AuxBatch::default();
-        let mut above: Option<&StoreLayer> = None;
-        let built = (|| {
-            for (i, m) in members.iter().enumerate() {
-                if (above.is_some() || m.raw.is_some()) && !(skip_top && i == 0) {
-                    if let Some(aux) = self.aux_between(above, m.raw, &mut batch)? {
-                        out.push((aux.clone(), aux, i));
-                    }
-                }
-                out.push((m.dir.clone(), m.short.clone(), i));
-                above = m.raw;
-            }
-            Ok(())
-        })();
-        match built {
-            Ok(()) => batch.finish()?,
-            Err(e) => {
-                batch.abandon();
-                return Err(e);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Mount the stack of store layer `base` read-only at
-    /// `<run_root>/cvmfs/nested/<id>`, for use as one lower directory of a
-    /// deeper stack, or reuse that mount. It holds no state and is shared by
-    /// every stack above it; `cleanup` unmounts it.
-    fn nested_lower(&self, base: &Layer, kind: NestedKind) -> Result<PathBuf> {
-        let id = base.id();
-        let name = match kind {
-            NestedKind::Bottom => id.to_string(),
-            NestedKind::Full => format!("{id}.full"),
-        };
-        let target = self.run_dir.join("nested").join(&name);
-        // Not in mounts/: that directory is named by layer IDs, and a layer
-        // whose ID were "nested-<name>" would share (and deadlock on) this lock.
-        let _lock = lock_file(
-            &self.run_dir.join("nested-locks").join(&name),
-            &format!("layer {id}: nested mount"),
-        )?;
-        if self.mounter.is_mounted(&target)? {
-            return Ok(target);
-        }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&target)
-            .map_err(|e| Error::io(format!("layer {id}: create nested mount point"), &target, e))?;
-        let (_, spec) = self.compose_at(base, &["ro".to_string()], Some(kind))?;
-        self.mounter
-            .mount_overlay(&spec, &target)
-            .map_err(|e| e.context(format!("layer {id}: nested mount of part of a stack")))?;
-        Ok(target)
-    }
 
     /// Mount layer `id` with its parents and return the mount point. Counted:
     /// every `get` needs a `put`.
@@ -1247,14 +791,14 @@ impl Driver {
     /// that is not mounted is not an error.
     pub fn put(&self, id: &str) -> Result<()> {
         validate_id(id).map_err(|e| e.context("put"))?;
-        if !self.store.exists(id) {
+        if self.home_of(id).is_none() {
             self.resolve(id, "put")?;
         }
         let (mut count, count_path) = self.count_lock(id)?;
         // A local layer's mount point is known without reading its record.
-        let local = self.store.exists(id);
-        let merged = if local {
-            self.store.merged_dir(id)
+        let local = self.home_of(id).map(|(_, store)| store.merged_dir(id));
+        let merged = if let Some(merged) = &local {
+            merged.clone()
         } else {
             match self.resolve(id, "put") {
                 Ok(layer) => self.merged_dir(&layer),
@@ -1271,7 +815,7 @@ impl Driver {
         self.unmount_all(&merged)
             .map_err(|e| e.context(format!("layer {id}: put")))?;
         count.write(0, &count_path)?;
-        if !local {
+        if local.is_none() {
             let _ = fs::remove_dir(&merged);
         }
         Ok(())
@@ -1283,8 +827,10 @@ impl Driver {
     pub fn cleanup(&self) -> Result<()> {
         // mountinfo shows resolved paths: a home reached through a symlink
         // (/var/lib/containers -> /data/...) must be matched resolved.
-        let roots: Vec<PathBuf> = [self.home().to_path_buf(), self.run_dir.clone()]
-            .into_iter()
+        let roots: Vec<PathBuf> = self
+            .homes()
+            .map(|(_, store)| store.home().to_path_buf())
+            .chain([self.run_dir.clone()])
             .map(|p| fs::canonicalize(&p).unwrap_or(p))
             .collect();
         // Strictly below: the home itself may well be a mount point (a volume).
@@ -1359,7 +905,7 @@ impl Driver {
             .list()
             .map(|l| l.len().to_string())
             .unwrap_or_else(|e| format!("error: {e}"));
-        vec![
+        let mut status = vec![
             ("Backing Filesystem".into(), backing),
             ("Mount API".into(), api.to_string()),
             (
@@ -1391,7 +937,11 @@ impl Driver {
                     )
                 }
             }),
-        ]
+        ];
+        if let (Some(root), Some(_)) = (&self.options.separate_image_store, &self.image_store) {
+            status.push(("Image Store".into(), root.display().to_string()));
+        }
+        status
     }
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
@@ -1413,16 +963,11 @@ impl Driver {
             self.merged_dir(&layer).display().to_string(),
         );
         match &layer {
-            Layer::Local { id, record } => {
+            Layer::Local { id, record, home } => {
+                let store = self.home_store(*home);
                 m.insert("Kind".into(), "local".into());
-                m.insert(
-                    "UpperDir".into(),
-                    self.store.diff_dir(id).display().to_string(),
-                );
-                m.insert(
-                    "WorkDir".into(),
-                    self.store.work_dir(id).display().to_string(),
-                );
+                m.insert("UpperDir".into(), store.diff_dir(id).display().to_string());
+                m.insert("WorkDir".into(), store.work_dir(id).display().to_string());
                 m.insert("ReadWrite".into(), record.read_write.to_string());
                 let lowers = self.lowers_below(&layer, &chain);
                 if !lowers.is_empty() {
@@ -1581,32 +1126,10 @@ impl Driver {
         let layer = self.direct(id, parent, "changes")?;
         let chain = self.chain(&layer, "changes")?;
         let ctx = |e: Error| e.context(format!("layer {id}: changes"));
-        // The lowers as the mount stacks them, whiteout layers included: what
-        // they hide (raw markers, deleted names, CVMFS catalog markers) did
-        // not exist below, so a file of that name in this layer is added.
-        // The layer itself comes first (its deletions act on the whiteout
-        // layer below it), then is left out of the lowers.
-        let mut members: Vec<Member> = Vec::new();
-        for l in std::iter::once(&layer).chain(&chain) {
-            let dir = self.content_dir(l);
-            members.push(Member {
-                short: dir.clone(),
-                dir,
-                layer: Some(l),
-                raw: raw(l),
-            });
-            members.extend(self.extra_dirs(l).into_iter().map(Member::extra));
-        }
-        let lowers: Vec<PathBuf> = self
-            .interleave(&members, true)
-            .map_err(ctx)?
-            .into_iter()
-            .skip(1)
-            .map(|(dir, _, _)| dir)
-            .collect();
+        let lowers = self.lowers_as_mounted(&layer, &chain).map_err(ctx)?;
         let mut changes = archive::changes(&self.content_dir(&layer), &lowers)
             .map_err(|e| ctx(Error::from(e)))?;
-        if raw(&layer).is_some() {
+        if crate::stack::raw(&layer).is_some() {
             // A raw CVMFS layer's own catalog markers are hidden in every
             // stack: they are no change of the image.
             changes.retain(|c| {
@@ -1652,8 +1175,9 @@ impl Driver {
         }
         // Rotate: diff -> diff1 (-> diff2 ...), then a fresh empty diff, so later
         // diffs of this layer hold only what is applied to it afterwards.
-        let dir = self.store.layer_dir(id);
-        let diff = self.store.diff_dir(id);
+        let store = self.store_of(&layer);
+        let dir = store.layer_dir(id);
+        let diff = store.diff_dir(id);
         let md =
             fs::metadata(&diff).map_err(|e| Error::io(format!("layer {id}: {op}"), &diff, e))?;
         let n = self.extra_dirs(&layer).len();
@@ -1677,7 +1201,7 @@ impl Driver {
             .and_then(|()| std::os::unix::fs::chown(&diff, Some(uid), Some(gid)))
             .map_err(|e| Error::io(format!("layer {id}: {op}: new upper"), &diff, e))?;
         // The work dir may index the old upper: start it afresh.
-        let work = self.store.work_dir(id);
+        let work = store.work_dir(id);
         crate::store::remove_tree(&work)
             .map_err(|e| Error::io(format!("layer {id}: {op}"), &work, e))?;
         fs::DirBuilder::new()

@@ -9,23 +9,56 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
-/// Result codes, one to one with the table in `docs/c-abi.md`.
+/// The result code of every fallible function of the C ABI and of every
+/// error of the driver. This enum is the one definition: cbindgen exports it as the C
+/// `cvmfs_result` (`CVMFS_RESULT_OK`, `CVMFS_RESULT_LAYER_UNKNOWN`, ...; see
+/// `crates/driver/cbindgen.toml`), the Go bindings take their constants from
+/// that header, and `hack/header.sh check` fails when the table in
+/// `docs/c-abi.md` disagrees with it. Values never change once released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum ErrorCode {
+    /// Success.
     Ok = 0,
+    /// A required argument was NULL, not UTF-8, or otherwise invalid.
     InvalidArgument = 1,
+    /// The layer does not exist (Go: `graphdriver.ErrLayerUnknown`).
     LayerUnknown = 2,
+    /// The layer already exists.
     LayerExists = 3,
+    /// Not supported here (Go: `graphdriver.ErrNotSupported`; for diffs: use the naive diff).
     NotSupported = 4,
+    /// The system lacks something the driver needs (Go: `graphdriver.ErrPrerequisites`).
     Prerequisites = 5,
+    /// A filesystem or system call failed.
     Io = 6,
+    /// The layer is still mounted or in use.
     Busy = 7,
+    /// A CVMFS repository is missing, unmounted, unreachable, or a record is malformed.
     Repository = 8,
+    /// A malformed or hostile tar stream.
     BadArchive = 9,
+    /// The layer is read-only (it lives in CVMFS or an additional image store).
     ReadOnly = 10,
+    /// A panic inside the library was caught at the boundary.
     Panic = 99,
 }
+
+/// Every code, in value order (tests and the C ABI's name lookup walk it).
+pub const ALL_CODES: [ErrorCode; 12] = [
+    ErrorCode::Ok,
+    ErrorCode::InvalidArgument,
+    ErrorCode::LayerUnknown,
+    ErrorCode::LayerExists,
+    ErrorCode::NotSupported,
+    ErrorCode::Prerequisites,
+    ErrorCode::Io,
+    ErrorCode::Busy,
+    ErrorCode::Repository,
+    ErrorCode::BadArchive,
+    ErrorCode::ReadOnly,
+    ErrorCode::Panic,
+];
 
 impl ErrorCode {
     /// The integer crossing the C ABI.
@@ -33,21 +66,32 @@ impl ErrorCode {
         self as i32
     }
 
+    /// The code with value `n`, if there is one.
+    pub fn from_i32(n: i32) -> Option<ErrorCode> {
+        ALL_CODES.into_iter().find(|c| c.as_i32() == n)
+    }
+
     /// A short lower-case name, used in messages and tests.
     pub fn name(self) -> &'static str {
+        // The names are ASCII literals: the fallback is never taken.
+        self.c_name().to_str().unwrap_or("?")
+    }
+
+    /// [`ErrorCode::name`] as a static C string (`cvmfs_result_name`).
+    pub fn c_name(self) -> &'static std::ffi::CStr {
         match self {
-            ErrorCode::Ok => "ok",
-            ErrorCode::InvalidArgument => "invalid argument",
-            ErrorCode::LayerUnknown => "layer unknown",
-            ErrorCode::LayerExists => "layer exists",
-            ErrorCode::NotSupported => "not supported",
-            ErrorCode::Prerequisites => "prerequisites",
-            ErrorCode::Io => "i/o",
-            ErrorCode::Busy => "busy",
-            ErrorCode::Repository => "repository",
-            ErrorCode::BadArchive => "bad archive",
-            ErrorCode::ReadOnly => "read-only",
-            ErrorCode::Panic => "panic",
+            ErrorCode::Ok => c"ok",
+            ErrorCode::InvalidArgument => c"invalid argument",
+            ErrorCode::LayerUnknown => c"layer unknown",
+            ErrorCode::LayerExists => c"layer exists",
+            ErrorCode::NotSupported => c"not supported",
+            ErrorCode::Prerequisites => c"prerequisites",
+            ErrorCode::Io => c"i/o",
+            ErrorCode::Busy => c"busy",
+            ErrorCode::Repository => c"repository",
+            ErrorCode::BadArchive => c"bad archive",
+            ErrorCode::ReadOnly => c"read-only",
+            ErrorCode::Panic => c"panic",
         }
     }
 }
@@ -172,7 +216,15 @@ mod tests {
         ];
         for (code, n) in table {
             assert_eq!(code.as_i32(), n, "{code}");
+            assert_eq!(ErrorCode::from_i32(n), Some(code));
         }
+        assert_eq!(
+            table.len(),
+            ALL_CODES.len(),
+            "a code is missing from the table"
+        );
+        assert!(ALL_CODES.windows(2).all(|w| w[0].as_i32() < w[1].as_i32()));
+        assert_eq!(ErrorCode::from_i32(11), None);
     }
 
     #[test]

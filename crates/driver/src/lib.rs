@@ -21,7 +21,11 @@
 //!        │  go-bindings/ (cgo, drivers/cvmfs in the patched storage module)
 //!        ▼
 //!   ffi        C ABI: opaque handles, error objects, panic boundary (all raw pointers)
-//!   driver     the Driver operations: create, get/put, diff, apply, …
+//!   error      the crate error and `ErrorCode`, exported as the C `cvmfs_result`
+//!   driver     the Driver operations: create, get/put, diff, apply, …; finds a
+//!   │          layer in the home, the separate image store's home, or a layout
+//!   ├── stack    composing one overlay mount: members, whiteout layers, flat
+//!   │            stand-ins, nested mounts for deep or owner-restoring stacks
 //!   ├── options  parsing of `cvmfs.<key>=<value>` driver options
 //!   ├── store    driver home: layer records, layer directories, mount refcounts
 //!   ├── layout   CVMFS repositories and read-only image stores: resolving layer records
@@ -76,6 +80,7 @@ pub mod error;
 pub mod layout;
 pub mod mount;
 pub mod options;
+mod stack;
 pub mod store;
 
 // Public so that tests call the exports with their real signatures; the

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub const KNOWN_KEYS: &[&str] = &[
     "repositories",
     "imagestore",
+    "separate_image_store",
     "mountopt",
     "ignore_chown_errors",
     "force_mask",
@@ -26,6 +27,11 @@ pub struct Options {
     pub repositories: Vec<PathBuf>,
     /// Additional read-only image store roots (graphroots), in the given order.
     pub image_stores: Vec<PathBuf>,
+    /// The separate image store (storage.conf `imagestore`, `--image-store`):
+    /// a writable graph root of its own whose `cvmfs/` home holds the image
+    /// (read-only) layers this driver creates, as overlay keeps them in
+    /// `<imagestore>/overlay`. Container layers stay in the driver home.
+    pub separate_image_store: Option<PathBuf>,
     /// Extra overlay mount options applied to every mount.
     pub mount_options: Vec<String>,
     /// Ignore EPERM from chown while applying diffs.
@@ -50,6 +56,7 @@ impl Default for Options {
         Options {
             repositories: Vec::new(),
             image_stores: Vec::new(),
+            separate_image_store: None,
             mount_options: Vec::new(),
             ignore_chown_errors: false,
             force_mask: None,
@@ -242,6 +249,9 @@ impl Options {
                         }
                     }
                 }
+                "separate_image_store" => {
+                    opts.separate_image_store = Some(absolute_dir(item, value)?);
+                }
                 "mountopt" => {
                     for o in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         if let Some(why) = mount_option_refusal(o) {
@@ -291,6 +301,7 @@ mod tests {
             "cvmfs.repositories=/cvmfs/a.cern.ch, /cvmfs/b.cern.ch",
             "imagestore=/s1",
             "cvmfs.imagestore=/s2",
+            "cvmfs.separate_image_store=/images",
             "cvmfs.mountopt=nodev,metacopy=on",
             "ignore_chown_errors=true",
             "cvmfs.force_mask=0755",
@@ -310,6 +321,7 @@ mod tests {
             o.image_stores,
             vec![PathBuf::from("/s1"), PathBuf::from("/s2")]
         );
+        assert_eq!(o.separate_image_store, Some(PathBuf::from("/images")));
         assert_eq!(o.mount_options, vec!["nodev", "metacopy=on"]);
         assert!(o.ignore_chown_errors);
         assert_eq!(o.force_mask, Some(0o755));

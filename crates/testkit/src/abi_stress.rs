@@ -227,7 +227,7 @@ pub fn run(seed: u64) -> Result<String, String> {
     let rc =
         unsafe { cvmfs_driver_new(chome.as_ptr(), crun.as_ptr(), null(), 0, &mut d, &mut err) };
     let (rc, msg) = take(rc, err);
-    if rc != CVMFS_OK {
+    if rc != cvmfs_result::Ok {
         return Err(format!("cvmfs_driver_new: {rc}: {msg}"));
     }
     let handle = Arc::new(Handle(d));
@@ -246,9 +246,9 @@ pub fn run(seed: u64) -> Result<String, String> {
                     // Races give "unknown", "exists", I/O errors on a layer
                     // removed underneath; never these.
                     let never = [
-                        CVMFS_ERR_PANIC,
-                        CVMFS_ERR_INVALID_ARGUMENT,
-                        CVMFS_ERR_BAD_ARCHIVE,
+                        cvmfs_result::Panic,
+                        cvmfs_result::InvalidArgument,
+                        cvmfs_result::BadArchive,
                     ];
                     if never.contains(&rc) {
                         bad.push(format!("{name}: {rc}: {msg}"));
@@ -302,7 +302,7 @@ pub fn run(seed: u64) -> Result<String, String> {
             unsafe { cvmfs_driver_remove(handle.0, cid.as_ptr(), &mut err) },
             err,
         );
-        if rc != CVMFS_OK {
+        if rc != cvmfs_result::Ok {
             return Err(format!("remove {id}: {rc}: {msg}"));
         }
     }
@@ -313,7 +313,7 @@ pub fn run(seed: u64) -> Result<String, String> {
     let mut err: *mut cvmfs_error = null_mut();
     // SAFETY: as above.
     let (rc, msg) = take(unsafe { cvmfs_driver_cleanup(handle.0, &mut err) }, err);
-    if rc != CVMFS_OK {
+    if rc != cvmfs_result::Ok {
         return Err(format!("cleanup: {rc}: {msg}"));
     }
     let mut json: *mut c_char = null_mut();
@@ -323,7 +323,7 @@ pub fn run(seed: u64) -> Result<String, String> {
         unsafe { cvmfs_driver_list_layers(handle.0, &mut json, &mut err) },
         err,
     );
-    if rc != CVMFS_OK {
+    if rc != cvmfs_result::Ok {
         return Err(format!("list layers: {rc}: {msg}"));
     }
     // SAFETY: a string the library returned.

@@ -1,4 +1,4 @@
-//! A recording fake of [`Syscalls`](super::Syscalls) for unit tests: it logs
+//! A recording fake of [`Syscalls`] for unit tests: it logs
 //! every call and keeps a set of "mounted" targets, so tests check the exact
 //! mount arguments without root.
 

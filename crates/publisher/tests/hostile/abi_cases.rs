@@ -90,7 +90,7 @@ impl Abi {
         // SAFETY: valid strings and output pointers.
         let rc = unsafe { cvmfs_driver_new(h.as_ptr(), r.as_ptr(), null(), 0, &mut d, &mut err) };
         let (rc, msg) = take(rc, err);
-        assert_eq!(rc, CVMFS_OK, "cvmfs_driver_new: {msg}");
+        assert_eq!(rc, cvmfs_result::Ok, "cvmfs_driver_new: {msg}");
         Abi {
             scratch,
             d,
@@ -139,7 +139,7 @@ impl Abi {
         let rc =
             unsafe { cvmfs_driver_create(self.d, id.as_ptr(), null(), true, null(), 0, &mut err) };
         let (rc, msg) = take(rc, err);
-        assert_eq!(rc, CVMFS_OK, "create: {msg}");
+        assert_eq!(rc, cvmfs_result::Ok, "create: {msg}");
     }
 }
 
@@ -185,7 +185,7 @@ fn shown(id: &str) -> String {
 fn create_refused(id: &str, names: &[&str]) -> Result<(), String> {
     let abi = Abi::new();
     let cid = cs(id);
-    abi.refused(CVMFS_ERR_INVALID_ARGUMENT, names, |d, e| unsafe {
+    abi.refused(cvmfs_result::InvalidArgument, names, |d, e| unsafe {
         // SAFETY: valid arguments.
         cvmfs_driver_create(d, cid.as_ptr(), null(), true, null(), 0, e)
     })
@@ -207,7 +207,7 @@ fn id_dot_dot() -> Result<(), String> {
         let id = cs("..");
         let mut out: *mut c_char = null_mut();
         abi.refused(
-            CVMFS_ERR_INVALID_ARGUMENT,
+            cvmfs_result::InvalidArgument,
             &["argument id", "\"..\"", "relative path component"],
             |d, e| unsafe {
                 // SAFETY: valid arguments.
@@ -229,7 +229,7 @@ fn id_over_long() -> Result<(), String> {
     let cid = cs(&id);
     let mut out: *mut c_char = null_mut();
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &[
             "argument id",
             &"a".repeat(80),
@@ -249,7 +249,7 @@ fn id_of_a_megabyte() -> Result<(), String> {
     let mut exists = false;
     // The message shows the start of the ID and its length, not a megabyte.
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument id", &"b".repeat(80), "(1048576 bytes)"],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -262,7 +262,7 @@ fn id_invalid_utf8() -> Result<(), String> {
     let abi = Abi::new();
     let bad = [b'l', 0xff, 0xfe, b'/', b'.', b'.', 0];
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument id", "not valid UTF-8"],
         |d, e| unsafe {
             // SAFETY: a NUL-terminated (non-UTF-8) string.
@@ -284,7 +284,7 @@ fn id_with_terminal_escape() -> Result<(), String> {
     let cid = cs(id);
     let mut json: *mut c_char = null_mut();
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument id", &shown(id), "U+001B"],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -298,7 +298,7 @@ fn parent_id_hostile() -> Result<(), String> {
     let (id, parent) = (cs("child"), "../../canary");
     let cparent = cs(parent);
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument parent", &shown(parent)],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -312,7 +312,7 @@ fn template_id_hostile() -> Result<(), String> {
     let (id, template) = (cs("copy"), "tmpl\n");
     let ct = cs(template);
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument template_id", &shown(template)],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -333,7 +333,7 @@ fn idmap_issue_case() -> Result<(), String> {
         range(0, 4294967295, 4294967295)
     ));
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &[
             "argument id_mappings_json",
             "uid range 0 (container_id 0 host_id 4294967295 size 4294967295) runs past 4294967295",
@@ -363,7 +363,7 @@ fn idmap_container_wraps() -> Result<(), String> {
     };
     let mut size = 0i64;
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &[
             "argument opts.id_mappings_json",
             "gid range 1 (container_id 4294967295 host_id 200000 size 2) runs past",
@@ -381,7 +381,7 @@ fn idmap_size_zero() -> Result<(), String> {
     let id = cs("layer");
     let json = cs(&format!(r#"{{"uids":[{}]}}"#, range(0, 100000, 0)));
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &[
             "argument to_host_json",
             "uid range 0 (container_id 0 host_id 100000 size 0) has size 0",
@@ -405,7 +405,7 @@ fn idmap_overlapping() -> Result<(), String> {
         range(5000, 100500, 10)
     ));
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &[
             "argument id_mappings_json",
             "uid ranges 0 and 1 overlap on the host side",
@@ -423,7 +423,7 @@ fn idmap_too_many() -> Result<(), String> {
     let ranges: Vec<String> = (0..341u64).map(|i| range(i, 100000 + i, 1)).collect();
     let json = cs(&format!(r#"{{"uids":[{}]}}"#, ranges.join(",")));
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &[
             "argument id_mappings_json",
             "341 uid ranges, more than the kernel accepts (340)",
@@ -440,7 +440,7 @@ fn idmap_huge_json() -> Result<(), String> {
     let id = cs("mapped");
     let json = cs(&format!(r#"{{"uids":[],"x":"{}"}}"#, "y".repeat(1 << 20)));
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument id_mappings_json", "more than 65536"],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -454,7 +454,7 @@ fn null_pointers() -> Result<(), String> {
     let id = cs("layer");
     let mut out: *mut c_char = null_mut();
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument driver is NULL"],
         |_, e| unsafe {
             // SAFETY: NULL handle on purpose.
@@ -462,7 +462,7 @@ fn null_pointers() -> Result<(), String> {
         },
     )?;
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument id is NULL"],
         |d, e| unsafe {
             // SAFETY: NULL id on purpose.
@@ -470,7 +470,7 @@ fn null_pointers() -> Result<(), String> {
         },
     )?;
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument storage_opts is NULL but its count is 3"],
         |d, e| unsafe {
             // SAFETY: NULL list with a count on purpose.
@@ -481,7 +481,7 @@ fn null_pointers() -> Result<(), String> {
     // SAFETY: NULL handle and error pointer on purpose.
     let rc = unsafe { cvmfs_driver_remove(null(), id.as_ptr(), null_mut()) };
     ensure(
-        rc == CVMFS_ERR_INVALID_ARGUMENT,
+        rc == cvmfs_result::InvalidArgument,
         format!("remove(NULL, .., NULL) gave {rc}"),
     )
 }
@@ -491,7 +491,7 @@ fn null_output() -> Result<(), String> {
     abi.create("layer");
     let id = cs("layer");
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["output argument path_out is NULL"],
         |d, e| unsafe {
             // SAFETY: NULL output on purpose.
@@ -514,7 +514,7 @@ fn option_with_newline() -> Result<(), String> {
     let opts = [copt.as_ptr()];
     let mut out: *mut c_char = null_mut();
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument options[0]", &shown(opt), "U+000A"],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -553,7 +553,7 @@ fn unknown_driver_option() -> Result<(), String> {
             )
         };
         let (rc, msg) = take(rc, err);
-        check_refusal(rc, &msg, CVMFS_ERR_INVALID_ARGUMENT, &names)
+        check_refusal(rc, &msg, cvmfs_result::InvalidArgument, &names)
             .map_err(|m| format!("{opt:?}: {m}"))?;
         ensure(d.is_null(), "a handle was written on failure")?;
     }
@@ -566,7 +566,7 @@ fn unknown_storage_option() -> Result<(), String> {
     let opt = cs("size=1T");
     let opts = [opt.as_ptr()];
     abi.refused(
-        CVMFS_ERR_NOT_SUPPORTED,
+        cvmfs_result::NotSupported,
         &["layer layer", "\"size=1T\""],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -585,7 +585,7 @@ fn huge_mount_label() -> Result<(), String> {
     ));
     let mut out: *mut c_char = null_mut();
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument mount_label", "more than 4096"],
         |d, e| unsafe {
             // SAFETY: valid arguments.
@@ -607,7 +607,7 @@ fn huge_option_count() -> Result<(), String> {
     let mut out: *mut c_char = null_mut();
     // A count far beyond the array: refused before a single item is read.
     abi.refused(
-        CVMFS_ERR_INVALID_ARGUMENT,
+        cvmfs_result::InvalidArgument,
         &["argument options has 1099511627776 items, more than 1024"],
         |d, e| unsafe {
             // SAFETY: the library must not read past the count check.
@@ -644,7 +644,10 @@ fn option_with_nul() -> Outcome {
             )
         };
         let (rc, msg) = take(rc, err);
-        ensure(rc == CVMFS_OK, format!("get with \"ro\": {rc}: {msg}"))?;
+        ensure(
+            rc == cvmfs_result::Ok,
+            format!("get with \"ro\": {rc}: {msg}"),
+        )?;
         // SAFETY: the path the library returned, freed once.
         let path = unsafe { CStr::from_ptr(out) }
             .to_string_lossy()
@@ -679,7 +682,7 @@ fn option_with_nul() -> Outcome {
             unsafe { cvmfs_driver_put(abi.d, id.as_ptr(), &mut err) },
             err,
         );
-        ensure(rc == CVMFS_OK, format!("put: {msg}"))?;
+        ensure(rc == cvmfs_result::Ok, format!("put: {msg}"))?;
         abi.canary.unchanged()?;
         ensure(Path::new(&path).is_dir(), "mount point gone")
     })())
