@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use cvmfs_publisher::Error;
 
 mod check;
+mod profile_cmd; // H-profiles hook
 mod progress;
 mod publish;
 mod registry;
@@ -72,6 +73,10 @@ enum Cmd {
         /// Wrap the work in `cvmfs_server transaction`/`publish` of this repository
         #[arg(long)]
         cvmfs_transaction: Option<String>,
+        /// H-profiles hook: also publish this start-up profile (recorded by
+        /// `profile record` for this image)
+        #[arg(long)]
+        profile_from: Option<PathBuf>,
     },
     /// (testing aid) Build an OCI layout from layer spec files or raw .tar files
     #[command(hide = true)]
@@ -119,6 +124,10 @@ enum Cmd {
         #[arg(long)]
         deep: bool,
     },
+    /// Start-up profiles: what a container reads first, prefetched by the
+    /// driver on cold starts (H-profiles hook)
+    #[command(subcommand)]
+    Profile(profile_cmd::ProfileCmd),
 }
 
 /// `90`, `90s`, `5m`, `1h` (at least one second, at most a day).
@@ -218,7 +227,7 @@ fn cmd_publish(
     json: bool,
     quiet: bool,
     no_devices: bool,
-) -> Result<(), Error> {
+) -> Result<String, Error> {
     let platform = match platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
@@ -278,7 +287,7 @@ fn cmd_publish(
             s.seconds
         );
     }
-    Ok(())
+    Ok(s.image_id)
 }
 
 fn main() -> ExitCode {
@@ -298,6 +307,7 @@ fn main() -> ExitCode {
             quiet,
             cvmfs_transaction,
             no_devices,
+            profile_from,
         } => {
             let limits = registry::TransferLimits {
                 floor: transfer_timeout,
@@ -317,6 +327,11 @@ fn main() -> ExitCode {
                     quiet,
                     no_devices || !rustix::process::geteuid().is_root(),
                 )
+                // H-profiles hook: --profile-from
+                .and_then(|image| match &profile_from {
+                    Some(f) => profile_cmd::publish_file(&repo, f, Some(&image)),
+                    None => Ok(()),
+                })
             };
             let res = match &cvmfs_transaction {
                 None => run(),
@@ -449,6 +464,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // H-profiles hook
+        Cmd::Profile(cmd) => match profile_cmd::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cvmfs-podman profile: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Check { repo, json, deep } => {
             let r = check::check(&repo, deep);
             if json {
