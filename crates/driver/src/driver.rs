@@ -244,6 +244,8 @@ pub struct Driver {
     options: Options,
     layout: Layout,
     mounter: Arc<dyn Mounter>,
+    /// H-profiles hook: start-up profile prefetch.
+    prefetch: crate::prefetch::Prefetcher,
 }
 
 /// An exclusive `flock` on a layer's mount count file; released on drop.
@@ -397,12 +399,15 @@ impl Driver {
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
         let layout = Layout::new(&options);
+        // H-profiles hook
+        let prefetch = crate::prefetch::Prefetcher::new(options.prefetch, &run_dir);
         Ok(Driver {
             store,
             run_dir,
             options,
             layout,
             mounter,
+            prefetch,
         })
     }
 
@@ -1240,6 +1245,14 @@ impl Driver {
             .mount_overlay(&spec, &merged)
             .map_err(|e| e.context(format!("layer {id}: get")))?;
         count.write(1, &count_path)?;
+        // H-profiles hook: prefetch the image's start-up profile in the
+        // background (a container layer's parent is the image's top layer).
+        let top = match &layer {
+            Layer::Store(s) => Some(s.id.clone()),
+            Layer::Local { record, .. } => record.parent.clone(),
+        };
+        let flat = self.options.use_flat;
+        self.prefetch.start(id, top, &merged, &self.layout, flat);
         Ok(merged)
     }
 
@@ -1268,6 +1281,8 @@ impl Driver {
         if n > 1 {
             return count.write(n - 1, &count_path);
         }
+        // H-profiles hook: the container stops, so does its prefetch
+        self.prefetch.stop(id);
         self.unmount_all(&merged)
             .map_err(|e| e.context(format!("layer {id}: put")))?;
         count.write(0, &count_path)?;
@@ -1359,7 +1374,7 @@ impl Driver {
             .list()
             .map(|l| l.len().to_string())
             .unwrap_or_else(|e| format!("error: {e}"));
-        vec![
+        let mut status = vec![
             ("Backing Filesystem".into(), backing),
             ("Mount API".into(), api.to_string()),
             (
@@ -1391,7 +1406,10 @@ impl Driver {
                     )
                 }
             }),
-        ]
+        ];
+        // H-profiles hook
+        status.extend(self.prefetch.status());
+        status
     }
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
@@ -1412,6 +1430,10 @@ impl Driver {
             "MergedDir".into(),
             self.merged_dir(&layer).display().to_string(),
         );
+        // H-profiles hook
+        if let Some(r) = self.prefetch.report(id) {
+            m.insert("Prefetch".into(), r.summary());
+        }
         match &layer {
             Layer::Local { id, record } => {
                 m.insert("Kind".into(), "local".into());

@@ -76,6 +76,8 @@ pub mod error;
 pub mod layout;
 pub mod mount;
 pub mod options;
+// H-profiles hook: background prefetch of start-up profiles (issue 16)
+pub mod prefetch;
 pub mod store;
 
 // Public so that tests call the exports with their real signatures; the
