@@ -211,9 +211,7 @@ impl Prefetcher {
 
     /// The report of layer `id`'s last prefetch (any process), if any.
     pub fn report(&self, id: &str) -> Option<Report> {
-        if !profile::is_layer_id(id) {
-            return None;
-        }
+        crate::store::validate_id(id).ok()?;
         read_report(&self.reports.join(format!("{id}.json")))
     }
 
@@ -438,7 +436,8 @@ impl Job {
             let mut last_report = Instant::now();
             while !workers.iter().all(|w| w.is_finished()) {
                 std::thread::sleep(TICK);
-                if !stopped_by_unmount && mounted_dev(&self.merged) != mount_dev {
+                // (put cancels before it unmounts: that is not this case)
+                if !self.cancel.load(Ordering::Relaxed) && mounted_dev(&self.merged) != mount_dev {
                     stopped_by_unmount = true;
                     self.cancel.store(true, Ordering::Relaxed);
                 }
@@ -559,30 +558,56 @@ impl Shared<'_> {
         got
     }
 
+    /// Give back budget claimed and not used.
+    fn unclaim(&self, n: u64) {
+        if n > 0 {
+            self.budget.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Read the ranges of entry `e`. The whole entry's budget is claimed
+    /// before the file is opened (on CVMFS the open itself fetches a file
+    /// of up to a chunk): once the budget cannot cover an entry, nothing
+    /// more is opened.
     fn read_entry(&self, dir: &OwnedFd, e: &profile::Entry, buf: &mut [u8]) -> io::Result<()> {
-        let f = open_beneath(dir, &e.path)?;
+        let listed = e.ranges.iter().fold(0u64, |a, r| a.saturating_add(r.len()));
+        let granted = self.claim(listed);
+        if granted < listed {
+            self.unclaim(granted);
+            return Ok(());
+        }
+        let f = match open_beneath(dir, &e.path) {
+            Ok(f) => f,
+            Err(err) => {
+                self.unclaim(granted);
+                return Err(err);
+            }
+        };
         let size = rustix::fs::fstat(&f).map_err(io::Error::from)?.st_size as u64;
+        let mut unused = granted;
         for r in &e.ranges {
             if r.offset() >= size {
                 continue;
             }
-            let want = r.len().min(size - r.offset());
-            let mut left = self.claim(want);
+            let mut left = r.len().min(size - r.offset());
+            unused -= left;
             let mut off = r.offset();
             while left > 0 && !self.cancel.load(Ordering::Relaxed) {
                 let n = left.min(buf.len() as u64) as usize;
-                let got = rustix::io::pread(&f, &mut buf[..n], off).map_err(io::Error::from)?;
-                if got == 0 {
-                    break;
-                }
+                let got = match rustix::io::pread(&f, &mut buf[..n], off) {
+                    Ok(0) | Err(_) => break,
+                    Ok(got) => got,
+                };
                 self.bytes.fetch_add(got as u64, Ordering::Relaxed);
                 off += got as u64;
                 left -= got as u64;
             }
-            if self.stopped() {
+            unused += left;
+            if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
         }
+        self.unclaim(unused);
         Ok(())
     }
 }
@@ -720,9 +745,17 @@ mod tests {
         let (_t, dir) = fixture();
         let cancel = AtomicBool::new(false);
         let s = shared(&cancel, 10_000);
-        let e = entry("usr/app", &[(0, 8192), (8192, 8192), (16384, 8192)]);
-        s.read_entry(&dir, &e, &mut vec![0u8; READ_CHUNK]).unwrap();
-        assert_eq!(s.bytes.load(Ordering::Relaxed), 10_000);
+        let mut buf = vec![0u8; READ_CHUNK];
+        // clamped to the file's end: only the 4096 bytes there are claimed
+        let e = entry("usr/app", &[((1 << 20) - 4096, 8192)]);
+        s.read_entry(&dir, &e, &mut buf).unwrap();
+        assert_eq!(s.bytes.load(Ordering::Relaxed), 4096);
+        assert!(!s.stopped());
+        // the rest of the budget cannot cover the next entry: not opened
+        let e = entry("usr/app", &[(0, 4096), (8192, 4096)]);
+        s.read_entry(&dir, &e, &mut buf).unwrap();
+        assert_eq!(s.bytes.load(Ordering::Relaxed), 4096);
         assert!(s.stopped());
+        assert_eq!(s.budget.load(Ordering::Relaxed), 10_000 - 4096);
     }
 }
