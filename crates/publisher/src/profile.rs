@@ -229,3 +229,212 @@ pub fn copy_profile(src: &StorePaths, dst: &StorePaths, top: &str) -> Result<()>
     fsx::check_real_dirs(&dst.root, dir)?;
     fsx::write_atomic(&dest, &bytes, 0o644)
 }
+
+/// Most bytes of a fetch log read by [`profile_from_fetch_log`].
+pub const FETCH_LOG_MAX_BYTES: u64 = 256 << 20;
+
+/// What [`profile_from_fetch_log`] made of a log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FromLog {
+    /// Lines that named a file of the image's layers or flat tree.
+    pub used: usize,
+    /// Lines about anything else (records, other images, malformed lines).
+    pub ignored: usize,
+}
+
+/// Where the files of one image live: its layer directories by blob digest,
+/// its chain (top first) and flat tree name.
+struct ImageFiles {
+    image: String,
+    chain: Vec<String>,
+    /// compressed digest hex -> layer ID (in this image's chain)
+    by_blob: HashMap<String, String>,
+    /// layer ID -> its directory, top first
+    dirs: Vec<(String, PathBuf)>,
+}
+
+fn image_files(store: &StorePaths, repo: &Path, name_or_id: &str) -> Result<ImageFiles> {
+    let images = read_index(&store.images_json())?;
+    let image = images
+        .iter()
+        .find(|i| {
+            i["id"].as_str() == Some(name_or_id)
+                || i["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|x| x == name_or_id))
+        })
+        .and_then(|i| i["id"].as_str())
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "no image {name_or_id} in {}",
+                store.images_json().display()
+            ))
+        })?
+        .to_string();
+    let chain = image_chain(store, &image)?;
+    let layers = read_index(&store.layers_json())?;
+    let mut by_blob = HashMap::new();
+    let mut dirs = Vec::new();
+    for id in &chain {
+        let blob = layers
+            .iter()
+            .find(|l| l["id"].as_str() == Some(id))
+            .and_then(|l| l["compressed-diff-digest"].as_str())
+            .and_then(|d| crate::digest_hex(d).ok());
+        if let Some(hex) = blob {
+            by_blob.insert(hex.to_string(), id.clone());
+            dirs.push((
+                id.clone(),
+                repo.join(".layers")
+                    .join(&hex[..2])
+                    .join(hex)
+                    .join("layerfs"),
+            ));
+        }
+    }
+    Ok(ImageFiles {
+        image,
+        chain,
+        by_blob,
+        dirs,
+    })
+}
+
+impl ImageFiles {
+    /// The layer serving repository path `rel` (relative to the repository
+    /// root) and the file's path in it: a `.layers/XX/<d>/layerfs/…` path of
+    /// one of the image's layers, or a `.flat/XX/<c>/…` path of the image's
+    /// flat tree, served by the topmost layer that has the file.
+    fn locate(&self, rel: &str) -> Option<(String, String)> {
+        let parts: Vec<&str> = rel.splitn(5, '/').collect();
+        match parts.as_slice() {
+            [".layers", xx, d, "layerfs", path] if d.starts_with(xx) => {
+                let id = self.by_blob.get(*d)?;
+                profile::check_path(path).ok()?;
+                Some((id.clone(), path.to_string()))
+            }
+            [".flat", xx, c, first, rest] if c.starts_with(xx) && *c == self.image => {
+                let path = format!("{first}/{rest}");
+                self.topmost(&path)
+            }
+            [".flat", xx, c, path] if c.starts_with(xx) && *c == self.image => self.topmost(path),
+            _ => None,
+        }
+    }
+
+    fn topmost(&self, path: &str) -> Option<(String, String)> {
+        profile::check_path(path).ok()?;
+        self.dirs
+            .iter()
+            .find(|(_, d)| fs::symlink_metadata(d.join(path)).is_ok())
+            .map(|(id, _)| (id.clone(), path.to_string()))
+    }
+}
+
+/// Build image `name_or_id`'s profile from a fetch log: one line per object
+/// fetched, in the order of the fetches, `<bytes>\t<chunk>\t<path>` (chunk
+/// -1: a whole file; n: chunk n of `chunk_size` bytes), as `bench/fuselat
+/// -log` writes it while a container of the image runs on a view of the
+/// repository. `source_root` is the directory the view served (the
+/// repository's files); paths outside the image's layers and flat tree are
+/// ignored, so one log of a whole run may hold anything else.
+pub fn profile_from_fetch_log(
+    store: &StorePaths,
+    repo: &Path,
+    source_root: &Path,
+    name_or_id: &str,
+    log: &[u8],
+    chunk_size: u64,
+) -> Result<(Profile, FromLog)> {
+    use cvmfs_format::profile::{Entry, Range, MAX_ENTRIES, MAX_RANGES_PER_ENTRY};
+    let img = image_files(store, repo, name_or_id)?;
+    let mut stats = FromLog::default();
+    let mut layers: Vec<String> = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut index: HashMap<(usize, String), usize> = HashMap::new();
+    let text = String::from_utf8_lossy(log);
+    for line in text.lines() {
+        let mut f = line.splitn(3, '\t');
+        let (Some(bytes), Some(chunk), Some(path)) = (f.next(), f.next(), f.next()) else {
+            stats.ignored += 1;
+            continue;
+        };
+        let (Ok(bytes), Ok(chunk)) = (bytes.parse::<u64>(), chunk.parse::<i64>()) else {
+            stats.ignored += 1;
+            continue;
+        };
+        let located = Path::new(path)
+            .strip_prefix(source_root)
+            .ok()
+            .and_then(|r| r.to_str())
+            .and_then(|r| img.locate(r));
+        let offset = if chunk < 0 {
+            Some(0)
+        } else {
+            (chunk as u64).checked_mul(chunk_size)
+        };
+        let sane = offset.and_then(|o| o.checked_add(bytes)).is_some();
+        let Some((id, rel)) = located.filter(|_| bytes > 0 && sane) else {
+            stats.ignored += 1;
+            continue;
+        };
+        let offset = offset.expect("checked");
+        let li = match layers.iter().position(|l| *l == id) {
+            Some(i) => i,
+            None => {
+                layers.push(id);
+                layers.len() - 1
+            }
+        };
+        let ei = match index.get(&(li, rel.clone())) {
+            Some(&i) => i,
+            None if entries.len() >= MAX_ENTRIES => {
+                stats.ignored += 1;
+                continue;
+            }
+            None => {
+                index.insert((li, rel.clone()), entries.len());
+                entries.push(Entry {
+                    layer: li,
+                    path: rel,
+                    ranges: Vec::new(),
+                });
+                entries.len() - 1
+            }
+        };
+        let ranges = &mut entries[ei].ranges;
+        let range = Range(offset, bytes.min(profile::MAX_RANGE_LEN));
+        stats.used += 1;
+        if ranges.contains(&range) {
+            continue;
+        }
+        if ranges.len() >= MAX_RANGES_PER_ENTRY {
+            // one range from the first byte listed to the last
+            let start = ranges
+                .iter()
+                .map(|r| r.offset())
+                .min()
+                .unwrap_or(0)
+                .min(offset);
+            let end = ranges
+                .iter()
+                .map(|r| r.offset() + r.len())
+                .max()
+                .unwrap_or(0)
+                .max(offset + range.len());
+            *ranges = vec![Range(start, (end - start).min(profile::MAX_RANGE_LEN))];
+        } else {
+            ranges.push(range);
+        }
+    }
+    let p = Profile {
+        version: profile::PROFILE_VERSION,
+        image: img.image,
+        top_layer: img.chain[0].clone(),
+        layers,
+        entries,
+    };
+    p.validate()
+        .map_err(|e| Error::msg(format!("profile built from the log: {e}")))?;
+    Ok((p, stats))
+}

@@ -324,3 +324,79 @@ fn hostile_profiles_are_refused_and_write_nothing() {
     );
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
+
+/// The compressed-digest hex of layer `id` (its `.layers/XX/<d>` name).
+fn blob_of(repo: &Path, id: &str) -> String {
+    let layers = read_json(&repo.join("podmanStore/cvmfs-layers/layers.json"));
+    let l = layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == id)
+        .unwrap();
+    l["compressed-diff-digest"].as_str().unwrap()["sha256:".len()..].to_string()
+}
+
+#[test]
+fn profile_from_a_fetch_log() {
+    let f = fixture();
+    let repo = Path::new(&f.repo);
+    let top = blob_of(repo, &f.chain[0]);
+    let base = blob_of(repo, &f.chain[1]);
+    let layer = |d: &str, p: &str| format!("{}/.layers/{}/{d}/layerfs/{p}", f.repo, &d[..2]);
+    let flat = format!("{}/.flat/{}/{}", f.repo, &f.image[..2], f.image);
+    assert!(Path::new(&flat).is_dir(), "the fixture has no flat tree");
+    let log = [
+        format!("13\t-1\t{}", layer(&top, "etc/conf")),
+        // a flat tree file: served by the base layer
+        format!("11\t-1\t{flat}/usr/bin/app"),
+        format!("13\t-1\t{}", layer(&top, "etc/conf")),
+        // chunk 2 of 8-byte chunks
+        format!("7\t2\t{}", layer(&base, "usr/lib.so")),
+        format!("9\t-1\t{}/podmanStore/cvmfs-images/images.json", f.repo),
+        format!("9\t-1\t{}", layer(&base, "../../../etc/passwd")),
+        format!("9\t-1\t{}", layer(&"e".repeat(64), "x")),
+        format!(
+            "9\t-1\t/elsewhere/.layers/{}/{top}/layerfs/etc/conf",
+            &top[..2]
+        ),
+        format!("1\t{}\t{}", i64::MAX, layer(&base, "usr/lib.so")),
+        "not a log line".to_string(),
+    ]
+    .join("\n");
+    let log_path = f.dir.join("fetched.txt");
+    std::fs::write(&log_path, log).unwrap();
+    let out = f.dir.join("from-log.json").display().to_string();
+    let (ok, _, err) = run(&[
+        "profile",
+        "from-log",
+        log_path.to_str().unwrap(),
+        "--repo",
+        &f.repo,
+        "--image",
+        NAME,
+        "--chunk",
+        "8",
+        "-o",
+        &out,
+        "--publish",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("3 files"), "{err}");
+    assert!(err.contains("from 4 log lines (6 ignored)"), "{err}");
+    let expected = json!({
+        "version": 1,
+        "image": f.image,
+        "top-layer": f.chain[0],
+        "layers": [f.chain[0], f.chain[1]],
+        "entries": [
+            {"layer": 0, "path": "etc/conf", "ranges": [[0, 13]]},
+            {"layer": 1, "path": "usr/bin/app", "ranges": [[0, 11]]},
+            {"layer": 1, "path": "usr/lib.so", "ranges": [[16, 7]]},
+        ]
+    });
+    assert_eq!(read_json(Path::new(&out)), expected);
+    assert_eq!(read_json(&f.stored()), expected);
+    let (ok, out, _) = run(&["check", &f.repo]);
+    assert!(ok, "{out}");
+}
