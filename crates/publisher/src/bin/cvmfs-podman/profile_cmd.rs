@@ -17,6 +17,36 @@ pub enum ProfileCmd {
         #[arg(long)]
         repo: PathBuf,
     },
+    /// Run a container of a published image once and record what it reads
+    /// first: podman (cvmfs driver) runs in a private mount namespace where the
+    /// repository is seen through a FUSE tap (bench/fuselat, no delay) that
+    /// logs every file and chunk fetched; the log becomes the profile
+    Record {
+        /// registry/repository:tag as published, or the image ID
+        image: String,
+        #[arg(long)]
+        repo: PathBuf,
+        /// The podman to run (with the cvmfs driver linked in)
+        #[arg(long, default_value = "podman")]
+        podman: PathBuf,
+        /// The tap: bench/fuselat's binary
+        #[arg(long, env = "CVMFS_PODMAN_TAP", default_value = "fuselat")]
+        tap: PathBuf,
+        /// The podman's driver predates cvmfs.prefetch (do not pass
+        /// cvmfs.prefetch=off; a published profile would then be prefetched
+        /// and recorded again)
+        #[arg(long)]
+        old_driver: bool,
+        /// Write the profile here (default: standard output)
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Also publish it into the repository
+        #[arg(long)]
+        publish: bool,
+        /// The command to run instead of the image's entrypoint and cmd
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
     /// Make an image's profile from a fetch log (`<bytes>\t<chunk>\t<path>`
     /// per object fetched, in order, as `bench/fuselat -log` writes while a
     /// container of the image runs on a view of the repository)
@@ -68,6 +98,26 @@ pub fn publish_file(repo: &Path, file: &Path, image: Option<&str>) -> Result<(),
 pub fn run(cmd: ProfileCmd) -> Result<(), Error> {
     match cmd {
         ProfileCmd::Publish { file, repo } => publish_file(&repo, &file, None),
+        ProfileCmd::Record {
+            image,
+            repo,
+            podman,
+            tap,
+            old_driver,
+            output,
+            publish,
+            cmd,
+        } => {
+            let rec = Recording {
+                image: &image,
+                podman: &podman,
+                tap: &tap,
+                old_driver,
+                cmd: &cmd,
+            };
+            let repo = std::fs::canonicalize(&repo).map_err(|e| Error::io(&repo, e))?;
+            record(&repo, &rec, output.as_deref(), publish)
+        }
         ProfileCmd::FromLog {
             log,
             repo,
@@ -123,4 +173,114 @@ fn from_log(
         eprintln!("published as {}", dest.display());
     }
     Ok(())
+}
+
+/// What `profile record` runs.
+struct Recording<'a> {
+    image: &'a str,
+    podman: &'a Path,
+    tap: &'a Path,
+    old_driver: bool,
+    cmd: &'a [String],
+}
+
+/// The script run in a private mount namespace (`unshare -m`): the repository
+/// bound aside as the tap's source, the tap's view bound over the repository
+/// path (so the layer records lead into the view), podman run, the tap
+/// stopped (by its PID), podman's status returned. Arguments: repository,
+/// work directory, tap, then podman's command line.
+const RECORD_SCRIPT: &str = r#"
+set -u
+repo=$1 w=$2 tap=$3
+shift 3
+mkdir -p "$w/src" "$w/view" || exit 125
+mount --bind "$repo" "$w/src" || exit 125
+"$tap" -latency 0 -bandwidth 0 -chunk 8388608 -log "$w/fetched.txt" "$w/src" "$w/view" 2>"$w/tap.log" &
+tap_pid=$!
+i=0
+until mountpoint -q "$w/view"; do
+  i=$((i + 1))
+  if [ $i -gt 200 ] || ! kill -0 $tap_pid 2>/dev/null; then cat "$w/tap.log" >&2; exit 125; fi
+  sleep 0.05
+done
+mount --bind "$w/view" "$repo" || exit 125
+"$@"
+rc=$?
+umount -l "$repo"
+kill -TERM $tap_pid
+wait $tap_pid
+exit $rc
+"#;
+
+/// Run the image once under the tap, then turn the fetch log into its
+/// profile (written to `output` or stdout, published with `publish`).
+fn record(repo: &Path, rec: &Recording, output: Option<&Path>, publish: bool) -> Result<(), Error> {
+    let work = std::env::temp_dir().join(format!("cvmfs-podman-record.{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    let res = record_in(repo, &work, rec).and_then(|took| {
+        eprintln!("recorded: the container ran {took:.2} s under the tap");
+        from_log(
+            repo,
+            &work.join("src"),
+            rec.image,
+            &work.join("fetched.txt"),
+            8 << 20,
+            output,
+            publish,
+        )
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    res
+}
+
+fn record_in(repo: &Path, work: &Path, rec: &Recording) -> Result<f64, Error> {
+    let store = repo.join("podmanStore");
+    let mut podman: Vec<String> = vec![
+        rec.podman.display().to_string(),
+        "--root".into(),
+        work.join("root").display().to_string(),
+        "--runroot".into(),
+        work.join("run").display().to_string(),
+        "--storage-driver".into(),
+        "cvmfs".into(),
+        "--storage-opt".into(),
+        format!("cvmfs.imagestore={}", store.display()),
+        "--storage-opt".into(),
+        format!("cvmfs.repositories={}", repo.display()),
+    ];
+    if !rec.old_driver {
+        podman.extend(["--storage-opt".into(), "cvmfs.prefetch=off".into()]);
+    }
+    podman.extend(["run".into(), "--rm".into(), rec.image.to_string()]);
+    podman.extend(rec.cmd.iter().cloned());
+    let started = std::time::Instant::now();
+    let st = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            RECORD_SCRIPT,
+            "record",
+        ])
+        .arg(repo)
+        .arg(work)
+        .arg(rec.tap)
+        .args(&podman)
+        .status()
+        .map_err(|e| Error::msg(format!("profile record: unshare: {e}")))?;
+    let took = started.elapsed().as_secs_f64();
+    match st.code() {
+        Some(0) => Ok(took),
+        Some(125) => Err(Error::msg(format!(
+            "profile record: the tap ({}) did not start (root and FUSE needed)",
+            rec.tap.display()
+        ))),
+        _ => Err(Error::msg(format!(
+            "profile record: {} run {} failed ({st}); nothing recorded",
+            rec.podman.display(),
+            rec.image
+        ))),
+    }
 }
