@@ -203,7 +203,7 @@ registry_bytes_since() { # log line -> bytes of blob bodies the registry sent
 # (every other file the entrypoint reads, then as many files it does not read).
 # Profiles are kept aside and put into the repository only for the runs of
 # their alternative, so every other alternative runs as before.
-STALE_CMD='sed -n "1~2p" /bench/readlist | xargs cat >/dev/null; n=$(wc -l </bench/readlist); find / -xdev -type f | grep -vxFf /bench/readlist | head -n $((n / 2)) | xargs cat >/dev/null'
+STALE_CMD='awk "NR % 2" /bench/readlist | xargs cat >/dev/null; n=$(wc -l </bench/readlist); find / -xdev -type f | grep -vxFf /bench/readlist | head -n $((n / 2)) | xargs cat >/dev/null'
 record_profile() { # IMG KIND CMD...: writes $W/profiles/IMG-KIND.json
   local img=$1 kind=$2 ref="$REG/bench/$1:1"
   shift 2
@@ -450,9 +450,11 @@ for img in $images; do
       fi
       r=$(ratio "$(med "${F[cvmfs-profile]}")" "$(med "${F[$ref]}")")
       echo "- ours with a profile / $ref, time to first output: ${r}x (target <= 1.1x: $(verdict "$r" "<=" 1.1))"
-      if [ "$view" = fuse ]; then
-        r=$(ratio "$(med "${Bt[cvmfs-profile]}")" "$(jq -r .read_bytes "$G/info.json")")
-        echo "- ours with a profile, bytes read / bytes the entrypoint reads: ${r}x (target <= 1.2x: $(verdict "$r" "<=" 1.2); busybox and run.sh count too)"
+      if [ "$view" = fuse ] && [[ " $alts " == *" cvmfs "* ]]; then
+        # What the job reads is what ours without a profile fetches: the
+        # entrypoint's files plus busybox and run.sh.
+        r=$(ratio "$(med "${Bt[cvmfs-profile]}")" "$(med "${Bt[cvmfs]}")")
+        echo "- ours with a profile, bytes read / what the job reads (ours without a profile): ${r}x (target <= 1.2x: $(verdict "$r" "<=" 1.2))"
       fi
       echo "- profiles: $(jq -r '"\(.entries | length) files, \([.entries[].ranges[][1]] | add / 1048576 * 10 | floor / 10) MiB"' "$W/profiles/$img-entry.json") recorded for the entrypoint; stale: $(jq -r '"\(.entries | length) files, \([.entries[].ranges[][1]] | add / 1048576 * 10 | floor / 10) MiB"' "$W/profiles/$img-stale.json")"
     fi
