@@ -265,7 +265,7 @@ fn newest_reports(dir: &Path) -> Vec<(std::time::SystemTime, Report)> {
             Some((t, read_report(&e.path())?))
         })
         .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
     v
 }
 

@@ -230,7 +230,7 @@ fn validate_entry(e: &Entry, layers: usize) -> Result<(), String> {
         ));
     }
     for r in &e.ranges {
-        if r.len() == 0 || r.len() > MAX_RANGE_LEN {
+        if r.is_empty() || r.len() > MAX_RANGE_LEN {
             return Err(format!(
                 "range [{}, {}]: length must be in 1..={MAX_RANGE_LEN}",
                 r.offset(),
