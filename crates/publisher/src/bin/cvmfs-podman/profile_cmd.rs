@@ -229,7 +229,14 @@ fn record(repo: &Path, rec: &Recording, output: Option<&Path>, publish: bool) ->
             publish,
         )
     });
-    let _ = std::fs::remove_dir_all(&work);
+    // conmon's exit command (`podman container cleanup`) may still be
+    // writing in the run root for a moment after `podman run` returned.
+    for _ in 0..20 {
+        if std::fs::remove_dir_all(&work).is_ok() || !work.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     res
 }
 
