@@ -12,7 +12,10 @@
 #   BENCH_VIEWS="fuse local"  repository views: fuse = bench/fuselat (cold CVMFS
 #                        client model), local = the plain directory
 #   BENCH_LATENCY=2ms BENCH_BANDWIDTH=1000 (Mbit/s) BENCH_CHUNK=8388608   fuselat
-#   BENCH_ALTS="overlay-pull rootfs ducc cvmfs cvmfs-pull cvmfs-enabled"   which alternatives
+#   BENCH_ALTS="overlay-pull rootfs ducc cvmfs cvmfs-pull cvmfs-enabled"   which alternatives;
+#                        also cvmfs-profile (ours with a published start-up profile
+#                        recorded for the entrypoint) and cvmfs-stale (with one
+#                        recorded for another command of the image), issue 16
 #   BENCH_DROP_CACHES=1  drop the page cache before each run (cold local disk too)
 #   BENCH_TIMEOUT=300    seconds one run of an alternative may take; a run that
 #                        takes longer is stopped, shown as "> N (timed out)",
@@ -133,7 +136,7 @@ new_run() {
   cp "$E/policy.json" "$C/home/.config/containers/policy.json"
   sed -e "s|@REGISTRY@|$REG|" "$E/registries.conf.in" >"$C/registries.conf"
   case $1 in
-  cvmfs | cvmfs-pull)
+  cvmfs | cvmfs-pull | cvmfs-profile | cvmfs-stale)
     sed -e "s|@GRAPHROOT@|$C/root|; s|@RUNROOT@|$C/run|; s|@REPO@|$R|g" "$E/storage.conf.in" >"$C/storage.conf"
     ;;
   cvmfs-enabled)
@@ -192,6 +195,48 @@ registry_bytes_since() { # log line -> bytes of blob bodies the registry sent
     sed -n 's/^[^"]*"GET [^ ]*\/blobs\/[^ ]* HTTP[^"]*" 200 \([0-9]*\) .*/\1/p' | awk '{s += $1} END {print s + 0}'
 }
 
+# ------------------------------------------------------------------ profiles (issue 16)
+# Start-up profiles for cvmfs-profile and cvmfs-stale, recorded before any run:
+# the image runs once (not timed) on a fuselat view without delay whose fetch
+# log becomes the profile (cvmfs-podman profile from-log, what `profile record`
+# does). "entry": the entrypoint; "stale": another command of the same image
+# (every other file the entrypoint reads, then as many files it does not read).
+# Profiles are kept aside and put into the repository only for the runs of
+# their alternative, so every other alternative runs as before.
+STALE_CMD='awk "NR % 2" /bench/readlist | xargs cat >/dev/null; n=$(wc -l </bench/readlist); find / -xdev -type f | grep -vxFf /bench/readlist | head -n $((n / 2)) | xargs cat >/dev/null'
+record_profile() { # IMG KIND CMD...: writes $W/profiles/IMG-KIND.json
+  local img=$1 kind=$2 ref="$REG/bench/$1:1"
+  shift 2
+  new_run "$img-record-$kind" cvmfs
+  # no prefetch while recording (the storage.conf ends in [storage.options.cvmfs])
+  echo 'prefetch = "off"' >>"$C/storage.conf"
+  fuselat_stop
+  "$L/fuselat" -latency 0 -bandwidth 0 -chunk "$chunk" -log "$C/record.txt" "$D" "$R" 2>"$W/fuselat.log" &
+  FL_PID=$!
+  local _
+  for _ in $(seq 50); do mountpoint -q "$R" && break; sleep 0.1; done
+  $PM run --rm --network none "$ref" "$@" >/dev/null 2>"$C/record.err" ||
+    log "    recording $img ($kind) failed: $(tail -n 3 "$C/record.err")"
+  (source "$C/env" && pm rm -af -t 0 >/dev/null 2>&1)
+  fuselat_stop
+  mkdir -p "$W/profiles"
+  "$B" profile from-log "$C/record.txt" --repo "$D" --source-root "$D" --image "$ref" \
+    --chunk "$chunk" -o "$W/profiles/$img-$kind.json" 2>&1 | sed 's/^/    /' >&2
+  rm -rf "$C/root" "$C/run"
+}
+profile_slot() { # IMG -> where the repository keeps IMG's profile
+  mkdir -p "$D/podmanStore/cvmfs/profiles"
+  echo "$D/podmanStore/cvmfs/profiles/$(jq -r '."top-layer"' "$W/profiles/$1-entry.json").json"
+}
+if [[ " $alts " == *" cvmfs-profile "* || " $alts " == *" cvmfs-stale "* ]]; then
+  for img in $images; do
+    log "==> recording start-up profiles of $img"
+    record_profile "$img" entry /bench/run.sh
+    record_profile "$img" stale sh -c "$STALE_CMD"
+  done
+fi
+
+
 # Local disk of a graphroot + runroot, not counting what is mounted in them
 # (bench/diskuse.py: other file systems are not entered, bind mounts of the
 # same one are, so the overlay driver's self-bind-mounted image counts).
@@ -207,6 +252,10 @@ one_run() {
     # graphroot/enabled, its bytes count as local disk.
     "$B" enable --repo "$D" --store "$C/root/enabled" "$ref" >/dev/null || log "    cvmfs-podman enable failed"
   fi
+  case $alt in
+  cvmfs-profile) cp "$W/profiles/$img-entry.json" "$(profile_slot "$img")" ;;
+  cvmfs-stale) cp "$W/profiles/$img-stale.json" "$(profile_slot "$img")" ;;
+  esac
   view_start "$view"
   [ "$drop" = 1 ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
   local mark
@@ -220,7 +269,7 @@ one_run() {
     flat=${flat#sha256:}
     cmds=("$PM $run --rootfs $R/.flat/${flat:0:2}/$flat:O /bench/run.sh")
     ;;
-  ducc | cvmfs) cmds=("$PM $run $ref /bench/run.sh") ;;
+  ducc | cvmfs | cvmfs-profile | cvmfs-stale) cmds=("$PM $run $ref /bench/run.sh") ;;
   cvmfs-enabled) cmds=("$PM $run $ref /bench/run.sh") ;;
   esac
   MEASURE_TIMEOUT="$run_timeout" MEASURE_AT_FIRST="$DU '$C/root' '$C/run'" \
@@ -239,6 +288,7 @@ one_run() {
   esac
   [ -n "$fetched" ] || fetched=-
   fuselat_stop
+  case $alt in cvmfs-profile | cvmfs-stale) rm -f "$(profile_slot "$img")" ;; esac
   jq -r --arg b "$fetched" --arg d "$disk" '"\(.first_s // "-") \(.total_s) \(.maxrss_kib) \($b) \($d) \(if .timed_out then "timeout" else .rc end) \(.at_first // "-")"' "$C/measure.json"
   if [ "$(jq -r .timed_out "$C/measure.json")" = true ]; then
     log "    run $C ($img $view $alt) stopped after ${run_timeout}s (BENCH_TIMEOUT)"
@@ -270,6 +320,8 @@ label() {
   cvmfs) echo "**cvmfs: run by name**" ;;
   cvmfs-pull) echo "**cvmfs: pull + run**" ;;
   cvmfs-enabled) echo "**cvmfs: run by name, enabled local store**" ;;
+  cvmfs-profile) echo "**cvmfs: run by name, published profile**" ;;
+  cvmfs-stale) echo "**cvmfs: run by name, stale profile (another command)**" ;;
   esac
 }
 
@@ -385,6 +437,26 @@ for img in $images; do
       fi
       r=$(awk -v a="$(med "${D0[cvmfs]}")" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / 1048576 }')
       echo "- ours, local disk used when the entrypoint printed its first line (graphroot + runroot, podman's databases included): ${r} MiB (target <= 1 MiB: $(verdict "$r" "<=" 1))"
+    fi
+    if [[ " $alts " == *" cvmfs-profile "* ]]; then
+      ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "") print "-"; else printf "%.2f", a / b }'; }
+      ref=rootfs
+      [[ " $alts " == *" rootfs "* ]] || ref=cvmfs
+      r=$(ratio "$(med "${T[cvmfs-profile]}")" "$(med "${T[$ref]}")")
+      if [ "$view" = fuse ]; then
+        echo "- ours with a profile / $ref, time to exit: ${r}x (target <= 0.25x: $(verdict "$r" "<=" 0.25))"
+      else
+        echo "- ours with a profile / $ref, time to exit: ${r}x (target on the plain directory <= 1.05x: $(verdict "$r" "<=" 1.05))"
+      fi
+      r=$(ratio "$(med "${F[cvmfs-profile]}")" "$(med "${F[$ref]}")")
+      echo "- ours with a profile / $ref, time to first output: ${r}x (target <= 1.1x: $(verdict "$r" "<=" 1.1))"
+      if [ "$view" = fuse ] && [[ " $alts " == *" cvmfs "* ]]; then
+        # What the job reads is what ours without a profile fetches: the
+        # entrypoint's files plus busybox and run.sh.
+        r=$(ratio "$(med "${Bt[cvmfs-profile]}")" "$(med "${Bt[cvmfs]}")")
+        echo "- ours with a profile, bytes read / what the job reads (ours without a profile): ${r}x (target <= 1.2x: $(verdict "$r" "<=" 1.2))"
+      fi
+      echo "- profiles: $(jq -r '"\(.entries | length) files, \([.entries[].ranges[][1]] | add / 1048576 * 10 | floor / 10) MiB"' "$W/profiles/$img-entry.json") recorded for the entrypoint; stale: $(jq -r '"\(.entries | length) files, \([.entries[].ranges[][1]] | add / 1048576 * 10 | floor / 10) MiB"' "$W/profiles/$img-stale.json")"
     fi
     unset F T S Bt DW D0 TO
   done

@@ -1,7 +1,7 @@
 // fuselat: a read-only FUSE view of a directory that behaves like a CVMFS
 // client with a cold cache, for the benchmarks (bench/README.md).
 //
-//	fuselat [-latency 2ms] [-bandwidth 1000] [-chunk 8388608] [-stats FILE] SOURCE MOUNTPOINT
+//	fuselat [-latency 2ms] [-bandwidth 1000] [-chunk 8388608] [-parallel 16] [-stats FILE] SOURCE MOUNTPOINT
 //
 // Metadata (lookup, stat, readdir, readlink, xattrs) is answered at once: a
 // CVMFS client has the file catalog locally once it is loaded. File contents
@@ -9,7 +9,12 @@
 // -chunk bytes is one object fetched whole on its first open; a larger file is
 // fetched chunk by chunk on the first read that touches each chunk. Every fetch
 // waits -latency (one round trip to the site proxy) and then its share of a
-// link of -bandwidth Mbit/s that all fetches queue on. What was fetched stays
+// link of -bandwidth Mbit/s that all fetches queue on. At most -parallel
+// fetches run at once (a CVMFS client opens at most 16 HTTP connections:
+// kDefaultNumConnections in cvmfs/mountpoint.h, CURLMOPT_MAX_TOTAL_CONNECTIONS);
+// more wait for a free slot. A reader that needs an object another request is
+// already fetching waits for that fetch (as the client's download manager
+// does), it neither fetches again nor gets it early. What was fetched stays
 // (the client cache); the kernel page cache keeps it too.
 //
 // Bytes fetched, fetches, opens and bytes read through FUSE are written as JSON
@@ -51,9 +56,13 @@ var (
 	linkFree time.Time
 
 	// What the "client cache" holds: per source inode, which chunks (or -1 for
-	// a whole small file) were fetched.
+	// a whole small file) were fetched or are being fetched; the channel is
+	// closed when the fetch is done.
 	cacheMu sync.Mutex
-	cache   = map[uint64]map[int64]bool{}
+	cache   = map[uint64]map[int64]chan struct{}{}
+
+	// Fetch slots: -parallel concurrent fetches at most.
+	slots chan struct{}
 
 	// -log: one line per fetch, to see what a workload pulls in.
 	fetchLog   *os.File
@@ -71,6 +80,8 @@ func logFetch(path string, chunk, n int64) {
 
 // fetch charges one object of n bytes: a round trip, then its turn on the link.
 func fetch(n int64) {
+	slots <- struct{}{}
+	defer func() { <-slots }()
 	atomic.AddInt64(&st.Fetches, 1)
 	atomic.AddInt64(&st.BytesFetched, n)
 	time.Sleep(latency)
@@ -89,20 +100,28 @@ func fetch(n int64) {
 	time.Sleep(time.Until(until))
 }
 
-// need marks chunk c of inode ino fetched and reports whether it was not yet.
-func need(ino uint64, c int64) bool {
+// obtain makes chunk c of inode ino present: the first caller fetches it
+// (fetch(n), logged as path), every other caller waits until that is done.
+func obtain(ino uint64, c int64, n int64, path string) {
 	cacheMu.Lock()
-	defer cacheMu.Unlock()
 	m := cache[ino]
 	if m == nil {
-		m = map[int64]bool{}
+		m = map[int64]chan struct{}{}
 		cache[ino] = m
 	}
-	if m[c] {
-		return false
+	done, known := m[c]
+	if !known {
+		done = make(chan struct{})
+		m[c] = done
 	}
-	m[c] = true
-	return true
+	cacheMu.Unlock()
+	if known {
+		<-done
+		return
+	}
+	logFetch(path, c, n)
+	fetch(n)
+	close(done)
 }
 
 // node wraps the loopback node so that opens go through the fetch model.
@@ -128,10 +147,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	atomic.AddInt64(&st.Opens, 1)
 	if s.Size <= chunkSize {
-		if need(s.Ino, -1) {
-			logFetch(p, -1, s.Size)
-			fetch(s.Size)
-		}
+		obtain(s.Ino, -1, s.Size, p)
 	}
 	// FOPEN_KEEP_CACHE: what was read stays in the page cache across opens,
 	// as it does with the CVMFS client.
@@ -157,14 +173,11 @@ func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult
 			end = f.size
 		}
 		for c := off / chunkSize; c*chunkSize < end; c++ {
-			if need(f.ino, c) {
-				n := chunkSize
-				if (c+1)*chunkSize > f.size {
-					n = f.size - c*chunkSize
-				}
-				logFetch(f.path, c, n)
-				fetch(n)
+			n := chunkSize
+			if (c+1)*chunkSize > f.size {
+				n = f.size - c*chunkSize
 			}
+			obtain(f.ino, c, n, f.path)
 		}
 	}
 	n, err := syscall.Pread(f.fd, buf, off)
@@ -204,7 +217,12 @@ func main() {
 	statsPath := flag.String("stats", "", "write counters as JSON here on SIGUSR1 and at exit")
 	debug := flag.Bool("debug", false, "log FUSE requests")
 	logPath := flag.String("log", "", "append one line per fetch here: bytes, chunk (-1: whole file), path")
+	parallel := flag.Int("parallel", 16, "most fetches at once (a CVMFS client's 16 connections)")
 	flag.Parse()
+	if *parallel < 1 {
+		log.Fatalf("fuselat: -parallel %d: at least 1", *parallel)
+	}
+	slots = make(chan struct{}, *parallel)
 	if flag.NArg() != 2 {
 		fmt.Fprintln(os.Stderr, "usage: fuselat [flags] SOURCE MOUNTPOINT")
 		os.Exit(2)

@@ -102,6 +102,8 @@ pub struct Driver {
     pub(crate) options: Options,
     pub(crate) layout: Layout,
     pub(crate) mounter: Arc<dyn Mounter>,
+    /// Background reads of published start-up profiles (issue 16).
+    pub(crate) prefetch: crate::prefetch::Prefetcher,
 }
 
 /// An exclusive `flock` on a layer's mount count file; released on drop.
@@ -266,6 +268,8 @@ impl Driver {
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
         let layout = Layout::new(&options);
+        // H-profiles hook
+        let prefetch = crate::prefetch::Prefetcher::new(options.prefetch, &run_dir);
         Ok(Driver {
             store,
             image_store,
@@ -273,6 +277,7 @@ impl Driver {
             options,
             layout,
             mounter,
+            prefetch,
         })
     }
 
@@ -784,6 +789,14 @@ impl Driver {
             .mount_overlay(&spec, &merged)
             .map_err(|e| e.context(format!("layer {id}: get")))?;
         count.write(1, &count_path)?;
+        // H-profiles hook: prefetch the image's start-up profile in the
+        // background (a container layer's parent is the image's top layer).
+        let top = match &layer {
+            Layer::Store(s) => Some(s.id.clone()),
+            Layer::Local { record, .. } => record.parent.clone(),
+        };
+        let flat = self.options.use_flat;
+        self.prefetch.start(id, top, &merged, &self.layout, flat);
         Ok(merged)
     }
 
@@ -812,6 +825,8 @@ impl Driver {
         if n > 1 {
             return count.write(n - 1, &count_path);
         }
+        // H-profiles hook: the container stops, so does its prefetch
+        self.prefetch.stop(id);
         self.unmount_all(&merged)
             .map_err(|e| e.context(format!("layer {id}: put")))?;
         count.write(0, &count_path)?;
@@ -941,6 +956,7 @@ impl Driver {
         if let (Some(root), Some(_)) = (&self.options.separate_image_store, &self.image_store) {
             status.push(("Image Store".into(), root.display().to_string()));
         }
+        status.extend(self.prefetch.status());
         status
     }
 
@@ -962,6 +978,10 @@ impl Driver {
             "MergedDir".into(),
             self.merged_dir(&layer).display().to_string(),
         );
+        // H-profiles hook
+        if let Some(r) = self.prefetch.report(id) {
+            m.insert("Prefetch".into(), r.summary());
+        }
         match &layer {
             Layer::Local { id, record, home } => {
                 let store = self.home_store(*home);

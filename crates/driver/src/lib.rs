@@ -80,6 +80,8 @@ pub mod error;
 pub mod layout;
 pub mod mount;
 pub mod options;
+// H-profiles hook: background prefetch of start-up profiles (issue 16)
+pub mod prefetch;
 mod stack;
 pub mod store;
 

@@ -18,6 +18,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "repository_timeout",
     "use_flat",
     "whiteout_timeout",
+    // H-profiles hook: crate::prefetch::PrefetchConfig::KEYS
+    "prefetch",
+    "prefetch_threads",
+    "prefetch_max_bytes",
 ];
 
 /// Parsed driver options.
@@ -49,6 +53,8 @@ pub struct Options {
     /// How long building the whiteout layers of one stack may take (they
     /// come from records, and the build runs inside a podman call).
     pub whiteout_timeout: Duration,
+    /// H-profiles hook: background prefetch of start-up profiles.
+    pub prefetch: crate::prefetch::PrefetchConfig,
 }
 
 impl Default for Options {
@@ -63,6 +69,7 @@ impl Default for Options {
             repository_timeout: Duration::from_secs(60),
             use_flat: true,
             whiteout_timeout: Duration::from_secs(20),
+            prefetch: Default::default(),
         }
     }
 }
@@ -265,6 +272,10 @@ impl Options {
                 "use_flat" => opts.use_flat = parse_bool(item, value)?,
                 "repository_timeout" => opts.repository_timeout = parse_seconds(item, value)?,
                 "whiteout_timeout" => opts.whiteout_timeout = parse_seconds(item, value)?,
+                // H-profiles hook
+                "prefetch" | "prefetch_threads" | "prefetch_max_bytes" => {
+                    opts.prefetch.set(key, value).map_err(|why| bad(item, why))?
+                }
                 _ => {
                     return Err(Error::invalid(format!(
                         "cvmfs: unknown option {:?} (known: {})",

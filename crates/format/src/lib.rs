@@ -80,6 +80,7 @@ pub mod id;
 pub mod markers;
 pub mod ownership;
 pub mod paths;
+pub mod profile;
 pub mod record;
 pub mod tarsplit;
 

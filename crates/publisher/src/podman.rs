@@ -865,6 +865,10 @@ fn remove_unused(
         vanish(&store.image_dir(id))?;
     }
     for id in &rep.layers {
+        // H-profiles hook: a profile is keyed by its image's top layer
+        if let Some(p) = super::profile::profile_of_layer(store, id) {
+            vanish(&p)?;
+        }
         vanish(&store.tar_split(id))?;
         vanish(&store.record_dir(id))?;
     }
@@ -915,6 +919,10 @@ pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Ve
             copy(&src.tar_split(id), &dst.tar_split(id))?;
             layers.push(l.clone());
             added_layers = true;
+        }
+        // H-profiles hook: the image's start-up profile goes with it
+        if let Some(top) = img["layer"].as_str() {
+            super::profile::copy_profile(src, dst, top)?;
         }
         let id = img["id"].as_str().unwrap_or_default();
         for k in img["big-data-names"].as_array().into_iter().flatten() {

@@ -44,6 +44,13 @@ pub fn check(repo: &Path, deep: bool) -> Report {
     check_ducc(repo, &mut r);
     check_store(repo, &mut r);
     check_origins(repo, &mut r);
+    // H-profiles hook: start-up profiles (issue 16)
+    {
+        let store = StorePaths::new(repo.join("podmanStore"));
+        let p = cvmfs_publisher::profile::check_profiles(&store, repo);
+        r.problems.extend(p.problems);
+        r.notes.extend(p.notes);
+    }
     if deep {
         check_content(repo, &mut r);
     }

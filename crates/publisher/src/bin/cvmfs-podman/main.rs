@@ -12,6 +12,7 @@ use cvmfs_publisher::Error;
 
 mod check;
 mod maintain;
+mod profile_cmd;
 mod progress;
 mod publish;
 mod testimg;
@@ -43,6 +44,10 @@ enum Cmd {
     Disable(maintain::DisableArgs),
     /// Check a published tree and explain what is wrong
     Check(maintain::CheckArgs),
+    /// Start-up profiles: what a container reads first, prefetched by the
+    /// driver on cold starts
+    #[command(subcommand)]
+    Profile(profile_cmd::ProfileCmd),
 }
 
 impl Cmd {
@@ -54,6 +59,7 @@ impl Cmd {
             Cmd::Enable(_) => "enable",
             Cmd::Disable(_) => "disable",
             Cmd::Check(_) => "check",
+            Cmd::Profile(_) => "profile",
         }
     }
 
@@ -66,6 +72,7 @@ impl Cmd {
             Cmd::Enable(a) => maintain::enable(a).map(|()| true),
             Cmd::Disable(a) => maintain::disable(a).map(|()| true),
             Cmd::Check(a) => Ok(maintain::check(a)),
+            Cmd::Profile(c) => profile_cmd::run(c.clone()).map(|()| true),
         }
     }
 }

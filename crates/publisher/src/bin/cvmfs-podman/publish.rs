@@ -62,6 +62,10 @@ pub struct PublishArgs {
     /// Wrap the work in `cvmfs_server transaction`/`publish` of this repository
     #[arg(long)]
     cvmfs_transaction: Option<String>,
+    /// Also publish this start-up profile (recorded by `profile record` for
+    /// this image)
+    #[arg(long)]
+    profile_from: Option<PathBuf>,
 }
 
 /// `90`, `90s`, `5m`, `1h` (at least one second, at most a day).
@@ -193,7 +197,10 @@ fn publish_image(args: &PublishArgs) -> Result<()> {
     } else if !args.quiet {
         print_summary(&s);
     }
-    Ok(())
+    match &args.profile_from {
+        Some(f) => crate::profile_cmd::publish_file(&args.repo, f, Some(&s.image_id)),
+        None => Ok(()),
+    }
 }
 
 /// Every bar is finished: a plain line.
