@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# make test-rootless: the patched podman (build/bin/podman, the primary line)
+# run by an ordinary user with `--storage-driver cvmfs`, against a repository
+# published by root with `cvmfs-podman publish` from a docker-registry on
+# 127.0.0.1 (as in hack/test-e2e.sh). Issue 15; docs/rootless.md.
+#
+# Creates two throw-away users: cvmfs-rl-sub with /etc/subuid and /etc/subgid
+# ranges and cvmfs-rl-nosub without. Each runs podman as itself (setpriv, a
+# clean environment, HOME in /home/<user>) with the storage under
+# ~/.local/share/containers and ~/.config/containers/storage.conf as podman
+# users keep it (README "Rootless"). Both users, their subordinate ranges,
+# their processes (by PID) and the work directory are removed at the end.
+#
+#   hack/test-rootless.sh [PATTERN]   only the cases whose name contains PATTERN
+#
+# Ends with exactly one line "N passed, N failed, N skipped". Cases listed in
+# tests/e2e/rootless-expected-failures.txt ("name<TAB>reason") are known gaps:
+# they still count as failed, with the reason printed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+# shellcheck source=tests/lib/registry.bash
+source "$ROOT/tests/lib/registry.bash"
+# shellcheck source=hack/lib-storage.sh
+source "$ROOT/hack/lib-storage.sh"
+# shellcheck source=hack/lib-cgroup2.sh
+source "$ROOT/hack/lib-cgroup2.sh"
+
+only=${1:-}
+passed=0 failed=0 skipped=0
+E="$ROOT/tests/e2e"
+expected_file="$E/rootless-expected-failures.txt"
+log_dir="$ROOT/build/test-rootless"
+SUB_USER=cvmfs-rl-sub NOSUB_USER=cvmfs-rl-nosub
+SUB_RANGE_START=3100000 SUB_RANGE_SIZE=65536
+
+summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+die() { echo "test-rootless: $*" >&2; failed=$((failed + 1)); summary; exit 1; }
+fail() { echo "FAILED CHECK: $*" >&2; return 1; }
+expected_reason() { [ -f "$expected_file" ] && awk -F'\t' -v n="$1" '$1 == n {print $2}' "$expected_file"; }
+
+case_no=0
+# run_test NAME FUNCTION: as in hack/test-e2e.sh, one subshell with `set -ex`
+# per case, its output in build/test-rootless/<n>.log, shown on failure.
+run_test() {
+  local name=$1 fn=$2
+  [ -z "$only" ] || [[ "$name" == *"$only"* ]] || return 0
+  case_no=$((case_no + 1))
+  local log="$log_dir/$case_no.log" reason start=$SECONDS
+  reason=$(expected_reason "$name")
+  (
+    set -ex
+    "$fn"
+  ) >"$log" 2>&1
+  local rc=$?
+  curl -fs --max-time 2 "http://$REG/v2/" >/dev/null 2>&1 || registry_start "$W/registry" "${REG##*:}" || true
+  if [ "$rc" -eq 0 ]; then
+    if [ -n "$reason" ]; then
+      echo "XPASS: $name ($((SECONDS - start))s; listed in $expected_file: remove it)"
+      failed=$((failed + 1))
+    else
+      echo "ok: $name ($((SECONDS - start))s)"
+      passed=$((passed + 1))
+    fi
+  else
+    echo "FAIL: $name ($((SECONDS - start))s; log $log)"
+    [ -n "$reason" ] && echo "    known failure: $reason"
+    grep -v '^+ ' "$log" | tail -n 20 | sed 's/^/    /'
+    failed=$((failed + 1))
+  fi
+}
+
+[ "$(id -u)" -eq 0 ] || { echo "test-rootless: SKIP: must run as root (it creates test users)"; echo "0 passed, 0 failed, 1 skipped"; exit 0; }
+for tool in skopeo umoci docker-registry jq python3 curl conmon runc busybox tar setpriv useradd newuidmap newgidmap; do
+  command -v "$tool" >/dev/null || die "$tool missing (make deps)"
+done
+reexec_with_cgroup2 "$PODMAN_VERSION" "$0" "$@" || die "podman $PODMAN_VERSION cannot run on this host"
+rm -rf "$log_dir"
+mkdir -p "$log_dir"
+
+# ------------------------------------------------------------------ build
+if [ ! -x "$PODMAN_BINARY" ]; then
+  echo "==> make podman"
+  "$ROOT/hack/build-podman.sh" >"$log_dir/build-podman.log" 2>&1 || { tail -n 40 "$log_dir/build-podman.log"; die "building podman failed"; }
+fi
+cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
+B="$ROOT/target/release/cvmfs-podman"
+
+# ------------------------------------------------------------------ users, fixtures
+W=$(mktemp -d /tmp/test-rootless.XXXXXX)
+chmod 755 "$W"
+R="$W/repo"
+# The test users' binaries: a copy the users can read wherever the worktree is.
+mkdir -p "$W/bin"
+cp "$PODMAN_BINARY" "$W/bin/podman"
+PODMAN="$W/bin/podman"
+
+user_pids() { ps -o pid= -u "$1" 2>/dev/null | tr -d ' '; }
+remove_user() {
+  local u=$1 pid
+  id "$u" >/dev/null 2>&1 || return 0
+  # podman's rootless pause process and any conmon left: by PID, as that user's.
+  for pid in $(user_pids "$u"); do kill -9 "$pid" 2>/dev/null; done
+  sleep 0.2
+  userdel -r "$u" >/dev/null 2>&1
+  sed -i "/^$u:/d" /etc/subuid /etc/subgid
+}
+cleanup() {
+  local u
+  for u in "$SUB_USER" "$NOSUB_USER"; do
+    id "$u" >/dev/null 2>&1 && as_user "$u" podman system reset -f >/dev/null 2>&1
+    remove_user "$u"
+  done
+  registry_stop
+  grep -o " $W[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+make_user() { # NAME [subordinate range start]
+  local u=$1 start=${2:-}
+  remove_user "$u"
+  useradd --create-home --shell /bin/bash "$u" || return 1
+  if [ -n "$start" ]; then
+    echo "$u:$start:$SUB_RANGE_SIZE" >>/etc/subuid
+    echo "$u:$start:$SUB_RANGE_SIZE" >>/etc/subgid
+  fi
+  local h
+  h=$(getent passwd "$u" | cut -d: -f6)
+  # The user's own configuration, as README "Rootless" shows it: no graphroot
+  # (podman's rootless default ~/.local/share/containers/storage), the
+  # repository's store as an additional image store.
+  install -d -o "$u" -g "$u" "$h/.config" "$h/.config/containers"
+  cat >"$h/.config/containers/storage.conf" <<EOF
+[storage]
+driver = "cvmfs"
+
+[storage.options]
+additionalimagestores = ["$R/podmanStore"]
+
+[storage.options.cvmfs]
+repositories = "$R"
+EOF
+  sed -e "s|@REGISTRY@|$REG|" "$E/registries.conf.in" >"$h/.config/containers/registries.conf"
+  cp "$E/policy.json" "$h/.config/containers/policy.json"
+  cp "$E/containers.conf" "$h/.config/containers/containers.conf"
+  chown -R "$u:$u" "$h/.config"
+  install -d -m 700 -o "$u" -g "$u" "$W/run-$u"
+}
+
+# as_user USER CMD...: CMD as USER with a clean login-like environment;
+# `podman` means the patched podman.
+as_user() {
+  local u=$1 h uid
+  shift
+  h=$(getent passwd "$u" | cut -d: -f6)
+  uid=$(id -u "$u")
+  [ "$1" = podman ] && { shift; set -- "$PODMAN" "$@"; }
+  (cd / && setpriv --reuid="$uid" --regid="$(id -g "$u")" --init-groups -- env -i \
+    HOME="$h" USER="$u" LOGNAME="$u" PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+    XDG_RUNTIME_DIR="$W/run-$u" PODMAN_IGNORE_CGROUPSV1_WARNING=1 \
+    ${CONTAINERS_CONF_OVERRIDE:+CONTAINERS_CONF_OVERRIDE=$CONTAINERS_CONF_OVERRIDE} "$@")
+}
+
+echo "==> fixtures in $W"
+(
+  set -e
+  mkdir -p "$W/bb/bin"
+  cp /bin/busybox "$W/bb/bin/busybox"
+  for a in sh cat ls find stat echo sleep true test mkdir rm sort cut awk readlink sha256sum id; do
+    ln -s busybox "$W/bb/bin/$a"
+  done
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1700000000 -cf "$W/busybox.tar" -C "$W/bb" bin
+  I="$E/images"
+  "$B" make-oci "$W/oci" --tag tiny "$W/busybox.tar" "$I/app.spec"
+  "$B" make-oci "$W/oci" --tag wh "$W/busybox.tar" "$I/wh-base.spec" "$I/wh-delete.spec" "$I/wh-top.spec"
+) >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; die "building the test images failed"; }
+registry_start "$W/registry" || die "cannot start docker-registry"
+(
+  set -e
+  for t in tiny wh; do
+    skopeo copy --quiet --dest-tls-verify=false "oci:$W/oci:$t" "docker://$REG/e2e/$t:1"
+    "$B" publish "docker://$REG/e2e/$t:1" --tls-verify=false --repo "$R" -q
+  done
+  "$B" check "$R"
+  chmod -R a+rX "$R"
+) >"$log_dir/publish.log" 2>&1 || { cat "$log_dir/publish.log"; die "publishing the test images failed"; }
+make_user "$SUB_USER" "$SUB_RANGE_START" >"$log_dir/users.log" 2>&1 || { cat "$log_dir/users.log"; die "cannot create $SUB_USER"; }
+make_user "$NOSUB_USER" >>"$log_dir/users.log" 2>&1 || { cat "$log_dir/users.log"; die "cannot create $NOSUB_USER"; }
+echo "    users $SUB_USER (subordinate IDs $SUB_RANGE_START+$SUB_RANGE_SIZE) and $NOSUB_USER (none); registry $REG"
+
+pm() { as_user "$SUB_USER" podman "$@"; }
+repo_state() {
+  (
+    cd "$R"
+    find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort
+    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  ) | sha256sum | cut -d' ' -f1
+}
+umoci_rootfs() {
+  local d="$W/umoci-$1"
+  [ -d "$d/rootfs" ] || umoci unpack --image "$W/oci:$1" "$d" >/dev/null
+  echo "$d/rootfs"
+}
+LIST_PATHS=(app bin data etc gone home opt x)
+
+# ------------------------------------------------------------------ cases
+t_run_by_name_offline() {
+  registry_stop
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
+  pm images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' | tee "$W/images.txt"
+  grep -qx "$REG/e2e/tiny:1 true" "$W/images.txt" || fail "the published image is not listed read-only"
+  # The storage is the user's, under ~/.local/share/containers.
+  local h
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  [ "$(pm info --format '{{.Store.GraphRoot}}')" = "$h/.local/share/containers/storage" ] || fail "graphroot is not the rootless default"
+  [ -d "$h/.local/share/containers/storage/cvmfs" ] || fail "no driver home under the user's graphroot"
+  [ "$(stat -c %U "$h/.local/share/containers/storage/cvmfs")" = "$SUB_USER" ] || fail "driver home not owned by the user"
+}
+
+t_info_names_rootless_path() {
+  pm info --format '{{json .Store.GraphStatus}}' | tee "$W/status.json"
+  jq -e 'to_entries | map(select(.key | test("[Rr]ootless"))) | length > 0' "$W/status.json" >/dev/null ||
+    fail "podman info's driver status does not say which rootless path (kernel overlay/fuse-overlayfs, ID mapping) is in use"
+}
+
+t_ownership() {
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" stat -c '%u:%g %a %n' /app/data/1 /app/hello.txt)
+  echo "$out"
+  grep -qx '1000:1000 644 /app/data/1' <<<"$out" || fail "the 1000:1000 file shows as $(sed -n 1p <<<"$out")"
+  grep -qx '0:0 644 /app/hello.txt' <<<"$out" || fail "a root file shows as $(sed -n 2p <<<"$out")"
+  out=$(pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a' /x/passwd)
+  [ "$out" = "0:0 4755" ] || fail "the setuid binary shows as $out, not 0:0 4755"
+  # Container root may change an image file (copy-up), as with overlay.
+  pm run --rm "$REG/e2e/tiny:1" sh -c 'echo more >> /app/hello.txt && cat /app/hello.txt' | tee "$W/append.txt"
+  [ "$(tail -n 1 "$W/append.txt")" = more ] || fail "container root cannot write to an image file"
+}
+
+t_whiteouts_match_umoci() {
+  local ref
+  ref=$(umoci_rootfs wh)
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$W/umoci.list"
+  # The container's root filesystem as the user's namespace sees it (podman
+  # mount works there only), without starting the container: names, types and
+  # contents show the whiteouts whatever the owners are.
+  pm create --name w "$REG/e2e/wh:1" true
+  pm unshare bash -c 'm=$("$0" mount w) && sh "$1" "$m" "${@:2}"; rc=$?; "$0" umount w; exit $rc' \
+    "$PODMAN" "$E/list.sh" "${LIST_PATHS[@]}" >"$W/mounted.list"
+  pm rm -f w
+  diff <(cut -d'|' -f1,2,4 "$W/umoci.list") <(cut -d'|' -f1,2,4 "$W/mounted.list") ||
+    fail "names/types/contents of the mounted rootfs differ from umoci unpack (whiteouts)"
+  grep -q '^data/x/3|' "$W/mounted.list" || fail "listing incomplete"
+  # ... and inside a running container, owners and modes too.
+  pm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$W/container.list"
+  diff "$W/umoci.list" "$W/container.list" || fail "modes/owners in the container differ from umoci unpack"
+}
+
+t_build_commit() {
+  local ctx="$W/ctx"
+  mkdir -p "$ctx"
+  printf 'FROM %s\nRUN echo built > /built.txt && rm /app/hello.txt\n' "$REG/e2e/tiny:1" >"$ctx/Containerfile"
+  chmod -R a+rX "$ctx"
+  pm build --network none --pull=never -t localhost/rl/built:1 "$ctx"
+  [ "$(pm run --rm localhost/rl/built:1 cat /built.txt)" = built ] || fail "built image content"
+  pm run --rm localhost/rl/built:1 sh -c 'test ! -e /app/hello.txt' || fail "a file deleted by RUN is visible"
+  pm run --name c1 "$REG/e2e/tiny:1" sh -c 'echo committed > /committed.txt; rm /app/data/1'
+  pm commit c1 localhost/rl/committed:1
+  [ "$(pm run --rm localhost/rl/committed:1 cat /committed.txt)" = committed ] || fail "committed content"
+  pm run --rm localhost/rl/committed:1 sh -c 'test ! -e /app/data/1' || fail "a deleted file is visible after commit"
+  pm rm -f c1
+}
+
+t_parallel_runs() {
+  local i pids=() rc=0
+  for i in 1 2 3 4 5 6; do
+    pm run --rm "$REG/e2e/tiny:1" sh -c "cat /app/hello.txt; echo $i > /run/me; cat /run/me" >"$W/par$i.out" 2>"$W/par$i.err" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "run $((i + 1)) failed"; rc=1; }; done
+  for i in 1 2 3 4 5 6; do
+    cat "$W/par$i.out" "$W/par$i.err"
+    [ "$(cat "$W/par$i.out")" = "$(printf 'hello from cvmfs\n%s' "$i")" ] || { echo "run $i printed the wrong thing"; rc=1; }
+  done
+  [ "$rc" -eq 0 ] || fail "parallel runs failed"
+  [ -z "$(pm ps -aq)" ] || fail "containers left"
+}
+
+t_reset_leaves_repository() {
+  local before after out
+  before=$(repo_state)
+  # (Writes into the image are the ownership case's; this one needs a container.)
+  pm run --name keep "$REG/e2e/tiny:1" sh -c 'echo x > /run/new'
+  pm rmi -af || true
+  pm system reset -f
+  after=$(repo_state)
+  [ "$before" = "$after" ] || fail "the repository changed: $before -> $after"
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "after reset the container printed '$out'"
+  [ "$(repo_state)" = "$before" ] || fail "the repository changed after the last run"
+}
+
+t_no_subordinate_ids() {
+  local out rc=0
+  out=$(as_user "$NOSUB_USER" podman run --rm "$REG/e2e/tiny:1" cat /app/hello.txt 2>"$W/nosub.err") || rc=$?
+  cat "$W/nosub.err"
+  if [ "$rc" -eq 0 ]; then
+    [ "$out" = "hello from cvmfs" ] || fail "single-ID run printed '$out'"
+  else
+    grep -q "/etc/subuid" "$W/nosub.err" || fail "failure without subordinate IDs does not name /etc/subuid"
+    grep -q "$NOSUB_USER" "$W/nosub.err" || fail "the error does not name the user missing from /etc/subuid"
+  fi
+}
+
+run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
+run_test "podman info driver status names the rootless path" t_info_names_rootless_path
+run_test "owners: a 1000:1000 file, a setuid binary, root files writable by container root" t_ownership
+run_test "whiteouts and owners match umoci unpack" t_whiteouts_match_umoci
+run_test "build and commit on top of a CVMFS image" t_build_commit
+run_test "6 parallel runs" t_parallel_runs
+run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
+run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids
+summary
+[ "$failed" -eq 0 ]
