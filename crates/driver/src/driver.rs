@@ -89,15 +89,17 @@ fn raw(l: &Layer) -> Option<&StoreLayer> {
 fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<String> {
     let v = whiteouts::AUX_VERSION;
     // Restored owners are part of the content: a different key.
-    let own = if lower.is_some_and(|l| l.owners.is_some()) {
+    // issue 15 hook: rootless builds restore no owners and use user.* xattrs.
+    let own = if lower.is_some_and(|l| l.owners.is_some()) && !crate::rootless::active() {
         "-own"
     } else {
         ""
     };
+    let ux = crate::rootless::aux_key_suffix();
     match (upper, lower) {
-        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}{own}", u.id, l.id)),
-        (Some(u), None) => Some(format!("v{v}-{}-local", u.id)),
-        (None, Some(l)) => Some(format!("v{v}-top-{}{own}", l.id)),
+        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}{own}{ux}", u.id, l.id)),
+        (Some(u), None) => Some(format!("v{v}-{}-local{ux}", u.id)),
+        (None, Some(l)) => Some(format!("v{v}-top-{}{own}{ux}", l.id)),
         (None, None) => None,
     }
 }
@@ -638,6 +640,8 @@ impl Driver {
             batch.markers_of(lower, what)?,
         );
         let owners: &[whiteouts::Owner] = lower
+            // issue 15 hook: no owner restoration rootless (needs metacopy).
+            .filter(|_| !crate::rootless::active())
             .and_then(|l| l.owners.as_deref())
             .map(|o| o.as_slice())
             .unwrap_or(&[]);
@@ -938,6 +942,8 @@ impl Driver {
     ) -> Result<(PathBuf, OverlaySpec)> {
         let mut opts: Vec<String> = self.options.mount_options.clone();
         opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
+        // issue 15 hook: userxattr (and no metacopy) in a user namespace.
+        crate::rootless::adjust_mount_options(&mut opts, crate::rootless::active());
         let read_only = opts.iter().any(|o| o == "ro") || matches!(layer, Layer::Store(_));
         let writable = matches!((layer, read_only), (Layer::Local { .. }, false));
         // Below a layer whose flat tree can stand in for it, the chain is
@@ -1018,9 +1024,11 @@ impl Driver {
         // The bottom part of a split stack leaves the whiteout layer hiding its
         // top layer's markers to the stack above it (same effect, one fewer
         // directory down there).
-        let owners = members
-            .iter()
-            .any(|m| m.raw.is_some_and(|r| r.owners.is_some()));
+        // issue 15 hook: rootless mounts restore no owners (no metacopy).
+        let owners = !crate::rootless::active()
+            && members
+                .iter()
+                .any(|m| m.raw.is_some_and(|r| r.owners.is_some()));
         if owners && upper.is_some() && nested.is_none() {
             // Restored owners are metadata-only copies (metacopy) in the
             // whiteout layers, which need `metacopy=on`; with an upper that
@@ -1359,7 +1367,16 @@ impl Driver {
             .list()
             .map(|l| l.len().to_string())
             .unwrap_or_else(|e| format!("error: {e}"));
-        vec![
+        // issue 15 hook: the rootless path and whether owners are right.
+        let rootless = crate::rootless::status(
+            crate::rootless::namespace(),
+            self.layout
+                .repositories()
+                .first()
+                .and_then(|r| fs::metadata(r).ok())
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m)),
+        );
+        let mut status = vec![
             ("Backing Filesystem".into(), backing),
             ("Mount API".into(), api.to_string()),
             (
@@ -1391,7 +1408,9 @@ impl Driver {
                     )
                 }
             }),
-        ]
+        ];
+        status.extend(rootless);
+        status
     }
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {

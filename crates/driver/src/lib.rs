@@ -76,6 +76,8 @@ pub mod error;
 pub mod layout;
 pub mod mount;
 pub mod options;
+// issue 15 hook: rootless (user namespace) adjustments.
+pub mod rootless;
 pub mod store;
 
 // Public so that tests call the exports with their real signatures; the

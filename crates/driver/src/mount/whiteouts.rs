@@ -49,7 +49,7 @@ use std::time::Instant;
 use rustix::fs::{mknodat, FileType, Mode, CWD};
 
 use crate::archive::fsutil;
-use crate::archive::{OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::archive::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 
 /// Version of the auxiliary directory format; part of every key so a driver
 /// with a different format never reuses an old build.
@@ -767,7 +767,8 @@ pub fn build_aux_until(
                 // Opacity hides the layers below this one, not this one's own
                 // entries: what was put here for the lower layer must go.
                 clear_dir(&dir)?;
-                fsutil::set_xattr(&dir, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
+                // issue 15 hook: user.overlay.opaque in a user namespace.
+                fsutil::set_xattr(&dir, crate::rootless::opaque_xattr().as_bytes(), b"y")
                     .map_err(|e| ctx(e, "mark opaque", &dir))?;
             } else if let Some(x) = m.deleted() {
                 whiteout(&dir.join(x))?;
