@@ -122,6 +122,9 @@ make_user() { # NAME [subordinate range start]
   local u=$1 start=${2:-}
   remove_user "$u"
   useradd --create-home --shell /bin/bash "$u" || return 1
+  # useradd may allocate subordinate ranges itself (login.defs SUB_UID_MIN):
+  # only the ones this suite gives count.
+  sed -i "/^$u:/d" /etc/subuid /etc/subgid
   if [ -n "$start" ]; then
     echo "$u:$start:$SUB_RANGE_SIZE" >>/etc/subuid
     echo "$u:$start:$SUB_RANGE_SIZE" >>/etc/subgid
@@ -248,13 +251,19 @@ t_whiteouts_match_umoci() {
   # mount works there only), without starting the container: names, types and
   # contents show the whiteouts whatever the owners are.
   pm create --name w "$REG/e2e/wh:1" true
-  pm unshare bash -c 'm=$("$0" mount w) && sh "$1" "$m" "${@:2}"; rc=$?; "$0" umount w; exit $rc' \
+  pm unshare bash -c 'm=$("$0" mount w) && sh "$1" "$m" "${@:2}"; rc=$?; "$0" umount w >/dev/null; exit $rc' \
     "$PODMAN" "$E/list.sh" "${LIST_PATHS[@]}" >"$W/mounted.list"
   pm rm -f w
   diff <(cut -d'|' -f1,2,4 "$W/umoci.list") <(cut -d'|' -f1,2,4 "$W/mounted.list") ||
     fail "names/types/contents of the mounted rootfs differ from umoci unpack (whiteouts)"
   grep -q '^data/x/3|' "$W/mounted.list" || fail "listing incomplete"
-  # ... and inside a running container, owners and modes too.
+}
+
+# Inside a running container, with owners and modes.
+t_container_matches_umoci() {
+  local ref
+  ref=$(umoci_rootfs wh)
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$W/umoci.list"
   pm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$W/container.list"
   diff "$W/umoci.list" "$W/container.list" || fail "modes/owners in the container differ from umoci unpack"
 }
@@ -318,10 +327,36 @@ t_no_subordinate_ids() {
 run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
 run_test "podman info driver status names the rootless path" t_info_names_rootless_path
 run_test "owners: a 1000:1000 file, a setuid binary, root files writable by container root" t_ownership
-run_test "whiteouts and owners match umoci unpack" t_whiteouts_match_umoci
+run_test "whiteouts and opaque dirs match umoci unpack (podman mount)" t_whiteouts_match_umoci
+run_test "a running container matches umoci unpack, owners and modes too" t_container_matches_umoci
 run_test "build and commit on top of a CVMFS image" t_build_commit
 run_test "6 parallel runs" t_parallel_runs
 run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
 run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids
+# A measurement, not a case: time to first output of `run` (median of 5),
+# rootless against rootful on the same repository and podman.
+median_run_seconds() { # podman-invoking function
+  local i t
+  for i in 1 2 3 4 5; do
+    t=$(date +%s.%N)
+    "$@" run --rm "$REG/e2e/tiny:1" cat /app/hello.txt | head -c1 >/dev/null
+    echo "$(date +%s.%N) - $t" | bc
+  done | sort -n | sed -n 3p
+}
+rootful_pm() {
+  env HOME="$W/rootful-home" CONTAINERS_CONF="$E/containers.conf" CONTAINERS_STORAGE_CONF="$W/rootful.conf" \
+    CONTAINERS_REGISTRIES_CONF="$(getent passwd "$SUB_USER" | cut -d: -f6)/.config/containers/registries.conf" \
+    PODMAN_IGNORE_CGROUPSV1_WARNING=1 "$PODMAN" "$@"
+}
+if [ -z "$only" ] && command -v bc >/dev/null; then
+  mkdir -p "$W/rootful-home"
+  sed -e "s|@GRAPHROOT@|$W/rootful-root|; s|@RUNROOT@|$W/rootful-run|; s|@REPO@|$R|g" "$E/storage.conf.in" >"$W/rootful.conf"
+  pm run --rm "$REG/e2e/tiny:1" true >/dev/null 2>&1
+  rootful_pm run --rm "$REG/e2e/tiny:1" true >/dev/null 2>&1
+  rl=$(median_run_seconds pm 2>/dev/null)
+  rf=$(median_run_seconds rootful_pm 2>/dev/null)
+  echo "    time to first output (median of 5, tiny image): rootless ${rl}s, rootful ${rf}s, ratio $(echo "scale=2; $rl / $rf" | bc)"
+  rootful_pm system reset -f >/dev/null 2>&1
+fi
 summary
 [ "$failed" -eq 0 ]

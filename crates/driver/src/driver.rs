@@ -1409,6 +1409,10 @@ impl Driver {
                 }
             }),
         ];
+        if !rootless.is_empty() {
+            // Rootless owners are described there, not by what rootful restores.
+            status.retain(|(k, _)| k != "CVMFS Ownership");
+        }
         status.extend(rootless);
         status
     }
