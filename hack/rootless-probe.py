@@ -2,7 +2,10 @@
 """Probes of what an unprivileged user may do on this kernel, for
 hack/measure-rootless.sh (which prepares the directories and runs this as the
 test user inside `unshare --user --map-root-user --mount`). Each probe prints
-one line "name: ok|FAIL (detail)". Only the Python standard library: raw
+one line "name: ok|FAIL (detail)".
+
+`rootless-probe.py idmap SRC DST USERNS` instead makes one ID-mapped bind
+mount (hack/test-rootless.sh, as root: the privileged-helper design). Only the Python standard library: raw
 system calls for the new mount API, which util-linux 2.38 cannot drive.
 """
 import ctypes, errno, os, subprocess, sys
@@ -224,4 +227,8 @@ def main():
     report("fuse-overlayfs squash_to_root (owners of host-root files)", fuse_overlayfs_squash)
 
 
-main()
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["idmap"] and len(sys.argv) == 5:
+        idmap_mount(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        main()

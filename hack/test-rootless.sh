@@ -162,7 +162,7 @@ as_user() {
   [ "$1" = podman ] && { shift; set -- "$PODMAN" "$@"; }
   (cd / && setpriv --reuid="$uid" --regid="$(id -g "$u")" --init-groups -- env -i \
     HOME="$h" USER="$u" LOGNAME="$u" PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
-    XDG_RUNTIME_DIR="$W/run-$u" PODMAN_IGNORE_CGROUPSV1_WARNING=1 \
+    XDG_RUNTIME_DIR="$W/run-$u" PODMAN_IGNORE_CGROUPSV1_WARNING=1 ${USER_ENV:-} \
     ${CONTAINERS_CONF_OVERRIDE:+CONTAINERS_CONF_OVERRIDE=$CONTAINERS_CONF_OVERRIDE} "$@")
 }
 
@@ -319,9 +319,54 @@ t_no_subordinate_ids() {
   if [ "$rc" -eq 0 ]; then
     [ "$out" = "hello from cvmfs" ] || fail "single-ID run printed '$out'"
   else
-    grep -q "/etc/subuid" "$W/nosub.err" || fail "failure without subordinate IDs does not name /etc/subuid"
-    grep -q "$NOSUB_USER" "$W/nosub.err" || fail "the error does not name the user missing from /etc/subuid"
+    # The error podman ends with (not a warning before it) must say what is missing.
+    grep '^Error:' "$W/nosub.err" | grep -q "/etc/subuid" || fail "the error without subordinate IDs does not name /etc/subuid"
+    grep '^Error:' "$W/nosub.err" | grep -q "$NOSUB_USER" || fail "the error does not name the user missing from /etc/subuid"
   fi
+}
+
+# The design a privileged helper would implement (docs/rootless.md): root
+# makes an ID-mapped view of the repository with the user's own ID map (host
+# 0 -> the user, host N -> subordinate N), and the user's podman uses it.
+t_idmapped_repository_view() {
+  local uid holder view="$W/idmapped-$SUB_USER" pause
+  uid=$(id -u "$SUB_USER")
+  unshare --user sleep 600 &
+  holder=$!
+  local i
+  for i in $(seq 50); do
+    [ "$(readlink "/proc/$holder/ns/user")" != "$(readlink /proc/self/ns/user)" ] && break
+    sleep 0.1
+  done
+  # An ID map takes exactly one write(2); bash writes line by line.
+  write_once() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.write(fd, sys.argv[2].encode())' "$@"; }
+  write_once "/proc/$holder/uid_map" "$(printf '0 %s 1\n1 %s %s\n' "$uid" "$SUB_RANGE_START" "$SUB_RANGE_SIZE")"
+  write_once "/proc/$holder/gid_map" "$(printf '0 %s 1\n1 %s %s\n' "$(id -g "$SUB_USER")" "$SUB_RANGE_START" "$SUB_RANGE_SIZE")"
+  mkdir -p "$view"
+  python3 "$ROOT/hack/rootless-probe.py" idmap "$R" "$view" "/proc/$holder/ns/user"
+  kill "$holder"
+  # podman's namespace copies this mount table when it is made anew: stop
+  # the user's pause process (by its PID file) so the view is in it.
+  pause="$W/run-$SUB_USER/libpod/tmp/pause.pid"
+  [ -f "$pause" ] && kill "$(cat "$pause")" 2>/dev/null
+  sleep 0.3
+  local h conf
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  conf="$W/idmapped-storage.conf"
+  printf '[storage]\ndriver = "cvmfs"\ngraphroot = "%s"\n[storage.options]\nadditionalimagestores = ["%s/podmanStore"]\n[storage.options.cvmfs]\nrepositories = "%s"\n' \
+    "$h/.local/share/containers/storage-idmapped" "$view" "$view" >"$conf"
+  chmod 644 "$conf"
+  local out
+  out=$(USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a %n' /x/passwd /home/user /etc/b)
+  echo "$out"
+  USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm run --rm "$REG/e2e/tiny:1" sh -c 'stat -c "%u:%g %n" /app/data/1; echo more >> /app/hello.txt; tail -n 1 /app/hello.txt' | tee "$W/idm.txt"
+  USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm system reset -f
+  umount "$view"
+  grep -qx '0:0 4755 /x/passwd' <<<"$out" || fail "setuid binary: $(sed -n 1p <<<"$out")"
+  grep -qx '1000:1000 700 /home/user' <<<"$out" || fail "1000:1000 directory: $(sed -n 2p <<<"$out")"
+  grep -qx '2000:2000 600 /etc/b' <<<"$out" || fail "2000:2000 file: $(sed -n 3p <<<"$out")"
+  grep -qx '1000:1000 /app/data/1' "$W/idm.txt" || fail "1000:1000 file: $(sed -n 1p "$W/idm.txt")"
+  [ "$(tail -n 1 "$W/idm.txt")" = more ] || fail "container root cannot write to an image file"
 }
 
 run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
@@ -330,6 +375,7 @@ run_test "owners: a 1000:1000 file, a setuid binary, root files writable by cont
 run_test "whiteouts and opaque dirs match umoci unpack (podman mount)" t_whiteouts_match_umoci
 run_test "a running container matches umoci unpack, owners and modes too" t_container_matches_umoci
 run_test "build and commit on top of a CVMFS image" t_build_commit
+run_test "owners right through a root-made ID-mapped view of the repository (helper design)" t_idmapped_repository_view
 run_test "6 parallel runs" t_parallel_runs
 run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
 run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids

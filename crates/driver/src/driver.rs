@@ -773,10 +773,12 @@ impl Driver {
                 let dir = self.content_dir(&pl);
                 let md = fs::metadata(&dir)
                     .map_err(|e| Error::io(format!("layer {id}: create: stat parent"), &dir, e))?;
+                // issue 15 hook: an unmapped (overflow) owner cannot be given.
+                let (uid, gid) = crate::rootless::settable_owner(md.uid(), md.gid());
                 RootAttrs {
                     mode: md.mode() & 0o7777,
-                    uid: md.uid(),
-                    gid: md.gid(),
+                    uid,
+                    gid,
                 }
             }
         };

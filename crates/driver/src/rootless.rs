@@ -157,6 +157,31 @@ pub fn adjust_mount_options(opts: &mut Vec<String>, rootless: bool) {
     }
 }
 
+/// The owner to give a directory the driver makes to look like `uid`:`gid`
+/// (as seen here): a new local layer's root that starts as its parent's,
+/// a whiteout-layer directory copying a layer's. Rootless, an owner that is
+/// an unmapped host ID shows as the overflow ID, which cannot be given to a
+/// file (EINVAL when the namespace maps only the user); such directories
+/// become the namespace root's, as an image's directories nearly always are,
+/// so that container root may create files in them.
+pub fn settable_owner(uid: u32, gid: u32) -> (u32, u32) {
+    root_owner_in(active(), uid, gid)
+}
+
+fn root_owner_in(rootless: bool, uid: u32, gid: u32) -> (u32, u32) {
+    if !rootless {
+        return (uid, gid);
+    }
+    let fix = |id| if id == OVERFLOW_ID { 0 } else { id };
+    (fix(uid), fix(gid))
+}
+
+/// Whether xattr `name` is overlayfs' own for mounts made here (never copied
+/// from a layer into a whiteout layer).
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || (active() && name.starts_with(b"user.overlay."))
+}
+
 /// `podman info` entries for the rootless path (nothing when rootful).
 /// `repo_owner_seen` is the owner of the repositories' root as this
 /// namespace sees it (the overflow ID when the host owner is unmapped).
@@ -228,6 +253,17 @@ mod tests {
         assert_eq!(o, ["nodev", "userxattr"]);
         adjust_mount_options(&mut o, true);
         assert_eq!(o, ["nodev", "userxattr"], "userxattr only once");
+    }
+
+    #[test]
+    fn unmapped_parent_roots_become_the_namespace_roots_only_rootless() {
+        assert_eq!(
+            root_owner_in(false, OVERFLOW_ID, OVERFLOW_ID),
+            (OVERFLOW_ID, OVERFLOW_ID)
+        );
+        assert_eq!(root_owner_in(true, OVERFLOW_ID, OVERFLOW_ID), (0, 0));
+        assert_eq!(root_owner_in(true, 1000, OVERFLOW_ID), (1000, 0));
+        assert_eq!(root_owner_in(true, 1000, 100), (1000, 100));
     }
 
     #[test]

@@ -506,11 +506,14 @@ fn ctx(e: io::Error, what: &str, p: &Path) -> io::Error {
 /// Give `dst` the mode, owner, times and xattrs (but overlay's own) of `src`.
 fn copy_dir_attrs(src: &Path, dst: &Path) -> io::Result<()> {
     let md = fs::symlink_metadata(src).map_err(|e| ctx(e, "stat", src))?;
-    fsutil::lchown(dst, md.uid(), md.gid()).map_err(|e| ctx(e, "chown", dst))?;
+    // issue 15 hook: rootless, an unmapped owner cannot be given.
+    let (uid, gid) = crate::rootless::settable_owner(md.uid(), md.gid());
+    fsutil::lchown(dst, uid, gid).map_err(|e| ctx(e, "chown", dst))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
         .map_err(|e| ctx(e, "chmod", dst))?;
     for name in fsutil::list_xattrs(src).map_err(|e| ctx(e, "list xattrs of", src))? {
-        if name.starts_with(b"trusted.overlay.") {
+        // issue 15 hook: user.overlay.* too when rootless.
+        if crate::rootless::is_overlay_xattr(&name) {
             continue;
         }
         if let Some(v) = fsutil::get_xattr(src, &name).map_err(|e| ctx(e, "read xattr of", src))? {
