@@ -1370,14 +1370,20 @@ impl Driver {
             .map(|l| l.len().to_string())
             .unwrap_or_else(|e| format!("error: {e}"));
         // issue 15 hook: the rootless path and whether owners are right.
-        let rootless = crate::rootless::status(
-            crate::rootless::namespace(),
-            self.layout
-                .repositories()
-                .first()
-                .and_then(|r| fs::metadata(r).ok())
-                .map(|m| std::os::unix::fs::MetadataExt::uid(&m)),
-        );
+        // (The repository's owner is read bounded in time: a hung FUSE
+        // mount must not hang `podman info`.)
+        let rootless = if crate::rootless::active() {
+            let owner = self.layout.repositories().first().cloned().and_then(|r| {
+                crate::layout::with_timeout(std::time::Duration::from_secs(2), move || {
+                    fs::metadata(r)
+                })
+                .and_then(|m| m.ok())
+                .map(|m| m.uid())
+            });
+            crate::rootless::status(crate::rootless::namespace(), owner)
+        } else {
+            Vec::new()
+        };
         let mut status = vec![
             ("Backing Filesystem".into(), backing),
             ("Mount API".into(), api.to_string()),
