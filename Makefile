@@ -15,7 +15,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-lint test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman buildah test-e2e test-e2e-5 test-cvmfs test-hostile fuzz \
+        podman buildah test-e2e test-e2e-5 test-rootless test-cvmfs test-hostile fuzz \
         test-real-cvmfs
 
 all: build
@@ -63,6 +63,10 @@ test-e2e: deps
 # ... and the smoke cases (run by name, pull, build, commit, save) against podman 5.8.
 test-e2e-5: deps
 	@PODMAN_LINE=5 E2E_SET=smoke hack/test-e2e.sh
+
+# Rootless (issue 15): the primary line's podman as two throw-away users (docs/rootless.md).
+test-rootless: deps
+	@hack/test-rootless.sh
 
 test: deps
 	@hack/run-all-tests.sh

@@ -20,6 +20,8 @@ packages=(
   docker-registry # a real registry on 127.0.0.1 for pull tests
   squashfs-tools  # make demo: the published tree as a loop-mounted image, to count the bytes read
   zstd            # make demo: compresses the sample image's layers
+  uidmap          # rootless podman (make test-rootless): newuidmap/newgidmap for subordinate IDs
+  squashfuse      # hack/measure-rootless.sh: a FUSE repository stand-in
 )
 
 missing=()

@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-suites=(test-rust test-lint test-hostile test-graphtest test-bats test-publish test-cvmfs test-e2e test-e2e-5)
+suites=(test-rust test-lint test-hostile test-graphtest test-bats test-publish test-cvmfs test-e2e test-e2e-5 test-rootless)
 total_pass=0 total_fail=0 total_skip=0 broken=() timings=()
 all_start=$SECONDS
 log_dir=build/test-logs

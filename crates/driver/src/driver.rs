@@ -588,10 +588,12 @@ impl Driver {
                 let dir = self.content_dir(&pl);
                 let md = fs::metadata(&dir)
                     .map_err(|e| Error::io(format!("layer {id}: create: stat parent"), &dir, e))?;
+                // rootless: an unmapped (overflow) owner cannot be given
+                let (uid, gid) = crate::rootless::settable_owner(md.uid(), md.gid());
                 RootAttrs {
                     mode: md.mode() & 0o7777,
-                    uid: md.uid(),
-                    gid: md.gid(),
+                    uid,
+                    gid,
                 }
             }
         };
@@ -957,7 +959,28 @@ impl Driver {
             status.push(("Image Store".into(), root.display().to_string()));
         }
         status.extend(self.prefetch.status());
+        let rootless = self.rootless_status();
+        if !rootless.is_empty() {
+            // Rootless owners are described there, not by what rootful restores.
+            status.retain(|(k, _)| k != "CVMFS Ownership");
+        }
+        status.extend(rootless);
         status
+    }
+
+    /// The rootless path and whether owners are right (empty when rootful).
+    /// The repository's owner is read bounded in time: a hung FUSE mount
+    /// must not hang `podman info`.
+    fn rootless_status(&self) -> Vec<(String, String)> {
+        if !crate::rootless::active() {
+            return Vec::new();
+        }
+        let owner = self.layout.repositories().first().cloned().and_then(|r| {
+            crate::layout::with_timeout(std::time::Duration::from_secs(2), move || fs::metadata(r))
+                .and_then(|m| m.ok())
+                .map(|m| m.uid())
+        });
+        crate::rootless::status(crate::rootless::namespace(), owner)
     }
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
@@ -978,7 +1001,6 @@ impl Driver {
             "MergedDir".into(),
             self.merged_dir(&layer).display().to_string(),
         );
-        // H-profiles hook
         if let Some(r) = self.prefetch.report(id) {
             m.insert("Prefetch".into(), r.summary());
         }

@@ -83,6 +83,8 @@ pub mod options;
 // H-profiles hook: background prefetch of start-up profiles (issue 16)
 pub mod prefetch;
 mod stack;
+// issue 15 hook: rootless (user namespace) adjustments.
+pub mod rootless;
 pub mod store;
 
 // Public so that tests call the exports with their real signatures; the

@@ -40,16 +40,18 @@ pub(crate) fn raw(l: &Layer) -> Option<&StoreLayer> {
 /// none is needed (no raw layer, or a raw layer with nothing below it).
 fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<String> {
     let v = whiteouts::AUX_VERSION;
-    // Restored owners are part of the content: a different key.
-    let own = if lower.is_some_and(|l| l.owners.is_some()) {
+    // Restored owners are part of the content: a different key. Rootless
+    // builds restore no owners and use user.* xattrs: another suffix.
+    let own = if lower.is_some_and(|l| l.owners.is_some()) && !crate::rootless::active() {
         "-own"
     } else {
         ""
     };
+    let ux = crate::rootless::aux_key_suffix();
     match (upper, lower) {
-        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}{own}", u.id, l.id)),
-        (Some(u), None) => Some(format!("v{v}-{}-local", u.id)),
-        (None, Some(l)) => Some(format!("v{v}-top-{}{own}", l.id)),
+        (Some(u), Some(l)) => Some(format!("v{v}-{}-{}{own}{ux}", u.id, l.id)),
+        (Some(u), None) => Some(format!("v{v}-{}-local{ux}", u.id)),
+        (None, Some(l)) => Some(format!("v{v}-top-{}{own}{ux}", l.id)),
         (None, None) => None,
     }
 }
@@ -237,6 +239,8 @@ impl Driver {
             batch.markers_of(lower, what)?,
         );
         let owners: &[whiteouts::Owner] = lower
+            // no owner restoration rootless (it needs metacopy)
+            .filter(|_| !crate::rootless::active())
             .and_then(|l| l.owners.as_deref())
             .map(|o| o.as_slice())
             .unwrap_or(&[]);
@@ -319,10 +323,12 @@ impl Driver {
         let (stack, flat) = self.stack_layers(layer, writable)?;
         let mut members = self.members(layer, writable, &stack, flat.as_ref())?;
         // Restored owners are metadata-only copies (metacopy) in the
-        // whiteout layers, which need `metacopy=on`.
-        let owners = members
-            .iter()
-            .any(|m| m.raw.is_some_and(|r| r.owners.is_some()));
+        // whiteout layers, which need `metacopy=on` (refused with userxattr:
+        // rootless mounts restore no owners).
+        let owners = !crate::rootless::active()
+            && members
+                .iter()
+                .any(|m| m.raw.is_some_and(|r| r.owners.is_some()));
         if owners && upper.is_some() && nested.is_none() {
             self.nest_owned_part(&mut members).map_err(ctx)?;
         } else if owners && upper.is_none() && !opts.iter().any(|o| o == "metacopy=on") {
@@ -357,6 +363,8 @@ impl Driver {
     fn mount_options(&self, layer: &Layer, options: &[String]) -> Vec<String> {
         let mut opts: Vec<String> = self.options.mount_options.clone();
         opts.extend(options.iter().filter(|o| !o.is_empty()).cloned());
+        // userxattr (and no metacopy) in a user namespace
+        crate::rootless::adjust_mount_options(&mut opts, crate::rootless::active());
         if matches!(layer, Layer::Store(_)) && !opts.iter().any(|o| o == "ro") {
             opts.push("ro".into());
         }

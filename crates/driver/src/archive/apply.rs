@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::dirtimes::DirTimes;
 use super::fsutil::{self, ioe, ts};
 use super::tarparse::{self, TarEntry, TarError, TarReader, TarTime};
-use super::{ApplyOptions, ArchiveError, IdMappings, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE};
+use super::{ApplyOptions, ArchiveError, IdMappings, WHITEOUT_OPAQUE};
 
 const WH_PREFIX: &[u8] = super::WHITEOUT_PREFIX.as_bytes();
 /// AUFS metadata names (`.wh..wh.plnk`, `.wh..wh.aufs`, ...) start with this.
@@ -513,7 +513,8 @@ impl Applier<'_> {
             Err(ResolveError::Whiteout) => return Ok(()),
         }
         let path = self.path_of(dir);
-        fsutil::set_xattr(&path, OVERLAY_OPAQUE_XATTR.as_bytes(), b"y")
+        // issue 15 hook: user.overlay.opaque in a user namespace.
+        fsutil::set_xattr(&path, crate::rootless::opaque_xattr().as_bytes(), b"y")
             .map_err(|e| ArchiveError::io(&path, e))?;
         // Content that was in the destination before this tar belongs to the layers
         // the directory now hides; what this tar created stays.

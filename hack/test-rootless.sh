@@ -1,0 +1,407 @@
+#!/usr/bin/env bash
+# make test-rootless: the patched podman (build/bin/podman, the primary line)
+# run by an ordinary user with `--storage-driver cvmfs`, against a repository
+# published by root with `cvmfs-podman publish` from a docker-registry on
+# 127.0.0.1 (as in hack/test-e2e.sh). Issue 15; docs/rootless.md.
+#
+# Creates two throw-away users: cvmfs-rl-sub with /etc/subuid and /etc/subgid
+# ranges and cvmfs-rl-nosub without. Each runs podman as itself (setpriv, a
+# clean environment, HOME in /home/<user>) with the storage under
+# ~/.local/share/containers and ~/.config/containers/storage.conf as podman
+# users keep it (README "Rootless"). Both users, their subordinate ranges,
+# their processes (by PID) and the work directory are removed at the end.
+#
+#   hack/test-rootless.sh [PATTERN]   only the cases whose name contains PATTERN
+#
+# Ends with exactly one line "N passed, N failed, N skipped". Cases listed in
+# tests/e2e/rootless-expected-failures.txt ("name<TAB>reason") are known gaps:
+# they still count as failed, with the reason printed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
+# shellcheck source=tests/lib/registry.bash
+source "$ROOT/tests/lib/registry.bash"
+# shellcheck source=hack/lib-storage.sh
+source "$ROOT/hack/lib-storage.sh"
+# shellcheck source=hack/lib-cgroup2.sh
+source "$ROOT/hack/lib-cgroup2.sh"
+
+only=${1:-}
+passed=0 failed=0 skipped=0
+E="$ROOT/tests/e2e"
+expected_file="$E/rootless-expected-failures.txt"
+log_dir="$ROOT/build/test-rootless"
+SUB_USER=cvmfs-rl-sub NOSUB_USER=cvmfs-rl-nosub
+SUB_RANGE_START=3100000 SUB_RANGE_SIZE=65536
+
+summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
+die() { echo "test-rootless: $*" >&2; failed=$((failed + 1)); summary; exit 1; }
+fail() { echo "FAILED CHECK: $*" >&2; return 1; }
+expected_reason() { [ -f "$expected_file" ] && awk -F'\t' -v n="$1" '$1 == n {print $2}' "$expected_file"; }
+
+case_no=0
+# run_test NAME FUNCTION: as in hack/test-e2e.sh, one subshell with `set -ex`
+# per case, its output in build/test-rootless/<n>.log, shown on failure.
+run_test() {
+  local name=$1 fn=$2
+  [ -z "$only" ] || [[ "$name" == *"$only"* ]] || return 0
+  case_no=$((case_no + 1))
+  local log="$log_dir/$case_no.log" reason start=$SECONDS
+  reason=$(expected_reason "$name")
+  (
+    set -ex
+    "$fn"
+  ) >"$log" 2>&1
+  local rc=$?
+  curl -fs --max-time 2 "http://$REG/v2/" >/dev/null 2>&1 || registry_start "$W/registry" "${REG##*:}" || true
+  if [ "$rc" -eq 0 ]; then
+    if [ -n "$reason" ]; then
+      echo "XPASS: $name ($((SECONDS - start))s; listed in $expected_file: remove it)"
+      failed=$((failed + 1))
+    else
+      echo "ok: $name ($((SECONDS - start))s)"
+      passed=$((passed + 1))
+    fi
+  else
+    echo "FAIL: $name ($((SECONDS - start))s; log $log)"
+    [ -n "$reason" ] && echo "    known failure: $reason"
+    grep -v '^+ ' "$log" | tail -n 20 | sed 's/^/    /'
+    failed=$((failed + 1))
+  fi
+}
+
+[ "$(id -u)" -eq 0 ] || { echo "test-rootless: SKIP: must run as root (it creates test users)"; echo "0 passed, 0 failed, 1 skipped"; exit 0; }
+for tool in skopeo umoci docker-registry jq python3 curl conmon runc busybox tar setpriv useradd newuidmap newgidmap; do
+  command -v "$tool" >/dev/null || die "$tool missing (make deps)"
+done
+reexec_with_cgroup2 "$PODMAN_VERSION" "$0" "$@" || die "podman $PODMAN_VERSION cannot run on this host"
+rm -rf "$log_dir"
+mkdir -p "$log_dir"
+
+# ------------------------------------------------------------------ build
+if [ ! -x "$PODMAN_BINARY" ]; then
+  echo "==> make podman"
+  "$ROOT/hack/build-podman.sh" >"$log_dir/build-podman.log" 2>&1 || { tail -n 40 "$log_dir/build-podman.log"; die "building podman failed"; }
+fi
+cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
+B="$ROOT/target/release/cvmfs-podman"
+
+# ------------------------------------------------------------------ users, fixtures
+W=$(mktemp -d /tmp/test-rootless.XXXXXX)
+chmod 755 "$W"
+R="$W/repo"
+# The test users' binaries: a copy the users can read wherever the worktree is.
+mkdir -p "$W/bin"
+cp "$PODMAN_BINARY" "$W/bin/podman"
+PODMAN="$W/bin/podman"
+
+user_pids() { ps -o pid= -u "$1" 2>/dev/null | tr -d ' '; }
+remove_user() {
+  local u=$1 pid
+  id "$u" >/dev/null 2>&1 || return 0
+  # podman's rootless pause process and any conmon left: by PID, as that user's.
+  for pid in $(user_pids "$u"); do kill -9 "$pid" 2>/dev/null; done
+  sleep 0.2
+  userdel -r "$u" >/dev/null 2>&1
+  sed -i "/^$u:/d" /etc/subuid /etc/subgid
+}
+cleanup() {
+  local u
+  for u in "$SUB_USER" "$NOSUB_USER"; do
+    id "$u" >/dev/null 2>&1 && as_user "$u" podman system reset -f >/dev/null 2>&1
+    remove_user "$u"
+  done
+  registry_stop
+  grep -o " $W[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+make_user() { # NAME [subordinate range start]
+  local u=$1 start=${2:-}
+  remove_user "$u"
+  useradd --create-home --shell /bin/bash "$u" || return 1
+  # useradd may allocate subordinate ranges itself (login.defs SUB_UID_MIN):
+  # only the ones this suite gives count.
+  sed -i "/^$u:/d" /etc/subuid /etc/subgid
+  if [ -n "$start" ]; then
+    echo "$u:$start:$SUB_RANGE_SIZE" >>/etc/subuid
+    echo "$u:$start:$SUB_RANGE_SIZE" >>/etc/subgid
+  fi
+  local h
+  h=$(getent passwd "$u" | cut -d: -f6)
+  # The user's own configuration, as README "Rootless" shows it: no graphroot
+  # (podman's rootless default ~/.local/share/containers/storage), the
+  # repository's store as an additional image store.
+  install -d -o "$u" -g "$u" "$h/.config" "$h/.config/containers"
+  cat >"$h/.config/containers/storage.conf" <<EOF
+[storage]
+driver = "cvmfs"
+
+[storage.options]
+additionalimagestores = ["$R/podmanStore"]
+
+[storage.options.cvmfs]
+repositories = "$R"
+EOF
+  sed -e "s|@REGISTRY@|$REG|" "$E/registries.conf.in" >"$h/.config/containers/registries.conf"
+  cp "$E/policy.json" "$h/.config/containers/policy.json"
+  cp "$E/containers.conf" "$h/.config/containers/containers.conf"
+  chown -R "$u:$u" "$h/.config"
+  install -d -m 700 -o "$u" -g "$u" "$W/run-$u"
+}
+
+# as_user USER CMD...: CMD as USER with a clean login-like environment;
+# `podman` means the patched podman.
+as_user() {
+  local u=$1 h uid
+  shift
+  h=$(getent passwd "$u" | cut -d: -f6)
+  uid=$(id -u "$u")
+  [ "$1" = podman ] && { shift; set -- "$PODMAN" "$@"; }
+  (cd / && setpriv --reuid="$uid" --regid="$(id -g "$u")" --init-groups -- env -i \
+    HOME="$h" USER="$u" LOGNAME="$u" PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
+    XDG_RUNTIME_DIR="$W/run-$u" PODMAN_IGNORE_CGROUPSV1_WARNING=1 ${USER_ENV:-} \
+    ${CONTAINERS_CONF_OVERRIDE:+CONTAINERS_CONF_OVERRIDE=$CONTAINERS_CONF_OVERRIDE} "$@")
+}
+
+echo "==> fixtures in $W"
+(
+  set -e
+  mkdir -p "$W/bb/bin"
+  cp /bin/busybox "$W/bb/bin/busybox"
+  for a in sh cat ls find stat echo sleep true test mkdir rm sort cut awk readlink sha256sum id; do
+    ln -s busybox "$W/bb/bin/$a"
+  done
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1700000000 -cf "$W/busybox.tar" -C "$W/bb" bin
+  I="$E/images"
+  "$B" make-oci "$W/oci" --tag tiny "$W/busybox.tar" "$I/app.spec"
+  "$B" make-oci "$W/oci" --tag wh "$W/busybox.tar" "$I/wh-base.spec" "$I/wh-delete.spec" "$I/wh-top.spec"
+) >"$log_dir/fixtures.log" 2>&1 || { cat "$log_dir/fixtures.log"; die "building the test images failed"; }
+registry_start "$W/registry" || die "cannot start docker-registry"
+(
+  set -e
+  for t in tiny wh; do
+    skopeo copy --quiet --dest-tls-verify=false "oci:$W/oci:$t" "docker://$REG/e2e/$t:1"
+    "$B" publish "docker://$REG/e2e/$t:1" --tls-verify=false --repo "$R" -q
+  done
+  "$B" check "$R"
+) >"$log_dir/publish.log" 2>&1 || { cat "$log_dir/publish.log"; die "publishing the test images failed"; }
+make_user "$SUB_USER" "$SUB_RANGE_START" >"$log_dir/users.log" 2>&1 || { cat "$log_dir/users.log"; die "cannot create $SUB_USER"; }
+make_user "$NOSUB_USER" >>"$log_dir/users.log" 2>&1 || { cat "$log_dir/users.log"; die "cannot create $NOSUB_USER"; }
+echo "    users $SUB_USER (subordinate IDs $SUB_RANGE_START+$SUB_RANGE_SIZE) and $NOSUB_USER (none); registry $REG"
+
+pm() { as_user "$SUB_USER" podman "$@"; }
+repo_state() {
+  (
+    cd "$R"
+    find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort
+    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  ) | sha256sum | cut -d' ' -f1
+}
+umoci_rootfs() {
+  local d="$W/umoci-$1"
+  [ -d "$d/rootfs" ] || umoci unpack --image "$W/oci:$1" "$d" >/dev/null
+  echo "$d/rootfs"
+}
+LIST_PATHS=(app bin data etc gone home opt x)
+
+# ------------------------------------------------------------------ cases
+t_run_by_name_offline() {
+  registry_stop
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
+  pm images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' | tee "$W/images.txt"
+  grep -qx "$REG/e2e/tiny:1 true" "$W/images.txt" || fail "the published image is not listed read-only"
+  # The storage is the user's, under ~/.local/share/containers.
+  local h
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  [ "$(pm info --format '{{.Store.GraphRoot}}')" = "$h/.local/share/containers/storage" ] || fail "graphroot is not the rootless default"
+  [ -d "$h/.local/share/containers/storage/cvmfs" ] || fail "no driver home under the user's graphroot"
+  [ "$(stat -c %U "$h/.local/share/containers/storage/cvmfs")" = "$SUB_USER" ] || fail "driver home not owned by the user"
+}
+
+t_info_names_rootless_path() {
+  pm info --format '{{json .Store.GraphStatus}}' | tee "$W/status.json"
+  jq -e 'to_entries | map(select(.key | test("[Rr]ootless"))) | length > 0' "$W/status.json" >/dev/null ||
+    fail "podman info's driver status does not say which rootless path (kernel overlay/fuse-overlayfs, ID mapping) is in use"
+}
+
+t_ownership() {
+  local out
+  out=$(pm run --rm "$REG/e2e/tiny:1" stat -c '%u:%g %a %n' /app/data/1 /app/hello.txt)
+  echo "$out"
+  grep -qx '1000:1000 644 /app/data/1' <<<"$out" || fail "the 1000:1000 file shows as $(sed -n 1p <<<"$out")"
+  grep -qx '0:0 644 /app/hello.txt' <<<"$out" || fail "a root file shows as $(sed -n 2p <<<"$out")"
+  out=$(pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a' /x/passwd)
+  [ "$out" = "0:0 4755" ] || fail "the setuid binary shows as $out, not 0:0 4755"
+  # Container root may change an image file (copy-up), as with overlay.
+  pm run --rm "$REG/e2e/tiny:1" sh -c 'echo more >> /app/hello.txt && cat /app/hello.txt' | tee "$W/append.txt"
+  [ "$(tail -n 1 "$W/append.txt")" = more ] || fail "container root cannot write to an image file"
+}
+
+t_whiteouts_match_umoci() {
+  local ref
+  ref=$(umoci_rootfs wh)
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$W/umoci.list"
+  # The container's root filesystem as the user's namespace sees it (podman
+  # mount works there only), without starting the container: names, types and
+  # contents show the whiteouts whatever the owners are.
+  pm create --name w "$REG/e2e/wh:1" true
+  pm unshare bash -c 'm=$("$0" mount w) && sh "$1" "$m" "${@:2}"; rc=$?; "$0" umount w >/dev/null; exit $rc' \
+    "$PODMAN" "$E/list.sh" "${LIST_PATHS[@]}" >"$W/mounted.list"
+  pm rm -f w
+  diff <(cut -d'|' -f1,2,4 "$W/umoci.list") <(cut -d'|' -f1,2,4 "$W/mounted.list") ||
+    fail "names/types/contents of the mounted rootfs differ from umoci unpack (whiteouts)"
+  grep -q '^data/x/3|' "$W/mounted.list" || fail "listing incomplete"
+}
+
+# Inside a running container, with owners and modes.
+t_container_matches_umoci() {
+  local ref
+  ref=$(umoci_rootfs wh)
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$W/umoci.list"
+  pm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$W/container.list"
+  diff "$W/umoci.list" "$W/container.list" || fail "modes/owners in the container differ from umoci unpack"
+}
+
+t_build_commit() {
+  local ctx="$W/ctx"
+  mkdir -p "$ctx"
+  printf 'FROM %s\nRUN echo built > /built.txt && rm /app/hello.txt\n' "$REG/e2e/tiny:1" >"$ctx/Containerfile"
+  chmod -R a+rX "$ctx"
+  pm build --network none --pull=never -t localhost/rl/built:1 "$ctx"
+  [ "$(pm run --rm localhost/rl/built:1 cat /built.txt)" = built ] || fail "built image content"
+  pm run --rm localhost/rl/built:1 sh -c 'test ! -e /app/hello.txt' || fail "a file deleted by RUN is visible"
+  pm run --name c1 "$REG/e2e/tiny:1" sh -c 'echo committed > /committed.txt; rm /app/data/1'
+  pm commit c1 localhost/rl/committed:1
+  [ "$(pm run --rm localhost/rl/committed:1 cat /committed.txt)" = committed ] || fail "committed content"
+  pm run --rm localhost/rl/committed:1 sh -c 'test ! -e /app/data/1' || fail "a deleted file is visible after commit"
+  pm rm -f c1
+}
+
+t_parallel_runs() {
+  local i pids=() rc=0
+  for i in 1 2 3 4 5 6; do
+    pm run --rm "$REG/e2e/tiny:1" sh -c "cat /app/hello.txt; echo $i > /run/me; cat /run/me" >"$W/par$i.out" 2>"$W/par$i.err" &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || { echo "run $((i + 1)) failed"; rc=1; }; done
+  for i in 1 2 3 4 5 6; do
+    cat "$W/par$i.out" "$W/par$i.err"
+    [ "$(cat "$W/par$i.out")" = "$(printf 'hello from cvmfs\n%s' "$i")" ] || { echo "run $i printed the wrong thing"; rc=1; }
+  done
+  [ "$rc" -eq 0 ] || fail "parallel runs failed"
+  [ -z "$(pm ps -aq)" ] || fail "containers left"
+}
+
+t_reset_leaves_repository() {
+  local before after out
+  before=$(repo_state)
+  # (Writes into the image are the ownership case's; this one needs a container.)
+  pm run --name keep "$REG/e2e/tiny:1" sh -c 'echo x > /run/new'
+  pm rmi -af || true
+  pm system reset -f
+  after=$(repo_state)
+  [ "$before" = "$after" ] || fail "the repository changed: $before -> $after"
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "after reset the container printed '$out'"
+  [ "$(repo_state)" = "$before" ] || fail "the repository changed after the last run"
+}
+
+t_no_subordinate_ids() {
+  local out rc=0
+  out=$(as_user "$NOSUB_USER" podman run --rm "$REG/e2e/tiny:1" cat /app/hello.txt 2>"$W/nosub.err") || rc=$?
+  cat "$W/nosub.err"
+  if [ "$rc" -eq 0 ]; then
+    [ "$out" = "hello from cvmfs" ] || fail "single-ID run printed '$out'"
+  else
+    # The error podman ends with (not a warning before it) must say what is missing.
+    grep '^Error:' "$W/nosub.err" | grep -q "/etc/subuid" || fail "the error without subordinate IDs does not name /etc/subuid"
+    grep '^Error:' "$W/nosub.err" | grep -q "$NOSUB_USER" || fail "the error does not name the user missing from /etc/subuid"
+  fi
+}
+
+# The design a privileged helper would implement (docs/rootless.md): root
+# makes an ID-mapped view of the repository with the user's own ID map (host
+# 0 -> the user, host N -> subordinate N), and the user's podman uses it.
+t_idmapped_repository_view() {
+  local uid holder pause i
+  uid=$(id -u "$SUB_USER")
+  unshare --user sleep 600 &
+  holder=$!
+  for i in $(seq 50); do
+    [ "$(readlink "/proc/$holder/ns/user")" != "$(readlink /proc/self/ns/user)" ] && break
+    sleep 0.1
+  done
+  # An ID map takes exactly one write(2); bash writes line by line.
+  write_once() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.write(fd, sys.argv[2].encode())' "$@"; }
+  write_once "/proc/$holder/uid_map" "$(printf '0 %s 1\n1 %s %s\n' "$uid" "$SUB_RANGE_START" "$SUB_RANGE_SIZE")"
+  write_once "/proc/$holder/gid_map" "$(printf '0 %s 1\n1 %s %s\n' "$(id -g "$SUB_USER")" "$SUB_RANGE_START" "$SUB_RANGE_SIZE")"
+  # Records name the repository by path: the view goes over it (in this
+  # suite's private mount namespace; a helper would use the user's).
+  python3 "$ROOT/hack/rootless-probe.py" idmap "$R" "$R" "/proc/$holder/ns/user"
+  kill "$holder"
+  # podman's namespace copies this mount table when it is made anew: stop
+  # the user's pause process (by its PID file) before and after.
+  pause="$W/run-$SUB_USER/libpod/tmp/pause.pid"
+  stop_pause() { [ -f "$pause" ] && kill "$(cat "$pause")" 2>/dev/null; sleep 0.3; }
+  stop_pause
+  local out rc=0
+  out=$(pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a %n' /x/passwd /home/user /etc/b) || rc=$?
+  echo "$out"
+  [ "$rc" -eq 0 ] && { pm run --rm "$REG/e2e/tiny:1" sh -c 'stat -c "%u:%g %n" /app/data/1; echo more >> /app/hello.txt; tail -n 1 /app/hello.txt' | tee "$W/idm.txt" || rc=$?; }
+  # The whole rootfs against umoci unpack, owners and modes included.
+  [ "$rc" -eq 0 ] && { pm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$W/idm.list" || rc=$?; }
+  pm rm -af -t 0 >/dev/null 2>&1
+  stop_pause
+  umount "$R"
+  [ "$rc" -eq 0 ] || fail "runs through the ID-mapped view failed"
+  grep -qx '0:0 4755 /x/passwd' <<<"$out" || fail "setuid binary: $(sed -n 1p <<<"$out")"
+  grep -qx '1000:1000 700 /home/user' <<<"$out" || fail "1000:1000 directory: $(sed -n 2p <<<"$out")"
+  grep -qx '2000:2000 600 /etc/b' <<<"$out" || fail "2000:2000 file: $(sed -n 3p <<<"$out")"
+  grep -qx '1000:1000 /app/data/1' "$W/idm.txt" || fail "1000:1000 file: $(sed -n 1p "$W/idm.txt")"
+  [ "$(tail -n 1 "$W/idm.txt")" = more ] || fail "container root cannot write to an image file"
+  sh "$E/list.sh" "$(umoci_rootfs wh)" "${LIST_PATHS[@]}" >"$W/umoci.list"
+  diff "$W/umoci.list" "$W/idm.list" || fail "the container differs from umoci unpack"
+}
+
+run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
+run_test "podman info driver status names the rootless path" t_info_names_rootless_path
+run_test "owners: a 1000:1000 file, a setuid binary, root files writable by container root" t_ownership
+run_test "whiteouts and opaque dirs match umoci unpack (podman mount)" t_whiteouts_match_umoci
+run_test "a running container matches umoci unpack, owners and modes too" t_container_matches_umoci
+run_test "build and commit on top of a CVMFS image" t_build_commit
+run_test "owners right through a root-made ID-mapped view of the repository (helper design)" t_idmapped_repository_view
+run_test "6 parallel runs" t_parallel_runs
+run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
+run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids
+# A measurement, not a case: time to first output of `run` (median of 5),
+# rootless against rootful on the same repository and podman.
+median_run_seconds() { # podman-invoking function
+  local i t
+  for i in 1 2 3 4 5; do
+    t=$(date +%s.%N)
+    "$@" run --rm "$REG/e2e/tiny:1" cat /app/hello.txt | head -c1 >/dev/null
+    echo "$(date +%s.%N) - $t" | bc
+  done | sort -n | sed -n 3p
+}
+rootful_pm() {
+  env HOME="$W/rootful-home" CONTAINERS_CONF="$E/containers.conf" CONTAINERS_STORAGE_CONF="$W/rootful.conf" \
+    CONTAINERS_REGISTRIES_CONF="$(getent passwd "$SUB_USER" | cut -d: -f6)/.config/containers/registries.conf" \
+    PODMAN_IGNORE_CGROUPSV1_WARNING=1 "$PODMAN" "$@"
+}
+if [ -z "$only" ] && command -v bc >/dev/null; then
+  mkdir -p "$W/rootful-home"
+  sed -e "s|@GRAPHROOT@|$W/rootful-root|; s|@RUNROOT@|$W/rootful-run|; s|@REPO@|$R|g" "$E/storage.conf.in" >"$W/rootful.conf"
+  pm run --rm "$REG/e2e/tiny:1" true >/dev/null 2>&1
+  rootful_pm run --rm "$REG/e2e/tiny:1" true >/dev/null 2>&1
+  rl=$(median_run_seconds pm 2>/dev/null)
+  rf=$(median_run_seconds rootful_pm 2>/dev/null)
+  echo "    time to first output (median of 5, tiny image): rootless ${rl}s, rootful ${rf}s, ratio $(echo "scale=2; $rl / $rf" | bc)"
+  rootful_pm system reset -f >/dev/null 2>&1
+fi
+summary
+[ "$failed" -eq 0 ]
