@@ -11,11 +11,11 @@
 # users keep it (README "Rootless"). Both users, their subordinate ranges,
 # their processes (by PID) and the work directory are removed at the end.
 #
-#   hack/test-rootless.sh [PATTERN]   only the cases whose name contains PATTERN
+#   hack/test-rootless.sh [PATTERN]   only the cases whose name matches the regex PATTERN
 #
-# Ends with exactly one line "N passed, N failed, N skipped". Cases listed in
-# tests/e2e/rootless-expected-failures.txt ("name<TAB>reason") are known gaps:
-# they still count as failed, with the reason printed.
+# Ends with exactly one line "N passed, N failed, N skipped" (hack/lib-test.sh). Cases listed in
+# tests/e2e/rootless-known-failures.txt ("<case name> — <reason>") are known gaps:
+# they count as skipped, with the reason printed; one that passes fails the run.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -27,56 +27,29 @@ source "$ROOT/hack/lib-storage.sh"
 # shellcheck source=hack/lib-cgroup2.sh
 source "$ROOT/hack/lib-cgroup2.sh"
 
-only=${1:-}
-passed=0 failed=0 skipped=0
 E="$ROOT/tests/e2e"
-expected_file="$E/rootless-expected-failures.txt"
 log_dir="$ROOT/build/test-rootless"
 SUB_USER=cvmfs-rl-sub NOSUB_USER=cvmfs-rl-nosub
 SUB_RANGE_START=3100000 SUB_RANGE_SIZE=65536
 
-summary() { echo "$passed passed, $failed failed, $skipped skipped"; }
-die() { echo "test-rootless: $*" >&2; failed=$((failed + 1)); summary; exit 1; }
-fail() { echo "FAILED CHECK: $*" >&2; return 1; }
-expected_reason() { [ -f "$expected_file" ] && awk -F'\t' -v n="$1" '$1 == n {print $2}' "$expected_file"; }
-
-case_no=0
-# run_test NAME FUNCTION: as in hack/test-e2e.sh, one subshell with `set -ex`
-# per case, its output in build/test-rootless/<n>.log, shown on failure.
-run_test() {
-  local name=$1 fn=$2
-  [ -z "$only" ] || [[ "$name" == *"$only"* ]] || return 0
-  case_no=$((case_no + 1))
-  local log="$log_dir/$case_no.log" reason start=$SECONDS
-  reason=$(expected_reason "$name")
-  (
-    set -ex
-    "$fn"
-  ) >"$log" 2>&1
-  local rc=$?
+# The cases run through hack/lib-test.sh: known failures in
+# tests/e2e/rootless-known-failures.txt ("<case name> — <reason>"), counted as
+# skipped with their reason; TEST_FILTER=<regex> runs a subset.
+# shellcheck source=hack/lib-test.sh
+source "$ROOT/hack/lib-test.sh"
+[ -z "${1:-}" ] || TEST_FILTER=$1
+test_init test-rootless "$E/rootless-known-failures.txt" "$log_dir"
+# a case that stopped the registry must not fail the next ones
+registry_back() {
   curl -fs --max-time 2 "http://$REG/v2/" >/dev/null 2>&1 || registry_start "$W/registry" "${REG##*:}" || true
-  if [ "$rc" -eq 0 ]; then
-    if [ -n "$reason" ]; then
-      echo "XPASS: $name ($((SECONDS - start))s; listed in $expected_file: remove it)"
-      failed=$((failed + 1))
-    else
-      echo "ok: $name ($((SECONDS - start))s)"
-      passed=$((passed + 1))
-    fi
-  else
-    echo "FAIL: $name ($((SECONDS - start))s; log $log)"
-    [ -n "$reason" ] && echo "    known failure: $reason"
-    grep -v '^+ ' "$log" | tail -n 20 | sed 's/^/    /'
-    failed=$((failed + 1))
-  fi
 }
+TEST_AFTER_CASE=registry_back
 
-[ "$(id -u)" -eq 0 ] || { echo "test-rootless: SKIP: must run as root (it creates test users)"; echo "0 passed, 0 failed, 1 skipped"; exit 0; }
+[ "$(id -u)" -eq 0 ] || { echo "test-rootless: SKIP: must run as root (it creates test users)"; record_result "rootless suite" skip "needs root"; summary; exit 0; }
 for tool in skopeo umoci docker-registry jq python3 curl conmon runc busybox tar setpriv useradd newuidmap newgidmap; do
   command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
 reexec_with_cgroup2 "$PODMAN_VERSION" "$0" "$@" || die "podman $PODMAN_VERSION cannot run on this host"
-rm -rf "$log_dir"
 mkdir -p "$log_dir"
 
 # ------------------------------------------------------------------ build
@@ -393,7 +366,7 @@ rootful_pm() {
     CONTAINERS_REGISTRIES_CONF="$(getent passwd "$SUB_USER" | cut -d: -f6)/.config/containers/registries.conf" \
     PODMAN_IGNORE_CGROUPSV1_WARNING=1 "$PODMAN" "$@"
 }
-if [ -z "$only" ] && command -v bc >/dev/null; then
+if [ -z "$TEST_FILTER" ] && command -v bc >/dev/null; then
   mkdir -p "$W/rootful-home"
   sed -e "s|@GRAPHROOT@|$W/rootful-root|; s|@RUNROOT@|$W/rootful-run|; s|@REPO@|$R|g" "$E/storage.conf.in" >"$W/rootful.conf"
   pm run --rm "$REG/e2e/tiny:1" true >/dev/null 2>&1
