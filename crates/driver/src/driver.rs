@@ -268,7 +268,6 @@ impl Driver {
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
         let layout = Layout::new(&options);
-        // H-profiles hook
         let prefetch = crate::prefetch::Prefetcher::new(options.prefetch, &run_dir);
         Ok(Driver {
             store,
@@ -791,7 +790,7 @@ impl Driver {
             .mount_overlay(&spec, &merged)
             .map_err(|e| e.context(format!("layer {id}: get")))?;
         count.write(1, &count_path)?;
-        // H-profiles hook: prefetch the image's start-up profile in the
+        // prefetch the image's start-up profile in the
         // background (a container layer's parent is the image's top layer).
         let top = match &layer {
             Layer::Store(s) => Some(s.id.clone()),
@@ -827,7 +826,7 @@ impl Driver {
         if n > 1 {
             return count.write(n - 1, &count_path);
         }
-        // H-profiles hook: the container stops, so does its prefetch
+        // the container stops, so does its prefetch
         self.prefetch.stop(id);
         self.unmount_all(&merged)
             .map_err(|e| e.context(format!("layer {id}: put")))?;

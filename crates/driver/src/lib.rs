@@ -80,7 +80,7 @@ pub mod error;
 pub mod layout;
 pub mod mount;
 pub mod options;
-// H-profiles hook: background prefetch of start-up profiles (issue 16)
+// background prefetch of start-up profiles (issue 16)
 pub mod prefetch;
 mod stack;
 // issue 15 hook: rootless (user namespace) adjustments.

@@ -18,7 +18,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "repository_timeout",
     "use_flat",
     "whiteout_timeout",
-    // H-profiles hook: crate::prefetch::PrefetchConfig::KEYS
+    // crate::prefetch::PrefetchConfig::KEYS
     "prefetch",
     "prefetch_threads",
     "prefetch_max_bytes",
@@ -53,7 +53,7 @@ pub struct Options {
     /// How long building the whiteout layers of one stack may take (they
     /// come from records, and the build runs inside a podman call).
     pub whiteout_timeout: Duration,
-    /// H-profiles hook: background prefetch of start-up profiles.
+    /// background prefetch of start-up profiles.
     pub prefetch: crate::prefetch::PrefetchConfig,
 }
 
@@ -272,10 +272,10 @@ impl Options {
                 "use_flat" => opts.use_flat = parse_bool(item, value)?,
                 "repository_timeout" => opts.repository_timeout = parse_seconds(item, value)?,
                 "whiteout_timeout" => opts.whiteout_timeout = parse_seconds(item, value)?,
-                // H-profiles hook
-                "prefetch" | "prefetch_threads" | "prefetch_max_bytes" => {
-                    opts.prefetch.set(key, value).map_err(|why| bad(item, why))?
-                }
+                "prefetch" | "prefetch_threads" | "prefetch_max_bytes" => opts
+                    .prefetch
+                    .set(key, value)
+                    .map_err(|why| bad(item, why))?,
                 _ => {
                     return Err(Error::invalid(format!(
                         "cvmfs: unknown option {:?} (known: {})",

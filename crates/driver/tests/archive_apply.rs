@@ -224,7 +224,7 @@ fn privileged_whiteout_devices_write_as_markers_from_overlay_form() {
     std::fs::create_dir(d.join("etc")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &d.join("etc/passwd-"),
+        d.join("etc/passwd-"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::empty(),
         0,
@@ -232,14 +232,14 @@ fn privileged_whiteout_devices_write_as_markers_from_overlay_form() {
     .unwrap();
     std::fs::create_dir(d.join("var")).unwrap();
     rustix::fs::lsetxattr(
-        &d.join("var"),
+        d.join("var"),
         "trusted.overlay.opaque",
         b"y",
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
     rustix::fs::lsetxattr(
-        &d.join("var"),
+        d.join("var"),
         "trusted.other",
         b"z",
         rustix::fs::XattrFlags::empty(),
@@ -248,7 +248,7 @@ fn privileged_whiteout_devices_write_as_markers_from_overlay_form() {
     // a real device stays a device
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &d.join("etc/zero"),
+        d.join("etc/zero"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 5),
@@ -413,7 +413,7 @@ fn privileged_gnu_tar_archives_apply() {
     std::fs::create_dir(&longdir).unwrap();
     std::fs::write(longdir.join(long('f', 120)), "gnu").unwrap();
     rustix::fs::lsetxattr(
-        &longdir.join(long('f', 120)),
+        longdir.join(long('f', 120)),
         "user.k",
         b"v",
         rustix::fs::XattrFlags::empty(),

@@ -84,7 +84,7 @@ dir /usr
     .unwrap();
     check(
         &upper,
-        &[lower.clone()],
+        std::slice::from_ref(&lower),
         &[
             // opaque directory replacing one below: deleted (and re-created)
             c("/data", D),

@@ -66,7 +66,7 @@ impl Gen {
         let upper = self.upper;
         for name in NAMES {
             let path = format!("{prefix}/{name}");
-            let own = format!("{}", rng.pick(&["0:0", "1000:1000", "0:42"]));
+            let own = rng.pick(&["0:0", "1000:1000", "0:42"]).to_string();
             let mtime = rng.pick(&["1600000000", "1700000000"]);
             match rng.below(if upper { 10 } else { 8 }) {
                 0 | 1 => {}
@@ -78,7 +78,7 @@ impl Gen {
                     }
                     self.dir(rng, &path, depth + 1, spec, files);
                 }
-                4 | 5 | 2 | 3 => {
+                2..=5 => {
                     let mode = rng.pick(&["0644", "0600", "0755", "04755"]);
                     let content = rng.pick(&["one", "two", "", "three\\n"]);
                     spec.push_str(&format!(

@@ -34,7 +34,7 @@ fn privileged_copy_tree_preserves_everything() {
     apply_spec(TEMPLATE, &src).unwrap();
     // an xattr that only a local tree carries (never in tars)
     rustix::fs::lsetxattr(
-        &src.join("etc"),
+        src.join("etc"),
         "trusted.custom",
         b"1",
         rustix::fs::XattrFlags::empty(),

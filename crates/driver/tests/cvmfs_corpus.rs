@@ -173,7 +173,7 @@ fn check_style(
         );
     }
     if chmodded {
-        let want_data = std::fs::read(rootfs_passwd(&want_root)).unwrap();
+        let want_data = std::fs::read(rootfs_passwd(want_root)).unwrap();
         let mut tar = Vec::new();
         d.diff("ctr", Some(top), None, &mut tar).unwrap();
         let mut a = tar::Archive::new(&tar[..]);

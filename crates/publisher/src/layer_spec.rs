@@ -463,7 +463,7 @@ pub fn snapshot(dir: &Path) -> io::Result<String> {
 /// [`snapshot`] with options.
 pub fn snapshot_with(dir: &Path, opts: SnapshotOptions) -> io::Result<String> {
     let mut paths = Vec::new();
-    collect(dir, &mut Vec::new(), &mut paths)?;
+    collect(dir, &[], &mut paths)?;
     paths.sort();
     let mut inodes: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut out = String::new();
@@ -536,11 +536,11 @@ pub fn snapshot_with(dir: &Path, opts: SnapshotOptions) -> io::Result<String> {
     Ok(out)
 }
 
-fn collect(dir: &Path, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) -> io::Result<()> {
+fn collect(dir: &Path, prefix: &[u8], out: &mut Vec<Vec<u8>>) -> io::Result<()> {
     for ent in std::fs::read_dir(dir)? {
         let ent = ent?;
         let name = ent.file_name();
-        let mut rel = prefix.clone();
+        let mut rel = prefix.to_vec();
         if !rel.is_empty() {
             rel.push(b'/');
         }
@@ -548,7 +548,7 @@ fn collect(dir: &Path, prefix: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) -> io::Resu
         let is_dir = ent.file_type()?.is_dir();
         out.push(rel.clone());
         if is_dir {
-            collect(&ent.path(), &mut rel, out)?;
+            collect(&ent.path(), &rel, out)?;
         }
     }
     Ok(())

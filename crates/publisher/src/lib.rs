@@ -22,7 +22,7 @@ pub mod fsx;
 pub mod layer;
 pub mod ownership;
 pub mod podman;
-// H-profiles hook: start-up profiles (issue 16)
+// start-up profiles (issue 16)
 pub mod profile;
 pub mod tarsplit;
 

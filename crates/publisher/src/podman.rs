@@ -865,7 +865,7 @@ fn remove_unused(
         vanish(&store.image_dir(id))?;
     }
     for id in &rep.layers {
-        // H-profiles hook: a profile is keyed by its image's top layer
+        // a profile is keyed by its image's top layer
         if let Some(p) = super::profile::profile_of_layer(store, id) {
             vanish(&p)?;
         }
@@ -920,7 +920,7 @@ pub fn enable(src: &StorePaths, dst: &StorePaths, names: &[String]) -> Result<Ve
             layers.push(l.clone());
             added_layers = true;
         }
-        // H-profiles hook: the image's start-up profile goes with it
+        // the image's start-up profile goes with it
         if let Some(top) = img["layer"].as_str() {
             super::profile::copy_profile(src, dst, top)?;
         }

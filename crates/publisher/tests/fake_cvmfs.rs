@@ -353,7 +353,7 @@ fn a_transaction_publish_drops_markers_as_cvmfs_does() {
     std::fs::write(u.join("d/etc/b"), b"b").unwrap();
     let mknod = rustix::fs::mknodat(
         rustix::fs::CWD,
-        &u.join("d/etc/dev"),
+        u.join("d/etc/dev"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,

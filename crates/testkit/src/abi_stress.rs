@@ -30,7 +30,7 @@ pub const OPS_PER_THREAD: u64 = 1000;
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
@@ -38,7 +38,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -120,6 +120,8 @@ impl Drop for Handle {
 }
 
 /// Result code and message of one call; the error object is freed.
+// A test helper: `err` is only ever what the library just returned.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn take(rc: cvmfs_result, err: *mut cvmfs_error) -> (cvmfs_result, String) {
     if err.is_null() {
         return (rc, String::new());

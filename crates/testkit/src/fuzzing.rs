@@ -6,8 +6,11 @@
 
 use std::path::Path;
 
+/// A fuzz target: its name and entry point.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// `(name, entry point)` of every target; the names are `fuzz/fuzz_targets/<name>.rs`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("tar_headers", tar_headers),
     ("tar_unpack", tar_unpack),
     ("layer_record", layer_record),

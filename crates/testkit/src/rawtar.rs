@@ -119,7 +119,7 @@ impl RawTar {
     pub fn data(mut self, data: &[u8]) -> RawTar {
         self.bytes.extend_from_slice(data);
         let pad = (512 - data.len() % 512) % 512;
-        self.bytes.extend(std::iter::repeat_n(0u8, pad));
+        self.bytes.resize(self.bytes.len() + pad, 0);
         self
     }
     pub fn file(self, name: &str, content: &[u8]) -> RawTar {
@@ -147,7 +147,7 @@ impl RawTar {
     }
     /// The two zero blocks that end an archive.
     pub fn end(mut self) -> Vec<u8> {
-        self.bytes.extend(std::iter::repeat_n(0u8, 1024));
+        self.bytes.resize(self.bytes.len() + 1024, 0);
         self.bytes
     }
 }

@@ -730,7 +730,7 @@ impl Applier<'_> {
         if force.is_none() {
             self.chown_at(pfd, name, meta.uid, meta.gid, path)?;
         }
-        if !on_symlink && !(kind == Kind::Hardlink && force.is_some()) {
+        if !on_symlink && (kind != Kind::Hardlink || force.is_none()) {
             rustix::fs::chmodat(pfd, os(name), perm, AtFlags::empty())
                 .map_err(|e| ArchiveError::io(path, ioe(e)))?;
         }

@@ -356,7 +356,7 @@ impl Job<'_> {
         legacy: bool,
     ) -> Result<Rebuilt> {
         let (entries, ts_tmp) = self.tar_split_only(desc, ts_cache)?;
-        let owners = (legacy || !ownership_matches(&RepoPaths::layerfs_of(&dir), &entries))
+        let owners = (legacy || !ownership_matches(&RepoPaths::layerfs_of(dir), &entries))
             .then(|| ownership::owners_json(&entries));
         Ok(Rebuilt {
             ts_tmp,
@@ -418,7 +418,8 @@ impl Job<'_> {
         let result = (|| {
             let (unpacked, gz, compression) = {
                 let (dec, compression) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
-                let (u, gz) = layer::unpack(dec, &RepoPaths::layerfs_of(&tmp), gz, self.opts.no_devices)?;
+                let (u, gz) =
+                    layer::unpack(dec, &RepoPaths::layerfs_of(tmp), gz, self.opts.no_devices)?;
                 (u, gz, compression)
             };
             io::copy(&mut hr, &mut io::sink())
@@ -467,7 +468,7 @@ impl Job<'_> {
             diff_digest: unpacked.diff_id.clone(),
             diff_size: unpacked.diff_size,
         };
-        let md = RepoPaths::metadata_of(&tmp);
+        let md = RepoPaths::metadata_of(tmp);
         fsx::write_atomic(
             &md.join("layers.json"),
             ducc::layers_json(&info).as_bytes(),
@@ -482,7 +483,7 @@ impl Job<'_> {
             0o644,
         )?;
         // DUCC makes every layerfs a nested catalog
-        fsx::write_atomic(&RepoPaths::layerfs_of(&tmp).join(CATALOG_MARKER), b"", 0o644)?;
+        fsx::write_atomic(&RepoPaths::layerfs_of(tmp).join(CATALOG_MARKER), b"", 0o644)?;
         // unprivileged, the files belong to the publisher: keep the tar's owners
         let ownership_kept = rustix::process::geteuid().is_root();
         let owners = (!ownership_kept).then(|| ownership::owners_json(&unpacked.entries));

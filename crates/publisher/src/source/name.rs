@@ -238,8 +238,6 @@ pub(crate) fn sanitize(s: &str) -> String {
     }
 }
 
-/// A platform `os/arch[/variant]`.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,7 @@ pub fn check(repo: &Path, deep: bool) -> Report {
     check_ducc(repo, &mut r);
     check_store(repo, &mut r);
     check_origins(repo, &mut r);
-    // H-profiles hook: start-up profiles (issue 16)
+    // start-up profiles (issue 16)
     {
         let store = StorePaths::new(repo.join("podmanStore"));
         let p = cvmfs_publisher::profile::check_profiles(&store, repo);

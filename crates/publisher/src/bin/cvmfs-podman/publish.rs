@@ -119,8 +119,11 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     cvmfs_publisher::cvmfs_server::publish_via_ingest(repository, &args.repo, quiet, |staged| {
         let mut staged_args = args.clone();
         staged_args.repo = staged.to_path_buf();
-        staged_args.recorded_repository =
-            Some(args.recorded_repository.clone().unwrap_or_else(|| args.repo.clone()));
+        staged_args.recorded_repository = Some(
+            args.recorded_repository
+                .clone()
+                .unwrap_or_else(|| args.repo.clone()),
+        );
         publish_image(&staged_args)
     })
     .map(drop)
