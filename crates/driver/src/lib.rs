@@ -83,7 +83,7 @@ pub mod options;
 // background prefetch of start-up profiles (issue 16)
 pub mod prefetch;
 mod stack;
-// issue 15 hook: rootless (user namespace) adjustments.
+// rootless (user namespace) adjustments.
 pub mod rootless;
 pub mod store;
 

@@ -513,7 +513,7 @@ impl Applier<'_> {
             Err(ResolveError::Whiteout) => return Ok(()),
         }
         let path = self.path_of(dir);
-        // issue 15 hook: user.overlay.opaque in a user namespace.
+        // user.overlay.opaque in a user namespace.
         fsutil::set_xattr(&path, crate::rootless::opaque_xattr().as_bytes(), b"y")
             .map_err(|e| ArchiveError::io(&path, e))?;
         // Content that was in the destination before this tar belongs to the layers

@@ -83,7 +83,7 @@ pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
 
 /// True when `path` is a directory marked opaque for overlayfs.
 pub fn is_opaque_dir(path: &Path) -> Result<bool, ArchiveError> {
-    // issue 15 hook: user.overlay.opaque in a user namespace.
+    // user.overlay.opaque in a user namespace.
     let v = get_xattr(path, crate::rootless::opaque_xattr().as_bytes())
         .map_err(|e| ArchiveError::io(path, e))?;
     Ok(v.as_deref() == Some(b"y"))

@@ -250,13 +250,13 @@ fn ctx(e: io::Error, what: &str, p: &Path) -> io::Error {
 /// Give `dst` the mode, owner, times and xattrs (but overlay's own) of `src`.
 fn copy_dir_attrs(src: &Path, dst: &Path) -> io::Result<()> {
     let md = fs::symlink_metadata(src).map_err(|e| ctx(e, "stat", src))?;
-    // issue 15 hook: rootless, an unmapped owner cannot be given.
+    // rootless, an unmapped owner cannot be given.
     let (uid, gid) = crate::rootless::settable_owner(md.uid(), md.gid());
     fsutil::lchown(dst, uid, gid).map_err(|e| ctx(e, "chown", dst))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
         .map_err(|e| ctx(e, "chmod", dst))?;
     for name in fsutil::list_xattrs(src).map_err(|e| ctx(e, "list xattrs of", src))? {
-        // issue 15 hook: user.overlay.* too when rootless.
+        // user.overlay.* too when rootless.
         if crate::rootless::is_overlay_xattr(&name) {
             continue;
         }
@@ -514,7 +514,7 @@ pub fn build_aux_until(
                 // Opacity hides the layers below this one, not this one's own
                 // entries: what was put here for the lower layer must go.
                 clear_dir(&dir)?;
-                // issue 15 hook: user.overlay.opaque in a user namespace.
+                // user.overlay.opaque in a user namespace.
                 fsutil::set_xattr(&dir, crate::rootless::opaque_xattr().as_bytes(), b"y")
                     .map_err(|e| ctx(e, "mark opaque", &dir))?;
             } else if let Some(x) = m.deleted() {
