@@ -30,8 +30,15 @@
 //!   ├── store    driver home: layer records, layer directories, mount refcounts
 //!   ├── layout   CVMFS repositories and read-only image stores: resolving layer records
 //!   ├── mount    overlay mounts behind the `Mounter` trait (real + recording fake)
+//!   ├── prefetch background reads of a published start-up profile on `get`
+//!   ├── rootless what changes inside a user namespace (userxattr, no metacopy)
 //!   └── archive  tar in/out, OCI <-> overlay whiteout conversion, changes, copies
 //! ```
+//!
+//! This crate owns the driver's side only: it reads what the publisher wrote
+//! through the `cvmfs-store-format` crate (`cvmfs_format`), whose documentation
+//! has the repository tree with each file's type, version and limit, and it
+//! never depends on the publisher (`docs/architecture.md`).
 //!
 //! ## On-disk layout of the driver home (`<graphroot>/cvmfs/`)
 //!
@@ -80,7 +87,6 @@ pub mod error;
 pub mod layout;
 pub mod mount;
 pub mod options;
-// background prefetch of start-up profiles (issue 16)
 pub mod prefetch;
 mod stack;
 // rootless (user namespace) adjustments.

@@ -22,7 +22,6 @@ pub mod fsx;
 pub mod layer;
 pub mod ownership;
 pub mod podman;
-// start-up profiles (issue 16)
 pub mod profile;
 pub mod tarsplit;
 
