@@ -89,7 +89,6 @@ pub mod mount;
 pub mod options;
 pub mod prefetch;
 mod stack;
-// rootless (user namespace) adjustments.
 pub mod rootless;
 pub mod store;
 
