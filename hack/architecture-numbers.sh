@@ -59,7 +59,7 @@ def count(pattern):
     return hits
 for name, pat in [("DUCC path scheme \".layers\"", r'"\.layers'), ("DUCC path scheme \".flat\"", r'"\.flat')]:
     h = count(pat)
-    print(f"{name}: {len(h)} literal copies")
+    print(f"{name}: {len(h)} literal copies ({', '.join(h)})")
 for f in ["layer.json", "ownership.json", "origin.json", "layers.json", "images.json",
           "manifest.json", "tar-split", "markers"]:
     h = count(re.escape(f'"{f}') if f != "markers" else r'"markers"')

@@ -88,8 +88,8 @@ pub mod layout;
 pub mod mount;
 pub mod options;
 pub mod prefetch;
-mod stack;
 pub mod rootless;
+mod stack;
 pub mod store;
 
 // Public so that tests call the exports with their real signatures; the

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use cvmfs_format::paths::{FLAT_DIR, LAYERFS, LAYERS_DIR};
 use cvmfs_format::profile::{self, Profile, PROFILES_DIR, PROFILE_MAX_BYTES};
 use serde_json::Value;
 
@@ -283,13 +284,7 @@ fn image_files(store: &StorePaths, repo: &Path, name_or_id: &str) -> Result<Imag
             .and_then(|d| crate::digest_hex(d).ok());
         if let Some(hex) = blob {
             by_blob.insert(hex.to_string(), id.clone());
-            dirs.push((
-                id.clone(),
-                repo.join(".layers")
-                    .join(&hex[..2])
-                    .join(hex)
-                    .join("layerfs"),
-            ));
+            dirs.push((id.clone(), cvmfs_format::RepoPaths::new(repo).layerfs(hex)));
         }
     }
     Ok(ImageFiles {
@@ -308,16 +303,16 @@ impl ImageFiles {
     fn locate(&self, rel: &str) -> Option<(String, String)> {
         let parts: Vec<&str> = rel.splitn(5, '/').collect();
         match parts.as_slice() {
-            [".layers", xx, d, "layerfs", path] if d.starts_with(xx) => {
+            [LAYERS_DIR, xx, d, LAYERFS, path] if d.starts_with(xx) => {
                 let id = self.by_blob.get(*d)?;
                 profile::check_path(path).ok()?;
                 Some((id.clone(), path.to_string()))
             }
-            [".flat", xx, c, first, rest] if c.starts_with(xx) && *c == self.image => {
+            [FLAT_DIR, xx, c, first, rest] if c.starts_with(xx) && *c == self.image => {
                 let path = format!("{first}/{rest}");
                 self.topmost(&path)
             }
-            [".flat", xx, c, path] if c.starts_with(xx) && *c == self.image => self.topmost(path),
+            [FLAT_DIR, xx, c, path] if c.starts_with(xx) && *c == self.image => self.topmost(path),
             _ => None,
         }
     }

@@ -468,9 +468,8 @@ impl Job<'_> {
             diff_digest: unpacked.diff_id.clone(),
             diff_size: unpacked.diff_size,
         };
-        let md = RepoPaths::metadata_of(tmp);
         fsx::write_atomic(
-            &md.join("layers.json"),
+            &RepoPaths::layer_info_of(tmp),
             ducc::layers_json(&info).as_bytes(),
             0o644,
         )?;
@@ -478,7 +477,7 @@ impl Job<'_> {
             origin: vec![self.config_digest.clone()],
         };
         fsx::write_atomic(
-            &md.join("origin.json"),
+            &RepoPaths::origin_of(tmp),
             ducc::origin_json(&origin).as_bytes(),
             0o644,
         )?;

@@ -228,13 +228,13 @@ fn new_layers(job: &Job, img: &Image, outs: &[LayerOut], ids: &[String]) -> Vec<
                 compression: o.compression,
                 uids: o.uids.clone(),
                 gids: o.gids.clone(),
-                path: format!(".layers/{}/{}/layerfs", &hex[..2], hex),
+                path: cvmfs_format::paths::layerfs_rel(&hex),
                 tar_split: job.store.tar_split_by_digest(&hex),
                 ownership_kept: o.ownership_kept,
                 owners: o.owners.clone().and_then(|r| r.ok()),
                 markers: o.markers.clone(),
                 flat: (i + 1 == outs.len() && flat_usable)
-                    .then(|| format!(".flat/{}/{}", &chex[..2], chex)),
+                    .then(|| cvmfs_format::paths::flat_rel(chex)),
             }
         })
         .collect()
