@@ -5,20 +5,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cvmfs-podman");
 
 fn cvmfs_podman(args: &[&str]) {
-    let o = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run cvmfs-podman");
-    assert!(
-        o.status.success(),
-        "cvmfs-podman {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    cvmfs_testkit::cli::run_ok(BIN, args);
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -4,29 +4,16 @@
 //! `enable`, removed by `gc` with their image.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cvmfs-podman");
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run cvmfs-podman");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    cvmfs_testkit::cli::run(BIN, args)
 }
 
-fn spec(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
+use cvmfs_testkit::cli::spec;
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()

@@ -9,22 +9,10 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_cvmfs-podman");
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run cvmfs-podman");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    cvmfs_testkit::cli::run(BIN, args)
 }
 
-fn spec(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
+use cvmfs_testkit::cli::spec;
 
 #[test]
 #[ignore = "needs root"]

@@ -757,18 +757,7 @@ fn enable_and_disable_keep_a_small_local_store() {
 // ---------------------------------------------------------------- helpers
 
 fn cli(args: &[&str]) -> String {
-    let o = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run cvmfs-podman");
-    assert!(
-        o.status.success(),
-        "cvmfs-podman {}: {}\n{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    cvmfs_testkit::cli::run_ok(BIN, args)
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> T {

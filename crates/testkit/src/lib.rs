@@ -2,6 +2,7 @@
 //! suite and the fuzz targets. A dev-dependency: nothing here ships.
 //!
 //! - [`rawtar`]: tar streams crafted block by block, as an attacker writes them;
+//! - [`cli`]: running a workspace binary and writing layer specs;
 //! - [`abi_stress`]: the C ABI stress run (threads racing one driver handle);
 //! - [`fuzzing`]: the table of fuzz targets that `fuzz/` runs and
 //!   `fuzz_replay` replays;
@@ -9,6 +10,7 @@
 
 #[doc(hidden)]
 pub mod abi_stress;
+pub mod cli;
 pub mod fuzzing;
 pub mod gate;
 pub mod rawtar;
