@@ -305,8 +305,23 @@ impl Fixture {
             .join("layer.json")
     }
 
+    /// The record's fields as the file spells them, after checking that the
+    /// driver's reader (`cvmfs_format::record`) accepts the file and that
+    /// the writer type gives back exactly its bytes.
     fn record(&self, layer_id: &str) -> LayerRecord {
-        read_json(&self.record_path(layer_id))
+        let path = self.record_path(layer_id);
+        let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        match cvmfs_format::record::parse_store_record(&bytes) {
+            Ok(cvmfs_format::record::StoreRecord::Cvmfs { record, .. }) => assert_eq!(
+                record.to_json().as_bytes(),
+                &bytes[..],
+                "{}: not what CvmfsRecord writes",
+                path.display()
+            ),
+            Ok(other) => panic!("{}: not a cvmfs record: {other:?}", path.display()),
+            Err(e) => panic!("{}: the driver refuses it: {e}", path.display()),
+        }
+        read_json(&path)
     }
 }
 
