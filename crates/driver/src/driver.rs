@@ -357,7 +357,7 @@ impl Driver {
         options: &[S],
         mounter: Arc<dyn Mounter>,
     ) -> Result<Driver> {
-        let options = Options::parse(options.iter().map(|s| s.as_ref()))?;
+        let mut options = Options::parse(options.iter().map(|s| s.as_ref()))?;
         if !run_root.is_absolute() {
             return Err(Error::invalid(format!(
                 "run root {:?} is not an absolute path",
@@ -396,6 +396,7 @@ impl Driver {
                 .create(&d)
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
+        crate::ducc::add_ducc_stores(home, &mut options, &|m| eprintln!("{m}"));
         let layout = Layout::new(&options);
         Ok(Driver {
             store,

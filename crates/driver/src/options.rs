@@ -17,6 +17,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "repository_timeout",
     "use_flat",
     "whiteout_timeout",
+    "ducc_repositories",
 ];
 
 /// Parsed driver options.
@@ -43,6 +44,9 @@ pub struct Options {
     /// How long building the whiteout layers of one stack may take (they
     /// come from records, and the build runs inside a podman call).
     pub whiteout_timeout: Duration,
+    /// Repositories holding only what DUCC writes: the driver synthesises a
+    /// store for each from DUCC's metadata (`ducc.rs`).
+    pub ducc_repositories: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             repository_timeout: Duration::from_secs(60),
             use_flat: true,
             whiteout_timeout: Duration::from_secs(20),
+            ducc_repositories: Vec::new(),
         }
     }
 }
@@ -231,6 +236,14 @@ impl Options {
                         let repo = absolute_dir(item, repo)?;
                         if !opts.repositories.contains(&repo) {
                             opts.repositories.push(repo);
+                        }
+                    }
+                }
+                "ducc_repositories" => {
+                    for repo in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let repo = absolute_dir(item, repo)?;
+                        if !opts.ducc_repositories.contains(&repo) {
+                            opts.ducc_repositories.push(repo);
                         }
                     }
                 }
