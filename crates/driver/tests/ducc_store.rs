@@ -293,3 +293,48 @@ fn privileged_a_ducc_image_mounts_with_its_whiteouts_applied() {
     d.put("ctr").unwrap();
     d.remove("ctr").unwrap();
 }
+
+/// What synthesis costs as DUCC's repository grows (local disk, warm cache):
+/// built once per DUCC publication, then one `stat` per `Init`.
+#[test]
+fn measure_synthesis_against_repository_size() {
+    for n in [10usize, 1000] {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("cvmfs/many.example.org");
+        let (base_blob, base_diff) = (sha(b"base-blob"), sha(b"base-diff"));
+        ducc_layer(&repo, &base_blob, &base_diff, &[("etc/os-release", "x")]);
+        for i in 0..n {
+            let (b, d) = (
+                sha(format!("blob{i}").as_bytes()),
+                sha(format!("diff{i}").as_bytes()),
+            );
+            ducc_layer(&repo, &b, &d, &[("app", "a")]);
+            ducc_image(
+                &repo,
+                &format!("reg.example.org/app{i}:1"),
+                &[(&base_blob, &base_diff), (&b, &d)],
+            );
+        }
+        let home = t.path().join("graph/cvmfs");
+        fs::create_dir_all(home.join("staging")).unwrap();
+        let start = std::time::Instant::now();
+        let built = synthesise(&home, &repo).unwrap();
+        let first = start.elapsed();
+        assert!(
+            built.built && built.skipped.is_empty(),
+            "{:?}",
+            built.skipped
+        );
+        let start = std::time::Instant::now();
+        assert!(!synthesise(&home, &repo).unwrap().built);
+        let again = start.elapsed();
+        let store = StorePaths::new(&built.store);
+        let index = fs::metadata(store.images_json()).unwrap().len()
+            + fs::metadata(store.layers_json()).unwrap().len();
+        println!(
+            "MEASURE: ducc synthesis, {n} images: first {:.3} s, unchanged {:.6} s, images.json+layers.json {index} bytes",
+            first.as_secs_f64(),
+            again.as_secs_f64()
+        );
+    }
+}
