@@ -211,7 +211,8 @@ pub fn synthesise(home: &Path, repo: &Path) -> io::Result<Synthesis> {
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = fs::remove_dir_all(&stage);
-    let skipped = match build_store(repo, &stage) {
+    let previous = newest_generation(&generations, &rk);
+    let skipped = match build_store(repo, &stage, previous.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             let _ = fs::remove_dir_all(&stage);
@@ -320,27 +321,100 @@ struct ImageEntry {
     config: Vec<u8>,
     manifest: Vec<u8>,
     created: String,
-    /// Bottom first: (layer ID, `layers.json` entry, record).
-    layers: Vec<(String, Value, CvmfsRecord)>,
+    /// Bottom first: (layer ID, `layers.json` entry, record text).
+    layers: Vec<(String, Value, String)>,
 }
 
 /// Build the whole store into `stage`; returns the images left out.
-fn build_store(repo: &Path, stage: &Path) -> io::Result<Vec<String>> {
+fn build_store(repo: &Path, stage: &Path, previous: Option<&Path>) -> io::Result<Vec<String>> {
     let index = ducc_images_json(repo);
     let listed: Vec<DuccImage> =
         serde_json::from_slice(&read_capped(&index, MAX_DUCC_INDEX_BYTES)?)
             .map_err(|e| err(format!("{}: not DUCC's image list: {e}", index.display())))?;
+    let previous = previous.map(Previous::load);
     let mut infos = HashMap::new();
     let mut skipped = Vec::new();
     let mut images: Vec<ImageEntry> = Vec::new();
     for img in listed {
-        match image_entry(repo, &img, &mut infos) {
+        let reused = previous.as_ref().and_then(|p| p.image(&img));
+        let entry = match reused {
+            Some(e) => Ok(e),
+            None => image_entry(repo, &img, &mut infos),
+        };
+        match entry {
             Ok(e) => images.push(e),
             Err(e) => skipped.push(format!("image {} ({}): {e}", img.id, img.names.join(", "))),
         }
     }
     write_store(repo, &StorePaths::new(stage), &images)?;
     Ok(skipped)
+}
+
+/// The store built from DUCC's previous publication. Images are
+/// content-addressed (ID = config digest, layer IDs from its diffIDs), so an
+/// image it already lists is taken from it, with the names DUCC gives now,
+/// and only new images cost repository reads.
+struct Previous {
+    store: StorePaths,
+    images: HashMap<String, Value>,
+    layers: HashMap<String, Value>,
+}
+
+impl Previous {
+    /// Our own earlier output; anything unreadable just means no reuse.
+    fn load(root: &Path) -> Previous {
+        let store = StorePaths::new(root);
+        let by_id = |path: PathBuf| -> HashMap<String, Value> {
+            let list: Vec<Value> = fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            list.into_iter()
+                .filter_map(|v| Some((v["id"].as_str()?.to_string(), v)))
+                .collect()
+        };
+        Previous {
+            images: by_id(store.images_json()),
+            layers: by_id(store.layers_json()),
+            store,
+        }
+    }
+
+    /// Image `img` as the previous store has it, checked again for what is
+    /// cheap to check (the config's hash), or `None`.
+    fn image(&self, img: &DuccImage) -> Option<ImageEntry> {
+        let old = self.images.get(&img.id)?;
+        if !is_hex64(&img.id) || img.names.iter().any(|n| check_name(n).is_err()) {
+            return None;
+        }
+        let dir = self.store.image_dir(&img.id);
+        let config = fs::read(dir.join(big_data_file_name(&sha256_digest(&img.id)))).ok()?;
+        if hex(&Sha256::digest(&config)) != img.id {
+            return None;
+        }
+        let manifest = fs::read(dir.join("manifest")).ok()?;
+        let mut layers = Vec::new();
+        let mut next = old["layer"].as_str().map(str::to_string);
+        while let Some(id) = next {
+            if layers.len() > MAX_IMAGE_LAYERS || !is_hex64(&id) {
+                return None;
+            }
+            let entry = self.layers.get(&id)?.clone();
+            let record = fs::read_to_string(self.store.record(&id)).ok()?;
+            next = entry["parent"].as_str().map(str::to_string);
+            layers.push((id, entry, record));
+        }
+        layers.reverse();
+        let created = old["created"].as_str().unwrap_or(EPOCH).to_string();
+        (!layers.is_empty()).then(|| ImageEntry {
+            id: img.id.clone(),
+            names: img.names.clone(),
+            config,
+            manifest,
+            created,
+            layers,
+        })
+    }
 }
 
 fn check_name(name: &str) -> io::Result<()> {
@@ -568,7 +642,7 @@ fn image_entry(
             markers: None,
             flat: None,
         };
-        layers.push((id.clone(), entry, record));
+        layers.push((id.clone(), entry, record.to_json()));
         parent = Some(id);
     }
     Ok(ImageEntry {
@@ -609,7 +683,7 @@ fn write_store(_repo: &Path, store: &StorePaths, images: &[ImageEntry]) -> io::R
     for img in images {
         for (id, entry, record) in &img.layers {
             if seen.insert(id.clone()) {
-                write_file(&store.record(id), record.to_json().as_bytes())?;
+                write_file(&store.record(id), record.as_bytes())?;
                 layer_index.push(entry.clone());
             }
         }

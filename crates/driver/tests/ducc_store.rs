@@ -216,7 +216,7 @@ fn a_ducc_repository_becomes_a_store_with_podmans_layer_ids() {
 #[test]
 fn the_store_is_rebuilt_only_when_ducc_publishes() {
     let t = tempfile::tempdir().unwrap();
-    let (repo, _, _, _) = wh_repo(t.path());
+    let (repo, first_id, _, _) = wh_repo(t.path());
     let home = t.path().join("graph/cvmfs");
     let first = open(t.path(), &repo).additional_image_stores();
     let again = synthesise(&home, &repo).unwrap();
@@ -240,6 +240,9 @@ fn the_store_is_rebuilt_only_when_ducc_publishes() {
         .join(&bad)
         .join(big_data_file_name(&format!("sha256:{bad}")));
     fs::write(cfg, b"{\"tampered\":true}").unwrap();
+    // The image already built is content-addressed: taken from the previous
+    // store, not read again from the repository (here its config is gone).
+    fs::remove_dir_all(repo.join("podmanStore/overlay-images").join(&first_id)).unwrap();
     let next = synthesise(&home, &repo).unwrap();
     assert!(next.built);
     assert_ne!(next.store, again.store);
@@ -255,6 +258,10 @@ fn the_store_is_rebuilt_only_when_ducc_publishes() {
     let ids: Vec<&str> = images.iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&id2.as_str()));
+    assert!(
+        ids.contains(&first_id.as_str()),
+        "the earlier image was not reused"
+    );
     // nothing left in staging
     assert_eq!(fs::read_dir(home.join("staging")).unwrap().count(), 0);
 }
@@ -328,13 +335,26 @@ fn measure_synthesis_against_repository_size() {
         let start = std::time::Instant::now();
         assert!(!synthesise(&home, &repo).unwrap().built);
         let again = start.elapsed();
+        // DUCC publishes one more image: only it is read from the repository
+        let (b, d) = (sha(b"one-more-blob"), sha(b"one-more-diff"));
+        ducc_layer(&repo, &b, &d, &[("app", "b")]);
+        ducc_image(
+            &repo,
+            "reg.example.org/one-more:1",
+            &[(&base_blob, &base_diff), (&b, &d)],
+        );
+        let start = std::time::Instant::now();
+        let next = synthesise(&home, &repo).unwrap();
+        let incremental = start.elapsed();
+        assert!(next.built);
         let store = StorePaths::new(&built.store);
         let index = fs::metadata(store.images_json()).unwrap().len()
             + fs::metadata(store.layers_json()).unwrap().len();
         println!(
-            "MEASURE: ducc synthesis, {n} images: first {:.3} s, unchanged {:.6} s, images.json+layers.json {index} bytes",
+            "MEASURE: ducc synthesis, {n} images: first {:.3} s, unchanged {:.6} s, one image more {:.3} s, images.json+layers.json {index} bytes",
             first.as_secs_f64(),
-            again.as_secs_f64()
+            again.as_secs_f64(),
+            incremental.as_secs_f64()
         );
     }
 }
