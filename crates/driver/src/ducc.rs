@@ -48,7 +48,8 @@
 //! `cvmfs.repository_timeout`; when it fails, the last store built for the
 //! repository (if any) is used.
 //!
-//! Cost: the store lists every image of DUCC's `images.json`, so what podman
+//! Cost: the store lists every image of DUCC's `images.json` (or those whose
+//! name matches `cvmfs.ducc_images`), so without that option what podman
 //! parses per command grows with the repository (as with DUCC's own store);
 //! see docs/cvmfs-layers.md for the numbers and what is left.
 
@@ -98,7 +99,7 @@ pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
         if !opts.repositories.contains(&repo) {
             opts.repositories.push(repo.clone());
         }
-        let (h, r) = (home.to_path_buf(), repo.clone());
+        let (h, r, only) = (home.to_path_buf(), repo.clone(), opts.ducc_images.clone());
         let limit = opts.repository_timeout;
         let progress = |waited: std::time::Duration| {
             warn(&format!(
@@ -108,7 +109,7 @@ pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
                 limit.as_secs()
             ))
         };
-        let built = with_progress(limit, progress, move || synthesise(&h, &r));
+        let built = with_progress(limit, progress, move || synthesise(&h, &r, &only));
         let store = match built {
             Some(Ok(s)) => Some(s.store),
             Some(Err(e)) => fallback(home, &repo, &e.to_string(), warn),
@@ -191,10 +192,23 @@ fn source_key(repo: &Path) -> io::Result<String> {
     ))
 }
 
-/// Build the store of DUCC repository `repo` under `<home>/ducc/`, or reuse
-/// the one built from the same publication.
-pub fn synthesise(home: &Path, repo: &Path) -> io::Result<Synthesis> {
-    let key = source_key(repo)?;
+/// Whether image `names` are wanted: every image without patterns, else one
+/// whose name is a pattern, or starts with a pattern's part before a final `*`.
+pub fn wanted(names: &[String], patterns: &[String]) -> bool {
+    patterns.is_empty()
+        || names.iter().any(|n| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => n.starts_with(prefix),
+                None => n == p,
+            })
+        })
+}
+
+/// Build the store of DUCC repository `repo` under `<home>/ducc/`, listing
+/// the images [`wanted`] by `only`, or reuse the one built from the same
+/// publication with the same patterns.
+pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synthesis> {
+    let key = format!("{} only={}", source_key(repo)?, only.join(","));
     let generations = home.join(DUCC_HOME_DIR);
     let rk = repo_key(repo);
     let store = generations.join(format!("{rk}-{}", short_hash(key.as_bytes())));
@@ -212,7 +226,7 @@ pub fn synthesise(home: &Path, repo: &Path) -> io::Result<Synthesis> {
     ));
     let _ = fs::remove_dir_all(&stage);
     let previous = newest_generation(&generations, &rk);
-    let skipped = match build_store(repo, &stage, previous.as_deref()) {
+    let skipped = match build_store(repo, &stage, previous.as_deref(), only) {
         Ok(s) => s,
         Err(e) => {
             let _ = fs::remove_dir_all(&stage);
@@ -270,7 +284,7 @@ fn generations_of(dir: &Path, rk: &str) -> Vec<PathBuf> {
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -326,7 +340,12 @@ struct ImageEntry {
 }
 
 /// Build the whole store into `stage`; returns the images left out.
-fn build_store(repo: &Path, stage: &Path, previous: Option<&Path>) -> io::Result<Vec<String>> {
+fn build_store(
+    repo: &Path,
+    stage: &Path,
+    previous: Option<&Path>,
+    only: &[String],
+) -> io::Result<Vec<String>> {
     let index = ducc_images_json(repo);
     let listed: Vec<DuccImage> =
         serde_json::from_slice(&read_capped(&index, MAX_DUCC_INDEX_BYTES)?)
@@ -335,7 +354,7 @@ fn build_store(repo: &Path, stage: &Path, previous: Option<&Path>) -> io::Result
     let mut infos = HashMap::new();
     let mut skipped = Vec::new();
     let mut images: Vec<ImageEntry> = Vec::new();
-    for img in listed {
+    for img in listed.into_iter().filter(|i| wanted(&i.names, only)) {
         let reused = previous.as_ref().and_then(|p| p.image(&img));
         let entry = match reused {
             Some(e) => Ok(e),
@@ -346,7 +365,7 @@ fn build_store(repo: &Path, stage: &Path, previous: Option<&Path>) -> io::Result
             Err(e) => skipped.push(format!("image {} ({}): {e}", img.id, img.names.join(", "))),
         }
     }
-    write_store(repo, &StorePaths::new(stage), &images)?;
+    write_store(&StorePaths::new(stage), &images)?;
     Ok(skipped)
 }
 
@@ -676,7 +695,7 @@ fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// Write records, layer index, big data and image index into `store`.
-fn write_store(_repo: &Path, store: &StorePaths, images: &[ImageEntry]) -> io::Result<()> {
+fn write_store(store: &StorePaths, images: &[ImageEntry]) -> io::Result<()> {
     let mut layer_index: Vec<Value> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut image_index = Vec::new();
@@ -766,6 +785,16 @@ mod tests {
         for bad in ["../x:1", "/abs:1", "a//b:1", "a/./b", "a\nb"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn image_patterns() {
+        let n = vec!["reg.example.org/app:1".to_string()];
+        assert!(wanted(&n, &[]));
+        assert!(wanted(&n, &["reg.example.org/app:1".into()]));
+        assert!(wanted(&n, &["reg.example.org/*".into()]));
+        assert!(!wanted(&n, &["reg.example.org/app".into()]));
+        assert!(!wanted(&n, &["other/*".into()]));
     }
 
     #[test]

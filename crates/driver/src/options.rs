@@ -18,6 +18,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "use_flat",
     "whiteout_timeout",
     "ducc_repositories",
+    "ducc_images",
 ];
 
 /// Parsed driver options.
@@ -47,6 +48,9 @@ pub struct Options {
     /// Repositories holding only what DUCC writes: the driver synthesises a
     /// store for each from DUCC's metadata (`ducc.rs`).
     pub ducc_repositories: Vec<PathBuf>,
+    /// Which DUCC images to list: names, or prefixes ending in `*`; empty:
+    /// all (bounds what podman parses per command to what the user uses).
+    pub ducc_images: Vec<String>,
 }
 
 impl Default for Options {
@@ -61,6 +65,7 @@ impl Default for Options {
             use_flat: true,
             whiteout_timeout: Duration::from_secs(20),
             ducc_repositories: Vec::new(),
+            ducc_images: Vec::new(),
         }
     }
 }
@@ -245,6 +250,14 @@ impl Options {
                         if !opts.ducc_repositories.contains(&repo) {
                             opts.ducc_repositories.push(repo);
                         }
+                    }
+                }
+                "ducc_images" => {
+                    for p in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        if p.len() > 512 || p.chars().any(char::is_control) {
+                            return Err(bad(item, format!("{p:?}: not an image name or prefix*")));
+                        }
+                        opts.ducc_images.push(p.to_string());
                     }
                 }
                 "imagestore" => {

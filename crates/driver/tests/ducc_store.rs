@@ -219,7 +219,7 @@ fn the_store_is_rebuilt_only_when_ducc_publishes() {
     let (repo, first_id, _, _) = wh_repo(t.path());
     let home = t.path().join("graph/cvmfs");
     let first = open(t.path(), &repo).additional_image_stores();
-    let again = synthesise(&home, &repo).unwrap();
+    let again = synthesise(&home, &repo, &[]).unwrap();
     assert!(!again.built, "same publication: reused");
     assert_eq!(vec![again.store.clone()], first);
 
@@ -243,7 +243,7 @@ fn the_store_is_rebuilt_only_when_ducc_publishes() {
     // The image already built is content-addressed: taken from the previous
     // store, not read again from the repository (here its config is gone).
     fs::remove_dir_all(repo.join("podmanStore/overlay-images").join(&first_id)).unwrap();
-    let next = synthesise(&home, &repo).unwrap();
+    let next = synthesise(&home, &repo, &[]).unwrap();
     assert!(next.built);
     assert_ne!(next.store, again.store);
     assert_eq!(next.skipped.len(), 1, "{:?}", next.skipped);
@@ -325,7 +325,7 @@ fn measure_synthesis_against_repository_size() {
         let home = t.path().join("graph/cvmfs");
         fs::create_dir_all(home.join("staging")).unwrap();
         let start = std::time::Instant::now();
-        let built = synthesise(&home, &repo).unwrap();
+        let built = synthesise(&home, &repo, &[]).unwrap();
         let first = start.elapsed();
         assert!(
             built.built && built.skipped.is_empty(),
@@ -333,7 +333,7 @@ fn measure_synthesis_against_repository_size() {
             built.skipped
         );
         let start = std::time::Instant::now();
-        assert!(!synthesise(&home, &repo).unwrap().built);
+        assert!(!synthesise(&home, &repo, &[]).unwrap().built);
         let again = start.elapsed();
         // DUCC publishes one more image: only it is read from the repository
         let (b, d) = (sha(b"one-more-blob"), sha(b"one-more-diff"));
@@ -344,7 +344,7 @@ fn measure_synthesis_against_repository_size() {
             &[(&base_blob, &base_diff), (&b, &d)],
         );
         let start = std::time::Instant::now();
-        let next = synthesise(&home, &repo).unwrap();
+        let next = synthesise(&home, &repo, &[]).unwrap();
         let incremental = start.elapsed();
         assert!(next.built);
         let store = StorePaths::new(&built.store);
@@ -357,4 +357,39 @@ fn measure_synthesis_against_repository_size() {
             incremental.as_secs_f64()
         );
     }
+}
+
+#[test]
+fn ducc_images_lists_only_the_images_asked_for() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, id, _, _) = wh_repo(t.path());
+    let b3 = sha(b"blob3");
+    ducc_layer(&repo, &b3, &sha(b"diff3"), &[("new", "n")]);
+    let (other, _) = ducc_image(&repo, "reg.example.org/other:2", &[(&b3, &sha(b"diff3"))]);
+    let d = Driver::new(
+        &t.path().join("graph/cvmfs"),
+        &t.path().join("run"),
+        &[
+            format!("cvmfs.ducc_repositories={}", repo.display()),
+            "cvmfs.ducc_images=127.0.0.1:5000/test/*".to_string(),
+        ],
+    )
+    .unwrap();
+    let store = StorePaths::new(&d.additional_image_stores()[0]);
+    let images: Vec<Value> =
+        serde_json::from_slice(&fs::read(store.images_json()).unwrap()).unwrap();
+    let ids: Vec<&str> = images.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [id.as_str()],
+        "only the matching image ({other} is not asked for)"
+    );
+    // its other layers are not listed either
+    let layers: Vec<Value> =
+        serde_json::from_slice(&fs::read(store.layers_json()).unwrap()).unwrap();
+    assert_eq!(layers.len(), 2);
+    // another pattern is another store
+    let all = synthesise(&t.path().join("graph/cvmfs"), &repo, &[]).unwrap();
+    assert!(all.built);
+    assert_ne!(all.store, store.root);
 }
