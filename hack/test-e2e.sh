@@ -688,6 +688,10 @@ t_ducc_repository_as_is() {
   state=$( (cd "$D" && find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort) | sha256sum)
   new_case
   : >"$C/storage.conf"
+  pm_conf() {
+    env HOME="$C/home" CONTAINERS_CONF="$E/containers.conf" CONTAINERS_REGISTRIES_CONF="$C/registries.conf" \
+      PODMAN_IGNORE_CGROUPSV1_WARNING=1 CONTAINERS_STORAGE_CONF="$CONTAINERS_STORAGE_CONF" "$PODMAN" --tmpdir "$C/tmp" "$@"
+  }
   dpm() { pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs --storage-opt "cvmfs.ducc_repositories=$RO" "$@"; }
   # What the issue measured before: DUCC's store named as an image store fails.
   if pm --root "$C/root0" --runroot "$C/run0" --storage-driver cvmfs --storage-opt "cvmfs.imagestore=$RO/podmanStore" \
@@ -711,6 +715,18 @@ t_ducc_repository_as_is() {
   grep -q '^home/user|directory|700 0:0|' "$C/container.list" || fail "owners: expected the repository owner on /home/user"
   out=$(dpm run --rm "$REG/e2e/wh:1" cat /etc/b)
   [ "$out" = "b2" ] || fail "container printed '$out'"
+  # The same from storage.conf, limited to the images asked for.
+  cat >"$C/storage-ducc.conf" <<EOF
+[storage]
+driver = "cvmfs"
+graphroot = "$C/root2"
+runroot = "$C/run2"
+[storage.options.cvmfs]
+ducc_repositories = "$RO"
+ducc_images = "$REG/e2e/w*"
+EOF
+  CONTAINERS_STORAGE_CONF=$C/storage-ducc.conf pm_conf images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' >"$C/images2.txt"
+  grep -qx "$REG/e2e/wh:1 true" "$C/images2.txt" || fail "storage.conf ducc_repositories: $(cat "$C/images2.txt")"
   # Pull downloads no layer: the layer IDs are containers/image's.
   registry_start "$W/registry" "${REG##*:}"
   local mark cfg blobs
