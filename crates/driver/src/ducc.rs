@@ -29,6 +29,11 @@
 //!   exactly as for any raw CVMFS layer) and `"ownership":"lost"` (DUCC
 //!   ingests without owners; the driver reports it in `Metadata`/`Status`).
 //!
+//! A DUCC `podmanStore` listed as an additional image store (`imagestore`,
+//! storage.conf `additionalimagestores`, as DUCC's users configure it for the
+//! overlay driver) is recognised (`overlay-images/images.json`, no
+//! `cvmfs-layers`) and taken as a DUCC repository the same way.
+//!
 //! It is then one more additional image store (the driver's
 //! `AdditionalImageStores`), and the repository one more configured
 //! repository. `<source>` is a hash of DUCC's `images.json` identity (size,
@@ -95,6 +100,7 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 /// Problems are reported through `warn` and never fail `Init`: podman stays
 /// usable for everything else.
 pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
+    adopt_ducc_image_stores(opts);
     for repo in opts.ducc_repositories.clone() {
         if !opts.repositories.contains(&repo) {
             opts.repositories.push(repo.clone());
@@ -121,6 +127,45 @@ pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
             }
         }
     }
+}
+
+/// Whether image store `store` is DUCC's own (`<repo>/podmanStore` with
+/// `overlay-images/images.json` and no `cvmfs-layers`).
+pub fn is_ducc_image_store(store: &Path) -> bool {
+    let Some(repo) = store.parent() else {
+        return false;
+    };
+    // our stores answer the first question (one lookup, which
+    // containers/storage makes next anyway)
+    RepoPaths::new(repo).store().root == store
+        && !StorePaths::new(store).layers_dir().exists()
+        && ducc_images_json(repo).is_file()
+}
+
+/// A DUCC `podmanStore` listed as an additional image store (what DUCC's
+/// users configure for the overlay driver) would make containers/storage
+/// fail (it creates `cvmfs-layers` there): take its repository as a DUCC
+/// repository instead. Looked at on a helper thread, bounded by the
+/// repository timeout; a store that does not answer is left as it is.
+fn adopt_ducc_image_stores(opts: &mut Options) {
+    let mut kept = Vec::new();
+    for store in std::mem::take(&mut opts.image_stores) {
+        let s = store.clone();
+        let ducc = with_progress(
+            opts.repository_timeout,
+            |_| {},
+            move || Ok(is_ducc_image_store(&s)),
+        );
+        match (ducc, store.parent()) {
+            (Some(Ok(true)), Some(repo)) => {
+                if !opts.ducc_repositories.iter().any(|r| r == repo) {
+                    opts.ducc_repositories.push(repo.to_path_buf());
+                }
+            }
+            _ => kept.push(store),
+        }
+    }
+    opts.image_stores = kept;
 }
 
 fn fallback(home: &Path, repo: &Path, why: &str, warn: &dyn Fn(&str)) -> Option<PathBuf> {

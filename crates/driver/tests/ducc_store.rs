@@ -393,3 +393,34 @@ fn ducc_images_lists_only_the_images_asked_for() {
     assert!(all.built);
     assert_ne!(all.store, store.root);
 }
+
+#[test]
+fn duccs_podman_store_listed_as_an_image_store_is_taken_as_a_ducc_repository() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, id, _, _) = wh_repo(t.path());
+    let d = Driver::new(
+        &t.path().join("graph/cvmfs"),
+        &t.path().join("run"),
+        &[format!("cvmfs.imagestore={}/podmanStore", repo.display())],
+    )
+    .unwrap();
+    let stores = d.additional_image_stores();
+    assert_eq!(stores.len(), 1, "{stores:?}");
+    assert!(
+        stores[0].starts_with(t.path().join("graph/cvmfs/ducc")),
+        "{stores:?}"
+    );
+    let images: Vec<Value> =
+        serde_json::from_slice(&fs::read(StorePaths::new(&stores[0]).images_json()).unwrap())
+            .unwrap();
+    assert_eq!(images[0]["id"], json!(id));
+    // a store of ours (with cvmfs-layers) is left alone
+    fs::create_dir_all(repo.join("podmanStore/cvmfs-layers")).unwrap();
+    let d = Driver::new(
+        &t.path().join("graph2/cvmfs"),
+        &t.path().join("run2"),
+        &[format!("cvmfs.imagestore={}/podmanStore", repo.display())],
+    )
+    .unwrap();
+    assert_eq!(d.additional_image_stores(), vec![repo.join("podmanStore")]);
+}
