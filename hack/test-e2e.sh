@@ -613,6 +613,111 @@ t_slow_first_access() {
   pm rm -af -t 0
 }
 
+# (12) A repository as DUCC leaves it: its layers (raw whiteout markers, owners
+# lost), manifest copies and its own legacy podmanStore (overlay-images,
+# overlay-layers: layer ID = diffID), none of our records, mounted read-only.
+# The user names it with cvmfs.ducc_repositories and runs its images by name,
+# offline; the driver builds a store for it in its home (crates/driver/src/ducc.rs).
+make_ducc_repo() { # tag, dir
+  local tag=$1 D=$2 name="$REG/e2e/$1:1" c top prev="" blob diff
+  "$B" publish "docker://$name" --tls-verify=false --repo "$D" -q
+  # Everything of ours goes; DUCC ingests without owners (only what is not
+  # 0:0 is chowned: chown clears setuid bits, which DUCC keeps).
+  rm -rf "$D/podmanStore"
+  find "$D"/.layers/*/*/layerfs \( ! -uid 0 -o ! -gid 0 \) -exec chown -h 0:0 {} +
+  c=$(image_id "$tag")
+  top=$(diff_ids "$tag" | tail -1)
+  local ps="$D/podmanStore" oi="$D/podmanStore/overlay-images" ol="$D/podmanStore/overlay-layers"
+  mkdir -p "$oi/$c" "$ol" "$ps/overlay/l"
+  cp "$W/oci/blobs/sha256/$c" "$oi/$c/=$(printf 'sha256:%s' "$c" | base64 -w0)"
+  ln -s "../../../.metadata/$name/manifest.json" "$oi/$c/manifest"
+  [ -f "$oi/$c/manifest" ] || fail "no DUCC manifest copy at .metadata/$name"
+  jq -n --arg c "$c" --arg n "$name" --arg l "${top#sha256:}" \
+    '[{id: $c, names: [$n], layer: $l, created: "2024-01-02T03:04:05Z"}]' >"$oi/images.json"
+  echo '[]' >"$ol/layers.json"
+  while read -r blob diff; do
+    blob=${blob#sha256:} diff=${diff#sha256:}
+    jq --arg id "$diff" --arg p "$prev" --arg b "sha256:$blob" \
+      '. + [{id: $id, parent: $p, "compressed-diff-digest": $b, "diff-digest": ("sha256:" + $id)}]' \
+      "$ol/layers.json" >"$ol/layers.json.new" && mv "$ol/layers.json.new" "$ol/layers.json"
+    mkdir -p "$ps/overlay/$diff"
+    ln -s "../../../.layers/${blob:0:2}/$blob/layerfs" "$ps/overlay/$diff/diff"
+    prev=$diff
+  done < <(paste -d' ' <(layer_digests "$tag") <(diff_ids "$tag"))
+  : >"$oi/images.lock"
+  : >"$ol/layers.lock"
+}
+
+t_ducc_repository_as_is() {
+  local D="$W/ducc-src" RO="$W/ducc-ro" out ref state
+  make_ducc_repo wh "$D"
+  mkdir -p "$RO"
+  mount --bind "$D" "$RO"
+  mount -o remount,bind,ro "$RO"
+  trap 'umount -l "'"$RO"'"' EXIT
+  touch "$RO/x" 2>/dev/null && fail "the bind mount is writable"
+  state=$( (cd "$D" && find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort) | sha256sum)
+  new_case
+  : >"$C/storage.conf"
+  pm_conf() {
+    env HOME="$C/home" CONTAINERS_CONF="$E/containers.conf" CONTAINERS_REGISTRIES_CONF="$C/registries.conf" \
+      PODMAN_IGNORE_CGROUPSV1_WARNING=1 CONTAINERS_STORAGE_CONF="$CONTAINERS_STORAGE_CONF" "$PODMAN" --tmpdir "$C/tmp" "$@"
+  }
+  dpm() { pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs --storage-opt "cvmfs.ducc_repositories=$RO" "$@"; }
+  # DUCC's store named as an image store, as DUCC's users configure it for
+  # overlay (this failed: mkdir .../podmanStore/cvmfs-layers: read-only file
+  # system), is taken as a DUCC repository.
+  pm --root "$C/root0" --runroot "$C/run0" --storage-driver cvmfs --storage-opt "cvmfs.imagestore=$RO/podmanStore" \
+    images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' >"$C/images0.txt"
+  grep -qx "$REG/e2e/wh:1 true" "$C/images0.txt" || fail "DUCC's podmanStore as an image store: $(cat "$C/images0.txt")"
+  registry_stop
+  dpm images --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.ReadOnly}}' >"$C/images.txt"
+  cat "$C/images.txt"
+  grep -qx "$REG/e2e/wh:1 $(image_id wh | cut -c1-12) true" "$C/images.txt" || fail "podman images does not list DUCC's image"
+  # Whiteouts exact: the same listing as umoci unpack, owners aside (DUCC lost them).
+  ref=$(umoci_rootfs wh)
+  dpm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$C/container.list"
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$C/umoci.list"
+  no_owner() { sed -E 's/\|([0-7]+) [0-9]+:[0-9]+\|/|\1 owner|/' "$1"; }
+  diff <(no_owner "$C/umoci.list") <(no_owner "$C/container.list") || fail "DUCC's image differs from umoci unpack (owners aside)"
+  grep -q '^data/x/3|' "$C/container.list" || fail "listing incomplete"
+  if grep -q '\.wh\.' "$C/container.list"; then fail "a whiteout marker is visible"; fi
+  # Owners are reported as lost (every file the repository owner's).
+  grep -q '^home/user|directory|700 0:0|' "$C/container.list" || fail "owners: expected the repository owner on /home/user"
+  out=$(dpm run --rm "$REG/e2e/wh:1" cat /etc/b)
+  [ "$out" = "b2" ] || fail "container printed '$out'"
+  # The same from storage.conf, limited to the images asked for.
+  cat >"$C/storage-ducc.conf" <<EOF
+[storage]
+driver = "cvmfs"
+graphroot = "$C/root2"
+runroot = "$C/run2"
+[storage.options.cvmfs]
+ducc_repositories = "$RO"
+ducc_images = "$REG/e2e/w*"
+EOF
+  CONTAINERS_STORAGE_CONF=$C/storage-ducc.conf pm_conf images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' >"$C/images2.txt"
+  grep -qx "$REG/e2e/wh:1 true" "$C/images2.txt" || fail "storage.conf ducc_repositories: $(cat "$C/images2.txt")"
+  # Pull downloads no layer: the layer IDs are containers/image's.
+  registry_start "$W/registry" "${REG##*:}"
+  local mark cfg blobs
+  cfg=$(config_digest wh)
+  mark=$(registry_log_mark)
+  dpm pull "$REG/e2e/wh:1"
+  registry_requests_since "$mark" | tee "$C/requests.txt"
+  grep -q "^GET /v2/e2e/wh/manifests/1 200" "$C/requests.txt" || fail "no manifest request seen"
+  blobs=$(grep '/blobs/' "$C/requests.txt" | grep -v "/blobs/$cfg " || true)
+  [ -z "$blobs" ] || fail "blobs other than the config were requested: $blobs"
+  # no layer was stored locally: the pull found all of them in the DUCC store
+  local lj="$C/root/cvmfs-layers/layers.json"
+  [ ! -s "$lj" ] || [ "$(jq length "$lj")" = 0 ] || fail "the pull stored layers locally: $(cat "$C/root/cvmfs-layers/layers.json")"
+  out=$(dpm run --rm "$REG/e2e/wh:1" cat /etc/a/new)
+  [ "$out" = "a is a directory now" ] || fail "after the pull the container printed '$out'"
+  dpm rm -af -t 0
+  dpm rmi -af || true
+  [ "$( (cd "$D" && find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort) | sha256sum)" = "$state" ] || fail "the repository changed"
+}
+
 echo "==> cases"
 e2e_case "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 e2e_case "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
@@ -629,6 +734,7 @@ if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
 fi
 e2e_case "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
 e2e_case "a repository answering its first requests after 2 s is waited for" t_slow_first_access
+e2e_case "a DUCC-only repository (read-only, no records of ours) runs by name offline" t_ducc_repository_as_is
 if [ -f "$log_dir/slow-first-access.txt" ]; then
   sed 's/^/    /' "$log_dir/slow-first-access.txt"
 fi

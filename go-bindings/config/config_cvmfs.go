@@ -23,6 +23,12 @@ type CvmfsOptionsConfig struct {
 	// UseFlat ("true" or "false", default true) lets the driver mount an
 	// image's published flat root filesystem instead of stacking its layers.
 	UseFlat string `toml:"use_flat,omitempty"`
+	// DuccRepositories is a comma-separated list of repositories holding only
+	// what DUCC writes; the driver builds a store for each in its home.
+	DuccRepositories string `toml:"ducc_repositories,omitempty"`
+	// DuccImages limits the DUCC images listed to these names or prefixes
+	// ending in "*" (comma-separated).
+	DuccImages string `toml:"ducc_images,omitempty"`
 }
 
 // cvmfsGraphDriverOptions turns the [storage.options.cvmfs] table into
@@ -37,6 +43,8 @@ func cvmfsGraphDriverOptions(options OptionsConfig) []string {
 		{"force_mask", c.ForceMask},
 		{"repository_timeout", c.RepositoryTimeout},
 		{"use_flat", c.UseFlat},
+		{"ducc_repositories", c.DuccRepositories},
+		{"ducc_images", c.DuccImages},
 	} {
 		if kv[1] != "" {
 			doptions = append(doptions, fmt.Sprintf("cvmfs.%s=%s", kv[0], kv[1]))

@@ -238,7 +238,7 @@ impl Driver {
         options: &[S],
         mounter: Arc<dyn Mounter>,
     ) -> Result<Driver> {
-        let options = Options::parse(options.iter().map(|s| s.as_ref()))?;
+        let mut options = Options::parse(options.iter().map(|s| s.as_ref()))?;
         if !run_root.is_absolute() {
             return Err(Error::invalid(format!(
                 "run root {:?} is not an absolute path",
@@ -267,6 +267,7 @@ impl Driver {
                 .create(&d)
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
+        crate::ducc::add_ducc_stores(home, &mut options, &|m| eprintln!("{m}"));
         let layout = Layout::new(&options);
         let prefetch = crate::prefetch::Prefetcher::new(options.prefetch, &run_dir);
         Ok(Driver {

@@ -83,6 +83,7 @@
 
 pub mod archive;
 pub mod driver;
+pub mod ducc;
 pub mod error;
 pub mod layout;
 pub mod mount;

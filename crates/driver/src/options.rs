@@ -22,6 +22,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "prefetch",
     "prefetch_threads",
     "prefetch_max_bytes",
+    "ducc_repositories",
+    "ducc_images",
 ];
 
 /// Parsed driver options.
@@ -55,6 +57,12 @@ pub struct Options {
     pub whiteout_timeout: Duration,
     /// background prefetch of start-up profiles.
     pub prefetch: crate::prefetch::PrefetchConfig,
+    /// Repositories holding only what DUCC writes: the driver synthesises a
+    /// store for each from DUCC's metadata (`ducc.rs`).
+    pub ducc_repositories: Vec<PathBuf>,
+    /// Which DUCC images to list: names, or prefixes ending in `*`; empty:
+    /// all (bounds what podman parses per command to what the user uses).
+    pub ducc_images: Vec<String>,
 }
 
 impl Default for Options {
@@ -70,6 +78,8 @@ impl Default for Options {
             use_flat: true,
             whiteout_timeout: Duration::from_secs(20),
             prefetch: Default::default(),
+            ducc_repositories: Vec::new(),
+            ducc_images: Vec::new(),
         }
     }
 }
@@ -246,6 +256,22 @@ impl Options {
                         if !opts.repositories.contains(&repo) {
                             opts.repositories.push(repo);
                         }
+                    }
+                }
+                "ducc_repositories" => {
+                    for repo in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        let repo = absolute_dir(item, repo)?;
+                        if !opts.ducc_repositories.contains(&repo) {
+                            opts.ducc_repositories.push(repo);
+                        }
+                    }
+                }
+                "ducc_images" => {
+                    for p in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        if p.len() > 512 || p.chars().any(char::is_control) {
+                            return Err(bad(item, format!("{p:?}: not an image name or prefix*")));
+                        }
+                        opts.ducc_images.push(p.to_string());
                     }
                 }
                 "imagestore" => {
