@@ -276,11 +276,9 @@ fn an_unreadable_ducc_repository_does_not_stop_the_driver() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_a_ducc_image_mounts_with_its_whiteouts_applied() {
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: privileged_a_ducc_image_mounts_with_its_whiteouts_applied: needs root");
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tempfile::tempdir().unwrap();
     let (repo, _, ids, _) = wh_repo(t.path());
     let d = open(t.path(), &repo);

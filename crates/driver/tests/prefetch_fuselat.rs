@@ -22,15 +22,6 @@ const FILES_L2: usize = 30;
 const FILE_BYTES: usize = 48 << 10;
 const LATENCY_MS: u64 = 20;
 
-fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        true
-    } else {
-        println!("SKIP: {test}: needs root");
-        false
-    }
-}
-
 /// Build bench/fuselat once per test binary run; `None` (SKIP) without Go.
 fn fuselat() -> Option<PathBuf> {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuselat");
@@ -243,10 +234,9 @@ fn finished(d: &Driver, ctr: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_prefetch_makes_cold_start_parallel() {
-    if !root_or_skip("privileged_prefetch_makes_cold_start_parallel") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let Some(bin) = fuselat() else {
         println!("SKIP: privileged_prefetch_makes_cold_start_parallel: cannot build bench/fuselat (no Go?)");
         return;
@@ -352,10 +342,9 @@ fn privileged_prefetch_makes_cold_start_parallel() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_refused_profile_is_reported_and_harmless() {
-    if !root_or_skip("privileged_refused_profile_is_reported_and_harmless") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let f = fixture();
     // A plain directory stands in for the repository here.
     f.records(&f.src);

@@ -17,14 +17,6 @@ use sha2::{Digest, Sha256};
 const BIN: &str = env!("CARGO_BIN_EXE_cvmfs-podman");
 const REPO: &str = "fake.test";
 
-fn root_or_skip(test: &str) -> bool {
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        println!("SKIP: {test}: needs root (overlay mounts, owners, devices)");
-    }
-    root
-}
-
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -223,10 +215,9 @@ fn comparable(t: BTreeMap<Vec<u8>, String>) -> BTreeMap<Vec<u8>, String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ingest_publish_equals_the_plain_directory_publish() {
-    if !root_or_skip("ingest_publish_equals_the_plain_directory_publish") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let fake = Fake::new();
     let t = tempfile::tempdir().unwrap();
     let oci = image(t.path(), "one");
@@ -292,10 +283,9 @@ fn ingest_publish_equals_the_plain_directory_publish() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn second_image_is_incremental_and_keeps_the_first() {
-    if !root_or_skip("second_image_is_incremental_and_keeps_the_first") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let fake = Fake::new();
     let t = tempfile::tempdir().unwrap();
     ok(
@@ -341,10 +331,9 @@ fn second_image_is_incremental_and_keeps_the_first() {
 /// Pins the emulation to what was measured: writing through a transaction and
 /// publishing loses every raw marker (and a 0/0 device cannot be made there).
 #[test]
+#[ignore = "needs root"]
 fn a_transaction_publish_drops_markers_as_cvmfs_does() {
-    if !root_or_skip("a_transaction_publish_drops_markers_as_cvmfs_does") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let fake = Fake::new();
     ok(&fake.server(&["transaction"]), "transaction");
     let u = fake.union();
@@ -377,10 +366,9 @@ fn a_transaction_publish_drops_markers_as_cvmfs_does() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_foreign_transaction_is_refused_by_name() {
-    if !root_or_skip("a_foreign_transaction_is_refused_by_name") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let fake = Fake::new();
     let t = tempfile::tempdir().unwrap();
     ok(&fake.server(&["transaction"]), "transaction");
@@ -402,10 +390,9 @@ fn a_foreign_transaction_is_refused_by_name() {
 /// published, the transaction stays open; the next publish aborts it and
 /// succeeds.
 #[test]
+#[ignore = "needs root"]
 fn a_killed_ingest_is_aborted_by_the_next_publish() {
-    if !root_or_skip("a_killed_ingest_is_aborted_by_the_next_publish") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     use std::os::unix::process::CommandExt;
     let fake = Fake::new();
     let t = tempfile::tempdir().unwrap();
@@ -477,10 +464,9 @@ fn a_killed_ingest_is_aborted_by_the_next_publish() {
 /// Two publishers at once: the second waits for the first (and says so), and
 /// both images end up in the store (no lost update of images.json).
 #[test]
+#[ignore = "needs root"]
 fn concurrent_publishers_are_serialised() {
-    if !root_or_skip("concurrent_publishers_are_serialised") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let fake = Fake::new();
     let t = tempfile::tempdir().unwrap();
     let (a, b) = (image(t.path(), "one"), image(t.path(), "two"));
@@ -530,10 +516,9 @@ fn concurrent_publishers_are_serialised() {
 /// With CVMFS_INCLUDE_XATTRS=true the attributes the ingest drops are set in
 /// a second revision; without it the publisher says they are lost.
 #[test]
+#[ignore = "needs root"]
 fn xattrs_follow_the_repository_configuration() {
-    if !root_or_skip("xattrs_follow_the_repository_configuration") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let t = tempfile::tempdir().unwrap();
     let oci = image(t.path(), "one");
     for keep in [true, false] {
@@ -561,10 +546,9 @@ fn xattrs_follow_the_repository_configuration() {
 /// client); without `-k` everything belongs to the repository owner; raw
 /// `.wh.*` files are kept; hardlinks are split.
 #[test]
+#[ignore = "needs root"]
 fn the_emulated_ingest_behaves_as_measured() {
-    if !root_or_skip("the_emulated_ingest_behaves_as_measured") {
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     use std::io::Write;
     let fake = Fake::new();
     let tar = RawTar::new()

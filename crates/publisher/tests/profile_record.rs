@@ -57,12 +57,10 @@ fn run(args: &[&str], envs: &[(&str, &Path)]) -> (bool, String, String) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn privileged_record_a_container_with_podman() {
     let test = "privileged_record_a_container_with_podman";
-    if !rustix::process::geteuid().is_root() {
-        println!("SKIP: {test}: needs root");
-        return;
-    }
+    cvmfs_testkit::gate::require_root();
     let (Some(podman), Some(tap)) = (podman(), fuselat()) else {
         println!("SKIP: {test}: no podman with the cvmfs driver, or no Go for bench/fuselat");
         return;
