@@ -17,9 +17,9 @@ use cvmfs_graphdriver::archive::ChangeKind;
 use cvmfs_graphdriver::driver::{OWNERSHIP_LOST, OWNERSHIP_RESTORED};
 use cvmfs_publisher::layer_spec;
 
-/// The overlay options of the mount at `m`, its lower directories as the
-/// short names mountinfo shows (`lowerdir+=3`) resolve: the targets of the
-/// mount's links `<m>.lowers/3`.
+/// The overlay options of the mount at `m`, its lower directories as full
+/// paths: as mountinfo shows them, or for a deep stack's short names
+/// (`lowerdir+=3`) the targets of the mount's links `<m>.lowers/3`.
 fn mount_options(m: &Path) -> String {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let links = cvmfs_graphdriver::mount::link_dir(m);
@@ -34,6 +34,8 @@ fn mount_options(m: &Path) -> String {
     shown
         .split(',')
         .map(|o| match o.strip_prefix("lowerdir+=") {
+            // a shallow stack's lowers are shown by their full paths
+            Some(name) if name.starts_with('/') => o.to_string(),
             Some(name) => {
                 let target = std::fs::read_link(links.join(name))
                     .unwrap_or_else(|e| panic!("{m}: short name {name}: {e}"));

@@ -52,8 +52,8 @@ impl Env {
     }
 }
 
-/// The lower directories passed, as the short names (symlinks made just
-/// before) resolve.
+/// The lower directories passed: full paths as they are, short names (of a
+/// deep stack) as the symlinks made just before resolve.
 fn lowers(calls: &[MountCall]) -> Vec<String> {
     let mut links: Vec<(String, std::path::PathBuf)> = Vec::new();
     calls
@@ -62,6 +62,11 @@ fn lowers(calls: &[MountCall]) -> Vec<String> {
             MountCall::Links { links: l, .. } => {
                 links = l.clone();
                 None
+            }
+            MountCall::FsconfigString { key, value }
+                if key == "lowerdir+" && value.starts_with('/') =>
+            {
+                Some(value.clone())
             }
             MountCall::FsconfigString { key, value } if key == "lowerdir+" => Some(
                 links

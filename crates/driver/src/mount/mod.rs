@@ -14,7 +14,8 @@
 //! a page was measured against this (21-layer stack, same machine): no
 //! difference beyond noise without strace, which inflates every syscall.
 //!
-//! Lower directories are passed by short names: before mounting on
+//! Lower directories of deep stacks (more than [`FULL_PATHS_MAX`] bytes of
+//! full paths) are passed by short names: before mounting on
 //! `<dir>/<name>`, the mounter fills `<dir>/<name>.lowers/` with symlinks
 //! `0`, `1`, ... (topmost first) to the lowers and passes `lowerdir+=0`,
 //! `lowerdir+=1`, ... relative to that directory, from a thread whose working
@@ -192,6 +193,30 @@ pub trait Syscalls: Send + Sync {
     fn in_dir<R: Send>(&self, dir: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R>;
 }
 
+/// Lower directories whose full paths together stay within this many bytes
+/// are passed as they are (the overlay driver's threshold for switching to
+/// short names is one page of mount data too).
+pub const FULL_PATHS_MAX: usize = 4096;
+/// The longest value `fsconfig` takes for one key (it refuses 256 bytes).
+const FSCONFIG_VALUE_MAX: usize = 255;
+
+/// The lowers as full-path `lowerdir+` values, when they are few and short
+/// enough for the mountinfo line to stay small; `None`: use short names.
+fn full_path_lowers(lowers: &[PathBuf]) -> Option<Vec<String>> {
+    let total: usize = lowers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    if total > FULL_PATHS_MAX {
+        return None;
+    }
+    lowers
+        .iter()
+        .map(|l| {
+            l.to_str()
+                .filter(|s| s.len() <= FSCONFIG_VALUE_MAX && l.is_absolute())
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// Where the short links of the mount on `target` live: `<target>.lowers`
 /// beside it (inside the layer's own directory for a local layer, so they
 /// go with it).
@@ -288,6 +313,12 @@ impl<S: Syscalls> OverlayMounter<S> {
         target: &Path,
         probing: bool,
     ) -> std::result::Result<(), FsconfigFailure> {
+        if let Some(full) = full_path_lowers(&spec.lowers) {
+            // A shallow stack: its full paths keep the mountinfo line short,
+            // and the calling thread mounts without links or a helper thread
+            // (which costs a scheduling round trip per mount on a busy host).
+            return self.fsconfig_with_lowers(spec, target, probing, &full);
+        }
         let what = format!("mount overlay on {}", target.display());
         let links_at = link_dir(target);
         let links: Vec<(String, PathBuf)> = spec
@@ -328,6 +359,18 @@ impl<S: Syscalls> OverlayMounter<S> {
         target: &Path,
         probing: bool,
     ) -> std::result::Result<(), FsconfigFailure> {
+        let short: Vec<String> = (0..spec.lowers.len()).map(lower_name).collect();
+        self.fsconfig_with_lowers(spec, target, probing, &short)
+    }
+
+    /// `fsopen` to `move_mount`, the lowers passed as `lowers` name them.
+    fn fsconfig_with_lowers(
+        &self,
+        spec: &OverlaySpec,
+        target: &Path,
+        probing: bool,
+        lowers: &[String],
+    ) -> std::result::Result<(), FsconfigFailure> {
         let what = format!("mount overlay on {}", target.display());
         let ctx = self.sys.fsopen("overlay").map_err(|e| {
             if probing && matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
@@ -356,7 +399,7 @@ impl<S: Syscalls> OverlayMounter<S> {
             .fsconfig_string(&ctx, "source", "overlay")
             .map_err(|e| FsconfigFailure::Error(with_log(e, "fsconfig source", target)))?;
         for (i, lower) in spec.lowers.iter().enumerate() {
-            if let Err(e) = self.sys.fsconfig_string(&ctx, "lowerdir+", &lower_name(i)) {
+            if let Err(e) = self.sys.fsconfig_string(&ctx, "lowerdir+", &lowers[i]) {
                 if probing && i == 0 && e.raw_os_error() == Some(libc::EINVAL) {
                     return Err(FsconfigFailure::Unsupported);
                 }
@@ -525,13 +568,62 @@ mod tests {
         x.to_string()
     }
 
+    /// Lower paths too long for `fsconfig` values: short names are needed
+    /// even for two of them.
+    const LONG: &str = "/var/lib/containers/storage/cvmfs/layers/long";
+
+    fn long_spec(n: usize) -> OverlaySpec {
+        let mut sp = spec(n, true);
+        let pad = "x".repeat(260);
+        sp.lowers = (0..n)
+            .map(|i| PathBuf::from(format!("{LONG}{pad}{i}/diff")))
+            .collect();
+        sp
+    }
+
     #[test]
-    fn fsconfig_calls_are_exact() {
+    fn shallow_stacks_pass_full_paths_from_the_calling_thread() {
         let m = OverlayMounter::new(RecordingSyscalls::new(true));
         m.mount_overlay(&spec(2, true), Path::new("/h/layers/top/merged"))
             .unwrap();
+        let calls = m.syscalls().calls();
+        let lowers: Vec<&str> = calls
+            .iter()
+            .filter_map(|c| match c {
+                MountCall::FsconfigString { key, value } if key == "lowerdir+" => {
+                    Some(value.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            lowers,
+            [
+                "/var/lib/containers/storage/cvmfs/layers/layer0/diff",
+                "/var/lib/containers/storage/cvmfs/layers/layer1/diff"
+            ]
+        );
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, MountCall::Links { .. } | MountCall::EnterDir { .. })),
+            "no links and no thread of its own: {calls:?}"
+        );
+        // Just over the threshold: short names.
+        let per = spec(1, true).lowers[0].as_os_str().len() + 1;
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        m.mount_overlay(&spec(FULL_PATHS_MAX / per + 1, true), Path::new("/m"))
+            .unwrap();
+        assert!(matches!(m.syscalls().calls()[0], MountCall::Links { .. }));
+    }
+
+    #[test]
+    fn fsconfig_calls_are_exact() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        m.mount_overlay(&long_spec(2), Path::new("/h/layers/top/merged"))
+            .unwrap();
         assert_eq!(m.api(Path::new("/x")), MountApi::Fsconfig);
-        let l = "/var/lib/containers/storage/cvmfs/layers/layer";
+        let l = format!("{LONG}{}", "x".repeat(260));
         let links = PathBuf::from("/h/layers/top/merged.lowers");
         assert_eq!(
             m.syscalls().calls(),
@@ -635,7 +727,7 @@ mod tests {
         let sys = RecordingSyscalls::new(true);
         sys.fail_create(libc::EINVAL, "overlay: boom");
         let m = OverlayMounter::with_api(sys, MountApi::Fsconfig);
-        assert!(m.mount_overlay(&spec(2, true), Path::new("/m")).is_err());
+        assert!(m.mount_overlay(&long_spec(2), Path::new("/m")).is_err());
         assert_eq!(
             m.syscalls().calls().last(),
             Some(&MountCall::RemoveLinks {
