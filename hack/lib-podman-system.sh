@@ -54,6 +54,9 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 ${NOPIDS:+pids_limit = 0}
 
 [engine]
+# The catatonit stand-in (tests/podman-system/catatonit-pause.c) for the pods'
+# pause image, then the distribution's helpers (netavark).
+helper_binaries_dir = ["$T/bin", "/usr/lib/podman", "/usr/libexec/podman"]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 runtime = "runc"
@@ -81,12 +84,12 @@ EOF
   fi
 }
 
-# build_test_image DIR ARCHIVE OCIDIR (call with set -e, not as a condition): the stand-in for quay.io/libpod/testimage
+# build_test_image DIR ARCHIVE OCIDIR NONLOCAL_ARCHIVE (call with set -e, not as a condition): the stand-in for quay.io/libpod/testimage
 # (test/system/build-testimage: alpine plus a few files) from Debian's static
 # busybox, built by the podman under test on an overlay store of its own, saved
 # as the oci-archive the suite's cache expects and as an OCI layout to publish.
 build_test_image() {
-  local dir=$1 archive=$2 ocidir=$3
+  local dir=$1 archive=$2 ocidir=$3 nonlocal_archive=$4
   write_configs "$dir/etc" overlay "$dir/store"
   make_test_rootfs "$dir/rootfs"
   tar --numeric-owner --owner=0 --group=0 -C "$dir/rootfs" -cf "$dir/rootfs.tar" .
@@ -110,6 +113,17 @@ EOF
   "${pm[@]}" build --timestamp="$created_t" --squash -f "$dir/Containerfile2" -t "$TEST_IMAGE" "$dir"
   "${pm[@]}" push "$TEST_IMAGE" "oci-archive:$archive:$TEST_IMAGE"
   "${pm[@]}" push "$TEST_IMAGE" "oci:$ocidir:testimage"
+  # The "non-local" image (PODMAN_NONLOCAL_IMAGE_FQN) some tests _prefetch,
+  # upstream a busybox they only run `true` in: busybox alone, another image ID.
+  mkdir -p "$dir/nonlocal/bin"
+  cp /bin/busybox "$dir/nonlocal/bin/busybox"
+  ln -s busybox "$dir/nonlocal/bin/true"
+  ln -s busybox "$dir/nonlocal/bin/sh"
+  find "$dir/nonlocal" -exec touch -h --date="$created_z" {} +
+  tar --numeric-owner --owner=0 --group=0 -C "$dir/nonlocal" -cf "$dir/nonlocal.tar" .
+  printf 'FROM scratch\nADD nonlocal.tar /\n' >"$dir/Containerfile3"
+  "${pm[@]}" build --timestamp="$created_t" -f "$dir/Containerfile3" -t "$NONLOCAL_IMAGE" "$dir"
+  "${pm[@]}" push "$NONLOCAL_IMAGE" "oci-archive:$nonlocal_archive:$NONLOCAL_IMAGE"
   "${pm[@]}" run --rm "$TEST_IMAGE" sh -c 'cat /home/podman/testimage-id; id nobody'
   "${pm[@]}" system reset -f
 }
@@ -130,11 +144,16 @@ make_test_rootfs() {
   for applet in $(busybox --list-full); do
     [ -e "$r/$applet" ] || [ -L "$r/$applet" ] || ln -s /bin/busybox "$r/$applet"
   done
+  # alpine's busybox-extras (httpd, used by the tests) is in this busybox.
+  ln -s busybox "$r/bin/busybox-extras"
   printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'bin:x:1:1:bin:/bin:/sbin/nologin' \
     'daemon:x:2:2:daemon:/sbin:/sbin/nologin' 'nobody:x:65534:65534:nobody:/:/sbin/nologin' >"$r/etc/passwd"
   printf '%s\n' 'root:x:0:root' 'bin:x:1:root,bin,daemon' 'daemon:x:2:root,bin,daemon' \
     'wheel:x:10:root' 'nobody:x:65534:' >"$r/etc/group"
   write_test_scripts "$r"
+  # alpine's /etc/mtab and /etc/services (140-diff removes the latter).
+  ln -s ../proc/mounts "$r/etc/mtab"
+  printf '%s\n' 'ssh 22/tcp' 'http 80/tcp www' >"$r/etc/services"
   printf '%s\n' 'NAME="busybox stand-in for the podman system test image"' 'ID=busybox' >"$r/etc/os-release"
   chmod 755 "$r/home/podman/pause" "$r/home/podman/healthcheck" "$r/home/podman/bytecheck"
   # The same image (and image ID) on every build: fixed times everywhere ...

@@ -52,7 +52,7 @@ for r in $RUNS; do
 done
 [ "${RUNS%% *}" = overlay ] || die "PODMAN_SYSTEM_RUNS must start with overlay (the reference)"
 [ "$(id -u)" -eq 0 ] || die "must run as root (the suite runs rootful podman with overlay mounts)"
-for tool in bats skopeo runc conmon busybox jq python3 openssl unshare; do
+for tool in bats skopeo runc conmon busybox jq python3 openssl unshare gcc; do
   command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
 
@@ -89,6 +89,19 @@ start=$SECONDS
   { tail -n 30 "$WORK/logs/build-podman.log"; die "building podman failed"; }
 echo "    $(grep -E 'up to date|built in' "$WORK/logs/build-podman.log" | tail -1) ($((SECONDS - start))s)"
 PODMAN=$PODMAN_BINARY
+# buildah on the same patched storage (hack/versions.env BUILDAH_LINE): the
+# suite runs `buildah from` for its external-container tests; without it
+# (another podman line) those tests fail in every run alike.
+if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
+  echo "==> make buildah (buildah $BUILDAH_VERSION)"
+  start=$SECONDS
+  BUILDAH=$("$ROOT/hack/build-buildah.sh" 2>"$WORK/logs/build-buildah.log") ||
+    { tail -n 30 "$WORK/logs/build-buildah.log"; die "building buildah failed"; }
+  echo "    $(grep -E 'up to date|built in' "$WORK/logs/build-buildah.log" | tail -1) ($((SECONDS - start))s)"
+  export PATH="$(dirname "$BUILDAH"):$PATH"
+else
+  echo "    (no buildah for podman line $PODMAN_LINE: the suite's buildah tests fail in every run)"
+fi
 echo "==> cargo build --bin cvmfs-podman"
 cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
 PUBLISHER="$ROOT/target/release/cvmfs-podman"
@@ -106,6 +119,9 @@ patch_suite "$SUITE" || die "patching the suite's helpers.bash failed (did upstr
 TEST_IMAGE_TAG=$(sed -n 's/^PODMAN_TEST_IMAGE_TAG=\${PODMAN_TEST_IMAGE_TAG:-"\([0-9]*\)"}$/\1/p' "$SUITE/helpers.bash")
 [ -n "$TEST_IMAGE_TAG" ] || die "cannot read PODMAN_TEST_IMAGE_TAG from helpers.bash"
 TEST_IMAGE="$TEST_IMAGE_REPO:$TEST_IMAGE_TAG"
+NONLOCAL_TAG=$(sed -n 's/^PODMAN_NONLOCAL_IMAGE_TAG=\${PODMAN_NONLOCAL_IMAGE_TAG:-"\([0-9]*\)"}$/\1/p' "$SUITE/helpers.bash")
+[ -n "$NONLOCAL_TAG" ] || die "cannot read PODMAN_NONLOCAL_IMAGE_TAG from helpers.bash"
+NONLOCAL_IMAGE="$TEST_IMAGE_REPO:$NONLOCAL_TAG"
 
 files=()
 if [ $# -gt 0 ]; then
@@ -118,8 +134,13 @@ fi
 for f in "${files[@]}"; do [ -f "$SUITE/$f" ] || die "$f is not in $PODMAN_MODULE@$PODMAN_VERSION test/system"; done
 echo "    $PODMAN_MODULE@$PODMAN_VERSION test/system: ${#files[@]} files ($SET set), runs: $RUNS"
 
+# catatonit (the pods' pause process) is not installed: a static stand-in for
+# its -P mode goes where containers.conf's helper_binaries_dir points.
+mkdir -p "$T/bin"
+gcc -static -O2 -o "$T/bin/catatonit" "$P/catatonit-pause.c" || die "building the catatonit stand-in failed"
+
 # ------------------------------------------------------------------ test image
-echo "==> the test image $TEST_IMAGE (built offline from busybox)"
+echo "==> the test images $TEST_IMAGE and $NONLOCAL_IMAGE (built offline from busybox)"
 # The suite's image cache (helpers.bash PODMAN_IMAGECACHE under BATS_TMPDIR).
 export TMPDIR="$T/tmp"
 CACHE="$TMPDIR/podman-systest-imagecache-$(id -u)"
@@ -128,7 +149,7 @@ CACHED_ARCHIVE="$CACHE/${TEST_IMAGE//[\/:]/--}.tar"
 start=$SECONDS
 (
   set -e
-  build_test_image "$T/image" "$CACHED_ARCHIVE" "$T/testimage-oci"
+  build_test_image "$T/image" "$CACHED_ARCHIVE" "$T/testimage-oci" "$CACHE/${NONLOCAL_IMAGE//[\/:]/--}.tar"
 ) >"$WORK/logs/test-image.log" 2>&1
 [ $? -eq 0 ] ||
   { tail -n 30 "$WORK/logs/test-image.log"; die "building the test image failed"; }
