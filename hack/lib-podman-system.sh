@@ -69,9 +69,12 @@ runc = ["/usr/bin/runc", "/usr/sbin/runc"]
 firewall_driver = "none"
 EOF
   local driver=overlay
-  [ "$run" = overlay ] || driver=cvmfs
+  [[ "$run" != cvmfs* ]] || driver=cvmfs
   printf '[storage]\ndriver = "%s"\ngraphroot = "%s"\nrunroot = "%s"\n' \
     "$driver" "$rundir/root" "$rundir/runroot" >"$dir/storage.conf"
+  if [ "$run" = overlay-repo ]; then
+    printf '\n[storage.options]\nadditionalimagestores = ["%s"]\n' "$OVERLAY_RO_STORE" >>"$dir/storage.conf"
+  fi
   if [ "$run" = cvmfs-repo ]; then
     cat >>"$dir/storage.conf" <<EOF
 
@@ -124,7 +127,17 @@ EOF
   printf 'FROM scratch\nADD nonlocal.tar /\n' >"$dir/Containerfile3"
   "${pm[@]}" build --timestamp="$created_t" -f "$dir/Containerfile3" -t "$NONLOCAL_IMAGE" "$dir"
   "${pm[@]}" push "$NONLOCAL_IMAGE" "oci-archive:$nonlocal_archive:$NONLOCAL_IMAGE"
+  # ... and ":multiimage" (120-load saves and loads it with the non-local one),
+  # upstream an older test image: the same busybox plus a file, a third image ID.
+  local multi="$TEST_IMAGE_REPO:multiimage"
+  echo multiimage >"$dir/multiimage"
+  printf 'FROM %s\nCOPY multiimage /multiimage\n' "$NONLOCAL_IMAGE" >"$dir/Containerfile4"
+  "${pm[@]}" build --timestamp="$created_t" -f "$dir/Containerfile4" -t "$multi" "$dir"
+  "${pm[@]}" push "$multi" "oci-archive:$(dirname "$archive")/${multi//[\/:]/--}.tar:$multi"
   "${pm[@]}" run --rm "$TEST_IMAGE" sh -c 'cat /home/podman/testimage-id; id nobody'
+  # The control for cvmfs-repo: the same image in a read-only overlay store.
+  "${pm[@]}" --root "$OVERLAY_RO_STORE" --runroot "$dir/ro-runroot" load -i "$archive"
+  "${pm[@]}" --root "$OVERLAY_RO_STORE" --runroot "$dir/ro-runroot" images
   "${pm[@]}" system reset -f
 }
 
@@ -148,6 +161,8 @@ make_test_rootfs() {
   ln -s busybox "$r/bin/busybox-extras"
   printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'bin:x:1:1:bin:/bin:/sbin/nologin' \
     'daemon:x:2:2:daemon:/sbin:/sbin/nologin' 'nobody:x:65534:65534:nobody:/:/sbin/nologin' >"$r/etc/passwd"
+  printf '%s\n' 'root:!::0:::::' 'nobody:!::0:::::' >"$r/etc/shadow"
+  chmod 640 "$r/etc/shadow"
   printf '%s\n' 'root:x:0:root' 'bin:x:1:root,bin,daemon' 'daemon:x:2:root,bin,daemon' \
     'wheel:x:10:root' 'nobody:x:65534:' >"$r/etc/group"
   write_test_scripts "$r"
@@ -156,7 +171,7 @@ make_test_rootfs() {
   printf '%s\n' 'ssh 22/tcp' 'http 80/tcp www' >"$r/etc/services"
   printf '%s\n' 'NAME="busybox stand-in for the podman system test image"' 'ID=busybox' >"$r/etc/os-release"
   chmod 755 "$r/home/podman/pause" "$r/home/podman/healthcheck" "$r/home/podman/bytecheck"
-  # The same image (and image ID) on every build: fixed times everywhere ...
+  # Fixed times on every file, as an image's files have them ...
   find "$r" -exec touch -h --date="@$(date -d "$(tag_date)" +%s)" {} +
   # ... and 1600000000 on testimage-id, which 'run --tz' checks.
   echo "$TEST_IMAGE_TAG" >"$r/home/podman/testimage-id"
@@ -207,7 +222,7 @@ run_suite() {
   mkdir -p "$logs"
   write_configs "$rundir/etc" "$run" "$rundir" || return 1
   mount --bind "$rundir/etc" /etc/containers || return 1
-  echo "==> run $run: $(grep -m1 '^driver' "$rundir/etc/storage.conf")$(grep -q additionalimagestores "$rundir/etc/storage.conf" && echo ", test image from $REPO")"
+  echo "==> run $run: $(grep -m1 '^driver' "$rundir/etc/storage.conf")$(sed -n 's/^additionalimagestores = \["\(.*\)"\]$/, the test image in the read-only store \1/p' "$rundir/etc/storage.conf")"
   check_store "$run" >"$logs/store-before.txt" 2>&1 || { cat "$logs/store-before.txt"; return 1; }
   : >"$logs/times"
   for f in "$@"; do
@@ -232,16 +247,18 @@ run_suite() {
   return 0
 }
 
-# check_store RUN: podman uses the driver RUN names, and in cvmfs-repo the
-# test image is the read-only one from the repository, not a local copy.
+# check_store RUN: podman uses the driver RUN names, and in the -repo runs the
+# test image is (still) the read-only one, not only a local copy.
 check_store() {
   local run=$1 want=overlay driver ro
-  [ "$run" = overlay ] || want=cvmfs
+  [[ "$run" != cvmfs* ]] || want=cvmfs
   driver=$("$PODMAN" info --format '{{.Store.GraphDriverName}}') || return 1
   echo "driver: $driver"
   [ "$driver" = "$want" ] || { echo "podman uses $driver, not $want"; return 1; }
-  [ "$run" = cvmfs-repo ] || return 0
+  [[ "$run" == *-repo ]] || return 0
+  # A tag added by a test "pulls up" a copy of the record into the writable
+  # store (containers/storage updateNames); the read-only one must remain.
   ro=$("$PODMAN" images --format '{{.ReadOnly}}' "$TEST_IMAGE") || return 1
   echo "$TEST_IMAGE read-only: $ro"
-  [ "$ro" = true ] || { echo "$TEST_IMAGE is not the repository's read-only image"; return 1; }
+  grep -qx true <<<"$ro" || { echo "$TEST_IMAGE is not in the read-only store any more"; return 1; }
 }
