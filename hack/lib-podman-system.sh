@@ -151,7 +151,9 @@ tag_date() {
 # under /home/podman (testimage-id, pause, healthcheck, bytecheck).
 make_test_rootfs() {
   local r=$1 applet
-  mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,home/podman,root,tmp,var/tmp,run,proc,sys,dev}
+  # alpine's top-level tree (065-cp works in /srv, for one).
+  mkdir -p "$r"/{bin,sbin,lib,usr/bin,usr/sbin,usr/lib,usr/local,etc,home/podman,root,tmp,run,proc,sys,dev} \
+    "$r"/{srv,mnt,opt,media} "$r"/var/{tmp,cache,lib,log,spool,opt,empty}
   chmod 1777 "$r/tmp" "$r/var/tmp"
   cp /bin/busybox "$r/bin/busybox"
   for applet in $(busybox --list-full); do
