@@ -82,6 +82,102 @@ def counts(results):
     return c
 
 
+def classify(res, runs, files, known, logs):
+    """Counts and lists: passes and skips of every run; each failure held
+    against its run's reference (REFERENCE below); broken harness; stale
+    known-differences lines."""
+    reference = {"cvmfs": "overlay", "cvmfs-repo": "overlay-repo" if "overlay-repo" in runs else "overlay"}
+    c = {"passed": 0, "failed": 0, "skipped": 0, "regressions": [], "known_hits": [], "stale": [],
+         "env_fail": {}, "broken": []}
+    for f in files:
+        for r in runs:
+            n = counts(res[(r, f)])
+            c["passed"] += n["pass"]
+            c["skipped"] += n["skip"]
+            for name, status in res[(r, f)].items():
+                if status == "fail":
+                    classify_failure(c, res, reference.get(r), r, f, name, known)
+    # A harness that cannot run the suite must not look like parity: every
+    # file needs passing tests in the reference runs and a setup_suite that worked.
+    for f in files:
+        for r in runs:
+            if "setup_suite" in res[(r, f)] or (r not in reference and counts(res[(r, f)])["pass"] == 0):
+                c["broken"].append((r, f))
+    for r in runs:
+        if os.path.exists(os.path.join(logs, r, "store-after.failed")):
+            c["broken"].append((r, "(store check after the suite: see store-after.txt)"))
+    for key in known:
+        r, f, name = key
+        if r in runs and f in files and res[(r, f)].get(name) != "fail":
+            c["stale"].append(key)
+    c["failed"] += len(c["broken"]) + len(c["stale"])
+    return c
+
+
+def classify_failure(c, res, cmp, r, f, name, known):
+    """One failing test of run R: a cvmfs-only failure when its reference run
+    CMP passed or skipped it, else a failure of the environment."""
+    ref_status = res[(cmp, f)].get(name) if cmp else None
+    key = (r, f, name)
+    if cmp and ref_status in ("pass", "skip"):
+        if key in known:
+            c["known_hits"].append((key, known[key]))
+            c["skipped"] += 1
+        else:
+            c["regressions"].append(key)
+            c["failed"] += 1
+    elif cmp and ref_status is None:
+        c["regressions"].append((r, f, name + f" (not run with {cmp})"))
+        c["failed"] += 1
+    else:
+        c["env_fail"].setdefault((f, name), []).append(r)
+        c["skipped"] += 1
+
+
+def render_table(res, times, runs, files, regressions):
+    header = ["file"] + [f"{r} pass/fail/skip (s)" for r in runs] + ["cvmfs-only failures"]
+    rows = []
+    tot = {r: {"pass": 0, "fail": 0, "skip": 0, "secs": 0} for r in runs}
+    for f in files:
+        row = [f]
+        for r in runs:
+            n = counts(res[(r, f)])
+            secs = times[r].get(f, 0)
+            for k in n:
+                tot[r][k] += n[k]
+            tot[r]["secs"] += secs
+            row.append(f"{n['pass']}/{n['fail']}/{n['skip']} ({secs})")
+        row.append(str(sum(1 for k in regressions if k[1] == f)))
+        rows.append(row)
+    rows.append(["**total**"] + [f"**{t['pass']}/{t['fail']}/{t['skip']} ({t['secs']})**" for t in tot.values()]
+                + [f"**{len(regressions)}**"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines), tot
+
+
+def render_notes(c):
+    notes = []
+    if c["regressions"]:
+        notes.append("\nFailing with cvmfs, passing with overlay (counted as failed):")
+        notes += [f"- {r}: {f}: {n}" for r, f, n in c["regressions"]]
+    if c["broken"]:
+        notes.append("\nThe suite did not run (setup_suite failed, or nothing passed with overlay; counted as failed):")
+        notes += [f"- {r}: {f}" for r, f in c["broken"]]
+    if c["known_hits"]:
+        notes.append("\nKnown differences (tests/podman-system/known-differences.txt; counted as skipped):")
+        notes += [f"- {r}: {f}: {n} — {why}" for (r, f, n), why in c["known_hits"]]
+    if c["stale"]:
+        notes.append("\nListed in known-differences.txt but not failing (remove the line; counted as failed):")
+        notes += [f"- {r}: {f}: {n}" for r, f, n in c["stale"]]
+    if c["env_fail"]:
+        notes.append("\nFailing in an overlay run (or in its reference run as well), so not a driver "
+                     "difference (this machine: no network, no systemd; a read-only image store; "
+                     "counted as skipped):")
+        notes += [f"- {f}: {n} ({', '.join(rs)})" for (f, n), rs in sorted(c["env_fail"].items())]
+    return "\n".join(notes)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--logs", required=True)
@@ -93,100 +189,15 @@ def main():
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
     runs = a.runs.split()
-    ref = runs[0]
-    # Each cvmfs run is held against the overlay run with the same image
-    # placement; the overlay runs are the references.
-    reference = {"cvmfs": "overlay", "cvmfs-repo": "overlay-repo" if "overlay-repo" in runs else "overlay"}
     known = read_known(a.known)
     res = {(r, f): parse_tap(os.path.join(a.logs, r, f + ".tap"))[0] for r in runs for f in a.files}
     times = {r: read_times(os.path.join(a.logs, r, "times")) for r in runs}
-
-    passed = failed = skipped = 0
-    regressions, known_hits, stale, env_fail = [], [], [], {}
-    for f in a.files:
-        for r in runs:
-            c = counts(res[(r, f)])
-            passed += c["pass"]
-            skipped += c["skip"]
-        for r in runs:
-            for name, status in res[(r, f)].items():
-                if status != "fail":
-                    continue
-                cmp = reference.get(r)
-                ref_status = res[(cmp, f)].get(name) if cmp else None
-                if cmp and ref_status in ("pass", "skip"):
-                    key = (r, f, name)
-                    if key in known:
-                        known_hits.append((key, known[key]))
-                        skipped += 1
-                    else:
-                        regressions.append(key)
-                        failed += 1
-                elif cmp and ref_status is None:
-                    regressions.append((r, f, name + " (not run with overlay)"))
-                    failed += 1
-                else:
-                    env_fail.setdefault((f, name), []).append(r)
-                    skipped += 1
-    # A harness that cannot run the suite must not look like parity: every
-    # file needs passing tests with overlay and a setup_suite that worked.
-    broken = []
-    for f in a.files:
-        for r in runs:
-            if "setup_suite" in res[(r, f)] or (r not in reference and counts(res[(r, f)])["pass"] == 0):
-                broken.append((r, f))
-                failed += 1
-    for r in runs:
-        if os.path.exists(os.path.join(a.logs, r, "store-after.failed")):
-            broken.append((r, "(store check after the suite: see store-after.txt)"))
-            failed += 1
-    for key in known:
-        r, f, name = key
-        if r in runs and f in a.files and res[(r, f)].get(name) != "fail":
-            stale.append(key)
-            failed += 1
-
-    header = ["file"] + [f"{r} pass/fail/skip (s)" for r in runs] + ["cvmfs-only failures"]
-    rows = []
-    tot = {r: {"pass": 0, "fail": 0, "skip": 0, "secs": 0} for r in runs}
-    for f in a.files:
-        row = [f]
-        for r in runs:
-            c = counts(res[(r, f)])
-            secs = times[r].get(f, 0)
-            for k in c:
-                tot[r][k] += c[k]
-            tot[r]["secs"] += secs
-            row.append(f"{c['pass']}/{c['fail']}/{c['skip']} ({secs})")
-        row.append(str(sum(1 for k in regressions if k[1] == f)))
-        rows.append(row)
-    rows.append(["**total**"] + [f"**{t['pass']}/{t['fail']}/{t['skip']} ({t['secs']})**" for t in tot.values()]
-                + [f"**{len(regressions)}**"])
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    table = "\n".join(lines)
+    c = classify(res, runs, a.files, known, a.logs)
+    table, tot = render_table(res, times, runs, a.files, c["regressions"])
+    notes = render_notes(c)
     print(table)
-    notes = []
-    if regressions:
-        notes.append("\nFailing with cvmfs, passing with overlay (counted as failed):")
-        notes += [f"- {r}: {f}: {n}" for r, f, n in regressions]
-    if broken:
-        notes.append("\nThe suite did not run (setup_suite failed, or nothing passed with overlay; counted as failed):")
-        notes += [f"- {r}: {f}" for r, f in broken]
-    if known_hits:
-        notes.append("\nKnown differences (tests/podman-system/known-differences.txt; counted as skipped):")
-        notes += [f"- {r}: {f}: {n} — {why}" for (r, f, n), why in known_hits]
-    if stale:
-        notes.append("\nListed in known-differences.txt but not failing (remove the line; counted as failed):")
-        notes += [f"- {r}: {f}: {n}" for r, f, n in stale]
-    if env_fail:
-        notes.append("\nFailing in an overlay run (or in its reference run as well), so not a driver "
-                     "difference (this machine: no network, no systemd; a read-only image store; "
-                     "counted as skipped):")
-        notes += [f"- {f}: {n} ({', '.join(rs)})" for (f, n), rs in sorted(env_fail.items())]
-    print("\n".join(notes))
-
+    print(notes)
+    summary = f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
     if a.out:
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         with open(a.out, "w") as out:
@@ -195,11 +206,11 @@ def main():
             out.write(f"- podman: {a.podman}\n- files: {len(a.files)} ({a.set} set)\n")
             out.write(f"- runs: {', '.join(runs)}; wall time per run: "
                       + ", ".join(f"{r} {tot[r]['secs']} s" for r in runs) + "\n")
-            out.write(f"- result: {passed} passed, {failed} failed, {skipped} skipped\n\n")
+            out.write(f"- result: {summary}\n\n")
             out.write("pass/fail/skip per file and run, seconds in brackets.\n\n")
-            out.write(table + "\n" + "\n".join(notes) + "\n")
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 0 if failed == 0 else 1
+            out.write(table + "\n" + notes + "\n")
+    print(summary)
+    return 0 if c["failed"] == 0 else 1
 
 
 if __name__ == "__main__":
