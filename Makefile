@@ -16,7 +16,7 @@ export GOTOOLCHAIN ?= local
 .PHONY: all deps build lib header header-check test test-rust test-lint test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
         podman buildah test-e2e test-e2e-5 test-rootless test-cvmfs test-hostile fuzz \
-        test-real-cvmfs
+        test-real-cvmfs test-podman-system
 
 all: build
 
@@ -88,6 +88,12 @@ test-cvmfs: deps
 # not part of `make test`: it skips with one line when no cvmfs_server is installed.
 test-real-cvmfs: deps
 	@hack/test-real-cvmfs.sh
+
+# podman's own system tests (test/system of the pinned podman) with overlay, cvmfs and a
+# CVMFS-published test image; PODMAN_SYSTEM_SET=full for every offline-capable file,
+# PODMAN_LINE=5 for podman 5.8. Not part of `make test` (tests/podman-system/README.md).
+test-podman-system: deps
+	@hack/test-podman-system.sh
 
 # Hostile inputs (tar streams, records, registry answers, C ABI calls), one line each.
 test-hostile: deps
