@@ -65,36 +65,71 @@ struct Merger<'a> {
     named: Option<&'a HashSet<Vec<u8>>>,
 }
 
-/// The paths a layer's tar names, from its tar-split file (gzip, JSON lines;
-/// `name` or base64 `name_raw` of each entry), cleaned and relative
-/// (`./usr/lib/` → `usr/lib`). `None` when there is no tar-split file.
-pub fn named_paths(tar_split_gz: &Path) -> Result<Option<HashSet<Vec<u8>>>> {
+/// The directories of `layer` that its tar names, from its tar-split file
+/// (gzip, JSON lines; `name` or base64 `name_raw` of each entry), cleaned and
+/// relative (`./usr/lib/` → `usr/lib`). `None` when there is no tar-split
+/// file. Only directories matter to the merge, so only they are kept: memory
+/// grows with the layer's directories, not with its entries (a layer of
+/// 100 000 long names stays small).
+pub fn named_paths(tar_split_gz: &Path, layer: &Path) -> Result<Option<HashSet<Vec<u8>>>> {
     use std::io::BufRead;
     let f = match fs::File::open(tar_split_gz) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(tar_split_gz, e)),
     };
+    let dirs = layer_dirs(layer)?;
     let mut names = HashSet::new();
     let r = io::BufReader::new(flate2::read::GzDecoder::new(f));
     for line in r.lines() {
         let line = line.map_err(|e| Error::io(tar_split_gz, e))?;
-        let v: serde_json::Value = serde_json::from_str(&line)
+        let e: cvmfs_format::tarsplit::TarSplitEntry = serde_json::from_str(&line)
             .map_err(|e| Error::msg(format!("{}: {e}", tar_split_gz.display())))?;
-        if v["type"] != 1 {
+        if e.kind != 1 {
             continue;
         }
-        let name = match (v["name"].as_str(), v["name_raw"].as_str()) {
-            (Some(n), _) => n.as_bytes().to_vec(),
-            (None, Some(raw)) => base64_decode(raw).ok_or_else(|| {
+        let name = match (e.name, e.name_raw) {
+            (Some(n), _) => n.into_bytes(),
+            (None, Some(raw)) => base64_decode(&raw).ok_or_else(|| {
                 Error::msg(format!("{}: bad name_raw {raw:?}", tar_split_gz.display()))
             })?,
             _ => continue,
         };
         let clean = crate::tarsplit::go_clean(&name);
-        names.insert(clean.strip_prefix(b"/").unwrap_or(&clean).to_vec());
+        let rel = clean.strip_prefix(b"/").unwrap_or(&clean);
+        if let Some(d) = dirs.get(rel) {
+            names.insert(d.clone());
+        }
     }
     Ok(Some(names))
+}
+
+/// Every directory below `layer`, relative to it (symlinks not followed).
+fn layer_dirs(layer: &Path) -> Result<HashSet<Vec<u8>>> {
+    let mut dirs = HashSet::new();
+    let mut todo = vec![Vec::new()];
+    while let Some(rel) = todo.pop() {
+        let dir = layer.join(std::ffi::OsStr::from_bytes(&rel));
+        for ent in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let ent = ent.map_err(|e| Error::io(&dir, e))?;
+            if ent
+                .file_type()
+                .map_err(|e| Error::io(&ent.path(), e))?
+                .is_dir()
+            {
+                let name = ent.file_name();
+                let child = [
+                    &rel[..],
+                    if rel.is_empty() { b"" } else { b"/" },
+                    name.as_bytes(),
+                ]
+                .concat();
+                dirs.insert(child.clone());
+                todo.push(child);
+            }
+        }
+    }
+    Ok(dirs)
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {

@@ -54,7 +54,7 @@ pub(super) fn build_flat(
             let hex = digest_hex(&o.compressed)?;
             let lf = RepoPaths::layerfs_of(&layer_dir(repo, hex));
             // directories the layer's tar does not name keep the image's times
-            let named = flat::named_paths(&store.tar_split_by_digest(hex))?;
+            let named = flat::named_paths(&store.tar_split_by_digest(hex), &lf)?;
             flat::merge_layer_named(&lf, &tmp, named.as_ref())
                 .map_err(|e| e.context(format!("flattening layer {}", o.compressed)))?;
         }
