@@ -376,5 +376,5 @@ if [ -z "$TEST_FILTER" ] && command -v bc >/dev/null; then
   echo "    time to first output (median of 5, tiny image): rootless ${rl}s, rootful ${rf}s, ratio $(echo "scale=2; $rl / $rf" | bc)"
   rootful_pm system reset -f >/dev/null 2>&1
 fi
+# non-zero when anything failed
 summary
-[ "$failed" -eq 0 ]
