@@ -138,18 +138,19 @@ pub fn check(repo: &Path, deep: bool) -> Report {
     r
 }
 
-/// The profiles `check_profiles` read (each whole, bounded).
+/// The profiles `check_profiles` read (each whole, bounded): those named
+/// `<layer id>.json`; others it reports by name without opening.
 fn account_profiles(store: &StorePaths, r: &mut Report) {
     let dir = store
         .root
         .join("cvmfs")
         .join(cvmfs_format::profile::PROFILES_DIR);
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !e
-            .file_name()
-            .as_encoded_bytes()
-            .starts_with(fsx::TMP_PREFIX.as_bytes())
-        {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let read = name
+            .strip_suffix(".json")
+            .is_some_and(cvmfs_format::profile::is_layer_id);
+        if read {
             r.read_whole(&e.path());
         }
     }
