@@ -22,6 +22,8 @@
 #   <image>/flat-equals-umoci    the flat tree equals `umoci unpack`, mtimes included
 #                                (hardlink peers and xattrs as above)
 #   <image>/check                `cvmfs-podman check` on the client mount is clean
+#   <image>/check-fetches-metadata, <image>/check-deep-fetches: what check and check --deep
+#                                make a cold client fetch (see test_check_fetches)
 # and for the repository: no directory of ours owned by nobody (ingest-created),
 # a publish killed during its ingest (crash/*), two publishers at once (concurrent/*),
 # and DUCC's `convert-single-image` of one of them into the same repository (times of
@@ -67,6 +69,7 @@ in_transaction() { cvmfs_server list 2>/dev/null | grep -E "^$REPO " | grep -q '
 
 cleanup() {
   if [ "$mounted" = 1 ]; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
+  if [ -n "${COLD_MNT:-}" ]; then umount "$COLD_MNT" 2>/dev/null || umount -l "$COLD_MNT"; fi
   if [ -n "${REG_PID:-}" ]; then registry_stop; fi
   if [ "${REAL_CVMFS_KEEP:-0}" != 1 ] && ! in_transaction; then
     cvmfs_server ingest -d "$NS" "$REPO" >"$W/cleanup.log" 2>&1 ||
@@ -76,25 +79,31 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A client of REPO with its own config and cache (as ../shared/real-cvmfs/client-mount.sh).
+# A client of REPO with its own config and cache (as ../shared/real-cvmfs/client-mount.sh):
+# the test's client at $MNT, or one at MOUNTPOINT with CACHE_DIR (then the caller unmounts it).
 client_mount() {
-  mkdir -p "$MNT" "$CACHE"
+  local mnt=${1:-$MNT} cache=${2:-$CACHE}
+  mkdir -p "$mnt" "$cache"
   local nfiles=16384 hard
   hard=$(ulimit -Hn)
   if [ "$hard" != unlimited ] && [ "$hard" -lt "$nfiles" ]; then nfiles=$hard; fi
-  cat >"$CACHE/client.conf" <<EOF
+  cat >"$cache/client.conf" <<EOF
 CVMFS_SERVER_URL=http://127.0.0.1/cvmfs/@fqrn@
 CVMFS_HTTP_PROXY=DIRECT
 CVMFS_PUBLIC_KEY=/etc/cvmfs/keys/$REPO.pub
-CVMFS_CACHE_BASE=$CACHE
+CVMFS_CACHE_BASE=$cache
 CVMFS_SHARED_CACHE=no
 CVMFS_QUOTA_LIMIT=-1
 CVMFS_NFILES=$nfiles
 CVMFS_USER=root
-CVMFS_RELOAD_SOCKETS=$CACHE
+CVMFS_RELOAD_SOCKETS=$cache
 CVMFS_CLAIM_OWNERSHIP=no
 EOF
-  cvmfs2 -o "config=$CACHE/client.conf,allow_other" "$REPO" "$MNT" >"$W/client-mount.log" 2>&1 && mounted=1
+  if [ "$mnt" != "$MNT" ]; then
+    cvmfs2 -o "config=$cache/client.conf,allow_other" "$REPO" "$mnt" >"$W/client-mount.log" 2>&1
+    return
+  fi
+  cvmfs2 -o "config=$cache/client.conf,allow_other" "$REPO" "$MNT" >"$W/client-mount.log" 2>&1 && mounted=1
 }
 
 # case NAME REASON...: REASON empty = PASS.
@@ -225,7 +234,7 @@ test_image() {
   fi
   report "$img/publish-ingest" "$reason"
   if [ -n "$reason" ]; then
-    for c in layerfs-equal hardlinks flat-equals-umoci check; do
+    for c in layerfs-equal hardlinks flat-equals-umoci check check-fetches-metadata check-deep-fetches; do
       report "$img/$c" "nothing to compare: the transaction publish failed"
     done
     return
@@ -294,6 +303,74 @@ $(excerpt "$diff_out" 16)"
 $(excerpt "$W/check-$img.log" 10)"
   fi
   report "$img/check" "$reason"
+  test_check_fetches "$img"
+}
+
+# What `check` makes a cold client fetch, against what it says it read (issue 12):
+#   <image>/check-fetches-metadata  plain check on a client with an empty cache reads only
+#                                   metadata (its report), under 1 MiB, and the client
+#                                   downloads no more files than the catalogs it loads plus
+#                                   the files check reports
+#   <image>/check-deep-fetches      check --deep then reports the tar-splits and layer files
+#                                   too, and the client's new downloads are no more than those
+# Counters are the client's xattrs: ndownload (files downloaded, catalogs included), nclg
+# (catalogs loaded), rx (kB received); the numbers are printed for results.md.
+test_check_fetches() {
+  local img=$1
+  COLD_MNT="$W/cold-$img/mnt"
+  local cache="$W/cold-$img/cache" seen="$W/cold-$img/mnt/$NS/$img"
+  client_mount "$COLD_MNT" "$cache" || {
+    report "$img/check-fetches-metadata" "cold client mount failed: $(tail -1 "$W/client-mount.log")"
+    COLD_MNT=""
+    return
+  }
+  local dl0 clg0 rx0 dl1 clg1 rx1 dl2 rx2 reason=""
+  read -r dl0 clg0 rx0 <<<"$(cold_counters)"
+  "$B" check --json "$seen" >"$W/check-fetch-$img.json" 2>"$W/check-fetch-$img.err" ||
+    reason="check failed: $(head -c 300 "$W/check-fetch-$img.json")"
+  read -r dl1 clg1 rx1 <<<"$(cold_counters)"
+  local files bytes kinds
+  files=$(jq '.content_read.files' "$W/check-fetch-$img.json" 2>/dev/null || echo -1)
+  bytes=$(jq '.content_read.bytes' "$W/check-fetch-$img.json" 2>/dev/null || echo -1)
+  kinds=$(jq -c '.content_read.by_kind | keys' "$W/check-fetch-$img.json" 2>/dev/null)
+  echo "     $img: check on a cold client: reported $files files, $bytes bytes read;" \
+    "client downloaded $((dl1 - dl0)) files ($((clg1 - clg0)) catalogs), $((rx1 - rx0)) kB"
+  if [ -z "$reason" ]; then
+    if [ "$kinds" != '["metadata"]' ]; then
+      reason="plain check read more than metadata: $kinds"
+    elif [ "$bytes" -ge 1048576 ]; then
+      reason="plain check read $bytes bytes of metadata"
+    elif [ $((dl1 - dl0)) -gt $((clg1 - clg0 + files)) ]; then
+      reason="the client downloaded $((dl1 - dl0)) files for $((clg1 - clg0)) catalogs and $files reported files"
+    fi
+  fi
+  report "$img/check-fetches-metadata" "$reason"
+
+  reason=""
+  "$B" check --deep --json "$seen" >"$W/check-deep-$img.json" 2>"$W/check-deep-$img.err" ||
+    reason="check --deep failed: $(head -c 300 "$W/check-deep-$img.json")"
+  read -r dl2 _ rx2 <<<"$(cold_counters)"
+  local dfiles dbytes layer_files
+  dfiles=$(jq '.content_read.files' "$W/check-deep-$img.json" 2>/dev/null || echo -1)
+  dbytes=$(jq '.content_read.bytes' "$W/check-deep-$img.json" 2>/dev/null || echo -1)
+  layer_files=$(jq '.content_read.by_kind["layer-file"] // 0' "$W/check-deep-$img.json" 2>/dev/null || echo -1)
+  echo "     $img: check --deep after it: reported $dfiles files, $dbytes bytes read" \
+    "($layer_files layer files); client downloaded $((dl2 - dl1)) more files, $((rx2 - rx1)) kB"
+  if [ -z "$reason" ]; then
+    if [ "$(jq '.content_read.by_kind["tar-split"] // 0' "$W/check-deep-$img.json")" -lt 1 ]; then
+      reason="check --deep reports no tar-split read"
+    elif [ $((dl2 - dl1)) -gt $((dfiles - files)) ]; then
+      reason="the client downloaded $((dl2 - dl1)) files for $((dfiles - files)) more reported files"
+    fi
+  fi
+  report "$img/check-deep-fetches" "$reason"
+  umount "$COLD_MNT" 2>/dev/null || umount -l "$COLD_MNT"
+  COLD_MNT=""
+}
+
+# The cold client's counters: files downloaded, catalogs loaded, kB received.
+cold_counters() {
+  echo "$(attr -qg ndownload "$COLD_MNT") $(attr -qg nclg "$COLD_MNT") $(attr -qg rx "$COLD_MNT")"
 }
 
 # DUCC on the same image, from a registry on 127.0.0.1, into the same repository.

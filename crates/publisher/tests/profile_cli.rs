@@ -140,6 +140,18 @@ fn publish_check_enable_and_gc() {
     assert_eq!(stored, f.profile());
     let (ok, out, _) = run(&["check", &f.repo]);
     assert!(ok, "{out}");
+    // check reports the profile among the (metadata) files it read, whole
+    let (ok, out, _) = run(&["check", "--show-fetched", &f.repo]);
+    assert!(ok, "{out}");
+    let size = std::fs::metadata(f.stored()).unwrap().len();
+    let rel = f
+        .stored()
+        .strip_prefix(&f.repo)
+        .unwrap()
+        .display()
+        .to_string();
+    let line = format!("fetched: metadata {size} {rel}");
+    assert!(out.lines().any(|l| l == line), "{line} not in {out}");
 
     // enable copies it into the local store with the image
     let local = f.dir.join("local").display().to_string();

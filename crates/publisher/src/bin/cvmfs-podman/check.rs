@@ -27,6 +27,85 @@ pub struct Report {
     pub layer_dirs: usize,
     pub flat_dirs: usize,
     pub tags: usize,
+    /// The repository files whose content check read: on a client mount,
+    /// what it made the client fetch (everything else was `stat`/`readdir`,
+    /// answered from the catalogs).
+    pub content_read: ContentReads,
+    #[serde(skip)]
+    reads: std::collections::BTreeMap<PathBuf, ContentRead>,
+}
+
+/// What [`Report::content_read`] sums up.
+#[derive(Default, serde::Serialize)]
+pub struct ContentReads {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files per kind ([`READ_METADATA`], [`READ_TAR_SPLIT`], [`READ_LAYER_FILE`]).
+    pub by_kind: std::collections::BTreeMap<&'static str, usize>,
+    pub list: Vec<ContentRead>,
+}
+
+/// One file whose content check read, by its path relative to the repository.
+#[derive(Clone, serde::Serialize)]
+pub struct ContentRead {
+    pub path: String,
+    pub kind: &'static str,
+    pub bytes: u64,
+}
+
+/// Indexes, records, DUCC's metadata, image configs, profiles: small files
+/// plain `check` reads.
+pub const READ_METADATA: &str = "metadata";
+/// A layer's tar-split, read by `check --deep` only.
+pub const READ_TAR_SPLIT: &str = "tar-split";
+/// A file of a layer's `layerfs`, read by `check --deep` only.
+pub const READ_LAYER_FILE: &str = "layer-file";
+
+impl Report {
+    /// Account `bytes` read from `path`. A file read twice counts once, with
+    /// the most read of it: a client fetches it once and then has it cached.
+    fn read(&mut self, path: &Path, kind: &'static str, bytes: u64) {
+        let e = self.reads.entry(path.to_path_buf()).or_insert(ContentRead {
+            path: String::new(),
+            kind,
+            bytes: 0,
+        });
+        e.bytes = e.bytes.max(bytes);
+    }
+
+    /// Account a whole small file a library function read (its size from
+    /// `stat`, which the catalog answers without fetching).
+    fn read_whole(&mut self, path: &Path) {
+        if let Ok(m) = fs::metadata(path) {
+            if m.is_file() {
+                self.read(path, READ_METADATA, m.len());
+            }
+        }
+    }
+
+    /// Fill [`Report::content_read`] from the accounted reads, with paths
+    /// relative to `repo`.
+    fn finish_reads(&mut self, repo: &Path) {
+        let mut c = ContentReads::default();
+        for (p, e) in std::mem::take(&mut self.reads) {
+            let rel = p.strip_prefix(repo).unwrap_or(&p);
+            c.files += 1;
+            c.bytes += e.bytes;
+            *c.by_kind.entry(e.kind).or_default() += 1;
+            c.list.push(ContentRead {
+                path: rel.to_string_lossy().into_owned(),
+                ..e
+            });
+        }
+        self.content_read = c;
+    }
+}
+
+/// [`fs::read`] accounted in `r` as metadata.
+fn read_metadata(path: &Path, r: &mut Report) -> io::Result<Vec<u8>> {
+    let b = fs::read(path)?;
+    r.read(path, READ_METADATA, b.len() as u64);
+    Ok(b)
 }
 
 /// The hex of a valid `sha256:<hex>` digest.
@@ -50,11 +129,31 @@ pub fn check(repo: &Path, deep: bool) -> Report {
         let p = cvmfs_publisher::profile::check_profiles(&store, repo);
         r.problems.extend(p.problems);
         r.notes.extend(p.notes);
+        account_profiles(&store, &mut r);
     }
     if deep {
         check_content(repo, &mut r);
     }
+    r.finish_reads(repo);
     r
+}
+
+/// The profiles `check_profiles` read (each whole, bounded): those named
+/// `<layer id>.json`; others it reports by name without opening.
+fn account_profiles(store: &StorePaths, r: &mut Report) {
+    let dir = store
+        .root
+        .join("cvmfs")
+        .join(cvmfs_format::profile::PROFILES_DIR);
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let read = name
+            .strip_suffix(".json")
+            .is_some_and(cvmfs_format::profile::is_layer_id);
+        if read {
+            r.read_whole(&e.path());
+        }
+    }
 }
 
 /// Rebuild every layer's tar from its tar-split and its `layerfs` (as
@@ -82,8 +181,8 @@ fn planted_symlinks(layer_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// DUCC's `layers.json` of a layer directory, when it reads.
-fn read_layer_info(layer_dir: &Path) -> Result<Vec<LayerInfo>, String> {
-    fs::read(RepoPaths::layer_info_of(layer_dir))
+fn read_layer_info(layer_dir: &Path, r: &mut Report) -> Result<Vec<LayerInfo>, String> {
+    read_metadata(&RepoPaths::layer_info_of(layer_dir), r)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice::<Vec<LayerInfo>>(&b).map_err(|e| e.to_string()))
 }
@@ -94,7 +193,7 @@ fn check_layer_content(store: &StorePaths, d: &Path, r: &mut Report) {
     if !is_hex64(&hex) || !planted_symlinks(d).is_empty() {
         return; // reported by check_ducc
     }
-    let Ok(info) = read_layer_info(d) else {
+    let Ok(info) = read_layer_info(d, r) else {
         return;
     };
     let Some(info) = info.first() else { return };
@@ -107,7 +206,7 @@ fn check_layer_content(store: &StorePaths, d: &Path, r: &mut Report) {
         return;
     };
     let what = format!("layer sha256:{hex}");
-    match rebuild_digest(f, &ts, &RepoPaths::layerfs_of(d)) {
+    match rebuild_digest(f, &ts, &RepoPaths::layerfs_of(d), r) {
         Err(b) => r.problems.push(format!("{what}: layerfs content: {b}")),
         Ok((digest, size)) if digest != info.diff_digest || size != info.diff_size => {
             r.problems.push(format!(
@@ -123,7 +222,25 @@ fn check_layer_content(store: &StorePaths, d: &Path, r: &mut Report) {
 /// the files of `layerfs`; what is wrong otherwise. Streamed a line at a
 /// time: a layer of many long names has a tar-split of hundreds of MB,
 /// never held whole.
-fn rebuild_digest(f: fs::File, ts: &Path, layerfs: &Path) -> Result<(String, u64), String> {
+fn rebuild_digest(
+    f: fs::File,
+    ts: &Path,
+    layerfs: &Path,
+    r: &mut Report,
+) -> Result<(String, u64), String> {
+    let mut counted = CountingReader { inner: f, count: 0 };
+    let rebuilt = rebuild_digest_from(&mut counted, ts, layerfs, r);
+    r.read(ts, READ_TAR_SPLIT, counted.count);
+    rebuilt
+}
+
+/// [`rebuild_digest`] from the (gzip) tar-split bytes `f`.
+fn rebuild_digest_from(
+    f: &mut impl io::Read,
+    ts: &Path,
+    layerfs: &Path,
+    r: &mut Report,
+) -> Result<(String, u64), String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut h = Sha256::new();
@@ -149,7 +266,7 @@ fn rebuild_digest(f: fs::File, ts: &Path, layerfs: &Path) -> Result<(String, u64
         let Ok(e) = serde_json::from_slice::<TarSplitEntry>(&line) else {
             return Err(format!("{}: malformed entry", ts.display()));
         };
-        size += hash_tar_split_entry(&e, ts, layerfs, &mut h)?;
+        size += hash_tar_split_entry(&e, ts, layerfs, &mut h, r)?;
     }
     let digest = cvmfs_format::sha256_digest(&cvmfs_publisher::layer::hex(&h.finalize()));
     Ok((digest, size))
@@ -163,6 +280,7 @@ fn hash_tar_split_entry(
     ts: &Path,
     layerfs: &Path,
     h: &mut sha2::Sha256,
+    r: &mut Report,
 ) -> Result<u64, String> {
     use std::io::Read;
     if e.kind == ENTRY_SEGMENT {
@@ -188,10 +306,14 @@ fn hash_tar_split_entry(
     {
         return Err(format!("{}: entry {name:?} leaves the layer", ts.display()));
     }
-    let read = fs::File::open(layerfs.join(rel)).and_then(|f| {
+    let file = layerfs.join(rel);
+    let read = fs::File::open(&file).and_then(|f| {
         let mut hashing = HashWriter(h);
         io::copy(&mut f.take(want + 1), &mut hashing)
     });
+    if let Ok(n) = read {
+        r.read(&file, READ_LAYER_FILE, n);
+    }
     match read {
         Ok(n) if n == want => Ok(want),
         Ok(n) => Err(format!(
@@ -209,6 +331,21 @@ fn hash_tar_split_entry(
 /// Longest tar-split line `check --deep` reads (an entry with its base64
 /// header bytes; PAX headers of long names make them a few KiB).
 const TAR_SPLIT_LINE_MAX: u64 = 16 << 20;
+
+/// Counts the bytes read through it (the compressed tar-split bytes a client
+/// fetched).
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: io::Read> io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
 
 /// Feeds what is written to a hash.
 struct HashWriter<'a>(&'a mut sha2::Sha256);
@@ -310,7 +447,7 @@ fn check_layer_dir(xx: &Path, d: &Path, r: &mut Report) {
             .push(format!("{}: layerfs is missing", d.display()));
     }
     let lj = RepoPaths::layer_info_of(d);
-    match read_layer_info(d) {
+    match read_layer_info(d, r) {
         Ok(v) if v.len() == 1 => {
             if v[0].compressed_diff_digest != cvmfs_format::sha256_digest(&name) {
                 r.problems.push(format!(
@@ -330,6 +467,7 @@ fn check_layer_dir(xx: &Path, d: &Path, r: &mut Report) {
         Err(e) => r.problems.push(format!("{}: {e}", lj.display())),
     }
     let oj = RepoPaths::origin_of(d);
+    r.read_whole(&oj);
     match ducc::read_origin(&oj) {
         Ok(Some(_)) => {}
         Ok(None) => r.problems.push(format!("{}: missing", oj.display())),
@@ -466,11 +604,13 @@ fn check_manifest_copies(repo: &Path, r: &mut Report) {
             }
             if n == cvmfs_format::paths::MANIFEST_COPY_FILE {
                 check_recorded_name(&base, &dir, "manifest copy", r);
-                let parsed = fsx::read_record(&p, cvmfs_format::ducc::MANIFEST_COPY_MAX_BYTES)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        serde_json::from_slice::<ducc::Manifest>(&b).map_err(|e| e.to_string())
-                    });
+                let read = fsx::read_record(&p, cvmfs_format::ducc::MANIFEST_COPY_MAX_BYTES);
+                if let Ok(b) = &read {
+                    r.read(&p, READ_METADATA, b.len() as u64);
+                }
+                let parsed = read.map_err(|e| e.to_string()).and_then(|b| {
+                    serde_json::from_slice::<ducc::Manifest>(&b).map_err(|e| e.to_string())
+                });
                 if let Err(e) = parsed {
                     r.problems.push(format!(
                         "{}: {e} (publishing the image again rewrites it)",
@@ -503,6 +643,7 @@ fn check_origins(repo: &Path, r: &mut Report) {
             continue; // reported with the layer record
         }
         let oj = RepoPaths::origin_of(&dir);
+        r.read_whole(&oj);
         let Ok(Some(origin)) = ducc::read_origin(&oj) else {
             continue; // reported by check_ducc
         };
@@ -584,7 +725,7 @@ fn check_owners(
 ) {
     let p = store.owners_file(id);
     let lost = rec.ownership == Ownership::Lost;
-    let bytes = match fs::read(&p) {
+    let bytes = match read_metadata(&p, r) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if lost {
@@ -682,6 +823,7 @@ fn check_lock_files(store: &StorePaths, r: &mut Report) {
 /// `layers.json` by layer ID (IDs that are not 64 hex digits, or listed
 /// twice, reported).
 fn read_layer_index(store: &StorePaths, r: &mut Report) -> HashMap<String, Value> {
+    r.read_whole(&store.layers_json());
     let layers = match read_index(&store.layers_json()) {
         Ok(v) => v,
         Err(e) => {
@@ -764,7 +906,7 @@ fn check_layer_record(
     r: &mut Report,
 ) {
     let rec_path = store.record(id);
-    let parsed = fs::read(&rec_path)
+    let parsed = read_metadata(&rec_path, r)
         .map_err(|e| e.to_string())
         .and_then(|b| cvmfs_format::parse_store_record(&b).map_err(|e| e.to_string()));
     let want_path = cvmfs_format::layerfs_rel(cd);
@@ -808,7 +950,7 @@ fn check_layer_record(
             .push(format!("{what}: {} is missing", ld.display()));
     } else {
         let lj = RepoPaths::layer_info_of(ld.parent().unwrap());
-        if let Ok(v) = read_layer_info(ld.parent().unwrap()) {
+        if let Ok(v) = read_layer_info(ld.parent().unwrap(), r) {
             if v.first().map(|i| i.diff_digest.as_str()) != l["diff-digest"].as_str() {
                 r.problems
                     .push(format!("{what}: diff-digest differs from {}", lj.display()));
@@ -829,6 +971,7 @@ fn check_layer_record(
 /// `images.json`: IDs, names (normal form, once, tag links agreeing), top
 /// layers, big data and configs.
 fn check_images(repo: &Path, store: &StorePaths, by_id: &HashMap<String, Value>, r: &mut Report) {
+    r.read_whole(&store.images_json());
     let images = match read_index(&store.images_json()) {
         Ok(v) => v,
         Err(e) => {
@@ -885,7 +1028,7 @@ fn check_big_data(store: &StorePaths, img: &Value, id: &str, what: &str, r: &mut
     for k in img["big-data-names"].as_array().into_iter().flatten() {
         let k = k.as_str().unwrap_or("");
         let f = dir.join(big_data_file_name(k));
-        match fs::read(&f) {
+        match read_metadata(&f, r) {
             Err(e) => r
                 .problems
                 .push(format!("{what}: big data {k:?} ({}): {e}", f.display())),
@@ -919,7 +1062,7 @@ fn check_image_config(
     let cfg_path = store
         .image_dir(id)
         .join(big_data_file_name(&cvmfs_format::sha256_digest(id)));
-    let b = match fs::read(&cfg_path) {
+    let b = match read_metadata(&cfg_path, r) {
         Err(e) => {
             r.problems
                 .push(format!("{what}: config {}: {e}", cfg_path.display()));

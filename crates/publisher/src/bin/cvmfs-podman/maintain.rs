@@ -46,6 +46,10 @@ pub struct CheckArgs {
     /// Also rebuild every layer from tar-split + layerfs and compare digests
     #[arg(long)]
     deep: bool,
+    /// List every repository file whose content check read (on a client
+    /// mount: what it fetched); the summary line is always printed
+    #[arg(long)]
+    show_fetched: bool,
 }
 
 /// Image names as the store records them (`busybox` is
@@ -126,6 +130,32 @@ pub fn disable(a: &DisableArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `check` read the content of: one summary line, and with `list` one
+/// line per file (`fetched: <kind> <bytes> <path>`).
+fn print_content_read(c: &check::ContentReads, list: bool) {
+    if list {
+        for e in &c.list {
+            println!("fetched: {} {} {}", e.kind, e.bytes, e.path);
+        }
+    }
+    let kinds: Vec<String> = c.by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!(
+        "read content of {} files, {} bytes ({}){}",
+        c.files,
+        c.bytes,
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
+        },
+        if list {
+            ""
+        } else {
+            "; --show-fetched lists them"
+        }
+    );
+}
+
 /// `cvmfs-podman check`: true when the tree is consistent.
 pub fn check(a: &CheckArgs) -> bool {
     let r = check::check(&a.repo, a.deep);
@@ -139,6 +169,7 @@ pub fn check(a: &CheckArgs) -> bool {
     for p in &r.problems {
         println!("problem: {p}");
     }
+    print_content_read(&r.content_read, a.show_fetched);
     let verdict = if r.problems.is_empty() {
         "consistent".to_string()
     } else {
