@@ -310,6 +310,19 @@ t_containers_storage() {
   cs "$R1" delete-container pubtest >/dev/null
 }
 
+# mounted_lowers MOUNT_POINT: the lower directories of the overlay on it, one a
+# line, short names (lowerdir+=N) resolved through MOUNT_POINT.lowers/N.
+mounted_lowers() {
+  local m=$1 opt
+  awk -v m="$m" '$5 == m { print $NF }' /proc/self/mountinfo | tr ',' '\n' |
+    sed -n 's/^lowerdir+\{0,1\}=//p' | tr ':' '\n' | while read -r opt; do
+      case $opt in
+      /*) echo "$opt" ;;
+      *) readlink "$m.lowers/$opt" ;;
+      esac
+    done
+}
+
 t_container_rootfs_exact() {
   # the correctness contract: the container sees the OCI rootfs (no .wh.* files,
   # deleted and opaque-hidden files gone), mounted from the flat tree the
@@ -321,10 +334,11 @@ t_container_rootfs_exact() {
   for use_flat in true false; do
     cs "$R1" --storage-opt "cvmfs.use_flat=$use_flat" create-container --name exact "$REG/test/wh:1" >/dev/null
     m=$(cs "$R1" --storage-opt "cvmfs.use_flat=$use_flat" mount exact)
-    # The mount names its lower directories by short links (lowerdir+=N) in a
-    # directory beside the mount point: what they point at is what is mounted.
+    # The lower directories mountinfo shows: full paths, or for a deep stack
+    # short links (lowerdir+=N) in a directory beside the mount point, whose
+    # targets are what is mounted.
     grep -q " $m " /proc/self/mountinfo || { echo "$m is not a mount point"; rc=1; }
-    opts=$(for l in "$m.lowers"/*; do readlink "$l"; done | tr '\n' ' ')
+    opts=$(mounted_lowers "$m" | tr '\n' ' ')
     case $use_flat/$opts in
     true/*/.flat/*) ;;
     false/*/.flat/*) echo "use_flat=false mounted the flat tree: $opts"; rc=1 ;;
