@@ -8,7 +8,12 @@
 //!   `fuzz_replay` replays;
 //! - [`gate`]: root and helper gating (`#[ignore = "needs root"]` tests).
 
+// Only the C ABI callers may use `unsafe`: they play the C side of the
+// exports (raw pointers in, strings and error objects to free).
+#![deny(unsafe_code)]
+
 #[doc(hidden)]
+#[allow(unsafe_code)]
 pub mod abi_stress;
 pub mod cli;
 pub mod fuzzing;

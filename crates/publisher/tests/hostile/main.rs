@@ -8,8 +8,12 @@
 //! the run ends with the project's summary line `hostile: N passed, N failed, N skipped`.
 //! Arguments filter cases by substring.
 
+// Only the C ABI cases may use `unsafe`: they call the exports as C does.
+#![deny(unsafe_code)]
+
 mod support;
 
+#[allow(unsafe_code)]
 mod abi_cases;
 mod network_cases;
 mod publish_cases;
