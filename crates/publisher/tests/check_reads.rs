@@ -32,11 +32,8 @@ fn published(d: &Path) -> String {
         "b.spec",
         "dir /etc\nwhiteout /etc/a\nfile /etc/c \"cc\"\nsymlink /etc/l -> c\n",
     );
-    let oci = d.join("oci").display().to_string();
     let repo = d.join("repo").display().to_string();
-    let (ok, _, err) = run(&["make-oci", &oci, "--tag", "t", &a, &b]);
-    assert!(ok, "{err}");
-    let src = format!("oci:{oci}:t");
+    let src = cvmfs_testkit::cli::oci_of_specs(BIN, d, &[&a, &b]);
     let (ok, _, err) = run(&[
         "publish",
         &src,

@@ -64,11 +64,8 @@ fn fixture() -> Fixture {
         "dir /usr\ndir /usr/bin\nfile /usr/bin/app \"application\"\nfile /usr/lib.so \"library\"\n",
     );
     let b = spec(&d, "b.spec", "dir /etc\nfile /etc/conf \"configuration\"\n");
-    let oci = d.join("oci").display().to_string();
     let repo = d.join("repo").display().to_string();
-    let (ok, _, err) = run(&["make-oci", &oci, "--tag", "t", &a, &b]);
-    assert!(ok, "{err}");
-    let src = format!("oci:{oci}:t");
+    let src = cvmfs_testkit::cli::oci_of_specs(BIN, &d, &[&a, &b]);
     let (ok, _, err) = run(&[
         "publish",
         &src,

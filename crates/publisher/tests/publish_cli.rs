@@ -30,11 +30,8 @@ fn publish_republish_check_and_reject() {
         "b.spec",
         "dir /etc\nwhiteout /etc/a\nfile /etc/c \"c\"\n",
     );
-    let oci = d.join("oci").display().to_string();
     let repo = d.join("repo").display().to_string();
-    let (ok, _, err) = run(&["make-oci", &oci, "--tag", "t", &a, &b]);
-    assert!(ok, "{err}");
-    let src = format!("oci:{oci}:t");
+    let src = cvmfs_testkit::cli::oci_of_specs(BIN, d, &[&a, &b]);
     let (ok, out, err) = run(&[
         "publish",
         &src,

@@ -24,6 +24,16 @@ pub fn run_ok(bin: &str, args: &[&str]) -> String {
     out
 }
 
+/// An OCI layout `dir/oci` of the layer spec files `specs` (bottom first),
+/// made by `bin make-oci`; its source argument `oci:<dir>/oci:t`.
+pub fn oci_of_specs(bin: &str, dir: &Path, specs: &[&str]) -> String {
+    let oci = dir.join("oci").display().to_string();
+    let mut args = vec!["make-oci", &oci, "--tag", "t"];
+    args.extend_from_slice(specs);
+    run_ok(bin, &args);
+    format!("oci:{oci}:t")
+}
+
 /// Write a layer spec `text` as `dir/name`; its path as an argument.
 pub fn spec(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
