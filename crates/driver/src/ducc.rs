@@ -705,6 +705,7 @@ fn image_entry(
             ownership: Ownership::Lost,
             markers: None,
             flat: None,
+            owner_probes: None,
         };
         layers.push((id.clone(), entry, record.to_json()));
         parent = Some(id);

@@ -756,6 +756,7 @@ mod tests {
             ownership: Ownership::Lost,
             markers: None,
             flat: None,
+            owner_probes: None,
         }
         .to_json()
     }

@@ -51,6 +51,7 @@ impl Fx {
             ownership: Ownership::Kept,
             markers: None,
             flat: None,
+            owner_probes: None,
         }
         .to_json()
     }

@@ -22,6 +22,7 @@ fn record(store: &Path, repo: &Path, id: &str, path: &str, parent: Option<&str>)
         ownership: Ownership::Kept,
         markers: None,
         flat: None,
+        owner_probes: None,
     };
     fs::write(p, record.to_json()).unwrap();
 }

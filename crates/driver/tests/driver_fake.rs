@@ -409,6 +409,7 @@ fn cvmfs_fixture(e: &Env, whiteouts: Whiteouts) -> (PathBuf, PathBuf) {
             ownership: Ownership::Lost,
             markers: None,
             flat: None,
+            owner_probes: None,
         };
         fs::write(p, record.to_json()).unwrap();
     };

@@ -88,7 +88,7 @@ pub use ducc::{LayerInfo, Manifest, Origin};
 pub use error::{FormatError, Result};
 pub use id::{digest_hex, is_hex64, sha256_digest, validate_store_layer_id};
 pub use markers::{parse_marker_list, parse_marker_list_json, Marker, MarkerList};
-pub use ownership::{parse_owners, Owner, OwnerEntry, OwnershipFile};
+pub use ownership::{parse_owners, Owner, OwnerEntry, OwnerProbes, OwnershipFile};
 pub use paths::{
     flat_rel, layerfs_rel, store_repository, tar_split_file_name, RepoPaths, StorePaths,
 };

@@ -147,6 +147,103 @@ fn check_entry(e: &OwnerEntry) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
+/// Version of a record's `owner-probes` field written and read. A record
+/// whose probes carry another version is read without them (the driver then
+/// falls back as for records from before the field existed).
+pub const OWNER_PROBES_VERSION: u32 = 1;
+
+/// Most entries one `owner-probes` field may hold: the driver stats each at
+/// the first use of the layer, so the list stays a handful.
+pub const MAX_OWNER_PROBES: usize = 8;
+
+/// A record's `owner-probes`: the owners a few entries of the layer directory
+/// have **as published** (what a client that does not claim ownership
+/// reports), so that the driver can tell, with one `stat` per entry, whether
+/// the client it reads through shows the repository's owners
+/// (`CVMFS_CLAIM_OWNERSHIP=yes` shows every file as the client's own).
+/// `path` `""` is the layer root.
+///
+/// ```json
+/// "owner-probes":{"entries":[{"gid":0,"path":"","uid":0},
+///                            {"gid":1000,"path":"home/u","uid":1000}],"version":1}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerProbes {
+    #[serde(deserialize_with = "deserialize_probe_entries")]
+    pub entries: Vec<OwnerEntry>,
+    pub version: u32,
+}
+
+fn deserialize_probe_entries<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<OwnerEntry>, D::Error> {
+    d.deserialize_seq(CappedSeq::new(
+        MAX_OWNER_PROBES,
+        "field \"owner-probes\" \"entries\"",
+    ))
+}
+
+impl OwnerProbes {
+    /// Probes of `entries` (at most [`MAX_OWNER_PROBES`]), this version.
+    pub fn new(entries: Vec<OwnerEntry>) -> OwnerProbes {
+        OwnerProbes {
+            entries,
+            version: OWNER_PROBES_VERSION,
+        }
+    }
+
+    /// The entries, checked: paths relative and plain (or `""`, the layer
+    /// root), each once, owners below 2^32-1, at most [`MAX_OWNER_PROBES`].
+    pub fn checked(&self) -> Result<Vec<Owner>> {
+        if self.entries.len() > MAX_OWNER_PROBES {
+            return Err(FormatError::new(format!(
+                "more than {MAX_OWNER_PROBES} entries"
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let why = if e.path.is_empty() {
+                (e.uid == u32::MAX || e.gid == u32::MAX).then_some("owner ID 4294967295 is invalid")
+            } else {
+                check_entry(e).err()
+            };
+            if let Some(why) = why {
+                return Err(FormatError::new(format!("entry {i} ({:?}): {why}", e.path)));
+            }
+            if !seen.insert(e.path.as_str()) {
+                return Err(FormatError::new(format!(
+                    "entry {:?}: listed twice",
+                    e.path
+                )));
+            }
+        }
+        Ok(self
+            .entries
+            .iter()
+            .map(|e| Owner {
+                path: PathBuf::from(&e.path),
+                uid: e.uid,
+                gid: e.gid,
+            })
+            .collect())
+    }
+}
+
+/// A record's `owner-probes` value as read (hostile): `Ok(None)` when its
+/// version is not [`OWNER_PROBES_VERSION`] (a newer publisher's: ignored,
+/// never fatal to the record), an error naming what is wrong otherwise.
+pub fn parse_owner_probes(value: &serde_json::Value) -> Result<Option<OwnerProbes>> {
+    let version = value.get("version").and_then(|v| v.as_u64());
+    if version.is_some() && version != Some(OWNER_PROBES_VERSION as u64) {
+        return Ok(None);
+    }
+    let probes: OwnerProbes = serde_json::from_value(value.clone())
+        .map_err(|e| FormatError::new(format!("malformed: {e}")))?;
+    probes.checked()?;
+    Ok(Some(probes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

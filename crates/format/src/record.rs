@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{FormatError, Result};
 use crate::id::validate_store_layer_id;
 use crate::markers::{deserialize_marker_list, parse_marker_list, Marker, MarkerList};
+use crate::ownership::{parse_owner_probes, OwnerProbes};
 
 /// Version of the `"cvmfs"` records published into repositories. They are
 /// permanent (a repository keeps them for years): a new version must still
@@ -119,6 +120,10 @@ pub struct CvmfsRecord {
     /// The flat root filesystem of this layer's whole chain, relative to the
     /// repository ([`crate::paths::flat_rel`]), when the publisher built it.
     pub flat: Option<String>,
+    /// The owners of a few entries of the layer directory as published
+    /// ([`OwnerProbes`]), for the driver to detect a client that reports
+    /// other owners (`CVMFS_CLAIM_OWNERSHIP=yes`).
+    pub owner_probes: Option<OwnerProbes>,
 }
 
 /// The record as serialized: fields in the order the publisher has always
@@ -130,6 +135,8 @@ struct CvmfsRecordOut<'a> {
     kind: RecordKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     markers: Option<&'a MarkerList>,
+    #[serde(rename = "owner-probes", skip_serializing_if = "Option::is_none")]
+    owner_probes: Option<&'a OwnerProbes>,
     ownership: Ownership,
     parent: Option<&'a str>,
     path: &'a str,
@@ -146,6 +153,7 @@ impl CvmfsRecord {
             flat: self.flat.as_deref(),
             kind: RecordKind::Cvmfs,
             markers: self.markers.as_ref(),
+            owner_probes: self.owner_probes.as_ref(),
             ownership: self.ownership,
             parent: self.parent.as_deref(),
             path: &self.path,
@@ -251,6 +259,9 @@ struct StoreRecordIn {
     markers: Option<Vec<String>>,
     #[serde(default)]
     flat: Option<String>,
+    /// Kept as a value: a version this reader does not know is ignored.
+    #[serde(default, rename = "owner-probes")]
+    owner_probes: Option<serde_json::Value>,
 }
 
 fn err(message: impl Into<String>) -> FormatError {
@@ -349,6 +360,11 @@ fn cvmfs_fields(raw: &StoreRecordIn, parent: Option<String>) -> Result<CvmfsReco
                 .field("markers"),
         );
     }
+    let owner_probes = match &raw.owner_probes {
+        None => None,
+        Some(v) => parse_owner_probes(v)
+            .map_err(|e| e.context("field \"owner-probes\"").field("owner-probes"))?,
+    };
     Ok(CvmfsRecord {
         repository,
         path,
@@ -357,6 +373,7 @@ fn cvmfs_fields(raw: &StoreRecordIn, parent: Option<String>) -> Result<CvmfsReco
         ownership,
         markers: raw.markers.clone().map(MarkerList),
         flat: raw.flat.clone(),
+        owner_probes,
     })
 }
 
@@ -408,6 +425,7 @@ mod tests {
             ownership: Ownership::Lost,
             markers: None,
             flat: None,
+            owner_probes: None,
         }
     }
 
@@ -505,6 +523,83 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("larger than"));
+    }
+
+    #[test]
+    fn owner_probes_round_trip_are_checked_and_newer_versions_ignored() {
+        use crate::ownership::{OwnerEntry, MAX_OWNER_PROBES};
+        let e = |path: &str, uid, gid| OwnerEntry {
+            gid,
+            path: path.into(),
+            uid,
+        };
+        let with = CvmfsRecord {
+            owner_probes: Some(OwnerProbes::new(vec![e("", 0, 0), e("home/u", 1000, 1000)])),
+            ..record()
+        };
+        let text = with.to_json();
+        assert!(
+            text.contains(r#""owner-probes":{"entries":[{"gid":0,"path":"","uid":0},{"gid":1000,"path":"home/u","uid":1000}],"version":1},"ownership""#),
+            "{text}"
+        );
+        match parse_store_record(text.as_bytes()).unwrap() {
+            StoreRecord::Cvmfs { record, .. } => assert_eq!(record, with),
+            other => panic!("{other:?}"),
+        }
+        let probes = |v: &str| {
+            record()
+                .to_json()
+                .replacen("{", &format!(r#"{{"owner-probes":{v},"#), 1)
+        };
+        // A newer publisher's probes: the record is read without them.
+        match parse_store_record(probes(r#"{"version":2,"anything":[1]}"#).as_bytes()).unwrap() {
+            StoreRecord::Cvmfs { record, .. } => assert_eq!(record.owner_probes, None),
+            other => panic!("{other:?}"),
+        }
+        let many: Vec<String> = (0..=MAX_OWNER_PROBES)
+            .map(|i| format!(r#"{{"gid":1,"path":"f{i}","uid":1}}"#))
+            .collect();
+        let many = format!(r#"{{"version":1,"entries":[{}]}}"#, many.join(","));
+        for (v, needle) in [
+            (
+                r#"{"version":1,"entries":[{"gid":1,"path":"../x","uid":1}]}"#,
+                "\"..\"",
+            ),
+            (
+                r#"{"version":1,"entries":[{"gid":1,"path":"/x","uid":1}]}"#,
+                "relative",
+            ),
+            (
+                r#"{"version":1,"entries":[{"gid":1,"path":"a/.wh.b","uid":1}]}"#,
+                "whiteout",
+            ),
+            (
+                r#"{"version":1,"entries":[{"gid":1,"path":"","uid":4294967295}]}"#,
+                "invalid",
+            ),
+            (
+                r#"{"version":1,"entries":[{"gid":1,"path":"a","uid":1},{"gid":1,"path":"a","uid":2}]}"#,
+                "twice",
+            ),
+            (
+                r#"{"version":1,"entries":[{"gid":1,"path":"a","uid":-1}]}"#,
+                "malformed",
+            ),
+            (
+                r#"{"version":1,"entries":[{"gid":1,"path":"a","uid":1,"mode":1}]}"#,
+                "unknown field",
+            ),
+            (r#"{"entries":[]}"#, "missing field"),
+            (r#"[1]"#, "malformed"),
+            (many.as_str(), "more than 8 entries"),
+        ] {
+            let e = parse_store_record(probes(v).as_bytes()).unwrap_err();
+            assert!(
+                e.to_string().contains("owner-probes") && e.to_string().contains(needle),
+                "{v}: {e}"
+            );
+            assert_eq!(e.field, Some("owner-probes"), "{v}");
+        }
     }
 
     #[test]

@@ -79,6 +79,67 @@ pub fn owners_json(entries: &KeptEntries) -> Result<Vec<u8>, String> {
     OwnershipFile::new(out).to_json().map_err(|e| e.to_string())
 }
 
+/// The record's `owner-probes` for the layer unpacked at `layerfs` whose tar
+/// entries are `entries`: the layer root and up to
+/// [`MAX_OWNER_PROBES`](cvmfs_format::ownership::MAX_OWNER_PROBES)` - 1`
+/// entries not owned 0:0 (a client that claims ownership as root shows only
+/// those wrong), each with the owner it has in `layerfs`, i.e. as published.
+/// Only entries reached through real directories are taken (never through a
+/// symlink). `None` when even the root cannot be read.
+pub fn owner_probes(
+    layerfs: &std::path::Path,
+    entries: &KeptEntries,
+) -> Option<cvmfs_format::OwnerProbes> {
+    use cvmfs_format::ownership::MAX_OWNER_PROBES;
+    use std::os::unix::fs::MetadataExt;
+    let probe = |rel: &str| -> Option<OwnerEntry> {
+        let mut at = layerfs.to_path_buf();
+        let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        for (i, c) in parts.iter().enumerate() {
+            at.push(c);
+            let md = std::fs::symlink_metadata(&at).ok()?;
+            if i + 1 < parts.len() && !md.is_dir() {
+                return None;
+            }
+        }
+        let md = std::fs::symlink_metadata(&at).ok()?;
+        Some(OwnerEntry {
+            gid: md.gid(),
+            path: rel.to_string(),
+            uid: md.uid(),
+        })
+    };
+    let mut out = vec![probe("")?];
+    let mut seen = std::collections::BTreeSet::new();
+    for e in entries.iter() {
+        if out.len() == MAX_OWNER_PROBES {
+            break;
+        }
+        if matches!(e.typeflag, b'g' | b'x' | b'L' | b'K' | b'1') || (e.uid, e.gid) == (0, 0) {
+            continue;
+        }
+        let Some(parts) = layer_path(&e.name) else {
+            continue;
+        };
+        if parts
+            .iter()
+            .any(|c| c.starts_with(WHITEOUT_PREFIX.as_bytes()) || *c == b"..")
+        {
+            continue;
+        }
+        let Ok(path) = String::from_utf8(parts.join(&b'/')) else {
+            continue;
+        };
+        if seen.insert(path.clone()) {
+            out.extend(probe(&path));
+        }
+    }
+    let probes = cvmfs_format::OwnerProbes::new(out);
+    // What we write must be what the driver accepts.
+    probes.checked().ok()?;
+    Some(probes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,6 +166,9 @@ pub struct NewLayer {
     /// For an image's top layer: its flat root filesystem (`.flat/XX/<c>`,
     /// relative to the repository), when this publisher built it.
     pub flat: Option<String>,
+    /// The owners of a few entries as published (see
+    /// [`cvmfs_format::OwnerProbes`]); `None` when not known.
+    pub owner_probes: Option<cvmfs_format::OwnerProbes>,
 }
 
 /// An image to record in the store.
@@ -248,6 +251,7 @@ pub fn layer_record(repository: &str, l: &NewLayer) -> CvmfsRecord {
         },
         markers: l.markers.clone().map(MarkerList),
         flat: l.flat.clone(),
+        owner_probes: l.owner_probes.clone(),
     }
 }
 
@@ -264,6 +268,7 @@ fn updated_record(path: &Path, repository: &str, l: &NewLayer) -> Option<String>
     {
         new.flat = new.flat.or(old.flat);
         new.markers = new.markers.or(old.markers);
+        new.owner_probes = new.owner_probes.or(old.owner_probes);
     }
     let text = new.to_json();
     // Equal as JSON (whatever the spacing): nothing to write.
@@ -393,7 +398,7 @@ fn record_layers(
         // The owners file goes first: the driver reads it when it finds the
         // record, so a record never appears without it. A layer recorded
         // before owners files existed gets one now.
-        if let (false, Some(o)) = (l.ownership_kept, &l.owners) {
+        if let Some(o) = &l.owners {
             let p = store.owners_file(&l.id);
             if !known.contains(&l.id) || fs::symlink_metadata(&p).is_err() {
                 fsx::write_atomic(&p, o, 0o644)?;

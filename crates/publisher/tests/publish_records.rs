@@ -111,6 +111,8 @@ mod shapes {
         pub ownership: String,
         pub markers: Option<Vec<String>>,
         pub flat: Option<String>,
+        #[serde(rename = "owner-probes", default)]
+        pub owner_probes: Option<serde_json::Value>,
     }
 
     /// `podmanStore/cvmfs/flat/<c>.json`: this publisher built the flat tree.
@@ -473,8 +475,13 @@ fn podman_store_lists_layers_images_and_big_data() {
         ownership: "kept".into(),
         markers: rec.markers.clone(),
         flat: None,
+        owner_probes: rec.owner_probes.clone(),
     };
     assert_eq!(rec, want);
+    // the owners of the layer root (and of entries not root's) as unpacked
+    let probes = rec.owner_probes.expect("owner probes");
+    assert_eq!(probes["version"], 1);
+    assert_eq!(probes["entries"][0]["path"], "", "{probes}");
 }
 
 #[test]
@@ -714,11 +721,12 @@ fn layers_ducc_unpacked_are_reused_and_their_owners_recorded() {
             ("home/user/.profile".to_string(), 1000, 1000)
         ]
     );
+    // A layer that kept its owners has the file too (the driver reads it
+    // only on a client that claims ownership), and its record the owners of
+    // a few entries as published, for detecting such a client.
     let kept = f.record_path(&ids[1]).with_file_name("ownership.json");
-    assert!(
-        !kept.exists(),
-        "ownership.json for a layer that kept its owners"
-    );
+    let kept = cvmfs_format::parse_owners(&fs::read(&kept).unwrap()).unwrap();
+    assert!(kept.iter().all(|o| (o.uid, o.gid) != (0, 0)), "{kept:?}");
     f.check();
 }
 

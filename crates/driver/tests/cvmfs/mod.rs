@@ -213,6 +213,7 @@ pub fn write_records_with(
             ownership,
             markers,
             flat: flat.filter(|_| i + 1 == layers.len()).map(str::to_string),
+            owner_probes: None,
         };
         fs::write(p, record.to_json()).unwrap();
         parent = Some(&l.id);

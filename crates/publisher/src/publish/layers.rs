@@ -65,6 +65,9 @@ pub(super) struct LayerOut {
     /// The raw whiteout markers in its `layerfs`, for the layer records.
     pub markers: Option<Vec<String>>,
     pub rebuilt: Option<Rebuilt>,
+    /// The owners of a few entries as unpacked, for the record
+    /// (`None` for a reused layer: its record keeps the ones it has).
+    pub owner_probes: Option<cvmfs_format::OwnerProbes>,
 }
 
 impl LayerOut {
@@ -313,13 +316,16 @@ impl Job<'_> {
         } else {
             None
         };
-        // owners saved before (a marker, and the file or why there is none)
+        // owners saved before (a marker, and the file or why there is none;
+        // for a layer that kept them, the file when there is one: the driver
+        // reads it on clients that claim ownership)
         let saved_owners = || {
             let kept = !marker.exists();
-            let owners = (!kept).then(|| match fs::read(&owners_p) {
-                Ok(b) => Ok(b),
-                Err(_) => Err(fs::read_to_string(&marker).unwrap_or_default()),
-            });
+            let owners = match fs::read(&owners_p) {
+                Ok(b) => Some(Ok(b)),
+                Err(_) if kept => None,
+                Err(_) => Some(Err(fs::read_to_string(&marker).unwrap_or_default())),
+            };
             (kept, owners)
         };
         let (markers, (ownership_kept, owners)) = match &rebuilt {
@@ -342,6 +348,7 @@ impl Job<'_> {
             pending: None,
             markers,
             rebuilt,
+            owner_probes: None,
         })
     }
 
@@ -483,9 +490,12 @@ impl Job<'_> {
         )?;
         // DUCC makes every layerfs a nested catalog
         fsx::write_atomic(&RepoPaths::layerfs_of(tmp).join(CATALOG_MARKER), b"", 0o644)?;
-        // unprivileged, the files belong to the publisher: keep the tar's owners
+        // unprivileged, the files belong to the publisher: keep the tar's
+        // owners. Kept or not, the driver needs them on a client that claims
+        // ownership (every file then shows the client's uid).
         let ownership_kept = rustix::process::geteuid().is_root();
-        let owners = (!ownership_kept).then(|| ownership::owners_json(&unpacked.entries));
+        let owners = Some(ownership::owners_json(&unpacked.entries));
+        let owner_probes = ownership::owner_probes(&RepoPaths::layerfs_of(tmp), &unpacked.entries);
         Ok(LayerOut {
             compressed: digest.to_string(),
             size,
@@ -500,6 +510,7 @@ impl Job<'_> {
             owners,
             pending: None,
             rebuilt: None,
+            owner_probes,
         })
     }
 }

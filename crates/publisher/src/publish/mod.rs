@@ -233,6 +233,7 @@ fn new_layers(job: &Job, img: &Image, outs: &[LayerOut], ids: &[String]) -> Vec<
                 ownership_kept: o.ownership_kept,
                 owners: o.owners.clone().and_then(|r| r.ok()),
                 markers: o.markers.clone(),
+                owner_probes: o.owner_probes.clone(),
                 flat: (i + 1 == outs.len() && flat_usable)
                     .then(|| cvmfs_format::paths::flat_rel(chex)),
             }

@@ -105,7 +105,11 @@ impl Job<'_> {
         if let Some(pd) = o.pending.take() {
             let r = (|| {
                 if let Some(owners) = &o.owners {
-                    self.save_owners(&hex, owners)?;
+                    if o.ownership_kept {
+                        self.save_kept_owners(&hex, owners)?;
+                    } else {
+                        self.save_owners(&hex, owners)?;
+                    }
                 }
                 self.save_markers(&hex, o.markers.as_deref())?;
                 fs::rename(&pd.ts_tmp, &pd.ts_cache).map_err(|e| Error::io(&pd.ts_cache, e))?;
@@ -146,6 +150,24 @@ impl Job<'_> {
                 );
                 let _ = fs::remove_file(self.store.owners_by_digest(hex));
                 fsx::write_atomic(&marker, why.as_bytes(), 0o644)
+            }
+        }
+    }
+
+    /// Keep, per blob, the owners of a layer that kept them (no marker: its
+    /// files carry them), for the driver on clients that claim ownership.
+    /// When they cannot be expressed, none are kept.
+    fn save_kept_owners(
+        &self,
+        hex: &str,
+        owners: &std::result::Result<Vec<u8>, String>,
+    ) -> Result<()> {
+        let p = self.store.owners_by_digest(hex);
+        match owners {
+            Ok(b) => fsx::write_atomic(&p, b, 0o644),
+            Err(_) => {
+                let _ = fs::remove_file(&p);
+                Ok(())
             }
         }
     }

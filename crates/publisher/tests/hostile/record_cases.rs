@@ -140,6 +140,7 @@ impl Stage {
             ownership: cvmfs_format::Ownership::Kept,
             markers: None,
             flat: None,
+            owner_probes: None,
         };
         // The hostile fields go in as raw JSON, after the good ones.
         let text = record.to_json();
