@@ -19,6 +19,18 @@
 //
 // Bytes fetched, fetches, opens and bytes read through FUSE are written as JSON
 // to -stats on SIGUSR1 and on exit (SIGTERM/SIGINT unmounts).
+//
+// With -claim-uid N, every entry is reported as owned by N:N, as a CVMFS client
+// mounted with CVMFS_CLAIM_OWNERSHIP=yes (CVMFS's default) reports every file
+// as owned by the uid of its cvmfs2 process. Names are passed through as they
+// are (raw .wh.* files included, unlike fuse-overlayfs, which takes them for
+// its own whiteouts).
+//
+// Like cvmfs2 (which does not use FUSE passthrough), the mount adds nothing
+// to the kernel's filesystem stacking depth, so overlays stack on it as on a
+// client mount. -stack-depth 1 makes it count as one level (FUSE passthrough
+// negotiated), as the publishing machine's /cvmfs/<repo> does, which is an
+// overlay over the client mount (ARCHITECTURE.md §3b).
 package main
 
 import (
@@ -129,6 +141,42 @@ type node struct {
 	fs.LoopbackNode
 }
 
+// claimUID: the owner every entry is reported with (-claim-uid), or -1.
+var claimUID int64 = -1
+
+func claim(a *fuse.Attr) {
+	if claimUID >= 0 {
+		a.Uid, a.Gid = uint32(claimUID), uint32(claimUID)
+	}
+}
+
+var _ = (fs.NodeGetattrer)((*node)(nil))
+var _ = (fs.NodeLookuper)((*node)(nil))
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	errno := n.LoopbackNode.Getattr(ctx, f, out)
+	claim(&out.Attr)
+	return errno
+}
+
+var _ = (fs.NodeStatxer)((*node)(nil))
+
+// Statx answers FUSE_STATX, which the kernel sends for what it does not cache
+// (birth time): the owner must be claimed there too.
+func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	errno := n.LoopbackNode.Statx(ctx, f, flags, mask, out)
+	if claimUID >= 0 {
+		out.Uid, out.Gid = uint32(claimUID), uint32(claimUID)
+	}
+	return errno
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	claim(&out.Attr)
+	return ch, errno
+}
+
 var _ = (fs.NodeOpener)((*node)(nil))
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -218,6 +266,8 @@ func main() {
 	debug := flag.Bool("debug", false, "log FUSE requests")
 	logPath := flag.String("log", "", "append one line per fetch here: bytes, chunk (-1: whole file), path")
 	parallel := flag.Int("parallel", 16, "most fetches at once (a CVMFS client's 16 connections)")
+	stackDepth := flag.Int("stack-depth", 0, "filesystem stacking depth the mount counts for: 0 like cvmfs2, 1 like the publishing machine's overlay over it")
+	flag.Int64Var(&claimUID, "claim-uid", -1, "report every owner as this uid:gid (a client with CVMFS_CLAIM_OWNERSHIP=yes); -1: as in SOURCE")
 	flag.Parse()
 	if *parallel < 1 {
 		log.Fatalf("fuselat: -parallel %d: at least 1", *parallel)
@@ -250,17 +300,24 @@ func main() {
 	// The repository is read-only: the kernel may cache metadata for long, as
 	// it does for a CVMFS mount.
 	long := time.Hour
+	var disabled uint64
+	if *stackDepth == 0 {
+		// Passthrough makes a FUSE mount count as a stacked filesystem.
+		disabled = fuse.CAP_PASSTHROUGH
+	}
 	server, err := fs.Mount(mnt, root.RootNode, &fs.Options{
 		EntryTimeout: &long,
 		AttrTimeout:  &long,
 		MountOptions: fuse.MountOptions{
-			AllowOther:   true,
-			FsName:       "fuselat:" + src,
-			Name:         "fuselat",
-			Options:      []string{"ro", "default_permissions"},
-			Debug:        *debug,
-			MaxReadAhead: 128 << 10,
-			DirectMount:  true,
+			AllowOther:           true,
+			FsName:               "fuselat:" + src,
+			Name:                 "fuselat",
+			Options:              []string{"ro", "default_permissions"},
+			Debug:                *debug,
+			MaxReadAhead:         128 << 10,
+			DirectMount:          true,
+			DisabledCapabilities: disabled,
+			MaxStackDepth:        max(*stackDepth, 1),
 		},
 	})
 	if err != nil {

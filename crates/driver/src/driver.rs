@@ -955,6 +955,14 @@ impl Driver {
                 }
             }),
         ];
+        if !self.layout.repositories().is_empty() || !self.layout.stores().is_empty() {
+            // A client that claims ownership (CVMFS's default) shows every
+            // file as its own: noticed at the first use of each layer.
+            status.push((
+                "CVMFS Client Owners".into(),
+                self.layout.client_owners_status(),
+            ));
+        }
         if let (Some(root), Some(_)) = (&self.options.separate_image_store, &self.image_store) {
             status.push(("Image Store".into(), root.display().to_string()));
         }

@@ -87,6 +87,12 @@ pub struct StoreLayer {
     /// The flat root filesystem of this layer's chain, as the record names it
     /// (absolute, inside the layer's repository).
     pub flat: Option<PathBuf>,
+    /// The owners of a few entries as published (the record's
+    /// `owner-probes`), for noticing a client that shows others.
+    pub owner_probes: Option<Arc<Vec<crate::mount::whiteouts::Owner>>>,
+    /// When the client does not show the owners as published: the owner it
+    /// shows for the first entry found different (see [`crate::claim`]).
+    pub client_shows: Option<(u32, u32)>,
 }
 
 fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
@@ -293,6 +299,9 @@ pub struct Layout {
     /// Where progress lines about slow repositories go (stderr; tests
     /// collect them).
     progress: ProgressSink,
+    /// Repositories whose client shows other owners than published, with
+    /// what was found, for `Status` ([`crate::claim`]).
+    clients: Arc<Mutex<std::collections::BTreeMap<PathBuf, crate::claim::ClientReport>>>,
 }
 
 /// Receives the progress lines of [`Layout`] (see [`progress_line`]).
@@ -325,6 +334,7 @@ impl Layout {
             hung: Arc::new(Mutex::new(HashMap::new())),
             cache: Arc::new(Mutex::new(HashMap::new())),
             progress: ProgressSink::stderr(),
+            clients: Arc::default(),
         }
     }
 
@@ -453,8 +463,16 @@ impl Layout {
             owners: None,
             markers: None,
             flat: None,
+            owner_probes: None,
+            client_shows: None,
         };
         if let StoreRecord::Cvmfs { record, markers } = record {
+            if let Some(p) = &record.owner_probes {
+                let checked = p
+                    .checked()
+                    .map_err(|e| repo_err(record_path, format!("field \"owner-probes\": {e}")))?;
+                layer.owner_probes = Some(Arc::new(checked));
+            }
             let repository = PathBuf::from(&record.repository);
             self.check_repository(store, record_path, &repository)?;
             layer.content_dir = repository.join(&record.path);
@@ -656,6 +674,58 @@ impl Layout {
             .map_err(|e| repo_err(&p, format!("ownership metadata: {e}")))
     }
 
+    /// Whether the client shows layer `layer` with other owners than
+    /// published: its probes looked at once each, under the repository
+    /// timeout ([`crate::claim::first_mismatch`]). A repository that does
+    /// not answer is left to the mount to report.
+    fn client_mismatch(
+        &self,
+        layer: &StoreLayer,
+        ownership: Ownership,
+    ) -> Option<crate::claim::Mismatch> {
+        let StoreLayerKind::Cvmfs { repository, .. } = &layer.kind else {
+            return None;
+        };
+        let recorded = layer.owner_probes.as_deref().map(Vec::as_slice);
+        let probes = crate::claim::probes_of(recorded, ownership == Ownership::Kept);
+        if probes.is_empty() {
+            return None;
+        }
+        let dir = layer.content_dir.clone();
+        let asked = format!("owners of layer {}", layer.id);
+        self.probe(repository, &asked, move || {
+            crate::claim::first_mismatch(&dir, &probes)
+        })
+        .and_then(|r| r.ok())
+        .flatten()
+    }
+
+    /// Remember for `Status` that `layer`'s client shows other owners.
+    fn note_client(&self, layer: &StoreLayer, m: crate::claim::Mismatch) {
+        let StoreLayerKind::Cvmfs { repository, .. } = &layer.kind else {
+            return;
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let r = clients
+            .entry(repository.clone())
+            .or_insert_with(|| crate::claim::ClientReport {
+                example: m,
+                layer: layer.id.clone(),
+                restored: 0,
+                unrestorable: Vec::new(),
+            });
+        if layer.owners.is_some() {
+            r.restored += 1;
+        } else {
+            r.unrestorable.push(layer.id.clone());
+        }
+    }
+
+    /// The `CVMFS Client Owners` status value ([`crate::claim::status_line`]).
+    pub fn client_owners_status(&self) -> String {
+        crate::claim::status_line(&self.clients.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
     /// no store has it; an error if a record is there but unusable.
     pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
@@ -688,12 +758,20 @@ impl Layout {
                 };
                 let _unanswered = self.check_beneath(&tree, "flat")?;
             }
-            if let StoreLayerKind::Cvmfs {
-                ownership: Ownership::Lost,
-                ..
-            } = layer.kind
-            {
-                layer.owners = self.read_owners(store, &record_path)?.map(Arc::new);
+            if let StoreLayerKind::Cvmfs { ownership, .. } = layer.kind {
+                let differs = self.client_mismatch(&layer, ownership);
+                if let Some(m) = &differs {
+                    // The flat tree shows the client's owners too; the
+                    // layers' can be restored.
+                    layer.flat = None;
+                    layer.client_shows = Some(m.shown);
+                }
+                if ownership == Ownership::Lost || differs.is_some() {
+                    layer.owners = self.read_owners(store, &record_path)?.map(Arc::new);
+                }
+                if let Some(m) = differs {
+                    self.note_client(&layer, m);
+                }
             }
             if matches!(layer.kind, StoreLayerKind::Cvmfs { .. }) {
                 self.cache

@@ -82,6 +82,7 @@
 #![deny(unsafe_code)]
 
 pub mod archive;
+pub mod claim;
 pub mod driver;
 pub mod ducc;
 pub mod error;

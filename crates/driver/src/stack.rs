@@ -42,10 +42,13 @@ fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<Str
     let v = whiteouts::AUX_VERSION;
     // Restored owners are part of the content: a different key. Rootless
     // builds restore no owners and use user.* xattrs: another suffix.
-    let own = if lower.is_some_and(|l| l.owners.is_some()) && !crate::rootless::active() {
-        "-own"
-    } else {
-        ""
+    let own = match lower.and_then(restore_of) {
+        Some(whiteouts::Restore::Every(_)) => {
+            let (uid, gid) = lower.and_then(|l| l.client_shows).unwrap_or_default();
+            format!("-own-as{uid}.{gid}")
+        }
+        Some(whiteouts::Restore::Listed(_)) => "-own".into(),
+        None => String::new(),
     };
     let ux = crate::rootless::aux_key_suffix();
     match (upper, lower) {
@@ -54,6 +57,19 @@ fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<Str
         (None, Some(l)) => Some(format!("v{v}-top-{}{own}{ux}", l.id)),
         (None, None) => None,
     }
+}
+
+/// Which owners the whiteout layer above `l` restores: none rootless (it
+/// needs metacopy) or without ownership metadata; the listed ones when the
+/// layer shows every other entry as root's (the owners were lost, or the
+/// client claims ownership as root); else every entry shown otherwise than
+/// in the image (a client that shows its own uid, [`crate::claim`]).
+fn restore_of(l: &StoreLayer) -> Option<whiteouts::Restore<'_>> {
+    let owners = l.owners.as_deref().filter(|_| !crate::rootless::active())?;
+    Some(match l.client_shows {
+        Some(shown) if shown != (0, 0) => whiteouts::Restore::Every(owners),
+        _ => whiteouts::Restore::Listed(owners),
+    })
 }
 
 /// The whiteout layers one stack needs that were not built yet, and the
@@ -238,15 +254,15 @@ impl Driver {
             batch.markers_of(upper, what)?,
             batch.markers_of(lower, what)?,
         );
-        let owners: &[whiteouts::Owner] = lower
-            // no owner restoration rootless (it needs metacopy)
-            .filter(|_| !crate::rootless::active())
-            .and_then(|l| l.owners.as_deref())
-            .map(|o| o.as_slice())
-            .unwrap_or(&[]);
+        let restore = lower.and_then(restore_of);
+        let restores = match restore {
+            Some(whiteouts::Restore::Listed(o)) => !o.is_empty(),
+            Some(whiteouts::Restore::Every(_)) => true,
+            None => false,
+        };
         // The topmost one always hides the CVMFS catalog markers.
         let top = upper.is_none();
-        if um.is_empty() && lm.is_empty() && owners.is_empty() && !top {
+        if um.is_empty() && lm.is_empty() && !restores && !top {
             // Listed markers cost nothing to look at again: no file needed.
             if !all_listed {
                 fs::write(&none, b"")
@@ -264,11 +280,11 @@ impl Driver {
                 .join(" over ")
         };
         let result = fs::create_dir(&staging).and_then(|()| {
-            whiteouts::build_aux_until(
+            whiteouts::build_aux_restoring(
                 &staging,
                 upper.map(|u| (u.content_dir.as_path(), um.as_slice())),
                 lower.map(|l| (l.content_dir.as_path(), lm.as_slice())),
-                owners,
+                restore.unwrap_or(whiteouts::Restore::Listed(&[])),
                 Some(deadline),
             )
         });

@@ -38,9 +38,7 @@
 //! entry, which `Store::recover` removes). The key names the layers it is built
 //! from, and layer IDs name fixed content, so a built directory never goes stale.
 
-#[cfg(test)]
-use std::ffi::OsStr;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -134,6 +132,19 @@ fn check_deadline(deadline: Option<Instant>, doing: impl FnOnce() -> String) -> 
 /// overlayfs takes from the same path in the layers below (needs `metacopy=on`).
 const METACOPY_XATTR: &str = "trusted.overlay.metacopy";
 
+/// Which owners an auxiliary layer restores for the layer below it.
+#[derive(Debug, Clone, Copy)]
+pub enum Restore<'a> {
+    /// Only the entries listed (the layer shows every other entry as 0:0,
+    /// which is their owner in the image): a repository that lost the
+    /// owners as root, or a client that claims ownership as root.
+    Listed(&'a [Owner]),
+    /// Every entry whose owner as shown differs from the image's (the
+    /// listed one, else 0:0): a client that shows another owner (its own
+    /// uid with `CVMFS_CLAIM_OWNERSHIP=yes`). Walks the whole layer.
+    Every(&'a [Owner]),
+}
+
 /// Put into `aux` an entry for each owner of `layer`: a metadata-only copy
 /// with the image's owner (directories, symlinks, devices and fifos as
 /// themselves; regular files as sparse metacopy files, their data stays in
@@ -146,8 +157,7 @@ fn apply_owners(
     deadline: Option<Instant>,
 ) -> io::Result<()> {
     use rustix::fs::{openat2, OFlags, ResolveFlags};
-    use std::collections::HashMap;
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut links = Links::new();
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = rustix::fs::open(layer, dir_flags, Mode::empty())
         .map_err(|e| ctx(fsutil::ioe(e), "open layer", layer))?;
@@ -180,56 +190,137 @@ fn apply_owners(
         }
         checked_parent = Some(parent);
         let md = fs::symlink_metadata(&src).map_err(|e| ctx(e, "ownership entry", &src))?;
-        if let Step::Covered = ensure_dir(aux, parent, layer)? {
-            continue;
+        copy_owned(aux, layer, &o.path, &md, (o.uid, o.gid), &mut links)?;
+    }
+    Ok(())
+}
+
+/// Files already copied, by (device, inode): hardlinks stay hardlinks.
+type Links = std::collections::HashMap<(u64, u64), PathBuf>;
+
+/// Put into `aux` a metadata-only copy of entry `rel` of `layer` (whose
+/// `lstat` is `md`) owned by `owner` (see [`apply_owners`]).
+fn copy_owned(
+    aux: &Path,
+    layer: &Path,
+    rel: &Path,
+    md: &fs::Metadata,
+    owner: (u32, u32),
+    links: &mut Links,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let src = layer.join(rel);
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    if let Step::Covered = ensure_dir(aux, parent, layer)? {
+        return Ok(());
+    }
+    let dst = aux.join(rel);
+    let ft = md.file_type();
+    if ft.is_dir() {
+        if fs::symlink_metadata(&dst).is_err() {
+            fs::create_dir(&dst).map_err(|e| ctx(e, "create", &dst))?;
         }
-        let dst = aux.join(&o.path);
-        let ft = md.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_dir() {
-            if fs::symlink_metadata(&dst).is_err() {
-                fs::create_dir(&dst).map_err(|e| ctx(e, "create", &dst))?;
+        copy_dir_attrs(&src, &dst)?;
+    } else if ft.is_symlink() {
+        let target = fs::read_link(&src).map_err(|e| ctx(e, "read link", &src))?;
+        std::os::unix::fs::symlink(&target, &dst).map_err(|e| ctx(e, "symlink", &dst))?;
+    } else if ft.is_file() {
+        if md.nlink() > 1 {
+            if let Some(first) = links.get(&(md.dev(), md.ino())) {
+                return fs::hard_link(first, &dst).map_err(|e| ctx(e, "link", &dst));
             }
-            copy_dir_attrs(&src, &dst)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&src).map_err(|e| ctx(e, "read link", &src))?;
-            std::os::unix::fs::symlink(&target, &dst).map_err(|e| ctx(e, "symlink", &dst))?;
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                if let Some(first) = links.get(&(md.dev(), md.ino())) {
-                    fs::hard_link(first, &dst).map_err(|e| ctx(e, "link", &dst))?;
-                    continue;
-                }
-                links.insert((md.dev(), md.ino()), dst.clone());
-            }
-            let f = fs::File::create(&dst).map_err(|e| ctx(e, "create", &dst))?;
-            f.set_len(md.len()).map_err(|e| ctx(e, "size", &dst))?;
-            drop(f);
-            fsutil::set_xattr(&dst, METACOPY_XATTR.as_bytes(), b"")
-                .map_err(|e| ctx(e, "mark metacopy", &dst))?;
-            copy_dir_attrs(&src, &dst)?;
-        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-            let kind = if ft.is_char_device() {
-                FileType::CharacterDevice
-            } else if ft.is_block_device() {
-                FileType::BlockDevice
-            } else {
-                FileType::Fifo
-            };
-            mknodat(CWD, &dst, kind, Mode::empty(), md.rdev() as _)
-                .map_err(|e| ctx(fsutil::ioe(e), "mknod", &dst))?;
-            copy_dir_attrs(&src, &dst)?;
+            links.insert((md.dev(), md.ino()), dst.clone());
+        }
+        let f = fs::File::create(&dst).map_err(|e| ctx(e, "create", &dst))?;
+        f.set_len(md.len()).map_err(|e| ctx(e, "size", &dst))?;
+        drop(f);
+        fsutil::set_xattr(&dst, METACOPY_XATTR.as_bytes(), b"")
+            .map_err(|e| ctx(e, "mark metacopy", &dst))?;
+        copy_dir_attrs(&src, &dst)?;
+    } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+        let kind = if ft.is_char_device() {
+            FileType::CharacterDevice
+        } else if ft.is_block_device() {
+            FileType::BlockDevice
         } else {
-            continue;
+            FileType::Fifo
+        };
+        mknodat(CWD, &dst, kind, Mode::empty(), md.rdev() as _)
+            .map_err(|e| ctx(fsutil::ioe(e), "mknod", &dst))?;
+        copy_dir_attrs(&src, &dst)?;
+    } else {
+        return Ok(());
+    }
+    // The owner after the mode copy: chown clears setuid bits, so put the
+    // mode back afterwards.
+    fsutil::lchown(&dst, owner.0, owner.1).map_err(|e| ctx(e, "chown", &dst))?;
+    if !ft.is_symlink() {
+        fsutil::chmod(&dst, md.mode()).map_err(|e| ctx(e, "chmod", &dst))?;
+    }
+    let times = fsutil::timestamps_of(md);
+    fsutil::set_times(&dst, &times).map_err(|e| ctx(e, "set times", &dst))
+}
+
+/// [`Restore::Every`]: walk all of `layer` (directory entries and one
+/// `lstat` each, never following a symlink, skipping raw whiteout markers
+/// and the root's catalog markers) and copy, owned by the image's owner,
+/// every entry shown with another one. Directories are copied before what
+/// they contain, so a parent made in `aux` already has its right owner.
+fn apply_every_owner(
+    aux: &Path,
+    layer: &Path,
+    listed: &[Owner],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let image: std::collections::HashMap<&Path, (u32, u32)> = listed
+        .iter()
+        .map(|o| (o.path.as_path(), (o.uid, o.gid)))
+        .collect();
+    let owner_of = |rel: &Path| image.get(rel).copied().unwrap_or((0, 0));
+    let root_md = fs::symlink_metadata(layer).map_err(|e| ctx(e, "stat", layer))?;
+    if (root_md.uid(), root_md.gid()) != owner_of(Path::new("")) {
+        let (uid, gid) = owner_of(Path::new(""));
+        fsutil::lchown(aux, uid, gid).map_err(|e| ctx(e, "chown", aux))?;
+        fsutil::chmod(aux, root_md.mode()).map_err(|e| ctx(e, "chmod", aux))?;
+    }
+    let mut links = Links::new();
+    let mut todo = vec![PathBuf::new()];
+    let mut seen = 0usize;
+    while let Some(dir) = todo.pop() {
+        let at = layer.join(&dir);
+        let mut names: Vec<OsString> = fs::read_dir(&at)
+            .map_err(|e| ctx(e, "read", &at))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(|e| ctx(e, "read", &at))?;
+        names.sort();
+        for name in names {
+            seen += 1;
+            if seen % 1024 == 0 {
+                check_deadline(deadline, || {
+                    format!(
+                        "restoring every owner of {} after {seen} entries",
+                        layer.display()
+                    )
+                })?;
+            }
+            let marker = name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes());
+            let catalog =
+                dir.as_os_str().is_empty() && CATALOG_MARKERS.iter().any(|m| name == OsStr::new(m));
+            if marker || catalog {
+                continue;
+            }
+            let rel = dir.join(&name);
+            let md = fs::symlink_metadata(layer.join(&rel))
+                .map_err(|e| ctx(e, "stat", &layer.join(&rel)))?;
+            let want = owner_of(&rel);
+            if (md.uid(), md.gid()) != want {
+                copy_owned(aux, layer, &rel, &md, want, &mut links)?;
+            }
+            if md.file_type().is_dir() {
+                todo.push(rel);
+            }
         }
-        // The owner after the mode copy: chown clears setuid bits, so put the
-        // mode back afterwards.
-        fsutil::lchown(&dst, o.uid, o.gid).map_err(|e| ctx(e, "chown", &dst))?;
-        if !ft.is_symlink() {
-            fsutil::chmod(&dst, md.mode()).map_err(|e| ctx(e, "chmod", &dst))?;
-        }
-        let times = fsutil::timestamps_of(&md);
-        fsutil::set_times(&dst, &times).map_err(|e| ctx(e, "set times", &dst))?;
     }
     Ok(())
 }
@@ -443,6 +534,17 @@ pub fn build_aux_until(
     owners: &[Owner],
     deadline: Option<Instant>,
 ) -> io::Result<()> {
+    build_aux_restoring(aux, upper, lower, Restore::Listed(owners), deadline)
+}
+
+/// [`build_aux_until`] restoring the lower layer's owners as `restore` says.
+pub fn build_aux_restoring(
+    aux: &Path,
+    upper: Option<(&Path, &[Marker])>,
+    lower: Option<(&Path, &[Marker])>,
+    restore: Restore,
+    deadline: Option<Instant>,
+) -> io::Result<()> {
     let checked = |side: Option<(&Path, &[Marker])>| -> io::Result<Option<(PathBuf, Vec<Marker>)>> {
         side.map(|(layer, markers)| {
             Ok((
@@ -474,8 +576,10 @@ pub fn build_aux_until(
     } else if let Some((u, _)) = upper {
         copy_dir_attrs(u, aux)?;
     }
-    if let Some((l, _)) = lower {
-        apply_owners(aux, l, owners, deadline)?;
+    match (lower, restore) {
+        (Some((l, _)), Restore::Listed(owners)) => apply_owners(aux, l, owners, deadline)?,
+        (Some((l, _)), Restore::Every(listed)) => apply_every_owner(aux, l, listed, deadline)?,
+        (None, _) => {}
     }
     // Above the topmost raw layer: hide the catalog markers of every layer
     // below (harmless where there is none).
