@@ -157,7 +157,7 @@ fn apply_owners(
     deadline: Option<Instant>,
 ) -> io::Result<()> {
     use rustix::fs::{openat2, OFlags, ResolveFlags};
-    let mut links = Links::new();
+    let mut copied = Copied::default();
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = rustix::fs::open(layer, dir_flags, Mode::empty())
         .map_err(|e| ctx(fsutil::ioe(e), "open layer", layer))?;
@@ -190,13 +190,20 @@ fn apply_owners(
         }
         checked_parent = Some(parent);
         let md = fs::symlink_metadata(&src).map_err(|e| ctx(e, "ownership entry", &src))?;
-        copy_owned(aux, layer, &o.path, &md, (o.uid, o.gid), &mut links)?;
+        copy_owned(aux, layer, &o.path, &md, (o.uid, o.gid), &mut copied)?;
     }
     Ok(())
 }
 
-/// Files already copied, by (device, inode): hardlinks stay hardlinks.
-type Links = std::collections::HashMap<(u64, u64), PathBuf>;
+/// What copying entries remembers between entries.
+#[derive(Default)]
+struct Copied {
+    /// Files already copied, by (device, inode): hardlinks stay hardlinks.
+    links: std::collections::HashMap<(u64, u64), PathBuf>,
+    /// The parent directory last made sure of in `aux` (entries come
+    /// directory by directory: one walk of its path per directory).
+    parent: Option<PathBuf>,
+}
 
 /// Put into `aux` a metadata-only copy of entry `rel` of `layer` (whose
 /// `lstat` is `md`) owned by `owner` (see [`apply_owners`]).
@@ -206,13 +213,16 @@ fn copy_owned(
     rel: &Path,
     md: &fs::Metadata,
     owner: (u32, u32),
-    links: &mut Links,
+    copied: &mut Copied,
 ) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let src = layer.join(rel);
     let parent = rel.parent().unwrap_or(Path::new(""));
-    if let Step::Covered = ensure_dir(aux, parent, layer)? {
-        return Ok(());
+    if copied.parent.as_deref() != Some(parent) {
+        if let Step::Covered = ensure_dir(aux, parent, layer)? {
+            return Ok(());
+        }
+        copied.parent = Some(parent.to_path_buf());
     }
     let dst = aux.join(rel);
     let ft = md.file_type();
@@ -220,23 +230,21 @@ fn copy_owned(
         if fs::symlink_metadata(&dst).is_err() {
             fs::create_dir(&dst).map_err(|e| ctx(e, "create", &dst))?;
         }
-        copy_dir_attrs(&src, &dst)?;
     } else if ft.is_symlink() {
         let target = fs::read_link(&src).map_err(|e| ctx(e, "read link", &src))?;
         std::os::unix::fs::symlink(&target, &dst).map_err(|e| ctx(e, "symlink", &dst))?;
     } else if ft.is_file() {
         if md.nlink() > 1 {
-            if let Some(first) = links.get(&(md.dev(), md.ino())) {
+            if let Some(first) = copied.links.get(&(md.dev(), md.ino())) {
                 return fs::hard_link(first, &dst).map_err(|e| ctx(e, "link", &dst));
             }
-            links.insert((md.dev(), md.ino()), dst.clone());
+            copied.links.insert((md.dev(), md.ino()), dst.clone());
         }
         let f = fs::File::create(&dst).map_err(|e| ctx(e, "create", &dst))?;
         f.set_len(md.len()).map_err(|e| ctx(e, "size", &dst))?;
         drop(f);
         fsutil::set_xattr(&dst, METACOPY_XATTR.as_bytes(), b"")
             .map_err(|e| ctx(e, "mark metacopy", &dst))?;
-        copy_dir_attrs(&src, &dst)?;
     } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
         let kind = if ft.is_char_device() {
             FileType::CharacterDevice
@@ -247,15 +255,15 @@ fn copy_owned(
         };
         mknodat(CWD, &dst, kind, Mode::empty(), md.rdev() as _)
             .map_err(|e| ctx(fsutil::ioe(e), "mknod", &dst))?;
-        copy_dir_attrs(&src, &dst)?;
     } else {
         return Ok(());
     }
-    // The owner after the mode copy: chown clears setuid bits, so put the
-    // mode back afterwards.
+    // The owner first: chown clears setuid bits and file capabilities, so
+    // the mode and the xattrs come after it.
     fsutil::lchown(&dst, owner.0, owner.1).map_err(|e| ctx(e, "chown", &dst))?;
     if !ft.is_symlink() {
         fsutil::chmod(&dst, md.mode()).map_err(|e| ctx(e, "chmod", &dst))?;
+        copy_xattrs(&src, &dst)?;
     }
     let times = fsutil::timestamps_of(md);
     fsutil::set_times(&dst, &times).map_err(|e| ctx(e, "set times", &dst))
@@ -283,7 +291,7 @@ fn apply_every_owner(
         fsutil::lchown(aux, uid, gid).map_err(|e| ctx(e, "chown", aux))?;
         fsutil::chmod(aux, root_md.mode()).map_err(|e| ctx(e, "chmod", aux))?;
     }
-    let mut links = Links::new();
+    let mut copied = Copied::default();
     let mut todo = vec![PathBuf::new()];
     let mut seen = 0usize;
     while let Some(dir) = todo.pop() {
@@ -315,7 +323,7 @@ fn apply_every_owner(
                 .map_err(|e| ctx(e, "stat", &layer.join(&rel)))?;
             let want = owner_of(&rel);
             if (md.uid(), md.gid()) != want {
-                copy_owned(aux, layer, &rel, &md, want, &mut links)?;
+                copy_owned(aux, layer, &rel, &md, want, &mut copied)?;
             }
             if md.file_type().is_dir() {
                 todo.push(rel);
@@ -346,6 +354,11 @@ fn copy_dir_attrs(src: &Path, dst: &Path) -> io::Result<()> {
     fsutil::lchown(dst, uid, gid).map_err(|e| ctx(e, "chown", dst))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
         .map_err(|e| ctx(e, "chmod", dst))?;
+    copy_xattrs(src, dst)
+}
+
+/// Give `dst` the xattrs of `src` but overlay's own.
+fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
     for name in fsutil::list_xattrs(src).map_err(|e| ctx(e, "list xattrs of", src))? {
         // user.overlay.* too when rootless.
         if crate::rootless::is_overlay_xattr(&name) {
