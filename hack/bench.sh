@@ -6,14 +6,15 @@
 #   3. hack/bench-publish.sh    publisher throughput vs skopeo copy + umoci unpack
 #   4. bench/run.sh again       cold start with a published start-up profile
 #                               (--rootfs, ours without, with, with a stale one)
+#   5. hack/bench-owners.sh     owner restoration on a claim-ownership client
 # BENCH_* variables (bench/run.sh) pass through; BENCH_ONLY="cold graphtest
-# publish profile" picks parts (then bench/results.md is left alone). Progress goes to
+# publish profile owners" picks parts (then bench/results.md is left alone). Progress goes to
 # stderr, logs to build/bench/.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
-only=${BENCH_ONLY:-cold graphtest publish profile}
+only=${BENCH_ONLY:-cold graphtest publish profile owners}
 L="$ROOT/build/bench"
 mkdir -p "$L"
 out="$L/results.md"
@@ -65,6 +66,7 @@ for p in $only; do
   cold) part "Cold start against the alternatives (bench/run.sh)" cold bench/run.sh ;;
   graphtest) part "Driver operations: DriverBench* (hack/bench-graphtest.sh)" graphtest hack/bench-graphtest.sh ;;
   publish) part "Publisher throughput (hack/bench-publish.sh)" publish hack/bench-publish.sh ;;
+  owners) part "Owner restoration on a claim-ownership client (hack/bench-owners.sh, issue 13)" owners hack/bench-owners.sh ;;
   profile) part "Cold start with a published profile (bench/run.sh, issue 16)" profile \
     env BENCH_ALTS="rootfs cvmfs cvmfs-profile cvmfs-stale" bench/run.sh ;;
   *) echo "bench: unknown part $p" >&2; rc=1 ;;
