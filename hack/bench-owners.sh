@@ -7,7 +7,7 @@
 # that shows the owners as published and once with -claim-uid 4242. Printed:
 # a markdown table of first mount, a later mount, a container's first mount
 # and the local disk of the driver's whiteout layers (metadata copies).
-# Needs root. Test: bench_owner_restoration in crates/driver/tests/cvmfs_claim.rs.
+# Needs root. The measuring program: crates/driver/examples/bench_owners.rs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -20,9 +20,8 @@ mkdir -p "$W/work"
 trap 'rm -rf "$W"' EXIT
 echo "generating the large image at scale $scale" >&2
 python3 bench/gen-image.py large "$W/large" --scale "$scale" --seed "$seed" >"$W/info.json"
-CVMFS_CLAIM_BENCH_DIR="$W/large" CVMFS_CLAIM_BENCH_WORK="$W/work" \
-  cargo test -q -p cvmfs-graphdriver --test cvmfs_claim -- --include-ignored --exact \
-  bench_owner_restoration --nocapture >"$W/out.txt"
+TMPDIR="$W/work" CVMFS_CLAIM_BENCH_DIR="$W/large" CVMFS_CLAIM_BENCH_WORK="$W/work" \
+  cargo run -q -p cvmfs-graphdriver --example bench_owners >"$W/out.txt"
 files=$(jq -r .files "$W/info.json")
 echo "Large image, BENCH_SCALE=$scale: $files files in $(jq -r .layers "$W/info.json") layers (all owned 0:0), kernel overlay over a FUSE view (bench/fuselat, no delay), driver home on $(stat -f -c %T "$W/work")."
 echo

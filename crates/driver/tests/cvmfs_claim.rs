@@ -21,103 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use cvmfs::claim::{add_probes, disk_use, ClaimView};
 use cvmfs::Style;
-use cvmfs_format::{OwnerEntry, OwnerProbes, StorePaths};
 use cvmfs_publisher::layer_spec;
-
-/// Build bench/fuselat once per test binary run.
-fn fuselat() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuselat-claim");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/fuselat");
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let go = ["/usr/local/go/bin/go", "go"]
-            .into_iter()
-            .find(|g| Command::new(g).arg("version").output().is_ok())
-            .expect("Go, to build bench/fuselat");
-        let ok = Command::new(go)
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(&src)
-            .env("GOFLAGS", "-mod=mod")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building bench/fuselat failed");
-    });
-    out
-}
-
-/// A claiming-client view of `src` at `at`; unmounted and stopped (by its
-/// PID) on drop.
-struct ClaimView {
-    child: Child,
-    at: PathBuf,
-}
-
-impl ClaimView {
-    /// `uid`: the owner every entry shows (`None`: owners as published).
-    fn mount(src: &Path, at: &Path, uid: Option<u32>) -> ClaimView {
-        let mut cmd = Command::new(fuselat());
-        cmd.args(["-latency", "0", "-bandwidth", "0"]);
-        if let Some(u) = uid {
-            cmd.args(["-claim-uid", &u.to_string()]);
-        }
-        let child = cmd.arg(src).arg(at).spawn().unwrap();
-        let view = ClaimView {
-            child,
-            at: at.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !at.join("podmanStore").exists() {
-            assert!(Instant::now() < deadline, "the FUSE view did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        view
-    }
-}
-
-impl Drop for ClaimView {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.at, rustix::mount::UnmountFlags::DETACH);
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Add to each record the `owner-probes` our publisher writes: the layer
-/// root and up to seven entries not owned 0:0, with their owners as
-/// published (the image's: the layers kept them).
-fn add_probes(store: &Path, layers: &[cvmfs::Laid]) {
-    let paths = StorePaths::new(store);
-    for l in layers {
-        let owners =
-            cvmfs_format::parse_owners(&fs::read(paths.owners_file(&l.id)).unwrap()).unwrap();
-        let mut entries = vec![OwnerEntry {
-            gid: 0,
-            path: String::new(),
-            uid: 0,
-        }];
-        entries.extend(owners.iter().take(7).map(|o| OwnerEntry {
-            gid: o.gid,
-            path: o.path.display().to_string(),
-            uid: o.uid,
-        }));
-        let p = paths.record(&l.id);
-        let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
-        rec["owner-probes"] = serde_json::to_value(OwnerProbes::new(entries)).unwrap();
-        fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
-    }
-}
 
 struct Published {
     t: tempfile::TempDir,
@@ -205,24 +111,6 @@ fn assert_exact(p: &Published, d: &cvmfs_graphdriver::Driver, what: &str) {
         "{what}, container:\n{}",
         cvmfs::diff_lines(&p.want, &got)
     );
-}
-
-/// Blocks and entries under `dir` (what the owner restoration costs on disk).
-fn disk_use(dir: &Path) -> (u64, u64) {
-    let (mut blocks, mut n) = (0, 0);
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let md = fs::symlink_metadata(e.path()).unwrap();
-            blocks += md.blocks();
-            n += 1;
-            if md.is_dir() {
-                todo.push(e.path());
-            }
-        }
-    }
-    (blocks * 512, n)
 }
 
 #[test]
@@ -316,76 +204,4 @@ fn a_client_showing_the_owners_as_published_changes_nothing() {
     assert_eq!(own, 0);
     d.cleanup().unwrap();
     drop(view);
-}
-
-/// Seconds `f` took.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let start = Instant::now();
-    let r = f();
-    (r, start.elapsed().as_secs_f64())
-}
-
-/// `make bench`'s owner-restoration row (hack/bench-owners.sh): the layer
-/// tars in `$CVMFS_CLAIM_BENCH_DIR` (bench/gen-image.py's output) published
-/// our way, then mounted through a plain view and through a claiming one:
-/// first mount, a later one, a container's first mount, and the local disk
-/// the restored owners take. Prints one `BENCH:` line per view.
-#[test]
-#[ignore = "needs root and CVMFS_CLAIM_BENCH_DIR (hack/bench-owners.sh)"]
-fn bench_owner_restoration() {
-    cvmfs_testkit::gate::require_root();
-    let dir = PathBuf::from(cvmfs_testkit::gate::require_env("CVMFS_CLAIM_BENCH_DIR"));
-    let mut tar_paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
-        .collect();
-    tar_paths.sort();
-    let tars: Vec<Vec<u8>> = tar_paths.iter().map(|p| fs::read(p).unwrap()).collect();
-    let t = tempfile::Builder::new()
-        .prefix("cvmfs-claim-bench")
-        .tempdir_in(std::env::var_os("CVMFS_CLAIM_BENCH_WORK").unwrap_or("/var/tmp".into()))
-        .unwrap();
-    let repo = t.path().join("cvmfs/bench.example.org");
-    let store = repo.join("podmanStore");
-    let (layers, _) = cvmfs::publish_as(&repo, &store, &tars, Style::PublisherListed);
-    drop(tars);
-    // gen-image's files are all root's: every ownership.json is empty.
-    for l in &layers {
-        let p = StorePaths::new(&store).owners_file(&l.id);
-        let empty = cvmfs_format::OwnershipFile::new(vec![]).to_json().unwrap();
-        fs::write(p, empty).unwrap();
-    }
-    add_probes(&store, &layers);
-    let src = t.path().join("src");
-    fs::rename(&repo, &src).unwrap();
-    fs::create_dir(&repo).unwrap();
-    let top = layers.last().unwrap().id.clone();
-    for (tag, uid) in [("plain", None), ("claim", Some(4242))] {
-        let view = ClaimView::mount(&src, &repo, uid);
-        let home = t.path().join(format!("graph-{tag}/cvmfs"));
-        let d = cvmfs::repo_driver(&home, &t.path().join(format!("run-{tag}")), &repo, &store);
-        let (_, first) = timed(|| d.get(&top, None, &[]).unwrap());
-        d.put(&top).unwrap();
-        let (_, again) = timed(|| d.get(&top, None, &[]).unwrap());
-        d.put(&top).unwrap();
-        d.create("ctr", Some(&top), true, &[]).unwrap();
-        let (m, ctr) = timed(|| d.get("ctr", None, &[]).unwrap());
-        let owner = fs::symlink_metadata(m.join("bench/run.sh")).unwrap();
-        assert_eq!(
-            (owner.uid(), owner.gid()),
-            (0, 0),
-            "{tag}: owners as in the image"
-        );
-        d.put("ctr").unwrap();
-        d.remove("ctr").unwrap();
-        let (bytes, entries) = disk_use(&home.join("aux"));
-        println!(
-            "BENCH: view={tag} layers={} first_get_s={first:.3} later_get_s={again:.3} container_first_get_s={ctr:.3} aux_entries={entries} aux_kib={}",
-            layers.len(),
-            bytes / 1024
-        );
-        d.cleanup().unwrap();
-        drop(view);
-    }
 }

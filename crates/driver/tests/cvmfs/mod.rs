@@ -3,6 +3,7 @@
 //! the additional image store records, and build the `umoci unpack` reference.
 #![allow(dead_code)]
 
+pub mod claim;
 pub mod corpus;
 
 use std::fs;

@@ -1,0 +1,87 @@
+//! `make bench`'s owner-restoration row (hack/bench-owners.sh): the layer
+//! tars in `$CVMFS_CLAIM_BENCH_DIR` (bench/gen-image.py's output) published
+//! our way, then mounted through a view that shows the owners as published
+//! and through one that claims ownership (`bench/fuselat -claim-uid 4242`):
+//! first mount, a later one, a container's first mount, and the local disk
+//! the restored owners take. Prints one `BENCH:` line per view. Needs root.
+//! An example, not a test: it measures, and needs its input.
+
+#[path = "../tests/cvmfs/mod.rs"]
+mod cvmfs;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use cvmfs::claim::{add_probes, disk_use, ClaimView};
+use cvmfs::Style;
+use cvmfs_format::StorePaths;
+
+/// Seconds `f` took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = Instant::now();
+    let r = f();
+    (r, start.elapsed().as_secs_f64())
+}
+
+fn main() {
+    assert!(rustix::process::geteuid().is_root(), "needs root (mounts)");
+    let dir = PathBuf::from(
+        std::env::var_os("CVMFS_CLAIM_BENCH_DIR")
+            .expect("CVMFS_CLAIM_BENCH_DIR: bench/gen-image.py's output"),
+    );
+    let mut tar_paths: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    tar_paths.sort();
+    let tars: Vec<Vec<u8>> = tar_paths.iter().map(|p| fs::read(p).unwrap()).collect();
+    let t = tempfile::Builder::new()
+        .prefix("cvmfs-claim-bench")
+        .tempdir_in(std::env::var_os("CVMFS_CLAIM_BENCH_WORK").unwrap_or("/var/tmp".into()))
+        .unwrap();
+    let repo = t.path().join("cvmfs/bench.example.org");
+    let store = repo.join("podmanStore");
+    let (layers, _) = cvmfs::publish_as(&repo, &store, &tars, Style::PublisherListed);
+    drop(tars);
+    // gen-image's files are all root's: every ownership.json is empty.
+    for l in &layers {
+        let p = StorePaths::new(&store).owners_file(&l.id);
+        let empty = cvmfs_format::OwnershipFile::new(vec![]).to_json().unwrap();
+        fs::write(p, empty).unwrap();
+    }
+    add_probes(&store, &layers);
+    let src = t.path().join("src");
+    fs::rename(&repo, &src).unwrap();
+    fs::create_dir(&repo).unwrap();
+    let top = layers.last().unwrap().id.clone();
+    for (tag, uid) in [("plain", None), ("claim", Some(4242))] {
+        let view = ClaimView::mount(&src, &repo, uid);
+        let home = t.path().join(format!("graph-{tag}/cvmfs"));
+        let d = cvmfs::repo_driver(&home, &t.path().join(format!("run-{tag}")), &repo, &store);
+        let (_, first) = timed(|| d.get(&top, None, &[]).unwrap());
+        d.put(&top).unwrap();
+        let (_, again) = timed(|| d.get(&top, None, &[]).unwrap());
+        d.put(&top).unwrap();
+        d.create("ctr", Some(&top), true, &[]).unwrap();
+        let (m, ctr) = timed(|| d.get("ctr", None, &[]).unwrap());
+        let owner = fs::symlink_metadata(m.join("bench/run.sh")).unwrap();
+        assert_eq!(
+            (owner.uid(), owner.gid()),
+            (0, 0),
+            "{tag}: owners as in the image"
+        );
+        d.put("ctr").unwrap();
+        d.remove("ctr").unwrap();
+        let (bytes, entries) = disk_use(&home.join("aux"));
+        println!(
+            "BENCH: view={tag} layers={} first_get_s={first:.3} later_get_s={again:.3} container_first_get_s={ctr:.3} aux_entries={entries} aux_kib={}",
+            layers.len(),
+            bytes / 1024
+        );
+        d.cleanup().unwrap();
+        drop(view);
+    }
+}
