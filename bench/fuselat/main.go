@@ -28,9 +28,8 @@
 //
 // Like cvmfs2 (which does not use FUSE passthrough), the mount adds nothing
 // to the kernel's filesystem stacking depth, so overlays stack on it as on a
-// client mount. -stack-depth 1 makes it count as one level (FUSE passthrough
-// negotiated), as the publishing machine's /cvmfs/<repo> does, which is an
-// overlay over the client mount (ARCHITECTURE.md §3b).
+// client mount (with passthrough negotiated, a FUSE mount counts as one
+// stacked level, as the publishing machine's overlay over its client does).
 package main
 
 import (
@@ -266,7 +265,6 @@ func main() {
 	debug := flag.Bool("debug", false, "log FUSE requests")
 	logPath := flag.String("log", "", "append one line per fetch here: bytes, chunk (-1: whole file), path")
 	parallel := flag.Int("parallel", 16, "most fetches at once (a CVMFS client's 16 connections)")
-	stackDepth := flag.Int("stack-depth", 0, "filesystem stacking depth the mount counts for: 0 like cvmfs2, 1 like the publishing machine's overlay over it")
 	flag.Int64Var(&claimUID, "claim-uid", -1, "report every owner as this uid:gid (a client with CVMFS_CLAIM_OWNERSHIP=yes); -1: as in SOURCE")
 	flag.Parse()
 	if *parallel < 1 {
@@ -300,24 +298,20 @@ func main() {
 	// The repository is read-only: the kernel may cache metadata for long, as
 	// it does for a CVMFS mount.
 	long := time.Hour
-	var disabled uint64
-	if *stackDepth == 0 {
-		// Passthrough makes a FUSE mount count as a stacked filesystem.
-		disabled = fuse.CAP_PASSTHROUGH
-	}
+
 	server, err := fs.Mount(mnt, root.RootNode, &fs.Options{
 		EntryTimeout: &long,
 		AttrTimeout:  &long,
 		MountOptions: fuse.MountOptions{
-			AllowOther:           true,
-			FsName:               "fuselat:" + src,
-			Name:                 "fuselat",
-			Options:              []string{"ro", "default_permissions"},
-			Debug:                *debug,
-			MaxReadAhead:         128 << 10,
-			DirectMount:          true,
-			DisabledCapabilities: disabled,
-			MaxStackDepth:        max(*stackDepth, 1),
+			AllowOther:   true,
+			FsName:       "fuselat:" + src,
+			Name:         "fuselat",
+			Options:      []string{"ro", "default_permissions"},
+			Debug:        *debug,
+			MaxReadAhead: 128 << 10,
+			DirectMount:  true,
+			// Passthrough makes a FUSE mount count as a stacked filesystem.
+			DisabledCapabilities: fuse.CAP_PASSTHROUGH,
 		},
 	})
 	if err != nil {

@@ -277,6 +277,54 @@ fn resolve_beneath_with(repo: &Path, rel: &Path, no_symlinks: bool) -> io::Resul
     Ok(Beneath::Dir)
 }
 
+/// The mount point `path` as `/proc/self/mountinfo` spells it (octal
+/// escapes for space, tab, newline and backslash).
+fn mountinfo_escape(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => out.push_str(&format!("\\{b:03o}")),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
+/// When the topmost mount at `mount_point` (in `mountinfo`'s text) is an
+/// overlay over exactly one lower directory, that directory. A CVMFS
+/// publishing machine's `/cvmfs/<repo>` is such an overlay (the server's
+/// read-only union over its client mount `/var/spool/cvmfs/<repo>/rdonly`,
+/// ARCHITECTURE §3b): every overlay stacked on it counts one level more
+/// against the kernel's stacking limit than on a client.
+pub fn overlay_lower_of(mountinfo: &str, mount_point: &Path) -> Option<PathBuf> {
+    let want = mountinfo_escape(mount_point);
+    let line = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .last()?;
+    let (_, after) = line.split_once(" - ")?;
+    let mut fields = after.splitn(3, ' ');
+    if fields.next()? != "overlay" {
+        return None;
+    }
+    let superopts = fields.nth(1)?;
+    let mut lowers = Vec::new();
+    for opt in superopts.split(',') {
+        if let Some(v) = opt
+            .strip_prefix("lowerdir=")
+            .or_else(|| opt.strip_prefix("lowerdir+="))
+        {
+            lowers.extend(v.split(':').map(str::to_string));
+        }
+    }
+    // One lower, written plainly (no escapes to undo): else not ours to read.
+    match lowers.as_slice() {
+        [one] if one.starts_with('/') && !one.contains('\\') => Some(PathBuf::from(one)),
+        _ => None,
+    }
+}
+
 /// Additional stores and repositories, as configured.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -302,6 +350,9 @@ pub struct Layout {
     /// Repositories whose client shows other owners than published, with
     /// what was found, for `Status` ([`crate::claim`]).
     clients: Arc<Mutex<std::collections::BTreeMap<PathBuf, crate::claim::ClientReport>>>,
+    /// Per repository: the one directory its mount is a read-only overlay
+    /// over, if it is one ([`overlay_lower_of`]), looked up once.
+    unstacked: Arc<Mutex<HashMap<PathBuf, Option<PathBuf>>>>,
 }
 
 /// Receives the progress lines of [`Layout`] (see [`progress_line`]).
@@ -335,6 +386,7 @@ impl Layout {
             cache: Arc::new(Mutex::new(HashMap::new())),
             progress: ProgressSink::stderr(),
             clients: Arc::default(),
+            unstacked: Arc::default(),
         }
     }
 
@@ -700,6 +752,32 @@ impl Layout {
         .flatten()
     }
 
+    /// The directory `dir` of repository `repository` reached without the
+    /// repository's own overlay, when the repository is mounted as a
+    /// read-only overlay over one directory (a publishing machine, see
+    /// [`overlay_lower_of`]) and that directory has it, resolved beneath it
+    /// as the record's path was; `None` otherwise. Overlays nested on the
+    /// repository then stay within the kernel's stacking limit.
+    pub fn unstacked_dir(&self, repository: &Path, dir: &Path) -> Option<PathBuf> {
+        let rel = dir.strip_prefix(repository).ok()?.to_path_buf();
+        let lower = {
+            let mut known = self.unstacked.lock().unwrap_or_else(|p| p.into_inner());
+            known
+                .entry(repository.to_path_buf())
+                .or_insert_with(|| {
+                    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+                    overlay_lower_of(&info, repository)
+                })
+                .clone()?
+        };
+        let (root, r) = (lower.clone(), rel.clone());
+        let asked = format!("{} without its overlay", dir.display());
+        match self.probe(repository, &asked, move || resolve_beneath(&root, &r)) {
+            Some(Ok(Beneath::Dir)) => Some(lower.join(rel)),
+            _ => None,
+        }
+    }
+
     /// Remember for `Status` that `layer`'s client shows other owners.
     fn note_client(&self, layer: &StoreLayer, m: crate::claim::Mismatch) {
         let StoreLayerKind::Cvmfs { repository, .. } = &layer.kind else {
@@ -841,6 +919,35 @@ mod tests {
 
     fn find_err(f: &Fixture, id: &str) -> Error {
         f.layout.find(id).unwrap_err()
+    }
+
+    #[test]
+    fn the_lower_of_a_repository_overlay_is_found_in_mountinfo() {
+        let info = "45 27 0:40 / /var/spool/cvmfs/t.local/rdonly ro,nodev,relatime - fuse t.local ro,user_id=0\n\
+48 27 0:41 / /cvmfs/t.local ro,nodev,relatime - overlay overlay_t.local ro,lowerdir=/var/spool/cvmfs/t.local/rdonly,upperdir=/var/spool/cvmfs/t.local/scratch/current,workdir=/var/spool/cvmfs/t.local/ofs_workdir\n\
+50 27 0:42 / /cvmfs/two ro - overlay o ro,lowerdir=/a:/b\n\
+51 27 0:43 / /cvmfs/a\\040b ro - overlay o ro,lowerdir=/x\n\
+52 27 0:44 / /cvmfs/plain ro - fuse p ro\n";
+        assert_eq!(
+            overlay_lower_of(info, Path::new("/cvmfs/t.local")),
+            Some(PathBuf::from("/var/spool/cvmfs/t.local/rdonly"))
+        );
+        assert_eq!(
+            overlay_lower_of(info, Path::new("/cvmfs/two")),
+            None,
+            "two lowers"
+        );
+        assert_eq!(
+            overlay_lower_of(info, Path::new("/cvmfs/a b")),
+            Some(PathBuf::from("/x")),
+            "escaped mount point"
+        );
+        assert_eq!(
+            overlay_lower_of(info, Path::new("/cvmfs/plain")),
+            None,
+            "not an overlay"
+        );
+        assert_eq!(overlay_lower_of(info, Path::new("/cvmfs/none")), None);
     }
 
     #[test]

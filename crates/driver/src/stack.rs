@@ -338,6 +338,10 @@ impl Driver {
         };
         let (stack, flat) = self.stack_layers(layer, writable)?;
         let mut members = self.members(layer, writable, &stack, flat.as_ref())?;
+        if nested.is_some() {
+            // Another overlay goes on top of this one.
+            self.unstack(&mut members);
+        }
         // Restored owners are metadata-only copies (metacopy) in the
         // whiteout layers, which need `metacopy=on` (refused with userxattr:
         // rootless mounts restore no owners).
@@ -462,6 +466,33 @@ impl Driver {
             members.extend(self.extra_dirs(l).into_iter().map(Member::extra));
         }
         Ok(members)
+    }
+
+    /// Point the CVMFS members of a mount that another overlay will stack on
+    /// at their directories below the repository's own overlay, where it is
+    /// one ([`Layout::unstacked_dir`](crate::layout::Layout::unstacked_dir)):
+    /// on a publishing machine `/cvmfs/<repo>` is an overlay over the
+    /// client mount, and an overlay on an overlay on it exceeds the
+    /// kernel's stacking depth (`maximum fs stacking depth exceeded`).
+    fn unstack(&self, members: &mut [Member]) {
+        for m in members.iter_mut() {
+            let Some(StoreLayer {
+                kind: StoreLayerKind::Cvmfs { repository, .. },
+                ..
+            }) = m.raw.or(match m.layer {
+                Some(Layer::Store(s)) => Some(s),
+                _ => None,
+            })
+            else {
+                continue;
+            };
+            if let Some(dir) = self.layout.unstacked_dir(repository, &m.dir) {
+                if m.short == m.dir {
+                    m.short = dir.clone();
+                }
+                m.dir = dir;
+            }
+        }
     }
 
     /// Under a writable layer, replace the CVMFS part of the stack (from its

@@ -205,3 +205,71 @@ fn a_client_showing_the_owners_as_published_changes_nothing() {
     d.cleanup().unwrap();
     drop(view);
 }
+
+/// The publishing machine's `/cvmfs/<repo>`: a read-only overlay over the
+/// client mount (what `cvmfs_server` mounts, with an upper for
+/// transactions), unmounted on drop.
+struct ServerOverlay(PathBuf);
+
+impl ServerOverlay {
+    fn mount(client: &Path, at: &Path, scratch: &Path) -> ServerOverlay {
+        let (upper, work) = (scratch.join("current"), scratch.join("work"));
+        fs::create_dir_all(&upper).unwrap();
+        fs::create_dir_all(&work).unwrap();
+        let opts = format!(
+            "ro,lowerdir={},upperdir={},workdir={}",
+            client.display(),
+            upper.display(),
+            work.display()
+        );
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay_claim", "-o", &opts])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting the server's overlay failed");
+        ServerOverlay(at.to_path_buf())
+    }
+}
+
+impl Drop for ServerOverlay {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn restored_owners_on_the_publishing_machines_overlay() {
+    cvmfs_testkit::gate::require_root();
+    // The repository as a publishing machine mounts it: an overlay over the
+    // client (here one that claims ownership). A container on restored
+    // owners stacks an overlay on the nested owner mount on that overlay:
+    // one level too many unless the nested mount takes the layers from
+    // below the server's overlay.
+    let p = published("opaque-then-more", true);
+    let client = p.t.path().join("client");
+    fs::create_dir(&client).unwrap();
+    let view = ClaimView::mount(&p.src, &client, Some(4242));
+    let server = ServerOverlay::mount(&client, &p.repo, &p.t.path().join("scratch"));
+    let d = p.driver("server");
+    assert_exact(&p, &d, "on the server's overlay");
+    d.create("ctr2", Some(&p.top), true, &[]).unwrap();
+    d.get("ctr2", None, &[]).unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let nested = info
+        .lines()
+        .find(|l| l.contains("/nested/") && l.contains(p.t.path().to_str().unwrap()))
+        .expect("the nested owner mount");
+    assert!(
+        nested.contains(&format!("{}/.layers/", client.display()))
+            && !nested.contains(&format!("{}/.layers/", p.repo.display())),
+        "the nested mount takes the layers from the client below the overlay: {nested}"
+    );
+    d.put("ctr2").unwrap();
+    d.remove("ctr2").unwrap();
+    d.cleanup().unwrap();
+    drop(server);
+    drop(view);
+}
