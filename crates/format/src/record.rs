@@ -11,8 +11,9 @@
 //!    "repository":"/cvmfs/unpacked.cern.ch","version":1,"whiteouts":"oci-raw"}
 //!   ```
 //!
-//!   `markers` and `flat` are optional (records from before they existed
-//!   lack them, and are read as before).
+//!   `markers`, `flat` and `owner-probes`
+//!   ([`OwnerProbes`](crate::ownership::OwnerProbes)) are optional (records
+//!   from before they existed lack them, and are read as before).
 //! * `"local"` — the driver home's own (`<home>/layers/<id>/layer.json`),
 //!   written and read by the driver ([`LocalRecord`]), version
 //!   [`LOCAL_RECORD_VERSION`]. A driver home used as an additional store is

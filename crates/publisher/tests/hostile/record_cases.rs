@@ -68,6 +68,9 @@ pub fn cases() -> Vec<Case> {
         case("owners/dotdot-entry", owners_dotdot),
         case("owners/entry-through-symlink", owners_through_symlink),
         case("owners/at-cap-missing-entries", owners_missing_entries),
+        case("probes/hundred-thousand-entries", probes_many),
+        case("probes/bad-entries", probes_bad_entries),
+        case("probes/through-symlink-outside", probes_through_symlink),
         case("mountopt/lowerdir", mountopt_lowerdir),
         case("mountopt/upperdir-workdir", mountopt_upperdir),
         case("mountopt/lowerdir-plus", mountopt_lowerdir_plus),
@@ -1025,6 +1028,98 @@ fn owners_through_symlink() -> Outcome {
         &[&p.display().to_string(), "not a directory"],
         HOSTILE_LIMIT,
     )
+}
+
+// ---- owner probes (issue 13): a few entries' owners as published ----------
+
+fn probes_many() -> Outcome {
+    // 100 000 probes (the field allows 8; 3 MB, under the record limit):
+    // refused while parsing, quickly,
+    // naming the record and the field.
+    let s = Stage::new("probesmany");
+    let entries = vec![r#"{"gid":1,"path":"a","uid":1}"#; 100_000].join(",");
+    s.good(
+        ID,
+        &format!(r#","owner-probes":{{"version":1,"entries":[{entries}]}}"#),
+    );
+    s.refused(
+        ID,
+        &[],
+        &[&rec(&s, ID), "owner-probes", "more than 8 entries"],
+        parse_limit(),
+    )
+}
+
+fn probes_bad_entries() -> Outcome {
+    for (name, entry, needle) in [
+        (
+            "dotdot",
+            r#"{"gid":0,"path":"../../canary","uid":0}"#,
+            "\"..\"",
+        ),
+        (
+            "absolute",
+            r#"{"gid":0,"path":"/etc/passwd","uid":0}"#,
+            "relative",
+        ),
+        (
+            "reserved-id",
+            r#"{"gid":0,"path":"","uid":4294967295}"#,
+            "invalid",
+        ),
+        (
+            "negative-id",
+            r#"{"gid":0,"path":"a","uid":-1}"#,
+            "malformed",
+        ),
+    ] {
+        let s = Stage::new(&format!("probes{name}"));
+        s.good(
+            ID,
+            &format!(r#","owner-probes":{{"version":1,"entries":[{entry}]}}"#),
+        );
+        if let Outcome::Fail(e) = s.refused(
+            ID,
+            &[],
+            &[&rec(&s, ID), "owner-probes", needle],
+            HOSTILE_LIMIT,
+        ) {
+            return Outcome::Fail(format!("{name}: {e}"));
+        }
+    }
+    Outcome::Pass
+}
+
+fn probes_through_symlink() -> Outcome {
+    // A probe under a symlink leading out of the layer: never followed
+    // (skipped), so the layer mounts and nothing outside is looked at as
+    // the layer's (the canary is not reported as a difference).
+    let s = Stage::new("probeslink");
+    std::os::unix::fs::symlink("../../../../canary", s.repo.join(LAYER).join("out")).unwrap();
+    s.good(
+        ID,
+        r#","owner-probes":{"version":1,"entries":[{"gid":7,"path":"out/etc/a","uid":7}]}"#,
+    );
+    let d = s.driver();
+    let r = (|| {
+        let m = d.get(ID, None, &[]).map_err(|e| format!("get: {e}"))?;
+        let status = d.status();
+        d.put(ID).map_err(|e| format!("put: {e}"))?;
+        let line = status
+            .iter()
+            .find(|(k, _)| k == "CVMFS Client Owners")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if !line.starts_with("as published") {
+            return Err(format!("a probe was followed through the symlink: {line}"));
+        }
+        if s.canary_visible(&m) {
+            return Err("the canary is visible in the mount".into());
+        }
+        Ok(())
+    })();
+    let _ = d.cleanup();
+    outcome(r)
 }
 
 fn owners_missing_entries() -> Outcome {
