@@ -44,6 +44,9 @@ pub(super) struct Rebuilt {
     pub ts_cache: PathBuf,
     /// The owners to save, when the files lost them.
     pub owners: Option<std::result::Result<Vec<u8>, String>>,
+    /// The owners to save when the files kept them (for the driver on a
+    /// client that claims ownership).
+    pub kept_owners: Option<std::result::Result<Vec<u8>, String>>,
     pub markers: Option<Vec<String>>,
 }
 
@@ -330,7 +333,11 @@ impl Job<'_> {
         };
         let (markers, (ownership_kept, owners)) = match &rebuilt {
             Some(rb) if rb.owners.is_some() => (rb.markers.clone(), (false, rb.owners.clone())),
-            Some(rb) => (rb.markers.clone(), saved_owners()),
+            Some(rb) => {
+                let (kept, owners) = saved_owners();
+                let owners = owners.or_else(|| rb.kept_owners.clone().filter(|_| kept));
+                (rb.markers.clone(), (kept, owners))
+            }
             None => (self.saved_markers(hex), saved_owners()),
         };
         self.opts.progress.done(i, "exists, skipped");
@@ -363,12 +370,13 @@ impl Job<'_> {
         legacy: bool,
     ) -> Result<Rebuilt> {
         let (entries, ts_tmp) = self.tar_split_only(desc, ts_cache)?;
-        let owners = (legacy || !ownership_matches(&RepoPaths::layerfs_of(dir), &entries))
-            .then(|| ownership::owners_json(&entries));
+        let lost = legacy || !ownership_matches(&RepoPaths::layerfs_of(dir), &entries);
+        let owners = lost.then(|| ownership::owners_json(&entries));
         Ok(Rebuilt {
             ts_tmp,
             ts_cache: ts_cache.to_path_buf(),
             owners,
+            kept_owners: (!lost).then(|| ownership::owners_json(&entries)),
             markers: layer::marker_list(&entries),
         })
     }

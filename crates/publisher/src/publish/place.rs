@@ -93,6 +93,8 @@ impl Job<'_> {
             let r = (|| {
                 if let Some(owners) = &rb.owners {
                     self.save_owners(&hex, owners)?;
+                } else if let Some(owners) = &rb.kept_owners {
+                    self.save_kept_owners(&hex, owners)?;
                 }
                 self.save_markers(&hex, rb.markers.as_deref())?;
                 fs::rename(&rb.ts_tmp, &rb.ts_cache).map_err(|e| Error::io(&rb.ts_cache, e))
