@@ -613,6 +613,50 @@ t_slow_first_access() {
   pm rm -af -t 0
 }
 
+# (11b) A client that claims ownership (CVMFS_CLAIM_OWNERSHIP=yes, CVMFS's
+# default) shows every file as owned by its cvmfs2 process. Emulated by the
+# project's FUSE view (bench/fuselat -claim-uid 4242: every owner reported as
+# 4242:4242, raw .wh.* names passed through, no extra stacking level, like
+# cvmfs2). The driver notices it from the records' owner probes, says so in
+# `podman info` with the fix, and the container still shows the image's owners.
+t_claim_ownership_view() {
+  local S="$W/claim" out want status
+  local R="$S/repo" # new_case points the store at this repository
+  mkdir -p "$S"
+  (cd "$ROOT/bench/fuselat" && GOFLAGS=-mod=mod go build -o "$S/fuselat" .) >"$S/build.log" 2>&1 ||
+    { cat "$S/build.log"; fail "building bench/fuselat failed"; }
+  "$B" publish "docker://$REG/e2e/wh:1" --tls-verify=false --repo "$R" -q
+  # The records name $R: the view of the published tree is mounted there.
+  mv "$R" "$S/src"
+  mkdir "$R"
+  "$S/fuselat" -latency 0 -bandwidth 0 -claim-uid 4242 "$S/src" "$R" 2>"$S/fuselat.log" &
+  # Not local: the EXIT trap (the case's subshell) needs them.
+  view=$! view_at=$R
+  trap 'rc_before=$?; set +e; umount -l "$view_at"; kill "$view"; exit "$rc_before"' EXIT
+  for _ in $(seq 100); do [ -d "$R/podmanStore" ] && break; sleep 0.1; done
+  [ -d "$R/podmanStore" ] || fail "the FUSE view did not come up: $(cat "$S/fuselat.log")"
+  [ "$(stat -c %u:%g "$R/podmanStore/cvmfs")" = 4242:4242 ] || fail "the view does not claim ownership"
+  new_case
+  out=$(pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a %n' /home/user/.profile /x/passwd /etc/b /opt/tool /bin/busybox) ||
+    fail "podman run failed on a claim-ownership client"
+  want="1000:1000 640 /home/user/.profile
+0:0 4755 /x/passwd
+2000:2000 600 /etc/b
+1000:100 755 /opt/tool
+0:0 755 /bin/busybox"
+  [ "$out" = "$want" ] || fail "owners in the container:
+$out
+expected:
+$want"
+  pm info --format '{{json .Store.GraphStatus}}' >"$C/status.json"
+  status=$(jq -r '."CVMFS Client Owners"' "$C/status.json")
+  echo "podman info: CVMFS Client Owners: $status" | tee "$log_dir/claim-ownership.txt"
+  [[ "$status" == *"the client does not show the owners the repository holds"* ]] || fail "podman info does not report the claiming client"
+  [[ "$status" == *"shown as 4242:4242"* ]] || fail "podman info does not say what the client shows"
+  [[ "$status" == *"fix: set CVMFS_CLAIM_OWNERSHIP=no in /etc/cvmfs/config.d/repo.local"* ]] || fail "podman info does not give the fix"
+  pm rm -af -t 0
+}
+
 # (12) A repository as DUCC leaves it: its layers (raw whiteout markers, owners
 # lost), manifest copies and its own legacy podmanStore (overlay-images,
 # overlay-layers: layer ID = diffID), none of our records, mounted read-only.
@@ -734,9 +778,13 @@ if [ "$PODMAN_LINE" = "$BUILDAH_LINE" ]; then
 fi
 e2e_case "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
 e2e_case "a repository answering its first requests after 2 s is waited for" t_slow_first_access
+e2e_case "a claim-ownership client: owners still the image's, podman info says so with the fix" t_claim_ownership_view
 e2e_case "a DUCC-only repository (read-only, no records of ours) runs by name offline" t_ducc_repository_as_is
 if [ -f "$log_dir/slow-first-access.txt" ]; then
   sed 's/^/    /' "$log_dir/slow-first-access.txt"
+fi
+if [ -f "$log_dir/claim-ownership.txt" ]; then
+  sed 's/^/    /' "$log_dir/claim-ownership.txt"
 fi
 if [ -f "$log_dir/deep-stacks.txt" ]; then
   sed 's/^/    mountinfo: /' "$log_dir/deep-stacks.txt"

@@ -525,6 +525,95 @@ test_concurrent() {
   report concurrent/two-publishers "$reason"
 }
 
+# Owners where the repository is read (issue 13 items 2 and 3): the wh image (a
+# 1000:1000 home, a 2000:2000 file, a 1000:100 tool, a setuid binary) published
+# through a transaction, then a container of it made and mounted by the patched
+# podman (build/bin/podman, `make podman`; no runtime needed) with the cvmfs driver:
+#   owners/publishing-machine  through the server's own /cvmfs/REPO, an overlay over
+#                              its client mount (whose cvmfs2 claims ownership as
+#                              root): no "maximum fs stacking depth exceeded", the
+#                              image's owners, and `podman info` names the client
+#   owners/default-client      through a separate client with CVMFS_CLAIM_OWNERSHIP=yes
+#                              (CVMFS's default), bound over /cvmfs/REPO in a private
+#                              mount namespace: the same
+owners_in_container() { # NAME STATUS_FILE: podman ($OWN/pm) creates, mounts, stats
+  local name=$1 out m p
+  out=$("$OWN/pm" create --name "$name" "local/owners:1" /bin/true >/dev/null &&
+    m=$("$OWN/pm" mount "$name") &&
+    for p in home/user/.profile x/passwd etc/b opt/tool; do stat -c "%u:%g %a /$p" "$m/$p"; done)
+  echo "$out"
+  "$OWN/pm" info --format '{{json .Store.GraphStatus}}' >"$2" 2>&1
+  "$OWN/pm" rm -f "$name" >/dev/null 2>&1
+}
+owners_reason() { # OUTPUT STATUS_FILE -> why the owners case fails (empty: it passes)
+  local want="1000:1000 640 /home/user/.profile
+0:0 4755 /x/passwd
+2000:2000 600 /etc/b
+1000:100 755 /opt/tool"
+  if [ "$1" != "$want" ]; then
+    echo "owners in the container: $(echo "$1" | tr '\n' ';') (expected $(echo "$want" | tr '\n' ';'))"
+  elif ! jq -r '."CVMFS Client Owners"' "$2" 2>/dev/null | grep -q 'fix: set CVMFS_CLAIM_OWNERSHIP=no'; then
+    echo "podman info does not name the claiming client: $(head -c 300 "$2")"
+  fi
+}
+test_owners() {
+  local P="$ROOT/build/bin/podman" dest="/cvmfs/$REPO/$NS/owners" reason="" out
+  if [ ! -x "$P" ]; then
+    echo "SKIP: owners/*: no patched podman at $P (make podman)"
+    skipped=$((skipped + 1))
+    return
+  fi
+  # shellcheck disable=SC2086
+  "$B" make-oci "$W/oci-owners" --tag owners ${IMAGES[wh]} >"$W/make-oci-owners.log" 2>&1 ||
+    reason="make-oci failed: $(tail -1 "$W/make-oci-owners.log")"
+  if [ -z "$reason" ] && ! wait_for_repository; then reason="$REPO stayed in another transaction"; fi
+  if [ -z "$reason" ]; then
+    "$B" publish -q --repo "$dest" "oci:$W/oci-owners:owners" --name "local/owners:1" \
+      --cvmfs-transaction "$REPO" >"$W/txn-owners.log" 2>&1 ||
+      reason="publish failed: $(tail -1 "$W/txn-owners.log")"
+  fi
+  if [ -n "$reason" ]; then
+    report owners/publishing-machine "$reason"
+    report owners/default-client "$reason"
+    return
+  fi
+  OWN="$W/owners"
+  mkdir -p "$OWN/home"
+  printf '[storage]\ndriver = "cvmfs"\ngraphroot = "%s"\nrunroot = "%s"\n[storage.options]\nadditionalimagestores = ["%s"]\n[storage.options.cvmfs]\nrepositories = "%s"\n' \
+    "$OWN/root" "$OWN/run" "$dest/podmanStore" "$dest" >"$OWN/storage.conf"
+  printf '#!/bin/sh\nexec env HOME=%s CONTAINERS_CONF=%s CONTAINERS_STORAGE_CONF=%s %s "$@"\n' \
+    "$OWN/home" "$ROOT/tests/e2e/containers.conf" "$OWN/storage.conf" "$P" >"$OWN/pm"
+  chmod +x "$OWN/pm"
+  out=$(owners_in_container own-server "$OWN/server-status.json" 2>"$OWN/server.err") ||
+    reason="podman create/mount failed: $(tail -2 "$OWN/server.err" | tr '\n' ' ')"
+  [ -n "$reason" ] || reason=$(owners_reason "$out" "$OWN/server-status.json")
+  echo "     publishing machine: CVMFS Client Owners: $(jq -r '."CVMFS Client Owners"' "$OWN/server-status.json" 2>/dev/null | cut -c1-240)"
+  report owners/publishing-machine "$reason"
+  "$OWN/pm" system reset -f >/dev/null 2>&1
+  # A default client: CVMFS_CLAIM_OWNERSHIP=yes (its cvmfs2 runs as root here).
+  reason=""
+  local cmnt="$W/claim-client/mnt" ccache="$W/claim-client/cache"
+  client_mount "$cmnt" "$ccache" || true
+  if ! mountpoint -q "$cmnt"; then
+    report owners/default-client "client mount failed: $(tail -1 "$W/client-mount.log")"
+    return
+  fi
+  umount "$cmnt"
+  sed -i 's/^CVMFS_CLAIM_OWNERSHIP=no/CVMFS_CLAIM_OWNERSHIP=yes/' "$ccache/client.conf"
+  if ! cvmfs2 -o "config=$ccache/client.conf,allow_other" "$REPO" "$cmnt" >"$W/client-mount.log" 2>&1; then
+    report owners/default-client "client mount (claim ownership) failed: $(tail -1 "$W/client-mount.log")"
+    return
+  fi
+  out=$(OWN=$OWN unshare -m --propagation private bash -c \
+    "mount --bind '$cmnt' '/cvmfs/$REPO' && $(declare -f owners_in_container); owners_in_container own-client '$OWN/client-status.json'" \
+    2>"$OWN/client.err") || reason="podman create/mount failed: $(tail -2 "$OWN/client.err" | tr '\n' ' ')"
+  [ -n "$reason" ] || reason=$(owners_reason "$out" "$OWN/client-status.json")
+  echo "     default client: CVMFS Client Owners: $(jq -r '."CVMFS Client Owners"' "$OWN/client-status.json" 2>/dev/null | cut -c1-240)"
+  report owners/default-client "$reason"
+  "$OWN/pm" system reset -f >/dev/null 2>&1
+  umount "$cmnt" 2>/dev/null || umount -l "$cmnt"
+}
+
 for img in wh nodel dirtimes raw; do
   test_image "$img" "${IMAGES[$img]}"
 done
@@ -532,6 +621,7 @@ test_no_nobody
 test_crash
 test_concurrent
 test_ducc
+test_owners
 
 summary
 [ "$failed" -eq 0 ]

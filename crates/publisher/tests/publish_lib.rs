@@ -226,6 +226,7 @@ fn base_layer(
         owners: None,
         markers,
         flat,
+        owner_probes: None,
     }
 }
 
