@@ -301,8 +301,8 @@ pub fn overlay_lower_of(mountinfo: &str, mount_point: &Path) -> Option<PathBuf> 
     let want = mountinfo_escape(mount_point);
     let line = mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        .last()?;
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))?;
     let (_, after) = line.split_once(" - ")?;
     let mut fields = after.splitn(3, ' ');
     if fields.next()? != "overlay" {

@@ -18,8 +18,7 @@ mod cvmfs;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cvmfs::claim::{add_probes, disk_use, ClaimView};
 use cvmfs::Style;
