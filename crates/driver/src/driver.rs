@@ -957,7 +957,11 @@ impl Driver {
         ];
         if !self.layout.repositories().is_empty() || !self.layout.stores().is_empty() {
             // A client that claims ownership (CVMFS's default) shows every
-            // file as its own: noticed at the first use of each layer.
+            // file as its own: noticed at the first use of each layer, and
+            // here from one layer per store when none was used yet.
+            if self.layout.client_owners_status_is_empty() {
+                self.layout.sample_client_owners();
+            }
             status.push((
                 "CVMFS Client Owners".into(),
                 self.layout.client_owners_status(),

@@ -799,6 +799,40 @@ impl Layout {
         }
     }
 
+    /// For `Status` in a process that used no layer yet (`podman info`):
+    /// look at one layer of each store (the first record its `cvmfs/layers`
+    /// lists, resolved as any layer, probes included), so that a client
+    /// that claims ownership is reported before anything runs. Bounded by
+    /// the repository timeout; what does not answer is left out.
+    pub fn sample_client_owners(&self) {
+        for store in &self.stores {
+            let dir = cvmfs_format::StorePaths::new(store)
+                .cvmfs_dir()
+                .join("layers");
+            let first = self.probe(store, "listing layer records", move || {
+                let mut names = fs::read_dir(&dir)?;
+                Ok(names.find_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .into_string()
+                        .ok()
+                        .filter(|n| validate_digest_id(n).is_ok())
+                }))
+            });
+            if let Some(Ok(Some(id))) = first {
+                let _ = self.find(&id);
+            }
+        }
+    }
+
+    /// Whether no client showing other owners was noticed yet.
+    pub fn client_owners_status_is_empty(&self) -> bool {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// The `CVMFS Client Owners` status value ([`crate::claim::status_line`]).
     pub fn client_owners_status(&self) -> String {
         crate::claim::status_line(&self.clients.lock().unwrap_or_else(|p| p.into_inner()))

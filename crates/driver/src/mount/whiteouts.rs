@@ -319,8 +319,13 @@ fn apply_every_owner(
                 continue;
             }
             let rel = dir.join(&name);
-            let md = fs::symlink_metadata(layer.join(&rel))
-                .map_err(|e| ctx(e, "stat", &layer.join(&rel)))?;
+            let md = match fs::symlink_metadata(layer.join(&rel)) {
+                Ok(md) => md,
+                // Listed but not there when looked up: nothing to show, so
+                // nothing to restore.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ctx(e, "stat", &layer.join(&rel))),
+            };
             let want = owner_of(&rel);
             if (md.uid(), md.gid()) != want {
                 copy_owned(aux, layer, &rel, &md, want, &mut copied)?;
