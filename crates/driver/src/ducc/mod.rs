@@ -16,8 +16,9 @@
 //! containers/image computes, so a pull would never reuse them.
 //!
 //! For each repository named in `cvmfs.ducc_repositories`, [`add_ducc_stores`]
-//! (run at `Init`) builds under `<home>/ducc/<repo>-<source>/` a complete
-//! read-only store for this driver:
+//! (run at `Init`) builds under `<home>/ducc/<repo>-<source>/` a read-only
+//! store for this driver (below for an image converted at once; most are
+//! listed from DUCC's indexes and completed on first use, see [`lazy`]):
 //!
 //! * `cvmfs-images/images.json` and each image's big data (config, manifest);
 //! * `cvmfs-layers/layers.json` with containers/image's layer IDs (base =
@@ -53,9 +54,11 @@
 //! `cvmfs.repository_timeout`; when it fails, the last store built for the
 //! repository (if any) is used.
 //!
-//! Cost: the store lists every image of DUCC's `images.json` (or those whose
-//! name matches `cvmfs.ducc_images`), so without that option what podman
-//! parses per command grows with the repository (as with DUCC's own store);
+//! Cost: images DUCC's layer list describes are listed without a
+//! repository read each and completed when first used ([`lazy`]); the
+//! listing still names every image (or those matching
+//! `cvmfs.ducc_images`), so what podman parses per command grows with the
+//! repository (as with DUCC's own store);
 //! see docs/cvmfs-layers.md for the numbers and what is left.
 
 use std::collections::HashMap;
