@@ -660,6 +660,25 @@ impl Layout {
             .map_err(|e| repo_err(&p, format!("ownership metadata: {e}")))
     }
 
+    /// The owners `cvmfs-podman owners` restored from the registry for a
+    /// DUCC layer (in the driver home, by blob digest), validated.
+    fn read_restored_owners(
+        &self,
+        store: &Path,
+        content_dir: &Path,
+    ) -> Result<Option<Vec<crate::mount::whiteouts::Owner>>> {
+        use cvmfs_format::ownership::{parse_owners, OWNERSHIP_MAX_BYTES};
+        let Some(p) = crate::ducc::owners_cache_for(store, content_dir) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.read_store_file(store, &p, OWNERSHIP_MAX_BYTES)? else {
+            return Ok(None);
+        };
+        parse_owners(&bytes)
+            .map(Some)
+            .map_err(|e| repo_err(&p, format!("restored owners: {e}")))
+    }
+
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
     /// no store has it; an error if a record is there but unusable.
     pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
@@ -704,7 +723,13 @@ impl Layout {
                 ..
             } = layer.kind
             {
-                layer.owners = self.read_owners(store, &record_path)?.map(Arc::new);
+                layer.owners = match self.read_owners(store, &record_path)? {
+                    None if self.ducc_stores.contains(store) => {
+                        self.read_restored_owners(store, &layer.content_dir)?
+                    }
+                    found => found,
+                }
+                .map(Arc::new);
             }
             if matches!(layer.kind, StoreLayerKind::Cvmfs { .. }) {
                 self.cache

@@ -567,3 +567,65 @@ fn duccs_podman_store_listed_as_an_image_store_is_taken_as_a_ducc_repository() {
     .unwrap();
     assert_eq!(d.additional_image_stores(), vec![repo.join("podmanStore")]);
 }
+
+/// Owners restored from the registry (`cvmfs-podman owners` writes them to
+/// `<home>/ducc-owners/<blob>.ownership.json`) are applied to a DUCC layer:
+/// `Metadata` no longer says lost, and, as root, the mounted file has the
+/// image's owner although `layerfs` has the repository owner's.
+#[test]
+fn owners_restored_from_the_registry_are_applied() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _, ids, blobs) = wh_repo(t.path());
+    let home = t.path().join("graph/cvmfs");
+    let d = open(t.path(), &repo);
+    assert!(d.metadata(&ids[0]).unwrap()["Ownership"].starts_with("lost"));
+    let cache = cvmfs_graphdriver::ducc::owners_cache_file(&home, &blobs[0]);
+    fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    fs::write(
+        &cache,
+        br#"{"entries":[{"gid":1000,"path":"etc/b","uid":1000}],"version":1}"#,
+    )
+    .unwrap();
+    let d = open(t.path(), &repo);
+    let meta = d.metadata(&ids[0]).unwrap();
+    assert!(!meta["Ownership"].starts_with("lost"), "{meta:?}");
+    // the top layer has no restored owners: still lost
+    assert!(d.metadata(&ids[1]).unwrap()["Ownership"].starts_with("lost"));
+    // a malformed file is refused, naming it
+    fs::write(&cache, b"{").unwrap();
+    let e = open(t.path(), &repo)
+        .metadata(&ids[0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("restored owners"), "{e}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn privileged_restored_owners_show_in_the_mount() {
+    cvmfs_testkit::gate::require_root();
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _, ids, blobs) = wh_repo(t.path());
+    let cache =
+        cvmfs_graphdriver::ducc::owners_cache_file(&t.path().join("graph/cvmfs"), &blobs[0]);
+    fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    fs::write(
+        &cache,
+        br#"{"entries":[{"gid":1000,"path":"etc/b","uid":1000}],"version":1}"#,
+    )
+    .unwrap();
+    let d = open(t.path(), &repo);
+    d.create("ctr", Some(&ids[1]), true, &[]).unwrap();
+    let m = d.get("ctr", None, &[]).unwrap();
+    let st = fs::metadata(m.join("etc/b")).unwrap();
+    assert_eq!((st.uid(), st.gid()), (1000, 1000));
+    let st = fs::metadata(m.join("data/x/3")).unwrap();
+    assert_eq!(
+        (st.uid(), st.gid()),
+        (0, 0),
+        "the top layer's owners are not known"
+    );
+    d.put("ctr").unwrap();
+    d.remove("ctr").unwrap();
+}

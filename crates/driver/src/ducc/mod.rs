@@ -84,6 +84,9 @@ pub use lazy::{complete, DUCC_LAYERS_DIR, INDEX_FILE, REPOSITORY_FILE};
 pub const DUCC_IMAGES_DIR: &str = "overlay-images";
 /// Where the synthesised stores live in the driver home.
 pub const DUCC_HOME_DIR: &str = "ducc";
+/// Where `cvmfs-podman owners` leaves the owners of DUCC layers, in the
+/// driver home, by blob digest.
+pub const OWNERS_DIR: &str = "ducc-owners";
 /// Largest DUCC `images.json` read (some 100 000 images).
 pub const MAX_DUCC_INDEX_BYTES: u64 = 64 << 20;
 /// Largest image config read.
@@ -134,6 +137,22 @@ pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
             }
         }
     }
+}
+
+/// The owners of DUCC blob `blob_hex` restored from the registry
+/// (`ownership.json` format), in driver home `home`.
+pub fn owners_cache_file(home: &Path, blob_hex: &str) -> PathBuf {
+    home.join(OWNERS_DIR)
+        .join(format!("{blob_hex}.ownership.json"))
+}
+
+/// The restored-owners file for a layer of synthesised store `store`
+/// (`<home>/ducc/<name>`) whose files are `content_dir`
+/// (`.layers/XX/<blob>/layerfs`).
+pub fn owners_cache_for(store: &Path, content_dir: &Path) -> Option<PathBuf> {
+    let home = store.parent()?.parent()?;
+    let blob = content_dir.parent()?.file_name()?.to_str()?;
+    is_hex64(blob).then(|| owners_cache_file(home, blob))
 }
 
 /// Whether image store `store` is DUCC's own (`<repo>/podmanStore` with
