@@ -236,13 +236,22 @@ fn a_ducc_repository_becomes_a_store_with_podmans_layer_ids() {
         .image_dir(&id)
         .join(big_data_file_name(&format!("sha256:{id}")));
     assert_eq!(sha(&fs::read(cfg).unwrap()), id);
-    // the manifest is DUCC's copy, read where DUCC keeps it (podman reads
-    // the keys whatever their case; containers/image checks the config
-    // against the digest it names)
-    let manifest = fs::read(store.image_dir(&id).join("manifest")).unwrap();
+    // the manifest is made from DUCC's indexes, in the registry's spelling,
+    // with the digests containers/storage needs to copy the image on a pull
+    let bytes = fs::read(store.image_dir(&id).join("manifest")).unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(manifest["config"]["digest"], json!(format!("sha256:{id}")));
     assert_eq!(
-        manifest,
-        fs::read(RepoPaths::new(&repo).manifest_copy(NAME)).unwrap()
+        manifest["layers"][1]["digest"],
+        json!(format!("sha256:{}", blobs[1]))
+    );
+    assert_eq!(
+        images[0]["big-data-digests"]["manifest"],
+        json!(format!("sha256:{}", sha(&bytes)))
+    );
+    assert_eq!(
+        images[0]["digest"],
+        images[0]["big-data-digests"]["manifest"]
     );
 
     let layers: Vec<Value> =

@@ -11,11 +11,13 @@
 //! image:
 //!
 //! * each image's entry names its top layer by containers/image's ID (the
-//!   chain of diffIDs DUCC's layer list gives), and its big data directory
-//!   is a symlink to DUCC's `overlay-images/<id>/` (the config under
-//!   `=base64("sha256:<id>")`, DUCC's `manifest` link): podman reads the
-//!   two files of the one image it runs, and containers/image checks that
-//!   the config hashes to the digest the manifest names;
+//!   chain of diffIDs DUCC's layer list gives); its config is a symlink to
+//!   DUCC's `overlay-images/<id>/=base64("sha256:<id>")` (podman reads the
+//!   config of the one image it runs, and containers/image checks that it
+//!   hashes to the digest the manifest names), its manifest is written from
+//!   the same indexes (one `lstat` of DUCC's config for its size; every big
+//!   data item needs a digest for containers/storage to copy the image on
+//!   `podman pull`);
 //! * `layers.json` lists every layer with the digests and sizes `podman
 //!   pull` looks for (a pull of a listed image downloads no layer);
 //! * no record is written: `ducc-index` (sorted fixed-width lines: layer ID,
@@ -38,6 +40,7 @@ use std::path::{Path, PathBuf};
 use cvmfs_format::record::{CvmfsRecord, Ownership, Whiteouts};
 use cvmfs_format::{digest_hex, is_hex64, sha256_digest, RepoPaths, StorePaths};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::{
     check_name, err, layer_id, layer_info, looks_rfc3339, read_capped, read_config, DuccImage,
@@ -149,10 +152,13 @@ pub(super) struct Listed {
     pub(super) entry: Value,
     /// Bottom first: (layer ID, `layers.json` entry, index line).
     pub(super) layers: Vec<(String, Value, IndexLine)>,
+    /// Its manifest (registry spelling), made from DUCC's indexes.
+    pub(super) manifest: Vec<u8>,
 }
 
 /// Image `img` listed from DUCC's layer list alone, or why not.
 pub(super) fn listed_image(
+    repo: &Path,
     img: &DuccImage,
     top: Option<&str>,
     ducc_layers: &HashMap<String, DuccLayer>,
@@ -219,30 +225,84 @@ pub(super) fn listed_image(
         .as_deref()
         .filter(|c| looks_rfc3339(c))
         .unwrap_or(EPOCH);
+    let config_size = config_path(repo, &img.id)
+        .symlink_metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .ok_or("DUCC has no config file for it")?;
+    let manifest = manifest_from_index(&img.id, config_size, &layers);
     let top = &layers.last().expect("at least one layer").0;
+    let config_key = sha256_digest(&img.id);
+    let manifest_digest = sha256_digest(&super::hex(&Sha256::digest(&manifest)));
     let entry = json!({
         "id": img.id, "names": super::podman_names(&img.names), "layer": top, "created": created,
-        "big-data-names": [sha256_digest(&img.id), "manifest"],
+        "digest": manifest_digest,
+        "big-data-names": [config_key, "manifest"],
+        "big-data-sizes": {config_key.as_str(): config_size, "manifest": manifest.len()},
+        "big-data-digests": {config_key.as_str(): config_key, "manifest": manifest_digest},
     });
     Ok(Listed {
         id: img.id.clone(),
         entry,
         layers,
+        manifest,
     })
 }
 
-/// Image `id`'s big data: DUCC's own directory, by symlink.
-pub(super) fn link_big_data(repo: &Path, store: &StorePaths, id: &str) -> io::Result<()> {
-    let target = RepoPaths::new(repo)
+/// DUCC's config file of image `id`.
+fn config_path(repo: &Path, id: &str) -> PathBuf {
+    RepoPaths::new(repo)
         .store()
         .root
         .join(DUCC_IMAGES_DIR)
-        .join(id);
-    let link = store.image_dir(id);
-    if let Some(d) = link.parent() {
-        fs::create_dir_all(d)?;
-    }
-    std::os::unix::fs::symlink(&target, &link).map_err(|e| err(format!("{}: {e}", link.display())))
+        .join(id)
+        .join(super::big_data_file_name(&sha256_digest(id)))
+}
+
+/// The image's manifest in the registry's spelling, from DUCC's indexes
+/// alone (reading DUCC's manifest copy would cost a repository fetch per
+/// image): containers/storage needs every big data item's digest to copy a
+/// listed image when it is pulled. DUCC's layer list keeps no media types:
+/// the layers are given as OCI gzip layers (what DUCC 2.12 ingests).
+fn manifest_from_index(
+    id: &str,
+    config_size: u64,
+    layers: &[(String, Value, IndexLine)],
+) -> Vec<u8> {
+    let layers: Vec<Value> = layers
+        .iter()
+        .map(|(_, entry, line)| {
+            json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "size": entry["compressed-size"].as_i64().unwrap_or(0),
+                "digest": sha256_digest(&line.blob),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "size": config_size,
+            "digest": sha256_digest(id),
+        },
+        "layers": layers,
+    }))
+    .expect("serializable")
+}
+
+/// Image `img`'s big data: the manifest written, the config a symlink to
+/// DUCC's file (containers/image checks it against the manifest's digest).
+pub(super) fn write_big_data(repo: &Path, store: &StorePaths, img: &Listed) -> io::Result<()> {
+    let dir = store.image_dir(&img.id);
+    fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    let link = dir.join(super::big_data_file_name(&sha256_digest(&img.id)));
+    std::os::unix::fs::symlink(config_path(repo, &img.id), &link)
+        .map_err(|e| err(format!("{}: {e}", link.display())))?;
+    let m = dir.join("manifest");
+    fs::write(&m, &img.manifest).map_err(|e| err(format!("{}: {e}", m.display())))
 }
 
 /// Write `ducc-index` (sorted by layer ID) and `ducc-repository` into `root`.

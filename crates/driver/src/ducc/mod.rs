@@ -435,7 +435,7 @@ fn build_store(
     let mut images: Vec<ImageEntry> = Vec::new();
     let mut cheap: Vec<lazy::Listed> = Vec::new();
     for img in listed.into_iter().filter(|i| wanted(&i.names, only)) {
-        if let Ok(l) = lazy::listed_image(&img, img.layer.as_deref(), &ducc_layers) {
+        if let Ok(l) = lazy::listed_image(repo, &img, img.layer.as_deref(), &ducc_layers) {
             cheap.push(l);
             continue;
         }
@@ -844,7 +844,7 @@ fn write_store(
                 lines.insert(id.clone(), line.clone());
             }
         }
-        lazy::link_big_data(repo, store, &img.id)?;
+        lazy::write_big_data(repo, store, img)?;
         image_index.push(img.entry.clone());
     }
     fs::create_dir_all(&store.root)?;
