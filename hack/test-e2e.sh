@@ -757,6 +757,14 @@ EOF
   [ ! -s "$lj" ] || [ "$(jq length "$lj")" = 0 ] || fail "the pull stored layers locally: $(cat "$C/root/cvmfs-layers/layers.json")"
   out=$(dpm run --rm "$REG/e2e/wh:1" cat /etc/a/new)
   [ "$out" = "a is a directory now" ] || fail "after the pull the container printed '$out'"
+  # Owners restored from the registry's layer blobs (tar headers streamed into
+  # the driver home): the container then equals umoci unpack, owners included.
+  "$B" owners "docker://$REG/e2e/wh:1" --tls-verify=false --root "$C/root" >"$C/owners.log" 2>&1 ||
+    fail "cvmfs-podman owners: $(tail -2 "$C/owners.log")"
+  cat "$C/owners.log"
+  dpm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$C/owned.list"
+  diff "$C/umoci.list" "$C/owned.list" || fail "with restored owners the container differs from umoci unpack"
+  grep -q '^home/user|directory|700 1000:1000|' "$C/owned.list" || fail "owners: /home/user not 1000:1000 after cvmfs-podman owners"
   dpm rm -af -t 0
   dpm rmi -af || true
   [ "$( (cd "$D" && find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort) | sha256sum)" = "$state" ] || fail "the repository changed"

@@ -34,7 +34,8 @@
 #
 # Environment: REAL_CVMFS_REPO (default test.local), REAL_CVMFS_KEEP=1 keeps the
 # published trees in the repository (default: removed with one `ingest -d`),
-# REAL_CVMFS_KEEP_TMP=1 keeps the temp dir (logs, diffs), REAL_CVMFS_WAIT seconds to wait for another user's open transaction (default 300).
+# REAL_CVMFS_KEEP_TMP=1 keeps the temp dir (logs, diffs), REAL_CVMFS_ONLY=ducc runs only
+# the DUCC cases, REAL_CVMFS_WAIT seconds to wait for another user's open transaction (default 300).
 # Ends with exactly one line "N passed, N failed, N skipped".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,6 +71,8 @@ in_transaction() { cvmfs_server list 2>/dev/null | grep -E "^$REPO " | grep -q '
 cleanup() {
   if [ "$mounted" = 1 ]; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
   if [ -n "${COLD_MNT:-}" ]; then umount "$COLD_MNT" 2>/dev/null || umount -l "$COLD_MNT"; fi
+  if [ -n "${SLOW_MNT:-}" ]; then umount "$SLOW_MNT" 2>/dev/null || umount -l "$SLOW_MNT"; fi
+  if [ -n "${SLOW_PROXY_PID:-}" ]; then kill "$SLOW_PROXY_PID" 2>/dev/null; fi
   if [ -n "${REG_PID:-}" ]; then registry_stop; fi
   if [ "${REAL_CVMFS_KEEP:-0}" != 1 ] && ! in_transaction; then
     cvmfs_server ingest -d "$NS" "$REPO" >"$W/cleanup.log" 2>&1 ||
@@ -395,6 +398,14 @@ test_ducc() {
   }
   local id spec specs="" oci="$W/oci-ducc" name="rt/wh-$(date -u +%H%M%S)-$$"
   id=$(basename "$NS")
+  # busybox first, so that the DUCC-only cases can run something in the image
+  if command -v busybox >/dev/null; then
+    mkdir -p "$W/bb/bin"
+    cp "$(command -v busybox)" "$W/bb/bin/busybox"
+    for spec in sh cat ls find sort stat sha256sum cut readlink awk; do ln -sf busybox "$W/bb/bin/$spec"; done
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1700000000 -cf "$W/busybox.tar" -C "$W/bb" bin
+    specs="$W/busybox.tar"
+  fi
   for spec in ${IMAGES[wh]}; do
     { cat "$spec"; echo "file /.run-id-$(basename "$spec" .spec) 0644 \"$id\\n\""; } >"$W/specs/ducc-$(basename "$spec")"
     specs="$specs $W/specs/ducc-$(basename "$spec")"
@@ -434,6 +445,7 @@ test_ducc() {
   fi
   registry_stop
   report ducc/convert-single-image "$reason"
+  [ -z "$reason" ] && DUCC_IMAGE="$REG/$name:1" DUCC_OCI="$oci"
   if [ -n "$reason" ]; then
     report ducc/layerfs-names "nothing to compare: $reason"
     return
@@ -453,6 +465,141 @@ test_ducc() {
 $(excerpt "$diff_out" 12)"
   fi
   report ducc/layerfs-names "$reason"
+}
+
+# ------------------------------------------------------- DUCC's repository as it is
+# (issue 13 item 1) The image test_ducc had DUCC convert, run by name with only a client
+# mount of the repository: `podman --storage-driver cvmfs` with
+# cvmfs.ducc_repositories=<client mount>, the registry stopped (offline), a fresh
+# graphroot, nothing written to the repository. Cases:
+#   ducc-only/names          DUCC spells the name as podman does for a registry host:port:
+#                            .metadata/<host:port>/<path>:<tag>/manifest.json and that name
+#                            in podmanStore/overlay-images/images.json
+#   ducc-only/run-by-name    podman lists the image read-only and runs it; the container's
+#                            tree equals `umoci unpack` owners aside (DUCC drops owners):
+#                            whiteouts exact, no .wh.* visible
+#   ducc-only/slow-client    the same from a second client with an empty cache behind
+#                            delayproxy.py (2 s per request): no false failure
+DUCC_PODMAN="$ROOT/build/bin/podman"
+ducc_podman() { # repository graph-dir podman-args...
+  local repo=$1 g=$2
+  shift 2
+  mkdir -p "$g/tmp" "$g/home"
+  [ -f "$g/storage.conf" ] || : >"$g/storage.conf"
+  printf '[registries.search]\nregistries = []\n' >"$g/registries.conf"
+  # podman 6 needs cgroup v2: on a cgroup v1 host each command runs in its own
+  # short-lived mount namespace with cgroup2 mounted (as hack/lib-cgroup2.sh
+  # does for whole suites; the stratum 0's transactions stay outside it).
+  local wrap=()
+  if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
+    wrap=(unshare --mount --propagation private -- sh -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup &&
+      { grep -qw pids /sys/fs/cgroup/cgroup.controllers || export CONTAINERS_CONF_OVERRIDE="$0"; } && exec "$@"'
+      "$ROOT/hack/cgroup2-nopids.conf")
+  fi
+  "${wrap[@]}" env HOME="$g/home" CONTAINERS_CONF="$ROOT/tests/e2e/containers.conf" CONTAINERS_STORAGE_CONF="$g/storage.conf" \
+    CONTAINERS_REGISTRIES_CONF="$g/registries.conf" PODMAN_IGNORE_CGROUPSV1_WARNING=1 \
+    "$DUCC_PODMAN" --tmpdir "$g/tmp" --root "$g/root" --runroot "$g/run" --storage-driver cvmfs \
+    --storage-opt "cvmfs.ducc_repositories=$repo" "$@"
+}
+
+# The container's listing of the image against umoci unpack's, owners aside; empty when
+# equal, else the reason.
+ducc_listing_differs() { # repository graph-dir
+  local repo=$1 g=$2 paths="etc data x home gone"
+  mkdir -p "$g"
+  ducc_podman "$repo" "$g" run --rm -v "$ROOT/tests/e2e/list.sh:/e2e-list.sh:ro" "$DUCC_IMAGE" \
+    sh /e2e-list.sh / $paths >"$g/container.list" 2>"$g/run.err" ||
+    { echo "podman run failed: $(grep -v '^cvmfs: ' "$g/run.err" | tail -2)"; return; }
+  rm -rf "$W/umoci-ducc-only"
+  umoci unpack --image "$DUCC_OCI:t" "$W/umoci-ducc-only" >/dev/null 2>&1
+  # shellcheck disable=SC2086
+  sh "$ROOT/tests/e2e/list.sh" "$W/umoci-ducc-only/rootfs" $paths >"$g/umoci.list"
+  no_owner() { sed -E 's/\|([0-7]+) [0-9]+:[0-9]+\|/|\1 owner|/' "$1"; }
+  if ! diff <(no_owner "$g/umoci.list") <(no_owner "$g/container.list") >"$g/list.diff"; then
+    echo "the container differs from umoci unpack, owners aside (< umoci, > container):
+$(excerpt "$g/list.diff" 12)"
+  elif grep -q '\.wh\.' "$g/container.list"; then
+    echo "a whiteout marker is visible"
+  elif ! grep -q '^etc/b|' "$g/container.list"; then
+    echo "listing incomplete: $(wc -l <"$g/container.list") lines"
+  fi
+}
+
+test_ducc_only() {
+  if [ -z "${DUCC_IMAGE:-}" ]; then
+    report ducc-only/run-by-name "no image: ducc/convert-single-image did not succeed"
+    return
+  fi
+  if [ ! -x "$DUCC_PODMAN" ] || ! command -v busybox >/dev/null; then
+    echo "SKIP: ducc-only/*: no $DUCC_PODMAN (make podman) or no busybox"
+    skipped=$((skipped + 1))
+    return
+  fi
+  if [ "$mounted" = 1 ]; then umount "$MNT" && mounted=0; fi
+  client_mount || { report ducc-only/run-by-name "client mount failed"; return; }
+  local reason="" host=${DUCC_IMAGE%%/*}
+  [ -f "$MNT/.metadata/$DUCC_IMAGE/manifest.json" ] || reason="no .metadata/$DUCC_IMAGE/manifest.json"
+  jq -e --arg n "$DUCC_IMAGE" 'any(.[]; (.names // []) | index($n))' \
+    "$MNT/podmanStore/overlay-images/images.json" >/dev/null ||
+    reason="${reason:+$reason; }$DUCC_IMAGE not in podmanStore/overlay-images/images.json"
+  echo "     DUCC's names: .metadata/$host/… and images.json \"$DUCC_IMAGE\" (podman's spelling of a host:port reference)"
+  report ducc-only/names "$reason"
+
+  local g="$W/ducc-only" t0 t1 listed
+  mkdir -p "$g"
+  t0=$(date +%s.%N)
+  listed=$(ducc_podman "$MNT" "$g" images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' 2>"$g/images.err")
+  t1=$(date +%s.%N)
+  reason=""
+  grep -qx "$DUCC_IMAGE true" <<<"$listed" ||
+    reason="podman images does not list $DUCC_IMAGE read-only: $(head -3 <<<"$listed") $(tail -1 "$g/images.err")"
+  echo "     podman images with cvmfs.ducc_repositories (first, builds the listing):" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s, $(wc -l <<<"$listed") images listed"
+  if [ -z "$reason" ]; then
+    t0=$(date +%s.%N)
+    reason=$(ducc_listing_differs "$MNT" "$g")
+    t1=$(date +%s.%N)
+    echo "     podman run of $DUCC_IMAGE by name, offline: $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s"
+  fi
+  ducc_podman "$MNT" "$g" rm -af -t 0 >/dev/null 2>&1
+  report ducc-only/run-by-name "$reason"
+}
+
+test_ducc_only_slow_client() {
+  [ -n "${DUCC_IMAGE:-}" ] && [ -x "$DUCC_PODMAN" ] && command -v busybox >/dev/null || return
+  local proxy_port=3139 mnt="$W/slow/mnt" cache="$W/slow/cache" reason="" t0 t1 took
+  mkdir -p "$mnt" "$cache"
+  python3 /work/shared/real-cvmfs/delayproxy.py --port "$proxy_port" --delay-ms 2000 \
+    --log "$W/slow/proxy.log" >"$W/slow/proxy.out" 2>&1 &
+  SLOW_PROXY_PID=$!
+  sleep 1
+  # as client_mount, with an empty cache and the proxy
+  local hard nfiles=16384
+  hard=$(ulimit -Hn)
+  if [ "$hard" != unlimited ] && [ "$hard" -lt "$nfiles" ]; then nfiles=$hard; fi
+  sed -e "s|^CVMFS_HTTP_PROXY=.*|CVMFS_HTTP_PROXY=http://127.0.0.1:$proxy_port|" \
+    -e "s|^CVMFS_CACHE_BASE=.*|CVMFS_CACHE_BASE=$cache|" -e "s|^CVMFS_RELOAD_SOCKETS=.*|CVMFS_RELOAD_SOCKETS=$cache|" \
+    "$CACHE/client.conf" >"$cache/client.conf"
+  t0=$(date +%s.%N)
+  if ! cvmfs2 -o "config=$cache/client.conf,allow_other" "$REPO" "$mnt" >"$W/slow/mount.log" 2>&1; then
+    report ducc-only/slow-client "slow client mount failed: $(tail -1 "$W/slow/mount.log")"
+  else
+    SLOW_MNT=$mnt
+    reason=$(ducc_listing_differs "$mnt" "$W/slow/graph")
+    t1=$(date +%s.%N)
+    took=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+    echo "     slow client (2 s per request, empty cache): mount + podman run by name $took s," \
+      "$(grep -c . "$W/slow/proxy.log" 2>/dev/null || echo '?') proxied requests," \
+      "$(grep -c '^cvmfs: ' "$W/slow/graph/run.err" 2>/dev/null) progress lines"
+    grep '^cvmfs: ' "$W/slow/graph/run.err" 2>/dev/null | head -3 | sed 's/^/       /'
+    ducc_podman "$mnt" "$W/slow/graph" rm -af -t 0 >/dev/null 2>&1
+    umount "$mnt" 2>/dev/null || umount -l "$mnt"
+    SLOW_MNT=""
+    report ducc-only/slow-client "$reason"
+  fi
+  kill "$SLOW_PROXY_PID" 2>/dev/null
+  wait "$SLOW_PROXY_PID" 2>/dev/null
+  SLOW_PROXY_PID=""
 }
 
 # Directories ingest created itself (uid/gid -1, 65534 on a client) would block later
@@ -614,14 +761,26 @@ test_owners() {
   umount "$cmnt" 2>/dev/null || umount -l "$cmnt"
 }
 
-for img in wh nodel dirtimes raw; do
-  test_image "$img" "${IMAGES[$img]}"
-done
-test_no_nobody
-test_crash
-test_concurrent
-test_ducc
-test_owners
+# REAL_CVMFS_ONLY=ducc runs only the DUCC cases (ducc/*, ducc-only/*).
+if [ "${REAL_CVMFS_ONLY:-}" != ducc ]; then
+  for img in wh nodel dirtimes raw; do
+    test_image "$img" "${IMAGES[$img]}"
+  done
+  test_no_nobody
+  test_crash
+  test_concurrent
+  test_owners
+fi
+# REAL_CVMFS_DUCC_IMAGE=<name> REAL_CVMFS_DUCC_OCI=<oci dir> (a kept earlier run's
+# conversion, REAL_CVMFS_KEEP_TMP=1) skips DUCC's conversion for the ducc-only cases.
+if [ -n "${REAL_CVMFS_DUCC_IMAGE:-}" ]; then
+  DUCC_IMAGE=$REAL_CVMFS_DUCC_IMAGE DUCC_OCI=$REAL_CVMFS_DUCC_OCI
+  client_mount || report client-mount "$(tail -1 "$W/client-mount.log")"
+else
+  test_ducc
+fi
+test_ducc_only
+test_ducc_only_slow_client
 
 summary
 [ "$failed" -eq 0 ]

@@ -329,6 +329,9 @@ pub fn overlay_lower_of(mountinfo: &str, mount_point: &Path) -> Option<PathBuf> 
 #[derive(Debug, Clone)]
 pub struct Layout {
     stores: Vec<PathBuf>,
+    /// Stores synthesised for DUCC repositories, whose records are written
+    /// when a layer is first asked for (`ducc::complete`).
+    ducc_stores: Vec<PathBuf>,
     repositories: Vec<PathBuf>,
     timeout: Duration,
     /// Paths whose last probe timed out, with a flag the stuck helper thread
@@ -380,6 +383,7 @@ impl Layout {
     pub fn new(opts: &Options) -> Layout {
         Layout {
             stores: opts.image_stores.clone(),
+            ducc_stores: opts.ducc_stores.clone(),
             repositories: opts.repositories.clone(),
             timeout: opts.repository_timeout,
             hung: Arc::new(Mutex::new(HashMap::new())),
@@ -838,6 +842,25 @@ impl Layout {
         crate::claim::status_line(&self.clients.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The owners `cvmfs-podman owners` restored from the registry for a
+    /// DUCC layer (in the driver home, by blob digest), validated.
+    fn read_restored_owners(
+        &self,
+        store: &Path,
+        content_dir: &Path,
+    ) -> Result<Option<Vec<crate::mount::whiteouts::Owner>>> {
+        use cvmfs_format::ownership::{parse_owners, OWNERSHIP_MAX_BYTES};
+        let Some(p) = crate::ducc::owners_cache_for(store, content_dir) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.read_store_file(store, &p, OWNERSHIP_MAX_BYTES)? else {
+            return Ok(None);
+        };
+        parse_owners(&bytes)
+            .map(Some)
+            .map_err(|e| repo_err(&p, format!("restored owners: {e}")))
+    }
+
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
     /// no store has it; an error if a record is there but unusable.
     pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
@@ -848,6 +871,13 @@ impl Layout {
         if let Some(l) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(Some(l.clone()));
         }
+        match self.find_in_stores(id)? {
+            None if self.complete_ducc_layer(id)? => self.find_in_stores(id),
+            found => Ok(found),
+        }
+    }
+
+    fn find_in_stores(&self, id: &str) -> Result<Option<StoreLayer>> {
         for store in &self.stores {
             let record_path = Self::record_path(store, id);
             // At most RECORD_MAX_BYTES + 1: the parser names a larger file.
@@ -879,7 +909,13 @@ impl Layout {
                     layer.client_shows = Some(m.shown);
                 }
                 if ownership == Ownership::Lost || differs.is_some() {
-                    layer.owners = self.read_owners(store, &record_path)?.map(Arc::new);
+                    layer.owners = match self.read_owners(store, &record_path)? {
+                        None if self.ducc_stores.contains(store) => {
+                            self.read_restored_owners(store, &layer.content_dir)?
+                        }
+                        found => found,
+                    }
+                    .map(Arc::new);
                 }
                 if let Some(m) = differs {
                     self.note_client(&layer, m);
@@ -894,6 +930,31 @@ impl Layout {
             return Ok(Some(layer));
         }
         Ok(None)
+    }
+
+    /// Write the records of DUCC layer `id` (and its chain) when a
+    /// synthesised store lists it: a few `pread`s of its index when none
+    /// does, the image's config and the blobs' `layers.json` when one does.
+    fn complete_ducc_layer(&self, id: &str) -> Result<bool> {
+        for store in &self.ducc_stores {
+            let (root, layer) = (store.clone(), id.to_string());
+            let what = format!("completing DUCC layer {id}");
+            match self.probe(store, &what, move || crate::ducc::complete(&root, &layer)) {
+                Some(Ok(true)) => return Ok(true),
+                Some(Ok(false)) => {}
+                Some(Err(e)) => return Err(repo_err(store, e)),
+                None => {
+                    return Err(repo_err(
+                        store,
+                        format!(
+                            "{what}: no answer within {:.1}s (cvmfs.repository_timeout)",
+                            self.timeout.as_secs_f64()
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -1307,6 +1368,7 @@ mod tests {
     fn a_hung_path_costs_one_thread_and_later_calls_fail_at_once() {
         let f = fixture();
         let layout = Layout {
+            ducc_stores: Vec::new(),
             timeout: Duration::from_millis(50),
             ..f.layout.clone()
         };
@@ -1347,6 +1409,7 @@ mod tests {
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = lines.clone();
         let layout = Layout {
+            ducc_stores: Vec::new(),
             timeout: Duration::from_secs(30),
             ..f.layout.clone()
         }

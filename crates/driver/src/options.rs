@@ -63,6 +63,10 @@ pub struct Options {
     /// Which DUCC images to list: names, or prefixes ending in `*`; empty:
     /// all (bounds what podman parses per command to what the user uses).
     pub ducc_images: Vec<String>,
+    /// Not an option: the stores `ducc::add_ducc_stores` synthesised at
+    /// `Init` (also in `image_stores`); their layers are completed on first
+    /// use (`ducc::complete`).
+    pub ducc_stores: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -80,6 +84,7 @@ impl Default for Options {
             prefetch: Default::default(),
             ducc_repositories: Vec::new(),
             ducc_images: Vec::new(),
+            ducc_stores: Vec::new(),
         }
     }
 }

@@ -46,9 +46,15 @@ fn ducc_layer(repo: &Path, blob: &str, diff: &str, files: &[(&str, &str)]) {
     fs::write(meta, layers_json(&info)).unwrap();
 }
 
-/// A DUCC image: config in `overlay-images/<id>/`, manifest copy, listed in
-/// DUCC's `images.json`. Returns the image ID and the layer IDs podman uses.
-fn ducc_image(repo: &Path, name: &str, layers: &[(&str, &str)]) -> (String, Vec<String>) {
+/// A DUCC image's own files: config in `overlay-images/<id>/` with DUCC's
+/// `manifest` link, manifest copy. Returns the image ID, the layer IDs
+/// podman uses, and its entries in DUCC's `images.json` and
+/// `overlay-layers/layers.json` (layer ID = diffID, parent = diffID below).
+fn ducc_image_files(
+    repo: &Path,
+    name: &str,
+    layers: &[(&str, &str)],
+) -> (String, Vec<String>, Value, Vec<Value>) {
     let diff_ids: Vec<String> = layers.iter().map(|(_, d)| format!("sha256:{d}")).collect();
     let config = serde_json::to_vec(&json!({
         "created": "2024-01-02T03:04:05Z", "architecture": "amd64", "os": "linux",
@@ -84,19 +90,66 @@ fn ducc_image(repo: &Path, name: &str, layers: &[(&str, &str)]) -> (String, Vec<
     let m = RepoPaths::new(repo).manifest_copy(name);
     fs::create_dir_all(m.parent().unwrap()).unwrap();
     fs::write(m, manifest_json(&manifest)).unwrap();
-    let index = images.join("images.json");
-    let mut list: Vec<Value> = fs::read(&index)
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap_or_default();
-    list.push(
-        json!({"id": id, "names": [name], "layer": layers.last().unwrap().1,
-                     "created": "2024-01-02T03:04:05Z"}),
-    );
-    fs::write(index, serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+    let link = images.join(&id).join("manifest");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(format!("../../../.metadata/{name}/manifest.json"), link).unwrap();
+    let image = json!({"id": id, "names": [name], "layer": layers.last().unwrap().1,
+                       "created": "2024-01-02T03:04:05Z"});
+    let mut entries = Vec::new();
+    let mut parent: Option<&str> = None;
+    for (b, d) in layers {
+        let mut e = json!({"id": d, "created": "2024-01-02T03:04:05Z",
+            "compressed-diff-digest": format!("sha256:{b}"), "compressed-size": 123,
+            "diff-digest": format!("sha256:{d}"), "diff-size": 10240});
+        if let Some(p) = parent {
+            e["parent"] = json!(p);
+        }
+        entries.push(e);
+        parent = Some(d);
+    }
     let mut ids: Vec<String> = Vec::new();
     for (_, d) in layers {
         ids.push(layer_id(ids.last().map(String::as_str), d));
     }
+    (id, ids, image, entries)
+}
+
+/// Write DUCC's two index files from their entries (a layer once, as DUCC).
+fn write_ducc_indexes(repo: &Path, images: &[Value], layers: &[Value]) {
+    let store = repo.join("podmanStore");
+    fs::create_dir_all(store.join("overlay-layers")).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let layers: Vec<&Value> = layers
+        .iter()
+        .filter(|l| seen.insert(l["id"].clone().to_string()))
+        .collect();
+    fs::write(
+        store.join("overlay-layers/layers.json"),
+        serde_json::to_vec_pretty(&layers).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        store.join("overlay-images/images.json"),
+        serde_json::to_vec_pretty(images).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A DUCC image added to the repository as DUCC adds it (both indexes
+/// updated). Returns the image ID and the layer IDs podman uses.
+fn ducc_image(repo: &Path, name: &str, layers: &[(&str, &str)]) -> (String, Vec<String>) {
+    let (id, ids, image, entries) = ducc_image_files(repo, name, layers);
+    let read = |p: PathBuf| -> Vec<Value> {
+        fs::read(p)
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or_default()
+    };
+    let store = repo.join("podmanStore");
+    let mut images = read(store.join("overlay-images/images.json"));
+    images.push(image);
+    let mut all = read(store.join("overlay-layers/layers.json"));
+    all.extend(entries);
+    write_ducc_indexes(repo, &images, &all);
     (id, ids)
 }
 
@@ -183,9 +236,23 @@ fn a_ducc_repository_becomes_a_store_with_podmans_layer_ids() {
         .image_dir(&id)
         .join(big_data_file_name(&format!("sha256:{id}")));
     assert_eq!(sha(&fs::read(cfg).unwrap()), id);
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(store.image_dir(&id).join("manifest")).unwrap()).unwrap();
+    // the manifest is made from DUCC's indexes, in the registry's spelling,
+    // with the digests containers/storage needs to copy the image on a pull
+    let bytes = fs::read(store.image_dir(&id).join("manifest")).unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(manifest["config"]["digest"], json!(format!("sha256:{id}")));
+    assert_eq!(
+        manifest["layers"][1]["digest"],
+        json!(format!("sha256:{}", blobs[1]))
+    );
+    assert_eq!(
+        images[0]["big-data-digests"]["manifest"],
+        json!(format!("sha256:{}", sha(&bytes)))
+    );
+    assert_eq!(
+        images[0]["digest"],
+        images[0]["big-data-digests"]["manifest"]
+    );
 
     let layers: Vec<Value> =
         serde_json::from_slice(&fs::read(store.layers_json()).unwrap()).unwrap();
@@ -203,13 +270,16 @@ fn a_ducc_repository_becomes_a_store_with_podmans_layer_ids() {
     );
     assert!(fs::metadata(store.layers_lock()).unwrap().is_file());
 
+    // records are written when a layer is first asked for, the chain at once
+    assert!(!store.record(&ids[0]).exists() && !store.record(&ids[1]).exists());
+    let meta = d.metadata(&ids[1]).unwrap();
+    assert!(meta["Ownership"].starts_with("lost"), "{meta:?}");
+    assert!(store.record(&ids[0]).is_file());
     let rec = parse_store_record(&fs::read(store.record(&ids[1])).unwrap()).unwrap();
     assert!(
         format!("{rec:?}").contains(&format!(".layers/{}/{}/layerfs", &blobs[1][..2], blobs[1])),
         "{rec:?}"
     );
-    let meta = d.metadata(&ids[1]).unwrap();
-    assert!(meta["Ownership"].starts_with("lost"), "{meta:?}");
     assert_eq!(snapshot(&repo), before, "the repository is never written");
 }
 
@@ -217,6 +287,8 @@ fn a_ducc_repository_becomes_a_store_with_podmans_layer_ids() {
 fn the_store_is_rebuilt_only_when_ducc_publishes() {
     let t = tempfile::tempdir().unwrap();
     let (repo, first_id, _, _) = wh_repo(t.path());
+    // without DUCC's layer list every image is converted at once
+    fs::remove_dir_all(repo.join("podmanStore/overlay-layers")).unwrap();
     let home = t.path().join("graph/cvmfs");
     let first = open(t.path(), &repo).additional_image_stores();
     let again = synthesise(&home, &repo, &[]).unwrap();
@@ -235,6 +307,7 @@ fn the_store_is_rebuilt_only_when_ducc_publishes() {
     let b4 = sha(b"blob4");
     ducc_layer(&repo, &b4, &sha(b"diff4"), &[("other", "o")]);
     let (bad, _) = ducc_image(&repo, "127.0.0.1:5000/test/bad:1", &[(&b4, &sha(b"diff4"))]);
+    fs::remove_dir_all(repo.join("podmanStore/overlay-layers")).unwrap();
     let cfg = repo
         .join("podmanStore/overlay-images")
         .join(&bad)
@@ -299,62 +372,143 @@ fn privileged_a_ducc_image_mounts_with_its_whiteouts_applied() {
     d.remove("ctr").unwrap();
 }
 
-/// What synthesis costs as DUCC's repository grows (local disk, warm cache):
-/// built once per DUCC publication, then one `stat` per `Init`.
-#[test]
-fn measure_synthesis_against_repository_size() {
-    for n in [10usize, 1000] {
-        let t = tempfile::tempdir().unwrap();
-        let repo = t.path().join("cvmfs/many.example.org");
-        let (base_blob, base_diff) = (sha(b"base-blob"), sha(b"base-diff"));
-        ducc_layer(&repo, &base_blob, &base_diff, &[("etc/os-release", "x")]);
-        for i in 0..n {
-            let (b, d) = (
-                sha(format!("blob{i}").as_bytes()),
-                sha(format!("diff{i}").as_bytes()),
-            );
-            ducc_layer(&repo, &b, &d, &[("app", "a")]);
-            ducc_image(
-                &repo,
-                &format!("reg.example.org/app{i}:1"),
-                &[(&base_blob, &base_diff), (&b, &d)],
-            );
-        }
-        let home = t.path().join("graph/cvmfs");
-        fs::create_dir_all(home.join("staging")).unwrap();
-        let start = std::time::Instant::now();
-        let built = synthesise(&home, &repo, &[]).unwrap();
-        let first = start.elapsed();
-        assert!(
-            built.built && built.skipped.is_empty(),
-            "{:?}",
-            built.skipped
+/// A repository of `n` DUCC images (a shared base layer + one own layer
+/// each), both DUCC indexes written once. Returns the last image's top
+/// layer ID.
+fn many_images(repo: &Path, n: usize) -> String {
+    let (base_blob, base_diff) = (sha(b"base-blob"), sha(b"base-diff"));
+    ducc_layer(repo, &base_blob, &base_diff, &[("etc/os-release", "x")]);
+    let (mut images, mut layers, mut top) = (Vec::new(), Vec::new(), String::new());
+    for i in 0..n {
+        let (b, d) = (
+            sha(format!("blob{i}").as_bytes()),
+            sha(format!("diff{i}").as_bytes()),
         );
-        let start = std::time::Instant::now();
-        assert!(!synthesise(&home, &repo, &[]).unwrap().built);
-        let again = start.elapsed();
-        // DUCC publishes one more image: only it is read from the repository
-        let (b, d) = (sha(b"one-more-blob"), sha(b"one-more-diff"));
-        ducc_layer(&repo, &b, &d, &[("app", "b")]);
-        ducc_image(
-            &repo,
-            "reg.example.org/one-more:1",
+        ducc_layer(repo, &b, &d, &[("app", "a")]);
+        let (_, ids, image, entries) = ducc_image_files(
+            repo,
+            &format!("reg.example.org/app{i}:1"),
             &[(&base_blob, &base_diff), (&b, &d)],
         );
+        images.push(image);
+        layers.extend(entries);
+        top = ids[1].clone();
+    }
+    write_ducc_indexes(repo, &images, &layers);
+    top
+}
+
+/// Entries under `dir`, symlinks counted, not followed.
+fn files_under(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            n += 1;
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    n
+}
+
+/// What a first `podman run` of one image costs the driver as DUCC's
+/// repository grows (local disk, warm cache): `Init` builds the listing
+/// once per DUCC publication, the first use of an image completes it. The
+/// same repository without DUCC's layer list is converted whole (as before
+/// the listing), for comparison.
+#[test]
+fn measure_first_use_against_repository_size() {
+    for n in [1000usize, 10_000] {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("cvmfs/many.example.org");
+        let top = many_images(&repo, n);
         let start = std::time::Instant::now();
-        let next = synthesise(&home, &repo, &[]).unwrap();
-        let incremental = start.elapsed();
-        assert!(next.built);
-        let store = StorePaths::new(&built.store);
+        let d = open(t.path(), &repo);
+        let init = start.elapsed();
+        let store = StorePaths::new(&d.additional_image_stores()[0]);
+        let start = std::time::Instant::now();
+        let meta = d.metadata(&top).unwrap();
+        let first_use = start.elapsed();
+        assert!(meta["Ownership"].starts_with("lost"), "{meta:?}");
+        let start = std::time::Instant::now();
+        let d2 = open(t.path(), &repo);
+        d2.metadata(&top).unwrap();
+        let again = start.elapsed();
         let index = fs::metadata(store.images_json()).unwrap().len()
             + fs::metadata(store.layers_json()).unwrap().len();
+        let images: Vec<Value> =
+            serde_json::from_slice(&fs::read(store.images_json()).unwrap()).unwrap();
+        assert_eq!(images.len(), n);
+        let records = fs::read_dir(store.root.join("cvmfs/layers"))
+            .unwrap()
+            .count();
+        assert_eq!(records, 2, "only the chain used has records");
         println!(
-            "MEASURE: ducc synthesis, {n} images: first {:.3} s, unchanged {:.6} s, one image more {:.3} s, images.json+layers.json {index} bytes",
-            first.as_secs_f64(),
+            "MEASURE: ducc listing, {n} images: first Init {:.3} s, first use of one image {:.4} s, \
+             next Init + use {:.4} s, images.json+layers.json {index} bytes, {} files in the store",
+            init.as_secs_f64(),
+            first_use.as_secs_f64(),
             again.as_secs_f64(),
-            incremental.as_secs_f64()
+            files_under(&store.root)
         );
+        if n == 1000 {
+            fs::remove_dir_all(repo.join("podmanStore/overlay-layers")).unwrap();
+            let home = t.path().join("graph-eager/cvmfs");
+            let start = std::time::Instant::now();
+            let built = synthesise(&home, &repo, &[]).unwrap();
+            println!(
+                "MEASURE: ducc conversion of every image (no DUCC layer list), {n} images: {:.3} s, {} files",
+                start.elapsed().as_secs_f64(),
+                files_under(&built.store)
+            );
+        }
     }
+}
+
+/// DUCC's layer list is hostile: a chain it gives that the image's config
+/// does not, or a config that does not hash to its ID, is refused when the
+/// image is used, naming why; the other images still run.
+#[test]
+fn a_layer_list_the_config_contradicts_is_refused_at_first_use() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _, ids, _) = wh_repo(t.path());
+    let b3 = sha(b"blob3");
+    ducc_layer(&repo, &b3, &sha(b"diff3"), &[("new", "n")]);
+    let (other, other_ids) = ducc_image(&repo, "reg.example.org/other:2", &[(&b3, &sha(b"diff3"))]);
+    // DUCC's list now says the wh image's top layer sits on diff3
+    let list = repo.join("podmanStore/overlay-layers/layers.json");
+    let mut layers: Vec<Value> = serde_json::from_slice(&fs::read(&list).unwrap()).unwrap();
+    for l in &mut layers {
+        if l["id"] == json!(sha(b"diff2")) {
+            l["parent"] = json!(sha(b"diff3"));
+        }
+    }
+    fs::write(&list, serde_json::to_vec(&layers).unwrap()).unwrap();
+    let d = open(t.path(), &repo);
+    let store = StorePaths::new(&d.additional_image_stores()[0]);
+    let images: Vec<Value> =
+        serde_json::from_slice(&fs::read(store.images_json()).unwrap()).unwrap();
+    let lied = images.iter().find(|i| i["names"] == json!([NAME])).unwrap();
+    let top = lied["layer"].as_str().unwrap();
+    assert_ne!(top, ids[1], "the listing follows DUCC's list");
+    let e = d.metadata(top).unwrap_err().to_string();
+    assert!(e.contains("does not give image"), "{e}");
+    assert!(!store.record(top).exists());
+    // the other image is fine
+    assert!(d.metadata(&other_ids[0]).is_ok());
+    // a config changed after listing is refused at use
+    let cfg = repo
+        .join("podmanStore/overlay-images")
+        .join(&other)
+        .join(big_data_file_name(&format!("sha256:{other}")));
+    fs::write(cfg, b"{\"tampered\":true}").unwrap();
+    fs::remove_dir_all(store.record_dir(&other_ids[0])).unwrap();
+    let d = open(t.path(), &repo);
+    let e = d.metadata(&other_ids[0]).unwrap_err().to_string();
+    assert!(e.contains("does not hash to the image ID"), "{e}");
 }
 
 #[test]
@@ -421,4 +575,66 @@ fn duccs_podman_store_listed_as_an_image_store_is_taken_as_a_ducc_repository() {
     )
     .unwrap();
     assert_eq!(d.additional_image_stores(), vec![repo.join("podmanStore")]);
+}
+
+/// Owners restored from the registry (`cvmfs-podman owners` writes them to
+/// `<home>/ducc-owners/<blob>.ownership.json`) are applied to a DUCC layer:
+/// `Metadata` no longer says lost, and, as root, the mounted file has the
+/// image's owner although `layerfs` has the repository owner's.
+#[test]
+fn owners_restored_from_the_registry_are_applied() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _, ids, blobs) = wh_repo(t.path());
+    let home = t.path().join("graph/cvmfs");
+    let d = open(t.path(), &repo);
+    assert!(d.metadata(&ids[0]).unwrap()["Ownership"].starts_with("lost"));
+    let cache = cvmfs_graphdriver::ducc::owners_cache_file(&home, &blobs[0]);
+    fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    fs::write(
+        &cache,
+        br#"{"entries":[{"gid":1000,"path":"etc/b","uid":1000}],"version":1}"#,
+    )
+    .unwrap();
+    let d = open(t.path(), &repo);
+    let meta = d.metadata(&ids[0]).unwrap();
+    assert!(!meta["Ownership"].starts_with("lost"), "{meta:?}");
+    // the top layer has no restored owners: still lost
+    assert!(d.metadata(&ids[1]).unwrap()["Ownership"].starts_with("lost"));
+    // a malformed file is refused, naming it
+    fs::write(&cache, b"{").unwrap();
+    let e = open(t.path(), &repo)
+        .metadata(&ids[0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("restored owners"), "{e}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn privileged_restored_owners_show_in_the_mount() {
+    cvmfs_testkit::gate::require_root();
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let (repo, _, ids, blobs) = wh_repo(t.path());
+    let cache =
+        cvmfs_graphdriver::ducc::owners_cache_file(&t.path().join("graph/cvmfs"), &blobs[0]);
+    fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    fs::write(
+        &cache,
+        br#"{"entries":[{"gid":1000,"path":"etc/b","uid":1000}],"version":1}"#,
+    )
+    .unwrap();
+    let d = open(t.path(), &repo);
+    d.create("ctr", Some(&ids[1]), true, &[]).unwrap();
+    let m = d.get("ctr", None, &[]).unwrap();
+    let st = fs::metadata(m.join("etc/b")).unwrap();
+    assert_eq!((st.uid(), st.gid()), (1000, 1000));
+    let st = fs::metadata(m.join("data/x/3")).unwrap();
+    assert_eq!(
+        (st.uid(), st.gid()),
+        (0, 0),
+        "the top layer's owners are not known"
+    );
+    d.put("ctr").unwrap();
+    d.remove("ctr").unwrap();
 }

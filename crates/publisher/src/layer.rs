@@ -172,6 +172,7 @@ mod tests {
             uid: 0,
             gid: 0,
             mtime: 0,
+            linkname: Vec::new(),
         }
     }
 

@@ -40,13 +40,21 @@ pub fn owners_json(entries: &KeptEntries) -> Result<Vec<u8>, String> {
     // A later entry for the same path replaces the earlier one, as on unpacking.
     let mut last: BTreeMap<Vec<u8>, (u32, u32)> = BTreeMap::new();
     for e in entries.iter() {
-        // Extension and hardlink entries: a hardlink shares its target's inode,
-        // whose owner is the target entry's (listed under the target's name).
-        if matches!(e.typeflag, b'g' | b'x' | b'L' | b'K' | b'1') {
+        if matches!(e.typeflag, b'g' | b'x' | b'L' | b'K') {
             continue;
         }
         let Some(parts) = layer_path(&e.name) else {
             continue;
+        };
+        // A hardlink shares its target's inode, so its target's owner (root
+        // when the target is not listed). Listed under its own name too: a
+        // repository may hold it as a separate file (CVMFS ingest keeps no
+        // hardlinks), and the driver links the two when they share an inode.
+        let owner = if e.typeflag == b'1' {
+            let target = layer_path(&e.linkname).map(|t| t.join(&b'/'));
+            target.and_then(|t| last.get(&t).copied()).unwrap_or((0, 0))
+        } else {
+            (e.uid, e.gid)
         };
         // Raw whiteout markers are hidden by the driver; ".." never unpacks.
         if parts
@@ -55,7 +63,7 @@ pub fn owners_json(entries: &KeptEntries) -> Result<Vec<u8>, String> {
         {
             continue;
         }
-        last.insert(parts.join(&b'/'), (e.uid, e.gid));
+        last.insert(parts.join(&b'/'), owner);
     }
     let mut out = Vec::new();
     for (path, (uid, gid)) in last {
@@ -154,6 +162,7 @@ mod tests {
             uid,
             gid,
             mtime: 0,
+            linkname: Vec::new(),
         }
     }
 
@@ -166,6 +175,10 @@ mod tests {
             e("home/u/.profile", b'0', 1000, 100),
             e("home/u/.wh.gone", b'0', 1000, 1000),
             e("home/u/link", b'1', 7, 7),
+            EntryInfo {
+                linkname: b"home/u/.profile".to_vec(),
+                ..e("./home/u/link2", b'1', 0, 0)
+            },
             e("etc/b", b'0', 2000, 2000),
             e("etc/b", b'0', 0, 0),
         ]))
@@ -175,7 +188,8 @@ mod tests {
             v,
             serde_json::json!({"version":1,"entries":[
                 {"path":"home/u","uid":1000,"gid":1000},
-                {"path":"home/u/.profile","uid":1000,"gid":100}]})
+                {"path":"home/u/.profile","uid":1000,"gid":100},
+                {"path":"home/u/link2","uid":1000,"gid":100}]})
         );
     }
 

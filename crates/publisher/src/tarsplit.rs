@@ -151,11 +151,14 @@ pub struct EntryInfo {
     pub uid: u32,
     pub gid: u32,
     pub mtime: i64,
+    /// A hardlink's target name (raw bytes), empty for other entries.
+    pub linkname: Vec<u8>,
 }
 
 /// What the recorder keeps of a layer's entries for later steps (the marker
 /// list, `ownership.json`), in archive order: every entry whose last component
-/// is a whiteout marker and every entry not owned by 0:0, while their names fit
+/// is a whiteout marker, every hardlink (it shares its target's owner,
+/// whatever its own header says) and every entry not owned by 0:0, while their names fit
 /// in [`MAX_KEPT_NAMES`]. `complete` is false when some were dropped for that cap.
 #[derive(Debug, Clone, Default)]
 pub struct KeptEntries {
@@ -187,7 +190,7 @@ impl KeptEntries {
             .find(|c| !c.is_empty())
             .unwrap_or(b"");
         let marker = base.starts_with(WHITEOUT_PREFIX.as_bytes());
-        if !marker && (e.uid, e.gid) == (0, 0) {
+        if !marker && e.typeflag != b'1' && (e.uid, e.gid) == (0, 0) {
             return;
         }
         if self.names_bytes + e.name.len() > MAX_KEPT_NAMES {
@@ -366,6 +369,11 @@ impl<W: Write> TarObserver for TarSplitter<W> {
             mode: e.mode,
             uid: u32::try_from(e.uid).unwrap_or(u32::MAX),
             gid: u32::try_from(e.gid).unwrap_or(u32::MAX),
+            linkname: if e.typeflag == b'1' {
+                e.linkname.clone()
+            } else {
+                Vec::new()
+            },
             mtime: e.mtime.sec,
         };
         // A global header is an entry of its own for tar-split, without content.

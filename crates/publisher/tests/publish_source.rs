@@ -241,3 +241,53 @@ fn missing_or_malformed_fields_are_errors_naming_image_blob_and_field() {
         "nothing half-written"
     );
 }
+
+/// `cvmfs-podman owners` reads a layer's owners from its blob alone (tar
+/// headers, nothing unpacked): entries not owned by root are listed, and a
+/// blob that is not the one the manifest names is refused.
+#[test]
+fn owners_come_from_the_blobs_tar_headers() {
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("oci");
+    let spec = "dir /home 0755\ndir /home/u 0700 1000:1000\nfile /home/u/f 0640 1000:2000 \"x\\n\"\nfile /etc/b 0644 \"b\\n\"\n";
+    let (config, layers) = layers_and_config(&layout, &[spec], None);
+    let manifest =
+        serde_json::to_vec(&ManifestDocument::new(MT_OCI_MANIFEST, &config, &layers)).unwrap();
+    layout_with_manifest(&layout, &manifest);
+    let registry = RegistryOptions {
+        tls_verify: true,
+        limits: TransferLimits::default(),
+    };
+    let src = source::open(
+        &format!("oci:{}:t", layout.display()),
+        Platform::host(),
+        registry,
+    )
+    .unwrap();
+    let json = publish::owners_from_blob(src.as_ref(), &layers[0])
+        .unwrap()
+        .unwrap();
+    let owners = cvmfs_format::ownership::parse_owners(&json).unwrap();
+    let got: Vec<(String, u32, u32)> = owners
+        .iter()
+        .map(|o| (o.path.display().to_string(), o.uid, o.gid))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("home/u".to_string(), 1000, 1000),
+            ("home/u/f".to_string(), 1000, 2000)
+        ]
+    );
+    // the same bytes under another digest: refused
+    let hex = &layers[0].digest["sha256:".len()..];
+    let blob = layout.join("blobs/sha256").join(hex);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let e = publish::owners_from_blob(src.as_ref(), &layers[0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("digest") || e.contains("mismatch"), "{e}");
+}

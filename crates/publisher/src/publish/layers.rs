@@ -170,6 +170,39 @@ fn compression_of(desc: &Descriptor) -> i64 {
     }
 }
 
+/// The `ownership.json` bytes of layer blob `desc` of `src`, from its tar
+/// headers: the blob is streamed (decompressed, file contents skipped,
+/// nothing written) and must have the digest and size the manifest gives.
+/// `Ok(Err(why))` when the owners cannot be expressed (see
+/// [`ownership::owners_json`]).
+pub fn owners_from_blob(
+    src: &dyn crate::source::Source,
+    desc: &Descriptor,
+) -> Result<std::result::Result<Vec<u8>, String>> {
+    let (blob, fault) = open_blob(src, &desc.digest, desc.size)?;
+    let mut hr = HashReader::new(blob, None);
+    let result = (|| {
+        let kept = {
+            let (dec, _) = decompressor(BufReader::with_capacity(1 << 20, &mut hr))?;
+            let mut split = crate::tarsplit::TarSplitter::new(io::sink());
+            let mut tar =
+                cvmfs_graphdriver::archive::tarparse::TarReader::new(dec).with_observer(&mut split);
+            while tar
+                .next_entry()
+                .map_err(|e| Error::msg(format!("layer {}: {e}", desc.digest)))?
+                .is_some()
+            {}
+            io::copy(&mut tar.into_inner(), &mut io::sink())
+                .map_err(|e| Error::msg(format!("reading blob: {e}")))?;
+            split.finish().map_err(Error::msg)?.1
+        };
+        io::copy(&mut hr, &mut io::sink()).map_err(|e| Error::msg(format!("reading blob: {e}")))?;
+        hr.verify(&desc.digest, desc.size)?;
+        Ok(ownership::owners_json(&kept))
+    })();
+    result.map_err(|e| blob_fault_or(&mut hr, &fault, e))
+}
+
 /// The blob's own fault (longer, shorter, wrong digest, too slow) when it
 /// has one, else `e`: after a failed unpack up to 64 MiB more of the blob are
 /// read (within its declared size and deadline), so that a corrupt tar in a

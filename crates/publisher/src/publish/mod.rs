@@ -29,6 +29,7 @@ use crate::source::{image_manifest, read_small_blob, ImageName, Source};
 use crate::{digest_hex, fsx, layer_ids, rfc3339, Error, Result};
 
 mod layers;
+pub use layers::owners_from_blob;
 mod place;
 mod tree;
 

@@ -12,6 +12,7 @@ use cvmfs_publisher::Error;
 
 mod check;
 mod maintain;
+mod owners_cmd;
 mod profile_cmd;
 mod progress;
 mod publish;
@@ -44,6 +45,9 @@ enum Cmd {
     Disable(maintain::DisableArgs),
     /// Check a published tree and explain what is wrong
     Check(maintain::CheckArgs),
+    /// Restore the owners of a DUCC image's layers from the registry's
+    /// blobs into podman's graph root (DUCC drops them when it ingests)
+    Owners(owners_cmd::OwnersArgs),
     /// Start-up profiles: what a container reads first, prefetched by the
     /// driver on cold starts
     #[command(subcommand)]
@@ -59,6 +63,7 @@ impl Cmd {
             Cmd::Enable(_) => "enable",
             Cmd::Disable(_) => "disable",
             Cmd::Check(_) => "check",
+            Cmd::Owners(_) => "owners",
             Cmd::Profile(_) => "profile",
         }
     }
@@ -72,6 +77,7 @@ impl Cmd {
             Cmd::Enable(a) => maintain::enable(a).map(|()| true),
             Cmd::Disable(a) => maintain::disable(a).map(|()| true),
             Cmd::Check(a) => Ok(maintain::check(a)),
+            Cmd::Owners(a) => owners_cmd::run(a).map(|()| true),
             Cmd::Profile(c) => profile_cmd::run(c.clone()).map(|()| true),
         }
     }

@@ -16,8 +16,9 @@
 //! containers/image computes, so a pull would never reuse them.
 //!
 //! For each repository named in `cvmfs.ducc_repositories`, [`add_ducc_stores`]
-//! (run at `Init`) builds under `<home>/ducc/<repo>-<source>/` a complete
-//! read-only store for this driver:
+//! (run at `Init`) builds under `<home>/ducc/<repo>-<source>/` a read-only
+//! store for this driver (below for an image converted at once; most are
+//! listed from DUCC's indexes and completed on first use, see [`lazy`]):
 //!
 //! * `cvmfs-images/images.json` and each image's big data (config, manifest);
 //! * `cvmfs-layers/layers.json` with containers/image's layer IDs (base =
@@ -53,9 +54,11 @@
 //! `cvmfs.repository_timeout`; when it fails, the last store built for the
 //! repository (if any) is used.
 //!
-//! Cost: the store lists every image of DUCC's `images.json` (or those whose
-//! name matches `cvmfs.ducc_images`), so without that option what podman
-//! parses per command grows with the repository (as with DUCC's own store);
+//! Cost: images DUCC's layer list describes are listed without a
+//! repository read each and completed when first used ([`lazy`]); the
+//! listing still names every image (or those matching
+//! `cvmfs.ducc_images`), so what podman parses per command grows with the
+//! repository (as with DUCC's own store);
 //! see docs/cvmfs-layers.md for the numbers and what is left.
 
 use std::collections::HashMap;
@@ -74,10 +77,16 @@ use sha2::{Digest, Sha256};
 use crate::layout::with_progress;
 use crate::options::Options;
 
+mod lazy;
+pub use lazy::{complete, DUCC_LAYERS_DIR, INDEX_FILE, REPOSITORY_FILE};
+
 /// DUCC's legacy overlay image store inside `podmanStore/`.
 pub const DUCC_IMAGES_DIR: &str = "overlay-images";
 /// Where the synthesised stores live in the driver home.
 pub const DUCC_HOME_DIR: &str = "ducc";
+/// Where `cvmfs-podman owners` leaves the owners of DUCC layers, in the
+/// driver home, by blob digest.
+pub const OWNERS_DIR: &str = "ducc-owners";
 /// Largest DUCC `images.json` read (some 100 000 images).
 pub const MAX_DUCC_INDEX_BYTES: u64 = 64 << 20;
 /// Largest image config read.
@@ -123,10 +132,27 @@ pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
         };
         if let Some(s) = store {
             if !opts.image_stores.contains(&s) {
-                opts.image_stores.push(s);
+                opts.image_stores.push(s.clone());
+                opts.ducc_stores.push(s);
             }
         }
     }
+}
+
+/// The owners of DUCC blob `blob_hex` restored from the registry
+/// (`ownership.json` format), in driver home `home`.
+pub fn owners_cache_file(home: &Path, blob_hex: &str) -> PathBuf {
+    home.join(OWNERS_DIR)
+        .join(format!("{blob_hex}.ownership.json"))
+}
+
+/// The restored-owners file for a layer of synthesised store `store`
+/// (`<home>/ducc/<name>`) whose files are `content_dir`
+/// (`.layers/XX/<blob>/layerfs`).
+pub fn owners_cache_for(store: &Path, content_dir: &Path) -> Option<PathBuf> {
+    let home = store.parent()?.parent()?;
+    let blob = content_dir.parent()?.file_name()?.to_str()?;
+    is_hex64(blob).then(|| owners_cache_file(home, blob))
 }
 
 /// Whether image store `store` is DUCC's own (`<repo>/podmanStore` with
@@ -371,6 +397,11 @@ struct DuccImage {
     id: String,
     #[serde(default)]
     names: Vec<String>,
+    /// DUCC's top layer ID (its diffID).
+    #[serde(default)]
+    layer: Option<String>,
+    #[serde(default)]
+    created: Option<String>,
 }
 
 /// Everything the store lists for one image.
@@ -384,7 +415,9 @@ struct ImageEntry {
     layers: Vec<(String, Value, String)>,
 }
 
-/// Build the whole store into `stage`; returns the images left out.
+/// Build the whole store into `stage`; returns the images left out. Images
+/// DUCC's layer list describes are only listed ([`lazy`]); the others are
+/// converted now, or taken from the previous store.
 fn build_store(
     repo: &Path,
     stage: &Path,
@@ -395,11 +428,17 @@ fn build_store(
     let listed: Vec<DuccImage> =
         serde_json::from_slice(&read_capped(&index, MAX_DUCC_INDEX_BYTES)?)
             .map_err(|e| err(format!("{}: not DUCC's image list: {e}", index.display())))?;
+    let ducc_layers = lazy::read_ducc_layers(repo)?;
     let previous = previous.map(Previous::load);
     let mut infos = HashMap::new();
     let mut skipped = Vec::new();
     let mut images: Vec<ImageEntry> = Vec::new();
+    let mut cheap: Vec<lazy::Listed> = Vec::new();
     for img in listed.into_iter().filter(|i| wanted(&i.names, only)) {
+        if let Ok(l) = lazy::listed_image(repo, &img, img.layer.as_deref(), &ducc_layers) {
+            cheap.push(l);
+            continue;
+        }
         let reused = previous.as_ref().and_then(|p| p.image(&img));
         let entry = match reused {
             Some(e) => Ok(e),
@@ -410,7 +449,7 @@ fn build_store(
             Err(e) => skipped.push(format!("image {} ({}): {e}", img.id, img.names.join(", "))),
         }
     }
-    write_store(&StorePaths::new(stage), &images)?;
+    write_store(repo, &StorePaths::new(stage), &images, &cheap)?;
     Ok(skipped)
 }
 
@@ -472,7 +511,7 @@ impl Previous {
         let created = old["created"].as_str().unwrap_or(EPOCH).to_string();
         (!layers.is_empty()).then(|| ImageEntry {
             id: img.id.clone(),
-            names: img.names.clone(),
+            names: podman_names(&img.names),
             config,
             manifest,
             created,
@@ -493,6 +532,34 @@ fn check_name(name: &str) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Hosts DUCC users give for Docker Hub (its recipes say
+/// `https://registry.hub.docker.com/library/redis:4`); DUCC names the image
+/// `<host>/<path>:<tag>` as given, podman spells the same image
+/// `docker.io/<path>:<tag>`.
+const DOCKER_HUB_HOSTS: [&str; 3] = [
+    "registry.hub.docker.com",
+    "registry-1.docker.io",
+    "index.docker.io",
+];
+
+/// DUCC's names plus podman's spelling of each Docker Hub name, so that
+/// `podman run docker.io/library/redis:4` (or `redis:4`) finds the image.
+fn podman_names(names: &[String]) -> Vec<String> {
+    let mut out = names.to_vec();
+    for n in names {
+        let Some((host, path)) = n.split_once('/') else {
+            continue;
+        };
+        if DOCKER_HUB_HOSTS.contains(&host) {
+            let alias = format!("docker.io/{path}");
+            if !out.contains(&alias) {
+                out.push(alias);
+            }
+        }
+    }
+    out
 }
 
 /// Standard base64 with padding (containers/storage's big data file names).
@@ -712,7 +779,7 @@ fn image_entry(
     }
     Ok(ImageEntry {
         id: img.id.clone(),
-        names: img.names.clone(),
+        names: podman_names(&img.names),
         config,
         manifest: standard_manifest(&manifest),
         created,
@@ -740,8 +807,14 @@ fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::write(path, data).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
-/// Write records, layer index, big data and image index into `store`.
-fn write_store(store: &StorePaths, images: &[ImageEntry]) -> io::Result<()> {
+/// Write records, layer index, big data and image index into `store`: the
+/// converted images whole, the listed ones as links and index lines.
+fn write_store(
+    repo: &Path,
+    store: &StorePaths,
+    images: &[ImageEntry],
+    listed: &[lazy::Listed],
+) -> io::Result<()> {
     let mut layer_index: Vec<Value> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut image_index = Vec::new();
@@ -754,6 +827,29 @@ fn write_store(store: &StorePaths, images: &[ImageEntry]) -> io::Result<()> {
         }
         image_index.push(write_image(store, img)?);
     }
+    let mut lines = std::collections::BTreeMap::new();
+    let mut listed_ids: std::collections::HashSet<&str> =
+        images.iter().map(|i| i.id.as_str()).collect();
+    for img in listed {
+        if !listed_ids.insert(&img.id) {
+            continue;
+        }
+        let top = img.layers.last().map(|l| &l.0);
+        for (id, entry, line) in &img.layers {
+            if seen.insert(id.clone()) {
+                layer_index.push(entry.clone());
+            }
+            // the line names the image whose config checks the chain: the
+            // image this layer tops when there is one (what a user runs)
+            if !lines.contains_key(id) || Some(id) == top {
+                lines.insert(id.clone(), line.clone());
+            }
+        }
+        lazy::write_big_data(repo, store, img)?;
+        image_index.push(img.entry.clone());
+    }
+    fs::create_dir_all(&store.root)?;
+    lazy::write_index(&store.root, repo, &lines)?;
     write_file(
         &store.layers_json(),
         &serde_json::to_vec(&layer_index).expect("json"),
@@ -831,6 +927,20 @@ mod tests {
         for bad in ["../x:1", "/abs:1", "a//b:1", "a/./b", "a\nb"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn docker_hub_names_get_podmans_spelling() {
+        let n = vec!["registry.hub.docker.com/library/redis:4".to_string()];
+        assert_eq!(
+            podman_names(&n),
+            [
+                "registry.hub.docker.com/library/redis:4",
+                "docker.io/library/redis:4"
+            ]
+        );
+        let other = vec!["127.0.0.1:5000/test/wh:1".to_string()];
+        assert_eq!(podman_names(&other), other);
     }
 
     #[test]
