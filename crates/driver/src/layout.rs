@@ -89,6 +89,29 @@ pub struct StoreLayer {
     pub flat: Option<PathBuf>,
 }
 
+/// The record cache's directory in the driver home.
+pub const RECORD_CACHE_DIR: &str = "record-cache";
+
+/// Write `header` + `text` to `dest` in one rename.
+fn write_cached(dir: &Path, dest: &Path, header: &[u8], text: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::AtomicU64;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    fs::create_dir_all(dir)?;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp-{}-{seq}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(header)?;
+        f.write_all(text)?;
+        fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::Repository,
@@ -275,6 +298,9 @@ fn resolve_beneath_with(repo: &Path, rel: &Path, no_symlinks: bool) -> io::Resul
 #[derive(Debug, Clone)]
 pub struct Layout {
     stores: Vec<PathBuf>,
+    /// Where records read from the stores are kept across processes (see
+    /// [`Layout::read_record`]); `None`: not kept.
+    record_cache: Option<PathBuf>,
     repositories: Vec<PathBuf>,
     timeout: Duration,
     /// Paths whose last probe timed out, with a flag the stuck helper thread
@@ -325,6 +351,17 @@ impl Layout {
             hung: Arc::new(Mutex::new(HashMap::new())),
             cache: Arc::new(Mutex::new(HashMap::new())),
             progress: ProgressSink::stderr(),
+            record_cache: None,
+        }
+    }
+
+    /// The same layout keeping the records it reads in `dir` (the driver
+    /// home's [`RECORD_CACHE_DIR`]), so a later process does not download them
+    /// again.
+    pub fn with_record_cache(self, dir: PathBuf) -> Layout {
+        Layout {
+            record_cache: Some(dir),
+            ..self
         }
     }
 
@@ -656,6 +693,43 @@ impl Layout {
             .map_err(|e| repo_err(&p, format!("ownership metadata: {e}")))
     }
 
+    /// The text of a store's record, through the record cache: a layer ID
+    /// names fixed content, so its record is read from the repository (a
+    /// download on a cold CVMFS client) once and then taken from the cache
+    /// while the file's identity ([`crate::mirror::file_key`]: CVMFS's
+    /// content hash, else revision, inode, size and times) is the one it was
+    /// read with. Cached text is parsed and checked like any record; a cache
+    /// that cannot be read or written is only a cost.
+    fn read_record(&self, store: &Path, id: &str, record_path: &Path) -> Result<Option<Vec<u8>>> {
+        let Some(cache) = &self.record_cache else {
+            return self.read_store_file(store, record_path, RECORD_MAX_BYTES);
+        };
+        let p = record_path.to_path_buf();
+        let key = match self.probe(store, "a record's identity", move || {
+            crate::mirror::file_key(&p)
+        }) {
+            Some(Ok(key)) => key,
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // read_store_file says what is wrong.
+            _ => return self.read_store_file(store, record_path, RECORD_MAX_BYTES),
+        };
+        let header = format!("{}\n{key}\n", record_path.display());
+        let cached = cache.join(format!("{id}.json"));
+        if let Ok(b) = fs::read(&cached) {
+            if let Some(text) = b.strip_prefix(header.as_bytes()) {
+                return Ok(Some(text.to_vec()));
+            }
+        }
+        let bytes = self.read_store_file(store, record_path, RECORD_MAX_BYTES)?;
+        if let Some(b) = bytes
+            .as_ref()
+            .filter(|b| b.len() as u64 <= RECORD_MAX_BYTES)
+        {
+            let _ = write_cached(cache, &cached, header.as_bytes(), b);
+        }
+        Ok(bytes)
+    }
+
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
     /// no store has it; an error if a record is there but unusable.
     pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
@@ -669,7 +743,7 @@ impl Layout {
         for store in &self.stores {
             let record_path = Self::record_path(store, id);
             // At most RECORD_MAX_BYTES + 1: the parser names a larger file.
-            let Some(bytes) = self.read_store_file(store, &record_path, RECORD_MAX_BYTES)? else {
+            let Some(bytes) = self.read_record(store, id, &record_path)? else {
                 continue;
             };
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
