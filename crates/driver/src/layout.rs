@@ -716,8 +716,12 @@ impl Layout {
         let header = format!("{}\n{key}\n", record_path.display());
         let cached = cache.join(format!("{id}.json"));
         if let Ok(b) = fs::read(&cached) {
-            if let Some(text) = b.strip_prefix(header.as_bytes()) {
-                return Ok(Some(text.to_vec()));
+            // A damaged cache entry is read again from the store.
+            match b.strip_prefix(header.as_bytes()) {
+                Some(text) if cvmfs_format::parse_store_record(text).is_ok() => {
+                    return Ok(Some(text.to_vec()))
+                }
+                _ => {}
             }
         }
         let bytes = self.read_store_file(store, record_path, RECORD_MAX_BYTES)?;
@@ -875,6 +879,54 @@ mod tests {
         let e = f.layout.check_stack_reachable([&l]).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Repository);
         assert!(e.to_string().contains("not mounted"), "{e}");
+    }
+
+    #[test]
+    fn records_are_kept_across_processes_until_the_file_changes() {
+        let f = fixture();
+        let cache = f._t.path().join("home").join(RECORD_CACHE_DIR);
+        // A new Layout is what a new podman process starts with.
+        let process = || {
+            let opts = Options::parse([
+                format!("cvmfs.repositories={}", f.repo.display()),
+                format!("imagestore={}", f.store.display()),
+            ])
+            .unwrap();
+            Layout::new(&opts).with_record_cache(cache.clone())
+        };
+        let rec = write_record(&f, ID, &good(&f.repo, ".layers/ab/d1/layerfs"));
+        let first = process().find(ID).unwrap().unwrap();
+        let entry = cache.join(format!("{ID}.json"));
+        let kept = fs::read_to_string(&entry).unwrap();
+        assert!(kept.starts_with(&format!("{}\n", rec.display())), "{kept}");
+        // The next process takes the record from the cache: an entry whose
+        // text differs (same key) shows it was not read from the store.
+        let header: String = kept.lines().take(2).map(|l| format!("{l}\n")).collect();
+        let other = good(&f.repo, ".layers/ab/d1/layerfs/etc");
+        fs::write(&entry, format!("{header}{other}")).unwrap();
+        let cached = process().find(ID).unwrap().unwrap();
+        assert_eq!(cached.content_dir, f.repo.join(".layers/ab/d1/layerfs/etc"));
+        assert_eq!(first.content_dir, f.repo.join(".layers/ab/d1/layerfs"));
+        // The record is rewritten (a plain directory, same size): read again.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&rec, fs::read(&rec).unwrap()).unwrap();
+        let fresh = process().find(ID).unwrap().unwrap();
+        assert_eq!(
+            fresh.content_dir, first.content_dir,
+            "a changed file is never missed"
+        );
+        // A damaged entry is only a cost: the store is read again.
+        let kept = fs::read_to_string(&entry).unwrap();
+        let header: String = kept.lines().take(2).map(|l| format!("{l}\n")).collect();
+        fs::write(&entry, format!("{header}{{\"version\":1,\"kind\":\"cvm")).unwrap();
+        assert_eq!(
+            process().find(ID).unwrap().unwrap().content_dir,
+            first.content_dir
+        );
+        assert!(
+            fs::read_to_string(&entry).unwrap().ends_with('}'),
+            "entry rewritten"
+        );
     }
 
     #[test]
