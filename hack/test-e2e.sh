@@ -671,13 +671,15 @@ t_start_path_round_trips() {
   out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
   [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
   rtt_view_down "$R"
-  { echo "podman run by name, fresh driver home, cold view:"; rtt_count "$S/run1.txt" "$S/src"; } | tee -a "$report"
+  { echo "podman run by name, fresh driver home, cold view:"; rtt_count "$S/run1.txt" "$S/src"; } >"$S/count1.txt"
+  tee -a "$report" <"$S/count1.txt"
   local cold=$RTT_STORE
   rtt_view_up "$S/src" "$R" "$S/run2.txt"
   out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
   [ "$out" = "hello from cvmfs" ] || fail "second run printed '$out'"
   rtt_view_down "$R"
-  { echo "again: same driver home, new cold view:"; rtt_count "$S/run2.txt" "$S/src"; } | tee -a "$report"
+  { echo "again: same driver home, new cold view:"; rtt_count "$S/run2.txt" "$S/src"; } >"$S/count2.txt"
+  tee -a "$report" <"$S/count2.txt"
   local warm=$RTT_STORE
   ! grep -q '\.lock$' "$S/run1.txt" "$S/run2.txt" || fail "lock files were read from the repository"
   # Fresh home: the 2 indexes (read together), the files of the image's
@@ -696,7 +698,8 @@ t_start_path_round_trips() {
   out=$(pm run --rm "$REG/e2e/wh:1" cat /data/keep 2>&1) || fail "the image published after the first runs does not run: $out"
   pm images --format '{{.Repository}}:{{.Tag}}' >"$S/images.txt"
   rtt_view_down "$R"
-  { echo "after publishing a second image, running it:"; rtt_count "$S/run3.txt" "$S/src"; } | tee -a "$report"
+  { echo "after publishing a second image, running it:"; rtt_count "$S/run3.txt" "$S/src"; } >"$S/count3.txt"
+  tee -a "$report" <"$S/count3.txt"
   grep -qx "$REG/e2e/wh:1" "$S/images.txt" || fail "podman images does not list the new image: $(cat "$S/images.txt")"
   grep -qx "$REG/e2e/tiny:1" "$S/images.txt" || fail "podman images lost the first image"
   pm rm -af -t 0

@@ -64,8 +64,9 @@ fn xattr(path: &Path, name: &str) -> Option<String> {
 /// What identifies the content of a file of a repository without reading it:
 /// CVMFS's content hash (`user.hash`) with the size when the client shows
 /// it; otherwise the repository revision (`user.revision`, absent on a plain
-/// directory) with device, inode, size, modification and change times, so
-/// that a file rewritten in place or replaced by a rename is noticed.
+/// directory) with inode, size, modification and change times, so that a
+/// file rewritten in place or replaced by a rename is noticed. Not the
+/// device: a FUSE file system gets a new one at every mount.
 pub fn file_key(path: &Path) -> io::Result<String> {
     let st = fs::metadata(path)?;
     if !st.is_file() {
@@ -75,9 +76,8 @@ pub fn file_key(path: &Path) -> io::Result<String> {
         return Ok(format!("hash={hash} size={}", st.len()));
     }
     Ok(format!(
-        "rev={} dev={} ino={} size={} mtime={}.{} ctime={}.{}",
+        "rev={} ino={} size={} mtime={}.{} ctime={}.{}",
         xattr(path, "user.revision").unwrap_or_default(),
-        st.dev(),
         st.ino(),
         st.len(),
         st.mtime(),
