@@ -17,6 +17,10 @@ total_s is the timeout and rc is -9 (first_s stays valid if the marker came).
 With MEASURE_AT_FIRST set, that shell command runs when the MARKER line
 arrives (while the entrypoint goes on) and its output is the "at_first" field:
 e.g. the local disk used at the moment the entrypoint started.
+
+With MEASURE_UNTIL_FIRST=1 the command running when the MARKER line arrives
+is killed with its process group right then (not a failure: rc stays 0,
+total_s is first_s), for measurements of the time to first output alone.
 """
 import json
 import os
@@ -36,6 +40,8 @@ at_first_cmd = os.environ.get("MEASURE_AT_FIRST")
 at_first = None
 timeout = float(os.environ.get("MEASURE_TIMEOUT") or 0)
 timed_out = False
+until_first = os.environ.get("MEASURE_UNTIL_FIRST") == "1"
+stopped_at_first = False
 
 
 def kill_group(p):
@@ -57,13 +63,19 @@ for cmd in cmds:
         timer.start()
 
     def reader(p=p):
-        global first, at_first
+        global first, at_first, stopped_at_first
         for line in iter(p.stdout.readline, b""):
             if first is None and marker.encode() in line:
                 first = time.monotonic() - t0
                 if at_first_cmd:
                     r = subprocess.run(["/bin/sh", "-c", at_first_cmd], capture_output=True)
                     at_first = r.stdout.decode().strip()
+                if until_first:
+                    stopped_at_first = True
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
             out.append(line.decode(errors="replace"))
 
     th = threading.Thread(target=reader, daemon=True)
@@ -75,9 +87,11 @@ for cmd in cmds:
     # Whatever still holds the pipe (a runaway conmon) must not hang us.
     th.join(timeout=5)
     maxrss = max(maxrss, ru.ru_maxrss)
+    if stopped_at_first:
+        break
     if p.returncode != 0 and rc == 0:
         rc = p.returncode
         break
-total = timeout if timed_out else time.monotonic() - t0
+total = timeout if timed_out else (first if stopped_at_first else time.monotonic() - t0)
 print(json.dumps(dict(first_s=first, total_s=total, maxrss_kib=maxrss, rc=rc, timed_out=timed_out,
                       at_first=at_first, out="".join(out)[-2000:])))

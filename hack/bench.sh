@@ -7,14 +7,17 @@
 #   4. bench/run.sh again       cold start with a published start-up profile
 #                               (--rootfs, ours without, with, with a stale one)
 #   5. hack/bench-owners.sh     owner restoration on a claim-ownership client
+#   6. bench/run.sh again       round trips before the first output: the large
+#                               image, --rootfs and ours, 100 ms per request
+#                               (BENCH_RTT_LATENCY), runs stopped at the first output
 # BENCH_* variables (bench/run.sh) pass through; BENCH_ONLY="cold graphtest
-# publish profile owners" picks parts (then bench/results.md is left alone). Progress goes to
+# publish profile owners rtt" picks parts (then bench/results.md is left alone). Progress goes to
 # stderr, logs to build/bench/.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
-only=${BENCH_ONLY:-cold graphtest publish profile owners}
+only=${BENCH_ONLY:-cold graphtest publish profile owners rtt}
 L="$ROOT/build/bench"
 mkdir -p "$L"
 out="$L/results.md"
@@ -69,6 +72,9 @@ for p in $only; do
   owners) part "Owner restoration on a claim-ownership client (hack/bench-owners.sh, issue 13)" owners hack/bench-owners.sh ;;
   profile) part "Cold start with a published profile (bench/run.sh, issue 16)" profile \
     env BENCH_ALTS="rootfs cvmfs cvmfs-profile cvmfs-stale" bench/run.sh ;;
+  rtt) part "Time to first output with ${BENCH_RTT_LATENCY:-100ms} per request (bench/run.sh, issue 13 item 5; runs stopped at the first output, so exit = first output)" rtt \
+    env BENCH_ALTS="rootfs cvmfs" BENCH_IMAGES=large BENCH_VIEWS=fuse BENCH_LATENCY="${BENCH_RTT_LATENCY:-100ms}" \
+    MEASURE_UNTIL_FIRST=1 bench/run.sh ;;
   *) echo "bench: unknown part $p" >&2; rc=1 ;;
   esac
 done

@@ -657,6 +657,98 @@ $want"
   pm rm -af -t 0
 }
 
+# (15) Round trips on podman's start path (issue 13 item 5): the repository
+# behind bench/fuselat without delay, whose log lists every object a cold
+# CVMFS client would download. `podman run` by name with a fresh driver home,
+# again with a new (cold) view and the same home, then after a second image
+# is published. Repository objects outside the image's own files are counted
+# by kind; before the store views and the record cache (crates/driver/src/
+# mirror.rs) every run fetched 7, one after another (2 lock files, 2 indexes,
+# manifest, config, layer record).
+FUSELAT=
+fuselat_bin() {
+  if [ -z "$FUSELAT" ]; then
+    (cd "$ROOT/bench/fuselat" && GOFLAGS=-mod=mod go build -o "$W/fuselat" .) || return 1
+    FUSELAT="$W/fuselat"
+  fi
+}
+# rtt_view_up SRC MNT LOG / rtt_view_down MNT: a fuselat view, stopped by PID.
+rtt_view_up() {
+  "$FUSELAT" -latency 0 -bandwidth 0 -log "$3" "$1" "$2" 2>>"$W/fuselat-rtt.log" &
+  RTT_VIEW=$!
+  for _ in $(seq 50); do mountpoint -q "$2" && return 0; sleep 0.1; done
+  fail "fuselat did not mount $2"
+}
+rtt_view_down() {
+  [ -n "${RTT_VIEW:-}" ] || return 0
+  kill "$RTT_VIEW" 2>/dev/null || true
+  wait "$RTT_VIEW" 2>/dev/null || true
+  RTT_VIEW=
+  if mountpoint -q "$1"; then umount -l "$1"; fi
+}
+# rtt_count LOG SRC: fetches outside the image's files, by kind; sets RTT_STORE.
+rtt_count() {
+  local kinds
+  kinds=$(cut -f3 "$1" | sed "s|^$2/||" | awk '
+    /^podmanStore\/.*\.lock$/ { k["lock file"]++; next }
+    /^podmanStore\/cvmfs-(images\/images|layers\/layers)\.json$/ { k["index (images.json, layers.json)"]++; next }
+    /^podmanStore\/cvmfs-images\// { k["image big data (manifest, config)"]++; next }
+    /^podmanStore\/cvmfs\/layers\// { k["layer record"]++; next }
+    /^podmanStore\// { k["other store file: " $0]++; next }
+    { k["image files"]++ }
+    END { for (n in k) printf "%4d  %s\n", k[n], n }' | sort -k2)
+  echo "$kinds"
+  RTT_STORE=$(echo "$kinds" | grep -v 'image files' | awk '{s += $1} END {print s + 0}')
+  echo "     = $RTT_STORE store fetches"
+}
+t_start_path_round_trips() {
+  fuselat_bin || fail "cannot build bench/fuselat"
+  local S="$W/rtt" out
+  local R="$S/repo" # new_case points the store at this repository
+  "$B" publish "docker://$REG/e2e/tiny:1" --tls-verify=false --repo "$R" -q
+  mv "$R" "$S/src" && mkdir "$R"
+  trap 'rc_before=$?; set +e; rtt_view_down "$R"; exit "$rc_before"' EXIT
+  new_case
+  local report="$log_dir/start-path-round-trips.txt"
+  : >"$report"
+  rtt_view_up "$S/src" "$R" "$S/run1.txt"
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
+  rtt_view_down "$R"
+  { echo "podman run by name, fresh driver home, cold view:"; rtt_count "$S/run1.txt" "$S/src"; } >"$S/count1.txt"
+  tee -a "$report" <"$S/count1.txt"
+  local cold=$RTT_STORE
+  rtt_view_up "$S/src" "$R" "$S/run2.txt"
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "second run printed '$out'"
+  rtt_view_down "$R"
+  { echo "again: same driver home, new cold view:"; rtt_count "$S/run2.txt" "$S/src"; } >"$S/count2.txt"
+  tee -a "$report" <"$S/count2.txt"
+  local warm=$RTT_STORE
+  ! grep -q '\.lock$' "$S/run1.txt" "$S/run2.txt" || fail "lock files were read from the repository"
+  # Fresh home: the 2 indexes (read together), the files of the image's
+  # directory (manifest, its digest-named copy, config; read ahead together
+  # with the record) and the top layer's record.
+  local bigdata
+  bigdata=$(find "$S/src/podmanStore/cvmfs-images/$(image_id tiny)" -type f | wc -l)
+  [ "$cold" -le $((3 + bigdata)) ] || fail "$cold store fetches with a fresh driver home (at most $((3 + bigdata)))"
+  [ "$warm" -le 2 ] || fail "$warm store fetches with a warm driver home (at most 2: manifest, config)"
+  # A publish is seen at once: the views and cached records are keyed by
+  # what the repository shows, not by time.
+  mv "$S/src" "$R.tmp" && rmdir "$R" && mv "$R.tmp" "$R"
+  "$B" publish "docker://$REG/e2e/wh:1" --tls-verify=false --repo "$R" -q
+  mv "$R" "$S/src" && mkdir "$R"
+  rtt_view_up "$S/src" "$R" "$S/run3.txt"
+  out=$(pm run --rm "$REG/e2e/wh:1" cat /data/keep 2>&1) || fail "the image published after the first runs does not run: $out"
+  pm images --format '{{.Repository}}:{{.Tag}}' >"$S/images.txt"
+  rtt_view_down "$R"
+  { echo "after publishing a second image, running it:"; rtt_count "$S/run3.txt" "$S/src"; } >"$S/count3.txt"
+  tee -a "$report" <"$S/count3.txt"
+  grep -qx "$REG/e2e/wh:1" "$S/images.txt" || fail "podman images does not list the new image: $(cat "$S/images.txt")"
+  grep -qx "$REG/e2e/tiny:1" "$S/images.txt" || fail "podman images lost the first image"
+  pm rm -af -t 0
+}
+
 # (12) A repository as DUCC leaves it: its layers (raw whiteout markers, owners
 # lost), manifest copies and its own legacy podmanStore (overlay-images,
 # overlay-layers: layer ID = diffID), none of our records, mounted read-only.
@@ -787,6 +879,7 @@ fi
 e2e_case "150, 320, 500-layer stacks run with runc beside another container; mountinfo lines < 8 KiB" t_deep_stacks_with_runc
 e2e_case "a repository answering its first requests after 2 s is waited for" t_slow_first_access
 e2e_case "a claim-ownership client: owners still the image's, podman info says so with the fix" t_claim_ownership_view
+e2e_case "podman run by name: repository round trips counted and bounded; a publish is seen" t_start_path_round_trips
 e2e_case "a DUCC-only repository (read-only, no records of ours) runs by name offline" t_ducc_repository_as_is
 if [ -f "$log_dir/slow-first-access.txt" ]; then
   sed 's/^/    /' "$log_dir/slow-first-access.txt"

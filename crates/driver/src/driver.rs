@@ -104,6 +104,10 @@ pub struct Driver {
     pub(crate) mounter: Arc<dyn Mounter>,
     /// Background reads of published start-up profiles (issue 16).
     pub(crate) prefetch: crate::prefetch::Prefetcher,
+    /// What containers/storage opens as additional image stores: local views
+    /// of the repositories' stores (crate::mirror), so its lock files and
+    /// indexes cost no repository round trip while they are unchanged.
+    pub(crate) store_views: Vec<PathBuf>,
 }
 
 /// An exclusive `flock` on a layer's mount count file; released on drop.
@@ -268,9 +272,17 @@ impl Driver {
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
         crate::ducc::add_ducc_stores(home, &mut options, &|m| eprintln!("{m}"));
-        let layout = Layout::new(&options);
+        let layout = Layout::new(&options)
+            .with_record_cache(store.home().join(crate::layout::RECORD_CACHE_DIR));
+        let store_views = crate::mirror::mirror_stores(
+            &store,
+            &options.image_stores,
+            options.repository_timeout,
+            &|m| eprintln!("{m}"),
+        );
         let prefetch = crate::prefetch::Prefetcher::new(options.prefetch, &run_dir);
         Ok(Driver {
+            store_views,
             store,
             image_store,
             run_dir,
@@ -1086,7 +1098,7 @@ impl Driver {
     }
 
     pub fn additional_image_stores(&self) -> Vec<PathBuf> {
-        self.layout.stores().to_vec()
+        self.store_views.clone()
     }
 
     /// Disk usage of a layer's own files (a CVMFS layer costs no local disk).

@@ -95,6 +95,29 @@ pub struct StoreLayer {
     pub client_shows: Option<(u32, u32)>,
 }
 
+/// The record cache's directory in the driver home.
+pub const RECORD_CACHE_DIR: &str = "record-cache";
+
+/// Write `header` + `text` to `dest` in one rename.
+fn write_cached(dir: &Path, dest: &Path, header: &[u8], text: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::AtomicU64;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    fs::create_dir_all(dir)?;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp-{}-{seq}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(header)?;
+        f.write_all(text)?;
+        fs::rename(&tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 fn repo_err(record: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorCode::Repository,
@@ -332,6 +355,9 @@ pub struct Layout {
     /// Stores synthesised for DUCC repositories, whose records are written
     /// when a layer is first asked for (`ducc::complete`).
     ducc_stores: Vec<PathBuf>,
+    /// Where records read from the stores are kept across processes (see
+    /// [`Layout::read_record`]); `None`: not kept.
+    record_cache: Option<PathBuf>,
     repositories: Vec<PathBuf>,
     timeout: Duration,
     /// Paths whose last probe timed out, with a flag the stuck helper thread
@@ -391,6 +417,17 @@ impl Layout {
             progress: ProgressSink::stderr(),
             clients: Arc::default(),
             unstacked: Arc::default(),
+            record_cache: None,
+        }
+    }
+
+    /// The same layout keeping the records it reads in `dir` (the driver
+    /// home's [`RECORD_CACHE_DIR`]), so a later process does not download them
+    /// again.
+    pub fn with_record_cache(self, dir: PathBuf) -> Layout {
+        Layout {
+            record_cache: Some(dir),
+            ..self
         }
     }
 
@@ -861,6 +898,47 @@ impl Layout {
             .map_err(|e| repo_err(&p, format!("restored owners: {e}")))
     }
 
+    /// The text of a store's record, through the record cache: a layer ID
+    /// names fixed content, so its record is read from the repository (a
+    /// download on a cold CVMFS client) once and then taken from the cache
+    /// while the file's identity ([`crate::mirror::file_key`]: CVMFS's
+    /// content hash, else revision, inode, size and times) is the one it was
+    /// read with. Cached text is parsed and checked like any record; a cache
+    /// that cannot be read or written is only a cost.
+    fn read_record(&self, store: &Path, id: &str, record_path: &Path) -> Result<Option<Vec<u8>>> {
+        let Some(cache) = &self.record_cache else {
+            return self.read_store_file(store, record_path, RECORD_MAX_BYTES);
+        };
+        let p = record_path.to_path_buf();
+        let key = match self.probe(store, "a record's identity", move || {
+            crate::mirror::file_key(&p)
+        }) {
+            Some(Ok(key)) => key,
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // read_store_file says what is wrong.
+            _ => return self.read_store_file(store, record_path, RECORD_MAX_BYTES),
+        };
+        let header = format!("{}\n{key}\n", record_path.display());
+        let cached = cache.join(format!("{id}.json"));
+        if let Ok(b) = fs::read(&cached) {
+            // A damaged cache entry is read again from the store.
+            match b.strip_prefix(header.as_bytes()) {
+                Some(text) if cvmfs_format::parse_store_record(text).is_ok() => {
+                    return Ok(Some(text.to_vec()))
+                }
+                _ => {}
+            }
+        }
+        let bytes = self.read_store_file(store, record_path, RECORD_MAX_BYTES)?;
+        if let Some(b) = bytes
+            .as_ref()
+            .filter(|b| b.len() as u64 <= RECORD_MAX_BYTES)
+        {
+            let _ = write_cached(cache, &cached, header.as_bytes(), b);
+        }
+        Ok(bytes)
+    }
+
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
     /// no store has it; an error if a record is there but unusable.
     pub fn find(&self, id: &str) -> Result<Option<StoreLayer>> {
@@ -881,7 +959,7 @@ impl Layout {
         for store in &self.stores {
             let record_path = Self::record_path(store, id);
             // At most RECORD_MAX_BYTES + 1: the parser names a larger file.
-            let Some(bytes) = self.read_store_file(store, &record_path, RECORD_MAX_BYTES)? else {
+            let Some(bytes) = self.read_record(store, id, &record_path)? else {
                 continue;
             };
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
@@ -1082,6 +1160,54 @@ mod tests {
         let e = f.layout.check_stack_reachable([&l]).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Repository);
         assert!(e.to_string().contains("not mounted"), "{e}");
+    }
+
+    #[test]
+    fn records_are_kept_across_processes_until_the_file_changes() {
+        let f = fixture();
+        let cache = f._t.path().join("home").join(RECORD_CACHE_DIR);
+        // A new Layout is what a new podman process starts with.
+        let process = || {
+            let opts = Options::parse([
+                format!("cvmfs.repositories={}", f.repo.display()),
+                format!("imagestore={}", f.store.display()),
+            ])
+            .unwrap();
+            Layout::new(&opts).with_record_cache(cache.clone())
+        };
+        let rec = write_record(&f, ID, &good(&f.repo, ".layers/ab/d1/layerfs"));
+        let first = process().find(ID).unwrap().unwrap();
+        let entry = cache.join(format!("{ID}.json"));
+        let kept = fs::read_to_string(&entry).unwrap();
+        assert!(kept.starts_with(&format!("{}\n", rec.display())), "{kept}");
+        // The next process takes the record from the cache: an entry whose
+        // text differs (same key) shows it was not read from the store.
+        let header: String = kept.lines().take(2).map(|l| format!("{l}\n")).collect();
+        let other = good(&f.repo, ".layers/ab/d1/layerfs/etc");
+        fs::write(&entry, format!("{header}{other}")).unwrap();
+        let cached = process().find(ID).unwrap().unwrap();
+        assert_eq!(cached.content_dir, f.repo.join(".layers/ab/d1/layerfs/etc"));
+        assert_eq!(first.content_dir, f.repo.join(".layers/ab/d1/layerfs"));
+        // The record is rewritten (a plain directory, same size): read again.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&rec, fs::read(&rec).unwrap()).unwrap();
+        let fresh = process().find(ID).unwrap().unwrap();
+        assert_eq!(
+            fresh.content_dir, first.content_dir,
+            "a changed file is never missed"
+        );
+        // A damaged entry is only a cost: the store is read again.
+        let kept = fs::read_to_string(&entry).unwrap();
+        let header: String = kept.lines().take(2).map(|l| format!("{l}\n")).collect();
+        fs::write(&entry, format!("{header}{{\"version\":1,\"kind\":\"cvm")).unwrap();
+        assert_eq!(
+            process().find(ID).unwrap().unwrap().content_dir,
+            first.content_dir
+        );
+        assert!(
+            fs::read_to_string(&entry).unwrap().ends_with('}'),
+            "entry rewritten"
+        );
     }
 
     #[test]

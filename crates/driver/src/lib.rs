@@ -87,6 +87,7 @@ pub mod driver;
 pub mod ducc;
 pub mod error;
 pub mod layout;
+pub mod mirror;
 pub mod mount;
 pub mod options;
 pub mod prefetch;

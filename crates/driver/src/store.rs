@@ -5,6 +5,8 @@
 //! <home>/l/<link> -> ../layers/<id>/diff      (short names for the mount(2) fallback)
 //! <home>/empty/                               (lower dir for parentless layers)
 //! <home>/staging/<pid>-<seq>-<what>           (half-created or half-removed layers)
+//! <home>/mirror/<store>-<source>/             (local views of image stores: crate::mirror)
+//! <home>/record-cache/<id>.json               (store records read before: crate::layout)
 //! ```
 //!
 //! Crash safety: a layer is built completely inside `staging/` and renamed into
