@@ -268,7 +268,12 @@ impl Driver {
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
         crate::ducc::add_ducc_stores(home, &mut options, &|m| eprintln!("{m}"));
-        let layout = Layout::new(&options);
+        let mut layout = Layout::new(&options);
+        // issue 15 hook: rootless, repositories with an ID-mapped view are read through it.
+        if let Some(dir) = crate::rootless::views_dir() {
+            let views = crate::rootless::find_views(dir, &layout.all_repositories());
+            layout = layout.with_views(views);
+        }
         let prefetch = crate::prefetch::Prefetcher::new(options.prefetch, &run_dir);
         Ok(Driver {
             store,
@@ -975,12 +980,29 @@ impl Driver {
         if !crate::rootless::active() {
             return Vec::new();
         }
-        let owner = self.layout.repositories().first().cloned().and_then(|r| {
-            crate::layout::with_timeout(std::time::Duration::from_secs(2), move || fs::metadata(r))
-                .and_then(|m| m.ok())
-                .map(|m| m.uid())
-        });
-        crate::rootless::status(crate::rootless::namespace(), owner)
+        let views = self.layout.views();
+        let direct = self
+            .layout
+            .all_repositories()
+            .into_iter()
+            .filter(|r| !views.contains_key(r))
+            .map(|r| {
+                let probe = r.clone();
+                let owner =
+                    crate::layout::with_timeout(std::time::Duration::from_secs(2), move || {
+                        fs::metadata(probe)
+                    })
+                    .and_then(|m| m.ok())
+                    .map(|m| m.uid());
+                (r, owner)
+            })
+            .collect();
+        let report = crate::rootless::OwnersReport {
+            viewed: views.clone(),
+            direct,
+            affected_layers: self.layout.layers_without_view(),
+        };
+        crate::rootless::status(crate::rootless::namespace(), &report)
     }
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
