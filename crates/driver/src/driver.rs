@@ -228,7 +228,24 @@ impl Driver {
     /// `<run_root>/cvmfs`. Idempotent: any number of handles may be open on the
     /// same home, in one or several processes.
     pub fn new<S: AsRef<str>>(home: &Path, run_root: &Path, options: &[S]) -> Result<Driver> {
-        Self::with_mounter(home, run_root, options, Arc::new(mount::real_mounter()))
+        let parsed = Options::parse(options.iter().map(|s| s.as_ref()))?;
+        Self::with_mounter(home, run_root, options, Self::mounter_for(&parsed))
+    }
+
+    /// The kernel's overlay, or a FUSE mount program: the configured one,
+    /// or fuse-overlayfs where the kernel cannot mount overlay rootless
+    /// (issue 15 hook).
+    fn mounter_for(options: &Options) -> Arc<dyn Mounter> {
+        if let Some(program) = &options.mount_program {
+            return Arc::new(mount::program::ProgramMounter::new(
+                program.clone(),
+                "configured (cvmfs.mount_program)",
+            ));
+        }
+        match mount::program::automatic_fallback() {
+            Some(m) => Arc::new(m),
+            None => Arc::new(mount::real_mounter()),
+        }
     }
 
     /// Like [`Driver::new`] with a chosen mounter (tests use the recording fake).
@@ -914,7 +931,10 @@ impl Driver {
         let backing = rustix::fs::statfs(self.home())
             .map(|s| fs_name(s.f_type))
             .unwrap_or_else(|e| format!("unknown ({e})"));
-        let api = self.mounter.api(&self.store.empty_dir());
+        let api = match self.mounter.program() {
+            Some((program, why)) => format!("FUSE mount program {} ({why})", program.display()),
+            None => self.mounter.api(&self.store.empty_dir()).to_string(),
+        };
         let repos = self
             .layout
             .repositories()
@@ -998,6 +1018,10 @@ impl Driver {
             })
             .collect();
         let report = crate::rootless::OwnersReport {
+            mount_program: self
+                .mounter
+                .program()
+                .map(|(p, why)| format!("{} ({why})", p.display())),
             viewed: views.clone(),
             direct,
             affected_layers: self.layout.layers_without_view(),

@@ -24,6 +24,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "prefetch_max_bytes",
     "ducc_repositories",
     "ducc_images",
+    "mount_program",
 ];
 
 /// Parsed driver options.
@@ -63,6 +64,9 @@ pub struct Options {
     /// Which DUCC images to list: names, or prefixes ending in `*`; empty:
     /// all (bounds what podman parses per command to what the user uses).
     pub ducc_images: Vec<String>,
+    /// A FUSE program mounting the overlays instead of the kernel
+    /// (fuse-overlayfs; as the overlay driver's `mount_program`).
+    pub mount_program: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -80,6 +84,7 @@ impl Default for Options {
             prefetch: Default::default(),
             ducc_repositories: Vec::new(),
             ducc_images: Vec::new(),
+            mount_program: None,
         }
     }
 }
@@ -281,6 +286,13 @@ impl Options {
                             opts.image_stores.push(store);
                         }
                     }
+                }
+                "mount_program" => {
+                    let p = PathBuf::from(value);
+                    if !p.is_absolute() || value.len() > 4096 {
+                        return Err(bad(item, format!("{value:?}: not an absolute path")));
+                    }
+                    opts.mount_program = Some(p);
                 }
                 "separate_image_store" => {
                     opts.separate_image_store = Some(absolute_dir(item, value)?);

@@ -252,6 +252,8 @@ pub fn find_views(dir: &Path, repositories: &[PathBuf]) -> BTreeMap<PathBuf, Pat
 /// What `podman info` reports about owners when rootless.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnersReport {
+    /// The FUSE mount program in use and why (`None`: kernel overlay).
+    pub mount_program: Option<String>,
     /// Repositories read through an ID-mapped view, with the view.
     pub viewed: BTreeMap<PathBuf, PathBuf>,
     /// Repositories read directly, with the owner of their root as seen
@@ -285,9 +287,11 @@ pub fn status(ns: &Namespace, report: &OwnersReport) -> Vec<(String, String)> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let path = format!(
-        "kernel overlay in the user namespace (userxattr, user.overlay.* whiteout layers, no metacopy); uid map {map}; ID-mapped views: {views}"
-    );
+    let mounts = match &report.mount_program {
+        Some(program) => format!("FUSE mount program {program} in the user namespace (whiteout layers and raw .wh.* files)"),
+        None => "kernel overlay in the user namespace (userxattr, user.overlay.* whiteout layers, no metacopy)".into(),
+    };
+    let path = format!("{mounts}; uid map {map}; ID-mapped views: {views}");
     vec![
         ("Rootless".into(), path),
         ("Rootless Ownership".into(), owners_text(ns, report)),
