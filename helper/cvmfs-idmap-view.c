@@ -115,10 +115,8 @@ static void read_config(void)
 		die("%s: cannot read it whole", CONFIG_PATH);
 	close(fd);
 	config_text[got] = 0;
-	int line_no = 0;
 	for (char *save, *line = strtok_r(config_text, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
-		line_no++;
 		line += strspn(line, " \t");
 		char *end = line + strlen(line);
 		while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
