@@ -97,6 +97,7 @@ cleanup() {
     remove_user "$u"
   done
   registry_stop
+  [ -s "$W/fuse-mode.saved" ] && chmod "$(cat "$W/fuse-mode.saved")" /dev/fuse
   if [ -e "$W/idmap-view.conf.saved" ]; then cp -a "$W/idmap-view.conf.saved" "$HELPER_CONF"; else rm -f "$HELPER_CONF"; fi
   grep -o " $W[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   rm -rf "$W"
@@ -385,6 +386,51 @@ t_helper_refuses() {
   ! pm unshare mountpoint -q "$h/t" || fail "a refused call attached a view"
 }
 
+# fuse-overlayfs instead of kernel overlay (cvmfs.mount_program; automatic on
+# kernels before 5.11): its own graphroot, /dev/fuse open to users as
+# distributions make it (restored after).
+t_fuse_overlayfs() {
+  command -v fuse-overlayfs >/dev/null || fail "fuse-overlayfs missing (make deps)"
+  local h conf ref
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  conf="$h/.config/containers/storage-fuse.conf"
+  cat >"$conf" <<EOF
+[storage]
+driver = "cvmfs"
+graphroot = "$h/.local/share/containers/storage-fuse"
+runroot = "$W/run-$SUB_USER/containers-fuse"
+
+[storage.options]
+additionalimagestores = ["$R/podmanStore"]
+
+[storage.options.cvmfs]
+repositories = "$R"
+mount_program = "$(command -v fuse-overlayfs)"
+EOF
+  chown "$SUB_USER:" "$conf"
+  [ -s "$W/fuse-mode.saved" ] || stat -c %a /dev/fuse >"$W/fuse-mode.saved"
+  chmod 666 /dev/fuse
+  setup_as "$SUB_USER" >/dev/null
+  pmf() { USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm "$@"; }
+  pmf info --format '{{json .Store.GraphStatus}}' | tee "$W/fuse-status.json"
+  jq -er '."Mount API"' "$W/fuse-status.json" | grep -q "FUSE mount program .*fuse-overlayfs (configured" || fail "Mount API does not name fuse-overlayfs"
+  jq -er '.Rootless' "$W/fuse-status.json" | grep -q "^FUSE mount program" || fail "Rootless does not name the FUSE path"
+  ref=$(umoci_rootfs wh)
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$W/umoci.list"
+  pmf run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh -c 'grep -w fuse.fuse-overlayfs /proc/self/mountinfo | grep -q " / / " && sh /e2e-list.sh / "$@"' sh "${LIST_PATHS[@]}" >"$W/fuse.list" ||
+    fail "the container's root is not a fuse-overlayfs mount, or listing failed"
+  diff "$W/umoci.list" "$W/fuse.list" || fail "fuse-overlayfs: the container differs from umoci unpack"
+  pmf run --name cf "$REG/e2e/tiny:1" sh -c 'echo more >> /app/hello.txt; rm /app/data/1'
+  # (for the log: what fuse-overlayfs left in the upper directory)
+  pmf unshare find "$(pmf inspect cf --format '{{.GraphDriver.Data.UpperDir}}')" -printf '%y %m %u:%g %p\n' || true
+  pmf unshare sh -c 'getfattr -d -m - -R "$1" 2>/dev/null' sh "$(pmf inspect cf --format '{{.GraphDriver.Data.UpperDir}}')" || true
+  pmf commit cf localhost/rl/fuse:1
+  pmf run --rm localhost/rl/fuse:1 sh -c 'test ! -e /app/data/1 && tail -n 1 /app/hello.txt' | tee "$W/fuse-commit.txt"
+  [ "$(cat "$W/fuse-commit.txt")" = more ] || fail "fuse-overlayfs: committed changes are not what the container did"
+  pmf rm -f cf
+  pmf rmi -f localhost/rl/fuse:1 >/dev/null
+}
+
 run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
 run_test "podman info driver status names the rootless path" t_info_names_rootless_path
 run_test "cvmfs-rootless-setup attaches an ID-mapped view, podman info names it" t_setup_attaches_view
@@ -393,6 +439,7 @@ run_test "owners: a 1000:1000 file, a setuid binary, root files writable by cont
 run_test "whiteouts and opaque dirs match umoci unpack (podman mount)" t_whiteouts_match_umoci
 run_test "a running container matches umoci unpack, owners and modes too" t_container_matches_umoci
 run_test "build and commit on top of a CVMFS image" t_build_commit
+run_test "fuse-overlayfs (cvmfs.mount_program): container matches umoci unpack, commit on top" t_fuse_overlayfs
 run_test "6 parallel runs" t_parallel_runs
 run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
 run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids
