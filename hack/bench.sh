@@ -6,14 +6,15 @@
 #   3. hack/bench-publish.sh    publisher throughput vs skopeo copy + umoci unpack
 #   4. bench/run.sh again       cold start with a published start-up profile
 #                               (--rootfs, ours without, with, with a stale one)
+#   5. bench/rootless.sh        rootless / rootful time to first output (issue 15)
 # BENCH_* variables (bench/run.sh) pass through; BENCH_ONLY="cold graphtest
-# publish profile" picks parts (then bench/results.md is left alone). Progress goes to
+# publish profile rootless" picks parts (then bench/results.md is left alone). Progress goes to
 # stderr, logs to build/bench/.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
-only=${BENCH_ONLY:-cold graphtest publish profile}
+only=${BENCH_ONLY:-cold graphtest publish profile rootless}
 L="$ROOT/build/bench"
 mkdir -p "$L"
 out="$L/results.md"
@@ -67,6 +68,7 @@ for p in $only; do
   publish) part "Publisher throughput (hack/bench-publish.sh)" publish hack/bench-publish.sh ;;
   profile) part "Cold start with a published profile (bench/run.sh, issue 16)" profile \
     env BENCH_ALTS="rootfs cvmfs cvmfs-profile cvmfs-stale" bench/run.sh ;;
+  rootless) part "Rootless against rootful (bench/rootless.sh, issue 15)" rootless bench/rootless.sh ;;
   *) echo "bench: unknown part $p" >&2; rc=1 ;;
   esac
 done
