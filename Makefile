@@ -15,7 +15,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-lint test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman buildah test-e2e test-e2e-5 test-rootless test-cvmfs test-hostile fuzz \
+        podman buildah test-e2e test-e2e-5 test-rootless idmap-helper install-idmap-helper test-cvmfs test-hostile fuzz \
         test-real-cvmfs test-podman-system
 
 all: build
@@ -63,6 +63,23 @@ test-e2e: deps
 # ... and the smoke cases (run by name, pull, build, commit, save) against podman 5.8.
 test-e2e-5: deps
 	@PODMAN_LINE=5 E2E_SET=smoke hack/test-e2e.sh
+
+# The privileged helper of rootless use (docs/rootless.md): build/bin/cvmfs-idmap-view;
+# install-idmap-helper (as root) installs it setuid root with cvmfs-rootless-setup into
+# $(PREFIX)/bin and an empty /etc/containers/cvmfs-idmap-view.conf when there is none.
+PREFIX ?= /usr/local
+idmap-helper:
+	@mkdir -p build/bin
+	$(CC) -O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
+	  -o build/bin/cvmfs-idmap-view helper/cvmfs-idmap-view.c
+
+install-idmap-helper: idmap-helper
+	install -o root -g root -m 4755 build/bin/cvmfs-idmap-view $(PREFIX)/bin/cvmfs-idmap-view
+	install -o root -g root -m 755 hack/cvmfs-rootless-setup $(PREFIX)/bin/cvmfs-rootless-setup
+	@[ -e /etc/containers/cvmfs-idmap-view.conf ] || { install -d /etc/containers && \
+	  printf '%s\n' '# Repositories users may ID-map (cvmfs-idmap-view), one absolute path a line.' \
+	  '# List only repositories whose whole content every permitted user may read.' \
+	  >/etc/containers/cvmfs-idmap-view.conf && chmod 644 /etc/containers/cvmfs-idmap-view.conf; }
 
 # Rootless (issue 15): the primary line's podman as two throw-away users (docs/rootless.md).
 test-rootless: deps

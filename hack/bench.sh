@@ -10,14 +10,15 @@
 #   6. bench/run.sh again       round trips before the first output: the large
 #                               image, --rootfs and ours, 100 ms per request
 #                               (BENCH_RTT_LATENCY), runs stopped at the first output
+#   7. bench/rootless.sh        rootless / rootful time to first output (issue 15)
 # BENCH_* variables (bench/run.sh) pass through; BENCH_ONLY="cold graphtest
-# publish profile owners rtt" picks parts (then bench/results.md is left alone). Progress goes to
+# publish profile owners rtt rootless" picks parts (then bench/results.md is left alone). Progress goes to
 # stderr, logs to build/bench/.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
-only=${BENCH_ONLY:-cold graphtest publish profile owners rtt}
+only=${BENCH_ONLY:-cold graphtest publish profile owners rtt rootless}
 L="$ROOT/build/bench"
 mkdir -p "$L"
 out="$L/results.md"
@@ -75,6 +76,7 @@ for p in $only; do
   rtt) part "Time to first output with ${BENCH_RTT_LATENCY:-100ms} per request (bench/run.sh, issue 13 item 5; runs stopped at the first output, so exit = first output)" rtt \
     env BENCH_ALTS="rootfs cvmfs" BENCH_IMAGES=large BENCH_VIEWS=fuse BENCH_LATENCY="${BENCH_RTT_LATENCY:-100ms}" \
     MEASURE_UNTIL_FIRST=1 bench/run.sh ;;
+  rootless) part "Rootless against rootful (bench/rootless.sh, issue 15)" rootless bench/rootless.sh ;;
   *) echo "bench: unknown part $p" >&2; rc=1 ;;
   esac
 done

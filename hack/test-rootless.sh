@@ -59,6 +59,7 @@ if [ ! -x "$PODMAN_BINARY" ]; then
 fi
 cargo build --release --bin cvmfs-podman --quiet || die "building cvmfs-podman failed"
 B="$ROOT/target/release/cvmfs-podman"
+make -s -C "$ROOT" idmap-helper >"$log_dir/idmap-helper.log" 2>&1 || { cat "$log_dir/idmap-helper.log"; die "building cvmfs-idmap-view failed"; }
 
 # ------------------------------------------------------------------ users, fixtures
 W=$(mktemp -d /tmp/test-rootless.XXXXXX)
@@ -68,6 +69,16 @@ R="$W/repo"
 mkdir -p "$W/bin"
 cp "$PODMAN_BINARY" "$W/bin/podman"
 PODMAN="$W/bin/podman"
+# The privileged helper as `make install-idmap-helper` installs it (setuid
+# root), its configuration listing this suite's repository, the user's script.
+install -o root -g root -m 4755 "$ROOT/build/bin/cvmfs-idmap-view" "$W/bin/cvmfs-idmap-view"
+install -m 755 "$ROOT/hack/cvmfs-rootless-setup" "$W/bin/cvmfs-rootless-setup"
+HELPER="$W/bin/cvmfs-idmap-view"
+HELPER_CONF=/etc/containers/cvmfs-idmap-view.conf
+[ -e "$HELPER_CONF" ] && cp -a "$HELPER_CONF" "$W/idmap-view.conf.saved"
+mkdir -p /etc/containers
+printf '# test-rootless\n%s\n' "$R" >"$HELPER_CONF"
+chmod 644 "$HELPER_CONF"
 
 user_pids() { ps -o pid= -u "$1" 2>/dev/null | tr -d ' '; }
 remove_user() {
@@ -86,6 +97,8 @@ cleanup() {
     remove_user "$u"
   done
   registry_stop
+  [ -s "$W/fuse-mode.saved" ] && chmod "$(cat "$W/fuse-mode.saved")" /dev/fuse
+  if [ -e "$W/idmap-view.conf.saved" ]; then cp -a "$W/idmap-view.conf.saved" "$HELPER_CONF"; else rm -f "$HELPER_CONF"; fi
   grep -o " $W[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   rm -rf "$W"
 }
@@ -295,59 +308,138 @@ t_no_subordinate_ids() {
     grep '^Error:' "$W/nosub.err" | grep -q "/etc/subuid" || fail "the error without subordinate IDs does not name /etc/subuid"
     grep '^Error:' "$W/nosub.err" | grep -q "$NOSUB_USER" || fail "the error does not name the user missing from /etc/subuid"
   fi
+  # The helper maps what a single ID can: host root's files show as root and
+  # are writable; it says which /etc/subuid entry is missing.
+  setup_as "$NOSUB_USER" 2>"$W/nosub-setup.err" || { cat "$W/nosub-setup.err"; fail "set-up without subordinate IDs failed"; }
+  cat "$W/nosub-setup.err"
+  grep -q "/etc/subuid has no entry for user $NOSUB_USER" "$W/nosub-setup.err" || fail "the helper does not name the missing /etc/subuid entry"
+  out=$(as_user "$NOSUB_USER" podman run --rm "$REG/e2e/tiny:1" sh -c 'stat -c "%u:%g %n" /app/hello.txt /app/data/1; echo more >> /app/hello.txt; tail -n 1 /app/hello.txt')
+  echo "$out"
+  grep -qx '0:0 /app/hello.txt' <<<"$out" || fail "single-ID view: a root file shows as $(sed -n 1p <<<"$out")"
+  grep -qx '65534:65534 /app/data/1' <<<"$out" || fail "single-ID view: a 1000:1000 file shows as $(sed -n 2p <<<"$out")"
+  [ "$(tail -n 1 <<<"$out")" = more ] || fail "single-ID view: container root cannot write to a root file"
+  as_user "$NOSUB_USER" podman info --format '{{json .Store.GraphStatus}}' | jq -er '."Rootless Ownership"' | tee "$W/nosub-info.txt"
+  grep -q "^single-ID mapping (no /etc/subuid entry" "$W/nosub-info.txt" || fail "podman info does not say the mapping is single-ID"
 }
 
-# The design a privileged helper would implement (docs/rootless.md): root
-# makes an ID-mapped view of the repository with the user's own ID map (host
-# 0 -> the user, host N -> subordinate N), and the user's podman uses it.
-t_idmapped_repository_view() {
-  local uid holder pause i
-  uid=$(id -u "$SUB_USER")
-  unshare --user sleep 600 &
-  holder=$!
-  for i in $(seq 50); do
-    [ "$(readlink "/proc/$holder/ns/user")" != "$(readlink /proc/self/ns/user)" ] && break
-    sleep 0.1
-  done
-  # An ID map takes exactly one write(2); bash writes line by line.
-  write_once() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.write(fd, sys.argv[2].encode())' "$@"; }
-  write_once "/proc/$holder/uid_map" "$(printf '0 %s 1\n1 %s %s\n' "$uid" "$SUB_RANGE_START" "$SUB_RANGE_SIZE")"
-  write_once "/proc/$holder/gid_map" "$(printf '0 %s 1\n1 %s %s\n' "$(id -g "$SUB_USER")" "$SUB_RANGE_START" "$SUB_RANGE_SIZE")"
-  # Records name the repository by path: the view goes over it (in this
-  # suite's private mount namespace; a helper would use the user's).
-  python3 "$ROOT/hack/rootless-probe.py" idmap "$R" "$R" "/proc/$holder/ns/user"
-  kill "$holder"
-  # podman's namespace copies this mount table when it is made anew: stop
-  # the user's pause process (by its PID file) before and after.
-  pause="$W/run-$SUB_USER/libpod/tmp/pause.pid"
-  stop_pause() { [ -f "$pause" ] && kill "$(cat "$pause")" 2>/dev/null; sleep 0.3; }
-  stop_pause
+# The user's own set-up (README "Rootless"): the setuid helper attaches an
+# ID-mapped view of the repository in podman's namespace; podman info says so.
+setup_as() { # USER
+  as_user "$1" env PODMAN="$PODMAN" CVMFS_IDMAP_VIEW="$HELPER" "$W/bin/cvmfs-rootless-setup"
+}
+view_of() { # USER
+  local n=${R#/}
+  n=${n//%/%25}
+  echo "$W/run-$1/cvmfs-idmapped/${n//\//%2F}"
+}
+t_setup_attaches_view() {
+  setup_as "$SUB_USER" | tee "$W/setup.out"
+  grep -q "ID-mapped read-only view at $(view_of "$SUB_USER")" "$W/setup.out" || fail "the helper did not report the view"
+  pm info --format '{{json .Store.GraphStatus}}' | tee "$W/status.json"
+  jq -er '.Rootless' "$W/status.json" | grep -qF "ID-mapped views: $R at $(view_of "$SUB_USER")" ||
+    fail "podman info does not name the view in use"
+  jq -er '."Rootless Ownership"' "$W/status.json" | grep -qF "as in the image for $R" ||
+    fail "podman info does not say owners are right through the view"
+  # A second run leaves the view as it is (no mount stacked on it).
+  setup_as "$SUB_USER" | grep -q "view already at" || fail "a second set-up did not find the view"
+}
+
+# What the setuid helper must refuse, each with a message saying why.
+t_helper_refuses() {
+  local pid other view h
+  setup_as "$SUB_USER" # (idempotent) the namespace and a view to refuse stacking on
+  pid=$(cat "$W/run-$SUB_USER/libpod/tmp/pause.pid")
+  view=$(view_of "$SUB_USER")
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  refused() { # EXPECTED-MESSAGE ARGS...: as the user, must fail saying EXPECTED
+    local want=$1 out rc=0
+    shift
+    out=$(as_user "$SUB_USER" "$HELPER" "$@" 2>&1) || rc=$?
+    echo "$* -> $out"
+    [ "$rc" -ne 0 ] || fail "helper accepted: $*"
+    grep -qF -- "$want" <<<"$out" || fail "helper's message for '$*' does not say '$want': $out"
+  }
+  as_user "$SUB_USER" mkdir -p "$h/t" "$h/u"
+  as_user "$SUB_USER" ln -sfn "$h/t" "$h/link"
+  refused "is not listed in $HELPER_CONF" "$pid" /etc "$h/t"
+  # A process of the user's in the initial user namespace: nothing to map through.
+  as_user "$SUB_USER" sleep 30 &
+  local plain=$! sleeper
+  sleep 0.3
+  sleeper=$(pgrep -P "$plain" -x sleep || echo "$plain")
+  refused "is not in a user namespace" "$sleeper" "$R" "$h/t"
+  kill "$sleeper" "$plain" 2>/dev/null || true
+  as_user "$NOSUB_USER" podman unshare true
+  other=$(cat "$W/run-$NOSUB_USER/libpod/tmp/pause.pid")
+  refused "was created by uid $(id -u "$NOSUB_USER"), not by you" "$other" "$R" "$h/t"
+  refused "not a directory owned by you" "$pid" "$R" /tmp
+  refused "reached without symlinks" "$pid" "$R" "$h/link"
+  refused "already a mount point" "$pid" "$R" "$view"
+  refused "not an absolute path" "$pid" "$R" t
+  refused "not a process ID" "1x" "$R" "$h/t"
+  # Without the setuid bit it cannot do anything.
+  install -m 755 "$HELPER" "$W/bin/helper-plain"
   local out rc=0
-  out=$(pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a %n' /x/passwd /home/user /etc/b) || rc=$?
-  echo "$out"
-  [ "$rc" -eq 0 ] && { pm run --rm "$REG/e2e/tiny:1" sh -c 'stat -c "%u:%g %n" /app/data/1; echo more >> /app/hello.txt; tail -n 1 /app/hello.txt' | tee "$W/idm.txt" || rc=$?; }
-  # The whole rootfs against umoci unpack, owners and modes included.
-  [ "$rc" -eq 0 ] && { pm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$W/idm.list" || rc=$?; }
-  pm rm -af -t 0 >/dev/null 2>&1
-  stop_pause
-  umount "$R"
-  [ "$rc" -eq 0 ] || fail "runs through the ID-mapped view failed"
-  grep -qx '0:0 4755 /x/passwd' <<<"$out" || fail "setuid binary: $(sed -n 1p <<<"$out")"
-  grep -qx '1000:1000 700 /home/user' <<<"$out" || fail "1000:1000 directory: $(sed -n 2p <<<"$out")"
-  grep -qx '2000:2000 600 /etc/b' <<<"$out" || fail "2000:2000 file: $(sed -n 3p <<<"$out")"
-  grep -qx '1000:1000 /app/data/1' "$W/idm.txt" || fail "1000:1000 file: $(sed -n 1p "$W/idm.txt")"
-  [ "$(tail -n 1 "$W/idm.txt")" = more ] || fail "container root cannot write to an image file"
-  sh "$E/list.sh" "$(umoci_rootfs wh)" "${LIST_PATHS[@]}" >"$W/umoci.list"
-  diff "$W/umoci.list" "$W/idm.list" || fail "the container differs from umoci unpack"
+  out=$(as_user "$SUB_USER" "$W/bin/helper-plain" "$pid" "$R" "$h/u" 2>&1) || rc=$?
+  [ "$rc" -ne 0 ] && grep -q "not running as root" <<<"$out" || fail "a helper without setuid: $out"
+  # Nothing was attached by the refused calls.
+  ! pm unshare mountpoint -q "$h/t" || fail "a refused call attached a view"
+}
+
+# fuse-overlayfs instead of kernel overlay (cvmfs.mount_program; automatic on
+# kernels before 5.11): its own graphroot, /dev/fuse open to users as
+# distributions make it (restored after).
+t_fuse_overlayfs() {
+  command -v fuse-overlayfs >/dev/null || fail "fuse-overlayfs missing (make deps)"
+  local h conf ref
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  conf="$h/.config/containers/storage-fuse.conf"
+  cat >"$conf" <<EOF
+[storage]
+driver = "cvmfs"
+graphroot = "$h/.local/share/containers/storage-fuse"
+runroot = "$W/run-$SUB_USER/containers-fuse"
+
+[storage.options]
+additionalimagestores = ["$R/podmanStore"]
+
+[storage.options.cvmfs]
+repositories = "$R"
+mount_program = "$(command -v fuse-overlayfs)"
+EOF
+  chown "$SUB_USER:" "$conf"
+  [ -s "$W/fuse-mode.saved" ] || stat -c %a /dev/fuse >"$W/fuse-mode.saved"
+  chmod 666 /dev/fuse
+  setup_as "$SUB_USER" >/dev/null
+  pmf() { USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm "$@"; }
+  pmf info --format '{{json .Store.GraphStatus}}' | tee "$W/fuse-status.json"
+  jq -er '."Mount API"' "$W/fuse-status.json" | grep -q "FUSE mount program .*fuse-overlayfs (configured" || fail "Mount API does not name fuse-overlayfs"
+  jq -er '.Rootless' "$W/fuse-status.json" | grep -q "^FUSE mount program" || fail "Rootless does not name the FUSE path"
+  ref=$(umoci_rootfs wh)
+  sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$W/umoci.list"
+  pmf run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh -c 'grep -w fuse.fuse-overlayfs /proc/self/mountinfo | grep -q " / / " && sh /e2e-list.sh / "$@"' sh "${LIST_PATHS[@]}" >"$W/fuse.list" ||
+    fail "the container's root is not a fuse-overlayfs mount, or listing failed"
+  diff "$W/umoci.list" "$W/fuse.list" || fail "fuse-overlayfs: the container differs from umoci unpack"
+  pmf run --name cf "$REG/e2e/tiny:1" sh -c 'echo more >> /app/hello.txt; rm /app/data/1'
+  # (for the log: what fuse-overlayfs left in the upper directory)
+  pmf unshare find "$(pmf inspect cf --format '{{.GraphDriver.Data.UpperDir}}')" -printf '%y %m %u:%g %p\n' || true
+  pmf unshare sh -c 'getfattr -d -m - -R "$1" 2>/dev/null' sh "$(pmf inspect cf --format '{{.GraphDriver.Data.UpperDir}}')" || true
+  pmf commit cf localhost/rl/fuse:1
+  pmf run --rm localhost/rl/fuse:1 sh -c 'test ! -e /app/data/1 && tail -n 1 /app/hello.txt' | tee "$W/fuse-commit.txt"
+  [ "$(cat "$W/fuse-commit.txt")" = more ] || fail "fuse-overlayfs: committed changes are not what the container did"
+  pmf rm -f cf
+  pmf rmi -f localhost/rl/fuse:1 >/dev/null
 }
 
 run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
 run_test "podman info driver status names the rootless path" t_info_names_rootless_path
+run_test "cvmfs-rootless-setup attaches an ID-mapped view, podman info names it" t_setup_attaches_view
+run_test "the setuid helper refuses other namespaces, unlisted repositories, targets not owned" t_helper_refuses
 run_test "owners: a 1000:1000 file, a setuid binary, root files writable by container root" t_ownership
 run_test "whiteouts and opaque dirs match umoci unpack (podman mount)" t_whiteouts_match_umoci
 run_test "a running container matches umoci unpack, owners and modes too" t_container_matches_umoci
 run_test "build and commit on top of a CVMFS image" t_build_commit
-run_test "owners right through a root-made ID-mapped view of the repository (helper design)" t_idmapped_repository_view
+run_test "fuse-overlayfs (cvmfs.mount_program): container matches umoci unpack, commit on top" t_fuse_overlayfs
 run_test "6 parallel runs" t_parallel_runs
 run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
 run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids

@@ -29,6 +29,9 @@ type CvmfsOptionsConfig struct {
 	// DuccImages limits the DUCC images listed to these names or prefixes
 	// ending in "*" (comma-separated).
 	DuccImages string `toml:"ducc_images,omitempty"`
+	// MountProgram is a FUSE program (fuse-overlayfs) mounting the overlays
+	// instead of the kernel, as overlay's mount_program.
+	MountProgram string `toml:"mount_program,omitempty"`
 }
 
 // cvmfsGraphDriverOptions turns the [storage.options.cvmfs] table into
@@ -45,6 +48,7 @@ func cvmfsGraphDriverOptions(options OptionsConfig) []string {
 		{"use_flat", c.UseFlat},
 		{"ducc_repositories", c.DuccRepositories},
 		{"ducc_images", c.DuccImages},
+		{"mount_program", c.MountProgram},
 	} {
 		if kv[1] != "" {
 			doptions = append(doptions, fmt.Sprintf("cvmfs.%s=%s", kv[0], kv[1]))

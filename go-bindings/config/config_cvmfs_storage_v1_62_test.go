@@ -21,6 +21,7 @@ repositories = "/cvmfs/unpacked.cern.ch,/cvmfs/other.example.org"
 mountopt = "nodev"
 repository_timeout = "3"
 use_flat = "false"
+mount_program = "/usr/bin/fuse-overlayfs"
 `, &conf)
 	require.NoError(t, err)
 
@@ -29,6 +30,7 @@ use_flat = "false"
 		"cvmfs.mountopt=nodev",
 		"cvmfs.repository_timeout=3",
 		"cvmfs.use_flat=false",
+		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
 	}, GetGraphDriverOptions("cvmfs", conf.Options))
 	assert.Empty(t, GetGraphDriverOptions("vfs", conf.Options))
 }

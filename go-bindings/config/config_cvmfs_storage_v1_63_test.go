@@ -24,6 +24,7 @@ repositories = "/cvmfs/unpacked.cern.ch,/cvmfs/other.example.org"
 mountopt = "nodev"
 repository_timeout = "3"
 use_flat = "false"
+mount_program = "/usr/bin/fuse-overlayfs"
 
 [options.overlay]
 mountopt = "metacopy=on"
@@ -37,6 +38,7 @@ mountopt = "metacopy=on"
 		"cvmfs.mountopt=nodev",
 		"cvmfs.repository_timeout=3",
 		"cvmfs.use_flat=false",
+		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
 	}, options)
 	for _, option := range options {
 		_, _, _, err := driver.ParseDriverOption(option)

@@ -232,7 +232,24 @@ impl Driver {
     /// `<run_root>/cvmfs`. Idempotent: any number of handles may be open on the
     /// same home, in one or several processes.
     pub fn new<S: AsRef<str>>(home: &Path, run_root: &Path, options: &[S]) -> Result<Driver> {
-        Self::with_mounter(home, run_root, options, Arc::new(mount::real_mounter()))
+        let parsed = Options::parse(options.iter().map(|s| s.as_ref()))?;
+        Self::with_mounter(home, run_root, options, Self::mounter_for(&parsed))
+    }
+
+    /// The kernel's overlay, or a FUSE mount program: the configured one,
+    /// or fuse-overlayfs where the kernel cannot mount overlay rootless
+    /// (issue 15 hook).
+    fn mounter_for(options: &Options) -> Arc<dyn Mounter> {
+        if let Some(program) = &options.mount_program {
+            return Arc::new(mount::program::ProgramMounter::new(
+                program.clone(),
+                "configured (cvmfs.mount_program)",
+            ));
+        }
+        match mount::program::automatic_fallback() {
+            Some(m) => Arc::new(m),
+            None => Arc::new(mount::real_mounter()),
+        }
     }
 
     /// Like [`Driver::new`] with a chosen mounter (tests use the recording fake).
@@ -272,8 +289,13 @@ impl Driver {
                 .map_err(|e| Error::io("create run directory", &d, e))?;
         }
         crate::ducc::add_ducc_stores(home, &mut options, &|m| eprintln!("{m}"));
-        let layout = Layout::new(&options)
+        let mut layout = Layout::new(&options)
             .with_record_cache(store.home().join(crate::layout::RECORD_CACHE_DIR));
+        // Rootless: repositories with an ID-mapped view are read through it.
+        if let Some(dir) = crate::rootless::views_dir() {
+            let views = crate::rootless::find_views(dir, &layout.all_repositories());
+            layout = layout.with_views(views);
+        }
         let store_views = crate::mirror::mirror_stores(
             &store,
             &options.image_stores,
@@ -921,7 +943,10 @@ impl Driver {
         let backing = rustix::fs::statfs(self.home())
             .map(|s| fs_name(s.f_type))
             .unwrap_or_else(|e| format!("unknown ({e})"));
-        let api = self.mounter.api(&self.store.empty_dir());
+        let api = match self.mounter.program() {
+            Some((program, why)) => format!("FUSE mount program {} ({why})", program.display()),
+            None => self.mounter.api(&self.store.empty_dir()).to_string(),
+        };
         let repos = self
             .layout
             .repositories()
@@ -999,12 +1024,33 @@ impl Driver {
         if !crate::rootless::active() {
             return Vec::new();
         }
-        let owner = self.layout.repositories().first().cloned().and_then(|r| {
-            crate::layout::with_timeout(std::time::Duration::from_secs(2), move || fs::metadata(r))
-                .and_then(|m| m.ok())
-                .map(|m| m.uid())
-        });
-        crate::rootless::status(crate::rootless::namespace(), owner)
+        let views = self.layout.views();
+        let direct = self
+            .layout
+            .all_repositories()
+            .into_iter()
+            .filter(|r| !views.contains_key(r))
+            .map(|r| {
+                let probe = r.clone();
+                let owner =
+                    crate::layout::with_timeout(std::time::Duration::from_secs(2), move || {
+                        fs::metadata(probe)
+                    })
+                    .and_then(|m| m.ok())
+                    .map(|m| m.uid());
+                (r, owner)
+            })
+            .collect();
+        let report = crate::rootless::OwnersReport {
+            mount_program: self
+                .mounter
+                .program()
+                .map(|(p, why)| format!("{} ({why})", p.display())),
+            viewed: views.clone(),
+            direct,
+            affected_layers: self.layout.layers_without_view(),
+        };
+        crate::rootless::status(crate::rootless::namespace(), &report)
     }
 
     pub fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {

@@ -34,7 +34,7 @@
 //! by an answer (a missing repository, an empty mount point, a missing layer
 //! directory) is reported as soon as the answer comes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -382,6 +382,9 @@ pub struct Layout {
     /// Per repository: the one directory its mount is a read-only overlay
     /// over, if it is one ([`overlay_lower_of`]), looked up once.
     unstacked: Arc<Mutex<HashMap<PathBuf, Option<PathBuf>>>>,
+    /// Rootless: repositories read through an ID-mapped view, with the view
+    /// (issue 15 hook; `rootless::find_views`).
+    views: Arc<BTreeMap<PathBuf, PathBuf>>,
 }
 
 /// Receives the progress lines of [`Layout`] (see [`progress_line`]).
@@ -418,6 +421,7 @@ impl Layout {
             clients: Arc::default(),
             unstacked: Arc::default(),
             record_cache: None,
+            views: Arc::new(BTreeMap::new()),
         }
     }
 
@@ -429,6 +433,49 @@ impl Layout {
             record_cache: Some(dir),
             ..self
         }
+    }
+
+    /// The same layout reading each repository of `views` through its view:
+    /// a record naming the repository resolves to the same path in the view.
+    pub fn with_views(self, views: BTreeMap<PathBuf, PathBuf>) -> Layout {
+        Layout {
+            views: Arc::new(views),
+            ..self
+        }
+    }
+
+    /// Repositories read through an ID-mapped view, with the view.
+    pub fn views(&self) -> &BTreeMap<PathBuf, PathBuf> {
+        &self.views
+    }
+
+    /// Every repository a record may name: the configured ones and those
+    /// holding the additional stores.
+    pub fn all_repositories(&self) -> Vec<PathBuf> {
+        let mut v = self.repositories.clone();
+        for r in self.stores.iter().filter_map(|s| store_repository(s)) {
+            if !v.contains(&r) {
+                v.push(r);
+            }
+        }
+        v
+    }
+
+    /// CVMFS layers used so far whose repository is read directly (not
+    /// through a view): rootless, their owners are not the image's.
+    pub fn layers_without_view(&self) -> Vec<String> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let viewed: Vec<&PathBuf> = self.views.values().collect();
+        let mut v: Vec<String> = cache
+            .values()
+            .filter(|l| match &l.kind {
+                StoreLayerKind::Cvmfs { repository, .. } => !viewed.contains(&repository),
+                StoreLayerKind::Local => false,
+            })
+            .map(|l| l.id.clone())
+            .collect();
+        v.sort();
+        v
     }
 
     /// The same layout reporting progress to `sink` instead of stderr.
@@ -566,8 +613,10 @@ impl Layout {
                     .map_err(|e| repo_err(record_path, format!("field \"owner-probes\": {e}")))?;
                 layer.owner_probes = Some(Arc::new(checked));
             }
-            let repository = PathBuf::from(&record.repository);
-            self.check_repository(store, record_path, &repository)?;
+            let named = PathBuf::from(&record.repository);
+            self.check_repository(store, record_path, &named)?;
+            // Rootless with an ID-mapped view: the same tree, right owners.
+            let repository = self.views.get(&named).cloned().unwrap_or(named);
             layer.content_dir = repository.join(&record.path);
             layer.flat = record.flat.map(|f| repository.join(f));
             layer.markers = markers.map(Arc::new);

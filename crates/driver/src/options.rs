@@ -24,6 +24,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "prefetch_max_bytes",
     "ducc_repositories",
     "ducc_images",
+    "mount_program",
 ];
 
 /// Parsed driver options.
@@ -67,6 +68,9 @@ pub struct Options {
     /// `Init` (also in `image_stores`); their layers are completed on first
     /// use (`ducc::complete`).
     pub ducc_stores: Vec<PathBuf>,
+    /// A FUSE program mounting the overlays instead of the kernel
+    /// (fuse-overlayfs; as the overlay driver's `mount_program`).
+    pub mount_program: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -85,6 +89,7 @@ impl Default for Options {
             ducc_repositories: Vec::new(),
             ducc_images: Vec::new(),
             ducc_stores: Vec::new(),
+            mount_program: None,
         }
     }
 }
@@ -286,6 +291,13 @@ impl Options {
                             opts.image_stores.push(store);
                         }
                     }
+                }
+                "mount_program" => {
+                    let p = PathBuf::from(value);
+                    if !p.is_absolute() || value.len() > 4096 {
+                        return Err(bad(item, format!("{value:?}: not an absolute path")));
+                    }
+                    opts.mount_program = Some(p);
                 }
                 "separate_image_store" => {
                     opts.separate_image_store = Some(absolute_dir(item, value)?);

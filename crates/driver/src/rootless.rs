@@ -19,7 +19,18 @@
 //!
 //! Detection reads `/proc/self/uid_map` once: the initial namespace maps the
 //! whole ID range onto itself (`0 0 4294967295`); anything else is rootless.
+//!
+//! **ID-mapped views.** The privileged helper `cvmfs-idmap-view`
+//! (`helper/`, installed setuid root like `newuidmap`) attaches, in podman's
+//! mount namespace, a read-only clone of a repository's mount ID-mapped
+//! through podman's own user namespace, at
+//! `$XDG_RUNTIME_DIR/cvmfs-idmapped/<escaped repository path>` ([`view_name`]):
+//! there on-disk owner N shows as N, exactly as rootful. Records name the
+//! repository by its path, so [`find_views`] tells the layout which
+//! repositories to read through a view instead.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The opaque-directory xattr overlayfs reads in the initial namespace.
@@ -182,10 +193,81 @@ pub fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || (active() && name.starts_with(b"user.overlay."))
 }
 
-/// `podman info` entries for the rootless path (nothing when rootful).
-/// `repo_owner_seen` is the owner of the repositories' root as this
-/// namespace sees it (the overflow ID when the host owner is unmapped).
-pub fn status(ns: &Namespace, repo_owner_seen: Option<u32>) -> Vec<(String, String)> {
+/// Directory name of a repository's view: its absolute path without the
+/// leading `/`, with `%` and `/` percent-encoded (reversible, so two
+/// repositories never share a view). The helper's setup script
+/// (`hack/cvmfs-rootless-setup`) spells it the same way.
+pub fn view_name(repository: &Path) -> String {
+    let s = repository.to_string_lossy();
+    s.trim_start_matches('/')
+        .replace('%', "%25")
+        .replace('/', "%2F")
+}
+
+/// Where the views are attached (rootless only): `$XDG_RUNTIME_DIR/cvmfs-idmapped`.
+/// Not under the graphroot or the runroot, which `podman system reset`
+/// removes recursively: a read-only mount there would make it fail.
+pub fn views_dir() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let run = std::env::var_os("XDG_RUNTIME_DIR")?;
+        let run = PathBuf::from(run);
+        (active() && run.is_absolute()).then(|| run.join("cvmfs-idmapped"))
+    })
+    .as_deref()
+}
+
+/// Whether `path` lies in an ID-mapped view.
+pub fn is_in_view(path: &Path) -> bool {
+    views_dir().is_some_and(|d| path.starts_with(d))
+}
+
+/// Whether `path` is the root of a mount (not a symlink to one).
+fn is_mount_root(path: &Path) -> bool {
+    use rustix::fs::{statx, AtFlags, FileType, StatxAttributes, StatxFlags, CWD};
+    match statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
+        Ok(x) => {
+            FileType::from_raw_mode(x.stx_mode.into()) == FileType::Directory
+                && x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                && x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Err(_) => false,
+    }
+}
+
+/// The repositories (of `repositories`) that have an ID-mapped view in
+/// `dir`, each with its view. A view is a mount attached there; anything
+/// else (an empty directory left after the namespace was made anew) is
+/// ignored, and the repository is read directly.
+pub fn find_views(dir: &Path, repositories: &[PathBuf]) -> BTreeMap<PathBuf, PathBuf> {
+    repositories
+        .iter()
+        .filter_map(|r| {
+            let view = dir.join(view_name(r));
+            is_mount_root(&view).then(|| (r.clone(), view))
+        })
+        .collect()
+}
+
+/// What `podman info` reports about owners when rootless.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnersReport {
+    /// The FUSE mount program in use and why (`None`: kernel overlay).
+    pub mount_program: Option<String>,
+    /// Repositories read through an ID-mapped view, with the view.
+    pub viewed: BTreeMap<PathBuf, PathBuf>,
+    /// Repositories read directly, with the owner of their root as seen
+    /// here (`None`: it did not answer in time).
+    pub direct: Vec<(PathBuf, Option<u32>)>,
+    /// CVMFS layers used so far from repositories read directly.
+    pub affected_layers: Vec<String>,
+}
+
+/// `podman info` entries for the rootless path (nothing when rootful):
+/// `Rootless` names the mount path, the ID map and the views in use;
+/// `Rootless Ownership` says whether owners are right and, where not, which
+/// repositories and layers are affected.
+pub fn status(ns: &Namespace, report: &OwnersReport) -> Vec<(String, String)> {
     if !ns.is_rootless() {
         return Vec::new();
     }
@@ -195,22 +277,77 @@ pub fn status(ns: &Namespace, repo_owner_seen: Option<u32>) -> Vec<(String, Stri
         .map(|r| format!("{}->{}+{}", r.inside, r.outside, r.count))
         .collect::<Vec<_>>()
         .join(",");
-    let path = format!(
-        "kernel overlay in the user namespace (userxattr, user.overlay.* whiteout layers, no metacopy); uid map {map}"
-    );
-    let owners = match repo_owner_seen {
-        Some(OVERFLOW_ID) => format!(
-            "wrong for every CVMFS layer: the repositories' files are owned by a host ID this namespace does not map, so they show as {OVERFLOW_ID}:{OVERFLOW_ID} and container root cannot modify them (ID-mapped mounts need real root; docs/rootless.md)"
-        ),
-        Some(owner) => format!(
-            "repository files show as owned by {owner} here; owners recorded in ownership metadata are not restored (that needs metacopy)"
-        ),
-        None => "unknown (no repository configured)".into(),
+    let views = if report.viewed.is_empty() {
+        "none (cvmfs-rootless-setup attaches them; docs/rootless.md)".to_string()
+    } else {
+        report
+            .viewed
+            .iter()
+            .map(|(r, v)| format!("{} at {}", r.display(), v.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    let mounts = match &report.mount_program {
+        Some(program) => format!("FUSE mount program {program} in the user namespace (whiteout layers and raw .wh.* files)"),
+        None => "kernel overlay in the user namespace (userxattr, user.overlay.* whiteout layers, no metacopy)".into(),
+    };
+    let path = format!("{mounts}; uid map {map}; ID-mapped views: {views}");
     vec![
         ("Rootless".into(), path),
-        ("Rootless Ownership".into(), owners),
+        ("Rootless Ownership".into(), owners_text(ns, report)),
     ]
+}
+
+fn owners_text(ns: &Namespace, report: &OwnersReport) -> String {
+    let mapped: u64 = ns.uid_map.iter().map(|r| u64::from(r.count)).sum();
+    let single = if mapped <= 1 {
+        format!("single-ID mapping (no /etc/subuid entry for this user): only files owned by host root can show their owner (through a view); every other owner shows as {OVERFLOW_ID}. ")
+    } else {
+        String::new()
+    };
+    let unmapped: Vec<String> = report
+        .direct
+        .iter()
+        .filter(|(_, o)| *o == Some(OVERFLOW_ID))
+        .map(|(r, _)| r.display().to_string())
+        .collect();
+    let mut parts = Vec::new();
+    if !unmapped.is_empty() {
+        let layers = if report.affected_layers.is_empty() {
+            "none used yet".to_string()
+        } else {
+            report.affected_layers.join(",")
+        };
+        parts.push(format!(
+            "wrong for every CVMFS layer of {}: files owned by host IDs this namespace does not map show as {OVERFLOW_ID}:{OVERFLOW_ID} and container root cannot modify them (no ID-mapped view: run cvmfs-rootless-setup, docs/rootless.md); layers affected so far: {layers}",
+            unmapped.join(",")
+        ));
+    }
+    for (r, owner) in &report.direct {
+        match owner {
+            Some(OVERFLOW_ID) => {}
+            Some(o) => parts.push(format!(
+                "{}: files show the owners this namespace maps (its root as {o}); owners recorded in ownership metadata are not restored (that needs metacopy)",
+                r.display()
+            )),
+            None => parts.push(format!("{}: unknown (its root did not answer)", r.display())),
+        }
+    }
+    if !report.viewed.is_empty() {
+        parts.push(format!(
+            "as in the image for {} (ID-mapped view)",
+            report
+                .viewed
+                .keys()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("unknown (no repository configured)".into());
+    }
+    format!("{single}{}", parts.join("; "))
 }
 
 #[cfg(test)]
@@ -268,17 +405,84 @@ mod tests {
 
     #[test]
     fn status_names_the_path_and_says_when_owners_are_wrong() {
-        assert!(status(&ns("0 0 4294967295"), Some(0)).is_empty());
-        let s = status(&ns("0 1001 1\n1 3100000 65536"), Some(OVERFLOW_ID));
+        let direct = |o| OwnersReport {
+            direct: vec![(PathBuf::from("/cvmfs/r"), Some(o))],
+            ..OwnersReport::default()
+        };
+        assert!(status(&ns("0 0 4294967295"), &direct(0)).is_empty());
+        let podman = ns("0 1001 1\n1 3100000 65536");
+        let s = status(&podman, &direct(OVERFLOW_ID));
         assert_eq!(s[0].0, "Rootless");
         assert!(s[0].1.contains("userxattr") && s[0].1.contains("0->1001+1"));
+        assert!(s[0].1.contains("views: none"), "{}", s[0].1);
         assert_eq!(s[1].0, "Rootless Ownership");
         assert!(
             s[1].1.starts_with("wrong")
                 && s[1].1.contains("65534")
-                && s[1].1.contains("every CVMFS layer")
+                && s[1].1.contains("every CVMFS layer of /cvmfs/r")
+                && s[1].1.contains("none used yet"),
+            "{}",
+            s[1].1
         );
-        let own = status(&ns("0 1001 1"), Some(0));
-        assert!(!own[1].1.starts_with("wrong"), "{}", own[1].1);
+        let own = status(&ns("0 1001 1\n1 3100000 65536"), &direct(0));
+        assert!(!own[1].1.contains("wrong"), "{}", own[1].1);
+    }
+
+    #[test]
+    fn status_with_views_names_them_and_the_layers_still_affected() {
+        let mut report = OwnersReport {
+            direct: vec![(PathBuf::from("/cvmfs/other"), Some(OVERFLOW_ID))],
+            affected_layers: vec!["abc".into()],
+            ..OwnersReport::default()
+        };
+        report
+            .viewed
+            .insert("/cvmfs/r".into(), "/run/u/cvmfs-idmapped/cvmfs%2Fr".into());
+        let s = status(&ns("0 1001 1\n1 3100000 65536"), &report);
+        assert!(s[0]
+            .1
+            .contains("/cvmfs/r at /run/u/cvmfs-idmapped/cvmfs%2Fr"));
+        assert!(s[1].1.contains("of /cvmfs/other") && s[1].1.contains("so far: abc"));
+        assert!(
+            s[1].1.contains("as in the image for /cvmfs/r"),
+            "{}",
+            s[1].1
+        );
+        report.direct.clear();
+        let single = status(&ns("0 1001 1"), &report);
+        assert!(
+            single[1]
+                .1
+                .starts_with("single-ID mapping (no /etc/subuid entry"),
+            "{}",
+            single[1].1
+        );
+    }
+
+    #[test]
+    fn view_names_are_reversible_and_distinct() {
+        assert_eq!(
+            view_name(Path::new("/cvmfs/unpacked.cern.ch")),
+            "cvmfs%2Funpacked.cern.ch"
+        );
+        assert_ne!(
+            view_name(Path::new("/a/b%2Fc")),
+            view_name(Path::new("/a/b/c"))
+        );
+        assert_eq!(view_name(Path::new("/a/b%2Fc")), "a%2Fb%252Fc");
+    }
+
+    #[test]
+    fn only_mount_roots_count_as_views() {
+        let dir = std::env::temp_dir().join(format!("rl-views-{}", std::process::id()));
+        let repo = PathBuf::from("/srv/repo");
+        std::fs::create_dir_all(dir.join(view_name(&repo))).unwrap();
+        // A directory left behind, not a mount: the repository is read directly.
+        assert!(find_views(&dir, std::slice::from_ref(&repo)).is_empty());
+        // /proc is a mount root wherever these tests run.
+        let proc_root = PathBuf::from("/");
+        let views = find_views(Path::new("/"), &[PathBuf::from("/proc")]);
+        assert_eq!(views.get(Path::new("/proc")), Some(&proc_root.join("proc")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

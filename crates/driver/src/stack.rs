@@ -50,7 +50,17 @@ fn aux_key(upper: Option<&StoreLayer>, lower: Option<&StoreLayer>) -> Option<Str
         Some(whiteouts::Restore::Listed(_)) => "-own".into(),
         None => String::new(),
     };
-    let ux = crate::rootless::aux_key_suffix();
+    // Through an ID-mapped view the layers' directories show other owners,
+    // which the whiteout layers copy: another suffix (issue 15 hook).
+    let viewed = [upper, lower]
+        .iter()
+        .flatten()
+        .any(|l| crate::rootless::is_in_view(&l.content_dir));
+    let ux = format!(
+        "{}{}",
+        crate::rootless::aux_key_suffix(),
+        if viewed { "-idm" } else { "" }
+    );
     match (upper, lower) {
         (Some(u), Some(l)) => Some(format!("v{v}-{}-{}{own}{ux}", u.id, l.id)),
         (Some(u), None) => Some(format!("v{v}-{}-local{ux}", u.id)),

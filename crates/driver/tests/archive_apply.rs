@@ -606,3 +606,78 @@ fn privileged_repeated_entries_last_one_wins() {
     assert_eq!((md.mode() & 0o7777, md.mtime()), (0o750, 200));
     assert_eq!(std::fs::read(d.join("d/f")).unwrap(), b"second");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn privileged_fuse_overlayfs_uppers_write_each_marker_once() {
+    cvmfs_testkit::gate::require_root();
+    // An upper directory as fuse-overlayfs 1.10 leaves it in a user namespace
+    // (cvmfs.mount_program, issue 15): an opaque directory has its own xattr,
+    // a raw `.wh..wh..opq` file and a 0/0 device `.wh..opq`; a deleted file
+    // is a 0/0 device, or a raw `.wh.<name>` file when mknod is refused.
+    let t = tmp();
+    let d = mkdir(t.path(), "upper");
+    std::fs::create_dir(d.join("run")).unwrap();
+    let whiteout_device = |p: std::path::PathBuf| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o700),
+            0,
+        )
+        .unwrap()
+    };
+    std::fs::write(d.join("run/.wh..wh..opq"), b"").unwrap();
+    whiteout_device(d.join("run/.wh..opq"));
+    std::fs::write(d.join("run/.containerenv"), b"x").unwrap();
+    let set = |p: std::path::PathBuf, k: &str, v: &[u8]| {
+        rustix::fs::lsetxattr(p, k, v, rustix::fs::XattrFlags::empty()).unwrap()
+    };
+    set(d.join("run"), "user.fuseoverlayfs.opaque", b"y");
+    std::fs::create_dir(d.join("app")).unwrap();
+    whiteout_device(d.join("app/1"));
+    std::fs::write(d.join("app/.wh.2"), b"").unwrap();
+    std::fs::write(d.join("app/hello.txt"), b"more").unwrap();
+    set(
+        d.join("app/hello.txt"),
+        "user.fuseoverlayfs.origin",
+        b"app/hello.txt",
+    );
+    set(d.join("app/hello.txt"), "user.note", b"kept");
+    // The same directory opaque by the xattr this namespace's overlay reads
+    // (rootful: trusted.overlay.opaque) and by the raw file: one marker.
+    std::fs::create_dir(d.join("var")).unwrap();
+    std::fs::write(d.join("var/.wh..wh..opq"), b"").unwrap();
+    set(d.join("var"), "trusted.overlay.opaque", b"y");
+
+    let mut tar = Vec::new();
+    archive::write_diff_tar(&d, None, &mut tar).unwrap();
+    let list = tar_listing(&tar);
+    let names: Vec<&str> = list.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "app/",
+            "app/.wh.2",
+            "app/.wh.1",
+            "app/hello.txt",
+            "run/",
+            "run/.containerenv",
+            "run/.wh..wh..opq",
+            "var/",
+            "var/.wh..wh..opq"
+        ]
+    );
+    let hello = &list[3].5;
+    assert!(
+        hello.iter().any(|k| k.ends_with("user.note"))
+            && !hello.iter().any(|k| k.contains("fuseoverlayfs")),
+        "fuse-overlayfs' own xattrs stay out, the user's travel: {hello:?}"
+    );
+    assert!(
+        list.iter()
+            .all(|e| !e.5.iter().any(|k| k.contains("fuseoverlayfs"))),
+        "{list:?}"
+    );
+}

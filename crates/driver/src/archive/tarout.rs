@@ -217,7 +217,9 @@ fn exported_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     for name in fsutil::list_xattrs(path)? {
         let keep = name == b"security.capability"
             || name == b"security.ima"
-            || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."));
+            || (name.starts_with(b"user.")
+                && !name.starts_with(b"user.overlay.")
+                && !name.starts_with(b"user.fuseoverlayfs."));
         if !keep {
             continue;
         }
@@ -227,6 +229,28 @@ fn exported_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Whether an upper-directory entry is one of the duplicates fuse-overlayfs
+/// keeps beside its markers (issue 15 hook, `cvmfs.mount_program`): a 0/0
+/// whiteout device whose own name starts with `.wh.` (it would become the
+/// unrepresentable `.wh..wh.<x>`; fuse-overlayfs makes `.wh..opq` ones), and
+/// the `.wh..wh..opq` file of a directory whose xattr already marks it
+/// opaque (its marker is written once, from the xattr). A `.wh.*` regular
+/// file otherwise goes out as it is: fuse-overlayfs' raw whiteout.
+fn fuse_overlayfs_shadow(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    md: &std::fs::Metadata,
+) -> Result<bool, ArchiveError> {
+    let name = name.as_bytes();
+    if fsutil::is_whiteout(md) && name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+        return Ok(true);
+    }
+    if name == WHITEOUT_OPAQUE.as_bytes() && md.file_type().is_file() {
+        return fsutil::is_opaque_dir(dir);
+    }
+    Ok(false)
 }
 
 pub fn write_diff_tar<W: Write>(
@@ -320,6 +344,9 @@ impl<W: Write> DiffWriter<'_, W> {
             Err(e) if gone(&e) => return Ok(()),
             Err(e) => return Err(ArchiveError::io(&path, e)),
         };
+        if fuse_overlayfs_shadow(dir, name, &md)? {
+            return Ok(());
+        }
         if fsutil::is_whiteout(&md) {
             let mut wh = prefix.to_vec();
             wh.extend_from_slice(WHITEOUT_PREFIX.as_bytes());

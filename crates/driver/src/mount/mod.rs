@@ -36,6 +36,7 @@
 //! durability of the layer, so it is not used.
 
 pub mod fake;
+pub mod program;
 mod real;
 pub mod whiteouts;
 
@@ -72,6 +73,8 @@ pub enum MountApi {
     Fsconfig,
     /// Classic `mount(2)` with `lowerdir=a:b:c` data limited to one page.
     Legacy,
+    /// A FUSE mount program (`cvmfs.mount_program`, [`program`]).
+    Program,
 }
 
 impl fmt::Display for MountApi {
@@ -79,6 +82,7 @@ impl fmt::Display for MountApi {
         f.write_str(match self {
             MountApi::Fsconfig => "fsconfig lowerdir+",
             MountApi::Legacy => "mount(2)",
+            MountApi::Program => "FUSE mount program",
         })
     }
 }
@@ -96,6 +100,10 @@ pub trait Mounter: Send + Sync {
     fn api(&self, probe_dir: &Path) -> MountApi;
     /// The interface in use if already known (no probing).
     fn known_api(&self) -> Option<MountApi>;
+    /// The FUSE mount program in use and why, if overlays are not the kernel's.
+    fn program(&self) -> Option<(&Path, &str)> {
+        None
+    }
 }
 
 /// Mount-point attributes that are per-mount flags, not overlay options.
@@ -476,7 +484,7 @@ impl<S: Syscalls> Mounter for OverlayMounter<S> {
     fn mount_overlay(&self, spec: &OverlaySpec, target: &Path) -> Result<()> {
         Self::check_spec(spec, target)?;
         match self.api.get() {
-            Some(MountApi::Legacy) => self.mount_legacy(spec, target),
+            Some(MountApi::Legacy | MountApi::Program) => self.mount_legacy(spec, target),
             Some(MountApi::Fsconfig) => match self.mount_fsconfig(spec, target, false) {
                 Ok(()) => Ok(()),
                 Err(FsconfigFailure::Error(e)) => Err(e),

@@ -1,0 +1,306 @@
+/*
+ * cvmfs-idmap-view: an ID-mapped, read-only view of a CVMFS repository inside
+ * a rootless podman user's mount namespace (issue 15, docs/rootless.md).
+ *
+ *   cvmfs-idmap-view PID REPOSITORY TARGET
+ *   cvmfs-idmap-view --list
+ *
+ * Rootless podman shows repository files owned by host IDs its user
+ * namespace does not map (host root, as DUCC and a root publisher leave
+ * them) as 65534, and an unprivileged user may not ID-map the repository's
+ * filesystem. This program, installed setuid root like newuidmap, clones the
+ * repository's mount, ID-maps it through the user namespace of process PID
+ * (on-disk ID N shows as N inside that namespace) and attaches it read-only,
+ * nosuid, nodev at TARGET in PID's mount namespace. The cvmfs driver, running
+ * in that namespace, uses TARGET as the repository.
+ *
+ * What it refuses (each with a message naming what and why):
+ *   - a REPOSITORY not listed, exactly, in CONFIG_PATH (root-owned, written
+ *     by the administrator: only repositories every permitted user may read);
+ *   - a PID whose user namespace is the initial one or was not created by the
+ *     caller, or whose mount namespace is not owned by that user namespace:
+ *     the caller is already all-powerful there, so a mount there grants
+ *     nothing but the view;
+ *   - a TARGET that is not an absolute path to a directory owned by the
+ *     caller, reached without symlinks with the caller's own permissions in
+ *     that mount namespace, or that is already a mount point.
+ *
+ * Why C and not Rust: rustix (the project's safe syscall layer) has no
+ * mount_setattr, and a raw syscall in Rust needs `unsafe` outside the
+ * driver's ffi module, which the project forbids. A setuid program must also
+ * be small enough to audit at once; this one has no dependency beyond libc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/nsfs.h>
+#include <linux/openat2.h>
+#include <pwd.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef CONFIG_PATH
+#define CONFIG_PATH "/etc/containers/cvmfs-idmap-view.conf"
+#endif
+#define PROG "cvmfs-idmap-view"
+#define MAX_CONFIG_BYTES (64 * 1024)
+#define MAX_REPOSITORIES 64
+#define MAX_PID 4194304L
+
+static char config_text[MAX_CONFIG_BYTES + 1];
+static const char *repositories[MAX_REPOSITORIES];
+static int repository_count;
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static const char *user_name(uid_t uid)
+{
+	static char buf[64];
+	struct passwd *pw = getpwuid(uid);
+	if (pw && strlen(pw->pw_name) < sizeof buf)
+		return strcpy(buf, pw->pw_name);
+	snprintf(buf, sizeof buf, "%u", (unsigned)uid);
+	return buf;
+}
+
+/* A configured repository: absolute, no "." or ".." component, no "//". */
+static int valid_repository_path(const char *p)
+{
+	size_t n = strlen(p);
+	if (p[0] != '/' || n >= PATH_MAX || strstr(p, "//"))
+		return 0;
+	if (strstr(p, "/./") || strstr(p, "/../"))
+		return 0;
+	if ((n >= 2 && !strcmp(p + n - 2, "/.")) || (n >= 3 && !strcmp(p + n - 3, "/..")))
+		return 0;
+	return 1;
+}
+
+/* CONFIG_PATH: root-owned, writable by root only, one repository a line. */
+static void read_config(void)
+{
+	int fd = open(CONFIG_PATH, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0)
+		die("%s: %s (the administrator lists the repositories users may ID-map there)",
+		    CONFIG_PATH, strerror(errno));
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+		die("%s: not a regular file", CONFIG_PATH);
+	if (st.st_uid != 0 || (st.st_mode & 022))
+		die("%s: must be owned by root and writable by root only", CONFIG_PATH);
+	if (st.st_size > MAX_CONFIG_BYTES)
+		die("%s: larger than %d bytes", CONFIG_PATH, MAX_CONFIG_BYTES);
+	ssize_t got = read(fd, config_text, MAX_CONFIG_BYTES + 1);
+	if (got < 0 || got > MAX_CONFIG_BYTES)
+		die("%s: cannot read it whole", CONFIG_PATH);
+	close(fd);
+	config_text[got] = 0;
+	for (char *save, *line = strtok_r(config_text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		line += strspn(line, " \t");
+		char *end = line + strlen(line);
+		while (end > line && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+			*--end = 0;
+		if (!*line || *line == '#')
+			continue;
+		if (!valid_repository_path(line))
+			die("%s: entry '%s': not an absolute path without '.', '..' or '//'",
+			    CONFIG_PATH, line);
+		if (repository_count == MAX_REPOSITORIES)
+			die("%s: more than %d repositories", CONFIG_PATH, MAX_REPOSITORIES);
+		repositories[repository_count++] = line;
+	}
+}
+
+static int configured(const char *repo)
+{
+	for (int i = 0; i < repository_count; i++)
+		if (!strcmp(repositories[i], repo))
+			return 1;
+	return 0;
+}
+
+static pid_t parse_pid(const char *s)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '+' || s[0] == '-' || v < 1 || v > MAX_PID)
+		die("PID '%s': not a process ID", s);
+	return (pid_t)v;
+}
+
+static int open_ns(pid_t pid, const char *kind)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, kind);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	return fd;
+}
+
+static int same_file(int a, int b)
+{
+	struct stat sa, sb;
+	return !fstat(a, &sa) && !fstat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* The user namespace of PID must be one the caller created, and its mount
+ * namespace must be owned by it. Checked on the namespace files themselves,
+ * so a PID reused meanwhile gains nothing. */
+static void check_namespaces(pid_t pid, int userns, int mntns, uid_t caller)
+{
+	int initial = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+	if (initial < 0 || same_file(initial, userns))
+		die("process %d is not in a user namespace (start podman's first: podman unshare true)",
+		    (int)pid);
+	close(initial);
+	uid_t owner;
+	if (ioctl(userns, NS_GET_OWNER_UID, &owner))
+		die("process %d: cannot read its user namespace's creator: %s", (int)pid,
+		    strerror(errno));
+	if (owner != caller)
+		die("process %d: its user namespace was created by uid %u, not by you (uid %u): refused",
+		    (int)pid, (unsigned)owner, (unsigned)caller);
+	int mnt_owner = ioctl(mntns, NS_GET_USERNS);
+	if (mnt_owner < 0)
+		die("process %d: cannot read its mount namespace's owner: %s", (int)pid,
+		    strerror(errno));
+	if (!same_file(mnt_owner, userns))
+		die("process %d: its mount namespace is not owned by its user namespace: refused",
+		    (int)pid);
+	close(mnt_owner);
+}
+
+/* How many uids PID's namespace maps (its /proc file, read after the
+ * namespace checks: only used for the subordinate-ID warning). */
+static unsigned long long mapped_ids(pid_t pid)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+	FILE *f = fopen(path, "re");
+	unsigned long long total = 0, inside, outside, count;
+	if (!f)
+		return 0;
+	while (fgets(buf, sizeof buf, f))
+		if (sscanf(buf, "%llu %llu %llu", &inside, &outside, &count) == 3)
+			total += count;
+	fclose(f);
+	return total;
+}
+
+/* A detached, ID-mapped, read-only clone of the repository's mount. */
+static int idmapped_clone(const char *repo, int userns)
+{
+	int tree = open_tree(AT_FDCWD, repo, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	if (tree < 0)
+		die("repository %s: cannot clone its mount: %s", repo, strerror(errno));
+	struct stat st;
+	if (fstat(tree, &st) || !S_ISDIR(st.st_mode))
+		die("repository %s: not a directory", repo);
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+			    MOUNT_ATTR_NODEV,
+		.userns_fd = (unsigned long long)userns,
+	};
+	if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr))
+		die("repository %s: ID mapping refused: %s%s", repo, strerror(errno),
+		    errno == EINVAL ? " (its filesystem does not support ID-mapped mounts)" : "");
+	return tree;
+}
+
+/* TARGET in the current (PID's) mount namespace: an absolute path, resolved
+ * with the caller's permissions and no symlink, to a directory the caller
+ * owns that is not a mount point yet. */
+static int open_target(const char *target, uid_t caller, gid_t caller_gid)
+{
+	if (target[0] != '/' || strlen(target) >= PATH_MAX)
+		die("target '%s': not an absolute path", target);
+	struct open_how how = {
+		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	setfsgid(caller_gid);
+	setfsuid(caller);
+	int fd = (int)syscall(SYS_openat2, AT_FDCWD, target, &how, sizeof how);
+	int err = errno;
+	setfsuid(0);
+	setfsgid(0);
+	if (fd < 0)
+		die("target %s: %s (a directory you own, reached without symlinks)", target,
+		    strerror(err));
+	struct stat st;
+	if (fstat(fd, &st) || !S_ISDIR(st.st_mode) || st.st_uid != caller)
+		die("target %s: not a directory owned by you (uid %u): refused", target,
+		    (unsigned)caller);
+	struct statx sx;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx))
+		die("target %s: %s", target, strerror(errno));
+	if ((sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+	    (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT))
+		die("target %s: already a mount point (podman unshare umount %s first)", target,
+		    target);
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	uid_t caller = getuid();
+	gid_t caller_gid = getgid();
+	clearenv();
+	umask(077);
+	prctl(PR_SET_DUMPABLE, 0);
+	read_config();
+	if (argc == 2 && !strcmp(argv[1], "--list")) {
+		for (int i = 0; i < repository_count; i++)
+			puts(repositories[i]);
+		return 0;
+	}
+	if (argc != 4)
+		die("usage: " PROG " PID REPOSITORY TARGET | " PROG " --list");
+	const char *repo = argv[2], *target = argv[3];
+	pid_t pid = parse_pid(argv[1]);
+	if (!configured(repo))
+		die("repository %s is not listed in %s: refused", repo, CONFIG_PATH);
+	if (geteuid() != 0)
+		die("not running as root: install it setuid root (make install-idmap-helper)");
+	int userns = open_ns(pid, "user"), mntns = open_ns(pid, "mnt");
+	check_namespaces(pid, userns, mntns, caller);
+	if (mapped_ids(pid) <= 1)
+		fprintf(stderr,
+			PROG ": warning: /etc/subuid has no entry for user %s (its namespace maps "
+			"one ID): only files owned by root show their owner; every other owner "
+			"shows as 65534. Ask the administrator for '%s:<start>:65536' in "
+			"/etc/subuid and /etc/subgid.\n",
+			user_name(caller), user_name(caller));
+	int tree = idmapped_clone(repo, userns);
+	if (setns(mntns, CLONE_NEWNS))
+		die("cannot enter the mount namespace of process %d: %s", (int)pid, strerror(errno));
+	int dest = open_target(target, caller, caller_gid);
+	if (move_mount(tree, "", dest, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+		die("target %s: cannot attach the view: %s", target, strerror(errno));
+	printf("%s: ID-mapped read-only view at %s (user namespace of process %d)\n", repo, target,
+	       (int)pid);
+	return 0;
+}
