@@ -47,6 +47,12 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 pub const KEEP_REPORTS: usize = 64;
 /// Size of one read.
 const READ_CHUNK: usize = 256 << 10;
+/// Nice value of the prefetch threads (at least; a process already nicer
+/// keeps its own). The prefetch is background work: while the container
+/// starts (runc, the entrypoint's first exec) it must not take the CPU from
+/// it. Measured at full size on 2 loaded cores: unniced, the 8 readers and
+/// the FUSE requests they cause delayed the first output by 1.3x.
+const NICE: i32 = 10;
 /// How often the job checks the mount and writes its report while running.
 const TICK: Duration = Duration::from_millis(100);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -320,6 +326,8 @@ struct Sources {
 impl Job {
     fn run(self) {
         let started = Instant::now();
+        // Before anything else: the readers started below inherit it.
+        lower_priority();
         // The image's top layer in a store, and its profile there.
         let Ok(Some(top)) = self.layout.find(&self.top) else {
             return;
@@ -483,6 +491,19 @@ impl Job {
                 let _ = fs::remove_file(self.reports.join(format!("{}.json", old.layer)));
             }
         }
+    }
+}
+
+/// Make the calling thread (and the threads it starts) yield the CPU to the
+/// container: nice [`NICE`], or its own nice value if that is higher. On
+/// Linux the nice value is per thread (`setpriority(PRIO_PROCESS, 0)`
+/// changes the calling thread only), so the driver's caller is unaffected.
+/// A failure leaves the priority as it was: the prefetch still works.
+fn lower_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let now = getpriority_process(None).unwrap_or(0);
+    if now < NICE {
+        let _ = setpriority_process(None, NICE);
     }
 }
 
@@ -738,6 +759,25 @@ mod tests {
         assert_eq!(s.skipped.load(Ordering::Relaxed), 2);
         // the second range is clamped to the file's end
         assert_eq!(s.bytes.load(Ordering::Relaxed), 4096 + (1 << 19));
+    }
+
+    #[test]
+    fn prefetch_threads_are_niced_and_the_caller_is_not() {
+        use rustix::process::getpriority_process;
+        let caller = getpriority_process(None).unwrap();
+        let (own, child) = std::thread::spawn(|| {
+            lower_priority();
+            // a reader started by the job inherits its nice value
+            let child = std::thread::spawn(|| getpriority_process(None).unwrap())
+                .join()
+                .unwrap();
+            (getpriority_process(None).unwrap(), child)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(own, caller.max(NICE));
+        assert_eq!(child, own);
+        assert_eq!(getpriority_process(None).unwrap(), caller);
     }
 
     #[test]
