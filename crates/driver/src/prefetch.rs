@@ -61,7 +61,7 @@ const NICE: i32 = 10;
 /// all readers run, at the caller's priority (when allowed to: lowering a
 /// nice value needs privilege), so the entrypoint, which waits for what they
 /// fetch, does not wait longer on a busy machine.
-const STARTUP: Duration = Duration::from_secs(1);
+pub const STARTUP: Duration = Duration::from_secs(1);
 /// How often the job checks the mount and writes its report while running.
 const TICK: Duration = Duration::from_millis(100);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
