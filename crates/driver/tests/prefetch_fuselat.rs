@@ -263,17 +263,28 @@ fn privileged_prefetch_makes_cold_start_parallel() {
         took
     };
 
-    // With the profile: get returns at once, the reads find the files fetched.
+    // With the profile: get returns at once; while the container starts
+    // (STARTUP) one reader fetches the head of the profile, then all of them
+    // run, and the container's reads find the files fetched.
     let view = View::mount(&bin, &f.src, &view_path, &f.t.path().join("s2.json"));
     let d = f.driver("on", &view_path, &[]);
     d.create("ctr", Some(L2), true, &[]).unwrap();
     let t0 = Instant::now();
     let m = d.get("ctr", None, &[]).unwrap();
     let get_took = t0.elapsed();
+    let half = cvmfs_graphdriver::prefetch::STARTUP / 2;
+    std::thread::sleep(half.saturating_sub(t0.elapsed()));
+    let (while_starting, _) = view.fetched();
+    let one_reader = half.as_millis() as u64 / LATENCY_MS + 2;
+    assert!(
+        while_starting <= one_reader,
+        "{while_starting} files fetched in the first {half:?}: more than one reader"
+    );
+    std::thread::sleep(cvmfs_graphdriver::prefetch::STARTUP.saturating_sub(t0.elapsed()));
     let on = read_in_order(&m, &f.files);
     let summary = finished(&d, "ctr");
     println!(
-        "cold read of {} files behind {LATENCY_MS} ms per fetch: {:.2} s without prefetch, {:.2} s with (get {:.3} s); {summary}",
+        "cold read of {} files behind {LATENCY_MS} ms per fetch: {:.2} s without prefetch, {:.2} s with, started after the container's start (get {:.3} s; {while_starting} fetched in its first half); {summary}",
         f.files.len(),
         off.as_secs_f64(),
         on.as_secs_f64(),
