@@ -419,6 +419,7 @@ pub fn complete(root: &Path, id: &str) -> io::Result<bool> {
             ownership: Ownership::Lost,
             markers: None,
             flat: None,
+            owner_probes: None,
         };
         write_atomically(&store.record(&line.id), record.to_json().as_bytes())?;
     }
