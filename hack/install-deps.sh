@@ -22,6 +22,7 @@ packages=(
   zstd            # make demo: compresses the sample image's layers
   uidmap          # rootless podman (make test-rootless): newuidmap/newgidmap for subordinate IDs
   squashfuse      # hack/measure-rootless.sh: a FUSE repository stand-in
+  gcc libc6-dev linux-libc-dev  # make idmap-helper: the setuid cvmfs-idmap-view (C, libc only)
 )
 
 missing=()

@@ -344,6 +344,27 @@ t_setup_attaches_view() {
   setup_as "$SUB_USER" | grep -q "view already at" || fail "a second set-up did not find the view"
 }
 
+# The user is all-powerful in its own mount namespace, but the view must stay
+# read-only, nosuid, nodev there: through it the user's IDs are the files'
+# owners, so a writable view would let it write the repository as root.
+t_view_stays_read_only() {
+  local view
+  setup_as "$SUB_USER" >/dev/null
+  view=$(view_of "$SUB_USER")
+  local clear_ro='import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class Attr(ctypes.Structure):
+    _fields_ = [("set", ctypes.c_uint64), ("clr", ctypes.c_uint64), ("prop", ctypes.c_uint64), ("ns", ctypes.c_uint64)]
+a = Attr(0, 0x1 | 0x2 | 0x4, 0, 0)  # clear RDONLY, NOSUID, NODEV
+r = libc.syscall(442, -100, sys.argv[1].encode(), 0, ctypes.byref(a), ctypes.sizeof(a))
+print("mount_setattr", r, os.strerror(ctypes.get_errno()))
+sys.exit(0 if r == 0 else 1)'
+  if pm unshare python3 -c "$clear_ro" "$view"; then fail "the user cleared the view's read-only flag"; fi
+  if pm unshare mount -o remount,bind,rw "$view"; then fail "the user remounted the view read-write"; fi
+  if pm unshare sh -c 'echo x > "$1/written-by-user"' sh "$view"; then fail "the user wrote into the repository through the view"; fi
+  [ ! -e "$R/written-by-user" ] || fail "a file appeared in the repository"
+}
+
 # What the setuid helper must refuse, each with a message saying why.
 t_helper_refuses() {
   local pid other view h
@@ -435,6 +456,7 @@ run_test "run by name offline from the repository, storage under ~/.local/share"
 run_test "podman info driver status names the rootless path" t_info_names_rootless_path
 run_test "cvmfs-rootless-setup attaches an ID-mapped view, podman info names it" t_setup_attaches_view
 run_test "the setuid helper refuses other namespaces, unlisted repositories, targets not owned" t_helper_refuses
+run_test "the view stays read-only, nosuid, nodev for the user" t_view_stays_read_only
 run_test "owners: a 1000:1000 file, a setuid binary, root files writable by container root" t_ownership
 run_test "whiteouts and opaque dirs match umoci unpack (podman mount)" t_whiteouts_match_umoci
 run_test "a running container matches umoci unpack, owners and modes too" t_container_matches_umoci

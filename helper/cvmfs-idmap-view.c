@@ -25,6 +25,10 @@
  *     caller, reached without symlinks with the caller's own permissions in
  *     that mount namespace, or that is already a mount point.
  *
+ * The view's flags are locked (the kernel's rule for mounts copied into a
+ * less privileged namespace, see attach_locked): the user cannot make it
+ * writable, suid or dev in its namespace, where it holds CAP_SYS_ADMIN.
+ *
  * Why C and not Rust: rustix (the project's safe syscall layer) has no
  * mount_setattr, and a raw syscall in Rust needs `unsafe` outside the
  * driver's ffi module, which the project forbids. A setuid program must also
@@ -48,6 +52,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef CONFIG_PATH
@@ -264,6 +269,48 @@ static int open_target(const char *target, uid_t caller, gid_t caller_gid)
 	return fd;
 }
 
+/* Attach `tree` at `dest` in the user's mount namespace with its flags
+ * locked. A mount moved straight into a namespace the user owns could be
+ * made writable there (mount_setattr clears MOUNT_ATTR_RDONLY for whoever
+ * holds CAP_SYS_ADMIN over that namespace), and through the ID mapping the
+ * user would write the repository as its owners. The kernel locks a mount's
+ * flags when it copies the mount into a less privileged mount namespace; so
+ * the view is staged in a private directory here, a child joins the user's
+ * user namespace and makes a new mount namespace (the locked copy), clones
+ * the staged view from it and attaches that clone. The staging goes after. */
+static void attach_locked(int tree, int userns, int mntns, int dest, const char *target)
+{
+	char stage[] = "/run/cvmfs-idmap-view.XXXXXX";
+	if (!mkdtemp(stage) || chmod(stage, 0711))
+		die("staging directory %s: %s", stage, strerror(errno));
+	if (move_mount(tree, "", AT_FDCWD, stage, MOVE_MOUNT_F_EMPTY_PATH)) {
+		int err = errno;
+		rmdir(stage);
+		die("cannot stage the view at %s: %s", stage, strerror(err));
+	}
+	pid_t child = fork();
+	if (child == 0) {
+		const char *step = "join the user namespace";
+		int locked = -1;
+		if (!setns(userns, CLONE_NEWUSER) && (step = "copy the mount namespace") &&
+		    !unshare(CLONE_NEWNS) && (step = "clone the locked view") &&
+		    (locked = open_tree(AT_FDCWD, stage, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) >= 0 &&
+		    (step = "enter the user's mount namespace") && !setns(mntns, CLONE_NEWNS) &&
+		    (step = "attach the view") &&
+		    !move_mount(locked, "", dest, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+			_exit(0);
+		fprintf(stderr, PROG ": target %s: cannot %s: %s\n", target, step, strerror(errno));
+		_exit(1);
+	}
+	int status = 0;
+	if (child < 0 || waitpid(child, &status, 0) != child)
+		status = 1;
+	umount2(stage, MNT_DETACH);
+	rmdir(stage);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("target %s: the view was not attached", target);
+}
+
 int main(int argc, char **argv)
 {
 	uid_t caller = getuid();
@@ -295,11 +342,15 @@ int main(int argc, char **argv)
 			"/etc/subuid and /etc/subgid.\n",
 			user_name(caller), user_name(caller));
 	int tree = idmapped_clone(repo, userns);
+	int host_mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (host_mntns < 0)
+		die("/proc/self/ns/mnt: %s", strerror(errno));
 	if (setns(mntns, CLONE_NEWNS))
 		die("cannot enter the mount namespace of process %d: %s", (int)pid, strerror(errno));
 	int dest = open_target(target, caller, caller_gid);
-	if (move_mount(tree, "", dest, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
-		die("target %s: cannot attach the view: %s", target, strerror(errno));
+	if (setns(host_mntns, CLONE_NEWNS))
+		die("cannot return to the initial mount namespace: %s", strerror(errno));
+	attach_locked(tree, userns, mntns, dest, target);
 	printf("%s: ID-mapped read-only view at %s (user namespace of process %d)\n", repo, target,
 	       (int)pid);
 	return 0;
