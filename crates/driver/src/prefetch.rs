@@ -17,6 +17,9 @@
 //! (which [`Layout::find`] checked lies beneath the repository), never
 //! following a final symlink, never blocking on a FIFO; a stale or hostile
 //! profile only costs bandwidth (missing files are counted and skipped).
+//! While the container starts ([`STARTUP`] after the mount) one reader reads,
+//! at nice 10, so that runc and the entrypoint's first exec keep the CPU;
+//! then all readers run at the caller's priority.
 //!
 //! What each prefetch did is kept in `<run_root>/cvmfs/prefetch/<layer>.json`
 //! (the newest [`KEEP_REPORTS`]), so `podman info` (the driver's status) and
