@@ -129,7 +129,10 @@ fn a_client_showing_its_own_uid_is_noticed_and_the_owners_restored() {
         // the store is looked at for the status.
         let fresh = p.driver("fresh");
         let s = status_of(&fresh);
-        assert!(s.contains("shown as 4242:4242"), "{name}: before any use: {s}");
+        assert!(
+            s.contains("shown as 4242:4242"),
+            "{name}: before any use: {s}"
+        );
         fresh.cleanup().unwrap();
         let d = p.driver("claim");
         let start = Instant::now();
