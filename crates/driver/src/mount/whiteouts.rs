@@ -120,7 +120,7 @@ fn check_deadline(deadline: Option<Instant>, doing: impl FnOnce() -> String) -> 
         Some(d) if Instant::now() >= d => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "gave up {} (time limit for building whiteout layers reached)",
+                "gave up {} (time limit for building whiteout layers reached: raise cvmfs.whiteout_timeout; a client that claims ownership makes every owner need restoring, see podman info)",
                 doing()
             ),
         )),
