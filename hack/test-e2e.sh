@@ -753,7 +753,7 @@ t_start_path_round_trips() {
 # lost), manifest copies and its own legacy podmanStore (overlay-images,
 # overlay-layers: layer ID = diffID), none of our records, mounted read-only.
 # The user names it with cvmfs.ducc_repositories and runs its images by name,
-# offline; the driver builds a store for it in its home (crates/driver/src/ducc.rs).
+# offline; the driver builds a store for it in its home (crates/driver/src/ducc/).
 make_ducc_repo() { # tag, dir
   local tag=$1 D=$2 name="$REG/e2e/$1:1" c top prev="" blob diff
   "$B" publish "docker://$name" --tls-verify=false --repo "$D" -q

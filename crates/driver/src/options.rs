@@ -59,7 +59,7 @@ pub struct Options {
     /// background prefetch of start-up profiles.
     pub prefetch: crate::prefetch::PrefetchConfig,
     /// Repositories holding only what DUCC writes: the driver synthesises a
-    /// store for each from DUCC's metadata (`ducc.rs`).
+    /// store for each from DUCC's metadata (`ducc/`).
     pub ducc_repositories: Vec<PathBuf>,
     /// Which DUCC images to list: names, or prefixes ending in `*`; empty:
     /// all (bounds what podman parses per command to what the user uses).

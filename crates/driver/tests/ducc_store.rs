@@ -1,7 +1,7 @@
 //! A repository holding only what DUCC writes (its layers, `.metadata`
 //! manifest copies and legacy `podmanStore/overlay-images`), none of our
 //! records: with `cvmfs.ducc_repositories` the driver synthesises a store
-//! for it in its home (src/ducc.rs) and mounts its images exactly.
+//! for it in its home (src/ducc/) and mounts its images exactly.
 
 use std::fs;
 use std::path::{Path, PathBuf};
