@@ -118,9 +118,12 @@ fn read_index(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A store's source key, `images.json` and `layers.json`.
+type Indexes = (String, Vec<u8>, Vec<u8>);
+
 /// Both indexes, read at the same time (each a download on a cold client),
 /// with the source key before and after: `None` if it changed meanwhile.
-fn read_indexes(paths: StorePaths) -> io::Result<Option<(String, Vec<u8>, Vec<u8>)>> {
+fn read_indexes(paths: StorePaths) -> io::Result<Option<Indexes>> {
     let before = source_key(&paths)?;
     let layers_json = paths.layers_json();
     let layers = std::thread::Builder::new()
@@ -505,15 +508,21 @@ mod tests {
         let f = fixture();
         // Inside the home (DUCC's synthesised stores): never mirrored.
         let inside = f.home.home().join("ducc/x");
-        let v = mirror_stores(&f.home, &[inside.clone()], Duration::from_secs(5), &|m| {
-            panic!("no warning expected: {m}")
-        });
+        let v = mirror_stores(
+            &f.home,
+            std::slice::from_ref(&inside),
+            Duration::from_secs(5),
+            &|m| panic!("no warning expected: {m}"),
+        );
         assert_eq!(v, vec![inside]);
         // Not a store yet: containers/storage reports it, no warning here.
         let missing = f._t.path().join("nothing");
-        let v = mirror_stores(&f.home, &[missing.clone()], Duration::from_secs(5), &|m| {
-            panic!("no warning expected: {m}")
-        });
+        let v = mirror_stores(
+            &f.home,
+            std::slice::from_ref(&missing),
+            Duration::from_secs(5),
+            &|m| panic!("no warning expected: {m}"),
+        );
         assert_eq!(v, vec![missing]);
         // A broken index: the store itself, and a warning naming the file.
         fs::write(StorePaths::new(&f.store).layers_json(), b"{\"id\":1}").unwrap();
