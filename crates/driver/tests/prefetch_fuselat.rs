@@ -24,21 +24,7 @@ const LATENCY_MS: u64 = 20;
 
 /// Build bench/fuselat once per test binary run; `None` (SKIP) without Go.
 fn fuselat() -> Option<PathBuf> {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuselat");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/fuselat");
-    let go = ["/usr/local/go/bin/go", "go"]
-        .into_iter()
-        .find(|g| Command::new(g).arg("version").output().is_ok())?;
-    let ok = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOFLAGS", "-mod=mod")
-        .status()
-        .ok()?
-        .success();
-    ok.then_some(out)
+    cvmfs_testkit::fuselat::build(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuselat"))
 }
 
 /// A fuselat mount of `src` at `mnt`, unmounted (by its PID) on drop.

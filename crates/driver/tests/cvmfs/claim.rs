@@ -17,23 +17,9 @@ pub fn fuselat() -> PathBuf {
         Some(d) => Path::new(d).join("fuselat-claim"),
         None => std::env::temp_dir().join(format!("fuselat-claim-{}", std::process::id())),
     };
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/fuselat");
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        let go = ["/usr/local/go/bin/go", "go"]
-            .into_iter()
-            .find(|g| Command::new(g).arg("version").output().is_ok())
-            .expect("Go, to build bench/fuselat");
-        let ok = Command::new(go)
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(".")
-            .current_dir(&src)
-            .env("GOFLAGS", "-mod=mod")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building bench/fuselat failed");
+        cvmfs_testkit::fuselat::build(&out).expect("Go, to build bench/fuselat");
     });
     out
 }
