@@ -458,14 +458,16 @@ fn first_requests_taking_two_seconds_are_waited_for() {
         fs::write(&p, f.good(&mnt, &path, parent)).unwrap();
     }
     let fuse = Fuse::serve(&f, "slow.example.org");
-    let driver = |extra: &[&str]| {
+    // Each phase with a driver home of its own: a home that has read the
+    // records keeps them (the record cache) and would not ask again.
+    let driver = |home: &str, extra: &[&str]| {
         let mut opts = vec![
             format!("cvmfs.repositories={}", mnt.display()),
             format!("cvmfs.imagestore={}", mnt.join("podmanStore").display()),
         ];
         opts.extend(extra.iter().map(|s| s.to_string()));
         Driver::new(
-            &f.t.path().join("graph/cvmfs"),
+            &f.t.path().join(home).join("cvmfs"),
             &f.t.path().join("run"),
             &opts,
         )
@@ -479,7 +481,7 @@ fn first_requests_taking_two_seconds_are_waited_for() {
     // From the driver's start: its first look at the image stores (DUCC
     // store detection) may be the request that waits.
     let start = Instant::now();
-    let d = driver(&[]);
+    let d = driver("graph-1", &[]);
     let m = d
         .get(TOP, None, &[])
         .unwrap_or_else(|e| panic!("false failure after {:?}: {e}", start.elapsed()));
@@ -497,7 +499,7 @@ fn first_requests_taking_two_seconds_are_waited_for() {
     // The former 1 s default gives up on the same view while it is merely slow.
     let slow = SlowStart::begin(&fuse, delay, 2);
     std::thread::sleep(Duration::from_millis(100));
-    let old = driver(&["cvmfs.repository_timeout=1"]);
+    let old = driver("graph-2", &["cvmfs.repository_timeout=1"]);
     let start = Instant::now();
     let e = old.get(TOP, None, &[]).unwrap_err();
     assert!(
