@@ -32,6 +32,11 @@ type CvmfsOptionsConfig struct {
 	// MountProgram is a FUSE program (fuse-overlayfs) mounting the overlays
 	// instead of the kernel, as overlay's mount_program.
 	MountProgram string `toml:"mount_program,omitempty"`
+	// StoreViews ("true" or "false", default true) lets the driver give
+	// podman local copies of the repository image stores (fewer round trips
+	// on a cold client); "false" for a long-running podman that must see a
+	// new publish without a restart.
+	StoreViews string `toml:"store_views,omitempty"`
 }
 
 // cvmfsGraphDriverOptions turns the [storage.options.cvmfs] table into
@@ -49,6 +54,7 @@ func cvmfsGraphDriverOptions(options OptionsConfig) []string {
 		{"ducc_repositories", c.DuccRepositories},
 		{"ducc_images", c.DuccImages},
 		{"mount_program", c.MountProgram},
+		{"store_views", c.StoreViews},
 	} {
 		if kv[1] != "" {
 			doptions = append(doptions, fmt.Sprintf("cvmfs.%s=%s", kv[0], kv[1]))

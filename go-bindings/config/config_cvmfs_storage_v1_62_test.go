@@ -22,6 +22,7 @@ mountopt = "nodev"
 repository_timeout = "3"
 use_flat = "false"
 mount_program = "/usr/bin/fuse-overlayfs"
+store_views = "false"
 `, &conf)
 	require.NoError(t, err)
 
@@ -31,6 +32,7 @@ mount_program = "/usr/bin/fuse-overlayfs"
 		"cvmfs.repository_timeout=3",
 		"cvmfs.use_flat=false",
 		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
+		"cvmfs.store_views=false",
 	}, GetGraphDriverOptions("cvmfs", conf.Options))
 	assert.Empty(t, GetGraphDriverOptions("vfs", conf.Options))
 }

@@ -25,6 +25,7 @@ mountopt = "nodev"
 repository_timeout = "3"
 use_flat = "false"
 mount_program = "/usr/bin/fuse-overlayfs"
+store_views = "false"
 
 [options.overlay]
 mountopt = "metacopy=on"
@@ -39,6 +40,7 @@ mountopt = "metacopy=on"
 		"cvmfs.repository_timeout=3",
 		"cvmfs.use_flat=false",
 		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
+		"cvmfs.store_views=false",
 	}, options)
 	for _, option := range options {
 		_, _, _, err := driver.ParseDriverOption(option)

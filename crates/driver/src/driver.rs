@@ -296,12 +296,16 @@ impl Driver {
             let views = crate::rootless::find_views(dir, &layout.all_repositories());
             layout = layout.with_views(views);
         }
-        let store_views = crate::mirror::mirror_stores(
-            &store,
-            &options.image_stores,
-            options.repository_timeout,
-            &|m| eprintln!("{m}"),
-        );
+        let store_views = if options.store_views {
+            crate::mirror::mirror_stores(
+                &store,
+                &options.image_stores,
+                options.repository_timeout,
+                &|m| eprintln!("{m}"),
+            )
+        } else {
+            options.image_stores.clone()
+        };
         let prefetch = crate::prefetch::Prefetcher::new(options.prefetch, &run_dir);
         Ok(Driver {
             store_views,

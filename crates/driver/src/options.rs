@@ -25,6 +25,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ducc_repositories",
     "ducc_images",
     "mount_program",
+    "store_views",
 ];
 
 /// Parsed driver options.
@@ -71,6 +72,11 @@ pub struct Options {
     /// A FUSE program mounting the overlays instead of the kernel
     /// (fuse-overlayfs; as the overlay driver's `mount_program`).
     pub mount_program: Option<PathBuf>,
+    /// Give containers/storage local copies of the repository image stores
+    /// (`crate::mirror`: fewer round trips on a cold client); `false` hands
+    /// it the repository's stores as they are (a long-running podman then
+    /// sees a new publish without restarting).
+    pub store_views: bool,
 }
 
 impl Default for Options {
@@ -90,6 +96,7 @@ impl Default for Options {
             ducc_images: Vec::new(),
             ducc_stores: Vec::new(),
             mount_program: None,
+            store_views: true,
         }
     }
 }
@@ -313,6 +320,7 @@ impl Options {
                 "ignore_chown_errors" => opts.ignore_chown_errors = parse_bool(item, value)?,
                 "force_mask" => opts.force_mask = Some(parse_mask(item, value)?),
                 "use_flat" => opts.use_flat = parse_bool(item, value)?,
+                "store_views" => opts.store_views = parse_bool(item, value)?,
                 "repository_timeout" => opts.repository_timeout = parse_seconds(item, value)?,
                 "whiteout_timeout" => opts.whiteout_timeout = parse_seconds(item, value)?,
                 "prefetch" | "prefetch_threads" | "prefetch_max_bytes" => opts
@@ -347,6 +355,7 @@ mod tests {
         assert_eq!(o, Options::default());
         assert_eq!(o.repository_timeout, Duration::from_secs(60));
         assert!(o.use_flat);
+        assert!(o.store_views);
     }
 
     #[test]
@@ -362,6 +371,7 @@ mod tests {
             "cvmfs.repository_timeout=2.5",
             "cvmfs.use_flat=false",
             "cvmfs.whiteout_timeout=7",
+            "cvmfs.store_views=false",
         ])
         .unwrap();
         assert_eq!(
@@ -382,6 +392,7 @@ mod tests {
         assert_eq!(o.repository_timeout, Duration::from_millis(2500));
         assert!(!o.use_flat);
         assert_eq!(o.whiteout_timeout, Duration::from_secs(7));
+        assert!(!o.store_views);
     }
 
     #[test]

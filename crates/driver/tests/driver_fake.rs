@@ -700,3 +700,29 @@ fn a_flat_tree_outside_the_repository_is_refused() {
     );
     assert!(msg.contains(&format!("{CV2}/layer.json")), "{msg}");
 }
+
+/// podman gets a local copy of a repository image store (fewer round trips
+/// on a cold client) unless `cvmfs.store_views=false`, which hands it the
+/// repository's store as it is (a long-running podman then sees a publish).
+#[test]
+fn store_views_are_local_copies_unless_turned_off() {
+    let e = env(true);
+    let (_repo, store) = cvmfs_fixture(&e, Whiteouts::OciRaw);
+    let p = StorePaths::new(&store);
+    fs::create_dir_all(p.images_dir()).unwrap();
+    fs::create_dir_all(p.layers_dir()).unwrap();
+    fs::write(p.images_json(), b"[]").unwrap();
+    fs::write(p.layers_json(), b"[]").unwrap();
+    let imagestore = format!("cvmfs.imagestore={}", store.display());
+    let d = e.driver(std::slice::from_ref(&imagestore));
+    let views = d.additional_image_stores();
+    assert_eq!(views.len(), 1);
+    assert_ne!(views[0], store, "no local copy of {}", store.display());
+    assert!(
+        StorePaths::new(&views[0]).images_json().is_file(),
+        "the copy at {} has no images.json",
+        views[0].display()
+    );
+    let off = e.driver(&[imagestore, "cvmfs.store_views=false".to_string()]);
+    assert_eq!(off.additional_image_stores(), vec![store]);
+}
