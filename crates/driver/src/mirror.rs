@@ -14,6 +14,7 @@
 //!   cvmfs-images/<image id> -> <store>/cvmfs-images/<image id>   (big data, read on use)
 //!   cvmfs-layers/{layers.json (copy), layers.lock (local, empty)}
 //!   cvmfs-layers/<id>.tar-split.gz -> <store>/cvmfs-layers/<id>.tar-split.gz
+//!   cvmfs-layers/<id> -> <store>/cvmfs-layers/<id>   (layer data items, read on use)
 //! ```
 //!
 //! The two indexes are fetched in parallel (one round trip instead of four
@@ -189,11 +190,14 @@ fn write_view(
             (id, target)
         })
         .collect();
+    // Per layer: its tar-split and the directory of its data items
+    // (`set-layer-data`; dangling where the layer has none, read as missing).
     let layer_links: Vec<(String, PathBuf)> = index_ids(layers, &src.layers_json())?
         .into_iter()
-        .map(|id| {
+        .flat_map(|id| {
             let name = cvmfs_format::paths::tar_split_file_name(&id);
-            (name, src.tar_split(&id))
+            let data = (id.clone(), src.layers_dir().join(&id));
+            [(name, src.tar_split(&id)), data]
         })
         .collect();
     fs::create_dir(stage)?;
@@ -418,6 +422,8 @@ mod tests {
         fs::create_dir_all(p.layers_dir()).unwrap();
         fs::write(p.images_dir().join(IMG).join("manifest"), b"{}").unwrap();
         fs::write(p.tar_split(LAYER), b"ts").unwrap();
+        fs::create_dir_all(p.layers_dir().join(LAYER)).unwrap();
+        fs::write(p.layers_dir().join(LAYER).join("datafile"), b"data").unwrap();
         fs::write(p.images_lock(), b"x".repeat(32)).unwrap();
         fs::write(p.layers_lock(), b"x".repeat(32)).unwrap();
         fs::write(
@@ -462,6 +468,11 @@ mod tests {
             b"{}"
         );
         assert_eq!(fs::read(view.tar_split(LAYER)).unwrap(), b"ts");
+        // Layer data items (`storage set-layer-data`) are read through too.
+        assert_eq!(
+            fs::read(view.layers_dir().join(LAYER).join("datafile")).unwrap(),
+            b"data"
+        );
         // A hostile ID names no link.
         let names: Vec<_> = fs::read_dir(view.images_dir())
             .unwrap()
