@@ -370,6 +370,8 @@ fn privileged_a_ducc_image_mounts_with_its_whiteouts_applied() {
     assert_eq!(names(&m), ["data", "etc"]);
     d.put("ctr").unwrap();
     d.remove("ctr").unwrap();
+    // The stack's nested lower mount lives until Cleanup, as in podman.
+    d.cleanup().unwrap();
 }
 
 /// A repository of `n` DUCC images (a shared base layer + one own layer
@@ -637,4 +639,6 @@ fn privileged_restored_owners_show_in_the_mount() {
     );
     d.put("ctr").unwrap();
     d.remove("ctr").unwrap();
+    // The stack's nested lower mount lives until Cleanup, as in podman.
+    d.cleanup().unwrap();
 }
