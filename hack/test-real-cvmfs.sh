@@ -627,7 +627,15 @@ test_crash() {
     >"$W/crash-1.log" 2>&1 &
   local pid=$! waited=0
   until in_transaction || [ "$waited" -ge 600 ]; do sleep 0.1; waited=$((waited + 1)); done
-  sleep 1
+  # Kill once the ingest itself runs (a fixed second was sometimes after its end
+  # on an idle machine): a `cvmfs_server ingest` in the publisher's process group.
+  waited=0
+  until ps -eo pgid=,args= | awk -v g="$pid" '$1 == g && /cvmfs_server ingest/ {f = 1} END {exit !f}' ||
+    [ "$waited" -ge 600 ]; do
+    sleep 0.05
+    waited=$((waited + 1))
+  done
+  sleep 0.2
   kill -9 -- "-$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
   sleep 1
