@@ -589,13 +589,9 @@ mod tests {
         sp
     }
 
-    #[test]
-    fn shallow_stacks_pass_full_paths_from_the_calling_thread() {
-        let m = OverlayMounter::new(RecordingSyscalls::new(true));
-        m.mount_overlay(&spec(2, true), Path::new("/h/layers/top/merged"))
-            .unwrap();
-        let calls = m.syscalls().calls();
-        let lowers: Vec<&str> = calls
+    /// The `lowerdir+` values of recorded mount calls, in order.
+    fn lowerdir_values(calls: &[MountCall]) -> Vec<&str> {
+        calls
             .iter()
             .filter_map(|c| match c {
                 MountCall::FsconfigString { key, value } if key == "lowerdir+" => {
@@ -603,7 +599,16 @@ mod tests {
                 }
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn shallow_stacks_pass_full_paths_from_the_calling_thread() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        m.mount_overlay(&spec(2, true), Path::new("/h/layers/top/merged"))
+            .unwrap();
+        let calls = m.syscalls().calls();
+        let lowers = lowerdir_values(&calls);
         assert_eq!(
             lowers,
             [
@@ -706,15 +711,7 @@ mod tests {
         m.mount_overlay(&spec(500, true), Path::new("/h/layers/top/merged"))
             .unwrap();
         let calls = m.syscalls().calls();
-        let names: Vec<&str> = calls
-            .iter()
-            .filter_map(|c| match c {
-                MountCall::FsconfigString { key, value } if key == "lowerdir+" => {
-                    Some(value.as_str())
-                }
-                _ => None,
-            })
-            .collect();
+        let names = lowerdir_values(&calls);
         let expected: Vec<String> = (0..500).map(|i| i.to_string()).collect();
         assert_eq!(names, expected);
         // What mountinfo will show for them: well under 8 KiB.
