@@ -36,6 +36,7 @@
 //! durability of the layer, so it is not used.
 
 pub mod fake;
+pub mod owner_image;
 pub mod program;
 mod real;
 pub mod whiteouts;
