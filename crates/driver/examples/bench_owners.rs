@@ -140,9 +140,13 @@ fn erofs_row(work: &Path, repo: &Path, store: &Path, layers: &[cvmfs::Laid], rou
             let built = cache.join(format!("{}.erofs", l.id));
             let owners_file = StorePaths::new(store).owners_file(&l.id);
             let owners = cvmfs_format::parse_owners(&fs::read(owners_file).unwrap()).unwrap();
-            let img =
-                owner_image::layer_image(&repo.join(&l.path), Path::new(&l.path), &owners, None)
-                    .unwrap();
+            let img = owner_image::layer_image(
+                &repo.join(&l.path),
+                Path::new(&l.path),
+                Some(&owners),
+                None,
+            )
+            .unwrap();
             let staging = cache.join("staging").join(&l.id);
             owner_image::write_image(&img, &staging, &built).unwrap();
             mounts.erofs(&built, i);

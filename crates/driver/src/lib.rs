@@ -90,6 +90,7 @@ pub mod layout;
 pub mod mirror;
 pub mod mount;
 pub mod options;
+mod owner_mounts;
 pub mod prefetch;
 pub mod rootless;
 mod stack;

@@ -18,6 +18,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "repository_timeout",
     "use_flat",
     "whiteout_timeout",
+    "owner_images",
     // crate::prefetch::PrefetchConfig::KEYS
     "prefetch",
     "prefetch_threads",
@@ -57,6 +58,10 @@ pub struct Options {
     /// How long building the whiteout layers of one stack may take (they
     /// come from records, and the build runs inside a podman call).
     pub whiteout_timeout: Duration,
+    /// Restore owners with one metadata-only EROFS image per layer (where
+    /// the kernel allows, see `crate::owner_mounts`) rather than with
+    /// metacopy whiteout layers.
+    pub owner_images: bool,
     /// background prefetch of start-up profiles.
     pub prefetch: crate::prefetch::PrefetchConfig,
     /// Repositories holding only what DUCC writes: the driver synthesises a
@@ -91,6 +96,7 @@ impl Default for Options {
             repository_timeout: Duration::from_secs(60),
             use_flat: true,
             whiteout_timeout: Duration::from_secs(20),
+            owner_images: true,
             prefetch: Default::default(),
             ducc_repositories: Vec::new(),
             ducc_images: Vec::new(),
@@ -320,6 +326,7 @@ impl Options {
                 "ignore_chown_errors" => opts.ignore_chown_errors = parse_bool(item, value)?,
                 "force_mask" => opts.force_mask = Some(parse_mask(item, value)?),
                 "use_flat" => opts.use_flat = parse_bool(item, value)?,
+                "owner_images" => opts.owner_images = parse_bool(item, value)?,
                 "store_views" => opts.store_views = parse_bool(item, value)?,
                 "repository_timeout" => opts.repository_timeout = parse_seconds(item, value)?,
                 "whiteout_timeout" => opts.whiteout_timeout = parse_seconds(item, value)?,

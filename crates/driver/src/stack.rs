@@ -359,10 +359,20 @@ impl Driver {
             && members
                 .iter()
                 .any(|m| m.raw.is_some_and(|r| r.owners.is_some()));
+        let mut data_lowers = Vec::new();
         if owners && upper.is_some() && nested.is_none() {
             self.nest_owned_part(&mut members).map_err(ctx)?;
-        } else if owners && upper.is_none() && !opts.iter().any(|o| o == "metacopy=on") {
-            opts.push("metacopy=on".into());
+        } else if owners && upper.is_none() {
+            // Owner images replace the restored layers and their whiteout
+            // layers; they need metacopy=on as the copies do.
+            if self.owner_images_usable() {
+                data_lowers = self
+                    .use_owner_images(&mut members, nested.is_some())
+                    .map_err(ctx)?;
+            }
+            if !opts.iter().any(|o| o == "metacopy=on") {
+                opts.push("metacopy=on".into());
+            }
         }
         // The bottom part of a split stack leaves the whiteout layer hiding its
         // top layer's markers to the stack above it (same effect, one fewer
@@ -385,6 +395,7 @@ impl Driver {
                 upper,
                 work,
                 options: opts,
+                data_lowers,
             },
         ))
     }

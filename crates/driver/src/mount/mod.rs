@@ -65,6 +65,10 @@ pub struct OverlaySpec {
     pub work: Option<PathBuf>,
     /// Other mount options: `ro`, `nodev`, ... or overlay `key=value` options.
     pub options: Vec<String>,
+    /// Data-only lower directories (`datadir+`, below every lower): reached
+    /// only through the absolute redirects of metacopy files, which the
+    /// owner images ([`owner_image`]) point into them.
+    pub data_lowers: Vec<PathBuf>,
 }
 
 /// Which kernel interface mounts go through.
@@ -104,6 +108,14 @@ pub trait Mounter: Send + Sync {
     /// The FUSE mount program in use and why, if overlays are not the kernel's.
     fn program(&self) -> Option<(&Path, &str)> {
         None
+    }
+    /// Mount the EROFS image file `image` (file-backed, read-only) on `target`.
+    fn mount_erofs(&self, image: &Path, target: &Path) -> Result<()> {
+        let _ = target;
+        Err(Error::not_supported(format!(
+            "mount {}: this mounter mounts no EROFS images",
+            image.display()
+        )))
     }
 }
 
@@ -280,8 +292,14 @@ impl<S: Syscalls> OverlayMounter<S> {
             } else {
                 &spec.lowers
             };
+        // Data-only lowers follow the lowers after "::" each.
+        let data: String = spec
+            .data_lowers
+            .iter()
+            .map(|d| format!("::{}", d.display()))
+            .collect();
         let mut parts = vec![format!(
-            "lowerdir={}",
+            "lowerdir={}{data}",
             lowers
                 .iter()
                 .map(|p| p.display().to_string())
@@ -419,7 +437,12 @@ impl<S: Syscalls> OverlayMounter<S> {
                 )));
             }
         }
-        for (key, dir) in [("upperdir", &spec.upper), ("workdir", &spec.work)] {
+        let data = spec.data_lowers.iter().map(|d| ("datadir+", Some(d)));
+        let more = [
+            ("upperdir", spec.upper.as_ref()),
+            ("workdir", spec.work.as_ref()),
+        ];
+        for (key, dir) in data.chain(more) {
             if let Some(dir) = dir {
                 let value = dir.to_str().ok_or_else(|| {
                     FsconfigFailure::Error(Error::invalid(format!(
@@ -527,6 +550,21 @@ impl<S: Syscalls> Mounter for OverlayMounter<S> {
 
     fn known_api(&self) -> Option<MountApi> {
         self.api.get().copied()
+    }
+
+    fn mount_erofs(&self, image: &Path, target: &Path) -> Result<()> {
+        let source = image.to_str().ok_or_else(|| {
+            Error::invalid(format!("mount {}: path is not UTF-8", image.display()))
+        })?;
+        let attrs = MountAttrs {
+            read_only: true,
+            nodev: true,
+            nosuid: true,
+            ..MountAttrs::default()
+        };
+        self.sys
+            .mount(source, target, "erofs", attrs, "")
+            .map_err(|e| Error::io(format!("mount EROFS image {source}"), target, e))
     }
 
     fn api(&self, probe_dir: &Path) -> MountApi {

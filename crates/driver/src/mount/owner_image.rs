@@ -53,20 +53,29 @@ fn invalid(msg: String) -> io::Error {
 /// The metadata image of `layer` whose regular files redirect to
 /// `/<data_path>/<path in the layer>` (`data_path`: the layer directory
 /// relative to the data-only lower), owners as `owners` list them (0:0
-/// otherwise). Every listed path must be found by the walk (which never
-/// follows a symlink). Gives up at `deadline`.
+/// otherwise; `None`: as the repository shows them, for a layer without
+/// ownership metadata that shares a stack with restored ones). Every listed
+/// path must be found by the walk (which never follows a symlink). Gives up
+/// at `deadline`.
 pub fn layer_image(
     layer: &Path,
     data_path: &Path,
-    owners: &[Owner],
+    owners: Option<&[Owner]>,
     deadline: Option<Instant>,
 ) -> io::Result<Image> {
     let mut listed: HashMap<&Path, (u32, u32)> = owners
+        .unwrap_or_default()
         .iter()
         .map(|o| (o.path.as_path(), (o.uid, o.gid)))
         .collect();
     let root_md = fs::symlink_metadata(layer).map_err(|e| ctx(e, "stat", layer))?;
-    let root_owner = listed.remove(Path::new("")).unwrap_or((0, 0));
+    let as_shown = owners.is_none();
+    let shown = |md: &fs::Metadata| (md.uid(), md.gid());
+    let root_owner = match listed.remove(Path::new("")) {
+        Some(o) => o,
+        None if as_shown => shown(&root_md),
+        None => (0, 0),
+    };
     let mut img = Image::new(meta_of(&root_md, root_owner));
     let root = img.root();
     set_xattrs(&mut img, root, layer)?;
@@ -74,6 +83,7 @@ pub fn layer_image(
         layer,
         redirect_base: Path::new("/").join(data_path),
         listed,
+        as_shown,
         links: HashMap::new(),
         seen: 0,
         deadline,
@@ -98,6 +108,8 @@ struct Walk<'a> {
     redirect_base: PathBuf,
     /// Listed owners not met yet.
     listed: HashMap<&'a Path, (u32, u32)>,
+    /// Owners not listed are the shown ones (else 0:0).
+    as_shown: bool,
     /// First node of each multiply-linked file, by (device, inode).
     links: HashMap<(u64, u64), NodeId>,
     seen: usize,
@@ -160,7 +172,11 @@ impl Walk<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(ctx(e, "stat", &src)),
         };
-        let owner = self.listed.remove(rel).unwrap_or((0, 0));
+        let owner = match self.listed.remove(rel) {
+            Some(o) => o,
+            None if self.as_shown => (md.uid(), md.gid()),
+            None => (0, 0),
+        };
         let ft = md.file_type();
         if ft.is_file() && md.nlink() > 1 {
             if let Some(&first) = self.links.get(&(md.dev(), md.ino())) {

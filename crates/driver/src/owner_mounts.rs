@@ -1,0 +1,187 @@
+//! Restored owners through owner images ([`crate::mount::owner_image`]):
+//! each CVMFS layer whose owners are restored is stacked as the mounted
+//! EROFS image of its tree, not as its directory plus a whiteout layer of
+//! metadata copies; the repository is the stack's data-only lower.
+//!
+//! Images are cached in `<home>/aux/v<N>-<layer id>.erofs` (a layer ID
+//! names fixed content and a fixed ownership file), checked before each
+//! mount (superblock and length; a damaged one is rebuilt), and mounted
+//! once at `<run>/cvmfs/erofs/<key>`, shared by every stack (`cleanup`
+//! unmounts them). Used when the kernel has EROFS, the mounts are the
+//! kernel's own overlays (no mount program) and not rootless (metacopy is
+//! refused with userxattr); otherwise the metacopy whiteout layers are.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::driver::{lock_file, Driver};
+use crate::error::{Error, ErrorCode, Result};
+use crate::layout::{StoreLayer, StoreLayerKind};
+use crate::mount::owner_image;
+use crate::mount::whiteouts::Owner;
+use crate::stack::Member;
+
+/// Whether the running kernel lists EROFS (read once).
+fn kernel_has_erofs() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        fs::read_to_string("/proc/filesystems")
+            .map(|f| {
+                f.lines()
+                    .any(|l| l.split_whitespace().last() == Some("erofs"))
+            })
+            .unwrap_or(false)
+    })
+}
+
+impl Driver {
+    /// Whether restored owners are owner images here (else metacopy
+    /// whiteout layers).
+    pub(crate) fn owner_images_usable(&self) -> bool {
+        self.options.owner_images
+            && !crate::rootless::active()
+            && self.mounter.program().is_none()
+            && kernel_has_erofs()
+    }
+
+    /// Replace each raw CVMFS member of `members` by its mounted owner image
+    /// (when any of them has its owners restored); returns the data-only
+    /// lowers the images redirect into (each repository's root; below the
+    /// repository's own overlay when `unstacked`, as the members then are).
+    /// A layer without ownership metadata gets an image with the owners as
+    /// shown: overlay refuses a lower inside a data-only lower ("overlapping
+    /// lowerdir path"), so no CVMFS directory of a repository stays in the
+    /// stack beside it. Where one would (a layer of another kind inside the
+    /// repository), nothing is replaced and `[]` returned: the metacopy
+    /// whiteout layers serve.
+    pub(crate) fn use_owner_images(
+        &self,
+        members: &mut [Member],
+        unstacked: bool,
+    ) -> Result<Vec<PathBuf>> {
+        let mut planned: Vec<(usize, &StoreLayer, PathBuf)> = Vec::new();
+        let mut data: Vec<PathBuf> = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let Some(s) = m.raw else { continue };
+            let StoreLayerKind::Cvmfs { repository, .. } = &s.kind else {
+                continue;
+            };
+            let Ok(rel) = s.content_dir.strip_prefix(repository) else {
+                return Ok(Vec::new());
+            };
+            let root = match unstacked {
+                true => self
+                    .layout
+                    .unstacked_dir(repository, repository)
+                    .unwrap_or_else(|| repository.clone()),
+                false => repository.clone(),
+            };
+            planned.push((i, s, rel.to_path_buf()));
+            if !data.contains(&root) {
+                data.push(root);
+            }
+        }
+        let replaced = |i: usize| planned.iter().any(|p| p.0 == i);
+        let inside_data = members
+            .iter()
+            .enumerate()
+            .any(|(i, m)| !replaced(i) && data.iter().any(|d| m.dir.starts_with(d)));
+        if inside_data {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + self.options.whiteout_timeout;
+        let mounted: Vec<(usize, PathBuf)> = planned
+            .iter()
+            .map(|(i, s, rel)| {
+                let at = self.owner_image_mount(
+                    s,
+                    rel,
+                    s.owners.as_ref().map(|o| o.as_slice()),
+                    deadline,
+                )?;
+                Ok((*i, at))
+            })
+            .collect::<Result<_>>()?;
+        for (i, at) in mounted {
+            members[i].dir = at.clone();
+            members[i].short = at;
+            members[i].raw = None;
+        }
+        Ok(data)
+    }
+
+    /// The mount point of `s`'s owner image, built and mounted if needed.
+    fn owner_image_mount(
+        &self,
+        s: &StoreLayer,
+        rel: &Path,
+        owners: Option<&[Owner]>,
+        deadline: Instant,
+    ) -> Result<PathBuf> {
+        // Owners as shown are the client's: another image per client owner.
+        let shown = match owners {
+            Some(_) => String::new(),
+            None => {
+                let (uid, gid) = s.client_shows.unwrap_or_default();
+                format!("-as{uid}.{gid}")
+            }
+        };
+        let key = format!("v{}-{}{shown}", owner_image::IMAGE_VERSION, s.id);
+        let target = self.run_dir.join("erofs").join(&key);
+        let locks = self.run_dir.join("erofs-locks");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&locks)
+            .map_err(|e| Error::io("create run directory", &locks, e))?;
+        let _lock = lock_file(&locks.join(&key), &format!("layer {}: owner image", s.id))?;
+        if self.mounter.is_mounted(&target)? {
+            return Ok(target);
+        }
+        let image = self.store.aux_dir().join(format!("{key}.erofs"));
+        if !owner_image::image_is_sound(&image) {
+            self.build_owner_image(s, rel, owners, deadline, &image)?;
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&target)
+            .map_err(|e| Error::io("create owner image mount point", &target, e))?;
+        self.mounter
+            .mount_erofs(&image, &target)
+            .map_err(|e| e.context(format!("layer {}: owner image", s.id)))?;
+        Ok(target)
+    }
+
+    fn build_owner_image(
+        &self,
+        s: &StoreLayer,
+        rel: &Path,
+        owners: Option<&[Owner]>,
+        deadline: Instant,
+        image: &Path,
+    ) -> Result<()> {
+        let what = || {
+            format!(
+                "layer {} ({}, record {}): build owner image {}",
+                s.id,
+                s.content_dir.display(),
+                s.record_path.display(),
+                image.display()
+            )
+        };
+        // A damaged image (crash during an older build cannot leave one,
+        // but disks and people can) is replaced.
+        if image.exists() {
+            fs::remove_file(image).map_err(|e| Error::io(what(), image, e))?;
+        }
+        let img = owner_image::layer_image(&s.content_dir, rel, owners, Some(deadline))
+            .map_err(|e| Error::new(ErrorCode::Io, format!("{}: {e}", what())))?;
+        let staging = self.store.staging_name("erofs", &s.id);
+        owner_image::write_image(&img, &staging, image)
+            .map_err(|e| Error::new(ErrorCode::Io, format!("{}: {e}", what())))
+    }
+}
