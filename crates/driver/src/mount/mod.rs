@@ -608,7 +608,59 @@ mod tests {
             upper: upper.then(|| PathBuf::from("/h/layers/top/diff")),
             work: upper.then(|| PathBuf::from("/h/layers/top/work")),
             options: vec!["nodev".into(), "metacopy=on".into(), "userxattr".into()],
+            data_lowers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn data_only_lowers_follow_the_lowers_in_both_apis() {
+        let mut sp = spec(2, false);
+        sp.data_lowers = vec![PathBuf::from("/cvmfs/a"), PathBuf::from("/cvmfs/b")];
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        m.mount_overlay(&sp, Path::new("/m")).unwrap();
+        let keys: Vec<(String, String)> = m
+            .syscalls()
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                MountCall::FsconfigString { key, value } if key.ends_with("dir+") => {
+                    Some((key, value))
+                }
+                _ => None,
+            })
+            .collect();
+        let l = |i: usize| sp.lowers[i].display().to_string();
+        assert_eq!(
+            keys,
+            vec![
+                (s("lowerdir+"), l(0)),
+                (s("lowerdir+"), l(1)),
+                (s("datadir+"), s("/cvmfs/a")),
+                (s("datadir+"), s("/cvmfs/b")),
+            ]
+        );
+        let data = OverlayMounter::<RecordingSyscalls>::legacy_data(&sp);
+        assert!(
+            data.starts_with("lowerdir=/h/l/L000000000:/h/l/L000000001::/cvmfs/a::/cvmfs/b,"),
+            "{data}"
+        );
+    }
+
+    #[test]
+    fn erofs_images_are_mounted_read_only_nodev_nosuid_from_their_file() {
+        let m = OverlayMounter::new(RecordingSyscalls::new(true));
+        m.mount_erofs(Path::new("/h/aux/v1-x.erofs"), Path::new("/run/erofs/v1-x"))
+            .unwrap();
+        assert_eq!(
+            m.syscalls().calls(),
+            vec![MountCall::Mount {
+                source: s("/h/aux/v1-x.erofs"),
+                target: PathBuf::from("/run/erofs/v1-x"),
+                fstype: s("erofs"),
+                attrs: vec![s("ro"), s("nodev"), s("nosuid")],
+                data: s(""),
+            }]
+        );
     }
 
     fn s(x: &str) -> String {
