@@ -380,13 +380,19 @@ impl Driver {
         let mut entries = self
             .interleave(&members, nested == Some(NestedKind::Bottom))
             .map_err(ctx)?;
-        if entries.len() > MAX_LOWERS && nested.is_none() {
-            if let Some(split) = self.split_too_deep(&mut members, &entries).map_err(ctx)? {
+        // Data-only lowers count towards overlay's limit.
+        let room = MAX_LOWERS - data_lowers.len();
+        if entries.len() > room && nested.is_none() {
+            let images = !data_lowers.is_empty();
+            if let Some(split) = self
+                .split_too_deep(&mut members, &entries, room, images)
+                .map_err(ctx)?
+            {
                 entries = split;
             }
         }
         let (lowers, short_lowers) =
-            self.lower_lists(layer, entries, upper.is_none(), nested.is_some())?;
+            self.lower_lists(layer, entries, upper.is_none(), nested.is_some(), room)?;
         Ok((
             self.merged_dir(layer),
             OverlaySpec {
@@ -544,11 +550,13 @@ impl Driver {
         &self,
         members: &mut Vec<Member>,
         entries: &[(PathBuf, PathBuf, usize)],
+        room: usize,
+        images: bool,
     ) -> Result<Option<Vec<(PathBuf, PathBuf, usize)>>> {
         let upto = |k: usize| entries.iter().filter(|e| e.2 <= k).count();
         let split = (1..members.len())
             .rev()
-            .find(|&k| matches!(members[k].layer, Some(Layer::Store(_))) && upto(k) <= MAX_LOWERS);
+            .find(|&k| matches!(members[k].layer, Some(Layer::Store(_))) && upto(k) <= room);
         let Some(k) = split else {
             return Ok(None);
         };
@@ -556,8 +564,10 @@ impl Driver {
         let base_raw = members[k].raw;
         let lower = self.nested_lower(base, NestedKind::Bottom)?;
         members.truncate(k);
+        // With owner images the nested part shows no raw markers and has
+        // its owners right: no whiteout layer goes above it.
         members.push(Member {
-            raw: base_raw,
+            raw: base_raw.filter(|_| !images),
             ..Member::extra(lower)
         });
         self.interleave(members, false).map(Some)
@@ -573,6 +583,7 @@ impl Driver {
         entries: Vec<(PathBuf, PathBuf, usize)>,
         read_only: bool,
         nested: bool,
+        room: usize,
     ) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         let mut lowers: Vec<PathBuf> = Vec::with_capacity(entries.len() + 1);
         let mut short: Vec<PathBuf> = Vec::with_capacity(entries.len() + 1);
@@ -580,16 +591,16 @@ impl Driver {
             lowers.push(dir);
             short.push(short_dir);
         }
-        if lowers.is_empty() || (read_only && (lowers.len() < 2 || lowers.len() < MAX_LOWERS)) {
+        if lowers.is_empty() || (read_only && (lowers.len() < 2 || lowers.len() < room)) {
             let empty = self.store.empty_dir();
             lowers.push(empty.clone());
             short.push(empty);
         }
-        if lowers.len() > MAX_LOWERS {
+        if lowers.len() > room {
             return Err(Error::not_supported(format!(
                 "layer {}: get: the stack needs {} lower directories, more than overlayfs accepts ({MAX_LOWERS}){}",
                 layer.id(),
-                lowers.len(),
+                lowers.len() + MAX_LOWERS - room,
                 if nested { " (in its nested part)" } else { "" }
             )));
         }

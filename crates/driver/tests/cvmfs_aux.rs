@@ -150,9 +150,10 @@ fn concurrent_first_mounts_agree() {
     f.driver().cleanup().unwrap();
 }
 
-/// Restored owners on a read-only stack too deep for one mount: the split
-/// bottom part and the stack above both use metacopy, and the metadata-only
-/// copies right above the nested mount take their data from it.
+/// Restored owners on a read-only stack of 300 layers: with metacopy
+/// whiteout layers too deep for one mount (the split bottom part and the
+/// stack above both use metacopy, and the metadata-only copies right above
+/// the nested mount take their data from it); with owner images one mount.
 #[test]
 #[ignore = "needs root"]
 fn restored_owners_across_a_split_stack() {
@@ -192,6 +193,10 @@ fn restored_owners_across_a_split_stack() {
         .unwrap_or(0);
     d.put(top).unwrap();
     d.cleanup().unwrap();
-    assert_eq!(nested, 1, "the stack was split");
+    // Owner images (one lower per layer, no whiteout layers) fit 300
+    // layers in one mount; metacopy whiteout layers need two per layer.
+    let erofs = fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\terofs\n"));
+    let split = if erofs { 0 } else { 1 };
+    assert_eq!(nested, split, "the stack was split (owner images: {erofs})");
     assert!(got == want, "{}", cvmfs::diff_lines(&want, &got));
 }
