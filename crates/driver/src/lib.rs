@@ -29,7 +29,9 @@
 //!   ├── options  parsing of `cvmfs.<key>=<value>` driver options
 //!   ├── store    driver home: layer records, layer directories, mount refcounts
 //!   ├── layout   CVMFS repositories and read-only image stores: resolving layer records
-//!   ├── mount    overlay mounts behind the `Mounter` trait (real + recording fake)
+//!   ├── mount    overlay mounts behind the `Mounter` trait (real + recording fake);
+//!   │            owner images (`mount::owner_image`, written by crates/erofs)
+//!   ├── owner_mounts  owner images in a stack: built, cached, mounted
 //!   ├── prefetch background reads of a published start-up profile on `get`
 //!   ├── rootless what changes inside a user namespace (userxattr, no metacopy)
 //!   └── archive  tar in/out, OCI <-> overlay whiteout conversion, changes, copies
@@ -60,6 +62,9 @@
 //! │   ├── v2-<U>-local      under raw layer U when no raw layer is below it
 //! │   ├── v2-top-<D>-flat   above the published flat tree standing in for D's
 //! │   │                     chain: hides the tree's `.cvmfscatalog`
+//! │   ├── v1-<D>[-as<u>.<g>].erofs  owner image of CVMFS layer D (owner_mounts):
+//! │   │                     its whole tree with the image's owners, files as
+//! │   │                     metacopy holes redirected into the repository
 //! │   └── <key>.none        remembers that a pair needs no directory (when the
 //!                           markers had to be looked for)
 //! ├── empty/                an empty lower directory for parentless layers
@@ -69,6 +74,8 @@
 //! ├── mounts/<id>           per-layer mount reference counts; their `flock` is the
 //! │                         layer's lock (create/remove/get/put hold it)
 //! ├── nested-locks/<k>      locks for building the nested mounts below
+//! ├── erofs/<key>/          owner images mounted (file-backed EROFS), shared
+//! ├── erofs-locks/<key>     their locks
 //! ├── merged/<id>/          mount points of CVMFS (store) layers mounted by Get
 //! └── nested/               read-only mounts used as one lower of a bigger stack
 //!     ├── <k>               CVMFS layer k and all below it, when a stack needs
