@@ -62,15 +62,37 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(1);
     let plain = ClaimView::mount(&src, &repo, None);
-    driver_row(t.path(), &repo, &store, &top, layers.len(), "plain", Path::Metacopy, 0);
+    driver_row(
+        t.path(),
+        &repo,
+        &store,
+        &top,
+        layers.len(),
+        "plain",
+        Path::Metacopy,
+        0,
+    );
     drop(plain);
     // The two ways of restoring owners on a claiming client, interleaved
     // (ratios count on a shared machine), each from an empty driver home.
     let view = ClaimView::mount(&src, &repo, Some(4242));
     for round in 0..rounds {
         for k in 0..2 {
-            let path = if (round + k) % 2 == 0 { Path::Metacopy } else { Path::OwnerImages };
-            driver_row(t.path(), &repo, &store, &top, layers.len(), "claim", path, round);
+            let path = if (round + k) % 2 == 0 {
+                Path::Metacopy
+            } else {
+                Path::OwnerImages
+            };
+            driver_row(
+                t.path(),
+                &repo,
+                &store,
+                &top,
+                layers.len(),
+                "claim",
+                path,
+                round,
+            );
         }
     }
     drop(view);
@@ -120,8 +142,15 @@ fn driver_row(
     d.create("ctr", Some(top), true, &[]).unwrap();
     let (m, ctr) = timed(|| d.get("ctr", None, &[]).unwrap());
     let owner = fs::symlink_metadata(m.join("bench/run.sh")).unwrap();
-    assert_eq!((owner.uid(), owner.gid()), (0, 0), "{name}: owners as in the image");
-    assert!(!fs::read(m.join("bench/run.sh")).unwrap().is_empty(), "{name}: data");
+    assert_eq!(
+        (owner.uid(), owner.gid()),
+        (0, 0),
+        "{name}: owners as in the image"
+    );
+    assert!(
+        !fs::read(m.join("bench/run.sh")).unwrap().is_empty(),
+        "{name}: data"
+    );
     d.put("ctr").unwrap();
     d.remove("ctr").unwrap();
     let (bytes, entries) = disk_use(&home.join("aux"));

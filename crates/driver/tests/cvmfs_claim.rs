@@ -296,3 +296,51 @@ fn restored_owners_on_the_publishing_machines_overlay() {
     drop(server);
     drop(view);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_damaged_owner_image_in_the_home_is_rebuilt_not_mounted() {
+    cvmfs_testkit::gate::require_root();
+    if !kernel_has_erofs() {
+        eprintln!("no EROFS in this kernel: owners are restored by metacopy copies");
+        return;
+    }
+    let p = published("hardlinks", true);
+    let view = ClaimView::mount(&p.src, &p.repo, Some(4242));
+    let d = p.driver("damaged");
+    assert_exact(&p, &d, "first");
+    d.cleanup().unwrap();
+    // A crash cannot leave a half image under its name (staging + rename),
+    // but a disk or a person can: one truncated, one with a bad superblock.
+    let aux = p.home("damaged").join("aux");
+    let mut images: Vec<PathBuf> = fs::read_dir(&aux)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension() == Some("erofs".as_ref()))
+        .collect();
+    images.sort();
+    assert_eq!(images.len(), p.layers);
+    let bytes = fs::read(&images[0]).unwrap();
+    fs::write(&images[0], &bytes[..4096]).unwrap();
+    let mut other = fs::read(&images[1]).unwrap();
+    other[1024..1028].copy_from_slice(b"junk");
+    fs::write(&images[1], &other).unwrap();
+    let d = p.driver("damaged");
+    assert_exact(&p, &d, "after damage");
+    for i in &images[..2] {
+        let b = fs::read(i).unwrap();
+        assert_eq!(
+            &b[1024..1028],
+            &0xE0F5_E1E2u32.to_le_bytes(),
+            "{}: rebuilt",
+            i.display()
+        );
+    }
+    assert_eq!(
+        fs::read(&images[0]).unwrap().len(),
+        bytes.len(),
+        "rebuilt whole"
+    );
+    d.cleanup().unwrap();
+    drop(view);
+}

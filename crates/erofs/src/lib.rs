@@ -222,6 +222,20 @@ impl Image {
         &self.nodes[node.0].kind
     }
 
+    pub fn meta(&self, node: NodeId) -> Meta {
+        self.nodes[node.0].meta
+    }
+
+    /// The value of xattr `name` (full name, e.g. `trusted.overlay.opaque`).
+    pub fn xattr(&self, node: NodeId, name: &[u8]) -> Option<&[u8]> {
+        let (index, suffix) = split_xattr_name(name)?;
+        self.nodes[node.0]
+            .xattrs
+            .iter()
+            .find(|(i, s, _)| *i == index && s == suffix)
+            .map(|(_, _, v)| v.as_slice())
+    }
+
     /// The path of `node` (for messages), `/`-separated, without a leading `/`.
     pub fn path(&self, node: NodeId) -> String {
         let mut parts = Vec::new();

@@ -339,3 +339,114 @@ pub fn image_is_sound(path: &Path) -> bool {
     };
     check().unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(path: &str, uid: u32) -> Owner {
+        Owner {
+            path: PathBuf::from(path),
+            uid,
+            gid: uid,
+        }
+    }
+
+    /// A layer as a publisher lays it out: raw markers, a catalog marker.
+    fn layer() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let l = t.path();
+        fs::create_dir_all(l.join("etc/app")).unwrap();
+        fs::create_dir_all(l.join("opt/redone")).unwrap();
+        fs::write(l.join("etc/app/conf"), b"data").unwrap();
+        fs::write(l.join("etc/empty"), b"").unwrap();
+        fs::write(l.join("etc/.wh.gone"), b"").unwrap();
+        fs::write(l.join("etc/app/.wh..wh..opq"), b"").unwrap();
+        fs::write(l.join("opt/.wh.redone"), b"").unwrap();
+        fs::write(l.join(".cvmfscatalog"), b"").unwrap();
+        std::os::unix::fs::symlink("etc", l.join("link")).unwrap();
+        t
+    }
+
+    #[test]
+    fn markers_become_overlay_whiteouts_and_files_redirect_into_the_data_lower() {
+        let t = layer();
+        let owners = [owner("etc/app", 1000), owner("etc/app/conf", 1001)];
+        let img = layer_image(t.path(), Path::new("layers/L"), Some(&owners), None).unwrap();
+        let root = img.root();
+        assert!(
+            img.child(root, b".cvmfscatalog").is_none(),
+            "catalog marker left out"
+        );
+        let etc = img.child(root, b"etc").unwrap();
+        let gone = img.child(etc, b"gone").expect("a whiteout for .wh.gone");
+        assert_eq!(*img.kind(gone), Kind::CharDev { major: 0, minor: 0 });
+        assert!(img.child(etc, b".wh.gone").is_none(), "no raw marker");
+        let app = img.child(etc, b"app").unwrap();
+        assert_eq!(img.xattr(app, OPAQUE), Some(&b"y"[..]));
+        assert_eq!(img.meta(app).uid, 1000);
+        let conf = img.child(app, b"conf").unwrap();
+        assert_eq!(img.meta(conf).uid, 1001);
+        assert_eq!(img.xattr(conf, METACOPY), Some(&b""[..]));
+        assert_eq!(
+            img.xattr(conf, REDIRECT),
+            Some(&b"/layers/L/etc/app/conf"[..])
+        );
+        let empty = img.child(etc, b"empty").unwrap();
+        assert_eq!(
+            img.xattr(empty, METACOPY),
+            None,
+            "an empty file needs no data"
+        );
+        assert_eq!(img.meta(etc).uid, 0, "unlisted entries are root's");
+        // deleted and re-created: the directory hides what is below
+        let opt = img.child(root, b"opt").unwrap();
+        let redone = img.child(opt, b"redone").unwrap();
+        assert_eq!(*img.kind(redone), Kind::Dir);
+        assert_eq!(img.xattr(redone, OPAQUE), Some(&b"y"[..]));
+        let link = img.child(root, b"link").unwrap();
+        assert_eq!(*img.kind(link), Kind::Symlink(b"etc".to_vec()));
+    }
+
+    #[test]
+    fn listed_owners_must_be_entries_reached_without_a_symlink() {
+        let t = layer();
+        for bad in ["etc/missing", "link/app"] {
+            let owners = [owner(bad, 5)];
+            let Err(e) = layer_image(t.path(), Path::new("L"), Some(&owners), None) else {
+                panic!("{bad}: accepted");
+            };
+            assert!(
+                e.to_string().contains(&format!("ownership entry {bad}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_ownership_metadata_owners_are_as_shown() {
+        let t = layer();
+        let img = layer_image(t.path(), Path::new("L"), None, None).unwrap();
+        let etc = img.child(img.root(), b"etc").unwrap();
+        let shown = fs::metadata(t.path().join("etc")).unwrap().uid();
+        assert_eq!(img.meta(etc).uid, shown);
+    }
+
+    #[test]
+    fn a_damaged_or_missing_image_is_not_sound() {
+        let t = layer();
+        let img = layer_image(t.path(), Path::new("L"), Some(&[]), None).unwrap();
+        let built = t.path().join("img.erofs");
+        write_image(&img, &t.path().join("staging"), &built).unwrap();
+        assert!(image_is_sound(&built));
+        assert!(!t.path().join("staging").exists());
+        let bytes = fs::read(&built).unwrap();
+        fs::write(&built, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(!image_is_sound(&built), "truncated");
+        let mut bad = bytes.clone();
+        bad[1024] ^= 0xff;
+        fs::write(&built, &bad).unwrap();
+        assert!(!image_is_sound(&built), "superblock damaged");
+        assert!(!image_is_sound(&t.path().join("none.erofs")));
+    }
+}
