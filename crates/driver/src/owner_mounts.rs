@@ -24,6 +24,9 @@ use crate::mount::owner_image;
 use crate::mount::whiteouts::Owner;
 use crate::stack::Member;
 
+/// Owner images built at once at a stack's first mount.
+const BUILDERS: usize = 4;
+
 /// Whether the running kernel lists EROFS (read once).
 fn kernel_has_erofs() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -93,24 +96,53 @@ impl Driver {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + self.options.whiteout_timeout;
-        let mounted: Vec<(usize, PathBuf)> = planned
-            .iter()
-            .map(|(i, s, rel)| {
-                let at = self.owner_image_mount(
-                    s,
-                    rel,
-                    s.owners.as_ref().map(|o| o.as_slice()),
-                    deadline,
-                )?;
-                Ok((*i, at))
-            })
-            .collect::<Result<_>>()?;
+        let mounted = self.mount_owner_images(&planned, deadline)?;
         for (i, at) in mounted {
             members[i].dir = at.clone();
             members[i].short = at;
             members[i].raw = None;
         }
         Ok(data)
+    }
+
+    /// Mount the owner images of `planned` layers, building the missing ones
+    /// [`BUILDERS`] at a time: the walks wait on the repository (one lookup
+    /// and one xattr list per entry), which answers several at once.
+    fn mount_owner_images(
+        &self,
+        planned: &[(usize, &StoreLayer, PathBuf)],
+        deadline: Instant,
+    ) -> Result<Vec<(usize, PathBuf)>> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results = std::sync::Mutex::new(Vec::with_capacity(planned.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..BUILDERS.min(planned.len()) {
+                scope.spawn(|| loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((i, s, rel)) = planned.get(k) else {
+                        break;
+                    };
+                    let owners = s.owners.as_ref().map(|o| o.as_slice());
+                    let r = self.owner_image_mount(s, rel, owners, deadline);
+                    let failed = r.is_err();
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((*i, r));
+                    if failed {
+                        // the others stop at their next layer
+                        next.store(planned.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let mut out = Vec::with_capacity(planned.len());
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        results.sort_by_key(|r| r.0);
+        for (i, r) in results {
+            out.push((i, r?));
+        }
+        Ok(out)
     }
 
     /// The mount point of `s`'s owner image, built and mounted if needed.
