@@ -126,7 +126,7 @@ pub fn status_line(reports: &BTreeMap<PathBuf, ClientReport>) -> String {
         };
         let restored = if r.unrestorable.is_empty() {
             format!(
-                "the driver restores the image's owners ({} layer(s) so far, with metadata copies in its home)",
+                "the driver restores the image's owners ({} layer(s) so far, from their ownership metadata, built once in its home)",
                 r.restored
             )
         } else {
