@@ -782,6 +782,9 @@ test_owners() {
     2>"$OWN/client.err") || reason="podman create/mount failed: $(tail -2 "$OWN/client.err" | tr '\n' ' ')"
   [ -n "$reason" ] || reason=$(owners_reason "$out" "$OWN/client-status.json" 'fix: set CVMFS_CLAIM_OWNERSHIP=no')
   echo "     default client: CVMFS Client Owners: $(jq -r '."CVMFS Client Owners"' "$OWN/client-status.json" 2>/dev/null | cut -c1-240)"
+  # How the driver restored them: owner images (EROFS, where the kernel has
+  # it) or metacopy copies in whiteout layers.
+  echo "     default client: owner images in the driver home: $(find "$OWN/root/cvmfs/aux" -maxdepth 1 -name '*.erofs' 2>/dev/null | wc -l), whiteout layers: $(find "$OWN/root/cvmfs/aux" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)"
   report owners/default-client "$reason"
   rm -rf "$OWN/root" "$OWN/run"
   umount "$cmnt" 2>/dev/null || umount -l "$cmnt"
