@@ -94,12 +94,29 @@ pub fn layer_image(
     }
     if let Some(p) = walk.listed.keys().min() {
         return Err(invalid(format!(
-            "ownership entry {}: not an entry of layer {} reached without a symlink",
+            "ownership entry {}: {}",
             p.display(),
-            layer.display()
+            why_unreached(layer, p)
         )));
     }
     Ok(img)
+}
+
+/// Why listed path `rel` was not met by the walk of `layer` (which follows
+/// no symlink): a parent that is no real directory, or no such entry.
+fn why_unreached(layer: &Path, rel: &Path) -> String {
+    let mut at = PathBuf::new();
+    for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+        at.push(c);
+        let real_dir = fs::symlink_metadata(layer.join(&at)).is_ok_and(|m| m.is_dir());
+        if !real_dir {
+            return format!(
+                "parent {} is not a directory of the layer reached without a symlink",
+                layer.join(&at).display()
+            );
+        }
+    }
+    format!("{} is not in the layer", layer.join(rel).display())
 }
 
 /// State of one walk over a layer.
