@@ -197,8 +197,17 @@ impl Driver {
         image: &Path,
     ) -> Result<()> {
         let what = || {
+            let owners_file = match owners {
+                Some(_) => format!(
+                    ", ownership file {}",
+                    s.record_path
+                        .with_file_name(crate::mount::whiteouts::OWNERSHIP_FILE)
+                        .display()
+                ),
+                None => String::new(),
+            };
             format!(
-                "layer {} ({}, record {}): build owner image {}",
+                "layer {} ({}, record {}{owners_file}): build owner image {}",
                 s.id,
                 s.content_dir.display(),
                 s.record_path.display(),
