@@ -37,6 +37,10 @@ type CvmfsOptionsConfig struct {
 	// on a cold client); "false" for a long-running podman that must see a
 	// new publish without a restart.
 	StoreViews string `toml:"store_views,omitempty"`
+	// OwnerImages ("true" or "false", default true) lets the driver restore
+	// image owners with one metadata-only EROFS image per layer; "false"
+	// restores them with metadata-only copies of each entry.
+	OwnerImages string `toml:"owner_images,omitempty"`
 }
 
 // cvmfsGraphDriverOptions turns the [storage.options.cvmfs] table into
@@ -55,6 +59,7 @@ func cvmfsGraphDriverOptions(options OptionsConfig) []string {
 		{"ducc_images", c.DuccImages},
 		{"mount_program", c.MountProgram},
 		{"store_views", c.StoreViews},
+		{"owner_images", c.OwnerImages},
 	} {
 		if kv[1] != "" {
 			doptions = append(doptions, fmt.Sprintf("cvmfs.%s=%s", kv[0], kv[1]))

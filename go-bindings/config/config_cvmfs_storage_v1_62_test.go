@@ -23,6 +23,7 @@ repository_timeout = "3"
 use_flat = "false"
 mount_program = "/usr/bin/fuse-overlayfs"
 store_views = "false"
+owner_images = "false"
 `, &conf)
 	require.NoError(t, err)
 
@@ -33,6 +34,7 @@ store_views = "false"
 		"cvmfs.use_flat=false",
 		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
 		"cvmfs.store_views=false",
+		"cvmfs.owner_images=false",
 	}, GetGraphDriverOptions("cvmfs", conf.Options))
 	assert.Empty(t, GetGraphDriverOptions("vfs", conf.Options))
 }

@@ -26,6 +26,7 @@ repository_timeout = "3"
 use_flat = "false"
 mount_program = "/usr/bin/fuse-overlayfs"
 store_views = "false"
+owner_images = "false"
 
 [options.overlay]
 mountopt = "metacopy=on"
@@ -41,6 +42,7 @@ mountopt = "metacopy=on"
 		"cvmfs.use_flat=false",
 		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
 		"cvmfs.store_views=false",
+		"cvmfs.owner_images=false",
 	}, options)
 	for _, option := range options {
 		_, _, _, err := driver.ParseDriverOption(option)
