@@ -169,22 +169,30 @@ pm_env() { # ALT GRAPHDIR -> writes GRAPHDIR/storage.conf; prints the podman pre
 
 # one_run ALT N -> "first_s requests catalogs data other" and the run's proxy lines in $W/req-ALT-N.txt
 one_run() {
-  local alt=$1 n=$2 g="$W/g-$1" pm cmd t0 mark first
+  local alt=$1 n=$2 g="$W/g-$1" pm cmd t0 t1 mark first
   [ "$alt" = cvmfs-warm ] || g="$W/g-$alt-$n"
   pm=$(pm_env "$alt" "$g")
+  local entry=/bench/run.sh until_first=1
+  # The untimed warming run ends by itself (podman finishes what it does
+  # after the start, as a user's run would).
+  [ "$n" = 0 ] && entry="sh -c 'echo bench: started'" until_first=0
   if [ "$alt" = rootfs ]; then
-    cmd="$pm run --name b --network none --rootfs $FLAT:O /bench/run.sh"
+    cmd="$pm run --name b --network none --rootfs $FLAT:O $entry"
   else
-    cmd="$pm run --name b --network none localhost/bench/large:1 /bench/run.sh"
+    cmd="$pm run --name b --network none localhost/bench/large:1 $entry"
   fi
   client_up "$W/cache" || { echo "- 0 0 0 0"; return; }
   mark=$(wc -l <"$PLOG")
   t0=$(date +%s.%N)
-  MEASURE_UNTIL_FIRST=1 MEASURE_TIMEOUT=120 python3 bench/measure.py "bench: started" "$cmd" >"$W/m-$alt-$n.json"
+  MEASURE_UNTIL_FIRST=$until_first MEASURE_TIMEOUT=120 python3 bench/measure.py "bench: started" "$cmd" >"$W/m-$alt-$n.json"
+  t1=$(date +%s.%N)
   first=$(jq -r '.first_s // "-"' "$W/m-$alt-$n.json")
   [ "$first" = - ] && log "    $alt run $n failed: $(jq -r .out "$W/m-$alt-$n.json" | tail -n 5)"
-  # Requests answered before the first output (the proxy logs at the answer).
-  tail -n "+$((mark + 1))" "$PLOG" | awk -v t0="$t0" -v f="${first/-/1e9}" '$1 <= t0 + f {printf "%.3f %s %s %s\n", $1 - t0, $2, $3, $4}' >"$W/req-$alt-$n.txt"
+  # Requests answered by the time podman was stopped at the first output
+  # (the proxy logs at the answer; measure.py starts its clock a little
+  # after t0, so its first_s is no window to filter with).
+  sleep 0.3
+  tail -n "+$((mark + 1))" "$PLOG" | awk -v t0="$t0" -v t1="$t1" '$1 <= t1 {printf "%.3f %s %s %s\n", $1 - t0, $2, $3, $4}' >"$W/req-$alt-$n.txt"
   $pm rm -af -t 0 >/dev/null 2>&1
   client_down
   [ "$alt" = cvmfs-warm ] || rm -rf "$g"

@@ -167,10 +167,16 @@ EOF
   PM="env HOME=$C/home CONTAINERS_CONF=$E/containers.conf CONTAINERS_STORAGE_CONF=$C/storage.conf CONTAINERS_REGISTRIES_CONF=$C/registries.conf PODMAN_IGNORE_CGROUPSV1_WARNING=1 $PODMAN --tmpdir $C/tmp"
 }
 
+# BENCH_CATALOGS=1: fuselat models a cold client's catalog loads too
+# (-catalogs, calibrated against a real client: bench/README.md).
+fuselat_model_flags() {
+  [ "${BENCH_CATALOGS:-0}" = 1 ] && echo "-catalogs"
+}
 view_start() { # VIEW: mount the repository at $R as this view serves it, cold
   fuselat_stop
   if [ "$1" = fuse ]; then
-    "$L/fuselat" -latency "$latency" -bandwidth "$bandwidth" -chunk "$chunk" -stats "$W/fuselat.json" -log "$C/fetched.txt" "$D" "$R" 2>"$W/fuselat.log" &
+    # shellcheck disable=SC2046
+    "$L/fuselat" $(fuselat_model_flags) -latency "$latency" -bandwidth "$bandwidth" -chunk "$chunk" -stats "$W/fuselat.json" -log "$C/fetched.txt" "$D" "$R" 2>"$W/fuselat.log" &
     FL_PID=$!
     local _
     for _ in $(seq 50); do mountpoint -q "$R" && return 0; sleep 0.1; done
@@ -330,7 +336,7 @@ for img in $images; do
   G="$L/images/$img-$scale-$seed"
   ibytes=$(jq -r .bytes "$G/info.json")
   for view in $views; do
-    [ "$view" = fuse ] && vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks)" || vdesc="plain local directory"
+    [ "$view" = fuse ] && vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks$([ -n "$(fuselat_model_flags)" ] && echo ', catalog loads modelled'))" || vdesc="plain local directory"
     log "==> $img via $view: $runs runs of: $alts"
     declare -A F T S Bt DW D0 TO
     for alt in $alts; do F[$alt]="" T[$alt]="" S[$alt]="" Bt[$alt]="" DW[$alt]="" D0[$alt]="" TO[$alt]=0; done
