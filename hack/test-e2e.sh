@@ -698,7 +698,7 @@ rtt_count() {
     { k["image files"]++ }
     END { for (n in k) printf "%4d  %s\n", k[n], n }' | sort -k2)
   echo "$kinds"
-  RTT_STORE=$(echo "$kinds" | grep -v 'image files' | awk '{s += $1} END {print s + 0}')
+  RTT_STORE=$(echo "$kinds" | awk '!/image files/ {s += $1} END {print s + 0}')
   echo "     = $RTT_STORE store fetches"
 }
 t_start_path_round_trips() {

@@ -287,14 +287,13 @@ fn prune(root: &Path, prefix: &str, keep: &Path) {
 /// beside the views names it): with a warm driver home, podman's start
 /// then reads nothing of the store's indexes. Otherwise the indexes'
 /// identity is asked ([`source_key`]) and the view of that identity used or
-/// built. The catalogs the start will need are loaded meanwhile
-/// ([`warm_store_catalogs`]), and the newest images' metadata is read ahead
-/// into the view ([`localize_in_background`]).
+/// built. The newest images' metadata is read ahead into the view
+/// ([`localize_in_background`]); the catalogs the start needs were set
+/// loading when the driver started ([`warm_store_catalogs`]).
 fn mirror_one(home: &Store, store: &Path, timeout: Duration) -> io::Result<PathBuf> {
     let root = home.home().join(MIRROR_DIR);
     fs::create_dir_all(&root)?;
     let prefix = format!("{}-", short_hash(&store.display().to_string()));
-    warm_store_catalogs(store);
     let dir = revision_dir(store);
     let revision = bounded(timeout, move || Ok(snapshot_revision(&dir)))?;
     if let Some(view) = revision
@@ -364,7 +363,7 @@ fn note_revision(root: &Path, prefix: &str, rev: &str, view: &Path) -> io::Resul
 /// repository's `.layers` and `.flat`. On a cold CVMFS client each is a
 /// download that would otherwise come one after another as the start walks
 /// down to the image's layer and flat tree.
-fn warm_store_catalogs(store: &Path) {
+pub fn warm_store_catalogs(store: &Path) {
     let paths = StorePaths::new(store);
     let records = paths.cvmfs_dir().join("layers");
     let _ = std::thread::Builder::new()
