@@ -247,7 +247,8 @@ for alt in $alts; do
   read -r c _ _ < <(stats ${C[$alt]})
   read -r d _ _ < <(stats ${D[$alt]})
   read -r o _ _ < <(stats ${O[$alt]})
-  printf '| %s | %s (%s–%s) | %s | %s (%s / %s / %s) |\n' "$(label "$alt")" "$m" "$lo" "$hi" \
+  f2() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.2f", v }'; }
+  printf '| %s | %s (%s–%s) | %s | %s (%s / %s / %s) |\n' "$(label "$alt")" "$(f2 "$m")" "$(f2 "$lo")" "$(f2 "$hi")" \
     "$(awk -v a="$m" -v b="$base" 'BEGIN { if (a == "-" || b == "-" || b == "") print "-"; else printf "%.2fx", a / b }')" "$n" "$c" "$d" "$o"
 done
 echo
