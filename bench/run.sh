@@ -176,7 +176,7 @@ EOF
 # BENCH_CATALOGS=1: fuselat models a cold client's catalog loads too
 # (-catalogs, calibrated against a real client: bench/README.md).
 fuselat_model_flags() {
-  [ "${BENCH_CATALOGS:-0}" = 1 ] && echo "-catalogs"
+  if [ "${BENCH_CATALOGS:-0}" = 1 ]; then echo "-catalogs"; fi
 }
 view_start() { # VIEW: mount the repository at $R as this view serves it, cold
   fuselat_stop
@@ -360,7 +360,11 @@ for img in $images; do
   G="$L/images/$img-$scale-$seed"
   ibytes=$(jq -r .bytes "$G/info.json")
   for view in $views; do
-    [ "$view" = fuse ] && vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks$([ -n "$(fuselat_model_flags)" ] && echo ', catalog loads modelled'))" || vdesc="plain local directory"
+    vdesc="plain local directory"
+    if [ "$view" = fuse ]; then
+      vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks)"
+      [ -n "$(fuselat_model_flags)" ] && vdesc="${vdesc%)}, catalog loads modelled)"
+    fi
     log "==> $img via $view: $runs runs of: $alts"
     declare -A F T S Bt DW D0 TO
     for alt in $alts; do F[$alt]="" T[$alt]="" S[$alt]="" Bt[$alt]="" DW[$alt]="" D0[$alt]="" TO[$alt]=0; done
