@@ -15,7 +15,10 @@
 #   BENCH_ALTS="overlay-pull rootfs ducc cvmfs cvmfs-pull cvmfs-enabled"   which alternatives;
 #                        also cvmfs-profile (ours with a published start-up profile
 #                        recorded for the entrypoint) and cvmfs-stale (with one
-#                        recorded for another command of the image), issue 16
+#                        recorded for another command of the image), issue 16;
+#                        cvmfs-warm (ours with the driver home of an earlier
+#                        run kept), issue 13
+#   BENCH_CATALOGS=1     fuselat models catalog loads too (bench/README.md)
 #   BENCH_DROP_CACHES=1  drop the page cache before each run (cold local disk too)
 #   BENCH_TIMEOUT=300    seconds one run of an alternative may take; a run that
 #                        takes longer is stopped, shown as "> N (timed out)",
@@ -125,6 +128,9 @@ for img in $images; do
 done
 python3 bench/ducc-store.py "$R" "$R/ducc/podmanStore" "${args[@]}" || die "writing DUCC's podmanStore failed"
 mv "$R" "$D" && mkdir "$R" || die "cannot move the repository to $D"
+# What a CVMFS client shows on every path: the revision of the snapshot
+# (fuselat passes the source's xattrs through).
+setfattr -n user.revision -v 1 "$D" 2>/dev/null || log "bench: cannot set user.revision on $D"
 
 # ------------------------------------------------------------------ runs
 E="$ROOT/tests/e2e"
@@ -136,7 +142,7 @@ new_run() {
   cp "$E/policy.json" "$C/home/.config/containers/policy.json"
   sed -e "s|@REGISTRY@|$REG|" "$E/registries.conf.in" >"$C/registries.conf"
   case $1 in
-  cvmfs | cvmfs-pull | cvmfs-profile | cvmfs-stale)
+  cvmfs | cvmfs-pull | cvmfs-profile | cvmfs-stale | cvmfs-warm)
     sed -e "s|@GRAPHROOT@|$C/root|; s|@RUNROOT@|$C/run|; s|@REPO@|$R|g" "$E/storage.conf.in" >"$C/storage.conf"
     ;;
   cvmfs-enabled)
@@ -167,10 +173,16 @@ EOF
   PM="env HOME=$C/home CONTAINERS_CONF=$E/containers.conf CONTAINERS_STORAGE_CONF=$C/storage.conf CONTAINERS_REGISTRIES_CONF=$C/registries.conf PODMAN_IGNORE_CGROUPSV1_WARNING=1 $PODMAN --tmpdir $C/tmp"
 }
 
+# BENCH_CATALOGS=1: fuselat models a cold client's catalog loads too
+# (-catalogs, calibrated against a real client: bench/README.md).
+fuselat_model_flags() {
+  if [ "${BENCH_CATALOGS:-0}" = 1 ]; then echo "-catalogs"; fi
+}
 view_start() { # VIEW: mount the repository at $R as this view serves it, cold
   fuselat_stop
   if [ "$1" = fuse ]; then
-    "$L/fuselat" -latency "$latency" -bandwidth "$bandwidth" -chunk "$chunk" -stats "$W/fuselat.json" -log "$C/fetched.txt" "$D" "$R" 2>"$W/fuselat.log" &
+    # shellcheck disable=SC2046
+    "$L/fuselat" $(fuselat_model_flags) -latency "$latency" -bandwidth "$bandwidth" -chunk "$chunk" -stats "$W/fuselat.json" -log "$C/fetched.txt" "$D" "$R" 2>"$W/fuselat.log" &
     FL_PID=$!
     local _
     for _ in $(seq 50); do mountpoint -q "$R" && return 0; sleep 0.1; done
@@ -242,10 +254,27 @@ fi
 # same one are, so the overlay driver's self-bind-mounted image counts).
 DU="python3 $ROOT/bench/diskuse.py"
 
+# cvmfs-warm: ours with the driver home (graphroot, runroot) of one earlier
+# run kept, as for a user's second start; the client view is cold again for
+# every run. warm_home_prepare IMG VIEW makes that home (not timed): a run
+# of the image that ends by itself, so the driver finishes what it does
+# ahead (the image's metadata copied into its store view).
+warm_home_name() { echo "$1-$2-cvmfs-warm"; }
+warm_home_prepare() {
+  new_run "$(warm_home_name "$1" "$2")" cvmfs-warm
+  view_start "$2"
+  MEASURE_UNTIL_FIRST=0 MEASURE_TIMEOUT="$run_timeout" python3 bench/measure.py "bench: started" \
+    "$PM run --name b --network none $REG/bench/$1:1 sh -c 'echo bench: started'" >"$C/warm.json"
+  [ "$(jq -r .rc "$C/warm.json")" = 0 ] || log "    warming the driver home failed: $(jq -r .out "$C/warm.json" | tail -n 3)"
+  (source "$C/env" && pm rm -af -t 0 >/dev/null 2>&1)
+  fuselat_stop
+}
+
 # one_run IMG VIEW ALT N: prints "first total rss_kib bytes_read disk_bytes rc disk_at_first"
 one_run() {
-  local img=$1 view=$2 alt=$3 ref="$REG/bench/$1:1" flat
-  new_run "$img-$view-$alt-$4" "$alt"
+  local img=$1 view=$2 alt=$3 ref="$REG/bench/$1:1" flat name="$1-$2-$3-$4"
+  [ "$alt" = cvmfs-warm ] && name=$(warm_home_name "$img" "$view")
+  new_run "$name" "$alt"
   if [ "$alt" = cvmfs-enabled ]; then
     # Read from the plain directory before the view is mounted, so that the
     # view's counters see only the run; the records keep naming $R. In
@@ -269,7 +298,7 @@ one_run() {
     flat=${flat#sha256:}
     cmds=("$PM $run --rootfs $R/.flat/${flat:0:2}/$flat:O /bench/run.sh")
     ;;
-  ducc | cvmfs | cvmfs-profile | cvmfs-stale) cmds=("$PM $run $ref /bench/run.sh") ;;
+  ducc | cvmfs | cvmfs-profile | cvmfs-stale | cvmfs-warm) cmds=("$PM $run $ref /bench/run.sh") ;;
   cvmfs-enabled) cmds=("$PM $run $ref /bench/run.sh") ;;
   esac
   MEASURE_TIMEOUT="$run_timeout" MEASURE_AT_FIRST="$DU '$C/root' '$C/run'" \
@@ -296,7 +325,7 @@ one_run() {
     log "    run $C ($img $view $alt) failed; output:"
     jq -r .out "$C/measure.json" | tail -n 15 | sed 's/^/      /' >&2
   fi
-  rm -rf "$C/root" "$C/run" 2>/dev/null
+  [ "$alt" = cvmfs-warm ] || rm -rf "$C/root" "$C/run" 2>/dev/null
 }
 
 # ------------------------------------------------------------------ table
@@ -322,6 +351,7 @@ label() {
   cvmfs-enabled) echo "**cvmfs: run by name, enabled local store**" ;;
   cvmfs-profile) echo "**cvmfs: run by name, published profile**" ;;
   cvmfs-stale) echo "**cvmfs: run by name, stale profile (another command)**" ;;
+  cvmfs-warm) echo "**cvmfs: run by name, warm driver home**" ;;
   esac
 }
 
@@ -330,10 +360,15 @@ for img in $images; do
   G="$L/images/$img-$scale-$seed"
   ibytes=$(jq -r .bytes "$G/info.json")
   for view in $views; do
-    [ "$view" = fuse ] && vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks)" || vdesc="plain local directory"
+    vdesc="plain local directory"
+    if [ "$view" = fuse ]; then
+      vdesc="fuselat ($latency per fetch, $bandwidth Mbit/s, ${chunk}-byte chunks)"
+      [ -n "$(fuselat_model_flags)" ] && vdesc="${vdesc%)}, catalog loads modelled)"
+    fi
     log "==> $img via $view: $runs runs of: $alts"
     declare -A F T S Bt DW D0 TO
     for alt in $alts; do F[$alt]="" T[$alt]="" S[$alt]="" Bt[$alt]="" DW[$alt]="" D0[$alt]="" TO[$alt]=0; done
+    [[ " $alts " == *" cvmfs-warm "* ]] && warm_home_prepare "$img" "$view"
     # Alternate the alternatives run by run, so a slow phase of the machine
     # does not land on one of them.
     for r in $(seq "$runs"); do
@@ -422,6 +457,10 @@ for img in $images; do
       if [[ " $alts " == *" rootfs "* ]]; then
         r=$(awk -v a="$c" -v b="$(med "${F[rootfs]}")" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.2f", a / b }')
         echo "- ours (run by name) / --rootfs, time to first output: ${r}x (target <= 1.1x: $(verdict "$r" "<=" 1.1))"
+        if [[ " $alts " == *" cvmfs-warm "* ]]; then
+          r=$(awk -v a="$(med "${F[cvmfs-warm]}")" -v b="$(med "${F[rootfs]}")" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.2f", a / b }')
+          echo "- ours (run by name, warm driver home) / --rootfs, time to first output: ${r}x (target <= 1.1x: $(verdict "$r" "<=" 1.1))"
+        fi
       fi
       if [[ " $alts " == *" overlay-pull "* ]]; then
         r=$(awk -v a="$(med "${F[overlay-pull]}")" -v b="$c" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.1f", a / b }')

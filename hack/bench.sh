@@ -10,15 +10,20 @@
 #   6. bench/run.sh again       round trips before the first output: the large
 #                               image, --rootfs and ours, 100 ms per request
 #                               (BENCH_RTT_LATENCY), runs stopped at the first output
-#   7. bench/rootless.sh        rootless / rootful time to first output (issue 15)
+#                               twice: fuselat as before (content fetches only)
+#                               and with its catalog model (BENCH_CATALOGS=1)
+#   7. bench/real-rtt.sh        the same through a real CernVM-FS client behind
+#                               delayproxy.py (skipped without one; large image
+#                               at BENCH_REAL_SCALE, default 0.1)
+#   8. bench/rootless.sh        rootless / rootful time to first output (issue 15)
 # BENCH_* variables (bench/run.sh) pass through; BENCH_ONLY="cold graphtest
-# publish profile owners rtt rootless" picks parts (then bench/results.md is left alone). Progress goes to
+# publish profile owners rtt real rootless" picks parts (then bench/results.md is left alone). Progress goes to
 # stderr, logs to build/bench/.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
-only=${BENCH_ONLY:-cold graphtest publish profile owners rtt rootless}
+only=${BENCH_ONLY:-cold graphtest publish profile owners rtt real rootless}
 L="$ROOT/build/bench"
 mkdir -p "$L"
 out="$L/results.md"
@@ -73,9 +78,16 @@ for p in $only; do
   owners) part "Owner restoration on a claim-ownership client (hack/bench-owners.sh, issue 13)" owners hack/bench-owners.sh ;;
   profile) part "Cold start with a published profile (bench/run.sh, issue 16)" profile \
     env BENCH_ALTS="rootfs cvmfs cvmfs-profile cvmfs-stale" bench/run.sh ;;
-  rtt) part "Time to first output with ${BENCH_RTT_LATENCY:-100ms} per request (bench/run.sh, issue 13 item 5; runs stopped at the first output, so exit = first output)" rtt \
-    env BENCH_ALTS="rootfs cvmfs" BENCH_IMAGES=large BENCH_VIEWS=fuse BENCH_LATENCY="${BENCH_RTT_LATENCY:-100ms}" \
-    MEASURE_UNTIL_FIRST=1 bench/run.sh ;;
+  rtt)
+    part "Time to first output with ${BENCH_RTT_LATENCY:-100ms} per request, content fetches only (bench/run.sh, issue 13 item 5; runs stopped at the first output, so exit = first output)" rtt \
+      env BENCH_ALTS="rootfs cvmfs cvmfs-warm" BENCH_IMAGES=large BENCH_VIEWS=fuse BENCH_LATENCY="${BENCH_RTT_LATENCY:-100ms}" \
+      MEASURE_UNTIL_FIRST=1 bench/run.sh
+    part "Time to first output with ${BENCH_RTT_LATENCY:-100ms} per request, catalog loads modelled too (bench/run.sh with BENCH_CATALOGS=1, calibrated in bench/README.md)" rtt-catalogs \
+      env BENCH_CATALOGS=1 BENCH_ALTS="rootfs cvmfs cvmfs-warm" BENCH_IMAGES=large BENCH_VIEWS=fuse BENCH_LATENCY="${BENCH_RTT_LATENCY:-100ms}" \
+      MEASURE_UNTIL_FIRST=1 bench/run.sh
+    ;;
+  real) part "Time to first output through a real CernVM-FS client, ${BENCH_RTT_LATENCY:-100ms} per request (bench/real-rtt.sh, issue 13 item 5)" real \
+    env BENCH_SCALE="${BENCH_REAL_SCALE:-0.1}" bench/real-rtt.sh ;;
   rootless) part "Rootless against rootful (bench/rootless.sh, issue 15)" rootless bench/rootless.sh ;;
   *) echo "bench: unknown part $p" >&2; rc=1 ;;
   esac

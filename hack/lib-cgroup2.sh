@@ -39,7 +39,13 @@ reexec_with_cgroup2() {
   # limit (cgroup2_lacks_pids below): hack/cgroup2-nopids.conf says so.
   export CVMFS_GRAPHDRIVER_NOPIDS_CONF
   CVMFS_GRAPHDRIVER_NOPIDS_CONF=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/cgroup2-nopids.conf
+  # The namespace's copies of a CernVM-FS stratum 0's mounts (/cvmfs/<repo>
+  # and its rdonly branch) would pin them for the whole run and make every
+  # publish meanwhile fail to remount ("umount: ...rdonly: target is busy"):
+  # they are detached in the namespace first (nothing here reads them).
   exec unshare --mount --propagation private -- bash -c '
+    awk '"'"'$2 ~ "^/cvmfs/" || $2 ~ "^/var/spool/cvmfs/" { print $2 }'"'"' /proc/self/mounts | sort -r |
+      while read -r m; do umount -l "$m" 2>/dev/null; done
     mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 1
     if ! grep -qw pids /sys/fs/cgroup/cgroup.controllers; then
       if [ -n "${CONTAINERS_CONF_OVERRIDE:-}" ]; then

@@ -17,6 +17,18 @@
 // does), it neither fetches again nor gets it early. What was fetched stays
 // (the client cache); the kernel page cache keeps it too.
 //
+// With -catalogs, file catalogs are modelled too, as a CVMFS client loads
+// them: a directory holding a .cvmfscatalog file is the root of a nested
+// catalog (as cvmfs_server makes one there), everything else belongs to the
+// catalog of its nearest such ancestor, SOURCE itself to the root catalog
+// (loaded when the client mounts: free here). The first lookup or listing in
+// a directory whose catalog is not loaded loads it, after its parent catalog
+// (a chain is loaded one level after the other, as the client walks down),
+// as one fetch of -catalog-entry-bytes per entry plus -catalog-base-bytes
+// (calibrated in bench/README.md); concurrent needs of one catalog wait for
+// the one load. The stat of a nested catalog's root directory is answered
+// by its parent catalog. Loads are logged as "catalog" lines with chunk -2.
+//
 // Bytes fetched, fetches, opens and bytes read through FUSE are written as JSON
 // to -stats on SIGUSR1 and on exit (SIGTERM/SIGINT unmounts).
 //
@@ -40,6 +52,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -135,6 +148,100 @@ func obtain(ino uint64, c int64, n int64, path string) {
 	close(done)
 }
 
+// The catalog model (-catalogs): nested catalog roots (relative to SOURCE,
+// "" is the root catalog) with their size in bytes, and the loads done or
+// under way (closed when done).
+var (
+	catalogs       bool
+	catalogRoots   = map[string]int64{}
+	catalogMu      sync.Mutex
+	catalogLoads   = map[string]chan struct{}{}
+	catalogEntryB  int64
+	catalogBaseB   int64
+	catalogSrcRoot string
+)
+
+// scanCatalogs finds the nested catalog roots beneath src and sizes each
+// catalog by the entries it holds (those of its directories down to, not
+// into, the next nested roots).
+func scanCatalogs(src string) error {
+	entries := map[string]int64{}
+	var walk func(rel, cat string) error
+	walk = func(rel, cat string) error {
+		abs := filepath.Join(src, rel)
+		des, err := os.ReadDir(abs)
+		if err != nil {
+			return err
+		}
+		for _, d := range des {
+			if d.Name() == ".cvmfscatalog" && rel != "" {
+				cat = rel
+				break
+			}
+		}
+		if cat == rel && rel != "" {
+			catalogRoots[rel] = 0
+		}
+		entries[cat] += int64(len(des))
+		for _, d := range des {
+			if d.IsDir() {
+				if err := walk(filepath.Join(rel, d.Name()), cat); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk("", ""); err != nil {
+		return err
+	}
+	for root := range catalogRoots {
+		catalogRoots[root] = catalogBaseB + catalogEntryB*entries[root]
+	}
+	return nil
+}
+
+// catalogOf is the catalog holding the entries of directory rel.
+func catalogOf(rel string) string {
+	for rel != "" && rel != "." && rel != "/" {
+		if _, ok := catalogRoots[rel]; ok {
+			return rel
+		}
+		rel = filepath.Dir(rel)
+	}
+	return ""
+}
+
+// loadCatalog makes catalog root (and the ones above it) loaded.
+func loadCatalog(root string) {
+	if root == "" {
+		return
+	}
+	loadCatalog(catalogOf(filepath.Dir(root)))
+	catalogMu.Lock()
+	done, known := catalogLoads[root]
+	if !known {
+		done = make(chan struct{})
+		catalogLoads[root] = done
+	}
+	catalogMu.Unlock()
+	if known {
+		<-done
+		return
+	}
+	n := catalogRoots[root]
+	logFetch(filepath.Join(catalogSrcRoot, root, ".cvmfscatalog"), -2, n)
+	fetch(n)
+	close(done)
+}
+
+// needEntries: a lookup or listing in directory node n needs its catalog.
+func needEntries(n *node) {
+	if catalogs {
+		loadCatalog(catalogOf(n.Path(n.Root())))
+	}
+}
+
 // node wraps the loopback node so that opens go through the fetch model.
 type node struct {
 	fs.LoopbackNode
@@ -171,9 +278,23 @@ func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags uint32, mask ui
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	needEntries(n)
 	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
 	claim(&out.Attr)
 	return ch, errno
+}
+
+var _ = (fs.NodeOpendirHandler)((*node)(nil))
+var _ = (fs.NodeReaddirer)((*node)(nil))
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	needEntries(n)
+	return n.LoopbackNode.OpendirHandle(ctx, flags)
+}
+
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	needEntries(n)
+	return n.LoopbackNode.Readdir(ctx)
 }
 
 var _ = (fs.NodeOpener)((*node)(nil))
@@ -266,6 +387,9 @@ func main() {
 	logPath := flag.String("log", "", "append one line per fetch here: bytes, chunk (-1: whole file), path")
 	parallel := flag.Int("parallel", 16, "most fetches at once (a CVMFS client's 16 connections)")
 	flag.Int64Var(&claimUID, "claim-uid", -1, "report every owner as this uid:gid (a client with CVMFS_CLAIM_OWNERSHIP=yes); -1: as in SOURCE")
+	flag.BoolVar(&catalogs, "catalogs", false, "model nested catalog loads (directories with a .cvmfscatalog file)")
+	flag.Int64Var(&catalogEntryB, "catalog-entry-bytes", 77, "-catalogs: bytes a catalog download costs per entry")
+	flag.Int64Var(&catalogBaseB, "catalog-base-bytes", 2048, "-catalogs: bytes a catalog download costs besides its entries")
 	flag.Parse()
 	if *parallel < 1 {
 		log.Fatalf("fuselat: -parallel %d: at least 1", *parallel)
@@ -285,6 +409,12 @@ func main() {
 		fetchLog = f
 	}
 
+	if catalogs {
+		catalogSrcRoot = src
+		if err := scanCatalogs(src); err != nil {
+			log.Fatalf("fuselat: -catalogs: %v", err)
+		}
+	}
 	var s syscall.Stat_t
 	if err := syscall.Stat(src, &s); err != nil {
 		log.Fatalf("fuselat: source %s: %v", src, err)

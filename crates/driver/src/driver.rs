@@ -260,6 +260,14 @@ impl Driver {
         mounter: Arc<dyn Mounter>,
     ) -> Result<Driver> {
         let mut options = Options::parse(options.iter().map(|s| s.as_ref()))?;
+        // First of all, before anything below looks into a store: on a cold
+        // CVMFS client the catalogs the start walks through then load side
+        // by side instead of one after another (crate::mirror).
+        if options.store_views {
+            for s in &options.image_stores {
+                crate::mirror::warm_store_catalogs(s);
+            }
+        }
         if !run_root.is_absolute() {
             return Err(Error::invalid(format!(
                 "run root {:?} is not an absolute path",

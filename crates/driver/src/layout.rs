@@ -95,6 +95,49 @@ pub struct StoreLayer {
     pub client_shows: Option<(u32, u32)>,
 }
 
+/// List the first entry of `dir` on a thread of its own, not waited for: on
+/// a CVMFS client that loads the nested catalog beneath `dir` (a listing
+/// needs it; a lookup of `dir` itself does not), so that a mount's first
+/// lookups there find it loaded or under way. Nothing is read; a hung
+/// repository holds only this thread.
+pub fn warm_catalog(dir: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("cvmfs-catalog".into())
+        .spawn(move || {
+            if let Ok(mut entries) = fs::read_dir(&dir) {
+                let _ = entries.next();
+            }
+        });
+}
+
+/// An entry of the record cache: `<record path>\n<file key>\n<revision>\n`
+/// then the record's text, which parses as a record.
+struct CachedRecord<'a> {
+    key: &'a str,
+    revision: &'a str,
+    text: &'a [u8],
+}
+
+impl<'a> CachedRecord<'a> {
+    /// The entry in `bytes` if it is one for `record_path`, else `None`
+    /// (damaged or another file: read again from the store).
+    fn parse(bytes: &'a [u8], record_path: &Path) -> Option<CachedRecord<'a>> {
+        let mut parts = bytes.splitn(4, |&b| b == b'\n');
+        let path = parts.next()?;
+        let key = std::str::from_utf8(parts.next()?).ok()?;
+        let revision = std::str::from_utf8(parts.next()?).ok()?;
+        let text = parts.next()?;
+        let ours = path == record_path.as_os_str().as_encoded_bytes()
+            && !key.is_empty()
+            && cvmfs_format::parse_store_record(text).is_ok();
+        ours.then_some(CachedRecord {
+            key,
+            revision,
+            text,
+        })
+    }
+}
+
 /// The record cache's directory in the driver home.
 pub const RECORD_CACHE_DIR: &str = "record-cache";
 
@@ -952,12 +995,27 @@ impl Layout {
     /// download on a cold CVMFS client) once and then taken from the cache
     /// while the file's identity ([`crate::mirror::file_key`]: CVMFS's
     /// content hash, else revision, inode, size and times) is the one it was
-    /// read with. Cached text is parsed and checked like any record; a cache
-    /// that cannot be read or written is only a cost.
+    /// read with. An entry also names the repository revision it was last
+    /// checked under ([`crate::mirror::snapshot_revision`]); while the client
+    /// shows that revision the entry is taken without asking the record's
+    /// identity, which on a cold client costs its catalog's download.
+    /// Cached text is parsed and checked like any record; a cache that
+    /// cannot be read or written is only a cost.
     fn read_record(&self, store: &Path, id: &str, record_path: &Path) -> Result<Option<Vec<u8>>> {
         let Some(cache) = &self.record_cache else {
             return self.read_store_file(store, record_path, RECORD_MAX_BYTES);
         };
+        let cached = cache.join(format!("{id}.json"));
+        let entry = fs::read(&cached).ok();
+        let entry = entry
+            .as_deref()
+            .and_then(|b| CachedRecord::parse(b, record_path));
+        let revision = self.revision(store);
+        if let (Some(e), Some(rev)) = (&entry, &revision) {
+            if e.revision == rev.as_str() {
+                return Ok(Some(e.text.to_vec()));
+            }
+        }
         let p = record_path.to_path_buf();
         let key = match self.probe(store, "a record's identity", move || {
             crate::mirror::file_key(&p)
@@ -967,25 +1025,30 @@ impl Layout {
             // read_store_file says what is wrong.
             _ => return self.read_store_file(store, record_path, RECORD_MAX_BYTES),
         };
-        let header = format!("{}\n{key}\n", record_path.display());
-        let cached = cache.join(format!("{id}.json"));
-        if let Ok(b) = fs::read(&cached) {
-            // A damaged cache entry is read again from the store.
-            match b.strip_prefix(header.as_bytes()) {
-                Some(text) if cvmfs_format::parse_store_record(text).is_ok() => {
-                    return Ok(Some(text.to_vec()))
-                }
-                _ => {}
-            }
-        }
-        let bytes = self.read_store_file(store, record_path, RECORD_MAX_BYTES)?;
-        if let Some(b) = bytes
-            .as_ref()
-            .filter(|b| b.len() as u64 <= RECORD_MAX_BYTES)
-        {
-            let _ = write_cached(cache, &cached, header.as_bytes(), b);
-        }
-        Ok(bytes)
+        let header = |rev: Option<&str>| {
+            format!("{}\n{key}\n{}\n", record_path.display(), rev.unwrap_or(""))
+        };
+        let text = match entry.filter(|e| e.key == key) {
+            Some(e) => e.text.to_vec(),
+            None => match self.read_store_file(store, record_path, RECORD_MAX_BYTES)? {
+                Some(b) if b.len() as u64 <= RECORD_MAX_BYTES => b,
+                other => return Ok(other),
+            },
+        };
+        // Tagged with the revision only if the client showed it throughout.
+        let rev = revision.filter(|r| self.revision(store).as_ref() == Some(r));
+        let _ = write_cached(cache, &cached, header(rev.as_deref()).as_bytes(), &text);
+        Ok(Some(text))
+    }
+
+    /// The CVMFS revision the client shows for `store`'s repository, if any
+    /// (bounded like every probe; `None` when it does not answer).
+    fn revision(&self, store: &Path) -> Option<String> {
+        let dir = crate::mirror::revision_dir(store);
+        self.probe(store, "the repository revision", move || {
+            Ok(crate::mirror::snapshot_revision(&dir))
+        })?
+        .ok()?
     }
 
     /// Find layer `id` in the additional stores (first store wins). `Ok(None)` if
@@ -1004,6 +1067,43 @@ impl Layout {
         }
     }
 
+    /// [`Layout::check_reachable`] of the layer's directory and
+    /// [`Layout::check_beneath`] of its flat tree, at the same time: on a cold
+    /// CVMFS client each walks down its own nested catalogs (`.layers/XX`,
+    /// `.flat`), one download per level, so in sequence they cost the sum of
+    /// both chains. The tree's own catalog, which the container's first
+    /// lookups need, is loaded meanwhile too ([`warm_catalog`]).
+    #[allow(clippy::type_complexity)]
+    fn check_layer_and_flat(
+        &self,
+        layer: &StoreLayer,
+    ) -> (
+        Result<()>,
+        Option<Result<std::result::Result<(), Box<Error>>>>,
+    ) {
+        let Some(flat) = &layer.flat else {
+            return (self.check_reachable(layer), None);
+        };
+        if matches!(layer.kind, StoreLayerKind::Cvmfs { .. }) {
+            warm_catalog(flat.clone());
+        }
+        let tree = StoreLayer {
+            content_dir: flat.clone(),
+            ..layer.clone()
+        };
+        std::thread::scope(|s| {
+            let flat = s.spawn(|| self.check_beneath(&tree, "flat"));
+            let reachable = self.check_reachable(layer);
+            let flat = flat.join().unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorCode::Repository,
+                    format!("checking the flat tree of layer {}: thread died", layer.id),
+                ))
+            });
+            (reachable, Some(flat))
+        })
+    }
+
     fn find_in_stores(&self, id: &str) -> Result<Option<StoreLayer>> {
         for store in &self.stores {
             let record_path = Self::record_path(store, id);
@@ -1012,20 +1112,17 @@ impl Layout {
                 continue;
             };
             let mut layer = self.parse_record(store, id, &record_path, &bytes)?;
-            self.check_reachable(&layer)?;
+            let flat_checked = self.check_layer_and_flat(&layer);
+            flat_checked.0?;
             if layer.kind == StoreLayerKind::Local {
                 self.check_local_diff(store, &layer)?;
             }
-            if let Some(flat) = &layer.flat {
-                // Every use of the tree (mounts, diffs' lowers, metadata)
-                // relies on it lying beneath the repository: a record whose
-                // tree leaves it is refused; one that does not answer now is
-                // left to the mount, which then stacks the layers.
-                let tree = StoreLayer {
-                    content_dir: flat.clone(),
-                    ..layer.clone()
-                };
-                let _unanswered = self.check_beneath(&tree, "flat")?;
+            // Every use of the flat tree (mounts, diffs' lowers, metadata)
+            // relies on it lying beneath the repository: a record whose tree
+            // leaves it is refused; one that does not answer now is left to
+            // the mount, which then stacks the layers.
+            if let Some(flat) = flat_checked.1 {
+                let _unanswered = flat?;
             }
             if let StoreLayerKind::Cvmfs { ownership, .. } = layer.kind {
                 let differs = self.client_mismatch(&layer, ownership);
@@ -1231,7 +1328,7 @@ mod tests {
         assert!(kept.starts_with(&format!("{}\n", rec.display())), "{kept}");
         // The next process takes the record from the cache: an entry whose
         // text differs (same key) shows it was not read from the store.
-        let header: String = kept.lines().take(2).map(|l| format!("{l}\n")).collect();
+        let header: String = kept.lines().take(3).map(|l| format!("{l}\n")).collect();
         let other = good(&f.repo, ".layers/ab/d1/layerfs/etc");
         fs::write(&entry, format!("{header}{other}")).unwrap();
         let cached = process().find(ID).unwrap().unwrap();
@@ -1247,7 +1344,7 @@ mod tests {
         );
         // A damaged entry is only a cost: the store is read again.
         let kept = fs::read_to_string(&entry).unwrap();
-        let header: String = kept.lines().take(2).map(|l| format!("{l}\n")).collect();
+        let header: String = kept.lines().take(3).map(|l| format!("{l}\n")).collect();
         fs::write(&entry, format!("{header}{{\"version\":1,\"kind\":\"cvm")).unwrap();
         assert_eq!(
             process().find(ID).unwrap().unwrap().content_dir,

@@ -93,16 +93,56 @@ fn short_hash(s: &str) -> String {
     d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The identity of a store's two indexes.
+/// The identity of a store's two indexes, both asked at once: on a cold
+/// CVMFS client each index lies beneath its own nested catalog.
 fn source_key(paths: &StorePaths) -> io::Result<String> {
     let with_name = |p: PathBuf| {
         file_key(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
     };
-    Ok(format!(
-        "{}\n{}",
-        with_name(paths.images_json())?,
-        with_name(paths.layers_json())?
-    ))
+    let (images, layers) = std::thread::scope(|s| {
+        let layers = s.spawn(|| with_name(paths.layers_json()));
+        let images = with_name(paths.images_json());
+        let layers = layers
+            .join()
+            .unwrap_or_else(|_| Err(err("layers.json: thread died")));
+        (images, layers)
+    });
+    Ok(format!("{}\n{}", images?, layers?))
+}
+
+/// The revision of the CVMFS snapshot `dir` shows, when `dir` is on a FUSE
+/// mount that publishes one (`user.revision`, answered by a CVMFS client
+/// without a download). A revision names an immutable snapshot of the whole
+/// repository, so what was read under it still holds while the client shows
+/// it. Not on other file systems: the publishing machine's `/cvmfs/<repo>`
+/// is an overlay whose transaction changes files under the same revision.
+pub fn snapshot_revision(dir: &Path) -> Option<String> {
+    const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
+    let fs = rustix::fs::statfs(dir).ok()?;
+    #[allow(clippy::unnecessary_cast)]
+    if fs.f_type as u64 != FUSE_SUPER_MAGIC {
+        return None;
+    }
+    xattr(dir, "user.revision")
+}
+
+/// The directory a store's revision is asked of: its parent (a store is the
+/// mount point of a nested catalog, its parent lies in an outer one).
+pub(crate) fn revision_dir(store: &Path) -> PathBuf {
+    store.parent().unwrap_or(store).to_path_buf()
+}
+
+/// `f` on a thread of its own, given up after `timeout`.
+fn bounded<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    with_progress(timeout, |_| {}, f).unwrap_or_else(|| {
+        Err(err(format!(
+            "no answer within {:.1}s",
+            timeout.as_secs_f64()
+        )))
+    })
 }
 
 /// Read a whole index, at most [`INDEX_MAX_BYTES`].
@@ -241,35 +281,119 @@ fn prune(root: &Path, prefix: &str, keep: &Path) {
 }
 
 /// The view of one store, built if needed.
+///
+/// A view checked under a repository revision is taken again without asking
+/// the store anything while the client shows that revision (a `rev-` note
+/// beside the views names it): with a warm driver home, podman's start
+/// then reads nothing of the store's indexes. Otherwise the indexes'
+/// identity is asked ([`source_key`]) and the view of that identity used or
+/// built. The newest images' metadata is read ahead into the view
+/// ([`localize_in_background`]); the catalogs the start needs were set
+/// loading when the driver started ([`warm_store_catalogs`]).
 fn mirror_one(home: &Store, store: &Path, timeout: Duration) -> io::Result<PathBuf> {
     let root = home.home().join(MIRROR_DIR);
     fs::create_dir_all(&root)?;
-    let paths = StorePaths::new(store);
-    let key = match with_progress(timeout, |_| {}, move || source_key(&paths)) {
-        Some(r) => r?,
-        None => {
-            return Err(err(format!(
-                "no answer within {:.1}s",
-                timeout.as_secs_f64()
-            )))
-        }
-    };
     let prefix = format!("{}-", short_hash(&store.display().to_string()));
+    let dir = revision_dir(store);
+    let revision = bounded(timeout, move || Ok(snapshot_revision(&dir)))?;
+    if let Some(view) = revision
+        .as_deref()
+        .and_then(|r| view_of_revision(&root, &prefix, r))
+    {
+        localize_in_background(store, &view);
+        return Ok(view);
+    }
+    let dest = find_or_build_view(home, store, &root, &prefix, timeout)?;
+    if let Some(r) = revision {
+        let dir = revision_dir(store);
+        // Still the same snapshot after the indexes were asked.
+        if bounded(timeout, move || Ok(snapshot_revision(&dir)))?.as_deref() == Some(r.as_str()) {
+            let _ = note_revision(&root, &prefix, &r, &dest);
+        }
+    }
+    localize_in_background(store, &dest);
+    Ok(dest)
+}
+
+/// The note naming the view checked under revision `rev` of the store with
+/// hash prefix `prefix` (not starting with the prefix: [`prune`] keeps off).
+fn revision_note(root: &Path, prefix: &str, rev: &str) -> PathBuf {
+    root.join(format!("rev-{prefix}{}", short_hash(rev)))
+}
+
+/// The view noted for revision `rev`, if it is still there.
+fn view_of_revision(root: &Path, prefix: &str, rev: &str) -> Option<PathBuf> {
+    let text = fs::read_to_string(revision_note(root, prefix, rev)).ok()?;
+    let (noted_rev, name) = text.split_once('\n')?;
+    let name = name.trim_end();
+    let valid_name = name.starts_with(prefix)
+        && name.len() <= 64
+        && name.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-');
+    if noted_rev != rev || !valid_name {
+        return None;
+    }
+    let view = root.join(name);
+    view.join("SOURCE").is_file().then_some(view)
+}
+
+/// Note that `view` is current at revision `rev`, replacing the notes of
+/// other revisions of the store (written whole by a rename).
+fn note_revision(root: &Path, prefix: &str, rev: &str, view: &Path) -> io::Result<()> {
+    let name = view
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| err("view without a name"))?;
+    let note = revision_note(root, prefix, rev);
+    let tmp = root.join(format!(".tmp-rev-{}", std::process::id()));
+    fs::write(&tmp, format!("{rev}\n{name}\n"))?;
+    fs::rename(&tmp, &note)?;
+    let stale_prefix = format!("rev-{prefix}");
+    for e in fs::read_dir(root)?.flatten() {
+        let p = e.path();
+        if p != note && e.file_name().to_string_lossy().starts_with(&stale_prefix) {
+            let _ = fs::remove_file(p);
+        }
+    }
+    Ok(())
+}
+
+/// Start loading, each on its own thread and not waited for, the nested
+/// catalogs a start reads beneath besides the indexes: the store's records
+/// (`cvmfs/`) and, in the publisher's layout beside the store, the
+/// repository's `.layers` and `.flat`. On a cold CVMFS client each is a
+/// download that would otherwise come one after another as the start walks
+/// down to the image's layer and flat tree.
+pub fn warm_store_catalogs(store: &Path) {
+    let paths = StorePaths::new(store);
+    let records = paths.cvmfs_dir().join("layers");
+    let _ = std::thread::Builder::new()
+        .name("cvmfs-catalog".into())
+        .spawn(move || {
+            let _ = fs::symlink_metadata(records);
+        });
+    if let Some(repo) = store.parent() {
+        for dir in [".layers", ".flat"] {
+            crate::layout::warm_catalog(repo.join(dir));
+        }
+    }
+}
+
+/// The view of the store's current indexes, built if there is none.
+fn find_or_build_view(
+    home: &Store,
+    store: &Path,
+    root: &Path,
+    prefix: &str,
+    timeout: Duration,
+) -> io::Result<PathBuf> {
+    let paths = StorePaths::new(store);
+    let key = bounded(timeout, move || source_key(&paths))?;
     let dest = root.join(format!("{prefix}{}", short_hash(&key)));
     if dest.join("SOURCE").is_file() {
         return Ok(dest);
     }
     let paths = StorePaths::new(store);
-    let read = match with_progress(timeout, |_| {}, move || read_indexes(paths)) {
-        Some(r) => r?,
-        None => {
-            return Err(err(format!(
-                "no answer within {:.1}s",
-                timeout.as_secs_f64()
-            )))
-        }
-    };
-    let Some((key, images, layers)) = read else {
+    let Some((key, images, layers)) = bounded(timeout, move || read_indexes(paths))? else {
         return Err(err("the indexes changed while they were read (a publish?)"));
     };
     let dest = root.join(format!("{prefix}{}", short_hash(&key)));
@@ -285,75 +409,195 @@ fn mirror_one(home: &Store, store: &Path, timeout: Duration) -> io::Result<PathB
             return Err(e);
         }
     }
-    prune(&root, &prefix, &dest);
-    prefetch_image_metadata(store, &images);
+    prune(root, prefix, &dest);
     Ok(dest)
 }
 
-/// Images whose metadata a new view fetches ahead, newest first.
+/// Images whose metadata a view fetches ahead, newest first.
 pub const PREFETCH_IMAGES: usize = 32;
 /// Parallel fetches of that metadata (a CVMFS client has 16 connections).
 const PREFETCH_THREADS: usize = 8;
 /// Largest metadata file read ahead.
 const PREFETCH_MAX_BYTES: u64 = 4 << 20;
 
-/// The files podman reads of image entry `e` before the container starts:
-/// its big data (manifest, config) and its top layer's record.
-fn image_metadata_files(src: &StorePaths, e: &serde_json::Value) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    if let Some(id) = e
-        .get("id")
-        .and_then(|v| v.as_str())
-        .filter(|id| is_hex64(id))
-    {
-        if let Ok(entries) = fs::read_dir(src.images_dir().join(id)) {
-            files.extend(entries.flatten().map(|e| e.path()));
-        }
-    }
-    if let Some(top) = e
-        .get("layer")
-        .and_then(|v| v.as_str())
-        .filter(|id| is_hex64(id))
-    {
-        files.push(src.record(top));
-    }
-    files
+/// What is read ahead of one image: its directory in the store and in the
+/// view, its big data files (file name, expected digest), its top layer's
+/// record.
+struct ImageAhead {
+    source_dir: PathBuf,
+    view_dir: PathBuf,
+    big_data: Vec<(String, String)>,
+    record: Option<PathBuf>,
 }
 
-/// A new view means new images: read the metadata of the newest
-/// [`PREFETCH_IMAGES`] ones in the background, [`PREFETCH_THREADS`] at a time,
-/// so that on a cold CVMFS client the downloads podman would make one after
-/// another (manifest, config, the layer record) are already under way or
-/// done when it asks (the client keeps them in its cache; a reader of an
-/// object being downloaded waits for that download). A few KiB per image;
-/// nothing is written, and nothing waits for it.
-fn prefetch_image_metadata(store: &Path, images: &[u8]) {
-    let Ok(serde_json::Value::Array(mut entries)) = serde_json::from_slice(images) else {
-        return;
+/// The newest [`PREFETCH_IMAGES`] entries of a view's `images.json` whose
+/// directory in the view is still a link into the store.
+fn images_to_localize(store: &Path, view: &Path) -> Vec<ImageAhead> {
+    let (src, dst) = (StorePaths::new(store), StorePaths::new(view));
+    let Ok(bytes) = fs::read(dst.images_json()) else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Array(mut entries)) = serde_json::from_slice(&bytes) else {
+        return Vec::new();
     };
     let created = |e: &serde_json::Value| {
         let c = e.get("created").and_then(|v| v.as_str()).unwrap_or("");
         c.to_string()
     };
     entries.sort_by_key(|e| std::cmp::Reverse(created(e)));
-    entries.truncate(PREFETCH_IMAGES);
-    let store = store.to_path_buf();
-    // Listing the image directories is metadata (no download), but the
-    // repository may hang: not on the caller's thread either.
+    let hex_field = |e: &serde_json::Value, name: &str| {
+        e.get(name)
+            .and_then(|v| v.as_str())
+            .filter(|id| is_hex64(id))
+            .map(str::to_string)
+    };
+    entries
+        .iter()
+        .take(PREFETCH_IMAGES)
+        .filter_map(|e| {
+            let id = hex_field(e, "id")?;
+            let view_dir = dst.images_dir().join(&id);
+            if !fs::symlink_metadata(&view_dir)
+                .ok()?
+                .file_type()
+                .is_symlink()
+            {
+                return None;
+            }
+            let big_data = e
+                .get("big-data-digests")
+                .and_then(|d| d.as_object())
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|(k, v)| {
+                            Some((crate::ducc::big_data_file_name(k), v.as_str()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(ImageAhead {
+                source_dir: src.images_dir().join(&id),
+                view_dir,
+                big_data,
+                record: hex_field(e, "layer").map(|l| src.record(&l)),
+            })
+        })
+        .collect()
+}
+
+/// Whether `bytes` have the digest `digest` (`sha256:<hex>`).
+fn digest_matches(bytes: &[u8], digest: &str) -> bool {
+    let Some(hex) = digest.strip_prefix("sha256:") else {
+        return false;
+    };
+    let d = Sha256::digest(bytes);
+    let ours: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    ours == hex
+}
+
+/// Replace the view's link to an image directory by a local directory with
+/// a copy of each big data file read (`read`: name and bytes, digest
+/// checked) and links for the rest, swapped in by one rename: later starts
+/// read an image's manifest and config locally. They are named by digest in
+/// `images.json`, so they cannot go stale while the view's indexes hold.
+fn localize_image(img: &ImageAhead, read: &[(String, Vec<u8>)]) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let parent = img
+        .view_dir
+        .parent()
+        .ok_or_else(|| err("view without a parent"))?;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = parent.join(format!(".local-{}-{seq}", std::process::id()));
+    let result = (|| {
+        fs::create_dir(&tmp)?;
+        for e in fs::read_dir(&img.source_dir)? {
+            let name = e?.file_name();
+            let local = read.iter().find(|(n, _)| n.as_str() == name);
+            match local {
+                Some((_, bytes)) => fs::write(tmp.join(&name), bytes)?,
+                None => std::os::unix::fs::symlink(img.source_dir.join(&name), tmp.join(&name))?,
+            }
+        }
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::CWD,
+            &img.view_dir,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )?;
+        // `tmp` is now the old link.
+        fs::remove_file(&tmp)
+    })();
+    if result.is_err() {
+        let _ = crate::store::remove_tree(&tmp);
+    }
+    result
+}
+
+/// One big data file of an image, when its digest is the one `images.json`
+/// gives.
+fn read_big_data(img: &ImageAhead, j: usize) -> Option<(String, Vec<u8>)> {
+    let (name, digest) = &img.big_data[j];
+    let f = fs::File::open(img.source_dir.join(name)).ok()?;
+    let mut bytes = Vec::new();
+    f.take(PREFETCH_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 <= PREFETCH_MAX_BYTES && digest_matches(&bytes, digest))
+        .then(|| (name.clone(), bytes))
+}
+
+/// The big data read of one image so far, and how many files are left.
+type Gathered = std::sync::Mutex<(usize, Vec<(String, Vec<u8>)>)>;
+
+/// Read the newest images' metadata ahead, in the background,
+/// [`PREFETCH_THREADS`] files at a time: on a cold CVMFS client the
+/// downloads podman would make one after another (manifest, config, the
+/// layer record) are then under way or done when it asks (a reader of an
+/// object being downloaded waits for that download). Once all of an
+/// image's big data is read, what matched its digest is copied into the
+/// view ([`localize_image`]), so a later start reads none of it from the
+/// repository. A few KiB per image; nothing waits for it, and a view whose
+/// newest images are local costs nothing.
+fn localize_in_background(store: &Path, view: &Path) {
+    let (store, view) = (store.to_path_buf(), view.to_path_buf());
+    // Listing is metadata (no download), but the repository may hang: not
+    // on the caller's thread either.
     let list = move || {
-        let src = StorePaths::new(&store);
-        let mut files: Vec<PathBuf> = entries
+        let images = images_to_localize(&store, &view);
+        // One task per file: (image, Some(big data index) or None: record).
+        let mut tasks: Vec<(usize, Option<usize>)> = Vec::new();
+        for (i, img) in images.iter().enumerate() {
+            tasks.extend((0..img.big_data.len()).map(|j| (i, Some(j))));
+            if img.record.is_some() {
+                tasks.push((i, None));
+            }
+        }
+        tasks.reverse(); // popped from the end: the newest image first
+        let gathered: Vec<Gathered> = images
             .iter()
-            .flat_map(|e| image_metadata_files(&src, e))
+            .map(|img| std::sync::Mutex::new((img.big_data.len(), Vec::new())))
             .collect();
-        files.reverse(); // popped from the end: the newest image first
-        let queue = std::sync::Arc::new(std::sync::Mutex::new(files));
+        let shared = std::sync::Arc::new((images, gathered));
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(tasks));
         for _ in 0..PREFETCH_THREADS {
-            let queue = queue.clone();
+            let (queue, shared) = (queue.clone(), shared.clone());
             let work = move || {
-                while let Some(f) = queue.lock().ok().and_then(|mut q| q.pop()) {
-                    if let Ok(f) = fs::File::open(&f) {
-                        let _ = io::copy(&mut f.take(PREFETCH_MAX_BYTES), &mut io::sink());
+                let (images, gathered) = &*shared;
+                while let Some((i, task)) = queue.lock().ok().and_then(|mut q| q.pop()) {
+                    let Some(j) = task else {
+                        if let Some(Ok(f)) = images[i].record.as_ref().map(fs::File::open) {
+                            let _ = io::copy(&mut f.take(PREFETCH_MAX_BYTES), &mut io::sink());
+                        }
+                        continue;
+                    };
+                    let read = read_big_data(&images[i], j);
+                    let mut g = gathered[i].lock().unwrap_or_else(|p| p.into_inner());
+                    g.0 -= 1;
+                    g.1.extend(read);
+                    if g.0 == 0 && !g.1.is_empty() {
+                        let _ = localize_image(&images[i], &g.1);
                     }
                 }
             };
@@ -512,6 +756,65 @@ mod tests {
         // The current view and the one before stay; older ones go.
         let kept: Vec<_> = generations.iter().filter(|g| g.exists()).collect();
         assert_eq!(kept, generations[2..].iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn checked_big_data_is_copied_into_the_view_and_the_rest_stays_linked() {
+        let f = fixture();
+        let src = StorePaths::new(&f.store);
+        let dir = src.images_dir().join(IMG);
+        let config = br#"{"architecture":"amd64"}"#;
+        let config_key = format!("sha256:{IMG}");
+        let config_file = crate::ducc::big_data_file_name(&config_key);
+        fs::write(dir.join(&config_file), config).unwrap();
+        fs::write(dir.join("signature-1"), b"sig").unwrap();
+        let sha = |b: &[u8]| -> String {
+            let d = Sha256::digest(b);
+            format!(
+                "sha256:{}",
+                d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        };
+        // The manifest's digest in the index does not match what the store
+        // holds: it must stay a link (read from the store, never copied).
+        fs::write(
+            src.images_json(),
+            format!(
+                r#"[{{"id":"{IMG}","layer":"{LAYER}","big-data-digests":{{"manifest":"{}","{config_key}":"{}"}}}}]"#,
+                sha(b"other"),
+                sha(config)
+            ),
+        )
+        .unwrap();
+        let view = StorePaths::new(&views(&f).0[0]).images_dir().join(IMG);
+        let mut waited = 0;
+        while fs::symlink_metadata(&view)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+        {
+            assert!(waited < 500, "the image directory was not made local");
+            std::thread::sleep(Duration::from_millis(10));
+            waited += 1;
+        }
+        let local = fs::symlink_metadata(view.join(&config_file)).unwrap();
+        assert!(local.is_file(), "the checked config is a local copy");
+        assert_eq!(fs::read(view.join(&config_file)).unwrap(), config);
+        for linked in ["manifest", "signature-1"] {
+            let m = fs::symlink_metadata(view.join(linked)).unwrap();
+            assert!(m.file_type().is_symlink(), "{linked} stays a link");
+            assert_eq!(
+                fs::read(view.join(linked)).unwrap(),
+                fs::read(dir.join(linked)).unwrap()
+            );
+        }
+        // Nothing left beside it.
+        let names: Vec<_> = fs::read_dir(view.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
     }
 
     #[test]
