@@ -25,6 +25,13 @@
  *     caller, reached without symlinks with the caller's own permissions in
  *     that mount namespace, or that is already a mount point.
  *
+ * CONFIG_PATH has one repository a line, optionally followed by the mount to
+ * clone for it: "/cvmfs/repo /run/cvmfs-idmap/repo". The CVMFS client's FUSE
+ * mount refuses ID mapping (its server does not announce FUSE_ALLOW_IDMAP);
+ * the administrator then runs cvmfs-idmap-fuse, a read-only pass-through that
+ * does, over the repository and names its mount point there. The view is
+ * still named after, and used by the driver as, the repository.
+ *
  * The view's flags are locked (the kernel's rule for mounts copied into a
  * less privileged namespace, see attach_locked): the user cannot make it
  * writable, suid or dev in its namespace, where it holds CAP_SYS_ADMIN.
@@ -65,6 +72,9 @@
 
 static char config_text[MAX_CONFIG_BYTES + 1];
 static const char *repositories[MAX_REPOSITORIES];
+/* The mount cloned for repositories[i]: the repository itself, or the
+ * ID-mappable mount the administrator named after it. */
+static const char *sources[MAX_REPOSITORIES];
 static int repository_count;
 
 static void die(const char *fmt, ...)
@@ -101,7 +111,32 @@ static int valid_repository_path(const char *p)
 	return 1;
 }
 
-/* CONFIG_PATH: root-owned, writable by root only, one repository a line. */
+/* One configuration line: REPOSITORY [MOUNT], both checked paths. */
+static void add_repository(char *line)
+{
+	char *source = line + strcspn(line, " \t");
+	if (*source) {
+		*source++ = 0;
+		source += strspn(source, " \t");
+		if (source[strcspn(source, " \t")])
+			die("%s: entry '%s %s': more than a repository and its mount", CONFIG_PATH,
+			    line, source);
+	}
+	if (!valid_repository_path(line))
+		die("%s: entry '%s': not an absolute path without '.', '..' or '//'", CONFIG_PATH,
+		    line);
+	if (*source && !valid_repository_path(source))
+		die("%s: entry '%s': its mount '%s' is not an absolute path without '.', '..' or "
+		    "'//'",
+		    CONFIG_PATH, line, source);
+	if (repository_count == MAX_REPOSITORIES)
+		die("%s: more than %d repositories", CONFIG_PATH, MAX_REPOSITORIES);
+	sources[repository_count] = *source ? source : line;
+	repositories[repository_count++] = line;
+}
+
+/* CONFIG_PATH: root-owned, writable by root only, one repository a line
+ * (optionally followed by the mount to clone for it). */
 static void read_config(void)
 {
 	int fd = open(CONFIG_PATH, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -128,21 +163,17 @@ static void read_config(void)
 			*--end = 0;
 		if (!*line || *line == '#')
 			continue;
-		if (!valid_repository_path(line))
-			die("%s: entry '%s': not an absolute path without '.', '..' or '//'",
-			    CONFIG_PATH, line);
-		if (repository_count == MAX_REPOSITORIES)
-			die("%s: more than %d repositories", CONFIG_PATH, MAX_REPOSITORIES);
-		repositories[repository_count++] = line;
+		add_repository(line);
 	}
 }
 
-static int configured(const char *repo)
+/* The mount to clone for a listed repository, NULL if it is not listed. */
+static const char *configured(const char *repo)
 {
 	for (int i = 0; i < repository_count; i++)
 		if (!strcmp(repositories[i], repo))
-			return 1;
-	return 0;
+			return sources[i];
+	return NULL;
 }
 
 static pid_t parse_pid(const char *s)
@@ -215,23 +246,29 @@ static unsigned long long mapped_ids(pid_t pid)
 	return total;
 }
 
-/* A detached, ID-mapped, read-only clone of the repository's mount. */
-static int idmapped_clone(const char *repo, int userns)
+/* A detached, ID-mapped, read-only clone of the repository's mount (of
+ * `source`, the repository or the mount listed after it). */
+static int idmapped_clone(const char *repo, const char *source, int userns)
 {
-	int tree = open_tree(AT_FDCWD, repo, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	int tree = open_tree(AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 	if (tree < 0)
-		die("repository %s: cannot clone its mount: %s", repo, strerror(errno));
+		die("repository %s: cannot clone the mount at %s: %s", repo, source,
+		    strerror(errno));
 	struct stat st;
 	if (fstat(tree, &st) || !S_ISDIR(st.st_mode))
-		die("repository %s: not a directory", repo);
+		die("repository %s: %s is not a directory", repo, source);
 	struct mount_attr attr = {
 		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
 			    MOUNT_ATTR_NODEV,
 		.userns_fd = (unsigned long long)userns,
 	};
 	if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr))
-		die("repository %s: ID mapping refused: %s%s", repo, strerror(errno),
-		    errno == EINVAL ? " (its filesystem does not support ID-mapped mounts)" : "");
+		die("repository %s: ID mapping of %s refused: %s%s", repo, source, strerror(errno),
+		    errno == EINVAL ? " (its filesystem does not support ID-mapped mounts: a "
+				      "CVMFS client mount does not; the administrator runs "
+				      "cvmfs-idmap-fuse over it and lists its mount point after "
+				      "the repository in " CONFIG_PATH ")"
+				    : "");
 	return tree;
 }
 
@@ -328,7 +365,8 @@ int main(int argc, char **argv)
 		die("usage: " PROG " PID REPOSITORY TARGET | " PROG " --list");
 	const char *repo = argv[2], *target = argv[3];
 	pid_t pid = parse_pid(argv[1]);
-	if (!configured(repo))
+	const char *source = configured(repo);
+	if (!source)
 		die("repository %s is not listed in %s: refused", repo, CONFIG_PATH);
 	if (geteuid() != 0)
 		die("not running as root: install it setuid root (make install-idmap-helper)");
@@ -341,7 +379,7 @@ int main(int argc, char **argv)
 			"shows as 65534. Ask the administrator for '%s:<start>:65536' in "
 			"/etc/subuid and /etc/subgid.\n",
 			user_name(caller), user_name(caller));
-	int tree = idmapped_clone(repo, userns);
+	int tree = idmapped_clone(repo, source, userns);
 	int host_mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
 	if (host_mntns < 0)
 		die("/proc/self/ns/mnt: %s", strerror(errno));
