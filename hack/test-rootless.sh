@@ -452,6 +452,39 @@ EOF
   pmf rmi -f localhost/rl/fuse:1 >/dev/null
 }
 
+# The automatic set-up (docs/rootless.md): with the root view service
+# listening (`cvmfs-idmap-view --serve` per connection, as systemd's
+# helper/systemd/cvmfs-idmap-view.socket runs it; here systemd-socket-activate
+# plays systemd), the driver asks for the view itself: no cvmfs-rootless-setup.
+t_automatic_view() {
+  command -v systemd-socket-activate >/dev/null || fail "systemd-socket-activate missing (Debian systemd)"
+  local view sock="$W/view.sock" pid out
+  view=$(view_of "$SUB_USER")
+  pm unshare true
+  pm unshare sh -c "! mountpoint -q '$view' || umount '$view'"
+  pm unshare mountpoint -q "$view" && fail "could not detach the view to start without one"
+  # Without a service: no view, owners unmapped, no message.
+  out=$(USER_ENV="CVMFS_IDMAP_VIEW_SOCKET=$sock" pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a' /x/passwd 2>"$W/auto0.err")
+  [ "$out" = "65534:65534 4755" ] || fail "without a view the setuid binary shows as '$out'"
+  grep -q 'view service' "$W/auto0.err" && fail "a message although no service is installed: $(cat "$W/auto0.err")"
+  systemd-socket-activate -l "$sock" --inetd -a "$HELPER" --serve 2>"$W/activate.log" &
+  pid=$!
+  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  chmod 666 "$sock"
+  out=$(USER_ENV="CVMFS_IDMAP_VIEW_SOCKET=$sock" pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a' /x/passwd 2>"$W/auto.err")
+  cat "$W/auto.err"
+  [ "$out" = "0:0 4755" ] || { kill "$pid"; fail "with the view service the setuid binary shows as '$out' (service log: $(tail -3 "$W/activate.log"))"; }
+  pm unshare mountpoint -q "$view" || { kill "$pid"; fail "no view at $view after the automatic set-up"; }
+  # Later commands find the view (no second request: the service is gone).
+  kill "$pid"
+  wait "$pid" 2>/dev/null
+  rm -f "$sock"
+  out=$(pm run --rm "$REG/e2e/wh:1" stat -c '%u:%g %a' /x/passwd)
+  [ "$out" = "0:0 4755" ] || fail "the next run does not use the view: '$out'"
+  pm info --format '{{json .Store.GraphStatus}}' | jq -er '."Rootless Ownership"' | grep -qF "as in the image for $R" ||
+    fail "podman info does not say owners are right through the automatic view"
+}
+
 run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
 run_test "podman info driver status names the rootless path" t_info_names_rootless_path
 run_test "cvmfs-rootless-setup attaches an ID-mapped view, podman info names it" t_setup_attaches_view
@@ -465,6 +498,7 @@ run_test "fuse-overlayfs (cvmfs.mount_program): container matches umoci unpack, 
 run_test "6 parallel runs" t_parallel_runs
 run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
 run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids
+run_test "automatic view: the driver asks the root view service (cvmfs-idmap-view --serve)" t_automatic_view
 # A measurement, not a case: time to first output of `run` (median of 5),
 # rootless against rootful on the same repository and podman.
 median_run_seconds() { # podman-invoking function

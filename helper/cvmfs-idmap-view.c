@@ -4,6 +4,17 @@
  *
  *   cvmfs-idmap-view PID REPOSITORY TARGET
  *   cvmfs-idmap-view --list
+ *   cvmfs-idmap-view --serve     (root only: one request on standard input)
+ *
+ * --serve makes the view automatic: run by root for each connection to the
+ * Unix socket /run/cvmfs-idmap-view.sock (systemd socket activation with
+ * Accept=yes, helper/systemd/), it reads "REPOSITORY\0TARGET\0" from the
+ * connection and does exactly what the setuid form does for the connecting
+ * process (SO_PEERCRED: its PID, uid and gid stand for PID and the caller),
+ * answering "ok: ..." or "error: ..." on the connection. The cvmfs driver
+ * asks there for each listed repository without a view: it runs inside
+ * podman's user namespace, where the setuid bit of a root-owned program is
+ * ignored, but a connection to a socket crosses no namespace.
  *
  * Rootless podman shows repository files owned by host IDs its user
  * namespace does not map (host root, as DUCC and a root publisher leave
@@ -57,6 +68,8 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -77,6 +90,9 @@ static const char *repositories[MAX_REPOSITORIES];
 static const char *sources[MAX_REPOSITORIES];
 static int repository_count;
 
+/* --serve: the connection the answer goes to (-1: none). */
+static int reply_fd = -1;
+
 static void die(const char *fmt, ...)
 {
 	va_list ap;
@@ -85,6 +101,13 @@ static void die(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	if (reply_fd >= 0) {
+		dprintf(reply_fd, "error: ");
+		va_start(ap, fmt);
+		vdprintf(reply_fd, fmt, ap);
+		va_end(ap);
+		dprintf(reply_fd, "\n");
+	}
 	exit(1);
 }
 
@@ -348,23 +371,11 @@ static void attach_locked(int tree, int userns, int mntns, int dest, const char 
 		die("target %s: the view was not attached", target);
 }
 
-int main(int argc, char **argv)
+/* The view of `repo` for process `pid` of user `caller`, at `target` in its
+ * mount namespace; the line saying so, after `prefix`, is written to `out`. */
+static void attach_view(pid_t pid, const char *repo, const char *target, uid_t caller,
+			gid_t caller_gid, FILE *out, const char *prefix)
 {
-	uid_t caller = getuid();
-	gid_t caller_gid = getgid();
-	clearenv();
-	umask(077);
-	prctl(PR_SET_DUMPABLE, 0);
-	read_config();
-	if (argc == 2 && !strcmp(argv[1], "--list")) {
-		for (int i = 0; i < repository_count; i++)
-			puts(repositories[i]);
-		return 0;
-	}
-	if (argc != 4)
-		die("usage: " PROG " PID REPOSITORY TARGET | " PROG " --list");
-	const char *repo = argv[2], *target = argv[3];
-	pid_t pid = parse_pid(argv[1]);
 	const char *source = configured(repo);
 	if (!source)
 		die("repository %s is not listed in %s: refused", repo, CONFIG_PATH);
@@ -389,7 +400,70 @@ int main(int argc, char **argv)
 	if (setns(host_mntns, CLONE_NEWNS))
 		die("cannot return to the initial mount namespace: %s", strerror(errno));
 	attach_locked(tree, userns, mntns, dest, target);
-	printf("%s: ID-mapped read-only view at %s (user namespace of process %d)\n", repo, target,
-	       (int)pid);
+	fprintf(out, "%s%s: ID-mapped read-only view at %s (user namespace of process %d)\n",
+		prefix, repo, target, (int)pid);
+}
+
+/* --serve: one request "REPOSITORY\0TARGET\0" (at most 2 * PATH_MAX bytes,
+ * 10 s) on standard input, a connected Unix socket; the connecting process
+ * is the caller. */
+static void serve(void)
+{
+	static char request[2 * PATH_MAX + 2];
+	if (getuid() != 0)
+		die("--serve: only root runs it (the socket service, helper/systemd/)");
+	struct ucred peer;
+	socklen_t len = sizeof peer;
+	if (getsockopt(0, SOL_SOCKET, SO_PEERCRED, &peer, &len) || len != sizeof peer)
+		die("--serve: standard input is not a connected Unix socket: %s", strerror(errno));
+	reply_fd = 0;
+	struct timeval limit = {.tv_sec = 10};
+	setsockopt(0, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+	setsockopt(0, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+	size_t got = 0;
+	int nuls = 0;
+	while (nuls < 2) {
+		if (got == sizeof request)
+			die("request larger than %zu bytes", sizeof request);
+		ssize_t n = read(0, request + got, sizeof request - got);
+		if (n <= 0)
+			die("request incomplete (REPOSITORY\\0TARGET\\0): %s",
+			    n < 0 ? strerror(errno) : "connection closed");
+		for (ssize_t i = 0; i < n; i++)
+			nuls += request[got + i] == 0;
+		got += (size_t)n;
+	}
+	const char *repo = request, *target = request + strlen(request) + 1;
+	if (got != strlen(repo) + strlen(target) + 2)
+		die("request has bytes after REPOSITORY\\0TARGET\\0");
+	if (peer.pid <= 0)
+		die("the connecting process has no PID here");
+	FILE *out = fdopen(dup(0), "w");
+	if (!out)
+		die("cannot answer: %s", strerror(errno));
+	attach_view(peer.pid, repo, target, peer.uid, peer.gid, out, "ok: ");
+	fclose(out);
+}
+
+int main(int argc, char **argv)
+{
+	uid_t caller = getuid();
+	gid_t caller_gid = getgid();
+	clearenv();
+	umask(077);
+	prctl(PR_SET_DUMPABLE, 0);
+	read_config();
+	if (argc == 2 && !strcmp(argv[1], "--list")) {
+		for (int i = 0; i < repository_count; i++)
+			puts(repositories[i]);
+		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "--serve")) {
+		serve();
+		return 0;
+	}
+	if (argc != 4)
+		die("usage: " PROG " PID REPOSITORY TARGET | " PROG " --list | " PROG " --serve");
+	attach_view(parse_pid(argv[1]), argv[2], argv[3], caller, caller_gid, stdout, "");
 	return 0;
 }

@@ -293,7 +293,12 @@ impl Driver {
             .with_record_cache(store.home().join(crate::layout::RECORD_CACHE_DIR));
         // Rootless: repositories with an ID-mapped view are read through it.
         if let Some(dir) = crate::rootless::views_dir() {
-            let views = crate::rootless::find_views(dir, &layout.all_repositories());
+            let repositories = layout.all_repositories();
+            let socket = crate::rootless::view_socket();
+            for m in crate::rootless::request_missing_views(dir, &repositories, &socket) {
+                eprintln!("{m}");
+            }
+            let views = crate::rootless::find_views(dir, &repositories);
             layout = layout.with_views(views);
         }
         let store_views = if options.store_views {
