@@ -398,6 +398,7 @@ t_helper_refuses() {
   refused "already a mount point" "$pid" "$R" "$view"
   refused "not an absolute path" "$pid" "$R" t
   refused "not a process ID" "1x" "$R" "$h/t"
+  refused "only root runs it" --serve
   # Without the setuid bit it cannot do anything.
   install -m 755 "$HELPER" "$W/bin/helper-plain"
   local out rc=0
@@ -471,6 +472,19 @@ t_automatic_view() {
   pid=$!
   for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
   chmod 666 "$sock"
+  # The service checks the connecting process: one outside a user namespace
+  # (this python) is refused, with the reason on the connection.
+  out=$(as_user "$SUB_USER" python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\0" + sys.argv[3].encode() + b"\0")
+answer = b""
+while chunk := s.recv(4096):
+    answer += chunk
+print(answer.decode().strip())' "$sock" "$R" "$view") || true
+  echo "a request from outside a user namespace -> $out"
+  grep -q "^error: process [0-9]* is not in a user namespace" <<<"$out" ||
+    { kill "$pid"; fail "the service did not refuse a process outside a user namespace: '$out'"; }
   out=$(USER_ENV="CVMFS_IDMAP_VIEW_SOCKET=$sock" pm run --rm "$REG/e2e/tiny:1" stat -c '%u:%g' /app/data/1 2>"$W/auto.err") || true
   cat "$W/auto.err"
   [ "$out" = "1000:1000" ] || { kill "$pid"; fail "with the view service the 1000:1000 file shows as '$out' (service log: $(tail -3 "$W/activate.log"))"; }

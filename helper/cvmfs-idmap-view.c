@@ -102,11 +102,11 @@ static void die(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	if (reply_fd >= 0) {
-		dprintf(reply_fd, "error: ");
+		char why[2 * PATH_MAX + 512];
 		va_start(ap, fmt);
-		vdprintf(reply_fd, fmt, ap);
+		vsnprintf(why, sizeof why, fmt, ap);
 		va_end(ap);
-		dprintf(reply_fd, "\n");
+		dprintf(reply_fd, "error: %s\n", why); /* one write: one answer */
 	}
 	exit(1);
 }
