@@ -499,6 +499,56 @@ print(answer.decode().strip())' "$sock" "$R" "$view") || true
     fail "podman info does not say owners are right through the automatic view"
 }
 
+# A repository on a FUSE mount that refuses ID mapping, as the CVMFS client's
+# does (cvmfs2 2.12 does not announce FUSE_ALLOW_IDMAP; bench/fuselat, a
+# read-only pass-through without it, stands in for the client here; the real
+# client is make test-real-cvmfs's rootless/*): the helper refuses it and says
+# what to do; through root's cvmfs-idmap-fuse over it, listed after the
+# repository in the helper's configuration, the owners are right.
+t_fuse_repository_through_idmap_fuse() {
+  local F="$W/fuserepo" src="$W/fuse-src" fv="$W/fuseview" out
+  FUSE_PIDS=()
+  local conf="$W/fuse-storage.conf" h
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  stop_fuse() { # (an EXIT trap of the case's subshell: globals only)
+    pm system migrate >/dev/null 2>&1 || true # ends the pause process holding the view
+    local p
+    for p in "${FUSE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    umount -l "$W/fuseview" "$W/fuserepo" 2>/dev/null || true
+    cp "$W/idmap-view.conf.suite" "$HELPER_CONF" || true
+  }
+  trap stop_fuse EXIT
+  cp "$HELPER_CONF" "$W/idmap-view.conf.suite"
+  (cd "$ROOT/bench/fuselat" && GOFLAGS=-mod=mod go build -o "$W/bin/fuselat" .) || fail "building bench/fuselat failed"
+  make -s -C "$ROOT" idmap-fuse || fail "building cvmfs-idmap-fuse failed"
+  mkdir -p "$F" "$fv"
+  "$B" publish -q --repo "$F" "oci:$W/oci:tiny" --name localhost/fuse/tiny:1 || fail "publishing into $F failed"
+  mv "$F" "$src" && mkdir -m 755 "$F"
+  "$W/bin/fuselat" -latency 0 -bandwidth 0 "$src" "$F" 2>"$W/fuselat.log" & FUSE_PIDS+=($!)
+  "$ROOT/build/bin/cvmfs-idmap-fuse" "$F" "$fv" 2>"$W/idmap-fuse.log" & FUSE_PIDS+=($!)
+  for _ in $(seq 50); do mountpoint -q "$F" && mountpoint -q "$fv" && break; sleep 0.1; done
+  mountpoint -q "$fv" || fail "the FUSE mounts did not come up: $(cat "$W/fuselat.log" "$W/idmap-fuse.log")"
+  install -d -o "$SUB_USER" -g "$SUB_USER" "$W/fuse-user"
+  printf '[storage]\ndriver = "cvmfs"\ngraphroot = "%s/root"\nrunroot = "%s/run"\n[storage.options]\nadditionalimagestores = ["%s/podmanStore"]\n[storage.options.cvmfs]\nrepositories = "%s"\n' \
+    "$W/fuse-user" "$W/fuse-user" "$F" "$F" >"$conf"
+  chmod 644 "$conf"
+  # podman's namespace must see the new mounts: a new pause process.
+  pm system migrate >/dev/null 2>&1
+  pm unshare true
+  printf '%s\n' "$F" >"$HELPER_CONF"
+  out=$(as_user "$SUB_USER" env PODMAN="$PODMAN" CVMFS_IDMAP_VIEW="$HELPER" "$W/bin/cvmfs-rootless-setup" "$F" 2>&1) && fail "the helper ID-mapped a FUSE mount that refuses it: $out"
+  echo "$out"
+  grep -q "does not support ID-mapped mounts: .*runs cvmfs-idmap-fuse over it" <<<"$out" || fail "the helper does not say what to do: $out"
+  printf '%s %s\n' "$F" "$fv" >"$HELPER_CONF"
+  as_user "$SUB_USER" env PODMAN="$PODMAN" CVMFS_IDMAP_VIEW="$HELPER" "$W/bin/cvmfs-rootless-setup" "$F" || fail "set-up through cvmfs-idmap-fuse failed"
+  out=$(USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm run --rm localhost/fuse/tiny:1 stat -c '%u:%g %n' /app/data/1 /app/hello.txt) || true
+  echo "$out"
+  [ "$out" = "$(printf '1000:1000 /app/data/1\n0:0 /app/hello.txt')" ] || fail "owners through cvmfs-idmap-fuse: '$out'"
+  [ "$(USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm run --rm localhost/fuse/tiny:1 cat /app/hello.txt)" = "hello from cvmfs" ] ||
+    fail "content through cvmfs-idmap-fuse"
+}
+
 run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
 run_test "podman info driver status names the rootless path" t_info_names_rootless_path
 run_test "cvmfs-rootless-setup attaches an ID-mapped view, podman info names it" t_setup_attaches_view
@@ -513,6 +563,7 @@ run_test "6 parallel runs" t_parallel_runs
 run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
 run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids
 run_test "automatic view: the driver asks the root view service (cvmfs-idmap-view --serve)" t_automatic_view
+run_test "a repository on a FUSE mount that refuses ID mapping: owners right through cvmfs-idmap-fuse" t_fuse_repository_through_idmap_fuse
 # A measurement, not a case: time to first output of `run` (median of 5),
 # rootless against rootful on the same repository and podman.
 median_run_seconds() { # podman-invoking function
