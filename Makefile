@@ -83,7 +83,7 @@ install-idmap-helper: idmap-helper idmap-fuse
 	install -o root -g root -m 755 build/bin/cvmfs-idmap-fuse $(PREFIX)/bin/cvmfs-idmap-fuse
 	install -o root -g root -m 755 hack/cvmfs-rootless-setup $(PREFIX)/bin/cvmfs-rootless-setup
 	@[ -e /etc/containers/cvmfs-idmap-view.conf ] || { install -d /etc/containers && \
-	  printf '%s\n' '# Repositories users may ID-map (cvmfs-idmap-view), one absolute path a line.' \
+	  printf '%s\n' '# Repositories users may ID-map (cvmfs-idmap-view): REPOSITORY [MOUNT TO CLONE] a line;' '# on a CVMFS client, MOUNT is where cvmfs-idmap-fuse serves it (docs/rootless.md).' \
 	  '# List only repositories whose whole content every permitted user may read.' \
 	  >/etc/containers/cvmfs-idmap-view.conf && chmod 644 /etc/containers/cvmfs-idmap-view.conf; }
 
