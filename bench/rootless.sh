@@ -12,7 +12,8 @@
 # BENCH_ROOTLESS_CLIENT=fuse serves the repository through bench/fuselat
 # (no delay: a FUSE mount that, like the CVMFS client's, refuses ID mapping)
 # for both sides, and the rootless view is ID-mapped through cvmfs-idmap-fuse
-# over it (docs/rootless.md): the cost of the second FUSE hop.
+# over it (docs/rootless.md): the cost of the second FUSE hop;
+# BENCH_IDMAP_FUSE_FLAGS (e.g. -passthrough) are cvmfs-idmap-fuse's options.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -110,7 +111,8 @@ if [ "$client" = fuse ]; then
   make -s idmap-fuse || die "building cvmfs-idmap-fuse failed"
   mv "$R" "$W/repo-src" && mkdir -m 755 "$R" "$W/idmap"
   "$W/bin/fuselat" -latency 0 -bandwidth 0 "$W/repo-src" "$R" 2>"$W/fuselat.log" & FUSE_PIDS+=($!)
-  "$ROOT/build/bin/cvmfs-idmap-fuse" "$R" "$W/idmap" 2>"$W/idmap-fuse.log" & FUSE_PIDS+=($!)
+  # shellcheck disable=SC2086
+  "$ROOT/build/bin/cvmfs-idmap-fuse" ${BENCH_IDMAP_FUSE_FLAGS:-} "$R" "$W/idmap" 2>"$W/idmap-fuse.log" & FUSE_PIDS+=($!)
   for _ in $(seq 100); do mountpoint -q "$R" && mountpoint -q "$W/idmap" && break; sleep 0.1; done
   mountpoint -q "$W/idmap" || die "the FUSE mounts did not come up: $(cat "$W/fuselat.log" "$W/idmap-fuse.log")"
   view_line="$R $W/idmap"
@@ -187,7 +189,7 @@ for img in $images; do
 done
 echo
 if [ "$client" = fuse ]; then
-  where="repository a plain local directory served by bench/fuselat (no delay; a FUSE mount that refuses ID mapping, like a CVMFS client's) to both; the rootless view ID-maps cvmfs-idmap-fuse over it (a second FUSE hop)"
+  where="repository a plain local directory served by bench/fuselat (no delay; a FUSE mount that refuses ID mapping, like a CVMFS client's) to both; the rootless view ID-maps cvmfs-idmap-fuse ${BENCH_IDMAP_FUSE_FLAGS:-}over it (a second FUSE hop)"
 else
   where="repository a plain local directory"
 fi
