@@ -24,7 +24,8 @@
 // plain client mount (not the publishing machine's overlay) for podman's
 // overlay to stack on it.
 //
-// SIGTERM or SIGINT unmounts and exits.
+// SIGTERM or SIGINT unmounts and exits (within 5 s, also while users'
+// views of the mount remain: they fail from then on).
 package main
 
 import (
@@ -103,11 +104,31 @@ func main() {
 	}
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		<-sig
-		if err := server.Unmount(); err != nil {
-			log.Printf("cvmfs-idmap-fuse: unmount %s: %v", mnt, err)
-		}
-	}()
+	go stopOn(sig, server, mnt)
 	server.Wait()
 }
+
+// stopOn unmounts on the first signal and returns from the process when the
+// kernel ends the connection. Unmounting detaches MOUNTPOINT only: the
+// users' ID-mapped views are clones of the mount and keep it alive, and an
+// already detached mount cannot be unmounted again; so after stopGrace the
+// process exits anyway, the kernel aborts the connection and those views
+// fail (ENOTCONN) until the users attach new ones.
+func stopOn(sig <-chan os.Signal, server *fuse.Server, mnt string) {
+	<-sig
+	done := make(chan error, 1)
+	go func() { done <- server.Unmount() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return // server.Wait returns
+		}
+		log.Printf("cvmfs-idmap-fuse: unmount %s: %v; exiting", mnt, err)
+	case <-time.After(stopGrace):
+		log.Printf("cvmfs-idmap-fuse: %s still in use after %v (ID-mapped views of it): exiting, they fail from now on", mnt, stopGrace)
+	}
+	os.Exit(0)
+}
+
+// stopGrace: how long a stop waits for the last user of the mount.
+const stopGrace = 5 * time.Second
