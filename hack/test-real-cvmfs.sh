@@ -928,7 +928,9 @@ rl_run_owners='rl_as_user podman run --rm --network none local/rl:1 sh -c "stat 
 test_rootless_idmap_fuse() { # REPOSITORY (/cvmfs/REPO/..., the client there)
   local reason="" out view
   mkdir -p "$RL/idmap"
-  "$ROOT/build/bin/cvmfs-idmap-fuse" "$cmnt" "$RL/idmap" 2>"$RL/idmap-fuse.log" &
+  # As helper/systemd/cvmfs-idmap-fuse@.service runs it (-passthrough: the
+  # client's own FUSE mount below, so containers stack on it).
+  "$ROOT/build/bin/cvmfs-idmap-fuse" -passthrough "$cmnt" "$RL/idmap" 2>"$RL/idmap-fuse.log" &
   RL_FUSE_PID=$!
   for _ in $(seq 50); do mountpoint -q "$RL/idmap" && break; sleep 0.1; done
   if ! mountpoint -q "$RL/idmap"; then
