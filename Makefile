@@ -15,7 +15,7 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: all deps build lib header header-check test test-rust test-lint test-graphtest test-bats \
         bench bench-graphtest test-publish bench-publish patches patches-check storage clean demo \
-        podman buildah test-e2e test-e2e-5 test-rootless idmap-helper install-idmap-helper test-cvmfs test-hostile fuzz \
+        podman buildah test-e2e test-e2e-5 test-rootless idmap-helper idmap-fuse install-idmap-helper test-cvmfs test-hostile fuzz \
         test-real-cvmfs test-podman-system
 
 all: build
@@ -73,11 +73,17 @@ idmap-helper:
 	$(CC) -O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
 	  -o build/bin/cvmfs-idmap-view helper/cvmfs-idmap-view.c
 
-install-idmap-helper: idmap-helper
+# The ID-mappable pass-through for CVMFS client mounts (docs/rootless.md).
+idmap-fuse:
+	@mkdir -p build/bin
+	cd helper/cvmfs-idmap-fuse && GOFLAGS=-mod=mod go build -o ../../build/bin/cvmfs-idmap-fuse .
+
+install-idmap-helper: idmap-helper idmap-fuse
 	install -o root -g root -m 4755 build/bin/cvmfs-idmap-view $(PREFIX)/bin/cvmfs-idmap-view
+	install -o root -g root -m 755 build/bin/cvmfs-idmap-fuse $(PREFIX)/bin/cvmfs-idmap-fuse
 	install -o root -g root -m 755 hack/cvmfs-rootless-setup $(PREFIX)/bin/cvmfs-rootless-setup
 	@[ -e /etc/containers/cvmfs-idmap-view.conf ] || { install -d /etc/containers && \
-	  printf '%s\n' '# Repositories users may ID-map (cvmfs-idmap-view), one absolute path a line.' \
+	  printf '%s\n' '# Repositories users may ID-map (cvmfs-idmap-view): REPOSITORY [MOUNT TO CLONE] a line;' '# on a CVMFS client, MOUNT is where cvmfs-idmap-fuse serves it (docs/rootless.md).' \
 	  '# List only repositories whose whole content every permitted user may read.' \
 	  >/etc/containers/cvmfs-idmap-view.conf && chmod 644 /etc/containers/cvmfs-idmap-view.conf; }
 

@@ -72,6 +72,7 @@ mounted=0
 in_transaction() { cvmfs_server list 2>/dev/null | grep -E "^$REPO " | grep -q 'in transaction'; }
 
 cleanup() {
+  declare -F rootless_cleanup >/dev/null && rootless_cleanup
   if [ "$mounted" = 1 ]; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
   if [ -n "${COLD_MNT:-}" ]; then umount "$COLD_MNT" 2>/dev/null || umount -l "$COLD_MNT"; fi
   if [ -n "${SLOW_MNT:-}" ]; then umount "$SLOW_MNT" 2>/dev/null || umount -l "$SLOW_MNT"; fi
@@ -790,8 +791,193 @@ test_owners() {
   umount "$cmnt" 2>/dev/null || umount -l "$cmnt"
 }
 
+# Rootless podman on a real client (issue 15): the wh image over busybox,
+# published through a transaction, run by an unprivileged user with
+# subordinate IDs, reading a separate client mount (CVMFS_CLAIM_OWNERSHIP=no)
+# bound on /cvmfs/REPO in podman's mount namespace:
+#   rootless/client-refuses-idmap  the setuid helper (cvmfs-idmap-view) cannot
+#                                  ID-map the cvmfs2 FUSE mount (EINVAL: cvmfs2
+#                                  does not announce FUSE_ALLOW_IDMAP) and says
+#                                  what to do; a PASS records that this is still
+#                                  so (a FAIL here means the client now allows it)
+#   rootless/idmap-fuse-owners     through cvmfs-idmap-fuse (root's ID-mappable
+#                                  pass-through over the client, listed after the
+#                                  repository in the helper's configuration) a
+#                                  running container shows the image's owners and
+#                                  modes and podman info says the view is in use
+# and prints the time of `podman run` through the view against a run reading
+# the client without a view (both rootless, alternated, page cache dropped).
+# The helper is built with its configuration in the test's directory (the
+# system's /etc/containers/cvmfs-idmap-view.conf is left alone). The user's
+# processes (podman's pause process holds a copy of the mounts) are ended by
+# PID at the end; podman runs in a short-lived private mount namespace without
+# the copies of /cvmfs/REPO and its rdonly mount, so nothing of ours holds the
+# server's mounts (the next ingest remounts them).
+RL_USER=cvmfs-rc-rl
+RL_SUB_START=3600000
+rootless_cleanup() {
+  [ -n "${RL:-}" ] || return 0
+  local pid
+  if id "$RL_USER" >/dev/null 2>&1; then
+    for pid in $(ps -o pid= -u "$RL_USER" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+    sleep 0.3
+    userdel -r "$RL_USER" >/dev/null 2>&1
+  fi
+  sed -i "/^$RL_USER:/d" /etc/subuid /etc/subgid
+  [ -n "${RL_FUSE_PID:-}" ] && kill "$RL_FUSE_PID" 2>/dev/null && sleep 0.3
+  umount "$RL/idmap" 2>/dev/null || umount -l "$RL/idmap" 2>/dev/null
+  umount "$RL/client/mnt" 2>/dev/null || umount -l "$RL/client/mnt" 2>/dev/null
+  if [ "${REAL_CVMFS_KEEP_TMP:-0}" = 1 ]; then echo "rootless logs kept in $RL"; else rm -rf "$RL"; fi
+  RL=""
+}
+rl_as_user() { # CMD...: as the test user, login-like environment
+  local h
+  h=$(getent passwd "$RL_USER" | cut -d: -f6)
+  (cd / && setpriv --reuid="$(id -u "$RL_USER")" --regid="$(id -g "$RL_USER")" --init-groups -- env -i \
+    HOME="$h" USER="$RL_USER" PATH="$RL/bin:/usr/local/bin:/usr/bin:/bin" XDG_RUNTIME_DIR="$RL/run" \
+    PODMAN_IGNORE_CGROUPSV1_WARNING=1 ${CONTAINERS_CONF_OVERRIDE:+CONTAINERS_CONF_OVERRIDE=$CONTAINERS_CONF_OVERRIDE} "$@")
+}
+# rl_in_ns SCRIPT: SCRIPT (bash, with rl_as_user and $RL) in a short-lived
+# private mount namespace with cgroup2, without the copies of the server's
+# /cvmfs/REPO and its rdonly mount, and the test's client bound on /cvmfs/REPO
+# (the path the records name).
+rl_in_ns() {
+  RL=$RL RL_USER=$RL_USER unshare -m --propagation private bash -c \
+    "$(in_podman_ns) umount -l '/cvmfs/$REPO' '/var/spool/cvmfs/$REPO/rdonly' 2>/dev/null;
+     mount --bind '$RL/client/mnt' '/cvmfs/$REPO' || exit 1; $(declare -f rl_as_user); $1"
+}
+rl_make_user() { # REPOSITORY
+  id "$RL_USER" >/dev/null 2>&1 && userdel -r "$RL_USER" >/dev/null 2>&1
+  useradd --create-home --shell /bin/bash "$RL_USER" || return 1
+  sed -i "/^$RL_USER:/d" /etc/subuid /etc/subgid
+  echo "$RL_USER:$RL_SUB_START:65536" >>/etc/subuid
+  echo "$RL_USER:$RL_SUB_START:65536" >>/etc/subgid
+  local h
+  h=$(getent passwd "$RL_USER" | cut -d: -f6)
+  install -d -o "$RL_USER" -g "$RL_USER" "$h/.config" "$h/.config/containers"
+  printf '[storage]\ndriver = "cvmfs"\n\n[storage.options]\nadditionalimagestores = ["%s/podmanStore"]\n\n[storage.options.cvmfs]\nrepositories = "%s"\n' \
+    "$1" "$1" >"$h/.config/containers/storage.conf"
+  cp "$ROOT/tests/e2e/policy.json" "$ROOT/tests/e2e/containers.conf" "$h/.config/containers/"
+  printf 'unqualified-search-registries = []\n' >"$h/.config/containers/registries.conf"
+  chown -R "$RL_USER:$RL_USER" "$h/.config"
+  install -d -m 700 -o "$RL_USER" -g "$RL_USER" "$RL/run"
+}
+rl_helper_conf() { # LINE: the helper's configuration
+  printf '# test-real-cvmfs rootless\n%s\n' "$1" >"$RL/idmap-view.conf"
+  chmod 644 "$RL/idmap-view.conf"
+}
+rl_fixtures() { # -> the OCI image at $RL/oci:rl (busybox + the wh layers)
+  mkdir -p "$RL/bb/bin"
+  cp /bin/busybox "$RL/bb/bin/busybox"
+  local a
+  for a in sh cat stat true; do ln -s busybox "$RL/bb/bin/$a"; done
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1700000000 -cf "$RL/busybox.tar" -C "$RL/bb" bin
+  # shellcheck disable=SC2086
+  "$B" make-oci "$RL/oci" --tag rl "$RL/busybox.tar" ${IMAGES[wh]}
+}
+test_rootless() {
+  local P="$ROOT/build/bin/podman" dest="/cvmfs/$REPO/$NS/rootless" reason="" tool
+  for tool in setpriv useradd newuidmap newgidmap busybox cc; do
+    command -v "$tool" >/dev/null || { echo "SKIP: rootless/*: $tool missing (make deps)"; skipped=$((skipped + 1)); return; }
+  done
+  if [ ! -x "$P" ]; then
+    echo "SKIP: rootless/*: no patched podman at $P (make podman)"
+    skipped=$((skipped + 1))
+    return
+  fi
+  RL=$(mktemp -d /tmp/real-cvmfs-rootless.XXXXXX)
+  chmod 755 "$RL"
+  mkdir -p "$RL/bin"
+  cp "$P" "$RL/bin/podman"
+  install -m 755 "$ROOT/hack/cvmfs-rootless-setup" "$RL/bin/cvmfs-rootless-setup"
+  cc -O2 -Wall -Werror -DCONFIG_PATH="\"$RL/idmap-view.conf\"" -o "$RL/bin/cvmfs-idmap-view" \
+    "$ROOT/helper/cvmfs-idmap-view.c" >"$RL/build.log" 2>&1 && chmod 4755 "$RL/bin/cvmfs-idmap-view" &&
+    make -s -C "$ROOT" idmap-fuse >>"$RL/build.log" 2>&1 || reason="building the helpers failed: $(tail -3 "$RL/build.log")"
+  [ -n "$reason" ] || rl_fixtures >"$RL/fixtures.log" 2>&1 || reason="building the image failed: $(tail -2 "$RL/fixtures.log")"
+  if [ -z "$reason" ] && ! wait_for_repository; then reason="$REPO stayed in another transaction"; fi
+  if [ -z "$reason" ]; then
+    "$B" publish -q --repo "$dest" "oci:$RL/oci:rl" --name "local/rl:1" \
+      --cvmfs-transaction "$REPO" >"$RL/txn.log" 2>&1 || reason="publish failed: $(grep -v -e dmesg -e '^ *$' "$RL/txn.log" | tail -2 | tr '\n' ' ')"
+  fi
+  local cmnt="$RL/client/mnt"
+  if [ -z "$reason" ]; then
+    client_mount "$cmnt" "$RL/client/cache" || reason="client mount failed: $(tail -1 "$W/client-mount.log")"
+  fi
+  [ -n "$reason" ] || rl_make_user "$dest" >"$RL/user.log" 2>&1 || reason="cannot create $RL_USER: $(tail -1 "$RL/user.log")"
+  if [ -n "$reason" ]; then
+    report rootless/client-refuses-idmap "$reason"
+    report rootless/idmap-fuse-owners "$reason"
+    rootless_cleanup
+    return
+  fi
+  test_rootless_client_refuses "$dest"
+  test_rootless_idmap_fuse "$dest"
+  rootless_cleanup
+}
+test_rootless_client_refuses() { # REPOSITORY (/cvmfs/REPO/..., the client there)
+  local reason="" out
+  rl_helper_conf "$1"
+  out=$(rl_in_ns 'rl_as_user cvmfs-rootless-setup 2>&1; echo "rc=$?"')
+  echo "$out" | sed 's/^/     /'
+  if echo "$out" | grep -q '^rc=0$'; then
+    reason="the helper ID-mapped the cvmfs2 FUSE mount: the client allows ID mapping now (cvmfs-idmap-fuse is not needed with it; update docs/rootless.md)"
+  elif ! echo "$out" | grep -q 'does not support ID-mapped mounts.*cvmfs-idmap-fuse'; then
+    reason="the helper failed without saying that the client mount cannot be ID-mapped and what to do: $(echo "$out" | tail -2 | tr '\n' ' ')"
+  fi
+  report rootless/client-refuses-idmap "$reason"
+}
+# Owners and modes (owners_reason's), and /etc/c, deleted by a whiteout, absent.
+rl_run_owners='rl_as_user podman run --rm --network none local/rl:1 sh -c "stat -c \"%u:%g %a %n\" /home/user/.profile /x/passwd /etc/b /opt/tool; test ! -e /etc/c || echo /etc/c is visible"'
+test_rootless_idmap_fuse() { # REPOSITORY (/cvmfs/REPO/..., the client there)
+  local reason="" out view
+  mkdir -p "$RL/idmap"
+  # As helper/systemd/cvmfs-idmap-fuse@.service runs it (-passthrough: the
+  # client's own FUSE mount below, so containers stack on it).
+  "$ROOT/build/bin/cvmfs-idmap-fuse" -passthrough "$cmnt" "$RL/idmap" 2>"$RL/idmap-fuse.log" &
+  RL_FUSE_PID=$!
+  for _ in $(seq 50); do mountpoint -q "$RL/idmap" && break; sleep 0.1; done
+  if ! mountpoint -q "$RL/idmap"; then
+    report rootless/idmap-fuse-owners "cvmfs-idmap-fuse did not mount: $(tail -2 "$RL/idmap-fuse.log")"
+    return
+  fi
+  rl_helper_conf "$1 $RL/idmap/$NS/rootless"
+  view="$RL/run/cvmfs-idmapped/$(echo "${1#/}" | sed 's/%/%25/g; s|/|%2F|g')"
+  out=$(rl_in_ns "rl_as_user cvmfs-rootless-setup >&2 && $rl_run_owners && rl_as_user podman info --format '{{json .Store.GraphStatus}}' >'$RL/status.json'" 2>"$RL/run.err") ||
+    reason="set-up or run failed: $(tail -3 "$RL/run.err" | tr '\n' ' ')"
+  sed 's/^/     /' "$RL/run.err" | grep -v '^     $' | head -5
+  echo "$out" | sed 's/^/     /'
+  local want="1000:1000 640 /home/user/.profile
+0:0 4755 /x/passwd
+2000:2000 600 /etc/b
+1000:100 755 /opt/tool"
+  [ -n "$reason" ] || [ "$out" = "$want" ] ||
+    reason="the container shows: $(echo "$out" | tr '\n' ';') (expected $(echo "$want" | tr '\n' ';'))"
+  if [ -z "$reason" ] && ! jq -r '."Rootless Ownership"' "$RL/status.json" | grep -q 'ID-mapped view'; then
+    reason="podman info's Rootless Ownership does not name the view: $(head -c 300 "$RL/status.json")"
+  fi
+  report rootless/idmap-fuse-owners "$reason"
+  [ -z "$reason" ] && rl_time_view_against_plain "$view"
+}
+# The time of `podman run` (the owners command above, to its exit) through
+# the view and reading the client without one, alternated; the view is
+# detached in podman's namespace for the plain runs and attached again.
+rl_time_view_against_plain() { # VIEW
+  local r t0 t1 v=() p=()
+  for r in 1 2 3; do
+    sync; echo 3 >/proc/sys/vm/drop_caches
+    t0=$(date +%s.%N); rl_in_ns "$rl_run_owners" >/dev/null 2>&1; t1=$(date +%s.%N)
+    v+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')")
+    rl_in_ns "rl_as_user podman unshare umount '$1'" >/dev/null 2>&1
+    sync; echo 3 >/proc/sys/vm/drop_caches
+    t0=$(date +%s.%N); rl_in_ns "$rl_run_owners" >/dev/null 2>&1; t1=$(date +%s.%N)
+    p+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')")
+    rl_in_ns "rl_as_user cvmfs-rootless-setup" >/dev/null 2>&1
+  done
+  echo "     podman run (rootless, cold page cache) through cvmfs-idmap-fuse: ${v[*]} s; the client without a view: ${p[*]} s"
+}
+
 # REAL_CVMFS_ONLY=WORD runs only the parts whose name contains WORD (images by
-# name, no_nobody, crash, concurrent, owners, ducc: ducc/* and ducc-only/*).
+# name, no_nobody, crash, concurrent, owners, rootless, ducc: ducc/* and ducc-only/*).
 want() { [ -z "${REAL_CVMFS_ONLY:-}" ] || [[ "$1" == *"$REAL_CVMFS_ONLY"* ]]; }
 for img in wh nodel dirtimes raw; do
   want "$img" && test_image "$img" "${IMAGES[$img]}"
@@ -800,6 +986,7 @@ want no_nobody && test_no_nobody
 want crash && test_crash
 want concurrent && test_concurrent
 want owners && test_owners
+want rootless && test_rootless
 if want ducc; then
   # REAL_CVMFS_DUCC_IMAGE=<name> REAL_CVMFS_DUCC_OCI=<oci dir> (a kept earlier run's
   # conversion, REAL_CVMFS_KEEP_TMP=1) skips DUCC's conversion for the ducc-only cases.

@@ -50,6 +50,15 @@ for tool in skopeo umoci docker-registry jq python3 curl conmon runc busybox tar
   command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
 reexec_with_cgroup2 "$PODMAN_VERSION" "$0" "$@" || die "podman $PODMAN_VERSION cannot run on this host"
+# Inside the private mount namespace made above (hack/lib-cgroup2.sh): drop
+# its copies of CernVM-FS mounts (a real repository's /cvmfs/REPO and
+# /var/spool/cvmfs/REPO/rdonly, clients). Podman's pause process would keep
+# them for as long as it lives and block the server's remount at the next
+# publish, someone else's on a shared machine. Nothing here reads them.
+if [ -n "${CVMFS_GRAPHDRIVER_CGROUP2_NS:-}" ]; then
+  awk '$5 ~ "^/(cvmfs|var/spool/cvmfs)/" { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null; done
+fi
 mkdir -p "$log_dir"
 
 # ------------------------------------------------------------------ build
@@ -398,6 +407,7 @@ t_helper_refuses() {
   refused "already a mount point" "$pid" "$R" "$view"
   refused "not an absolute path" "$pid" "$R" t
   refused "not a process ID" "1x" "$R" "$h/t"
+  refused "only root runs it" --serve
   # Without the setuid bit it cannot do anything.
   install -m 755 "$HELPER" "$W/bin/helper-plain"
   local out rc=0
@@ -452,6 +462,102 @@ EOF
   pmf rmi -f localhost/rl/fuse:1 >/dev/null
 }
 
+# The automatic set-up (docs/rootless.md): with the root view service
+# listening (`cvmfs-idmap-view --serve` per connection, as systemd's
+# helper/systemd/cvmfs-idmap-view.socket runs it; here systemd-socket-activate
+# plays systemd), the driver asks for the view itself: no cvmfs-rootless-setup.
+t_automatic_view() {
+  command -v systemd-socket-activate >/dev/null || fail "systemd-socket-activate missing (Debian systemd)"
+  local view sock="$W/view.sock" pid out
+  view=$(view_of "$SUB_USER")
+  pm unshare true
+  pm unshare sh -c "! mountpoint -q '$view' || umount '$view'"
+  pm unshare mountpoint -q "$view" && fail "could not detach the view to start without one"
+  # Without a service: no view, owners unmapped, no message.
+  out=$(USER_ENV="CVMFS_IDMAP_VIEW_SOCKET=$sock" pm run --rm "$REG/e2e/tiny:1" stat -c '%u:%g' /app/data/1 2>"$W/auto0.err") || true
+  [ "$out" = "65534:65534" ] || fail "without a view the 1000:1000 file shows as '$out': $(tail -3 "$W/auto0.err")"
+  grep -q 'view service' "$W/auto0.err" && fail "a message although no service is installed: $(cat "$W/auto0.err")"
+  systemd-socket-activate -l "$sock" --inetd -a "$HELPER" --serve 2>"$W/activate.log" &
+  pid=$!
+  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  chmod 666 "$sock"
+  # The service checks the connecting process: one outside a user namespace
+  # (this python) is refused, with the reason on the connection.
+  out=$(as_user "$SUB_USER" python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\0" + sys.argv[3].encode() + b"\0")
+answer = b""
+while chunk := s.recv(4096):
+    answer += chunk
+print(answer.decode().strip())' "$sock" "$R" "$view") || true
+  echo "a request from outside a user namespace -> $out"
+  grep -q "^error: process [0-9]* is not in a user namespace" <<<"$out" ||
+    { kill "$pid"; fail "the service did not refuse a process outside a user namespace: '$out'"; }
+  out=$(USER_ENV="CVMFS_IDMAP_VIEW_SOCKET=$sock" pm run --rm "$REG/e2e/tiny:1" stat -c '%u:%g' /app/data/1 2>"$W/auto.err") || true
+  cat "$W/auto.err"
+  [ "$out" = "1000:1000" ] || { kill "$pid"; fail "with the view service the 1000:1000 file shows as '$out' (service log: $(tail -3 "$W/activate.log"))"; }
+  pm unshare mountpoint -q "$view" || { kill "$pid"; fail "no view at $view after the automatic set-up"; }
+  # Later commands find the view (no second request: the service is gone).
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  rm -f "$sock"
+  out=$(pm run --rm "$REG/e2e/tiny:1" stat -c '%u:%g' /app/data/1 2>"$W/auto2.err") || true
+  [ "$out" = "1000:1000" ] || fail "the next run does not use the view: '$out'"
+  pm info --format '{{json .Store.GraphStatus}}' | jq -er '."Rootless Ownership"' | grep -qF "as in the image for $R" ||
+    fail "podman info does not say owners are right through the automatic view"
+}
+
+# A repository on a FUSE mount that refuses ID mapping, as the CVMFS client's
+# does (cvmfs2 2.12 does not announce FUSE_ALLOW_IDMAP; bench/fuselat, a
+# read-only pass-through without it, stands in for the client here; the real
+# client is make test-real-cvmfs's rootless/*): the helper refuses it and says
+# what to do; through root's cvmfs-idmap-fuse over it, listed after the
+# repository in the helper's configuration, the owners are right.
+t_fuse_repository_through_idmap_fuse() {
+  local F="$W/fuserepo" src="$W/fuse-src" fv="$W/fuseview" out
+  FUSE_PIDS=()
+  local conf="$W/fuse-storage.conf" h
+  h=$(getent passwd "$SUB_USER" | cut -d: -f6)
+  stop_fuse() { # (an EXIT trap of the case's subshell: globals only)
+    pm system migrate >/dev/null 2>&1 || true # ends the pause process holding the view
+    local p
+    for p in "${FUSE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    umount -l "$W/fuseview" "$W/fuserepo" 2>/dev/null || true
+    cp "$W/idmap-view.conf.suite" "$HELPER_CONF" || true
+  }
+  trap stop_fuse EXIT
+  cp "$HELPER_CONF" "$W/idmap-view.conf.suite"
+  (cd "$ROOT/bench/fuselat" && GOFLAGS=-mod=mod go build -o "$W/bin/fuselat" .) || fail "building bench/fuselat failed"
+  make -s -C "$ROOT" idmap-fuse || fail "building cvmfs-idmap-fuse failed"
+  mkdir -p "$F" "$fv"
+  "$B" publish -q --repo "$F" "oci:$W/oci:tiny" --name localhost/fuse/tiny:1 || fail "publishing into $F failed"
+  mv "$F" "$src" && mkdir -m 755 "$F"
+  "$W/bin/fuselat" -latency 0 -bandwidth 0 "$src" "$F" 2>"$W/fuselat.log" & FUSE_PIDS+=($!)
+  "$ROOT/build/bin/cvmfs-idmap-fuse" "$F" "$fv" 2>"$W/idmap-fuse.log" & FUSE_PIDS+=($!)
+  for _ in $(seq 50); do mountpoint -q "$F" && mountpoint -q "$fv" && break; sleep 0.1; done
+  mountpoint -q "$fv" || fail "the FUSE mounts did not come up: $(cat "$W/fuselat.log" "$W/idmap-fuse.log")"
+  install -d -o "$SUB_USER" -g "$SUB_USER" "$W/fuse-user"
+  printf '[storage]\ndriver = "cvmfs"\ngraphroot = "%s/root"\nrunroot = "%s/run"\n[storage.options]\nadditionalimagestores = ["%s/podmanStore"]\n[storage.options.cvmfs]\nrepositories = "%s"\n' \
+    "$W/fuse-user" "$W/fuse-user" "$F" "$F" >"$conf"
+  chmod 644 "$conf"
+  # podman's namespace must see the new mounts: a new pause process.
+  pm system migrate >/dev/null 2>&1
+  pm unshare true
+  printf '%s\n' "$F" >"$HELPER_CONF"
+  out=$(as_user "$SUB_USER" env PODMAN="$PODMAN" CVMFS_IDMAP_VIEW="$HELPER" "$W/bin/cvmfs-rootless-setup" "$F" 2>&1) && fail "the helper ID-mapped a FUSE mount that refuses it: $out"
+  echo "$out"
+  grep -q "does not support ID-mapped mounts: .*runs cvmfs-idmap-fuse over it" <<<"$out" || fail "the helper does not say what to do: $out"
+  printf '%s %s\n' "$F" "$fv" >"$HELPER_CONF"
+  as_user "$SUB_USER" env PODMAN="$PODMAN" CVMFS_IDMAP_VIEW="$HELPER" "$W/bin/cvmfs-rootless-setup" "$F" || fail "set-up through cvmfs-idmap-fuse failed"
+  out=$(USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm run --rm localhost/fuse/tiny:1 stat -c '%u:%g %n' /app/data/1 /app/hello.txt) || true
+  echo "$out"
+  [ "$out" = "$(printf '1000:1000 /app/data/1\n0:0 /app/hello.txt')" ] || fail "owners through cvmfs-idmap-fuse: '$out'"
+  [ "$(USER_ENV="CONTAINERS_STORAGE_CONF=$conf" pm run --rm localhost/fuse/tiny:1 cat /app/hello.txt)" = "hello from cvmfs" ] ||
+    fail "content through cvmfs-idmap-fuse"
+}
+
 run_test "run by name offline from the repository, storage under ~/.local/share" t_run_by_name_offline
 run_test "podman info driver status names the rootless path" t_info_names_rootless_path
 run_test "cvmfs-rootless-setup attaches an ID-mapped view, podman info names it" t_setup_attaches_view
@@ -465,6 +571,8 @@ run_test "fuse-overlayfs (cvmfs.mount_program): container matches umoci unpack, 
 run_test "6 parallel runs" t_parallel_runs
 run_test "podman system reset leaves the repository alone" t_reset_leaves_repository
 run_test "a user without subordinate IDs: a working run or an error naming /etc/subuid" t_no_subordinate_ids
+run_test "automatic view: the driver asks the root view service (cvmfs-idmap-view --serve)" t_automatic_view
+run_test "a repository on a FUSE mount that refuses ID mapping: owners right through cvmfs-idmap-fuse" t_fuse_repository_through_idmap_fuse
 # A measurement, not a case: time to first output of `run` (median of 5),
 # rootless against rootful on the same repository and podman.
 median_run_seconds() { # podman-invoking function

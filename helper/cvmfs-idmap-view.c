@@ -4,6 +4,17 @@
  *
  *   cvmfs-idmap-view PID REPOSITORY TARGET
  *   cvmfs-idmap-view --list
+ *   cvmfs-idmap-view --serve     (root only: one request on standard input)
+ *
+ * --serve makes the view automatic: run by root for each connection to the
+ * Unix socket /run/cvmfs-idmap-view.sock (systemd socket activation with
+ * Accept=yes, helper/systemd/), it reads "REPOSITORY\0TARGET\0" from the
+ * connection and does exactly what the setuid form does for the connecting
+ * process (SO_PEERCRED: its PID, uid and gid stand for PID and the caller),
+ * answering "ok: ..." or "error: ..." on the connection. The cvmfs driver
+ * asks there for each listed repository without a view: it runs inside
+ * podman's user namespace, where the setuid bit of a root-owned program is
+ * ignored, but a connection to a socket crosses no namespace.
  *
  * Rootless podman shows repository files owned by host IDs its user
  * namespace does not map (host root, as DUCC and a root publisher leave
@@ -24,6 +35,13 @@
  *   - a TARGET that is not an absolute path to a directory owned by the
  *     caller, reached without symlinks with the caller's own permissions in
  *     that mount namespace, or that is already a mount point.
+ *
+ * CONFIG_PATH has one repository a line, optionally followed by the mount to
+ * clone for it: "/cvmfs/repo /run/cvmfs-idmap/repo". The CVMFS client's FUSE
+ * mount refuses ID mapping (its server does not announce FUSE_ALLOW_IDMAP);
+ * the administrator then runs cvmfs-idmap-fuse, a read-only pass-through that
+ * does, over the repository and names its mount point there. The view is
+ * still named after, and used by the driver as, the repository.
  *
  * The view's flags are locked (the kernel's rule for mounts copied into a
  * less privileged namespace, see attach_locked): the user cannot make it
@@ -50,6 +68,8 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -65,7 +85,13 @@
 
 static char config_text[MAX_CONFIG_BYTES + 1];
 static const char *repositories[MAX_REPOSITORIES];
+/* The mount cloned for repositories[i]: the repository itself, or the
+ * ID-mappable mount the administrator named after it. */
+static const char *sources[MAX_REPOSITORIES];
 static int repository_count;
+
+/* --serve: the connection the answer goes to (-1: none). */
+static int reply_fd = -1;
 
 static void die(const char *fmt, ...)
 {
@@ -75,6 +101,13 @@ static void die(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	if (reply_fd >= 0) {
+		char why[2 * PATH_MAX + 512];
+		va_start(ap, fmt);
+		vsnprintf(why, sizeof why, fmt, ap);
+		va_end(ap);
+		dprintf(reply_fd, "error: %s\n", why); /* one write: one answer */
+	}
 	exit(1);
 }
 
@@ -101,7 +134,32 @@ static int valid_repository_path(const char *p)
 	return 1;
 }
 
-/* CONFIG_PATH: root-owned, writable by root only, one repository a line. */
+/* One configuration line: REPOSITORY [MOUNT], both checked paths. */
+static void add_repository(char *line)
+{
+	char *source = line + strcspn(line, " \t");
+	if (*source) {
+		*source++ = 0;
+		source += strspn(source, " \t");
+		if (source[strcspn(source, " \t")])
+			die("%s: entry '%s %s': more than a repository and its mount", CONFIG_PATH,
+			    line, source);
+	}
+	if (!valid_repository_path(line))
+		die("%s: entry '%s': not an absolute path without '.', '..' or '//'", CONFIG_PATH,
+		    line);
+	if (*source && !valid_repository_path(source))
+		die("%s: entry '%s': its mount '%s' is not an absolute path without '.', '..' or "
+		    "'//'",
+		    CONFIG_PATH, line, source);
+	if (repository_count == MAX_REPOSITORIES)
+		die("%s: more than %d repositories", CONFIG_PATH, MAX_REPOSITORIES);
+	sources[repository_count] = *source ? source : line;
+	repositories[repository_count++] = line;
+}
+
+/* CONFIG_PATH: root-owned, writable by root only, one repository a line
+ * (optionally followed by the mount to clone for it). */
 static void read_config(void)
 {
 	int fd = open(CONFIG_PATH, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -128,21 +186,17 @@ static void read_config(void)
 			*--end = 0;
 		if (!*line || *line == '#')
 			continue;
-		if (!valid_repository_path(line))
-			die("%s: entry '%s': not an absolute path without '.', '..' or '//'",
-			    CONFIG_PATH, line);
-		if (repository_count == MAX_REPOSITORIES)
-			die("%s: more than %d repositories", CONFIG_PATH, MAX_REPOSITORIES);
-		repositories[repository_count++] = line;
+		add_repository(line);
 	}
 }
 
-static int configured(const char *repo)
+/* The mount to clone for a listed repository, NULL if it is not listed. */
+static const char *configured(const char *repo)
 {
 	for (int i = 0; i < repository_count; i++)
 		if (!strcmp(repositories[i], repo))
-			return 1;
-	return 0;
+			return sources[i];
+	return NULL;
 }
 
 static pid_t parse_pid(const char *s)
@@ -215,23 +269,29 @@ static unsigned long long mapped_ids(pid_t pid)
 	return total;
 }
 
-/* A detached, ID-mapped, read-only clone of the repository's mount. */
-static int idmapped_clone(const char *repo, int userns)
+/* A detached, ID-mapped, read-only clone of the repository's mount (of
+ * `source`, the repository or the mount listed after it). */
+static int idmapped_clone(const char *repo, const char *source, int userns)
 {
-	int tree = open_tree(AT_FDCWD, repo, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	int tree = open_tree(AT_FDCWD, source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 	if (tree < 0)
-		die("repository %s: cannot clone its mount: %s", repo, strerror(errno));
+		die("repository %s: cannot clone the mount at %s: %s", repo, source,
+		    strerror(errno));
 	struct stat st;
 	if (fstat(tree, &st) || !S_ISDIR(st.st_mode))
-		die("repository %s: not a directory", repo);
+		die("repository %s: %s is not a directory", repo, source);
 	struct mount_attr attr = {
 		.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
 			    MOUNT_ATTR_NODEV,
 		.userns_fd = (unsigned long long)userns,
 	};
 	if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr))
-		die("repository %s: ID mapping refused: %s%s", repo, strerror(errno),
-		    errno == EINVAL ? " (its filesystem does not support ID-mapped mounts)" : "");
+		die("repository %s: ID mapping of %s refused: %s%s", repo, source, strerror(errno),
+		    errno == EINVAL ? " (its filesystem does not support ID-mapped mounts: a "
+				      "CVMFS client mount does not; the administrator runs "
+				      "cvmfs-idmap-fuse over it and lists its mount point after "
+				      "the repository in " CONFIG_PATH ")"
+				    : "");
 	return tree;
 }
 
@@ -311,6 +371,80 @@ static void attach_locked(int tree, int userns, int mntns, int dest, const char 
 		die("target %s: the view was not attached", target);
 }
 
+/* The view of `repo` for process `pid` of user `caller`, at `target` in its
+ * mount namespace; the line saying so, after `prefix`, is written to `out`. */
+static void attach_view(pid_t pid, const char *repo, const char *target, uid_t caller,
+			gid_t caller_gid, FILE *out, const char *prefix)
+{
+	const char *source = configured(repo);
+	if (!source)
+		die("repository %s is not listed in %s: refused", repo, CONFIG_PATH);
+	if (geteuid() != 0)
+		die("not running as root: install it setuid root (make install-idmap-helper)");
+	int userns = open_ns(pid, "user"), mntns = open_ns(pid, "mnt");
+	check_namespaces(pid, userns, mntns, caller);
+	if (mapped_ids(pid) <= 1)
+		fprintf(stderr,
+			PROG ": warning: /etc/subuid has no entry for user %s (its namespace maps "
+			"one ID): only files owned by root show their owner; every other owner "
+			"shows as 65534. Ask the administrator for '%s:<start>:65536' in "
+			"/etc/subuid and /etc/subgid.\n",
+			user_name(caller), user_name(caller));
+	int tree = idmapped_clone(repo, source, userns);
+	int host_mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (host_mntns < 0)
+		die("/proc/self/ns/mnt: %s", strerror(errno));
+	if (setns(mntns, CLONE_NEWNS))
+		die("cannot enter the mount namespace of process %d: %s", (int)pid, strerror(errno));
+	int dest = open_target(target, caller, caller_gid);
+	if (setns(host_mntns, CLONE_NEWNS))
+		die("cannot return to the initial mount namespace: %s", strerror(errno));
+	attach_locked(tree, userns, mntns, dest, target);
+	fprintf(out, "%s%s: ID-mapped read-only view at %s (user namespace of process %d)\n",
+		prefix, repo, target, (int)pid);
+}
+
+/* --serve: one request "REPOSITORY\0TARGET\0" (at most 2 * PATH_MAX bytes,
+ * 10 s) on standard input, a connected Unix socket; the connecting process
+ * is the caller. */
+static void serve(void)
+{
+	static char request[2 * PATH_MAX + 2];
+	if (getuid() != 0)
+		die("--serve: only root runs it (the socket service, helper/systemd/)");
+	struct ucred peer;
+	socklen_t len = sizeof peer;
+	if (getsockopt(0, SOL_SOCKET, SO_PEERCRED, &peer, &len) || len != sizeof peer)
+		die("--serve: standard input is not a connected Unix socket: %s", strerror(errno));
+	reply_fd = 0;
+	struct timeval limit = {.tv_sec = 10};
+	setsockopt(0, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+	setsockopt(0, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+	size_t got = 0;
+	int nuls = 0;
+	while (nuls < 2) {
+		if (got == sizeof request)
+			die("request larger than %zu bytes", sizeof request);
+		ssize_t n = read(0, request + got, sizeof request - got);
+		if (n <= 0)
+			die("request incomplete (REPOSITORY\\0TARGET\\0): %s",
+			    n < 0 ? strerror(errno) : "connection closed");
+		for (ssize_t i = 0; i < n; i++)
+			nuls += request[got + i] == 0;
+		got += (size_t)n;
+	}
+	const char *repo = request, *target = request + strlen(request) + 1;
+	if (got != strlen(repo) + strlen(target) + 2)
+		die("request has bytes after REPOSITORY\\0TARGET\\0");
+	if (peer.pid <= 0)
+		die("the connecting process has no PID here");
+	FILE *out = fdopen(dup(0), "w");
+	if (!out)
+		die("cannot answer: %s", strerror(errno));
+	attach_view(peer.pid, repo, target, peer.uid, peer.gid, out, "ok: ");
+	fclose(out);
+}
+
 int main(int argc, char **argv)
 {
 	uid_t caller = getuid();
@@ -324,34 +458,12 @@ int main(int argc, char **argv)
 			puts(repositories[i]);
 		return 0;
 	}
+	if (argc == 2 && !strcmp(argv[1], "--serve")) {
+		serve();
+		return 0;
+	}
 	if (argc != 4)
-		die("usage: " PROG " PID REPOSITORY TARGET | " PROG " --list");
-	const char *repo = argv[2], *target = argv[3];
-	pid_t pid = parse_pid(argv[1]);
-	if (!configured(repo))
-		die("repository %s is not listed in %s: refused", repo, CONFIG_PATH);
-	if (geteuid() != 0)
-		die("not running as root: install it setuid root (make install-idmap-helper)");
-	int userns = open_ns(pid, "user"), mntns = open_ns(pid, "mnt");
-	check_namespaces(pid, userns, mntns, caller);
-	if (mapped_ids(pid) <= 1)
-		fprintf(stderr,
-			PROG ": warning: /etc/subuid has no entry for user %s (its namespace maps "
-			"one ID): only files owned by root show their owner; every other owner "
-			"shows as 65534. Ask the administrator for '%s:<start>:65536' in "
-			"/etc/subuid and /etc/subgid.\n",
-			user_name(caller), user_name(caller));
-	int tree = idmapped_clone(repo, userns);
-	int host_mntns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
-	if (host_mntns < 0)
-		die("/proc/self/ns/mnt: %s", strerror(errno));
-	if (setns(mntns, CLONE_NEWNS))
-		die("cannot enter the mount namespace of process %d: %s", (int)pid, strerror(errno));
-	int dest = open_target(target, caller, caller_gid);
-	if (setns(host_mntns, CLONE_NEWNS))
-		die("cannot return to the initial mount namespace: %s", strerror(errno));
-	attach_locked(tree, userns, mntns, dest, target);
-	printf("%s: ID-mapped read-only view at %s (user namespace of process %d)\n", repo, target,
-	       (int)pid);
+		die("usage: " PROG " PID REPOSITORY TARGET | " PROG " --list | " PROG " --serve");
+	attach_view(parse_pid(argv[1]), argv[2], argv[3], caller, caller_gid, stdout, "");
 	return 0;
 }

@@ -299,9 +299,15 @@ impl Driver {
         crate::ducc::add_ducc_stores(home, &mut options, &|m| eprintln!("{m}"));
         let mut layout = Layout::new(&options)
             .with_record_cache(store.home().join(crate::layout::RECORD_CACHE_DIR));
-        // Rootless: repositories with an ID-mapped view are read through it.
+        // Rootless (issue 15 hook): missing views are asked of the view service,
+        // and repositories with an ID-mapped view are read through it.
         if let Some(dir) = crate::rootless::views_dir() {
-            let views = crate::rootless::find_views(dir, &layout.all_repositories());
+            let repositories = layout.all_repositories();
+            let socket = crate::rootless::view_socket();
+            for m in crate::rootless::request_missing_views(dir, &repositories, &socket) {
+                eprintln!("{m}");
+            }
+            let views = crate::rootless::find_views(dir, &repositories);
             layout = layout.with_views(views);
         }
         let store_views = if options.store_views {

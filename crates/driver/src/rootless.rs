@@ -249,6 +249,93 @@ pub fn find_views(dir: &Path, repositories: &[PathBuf]) -> BTreeMap<PathBuf, Pat
         .collect()
 }
 
+/// The root service that attaches views on request (`cvmfs-idmap-view
+/// --serve` behind a socket, helper/systemd/): `CVMFS_IDMAP_VIEW_SOCKET`, or
+/// `/run/cvmfs-idmap-view.sock`.
+pub fn view_socket() -> PathBuf {
+    std::env::var_os("CVMFS_IDMAP_VIEW_SOCKET")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/run/cvmfs-idmap-view.sock"))
+}
+
+/// The automatic set-up: asks the service at `socket` for a view in `dir`
+/// of each repository that has none. The driver runs inside podman's user
+/// namespace, where the setuid helper cannot run (the kernel ignores the
+/// setuid bit of a program whose owner the namespace does not map); a
+/// connection to a root service's socket crosses no namespace, and the
+/// service checks the connecting process exactly as the setuid form checks
+/// its caller. Nothing happens without a service (no socket); a repository
+/// the service does not list is skipped quietly. Returns what went wrong
+/// otherwise, one message a repository.
+pub fn request_missing_views(dir: &Path, repositories: &[PathBuf], socket: &Path) -> Vec<String> {
+    if !socket.exists() {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    for repository in repositories {
+        let target = dir.join(view_name(repository));
+        if is_mount_root(&target) {
+            continue;
+        }
+        match request_view(socket, repository, &target) {
+            Ok(()) => {}
+            Err(e) if e.contains("is not listed in") || e.contains("already a mount point") => {}
+            Err(e) => problems.push(format!(
+                "cvmfs: no ID-mapped view of {} from the view service {}: {e} (files owned by IDs this namespace does not map show as {OVERFLOW_ID})",
+                repository.display(),
+                socket.display()
+            )),
+        }
+    }
+    problems
+}
+
+/// Longest answer read from the view service.
+const MAX_ANSWER_BYTES: u64 = 8 * 1024;
+/// How long the view service may take to answer (it clones one mount).
+const VIEW_SERVICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One request to the view service: `REPOSITORY\0TARGET\0`, answered by
+/// `ok: ...` or `error: ...`.
+fn request_view(socket: &Path, repository: &Path, target: &Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(target)
+        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    conn.set_read_timeout(Some(VIEW_SERVICE_TIMEOUT))
+        .and_then(|()| conn.set_write_timeout(Some(VIEW_SERVICE_TIMEOUT)))
+        .map_err(|e| format!("cannot set a timeout: {e}"))?;
+    let mut request = Vec::new();
+    for part in [repository.as_os_str(), target.as_os_str()] {
+        request.extend_from_slice(part.as_bytes());
+        request.push(0);
+    }
+    conn.write_all(&request)
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut answer = String::new();
+    conn.take(MAX_ANSWER_BYTES)
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("no answer within {VIEW_SERVICE_TIMEOUT:?}: {e}"))?;
+    let answer = answer.trim_end();
+    if answer.starts_with("ok: ") {
+        Ok(())
+    } else if let Some(why) = answer.strip_prefix("error: ") {
+        Err(why.to_string())
+    } else {
+        Err(format!(
+            "unexpected answer {:?}",
+            answer.chars().take(200).collect::<String>()
+        ))
+    }
+}
+
 /// What `podman info` reports about owners when rootless.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnersReport {
@@ -484,5 +571,96 @@ mod tests {
         let views = find_views(Path::new("/"), &[PathBuf::from("/proc")]);
         assert_eq!(views.get(Path::new("/proc")), Some(&proc_root.join("proc")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stand-in view service on a socket in a fresh directory: answers each
+    /// connection with `answer(request)`; returns the socket and the requests.
+    fn fake_service(
+        answer: fn(&[u8]) -> String,
+        connections: usize,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        std::thread::JoinHandle<Vec<Vec<u8>>>,
+    ) {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut requests = Vec::new();
+            for _ in 0..connections {
+                let (mut c, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 512];
+                while request.iter().filter(|b| **b == 0).count() < 2 {
+                    let n = c.read(&mut buf).unwrap();
+                    assert!(n > 0, "request ended early: {request:?}");
+                    request.extend_from_slice(&buf[..n]);
+                }
+                c.write_all(answer(&request).as_bytes()).unwrap();
+                requests.push(request);
+            }
+            requests
+        });
+        (dir, socket, server)
+    }
+
+    #[test]
+    fn the_view_service_gets_repository_and_target_and_its_refusals_are_reported() {
+        let (tmp, socket, server) = fake_service(
+            |req| {
+                if req.starts_with(b"/cvmfs/listed\0") {
+                    "ok: view attached\n".into()
+                } else if req.starts_with(b"/cvmfs/unlisted\0") {
+                    "error: repository /cvmfs/unlisted is not listed in /etc/x: refused\n".into()
+                } else {
+                    "error: target: not a directory owned by you\n".into()
+                }
+            },
+            3,
+        );
+        let views = tmp.path().join("views");
+        let repos = [
+            PathBuf::from("/cvmfs/listed"),
+            PathBuf::from("/cvmfs/unlisted"),
+            PathBuf::from("/cvmfs/other"),
+        ];
+        let problems = request_missing_views(&views, &repos, &socket);
+        let requests = server.join().unwrap();
+        let target = views.join(view_name(&repos[0]));
+        let mut want = b"/cvmfs/listed\0".to_vec();
+        want.extend_from_slice(target.as_os_str().as_encoded_bytes());
+        want.push(0);
+        assert_eq!(requests[0], want);
+        // The target exists for the service to check, owned by us, 0700.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o700);
+        // Unlisted: quiet; any other refusal: one message naming the repository.
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("/cvmfs/other"), "{}", problems[0]);
+        assert!(
+            problems[0].contains("not a directory owned by you"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn no_view_service_means_no_request_and_a_garbled_answer_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let none = tmp.path().join("absent.sock");
+        let repos = [PathBuf::from("/cvmfs/r")];
+        assert!(request_missing_views(&tmp.path().join("v"), &repos, &none).is_empty());
+        assert!(
+            !tmp.path().join("v").exists(),
+            "nothing is created without a service"
+        );
+
+        let (tmp2, socket, server) = fake_service(|_| "whatever\n".into(), 1);
+        let problems = request_missing_views(&tmp2.path().join("v"), &repos, &socket);
+        server.join().unwrap();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("unexpected answer"), "{}", problems[0]);
     }
 }
