@@ -34,15 +34,6 @@ log() { echo "$*" >&2; }
 # shellcheck source=hack/lib-cgroup2.sh
 source "$ROOT/hack/lib-cgroup2.sh"
 reexec_primary_with_cgroup2 "$0" "$@" || die "podman cannot run on this host"
-# Inside the private mount namespace made above (hack/lib-cgroup2.sh): drop
-# its copies of CernVM-FS mounts (a real repository's /cvmfs/REPO and
-# /var/spool/cvmfs/REPO/rdonly, clients). Podman's pause process would keep
-# them for as long as it lives and block the server's remount at the next
-# publish, someone else's on a shared machine. Nothing here reads them.
-if [ -n "${CVMFS_GRAPHDRIVER_CGROUP2_NS:-}" ]; then
-  awk '$5 ~ "^/(cvmfs|var/spool/cvmfs)/" { print $5 }' /proc/self/mountinfo | sort -r |
-    while read -r m; do umount -l "$m" 2>/dev/null; done
-fi
 for tool in skopeo docker-registry jq python3 setpriv useradd newuidmap newgidmap busybox; do
   command -v "$tool" >/dev/null || die "$tool missing (make deps)"
 done
