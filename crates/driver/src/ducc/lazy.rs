@@ -154,15 +154,20 @@ pub(super) struct Listed {
     pub(super) layers: Vec<(String, Value, IndexLine)>,
     /// Its manifest (registry spelling), made from DUCC's indexes.
     pub(super) manifest: Vec<u8>,
+    /// Config size and manifest digest, as `ducc-listed` keeps them.
+    pub(super) known: super::incremental::Known,
 }
 
-/// Image `img` listed from DUCC's layer list alone, or why not.
+/// Image `img` listed from DUCC's layer list alone, or why not. The size
+/// of its config is `known_config_size` when the store listed it before,
+/// else one `lstat` in the repository.
 pub(super) fn listed_image(
     repo: &Path,
     img: &DuccImage,
-    top: Option<&str>,
     ducc_layers: &HashMap<String, DuccLayer>,
+    known_config_size: Option<u64>,
 ) -> Result<Listed, String> {
+    let top = img.layer.as_deref();
     if !is_hex64(&img.id) {
         return Err("the ID is not 64 lower-case hex".into());
     }
@@ -225,16 +230,20 @@ pub(super) fn listed_image(
         .as_deref()
         .filter(|c| looks_rfc3339(c))
         .unwrap_or(EPOCH);
-    let config_size = config_path(repo, &img.id)
-        .symlink_metadata()
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .ok_or("DUCC has no config file for it")?;
+    let config_size = match known_config_size {
+        Some(size) => size,
+        None => config_path(repo, &img.id)
+            .symlink_metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .ok_or("DUCC has no config file for it")?,
+    };
     let manifest = manifest_from_index(&img.id, config_size, &layers);
     let top = &layers.last().expect("at least one layer").0;
     let config_key = sha256_digest(&img.id);
-    let manifest_digest = sha256_digest(&super::hex(&Sha256::digest(&manifest)));
+    let manifest_hex = super::hex(&Sha256::digest(&manifest));
+    let manifest_digest = sha256_digest(&manifest_hex);
     let entry = json!({
         "id": img.id, "names": super::podman_names(&img.names), "layer": top, "created": created,
         "digest": manifest_digest,
@@ -247,6 +256,10 @@ pub(super) fn listed_image(
         entry,
         layers,
         manifest,
+        known: super::incremental::Known {
+            config_size,
+            manifest_hex,
+        },
     })
 }
 
@@ -293,11 +306,10 @@ fn manifest_from_index(
     .expect("serializable")
 }
 
-/// Image `img`'s big data: the manifest written, the config a symlink to
-/// DUCC's file (containers/image checks it against the manifest's digest).
-pub(super) fn write_big_data(repo: &Path, store: &StorePaths, img: &Listed) -> io::Result<()> {
-    let dir = store.image_dir(&img.id);
-    fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+/// Image `img`'s big data into (staged) directory `dir`: the manifest
+/// written, the config a symlink to DUCC's file (containers/image checks it
+/// against the manifest's digest).
+pub(super) fn write_big_data(repo: &Path, dir: &Path, img: &Listed) -> io::Result<()> {
     let link = dir.join(super::big_data_file_name(&sha256_digest(&img.id)));
     std::os::unix::fs::symlink(config_path(repo, &img.id), &link)
         .map_err(|e| err(format!("{}: {e}", link.display())))?;
@@ -312,9 +324,9 @@ pub(super) fn write_index(
     lines: &BTreeMap<String, IndexLine>,
 ) -> io::Result<()> {
     let text: String = lines.values().map(IndexLine::text).collect();
-    fs::write(root.join(INDEX_FILE), text)?;
-    fs::write(
-        root.join(REPOSITORY_FILE),
+    super::incremental::replace_file(&root.join(INDEX_FILE), text.as_bytes())?;
+    super::incremental::replace_file(
+        &root.join(REPOSITORY_FILE),
         repo.as_os_str().as_encoded_bytes(),
     )
 }
@@ -411,23 +423,55 @@ pub fn complete(root: &Path, id: &str) -> io::Result<bool> {
                 line.id, line.blob, info.diff_digest
             )));
         }
-        let record = CvmfsRecord {
-            repository: repo.to_string_lossy().into_owned(),
-            path: cvmfs_format::paths::layerfs_rel(&line.blob),
-            parent: line.parent.clone(),
-            whiteouts: Whiteouts::OciRaw,
-            ownership: Ownership::Lost,
-            markers: None,
-            flat: None,
-            owner_probes: None,
-        };
-        write_atomically(&store.record(&line.id), record.to_json().as_bytes())?;
+        write_atomically(&store.record(&line.id), record_of(&repo, line).as_bytes())?;
     }
     Ok(true)
 }
 
+/// The record of the layer `line` describes (its text).
+fn record_of(repo: &Path, line: &IndexLine) -> String {
+    CvmfsRecord {
+        repository: repo.to_string_lossy().into_owned(),
+        path: cvmfs_format::paths::layerfs_rel(&line.blob),
+        parent: line.parent.clone(),
+        whiteouts: Whiteouts::OciRaw,
+        ownership: Ownership::Lost,
+        markers: None,
+        flat: None,
+        owner_probes: None,
+    }
+    .to_json()
+}
+
+/// Records written on first use under an earlier publication that DUCC's
+/// layer list now describes otherwise (another blob for the same layer ID)
+/// are rewritten: a store is updated in place, and the driver takes a
+/// record it finds without asking the index again. Costs one small local
+/// read per layer used so far.
+pub(super) fn refresh_records(
+    repo: &Path,
+    store: &StorePaths,
+    lines: &BTreeMap<String, IndexLine>,
+) -> io::Result<()> {
+    let Ok(dirs) = fs::read_dir(store.cvmfs_dir().join("layers")) else {
+        return Ok(());
+    };
+    for d in dirs.flatten() {
+        let id = d.file_name().to_string_lossy().into_owned();
+        let Some(line) = lines.get(&id) else {
+            continue;
+        };
+        let want = record_of(repo, line);
+        let path = store.record(&id);
+        if fs::read(&path).is_ok_and(|have| have != want.as_bytes()) {
+            write_atomically(&path, want.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
 /// Write `path` whole or not at all (a concurrent writer writes the same).
-fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(super) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("a record has a directory");
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(

@@ -65,7 +65,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use cvmfs_format::record::{CvmfsRecord, Ownership, Whiteouts};
 use cvmfs_format::{
@@ -77,6 +77,7 @@ use sha2::{Digest, Sha256};
 use crate::layout::with_progress;
 use crate::options::Options;
 
+mod incremental;
 mod lazy;
 pub use lazy::{complete, DUCC_LAYERS_DIR, INDEX_FILE, REPOSITORY_FILE};
 
@@ -216,6 +217,33 @@ pub struct Synthesis {
     pub built: bool,
     /// Images left out, each with why (only when built now).
     pub skipped: Vec<String>,
+    /// Where the time went, phase by phase (only when built now).
+    pub phases: Phases,
+}
+
+/// Wall time per phase of a store build, in order (for measurements).
+#[derive(Debug, Clone, Default)]
+pub struct Phases(pub Vec<(&'static str, std::time::Duration)>);
+
+impl Phases {
+    /// Run `f` as phase `name`.
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = std::time::Instant::now();
+        let out = f();
+        self.0.push((name, start.elapsed()));
+        out
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(n, d)| format!("{n} {:.3}s", d.as_secs_f64()))
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
 }
 
 fn err(what: impl std::fmt::Display) -> io::Error {
@@ -279,67 +307,32 @@ pub fn wanted(names: &[String], patterns: &[String]) -> bool {
 /// the images [`wanted`] by `only`, or reuse the one built from the same
 /// publication with the same patterns.
 pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synthesis> {
-    let key = format!("{} only={}", source_key(repo)?, only.join(","));
+    let mut phases = Phases::default();
+    let source = phases.time("identity", || source_key(repo))?;
     let generations = home.join(DUCC_HOME_DIR);
     let rk = repo_key(repo);
-    let store = generations.join(format!("{rk}-{}", short_hash(key.as_bytes())));
-    if store.is_dir() {
+    let patterns = format!("only={}", only.join(","));
+    let store = generations.join(format!("{rk}-{}", short_hash(patterns.as_bytes())));
+    if incremental::read_source(&store).as_deref() == Some(source.as_str()) {
         return Ok(Synthesis {
             store,
             built: false,
             skipped: Vec::new(),
+            phases,
         });
     }
-    let stage = home.join("staging").join(format!(
-        "{}-{}-ducc-{rk}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_dir_all(&stage);
-    let previous = newest_generation(&generations, &rk);
-    let skipped = match build_store(repo, &stage, previous.as_deref(), only) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
-            return Err(e);
-        }
-    };
-    fs::create_dir_all(&generations)?;
-    sync_tree(&stage);
-    match rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &stage,
-        rustix::fs::CWD,
-        &store,
-        rustix::fs::RenameFlags::NOREPLACE,
-    ) {
-        Ok(()) => {}
-        // another process built the same store at the same time: use theirs
-        Err(e) if e == rustix::io::Errno::EXIST || e == rustix::io::Errno::NOTEMPTY => {
-            let _ = fs::remove_dir_all(&stage);
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
-            return Err(err(format!(
-                "rename {} to {}: {e}",
-                stage.display(),
-                store.display()
-            )));
-        }
-    }
-    prune_generations(&generations, &rk, &store);
+    fs::create_dir_all(&store).map_err(|e| err(format!("{}: {e}", store.display())))?;
+    let skipped = update_store(home, repo, &store, only, &mut phases)?;
+    phases.time("write ducc-source", || {
+        incremental::replace_file(&store.join(incremental::SOURCE_FILE), source.as_bytes())
+    })?;
+    phases.time("prune", || prune_generations(&generations, &rk, &store));
     Ok(Synthesis {
         store,
         built: true,
         skipped,
+        phases,
     })
-}
-
-/// Make the staged store durable before it appears under its final name.
-fn sync_tree(dir: &Path) {
-    if let Ok(f) = fs::File::open(dir) {
-        let _ = rustix::fs::syncfs(&f);
-    }
 }
 
 /// Generations of repository `rk`, newest first.
@@ -413,34 +406,44 @@ struct ImageEntry {
     created: String,
     /// Bottom first: (layer ID, `layers.json` entry, record text).
     layers: Vec<(String, Value, String)>,
+    /// Whether the store already holds its big data (nothing to write).
+    kept: bool,
 }
 
-/// Build the whole store into `stage`; returns the images left out. Images
-/// DUCC's layer list describes are only listed ([`lazy`]); the others are
-/// converted now, or taken from the previous store.
-fn build_store(
+/// Bring the store at `root` up to date with DUCC's current indexes;
+/// returns the images left out. Images DUCC's layer list describes are only
+/// listed ([`lazy`]); the others are converted now, or kept as the store
+/// already has them.
+fn update_store(
+    home: &Path,
     repo: &Path,
-    stage: &Path,
-    previous: Option<&Path>,
+    root: &Path,
     only: &[String],
+    phases: &mut Phases,
 ) -> io::Result<Vec<String>> {
     let index = ducc_images_json(repo);
-    let listed: Vec<DuccImage> =
-        serde_json::from_slice(&read_capped(&index, MAX_DUCC_INDEX_BYTES)?)
-            .map_err(|e| err(format!("{}: not DUCC's image list: {e}", index.display())))?;
-    let ducc_layers = lazy::read_ducc_layers(repo)?;
-    let previous = previous.map(Previous::load);
+    let bytes = phases.time("read images.json", || {
+        read_capped(&index, MAX_DUCC_INDEX_BYTES)
+    })?;
+    let listed: Vec<DuccImage> = phases
+        .time("parse images.json", || serde_json::from_slice(&bytes))
+        .map_err(|e| err(format!("{}: not DUCC's image list: {e}", index.display())))?;
+    let ducc_layers = phases.time("read+parse layers.json", || lazy::read_ducc_layers(repo))?;
+    let before = phases.time("read ducc-listed", || incremental::read_listed(root));
+    let mut previous: Option<Previous> = None;
     let mut infos = HashMap::new();
     let mut skipped = Vec::new();
     let mut images: Vec<ImageEntry> = Vec::new();
     let mut cheap: Vec<lazy::Listed> = Vec::new();
+    let start = std::time::Instant::now();
     for img in listed.into_iter().filter(|i| wanted(&i.names, only)) {
-        if let Ok(l) = lazy::listed_image(repo, &img, img.layer.as_deref(), &ducc_layers) {
+        let known = before.get(&img.id).map(|k| k.config_size);
+        if let Ok(l) = lazy::listed_image(repo, &img, &ducc_layers, known) {
             cheap.push(l);
             continue;
         }
-        let reused = previous.as_ref().and_then(|p| p.image(&img));
-        let entry = match reused {
+        let kept = previous.get_or_insert_with(|| Previous::load(root));
+        let entry = match kept.image(&img) {
             Some(e) => Ok(e),
             None => image_entry(repo, &img, &mut infos),
         };
@@ -449,14 +452,16 @@ fn build_store(
             Err(e) => skipped.push(format!("image {} ({}): {e}", img.id, img.names.join(", "))),
         }
     }
-    write_store(repo, &StorePaths::new(stage), &images, &cheap)?;
+    phases.0.push(("list images", start.elapsed()));
+    let store = StorePaths::new(root);
+    write_store(home, repo, &store, &images, &cheap, &before, phases)?;
     Ok(skipped)
 }
 
-/// The store built from DUCC's previous publication. Images are
-/// content-addressed (ID = config digest, layer IDs from its diffIDs), so an
-/// image it already lists is taken from it, with the names DUCC gives now,
-/// and only new images cost repository reads.
+/// The store as the last update left it. Images are content-addressed (ID =
+/// config digest, layer IDs from its diffIDs), so a converted image it
+/// already lists is kept, with the names DUCC gives now, and only new images
+/// cost repository reads.
 struct Previous {
     store: StorePaths,
     images: HashMap<String, Value>,
@@ -516,6 +521,7 @@ impl Previous {
             manifest,
             created,
             layers,
+            kept: true,
         })
     }
 }
@@ -784,6 +790,7 @@ fn image_entry(
         manifest: standard_manifest(&manifest),
         created,
         layers,
+        kept: false,
     })
 }
 
@@ -807,25 +814,38 @@ fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::write(path, data).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
-/// Write records, layer index, big data and image index into `store`: the
-/// converted images whole, the listed ones as links and index lines.
+/// Write into `store` what changed: the directories of images it did not
+/// hold yet (staged, durable, renamed in), records of converted images,
+/// then the indexes, each whole; `ducc-listed` last.
 fn write_store(
+    home: &Path,
     repo: &Path,
     store: &StorePaths,
     images: &[ImageEntry],
     listed: &[lazy::Listed],
+    before: &HashMap<String, incremental::Known>,
+    phases: &mut Phases,
 ) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    let mut staged = incremental::Staged::new(home);
     let mut layer_index: Vec<Value> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut image_index = Vec::new();
+    let mut now: Vec<(String, incremental::Known)> = Vec::new();
+    let mut records = Vec::new();
     for img in images {
         for (id, entry, record) in &img.layers {
             if seen.insert(id.clone()) {
-                write_file(&store.record(id), record.as_bytes())?;
+                records.push((id, record));
                 layer_index.push(entry.clone());
             }
         }
-        image_index.push(write_image(store, img)?);
+        let (entry, known) = image_json(img);
+        if !img.kept {
+            write_image_files(&staged.dir_for(&store.image_dir(&img.id))?, img)?;
+        }
+        image_index.push(entry);
+        now.push((img.id.clone(), known));
     }
     let mut lines = std::collections::BTreeMap::new();
     let mut listed_ids: std::collections::HashSet<&str> =
@@ -845,35 +865,90 @@ fn write_store(
                 lines.insert(id.clone(), line.clone());
             }
         }
-        lazy::write_big_data(repo, store, img)?;
+        if before.get(&img.id) != Some(&img.known) {
+            lazy::write_big_data(repo, &staged.dir_for(&store.image_dir(&img.id))?, img)?;
+        }
         image_index.push(img.entry.clone());
+        now.push((img.id.clone(), img.known.clone()));
     }
-    fs::create_dir_all(&store.root)?;
-    lazy::write_index(&store.root, repo, &lines)?;
-    write_file(
-        &store.layers_json(),
-        &serde_json::to_vec(&layer_index).expect("json"),
-    )?;
-    write_file(&store.layers_lock(), b"")?;
-    write_file(
-        &store.images_json(),
-        &serde_json::to_vec(&image_index).expect("json"),
-    )?;
-    write_file(&store.images_lock(), b"")
+    let new_images = staged.len();
+    phases.0.push(("stage new images", started.elapsed()));
+    fs::create_dir_all(store.images_dir())?;
+    phases.time("install new images", || staged.install(&store.root))?;
+    for (id, record) in records {
+        if fs::read(store.record(id)).ok().as_deref() != Some(record.as_bytes()) {
+            lazy::write_atomically(&store.record(id), record.as_bytes())?;
+        }
+    }
+    lazy::refresh_records(repo, store, &lines)?;
+    write_indexes(repo, store, &lines, &layer_index, &image_index, phases)?;
+    let now: HashMap<String, incremental::Known> = now.into_iter().collect();
+    phases.time("write ducc-listed", || {
+        let text = incremental::listed_text(now.iter().map(|(id, k)| (id.as_str(), k)));
+        incremental::replace_file(&store.root.join(incremental::LISTED_FILE), text.as_bytes())
+    })?;
+    phases.time("prune images", || {
+        incremental::prune_images(&store.images_dir(), &now, before)
+    });
+    phases.0.push((
+        "(new image directories)",
+        std::time::Duration::from_micros(new_images as u64),
+    ));
+    Ok(())
 }
 
-/// Image `img`'s big data files; its `images.json` entry.
-fn write_image(store: &StorePaths, img: &ImageEntry) -> io::Result<Value> {
+/// `ducc-index`, `layers.json`, then `images.json` (an image is listed only
+/// once its layers are), each replaced whole; the lock files when missing.
+fn write_indexes(
+    repo: &Path,
+    store: &StorePaths,
+    lines: &std::collections::BTreeMap<String, lazy::IndexLine>,
+    layer_index: &[Value],
+    image_index: &[Value],
+    phases: &mut Phases,
+) -> io::Result<()> {
+    phases.time("write ducc-index", || {
+        lazy::write_index(&store.root, repo, lines)
+    })?;
+    phases.time("write layers.json", || {
+        let json = serde_json::to_vec(layer_index).expect("json");
+        incremental::replace_file(&store.layers_json(), &json)
+    })?;
+    phases.time("write images.json", || {
+        let json = serde_json::to_vec(image_index).expect("json");
+        incremental::replace_file(&store.images_json(), &json)
+    })?;
+    for lock in [store.layers_lock(), store.images_lock()] {
+        if !lock.exists() {
+            write_file(&lock, b"")?;
+        }
+    }
+    Ok(())
+}
+
+/// The big data items of converted image `img`: (key, bytes).
+fn big_data_items(img: &ImageEntry) -> [(String, &[u8]); 3] {
     let manifest_digest = format!("sha256:{}", hex(&Sha256::digest(&img.manifest)));
-    let items: [(String, &[u8]); 3] = [
+    [
         (sha256_digest(&img.id), &img.config),
         (format!("manifest-{manifest_digest}"), &img.manifest),
         ("manifest".to_string(), &img.manifest),
-    ];
-    let dir = store.image_dir(&img.id);
-    for (k, data) in &items {
+    ]
+}
+
+/// Converted image `img`'s big data files, into (staged) directory `dir`.
+fn write_image_files(dir: &Path, img: &ImageEntry) -> io::Result<()> {
+    for (k, data) in &big_data_items(img) {
         write_file(&dir.join(big_data_file_name(k)), data)?;
     }
+    Ok(())
+}
+
+/// Converted image `img`'s `images.json` entry, and what `ducc-listed` keeps.
+fn image_json(img: &ImageEntry) -> (Value, incremental::Known) {
+    let items = big_data_items(img);
+    let manifest_hex = hex(&Sha256::digest(&img.manifest));
+    let manifest_digest = sha256_digest(&manifest_hex);
     let sizes: serde_json::Map<String, Value> = items
         .iter()
         .map(|(k, d)| (k.clone(), json!(d.len())))
@@ -888,11 +963,16 @@ fn write_image(store: &StorePaths, img: &ImageEntry) -> io::Result<Value> {
         })
         .collect();
     let top = &img.layers.last().expect("an image has layers").0;
-    Ok(json!({
+    let entry = json!({
         "id": img.id, "digest": manifest_digest, "names": img.names, "layer": top,
         "big-data-names": items.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         "big-data-sizes": sizes, "big-data-digests": digests, "created": img.created,
-    }))
+    });
+    let known = incremental::Known {
+        config_size: img.config.len() as u64,
+        manifest_hex,
+    };
+    (entry, known)
 }
 
 #[cfg(test)]
