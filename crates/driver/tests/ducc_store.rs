@@ -518,6 +518,117 @@ fn measure_first_use_against_repository_size() {
     }
 }
 
+/// A repository of `n` DUCC images as `Init` sees it, cheap to make: each
+/// image's config (distinct, on the shared base layer and a layer of its
+/// own) and both index entries; only the base layer's tree exists (the
+/// driver reads an image's layers when it is used, not when it is listed).
+fn index_only_images(repo: &Path, n: usize) {
+    let (base_blob, base_diff) = (sha(b"base-blob"), sha(b"base-diff"));
+    ducc_layer(repo, &base_blob, &base_diff, &[("etc/os-release", "x")]);
+    let layer = |b: &str, d: &str, parent: Option<&str>| {
+        let mut e = json!({"id": d, "created": "2024-01-02T03:04:05Z",
+            "compressed-diff-digest": format!("sha256:{b}"), "compressed-size": 123,
+            "diff-digest": format!("sha256:{d}"), "diff-size": 10240});
+        if let Some(p) = parent {
+            e["parent"] = json!(p);
+        }
+        e
+    };
+    let mut layers = vec![layer(&base_blob, &base_diff, None)];
+    let mut images = Vec::new();
+    for i in 0..n {
+        let (b, d) = (
+            sha(format!("blob{i}").as_bytes()),
+            sha(format!("diff{i}").as_bytes()),
+        );
+        let config = serde_json::to_vec(&json!({
+            "created": "2024-01-02T03:04:05Z", "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{base_diff}"), format!("sha256:{d}")]},
+        }))
+        .unwrap();
+        let id = sha(&config);
+        let cfg = repo
+            .join("podmanStore/overlay-images")
+            .join(&id)
+            .join(big_data_file_name(&format!("sha256:{id}")));
+        fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        fs::write(cfg, &config).unwrap();
+        images.push(
+            json!({"id": id, "names": [format!("reg.example.org/app{i}:1")],
+                           "layer": d, "created": "2024-01-02T03:04:05Z"}),
+        );
+        layers.push(layer(&b, &d, Some(&base_diff)));
+    }
+    write_ducc_indexes(repo, &images, &layers);
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The first start-up after DUCC publishes an image (the store is brought up
+/// to date) must not grow with the repository: with 10 times more images it
+/// may cost at most `BOUND` times more (medians of rounds interleaved
+/// between the sizes, so that a busy machine slows both alike). The new
+/// image runs.
+#[test]
+fn init_after_a_ducc_publish_does_not_grow_with_the_repository() {
+    const SIZES: [usize; 3] = [30, 300, 3000];
+    const ROUNDS: usize = 5;
+    const BOUND: f64 = 2.0;
+    let t = tempfile::tempdir().unwrap();
+    let repos: Vec<(PathBuf, PathBuf)> = SIZES
+        .iter()
+        .map(|n| {
+            let root = t.path().join(format!("n{n}"));
+            let repo = root.join("cvmfs/many.example.org");
+            index_only_images(&repo, *n);
+            open(&root, &repo);
+            (root, repo)
+        })
+        .collect();
+    let mut times = vec![Vec::new(); SIZES.len()];
+    for round in 0..ROUNDS {
+        for (k, (root, repo)) in repos.iter().enumerate() {
+            let top = publish_one_more(repo, SIZES[k] + round);
+            let start = std::time::Instant::now();
+            let d = open(root, repo);
+            times[k].push(start.elapsed().as_secs_f64());
+            if round == 0 {
+                assert!(
+                    d.metadata(&top).is_ok(),
+                    "the image DUCC just published runs"
+                );
+            }
+        }
+    }
+    for (k, (root, repo)) in repos.iter().enumerate() {
+        publish_one_more(repo, SIZES[k] + ROUNDS);
+        let s = synthesise(&root.join("graph/cvmfs"), repo, &[]).unwrap();
+        println!("MEASURE: phases, {} images: {}", SIZES[k], s.phases);
+    }
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    for (n, m) in SIZES.iter().zip(&medians) {
+        println!(
+            "MEASURE: Init after DUCC published one image, {n} images listed: median {m:.4} s"
+        );
+    }
+    let ratio = medians[2] / medians[1];
+    println!(
+        "MEASURE: {} vs {} images: {ratio:.2}x (bound {BOUND}x)",
+        SIZES[2], SIZES[1]
+    );
+    assert!(
+        ratio <= BOUND,
+        "Init after a DUCC publish grows with the repository: {:.4} s for {} images, {:.4} s for {}",
+        medians[2],
+        SIZES[2],
+        medians[1],
+        SIZES[1]
+    );
+}
+
 /// DUCC's layer list is hostile: a chain it gives that the image's config
 /// does not, or a config that does not hash to its ID, is refused when the
 /// image is used, naming why; the other images still run.

@@ -14,10 +14,17 @@
 //!
 //! `ducc-listed` remembers, per image listed at the last update, its config
 //! size and manifest digest: an image already there costs neither a
-//! repository `lstat` nor a write. `ducc-source` (the publication the store
-//! was last brought up to date with) is written last: a crash in between
-//! leaves a store that is whole (every file renamed in complete) and is
-//! brought up to date by the next `Init`.
+//! repository `lstat` nor a write.
+//!
+//! Durability without an `fsync` of the indexes (whose size grows with the
+//! repository: their `fsync` was most of an update's wall time on a busy
+//! disk): `ducc-source`, written last, names the publication and the inode
+//! and size of each index file as written. `Init` takes the store as up to
+//! date only when all of them still match (a few local `stat`s); after a
+//! crash that lost a rename or a file's data (the inode or size differ) the
+//! store is brought up to date again. New image directories are made
+//! durable before they are renamed in, since `ducc-listed` then vouches for
+//! them.
 
 use std::collections::HashMap;
 use std::fs;
@@ -77,10 +84,41 @@ pub(super) fn listed_text<'a>(images: impl Iterator<Item = (&'a str, &'a Known)>
         .collect()
 }
 
-/// The publication the store at `root` is up to date with, if any.
-pub(super) fn read_source(root: &Path) -> Option<String> {
-    let bytes = super::read_capped(&root.join(SOURCE_FILE), 4096).ok()?;
-    String::from_utf8(bytes).ok()
+/// The store's index files, relative to its root.
+const INDEX_FILES: [&str; 5] = [
+    "cvmfs-images/images.json",
+    "cvmfs-layers/layers.json",
+    super::lazy::INDEX_FILE,
+    super::lazy::REPOSITORY_FILE,
+    LISTED_FILE,
+];
+
+/// `ducc-source`'s text: publication `source`, then each index file's inode
+/// and size as they are now; `None` when one is missing.
+fn source_record(root: &Path, source: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut text = format!("{}\n", source.replace('\n', " "));
+    for name in INDEX_FILES {
+        let st = fs::symlink_metadata(root.join(name)).ok()?;
+        text += &format!("{name} {} {}\n", st.ino(), st.len());
+    }
+    Some(text)
+}
+
+/// Whether the store at `root` was brought up to date with publication
+/// `source` and its index files are the ones written then.
+pub(super) fn is_up_to_date(root: &Path, source: &str) -> bool {
+    let Ok(bytes) = super::read_capped(&root.join(SOURCE_FILE), 64 << 10) else {
+        return false;
+    };
+    source_record(root, source).is_some_and(|want| want.as_bytes() == bytes)
+}
+
+/// Record that the store at `root` is up to date with publication `source`.
+pub(super) fn write_source(root: &Path, source: &str) -> io::Result<()> {
+    let text = source_record(root, source)
+        .ok_or_else(|| err(format!("{}: an index file is missing", root.display())))?;
+    replace_file(&root.join(SOURCE_FILE), text.as_bytes())
 }
 
 /// Image directories staged for a store, renamed into `cvmfs-images/`
@@ -168,8 +206,8 @@ fn install_dir(stage: &Path, dest: &Path) -> io::Result<()> {
     }
 }
 
-/// Write `data` to `path` whole or not at all: a temporary file beside it,
-/// synced, renamed over it.
+/// Write `data` to `path` whole or not at all for its readers: a temporary
+/// file beside it renamed over it (not synced: see `ducc-source` above).
 pub(super) fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("a store file has a directory");
     fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
@@ -179,10 +217,7 @@ pub(super) fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
         std::process::id(),
         super::SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let written = fs::File::create(&tmp).and_then(|mut f| {
-        io::Write::write_all(&mut f, data)?;
-        f.sync_all()
-    });
+    let written = fs::write(&tmp, data);
     let renamed = written.and_then(|()| fs::rename(&tmp, path));
     if renamed.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -251,6 +286,28 @@ mod tests {
         assert_eq!(read.len(), 1);
         assert_eq!(read[&a], k);
         assert!(read_listed(&t.path().join("none")).is_empty());
+    }
+
+    #[test]
+    fn a_lost_index_write_makes_the_store_out_of_date() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for name in INDEX_FILES {
+            replace_file(&root.join(name), b"[]").unwrap();
+        }
+        assert!(!is_up_to_date(root, "rev=1"), "never written");
+        write_source(root, "rev=1").unwrap();
+        assert!(is_up_to_date(root, "rev=1"));
+        assert!(!is_up_to_date(root, "rev=2"), "another publication");
+        // a crash that kept the rename but not the data: an empty file
+        fs::write(root.join("cvmfs-images/images.json"), b"").unwrap();
+        assert!(!is_up_to_date(root, "rev=1"));
+        // one that lost the rename: the old file (another inode)
+        write_source(root, "rev=1").unwrap();
+        let old = root.join("old");
+        fs::write(&old, b"[]").unwrap();
+        fs::rename(&old, root.join("ducc-index")).unwrap();
+        assert!(!is_up_to_date(root, "rev=1"));
     }
 
     #[test]

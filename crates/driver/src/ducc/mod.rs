@@ -255,7 +255,13 @@ fn short_hash(s: &[u8]) -> String {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(b.len() * 2);
+    for x in b {
+        out.push(DIGITS[usize::from(x >> 4)] as char);
+        out.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    out
 }
 
 fn repo_key(repo: &Path) -> String {
@@ -313,7 +319,7 @@ pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synth
     let rk = repo_key(repo);
     let patterns = format!("only={}", only.join(","));
     let store = generations.join(format!("{rk}-{}", short_hash(patterns.as_bytes())));
-    if incremental::read_source(&store).as_deref() == Some(source.as_str()) {
+    if incremental::is_up_to_date(&store, &source) {
         return Ok(Synthesis {
             store,
             built: false,
@@ -324,7 +330,7 @@ pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synth
     fs::create_dir_all(&store).map_err(|e| err(format!("{}: {e}", store.display())))?;
     let skipped = update_store(home, repo, &store, only, &mut phases)?;
     phases.time("write ducc-source", || {
-        incremental::replace_file(&store.join(incremental::SOURCE_FILE), source.as_bytes())
+        incremental::write_source(&store, &source)
     })?;
     phases.time("prune", || prune_generations(&generations, &rk, &store));
     Ok(Synthesis {
@@ -454,7 +460,7 @@ fn update_store(
     }
     phases.0.push(("list images", start.elapsed()));
     let store = StorePaths::new(root);
-    write_store(home, repo, &store, &images, &cheap, &before, phases)?;
+    write_store(home, repo, &store, &images, cheap, &before, phases)?;
     Ok(skipped)
 }
 
@@ -822,7 +828,7 @@ fn write_store(
     repo: &Path,
     store: &StorePaths,
     images: &[ImageEntry],
-    listed: &[lazy::Listed],
+    listed: Vec<lazy::Listed>,
     before: &HashMap<String, incremental::Known>,
     phases: &mut Phases,
 ) -> io::Result<()> {
@@ -848,28 +854,28 @@ fn write_store(
         now.push((img.id.clone(), known));
     }
     let mut lines = std::collections::BTreeMap::new();
-    let mut listed_ids: std::collections::HashSet<&str> =
-        images.iter().map(|i| i.id.as_str()).collect();
+    let mut listed_ids: std::collections::HashSet<String> =
+        images.iter().map(|i| i.id.clone()).collect();
     for img in listed {
-        if !listed_ids.insert(&img.id) {
+        if !listed_ids.insert(img.id.clone()) {
             continue;
         }
-        let top = img.layers.last().map(|l| &l.0);
-        for (id, entry, line) in &img.layers {
-            if seen.insert(id.clone()) {
-                layer_index.push(entry.clone());
-            }
+        if before.get(&img.id) != Some(&img.known) {
+            lazy::write_big_data(repo, &staged.dir_for(&store.image_dir(&img.id))?, &img)?;
+        }
+        let top = img.layers.last().map(|l| l.0.clone());
+        for (id, entry, line) in img.layers {
             // the line names the image whose config checks the chain: the
             // image this layer tops when there is one (what a user runs)
-            if !lines.contains_key(id) || Some(id) == top {
-                lines.insert(id.clone(), line.clone());
+            if !lines.contains_key(&id) || Some(&id) == top.as_ref() {
+                lines.insert(id.clone(), line);
+            }
+            if seen.insert(id) {
+                layer_index.push(entry);
             }
         }
-        if before.get(&img.id) != Some(&img.known) {
-            lazy::write_big_data(repo, &staged.dir_for(&store.image_dir(&img.id))?, img)?;
-        }
-        image_index.push(img.entry.clone());
-        now.push((img.id.clone(), img.known.clone()));
+        image_index.push(img.entry);
+        now.push((img.id, img.known));
     }
     let new_images = staged.len();
     phases.0.push(("stage new images", started.elapsed()));
