@@ -43,11 +43,26 @@ const FSYNC_EACH_MAX: usize = 64;
 /// Largest `ducc-listed` read (some 100 000 images).
 const MAX_LISTED_BYTES: u64 = 64 << 20;
 
-/// What `ducc-listed` says about one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `ducc-listed` says about one image: enough to list it again
+/// verbatim while DUCC describes it the same way (same fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) struct Known {
     pub(super) config_size: u64,
     pub(super) manifest_hex: String,
+    /// Hash of what DUCC's indexes say about the image (`-`: converted
+    /// whole, never listed verbatim).
+    pub(super) fingerprint: String,
+    /// Its `images.json` entry (JSON text, one line).
+    pub(super) entry: String,
+    /// Bottom first: (layer ID, `layers.json` entry, `ducc-index` line).
+    pub(super) layers: Vec<(String, String, String)>,
+}
+
+impl Known {
+    /// Whether the image's big data (config size, manifest) are the same.
+    pub(super) fn same_big_data(&self, other: &Known) -> bool {
+        self.config_size == other.config_size && self.manifest_hex == other.manifest_hex
+    }
 }
 
 /// The images listed at the last update; empty when there was none (or
@@ -58,30 +73,56 @@ pub(super) fn read_listed(root: &Path) -> HashMap<String, Known> {
     };
     String::from_utf8_lossy(&bytes)
         .lines()
-        .filter_map(|line| {
-            let mut f = line.split(' ');
-            let (id, size, manifest) = (f.next()?, f.next()?, f.next()?);
-            let ok = cvmfs_format::is_hex64(id) && cvmfs_format::is_hex64(manifest);
-            ok.then(|| {
-                let config_size = size.parse().ok()?;
-                let manifest_hex = manifest.to_string();
-                Some((
-                    id.to_string(),
-                    Known {
-                        config_size,
-                        manifest_hex,
-                    },
-                ))
-            })?
-        })
+        .filter_map(parse_listed_line)
         .collect()
 }
 
-/// `ducc-listed`'s text for `images`.
-pub(super) fn listed_text<'a>(images: impl Iterator<Item = (&'a str, &'a Known)>) -> String {
-    images
-        .map(|(id, k)| format!("{id} {} {}\n", k.config_size, k.manifest_hex))
-        .collect()
+/// One line of `ducc-listed`: `<id> <config size> <manifest hex>
+/// <fingerprint>`, then tab-separated the entry and per layer its ID,
+/// entry and index line. Our own file, but a bad line is only skipped.
+fn parse_listed_line(line: &str) -> Option<(String, Known)> {
+    let mut fields = line.split('\t');
+    let mut head = fields.next()?.split(' ');
+    let (id, size, manifest, fingerprint) =
+        (head.next()?, head.next()?, head.next()?, head.next()?);
+    if !cvmfs_format::is_hex64(id) || !cvmfs_format::is_hex64(manifest) {
+        return None;
+    }
+    let entry = fields.next()?.to_string();
+    let rest: Vec<&str> = fields.collect();
+    if rest.len() % 3 != 0 {
+        return None;
+    }
+    let layers = rest
+        .chunks(3)
+        .map(|c| (c[0].to_string(), c[1].to_string(), c[2].to_string()))
+        .collect();
+    let known = Known {
+        config_size: size.parse().ok()?,
+        manifest_hex: manifest.to_string(),
+        fingerprint: fingerprint.to_string(),
+        entry,
+        layers,
+    };
+    Some((id.to_string(), known))
+}
+
+/// Append image `id`'s line of `ducc-listed` to `out` (JSON text has no
+/// raw tab or newline).
+pub(super) fn append_listed(out: &mut String, id: &str, k: &Known) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "{id} {} {} {}\t{}",
+        k.config_size, k.manifest_hex, k.fingerprint, k.entry
+    );
+    for (layer, entry, line) in &k.layers {
+        for field in [layer, entry, line] {
+            out.push('\t');
+            *out += field;
+        }
+    }
+    out.push('\n');
 }
 
 /// The store's index files, relative to its root.
@@ -230,7 +271,7 @@ pub(super) fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
 /// moment ago may still read them). Only 64-hex names are touched.
 pub(super) fn prune_images(
     images_dir: &Path,
-    now: &HashMap<String, Known>,
+    now: &std::collections::HashSet<String>,
     before: &HashMap<String, Known>,
 ) {
     let Ok(entries) = fs::read_dir(images_dir) else {
@@ -238,8 +279,7 @@ pub(super) fn prune_images(
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if cvmfs_format::is_hex64(&name) && !now.contains_key(&name) && !before.contains_key(&name)
-        {
+        if cvmfs_format::is_hex64(&name) && !now.contains(&name) && !before.contains_key(&name) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -278,9 +318,14 @@ mod tests {
         let k = Known {
             config_size: 123,
             manifest_hex: "b".repeat(64),
+            fingerprint: "f".repeat(32),
+            entry: "{\"id\":1}".into(),
+            layers: vec![("c".repeat(64), "{}".into(), "line".into())],
         };
         let a = "a".repeat(64);
-        let text = listed_text([(a.as_str(), &k)].into_iter()) + "junk line\nx 1 2\n";
+        let mut text = String::new();
+        append_listed(&mut text, &a, &k);
+        text += "junk line\nx 1 2\n";
         fs::write(t.path().join(LISTED_FILE), text).unwrap();
         let read = read_listed(t.path());
         assert_eq!(read.len(), 1);

@@ -443,8 +443,20 @@ fn update_store(
     let mut cheap: Vec<lazy::Listed> = Vec::new();
     let start = std::time::Instant::now();
     for img in listed.into_iter().filter(|i| wanted(&i.names, only)) {
-        let known = before.get(&img.id).map(|k| k.config_size);
-        if let Ok(l) = lazy::listed_image(repo, &img, &ducc_layers, known) {
+        let fingerprint = lazy::fingerprint(&img, &ducc_layers);
+        let known = before.get(&img.id);
+        if let (Some(f), Some(k)) = (&fingerprint, known) {
+            if *f == k.fingerprint {
+                cheap.push(lazy::Listed {
+                    id: img.id,
+                    manifest: None,
+                    known: k.clone(),
+                });
+                continue;
+            }
+        }
+        let size = known.map(|k| k.config_size);
+        if let Ok(l) = lazy::listed_image(repo, &img, &ducc_layers, size, fingerprint) {
             cheap.push(l);
             continue;
         }
@@ -834,24 +846,25 @@ fn write_store(
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
     let mut staged = incremental::Staged::new(home);
-    let mut layer_index: Vec<Value> = Vec::new();
+    let mut layer_index: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut image_index = Vec::new();
-    let mut now: Vec<(String, incremental::Known)> = Vec::new();
+    let mut listed_out = String::new();
     let mut records = Vec::new();
+    let text = |v: &Value| serde_json::to_string(v).expect("json");
     for img in images {
         for (id, entry, record) in &img.layers {
             if seen.insert(id.clone()) {
                 records.push((id, record));
-                layer_index.push(entry.clone());
+                layer_index.push(text(entry));
             }
         }
         let (entry, known) = image_json(img);
         if !img.kept {
             write_image_files(&staged.dir_for(&store.image_dir(&img.id))?, img)?;
         }
-        image_index.push(entry);
-        now.push((img.id.clone(), known));
+        image_index.push(text(&entry));
+        incremental::append_listed(&mut listed_out, &img.id, &known);
     }
     let mut lines = std::collections::BTreeMap::new();
     let mut listed_ids: std::collections::HashSet<String> =
@@ -860,22 +873,26 @@ fn write_store(
         if !listed_ids.insert(img.id.clone()) {
             continue;
         }
-        if before.get(&img.id) != Some(&img.known) {
-            lazy::write_big_data(repo, &staged.dir_for(&store.image_dir(&img.id))?, &img)?;
+        let known_before = before.get(&img.id);
+        if let Some(manifest) = &img.manifest {
+            if !known_before.is_some_and(|k| k.same_big_data(&img.known)) {
+                let dir = staged.dir_for(&store.image_dir(&img.id))?;
+                lazy::write_big_data(repo, &dir, &img.id, manifest)?;
+            }
         }
-        let top = img.layers.last().map(|l| l.0.clone());
-        for (id, entry, line) in img.layers {
+        incremental::append_listed(&mut listed_out, &img.id, &img.known);
+        let top = img.known.layers.last().map(|l| l.0.clone());
+        for (id, entry, line) in img.known.layers {
             // the line names the image whose config checks the chain: the
             // image this layer tops when there is one (what a user runs)
-            if !lines.contains_key(&id) || Some(&id) == top.as_ref() {
+            if Some(&id) == top.as_ref() || !lines.contains_key(&id) {
                 lines.insert(id.clone(), line);
             }
             if seen.insert(id) {
                 layer_index.push(entry);
             }
         }
-        image_index.push(img.entry);
-        now.push((img.id, img.known));
+        image_index.push(img.known.entry);
     }
     let new_images = staged.len();
     phases.0.push(("stage new images", started.elapsed()));
@@ -888,10 +905,12 @@ fn write_store(
     }
     lazy::refresh_records(repo, store, &lines)?;
     write_indexes(repo, store, &lines, &layer_index, &image_index, phases)?;
-    let now: HashMap<String, incremental::Known> = now.into_iter().collect();
+    let now = listed_ids;
     phases.time("write ducc-listed", || {
-        let text = incremental::listed_text(now.iter().map(|(id, k)| (id.as_str(), k)));
-        incremental::replace_file(&store.root.join(incremental::LISTED_FILE), text.as_bytes())
+        incremental::replace_file(
+            &store.root.join(incremental::LISTED_FILE),
+            listed_out.as_bytes(),
+        )
     })?;
     phases.time("prune images", || {
         incremental::prune_images(&store.images_dir(), &now, before)
@@ -903,26 +922,38 @@ fn write_store(
     Ok(())
 }
 
+/// A JSON array of `items` (each JSON text).
+fn json_array(items: &[String]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out += item;
+    }
+    out.push(']');
+    out
+}
+
 /// `ducc-index`, `layers.json`, then `images.json` (an image is listed only
 /// once its layers are), each replaced whole; the lock files when missing.
 fn write_indexes(
     repo: &Path,
     store: &StorePaths,
-    lines: &std::collections::BTreeMap<String, lazy::IndexLine>,
-    layer_index: &[Value],
-    image_index: &[Value],
+    lines: &std::collections::BTreeMap<String, String>,
+    layer_index: &[String],
+    image_index: &[String],
     phases: &mut Phases,
 ) -> io::Result<()> {
     phases.time("write ducc-index", || {
         lazy::write_index(&store.root, repo, lines)
     })?;
     phases.time("write layers.json", || {
-        let json = serde_json::to_vec(layer_index).expect("json");
-        incremental::replace_file(&store.layers_json(), &json)
+        incremental::replace_file(&store.layers_json(), json_array(layer_index).as_bytes())
     })?;
     phases.time("write images.json", || {
-        let json = serde_json::to_vec(image_index).expect("json");
-        incremental::replace_file(&store.images_json(), &json)
+        incremental::replace_file(&store.images_json(), json_array(image_index).as_bytes())
     })?;
     for lock in [store.layers_lock(), store.images_lock()] {
         if !lock.exists() {
@@ -977,6 +1008,9 @@ fn image_json(img: &ImageEntry) -> (Value, incremental::Known) {
     let known = incremental::Known {
         config_size: img.config.len() as u64,
         manifest_hex,
+        fingerprint: "-".into(),
+        entry: serde_json::to_string(&entry).expect("json"),
+        layers: Vec::new(),
     };
     (entry, known)
 }
