@@ -65,16 +65,23 @@ impl Known {
     }
 }
 
+/// What the last update listed: every image's ID, and what is known of the
+/// images not listed verbatim this time.
+pub(super) struct Before {
+    pub(super) ids: std::collections::HashSet<String>,
+    pub(super) changed: HashMap<String, Known>,
+}
+
 /// The images listed at the last update; empty when there was none (or
 /// the file is unreadable: then everything is simply written again).
 pub(super) fn read_listed(root: &Path) -> HashMap<String, Known> {
     let Ok(bytes) = super::read_capped(&root.join(LISTED_FILE), MAX_LISTED_BYTES) else {
         return HashMap::new();
     };
-    String::from_utf8_lossy(&bytes)
-        .lines()
-        .filter_map(parse_listed_line)
-        .collect()
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return HashMap::new();
+    };
+    text.lines().filter_map(parse_listed_line).collect()
 }
 
 /// One line of `ducc-listed`: `<id> <config size> <manifest hex>
@@ -272,14 +279,14 @@ pub(super) fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
 pub(super) fn prune_images(
     images_dir: &Path,
     now: &std::collections::HashSet<String>,
-    before: &HashMap<String, Known>,
+    before: &std::collections::HashSet<String>,
 ) {
     let Ok(entries) = fs::read_dir(images_dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if cvmfs_format::is_hex64(&name) && !now.contains(&name) && !before.contains_key(&name) {
+        if cvmfs_format::is_hex64(&name) && !now.contains(&name) && !before.contains(&name) {
             let _ = fs::remove_dir_all(e.path());
         }
     }

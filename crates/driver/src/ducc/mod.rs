@@ -37,13 +37,16 @@
 //!
 //! It is then one more additional image store (the driver's
 //! `AdditionalImageStores`), and the repository one more configured
-//! repository. `<source>` is a hash of DUCC's `images.json` identity (size,
-//! modification time) and the repository revision (`user.revision`): a
-//! store is built once per DUCC publication, then every `Init` costs one
-//! `stat` and one `getxattr` of the repository. It is built in
-//! `<home>/staging/` and renamed into place (a crash leaves nothing
-//! half-written; `Store::recover` removes the leftovers), older generations
-//! of the same repository but the previous one are removed.
+//! repository. There is one store per repository and `cvmfs.ducc_images`
+//! patterns (`<home>/ducc/<repo>-<patterns>/`), brought up to date in place
+//! when DUCC publishes ([`incremental`]): `ducc-source` names the
+//! publication it reflects (DUCC's `images.json` size and modification
+//! time, the repository revision `user.revision`), so an unchanged
+//! publication costs one `stat` and one `getxattr` of the repository and a
+//! few local `stat`s; after a publication only new images cost repository
+//! reads and writes, images DUCC describes as before are listed verbatim.
+//! Every file is renamed into place whole (`Store::recover` removes staging
+//! leftovers).
 //!
 //! Everything read from the repository is hostile: sizes are capped, IDs and
 //! digests checked, the config must hash to its ID, the manifest must name
@@ -56,10 +59,10 @@
 //!
 //! Cost: images DUCC's layer list describes are listed without a
 //! repository read each and completed when first used ([`lazy`]); the
-//! listing still names every image (or those matching
-//! `cvmfs.ducc_images`), so what podman parses per command grows with the
-//! repository (as with DUCC's own store);
-//! see docs/cvmfs-layers.md for the numbers and what is left.
+//! first listing still creates a directory per image, and the listing
+//! names every image (or those matching `cvmfs.ducc_images`), so what
+//! podman parses per command grows with the repository (as with DUCC's own
+//! store); see docs/cvmfs-layers.md for the numbers and what is left.
 
 use std::collections::HashMap;
 use std::fs;
@@ -309,9 +312,9 @@ pub fn wanted(names: &[String], patterns: &[String]) -> bool {
         })
 }
 
-/// Build the store of DUCC repository `repo` under `<home>/ducc/`, listing
-/// the images [`wanted`] by `only`, or reuse the one built from the same
-/// publication with the same patterns.
+/// The store of DUCC repository `repo` under `<home>/ducc/`, listing the
+/// images [`wanted`] by `only`: as it is when it reflects DUCC's current
+/// publication, else brought up to date in place.
 pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synthesis> {
     let mut phases = Phases::default();
     let source = phases.time("identity", || source_key(repo))?;
@@ -362,8 +365,9 @@ fn newest_generation(dir: &Path, rk: &str) -> Option<PathBuf> {
     generations_of(dir, rk).into_iter().next()
 }
 
-/// Keep `current` and the generation before it (a podman started a moment
-/// ago may still read it); remove older ones.
+/// Keep `current` and the newest other store of the repository (another
+/// podman may list other image patterns, or one built by an earlier
+/// version is still read); remove older ones.
 fn prune_generations(dir: &Path, rk: &str, current: &Path) {
     let older = generations_of(dir, rk).into_iter().filter(|p| p != current);
     for old in older.skip(1) {
@@ -435,7 +439,8 @@ fn update_store(
         .time("parse images.json", || serde_json::from_slice(&bytes))
         .map_err(|e| err(format!("{}: not DUCC's image list: {e}", index.display())))?;
     let ducc_layers = phases.time("read+parse layers.json", || lazy::read_ducc_layers(repo))?;
-    let before = phases.time("read ducc-listed", || incremental::read_listed(root));
+    let mut before = phases.time("read ducc-listed", || incremental::read_listed(root));
+    let before_ids: std::collections::HashSet<String> = before.keys().cloned().collect();
     let mut previous: Option<Previous> = None;
     let mut infos = HashMap::new();
     let mut skipped = Vec::new();
@@ -444,18 +449,18 @@ fn update_store(
     let start = std::time::Instant::now();
     for img in listed.into_iter().filter(|i| wanted(&i.names, only)) {
         let fingerprint = lazy::fingerprint(&img, &ducc_layers);
-        let known = before.get(&img.id);
-        if let (Some(f), Some(k)) = (&fingerprint, known) {
-            if *f == k.fingerprint {
+        let same = |k: &incremental::Known| fingerprint.as_deref() == Some(k.fingerprint.as_str());
+        if before.get(&img.id).is_some_and(same) {
+            if let Some(known) = before.remove(&img.id) {
                 cheap.push(lazy::Listed {
                     id: img.id,
                     manifest: None,
-                    known: k.clone(),
+                    known,
                 });
                 continue;
             }
         }
-        let size = known.map(|k| k.config_size);
+        let size = before.get(&img.id).map(|k| k.config_size);
         if let Ok(l) = lazy::listed_image(repo, &img, &ducc_layers, size, fingerprint) {
             cheap.push(l);
             continue;
@@ -472,6 +477,10 @@ fn update_store(
     }
     phases.0.push(("list images", start.elapsed()));
     let store = StorePaths::new(root);
+    let before = incremental::Before {
+        ids: before_ids,
+        changed: before,
+    };
     write_store(home, repo, &store, &images, cheap, &before, phases)?;
     Ok(skipped)
 }
@@ -841,7 +850,7 @@ fn write_store(
     store: &StorePaths,
     images: &[ImageEntry],
     listed: Vec<lazy::Listed>,
-    before: &HashMap<String, incremental::Known>,
+    before: &incremental::Before,
     phases: &mut Phases,
 ) -> io::Result<()> {
     let started = std::time::Instant::now();
@@ -873,7 +882,7 @@ fn write_store(
         if !listed_ids.insert(img.id.clone()) {
             continue;
         }
-        let known_before = before.get(&img.id);
+        let known_before = before.changed.get(&img.id);
         if let Some(manifest) = &img.manifest {
             if !known_before.is_some_and(|k| k.same_big_data(&img.known)) {
                 let dir = staged.dir_for(&store.image_dir(&img.id))?;
@@ -913,7 +922,7 @@ fn write_store(
         )
     })?;
     phases.time("prune images", || {
-        incremental::prune_images(&store.images_dir(), &now, before)
+        incremental::prune_images(&store.images_dir(), &now, &before.ids)
     });
     phases.0.push((
         "(new image directories)",
