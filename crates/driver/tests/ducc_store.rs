@@ -637,6 +637,75 @@ fn init_after_a_ducc_publish_does_not_rebuild_the_listing() {
     );
 }
 
+/// Entry `id` of the store's `images.json`.
+fn listed_entry(store: &StorePaths, id: &str) -> Option<Value> {
+    let images: Vec<Value> =
+        serde_json::from_slice(&fs::read(store.images_json()).unwrap()).unwrap();
+    images.into_iter().find(|i| i["id"] == json!(id))
+}
+
+/// An update in place: an image DUCC still describes the same way keeps
+/// its directory (not written again), a retagged one is listed under its
+/// new name, a removed one is unlisted at once and its directory removed
+/// one publication later (a podman may still read the previous listing).
+#[test]
+fn a_publication_updates_the_store_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("cvmfs/many.example.org");
+    index_only_images(&repo, 3);
+    let home = t.path().join("graph/cvmfs");
+    let first = synthesise(&home, &repo, &[]).unwrap();
+    let store = StorePaths::new(&first.store);
+    let ducc_images = repo.join("podmanStore/overlay-images/images.json");
+    let mut images: Vec<Value> = serde_json::from_slice(&fs::read(&ducc_images).unwrap()).unwrap();
+    let ids: Vec<String> = images
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let inode = |id: &str| {
+        fs::metadata(store.image_dir(id).join("manifest"))
+            .unwrap()
+            .ino()
+    };
+    let kept_inode = inode(&ids[0]);
+    // DUCC retags image 1 and drops image 2
+    images[1]["names"] = json!(["reg.example.org/renamed:2"]);
+    images.truncate(2);
+    fs::write(&ducc_images, serde_json::to_vec(&images).unwrap()).unwrap();
+    let second = synthesise(&home, &repo, &[]).unwrap();
+    assert!(second.built);
+    assert_eq!(second.store, first.store, "updated in place");
+    assert_eq!(
+        inode(&ids[0]),
+        kept_inode,
+        "an unchanged image is not written again"
+    );
+    let renamed = listed_entry(&store, &ids[1]).expect("the retagged image is listed");
+    assert_eq!(renamed["names"], json!(["reg.example.org/renamed:2"]));
+    assert!(
+        listed_entry(&store, &ids[2]).is_none(),
+        "a dropped image is unlisted"
+    );
+    assert!(
+        store.image_dir(&ids[2]).is_dir(),
+        "kept for a podman reading the previous listing"
+    );
+    // the next publication removes it
+    publish_one_more(&repo, 3);
+    synthesise(&home, &repo, &[]).unwrap();
+    assert!(!store.image_dir(&ids[2]).exists());
+    assert_eq!(inode(&ids[0]), kept_inode);
+    let again = synthesise(&home, &repo, &[]).unwrap();
+    assert!(!again.built, "an unchanged publication is not read again");
+    // a lost index write (after a crash) is noticed and repaired
+    fs::write(store.images_json(), b"").unwrap();
+    let repaired = synthesise(&home, &repo, &[]).unwrap();
+    assert!(repaired.built);
+    assert!(listed_entry(&store, &ids[0]).is_some());
+    assert_eq!(fs::read_dir(home.join("staging")).unwrap().count(), 0);
+}
+
 /// DUCC's layer list is hostile: a chain it gives that the image's config
 /// does not, or a config that does not hash to its ID, is refused when the
 /// image is used, naming why; the other images still run.
