@@ -42,6 +42,7 @@ use cvmfs_format::{digest_hex, is_hex64, sha256_digest, RepoPaths, StorePaths};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::incremental::Known;
 use super::{
     check_name, err, layer_id, layer_info, looks_rfc3339, read_capped, read_config, DuccImage,
     DUCC_IMAGES_DIR, EPOCH, MAX_DUCC_INDEX_BYTES, MAX_IMAGE_LAYERS,
@@ -148,21 +149,67 @@ impl IndexLine {
 /// What the listing holds for one image.
 pub(super) struct Listed {
     pub(super) id: String,
-    /// Its `images.json` entry.
-    pub(super) entry: Value,
-    /// Bottom first: (layer ID, `layers.json` entry, index line).
-    pub(super) layers: Vec<(String, Value, IndexLine)>,
-    /// Its manifest (registry spelling), made from DUCC's indexes.
-    pub(super) manifest: Vec<u8>,
+    /// Its manifest (registry spelling) when made now from DUCC's indexes;
+    /// `None` when listed verbatim from `ducc-listed` (its directory is in
+    /// the store).
+    pub(super) manifest: Option<Vec<u8>>,
+    /// Its entries as text (`images.json`, per layer `layers.json` and
+    /// `ducc-index`), sizes and digests, as `ducc-listed` keeps them.
+    pub(super) known: Known,
 }
 
-/// Image `img` listed from DUCC's layer list alone, or why not.
+/// A hash of everything DUCC's indexes say about image `img` (its entry and
+/// its chain in the layer list): while it is the same, the image is listed
+/// as the last update listed it. `None` when the chain is broken.
+pub(super) fn fingerprint(
+    img: &DuccImage,
+    ducc_layers: &HashMap<String, DuccLayer>,
+) -> Option<String> {
+    let mut h = Sha256::new();
+    let mut field = |s: Option<&str>| {
+        h.update(s.map_or(u64::MAX, |s| s.len() as u64).to_le_bytes());
+        h.update(s.unwrap_or_default().as_bytes());
+    };
+    field(Some("ducc-listed 1"));
+    field(Some(&img.id));
+    img.names.iter().for_each(|n| field(Some(n)));
+    field(None);
+    field(img.layer.as_deref());
+    field(img.created.as_deref());
+    let mut next = img.layer.as_deref();
+    let mut depth = 0;
+    while let Some(d) = next {
+        let l = ducc_layers.get(d)?;
+        depth += 1;
+        if depth > MAX_IMAGE_LAYERS {
+            return None;
+        }
+        let sizes = format!("{:?} {:?}", l.compressed_size, l.diff_size);
+        for f in [
+            Some(d),
+            l.parent.as_deref(),
+            l.created.as_deref(),
+            l.compressed.as_deref(),
+        ] {
+            field(f);
+        }
+        field(Some(&sizes));
+        next = l.parent.as_deref().filter(|p| !p.is_empty());
+    }
+    Some(super::hex(&h.finalize()[..16]))
+}
+
+/// Image `img` listed from DUCC's layer list alone, or why not. The size
+/// of its config is `known_config_size` when the store listed it before,
+/// else one `lstat` in the repository.
 pub(super) fn listed_image(
     repo: &Path,
     img: &DuccImage,
-    top: Option<&str>,
     ducc_layers: &HashMap<String, DuccLayer>,
+    known_config_size: Option<u64>,
+    fingerprint: Option<String>,
 ) -> Result<Listed, String> {
+    let top = img.layer.as_deref();
     if !is_hex64(&img.id) {
         return Err("the ID is not 64 lower-case hex".into());
     }
@@ -225,16 +272,20 @@ pub(super) fn listed_image(
         .as_deref()
         .filter(|c| looks_rfc3339(c))
         .unwrap_or(EPOCH);
-    let config_size = config_path(repo, &img.id)
-        .symlink_metadata()
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .ok_or("DUCC has no config file for it")?;
+    let config_size = match known_config_size {
+        Some(size) => size,
+        None => config_path(repo, &img.id)
+            .symlink_metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .ok_or("DUCC has no config file for it")?,
+    };
     let manifest = manifest_from_index(&img.id, config_size, &layers);
     let top = &layers.last().expect("at least one layer").0;
     let config_key = sha256_digest(&img.id);
-    let manifest_digest = sha256_digest(&super::hex(&Sha256::digest(&manifest)));
+    let manifest_hex = super::hex(&Sha256::digest(&manifest));
+    let manifest_digest = sha256_digest(&manifest_hex);
     let entry = json!({
         "id": img.id, "names": super::podman_names(&img.names), "layer": top, "created": created,
         "digest": manifest_digest,
@@ -242,11 +293,21 @@ pub(super) fn listed_image(
         "big-data-sizes": {config_key.as_str(): config_size, "manifest": manifest.len()},
         "big-data-digests": {config_key.as_str(): config_key, "manifest": manifest_digest},
     });
+    let text = |v: &Value| serde_json::to_string(v).expect("serializable");
+    let layers = layers
+        .iter()
+        .map(|(id, e, line)| (id.clone(), text(e), line.text().trim_end().to_string()))
+        .collect();
     Ok(Listed {
         id: img.id.clone(),
-        entry,
-        layers,
-        manifest,
+        manifest: Some(manifest),
+        known: Known {
+            config_size,
+            manifest_hex,
+            fingerprint: fingerprint.unwrap_or_else(|| "-".into()),
+            entry: text(&entry),
+            layers,
+        },
     })
 }
 
@@ -293,28 +354,32 @@ fn manifest_from_index(
     .expect("serializable")
 }
 
-/// Image `img`'s big data: the manifest written, the config a symlink to
-/// DUCC's file (containers/image checks it against the manifest's digest).
-pub(super) fn write_big_data(repo: &Path, store: &StorePaths, img: &Listed) -> io::Result<()> {
-    let dir = store.image_dir(&img.id);
-    fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-    let link = dir.join(super::big_data_file_name(&sha256_digest(&img.id)));
-    std::os::unix::fs::symlink(config_path(repo, &img.id), &link)
+/// Image `img`'s big data into (staged) directory `dir`: the manifest
+/// written, the config a symlink to DUCC's file (containers/image checks it
+/// against the manifest's digest).
+pub(super) fn write_big_data(repo: &Path, dir: &Path, id: &str, manifest: &[u8]) -> io::Result<()> {
+    let link = dir.join(super::big_data_file_name(&sha256_digest(id)));
+    std::os::unix::fs::symlink(config_path(repo, id), &link)
         .map_err(|e| err(format!("{}: {e}", link.display())))?;
     let m = dir.join("manifest");
-    fs::write(&m, &img.manifest).map_err(|e| err(format!("{}: {e}", m.display())))
+    fs::write(&m, manifest).map_err(|e| err(format!("{}: {e}", m.display())))
 }
 
-/// Write `ducc-index` (sorted by layer ID) and `ducc-repository` into `root`.
+/// Write `ducc-index` (sorted by layer ID; lines as [`IndexLine::text`]
+/// without the newline) and `ducc-repository` into `root`.
 pub(super) fn write_index(
     root: &Path,
     repo: &Path,
-    lines: &BTreeMap<String, IndexLine>,
+    lines: &BTreeMap<String, String>,
 ) -> io::Result<()> {
-    let text: String = lines.values().map(IndexLine::text).collect();
-    fs::write(root.join(INDEX_FILE), text)?;
-    fs::write(
-        root.join(REPOSITORY_FILE),
+    let mut text = String::with_capacity(lines.len() * LINE);
+    for line in lines.values() {
+        text += line;
+        text.push('\n');
+    }
+    super::incremental::replace_file(&root.join(INDEX_FILE), text.as_bytes())?;
+    super::incremental::replace_file(
+        &root.join(REPOSITORY_FILE),
         repo.as_os_str().as_encoded_bytes(),
     )
 }
@@ -411,23 +476,55 @@ pub fn complete(root: &Path, id: &str) -> io::Result<bool> {
                 line.id, line.blob, info.diff_digest
             )));
         }
-        let record = CvmfsRecord {
-            repository: repo.to_string_lossy().into_owned(),
-            path: cvmfs_format::paths::layerfs_rel(&line.blob),
-            parent: line.parent.clone(),
-            whiteouts: Whiteouts::OciRaw,
-            ownership: Ownership::Lost,
-            markers: None,
-            flat: None,
-            owner_probes: None,
-        };
-        write_atomically(&store.record(&line.id), record.to_json().as_bytes())?;
+        write_atomically(&store.record(&line.id), record_of(&repo, line).as_bytes())?;
     }
     Ok(true)
 }
 
+/// The record of the layer `line` describes (its text).
+fn record_of(repo: &Path, line: &IndexLine) -> String {
+    CvmfsRecord {
+        repository: repo.to_string_lossy().into_owned(),
+        path: cvmfs_format::paths::layerfs_rel(&line.blob),
+        parent: line.parent.clone(),
+        whiteouts: Whiteouts::OciRaw,
+        ownership: Ownership::Lost,
+        markers: None,
+        flat: None,
+        owner_probes: None,
+    }
+    .to_json()
+}
+
+/// Records written on first use under an earlier publication that DUCC's
+/// layer list now describes otherwise (another blob for the same layer ID)
+/// are rewritten: a store is updated in place, and the driver takes a
+/// record it finds without asking the index again. Costs one small local
+/// read per layer used so far.
+pub(super) fn refresh_records(
+    repo: &Path,
+    store: &StorePaths,
+    lines: &BTreeMap<String, String>,
+) -> io::Result<()> {
+    let Ok(dirs) = fs::read_dir(store.cvmfs_dir().join("layers")) else {
+        return Ok(());
+    };
+    for d in dirs.flatten() {
+        let id = d.file_name().to_string_lossy().into_owned();
+        let Some(Ok(line)) = lines.get(&id).map(|l| IndexLine::parse(l.as_bytes())) else {
+            continue;
+        };
+        let want = record_of(repo, &line);
+        let path = store.record(&id);
+        if fs::read(&path).is_ok_and(|have| have != want.as_bytes()) {
+            write_atomically(&path, want.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
 /// Write `path` whole or not at all (a concurrent writer writes the same).
-fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(super) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("a record has a directory");
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -485,7 +582,7 @@ mod tests {
                 diff: "c".repeat(64),
                 image: "d".repeat(64),
             };
-            lines.insert(id.clone(), line);
+            lines.insert(id.clone(), line.text().trim_end().to_string());
             parent = Some(id);
         }
         write_index(t.path(), Path::new("/cvmfs/x"), &lines).unwrap();

@@ -37,13 +37,16 @@
 //!
 //! It is then one more additional image store (the driver's
 //! `AdditionalImageStores`), and the repository one more configured
-//! repository. `<source>` is a hash of DUCC's `images.json` identity (size,
-//! modification time) and the repository revision (`user.revision`): a
-//! store is built once per DUCC publication, then every `Init` costs one
-//! `stat` and one `getxattr` of the repository. It is built in
-//! `<home>/staging/` and renamed into place (a crash leaves nothing
-//! half-written; `Store::recover` removes the leftovers), older generations
-//! of the same repository but the previous one are removed.
+//! repository. There is one store per repository and `cvmfs.ducc_images`
+//! patterns (`<home>/ducc/<repo>-<patterns>/`), brought up to date in place
+//! when DUCC publishes ([`incremental`]): `ducc-source` names the
+//! publication it reflects (DUCC's `images.json` size and modification
+//! time, the repository revision `user.revision`), so an unchanged
+//! publication costs one `stat` and one `getxattr` of the repository and a
+//! few local `stat`s; after a publication only new images cost repository
+//! reads and writes, images DUCC describes as before are listed verbatim.
+//! Every file is renamed into place whole (`Store::recover` removes staging
+//! leftovers).
 //!
 //! Everything read from the repository is hostile: sizes are capped, IDs and
 //! digests checked, the config must hash to its ID, the manifest must name
@@ -56,16 +59,16 @@
 //!
 //! Cost: images DUCC's layer list describes are listed without a
 //! repository read each and completed when first used ([`lazy`]); the
-//! listing still names every image (or those matching
-//! `cvmfs.ducc_images`), so what podman parses per command grows with the
-//! repository (as with DUCC's own store);
-//! see docs/cvmfs-layers.md for the numbers and what is left.
+//! first listing still creates a directory per image, and the listing
+//! names every image (or those matching `cvmfs.ducc_images`), so what
+//! podman parses per command grows with the repository (as with DUCC's own
+//! store); see docs/cvmfs-layers.md for the numbers and what is left.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use cvmfs_format::record::{CvmfsRecord, Ownership, Whiteouts};
 use cvmfs_format::{
@@ -77,6 +80,7 @@ use sha2::{Digest, Sha256};
 use crate::layout::with_progress;
 use crate::options::Options;
 
+mod incremental;
 mod lazy;
 pub use lazy::{complete, DUCC_LAYERS_DIR, INDEX_FILE, REPOSITORY_FILE};
 
@@ -216,6 +220,33 @@ pub struct Synthesis {
     pub built: bool,
     /// Images left out, each with why (only when built now).
     pub skipped: Vec<String>,
+    /// Where the time went, phase by phase (only when built now).
+    pub phases: Phases,
+}
+
+/// Wall time per phase of a store build, in order (for measurements).
+#[derive(Debug, Clone, Default)]
+pub struct Phases(pub Vec<(&'static str, std::time::Duration)>);
+
+impl Phases {
+    /// Run `f` as phase `name`.
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = std::time::Instant::now();
+        let out = f();
+        self.0.push((name, start.elapsed()));
+        out
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(n, d)| format!("{n} {:.3}s", d.as_secs_f64()))
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
 }
 
 fn err(what: impl std::fmt::Display) -> io::Error {
@@ -227,7 +258,13 @@ fn short_hash(s: &[u8]) -> String {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(b.len() * 2);
+    for x in b {
+        out.push(DIGITS[usize::from(x >> 4)] as char);
+        out.push(DIGITS[usize::from(x & 15)] as char);
+    }
+    out
 }
 
 fn repo_key(repo: &Path) -> String {
@@ -275,71 +312,36 @@ pub fn wanted(names: &[String], patterns: &[String]) -> bool {
         })
 }
 
-/// Build the store of DUCC repository `repo` under `<home>/ducc/`, listing
-/// the images [`wanted`] by `only`, or reuse the one built from the same
-/// publication with the same patterns.
+/// The store of DUCC repository `repo` under `<home>/ducc/`, listing the
+/// images [`wanted`] by `only`: as it is when it reflects DUCC's current
+/// publication, else brought up to date in place.
 pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synthesis> {
-    let key = format!("{} only={}", source_key(repo)?, only.join(","));
+    let mut phases = Phases::default();
+    let source = phases.time("identity", || source_key(repo))?;
     let generations = home.join(DUCC_HOME_DIR);
     let rk = repo_key(repo);
-    let store = generations.join(format!("{rk}-{}", short_hash(key.as_bytes())));
-    if store.is_dir() {
+    let patterns = format!("only={}", only.join(","));
+    let store = generations.join(format!("{rk}-{}", short_hash(patterns.as_bytes())));
+    if incremental::is_up_to_date(&store, &source) {
         return Ok(Synthesis {
             store,
             built: false,
             skipped: Vec::new(),
+            phases,
         });
     }
-    let stage = home.join("staging").join(format!(
-        "{}-{}-ducc-{rk}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_dir_all(&stage);
-    let previous = newest_generation(&generations, &rk);
-    let skipped = match build_store(repo, &stage, previous.as_deref(), only) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
-            return Err(e);
-        }
-    };
-    fs::create_dir_all(&generations)?;
-    sync_tree(&stage);
-    match rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &stage,
-        rustix::fs::CWD,
-        &store,
-        rustix::fs::RenameFlags::NOREPLACE,
-    ) {
-        Ok(()) => {}
-        // another process built the same store at the same time: use theirs
-        Err(e) if e == rustix::io::Errno::EXIST || e == rustix::io::Errno::NOTEMPTY => {
-            let _ = fs::remove_dir_all(&stage);
-        }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&stage);
-            return Err(err(format!(
-                "rename {} to {}: {e}",
-                stage.display(),
-                store.display()
-            )));
-        }
-    }
-    prune_generations(&generations, &rk, &store);
+    fs::create_dir_all(&store).map_err(|e| err(format!("{}: {e}", store.display())))?;
+    let skipped = update_store(home, repo, &store, only, &mut phases)?;
+    phases.time("write ducc-source", || {
+        incremental::write_source(&store, &source)
+    })?;
+    phases.time("prune", || prune_generations(&generations, &rk, &store));
     Ok(Synthesis {
         store,
         built: true,
         skipped,
+        phases,
     })
-}
-
-/// Make the staged store durable before it appears under its final name.
-fn sync_tree(dir: &Path) {
-    if let Ok(f) = fs::File::open(dir) {
-        let _ = rustix::fs::syncfs(&f);
-    }
 }
 
 /// Generations of repository `rk`, newest first.
@@ -363,8 +365,9 @@ fn newest_generation(dir: &Path, rk: &str) -> Option<PathBuf> {
     generations_of(dir, rk).into_iter().next()
 }
 
-/// Keep `current` and the generation before it (a podman started a moment
-/// ago may still read it); remove older ones.
+/// Keep `current` and the newest other store of the repository (another
+/// podman may list other image patterns, or one built by an earlier
+/// version is still read); remove older ones.
 fn prune_generations(dir: &Path, rk: &str, current: &Path) {
     let older = generations_of(dir, rk).into_iter().filter(|p| p != current);
     for old in older.skip(1) {
@@ -413,34 +416,57 @@ struct ImageEntry {
     created: String,
     /// Bottom first: (layer ID, `layers.json` entry, record text).
     layers: Vec<(String, Value, String)>,
+    /// Whether the store already holds its big data (nothing to write).
+    kept: bool,
 }
 
-/// Build the whole store into `stage`; returns the images left out. Images
-/// DUCC's layer list describes are only listed ([`lazy`]); the others are
-/// converted now, or taken from the previous store.
-fn build_store(
+/// Bring the store at `root` up to date with DUCC's current indexes;
+/// returns the images left out. Images DUCC's layer list describes are only
+/// listed ([`lazy`]); the others are converted now, or kept as the store
+/// already has them.
+fn update_store(
+    home: &Path,
     repo: &Path,
-    stage: &Path,
-    previous: Option<&Path>,
+    root: &Path,
     only: &[String],
+    phases: &mut Phases,
 ) -> io::Result<Vec<String>> {
     let index = ducc_images_json(repo);
-    let listed: Vec<DuccImage> =
-        serde_json::from_slice(&read_capped(&index, MAX_DUCC_INDEX_BYTES)?)
-            .map_err(|e| err(format!("{}: not DUCC's image list: {e}", index.display())))?;
-    let ducc_layers = lazy::read_ducc_layers(repo)?;
-    let previous = previous.map(Previous::load);
+    let bytes = phases.time("read images.json", || {
+        read_capped(&index, MAX_DUCC_INDEX_BYTES)
+    })?;
+    let listed: Vec<DuccImage> = phases
+        .time("parse images.json", || serde_json::from_slice(&bytes))
+        .map_err(|e| err(format!("{}: not DUCC's image list: {e}", index.display())))?;
+    let ducc_layers = phases.time("read+parse layers.json", || lazy::read_ducc_layers(repo))?;
+    let mut before = phases.time("read ducc-listed", || incremental::read_listed(root));
+    let before_ids: std::collections::HashSet<String> = before.keys().cloned().collect();
+    let mut previous: Option<Previous> = None;
     let mut infos = HashMap::new();
     let mut skipped = Vec::new();
     let mut images: Vec<ImageEntry> = Vec::new();
     let mut cheap: Vec<lazy::Listed> = Vec::new();
+    let start = std::time::Instant::now();
     for img in listed.into_iter().filter(|i| wanted(&i.names, only)) {
-        if let Ok(l) = lazy::listed_image(repo, &img, img.layer.as_deref(), &ducc_layers) {
+        let fingerprint = lazy::fingerprint(&img, &ducc_layers);
+        let same = |k: &incremental::Known| fingerprint.as_deref() == Some(k.fingerprint.as_str());
+        if before.get(&img.id).is_some_and(same) {
+            if let Some(known) = before.remove(&img.id) {
+                cheap.push(lazy::Listed {
+                    id: img.id,
+                    manifest: None,
+                    known,
+                });
+                continue;
+            }
+        }
+        let size = before.get(&img.id).map(|k| k.config_size);
+        if let Ok(l) = lazy::listed_image(repo, &img, &ducc_layers, size, fingerprint) {
             cheap.push(l);
             continue;
         }
-        let reused = previous.as_ref().and_then(|p| p.image(&img));
-        let entry = match reused {
+        let kept = previous.get_or_insert_with(|| Previous::load(root));
+        let entry = match kept.image(&img) {
             Some(e) => Ok(e),
             None => image_entry(repo, &img, &mut infos),
         };
@@ -449,14 +475,20 @@ fn build_store(
             Err(e) => skipped.push(format!("image {} ({}): {e}", img.id, img.names.join(", "))),
         }
     }
-    write_store(repo, &StorePaths::new(stage), &images, &cheap)?;
+    phases.0.push(("list images", start.elapsed()));
+    let store = StorePaths::new(root);
+    let before = incremental::Before {
+        ids: before_ids,
+        changed: before,
+    };
+    write_store(home, repo, &store, &images, cheap, &before, phases)?;
     Ok(skipped)
 }
 
-/// The store built from DUCC's previous publication. Images are
-/// content-addressed (ID = config digest, layer IDs from its diffIDs), so an
-/// image it already lists is taken from it, with the names DUCC gives now,
-/// and only new images cost repository reads.
+/// The store as the last update left it. Images are content-addressed (ID =
+/// config digest, layer IDs from its diffIDs), so a converted image it
+/// already lists is kept, with the names DUCC gives now, and only new images
+/// cost repository reads.
 struct Previous {
     store: StorePaths,
     images: HashMap<String, Value>,
@@ -516,6 +548,7 @@ impl Previous {
             manifest,
             created,
             layers,
+            kept: true,
         })
     }
 }
@@ -784,6 +817,7 @@ fn image_entry(
         manifest: standard_manifest(&manifest),
         created,
         layers,
+        kept: false,
     })
 }
 
@@ -807,73 +841,160 @@ fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::write(path, data).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
-/// Write records, layer index, big data and image index into `store`: the
-/// converted images whole, the listed ones as links and index lines.
+/// Write into `store` what changed: the directories of images it did not
+/// hold yet (staged, durable, renamed in), records of converted images,
+/// then the indexes, each whole; `ducc-listed` last.
 fn write_store(
+    home: &Path,
     repo: &Path,
     store: &StorePaths,
     images: &[ImageEntry],
-    listed: &[lazy::Listed],
+    listed: Vec<lazy::Listed>,
+    before: &incremental::Before,
+    phases: &mut Phases,
 ) -> io::Result<()> {
-    let mut layer_index: Vec<Value> = Vec::new();
+    let started = std::time::Instant::now();
+    let mut staged = incremental::Staged::new(home);
+    let mut layer_index: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut image_index = Vec::new();
+    let mut listed_out = String::new();
+    let mut records = Vec::new();
+    let text = |v: &Value| serde_json::to_string(v).expect("json");
     for img in images {
         for (id, entry, record) in &img.layers {
             if seen.insert(id.clone()) {
-                write_file(&store.record(id), record.as_bytes())?;
-                layer_index.push(entry.clone());
+                records.push((id, record));
+                layer_index.push(text(entry));
             }
         }
-        image_index.push(write_image(store, img)?);
+        let (entry, known) = image_json(img);
+        if !img.kept {
+            write_image_files(&staged.dir_for(&store.image_dir(&img.id))?, img)?;
+        }
+        image_index.push(text(&entry));
+        incremental::append_listed(&mut listed_out, &img.id, &known);
     }
     let mut lines = std::collections::BTreeMap::new();
-    let mut listed_ids: std::collections::HashSet<&str> =
-        images.iter().map(|i| i.id.as_str()).collect();
+    let mut listed_ids: std::collections::HashSet<String> =
+        images.iter().map(|i| i.id.clone()).collect();
     for img in listed {
-        if !listed_ids.insert(&img.id) {
+        if !listed_ids.insert(img.id.clone()) {
             continue;
         }
-        let top = img.layers.last().map(|l| &l.0);
-        for (id, entry, line) in &img.layers {
-            if seen.insert(id.clone()) {
-                layer_index.push(entry.clone());
-            }
-            // the line names the image whose config checks the chain: the
-            // image this layer tops when there is one (what a user runs)
-            if !lines.contains_key(id) || Some(id) == top {
-                lines.insert(id.clone(), line.clone());
+        let known_before = before.changed.get(&img.id);
+        if let Some(manifest) = &img.manifest {
+            if !known_before.is_some_and(|k| k.same_big_data(&img.known)) {
+                let dir = staged.dir_for(&store.image_dir(&img.id))?;
+                lazy::write_big_data(repo, &dir, &img.id, manifest)?;
             }
         }
-        lazy::write_big_data(repo, store, img)?;
-        image_index.push(img.entry.clone());
+        incremental::append_listed(&mut listed_out, &img.id, &img.known);
+        let top = img.known.layers.last().map(|l| l.0.clone());
+        for (id, entry, line) in img.known.layers {
+            // the line names the image whose config checks the chain: the
+            // image this layer tops when there is one (what a user runs)
+            if Some(&id) == top.as_ref() || !lines.contains_key(&id) {
+                lines.insert(id.clone(), line);
+            }
+            if seen.insert(id) {
+                layer_index.push(entry);
+            }
+        }
+        image_index.push(img.known.entry);
     }
-    fs::create_dir_all(&store.root)?;
-    lazy::write_index(&store.root, repo, &lines)?;
-    write_file(
-        &store.layers_json(),
-        &serde_json::to_vec(&layer_index).expect("json"),
-    )?;
-    write_file(&store.layers_lock(), b"")?;
-    write_file(
-        &store.images_json(),
-        &serde_json::to_vec(&image_index).expect("json"),
-    )?;
-    write_file(&store.images_lock(), b"")
+    let new_images = staged.len();
+    phases.0.push(("stage new images", started.elapsed()));
+    fs::create_dir_all(store.images_dir())?;
+    phases.time("install new images", || staged.install(&store.root))?;
+    for (id, record) in records {
+        if fs::read(store.record(id)).ok().as_deref() != Some(record.as_bytes()) {
+            lazy::write_atomically(&store.record(id), record.as_bytes())?;
+        }
+    }
+    lazy::refresh_records(repo, store, &lines)?;
+    write_indexes(repo, store, &lines, &layer_index, &image_index, phases)?;
+    let now = listed_ids;
+    phases.time("write ducc-listed", || {
+        incremental::replace_file(
+            &store.root.join(incremental::LISTED_FILE),
+            listed_out.as_bytes(),
+        )
+    })?;
+    phases.time("prune images", || {
+        incremental::prune_images(&store.images_dir(), &now, &before.ids)
+    });
+    phases.0.push((
+        "(new image directories)",
+        std::time::Duration::from_micros(new_images as u64),
+    ));
+    Ok(())
 }
 
-/// Image `img`'s big data files; its `images.json` entry.
-fn write_image(store: &StorePaths, img: &ImageEntry) -> io::Result<Value> {
+/// A JSON array of `items` (each JSON text).
+fn json_array(items: &[String]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out += item;
+    }
+    out.push(']');
+    out
+}
+
+/// `ducc-index`, `layers.json`, then `images.json` (an image is listed only
+/// once its layers are), each replaced whole; the lock files when missing.
+fn write_indexes(
+    repo: &Path,
+    store: &StorePaths,
+    lines: &std::collections::BTreeMap<String, String>,
+    layer_index: &[String],
+    image_index: &[String],
+    phases: &mut Phases,
+) -> io::Result<()> {
+    phases.time("write ducc-index", || {
+        lazy::write_index(&store.root, repo, lines)
+    })?;
+    phases.time("write layers.json", || {
+        incremental::replace_file(&store.layers_json(), json_array(layer_index).as_bytes())
+    })?;
+    phases.time("write images.json", || {
+        incremental::replace_file(&store.images_json(), json_array(image_index).as_bytes())
+    })?;
+    for lock in [store.layers_lock(), store.images_lock()] {
+        if !lock.exists() {
+            write_file(&lock, b"")?;
+        }
+    }
+    Ok(())
+}
+
+/// The big data items of converted image `img`: (key, bytes).
+fn big_data_items(img: &ImageEntry) -> [(String, &[u8]); 3] {
     let manifest_digest = format!("sha256:{}", hex(&Sha256::digest(&img.manifest)));
-    let items: [(String, &[u8]); 3] = [
+    [
         (sha256_digest(&img.id), &img.config),
         (format!("manifest-{manifest_digest}"), &img.manifest),
         ("manifest".to_string(), &img.manifest),
-    ];
-    let dir = store.image_dir(&img.id);
-    for (k, data) in &items {
+    ]
+}
+
+/// Converted image `img`'s big data files, into (staged) directory `dir`.
+fn write_image_files(dir: &Path, img: &ImageEntry) -> io::Result<()> {
+    for (k, data) in &big_data_items(img) {
         write_file(&dir.join(big_data_file_name(k)), data)?;
     }
+    Ok(())
+}
+
+/// Converted image `img`'s `images.json` entry, and what `ducc-listed` keeps.
+fn image_json(img: &ImageEntry) -> (Value, incremental::Known) {
+    let items = big_data_items(img);
+    let manifest_hex = hex(&Sha256::digest(&img.manifest));
+    let manifest_digest = sha256_digest(&manifest_hex);
     let sizes: serde_json::Map<String, Value> = items
         .iter()
         .map(|(k, d)| (k.clone(), json!(d.len())))
@@ -888,11 +1009,19 @@ fn write_image(store: &StorePaths, img: &ImageEntry) -> io::Result<Value> {
         })
         .collect();
     let top = &img.layers.last().expect("an image has layers").0;
-    Ok(json!({
+    let entry = json!({
         "id": img.id, "digest": manifest_digest, "names": img.names, "layer": top,
         "big-data-names": items.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         "big-data-sizes": sizes, "big-data-digests": digests, "created": img.created,
-    }))
+    });
+    let known = incremental::Known {
+        config_size: img.config.len() as u64,
+        manifest_hex,
+        fingerprint: "-".into(),
+        entry: serde_json::to_string(&entry).expect("json"),
+        layers: Vec::new(),
+    };
+    (entry, known)
 }
 
 #[cfg(test)]
