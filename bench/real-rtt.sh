@@ -32,6 +32,8 @@
 # ("rootfs cvmfs cvmfs-warm"), REAL_RTT_KEEP=1, BENCH_KEEP=1 (work dir).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=hack/lib-real-cvmfs.sh
+source "$ROOT/hack/lib-real-cvmfs.sh"
 cd "$ROOT"
 export PATH="/usr/local/go/bin:$HOME/.cargo/bin:$PATH"
 REPO=${REAL_CVMFS_REPO:-test.local}
@@ -123,24 +125,10 @@ sleep 0.5
 : >>"$PLOG"
 
 client_up() { # CACHE: an empty-cache client at $MNT through the proxy, bound over /cvmfs/REPO
-  local cache=$1 nfiles=16384 hard
+  local cache=$1
   rm -rf "$cache"
   mkdir -p "$cache"
-  hard=$(ulimit -Hn)
-  if [ "$hard" != unlimited ] && [ "$hard" -lt "$nfiles" ]; then nfiles=$hard; fi
-  cat >"$cache/client.conf" <<EOF
-CVMFS_SERVER_URL=http://127.0.0.1/cvmfs/@fqrn@
-CVMFS_HTTP_PROXY=http://127.0.0.1:$port
-CVMFS_PUBLIC_KEY=/etc/cvmfs/keys/$REPO.pub
-CVMFS_CACHE_BASE=$cache
-CVMFS_SHARED_CACHE=no
-CVMFS_QUOTA_LIMIT=-1
-CVMFS_NFILES=$nfiles
-CVMFS_USER=root
-CVMFS_RELOAD_SOCKETS=$cache
-CVMFS_KCACHE_TIMEOUT=60
-CVMFS_CLAIM_OWNERSHIP=no
-EOF
+  real_cvmfs_client_conf "$cache" "$REPO" "http://127.0.0.1:$port" CVMFS_KCACHE_TIMEOUT=60
   sync
   echo 3 >/proc/sys/vm/drop_caches
   cvmfs2 -o "config=$cache/client.conf,allow_other" "$REPO" "$MNT" >"$W/mount.log" 2>&1 ||

@@ -42,6 +42,8 @@
 # Ends with exactly one line "N passed, N failed, N skipped".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=hack/lib-real-cvmfs.sh
+source "$ROOT/hack/lib-real-cvmfs.sh"
 cd "$ROOT"
 export PATH="$HOME/.cargo/bin:$PATH"
 REPO=${REAL_CVMFS_REPO:-test.local}
@@ -91,21 +93,7 @@ trap cleanup EXIT
 client_mount() {
   local mnt=${1:-$MNT} cache=${2:-$CACHE}
   mkdir -p "$mnt" "$cache"
-  local nfiles=16384 hard
-  hard=$(ulimit -Hn)
-  if [ "$hard" != unlimited ] && [ "$hard" -lt "$nfiles" ]; then nfiles=$hard; fi
-  cat >"$cache/client.conf" <<EOF
-CVMFS_SERVER_URL=http://127.0.0.1/cvmfs/@fqrn@
-CVMFS_HTTP_PROXY=DIRECT
-CVMFS_PUBLIC_KEY=/etc/cvmfs/keys/$REPO.pub
-CVMFS_CACHE_BASE=$cache
-CVMFS_SHARED_CACHE=no
-CVMFS_QUOTA_LIMIT=-1
-CVMFS_NFILES=$nfiles
-CVMFS_USER=root
-CVMFS_RELOAD_SOCKETS=$cache
-CVMFS_CLAIM_OWNERSHIP=no
-EOF
+  real_cvmfs_client_conf "$cache" "$REPO" DIRECT
   if [ "$mnt" != "$MNT" ]; then
     cvmfs2 -o "config=$cache/client.conf,allow_other" "$REPO" "$mnt" >"$W/client-mount.log" 2>&1
     return
