@@ -12,7 +12,10 @@ Prints the failing and ignored tests (one line each), then one line
             non-zero without a failing test (a build error or a crash must
             not pass);
   skipped = tests reported "ignored" (e.g. `#[ignore = "needs root"]` tests
-            in a run without --include-ignored).
+            in a run without --include-ignored), and tests reported "ok"
+            whose captured output (shown with `-- --show-output`) has a line
+            starting "SKIP:": a test that found what it needs missing returns
+            early, which libtest can only report as a pass.
 """
 
 import re
@@ -20,6 +23,9 @@ import sys
 
 RESULT = re.compile(r"^test (.+?) \.\.\. (ok|FAILED|ignored)")
 EXIT = re.compile(r"^cargo-exit: (\d+)")
+RUNNING = re.compile(r"^running \d+ tests?$")
+OUTPUT = re.compile(r"^---- (.+) stdout ----$")
+SUMMARY = re.compile(r"^test result: ")
 
 
 def main() -> int:
@@ -27,11 +33,31 @@ def main() -> int:
         sys.exit(__doc__)
     ok = failed = ignored = broken = 0
     failed_in_run = 0
+    passed_here = set()  # tests reported ok in the current test binary
+    skipped_here = set()  # tests whose shown output says SKIP:
+    output_of = None
     lines = open(sys.argv[1], errors="replace").read().splitlines()
     for i, line in enumerate(lines):
+        if RUNNING.match(line):
+            passed_here, skipped_here, output_of = set(), set(), None
+        m = OUTPUT.match(line)
+        if m:
+            output_of = m.group(1)
+            continue
+        if output_of and line.startswith("SKIP:"):
+            skipped_here.add(output_of)
+        if SUMMARY.match(line):
+            for name in sorted(skipped_here & passed_here):
+                ok -= 1
+                ignored += 1
+                print(f"test {name} ... skipped (SKIP: in its output)", file=sys.stderr)
+            passed_here, skipped_here, output_of = set(), set(), None
+            continue
         m = RESULT.match(line)
         if m:
+            output_of = None
             if m.group(2) == "ok":
+                passed_here.add(m.group(1))
                 ok += 1
             elif m.group(2) == "FAILED":
                 failed += 1

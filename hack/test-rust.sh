@@ -38,7 +38,7 @@ fi
 
 # 3. cargo test, every crate of the workspace.
 {
-  cargo test --workspace --no-fail-fast -- $(cargo_include_ignored)
+  cargo test --workspace --no-fail-fast -- $(cargo_include_ignored) --show-output
   echo "cargo-exit: $?"
 } >"$log/cargo.txt" 2>&1
 count_cargo "$log/cargo.txt"
