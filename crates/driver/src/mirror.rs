@@ -565,6 +565,9 @@ fn localize_in_background(store: &Path, view: &Path) {
     // Listing is metadata (no download), but the repository may hang: not
     // on the caller's thread either.
     let list = move || {
+        if !copies_allowed(&store) {
+            return;
+        }
         let images = images_to_localize(&store, &view);
         // One task per file: (image, Some(big data index) or None: record).
         let mut tasks: Vec<(usize, Option<usize>)> = Vec::new();
@@ -609,6 +612,19 @@ fn localize_in_background(store: &Path, view: &Path) {
     let _ = std::thread::Builder::new()
         .name("cvmfs-ahead".into())
         .spawn(list);
+}
+
+/// Whether big data of `store` may be copied into its view: only from an
+/// immutable CVMFS snapshot (a revision shown on a FUSE mount), where a copy
+/// checked against its digest is the same file for as long as the view is
+/// used. A plain directory can lose or change a file in place without its
+/// indexes changing; its view keeps links, so podman (and `podman system
+/// check`, the storage suite's `check-ro-image-data-*`) sees the damage.
+/// Unit tests run on plain directories and take the copying path; the e2e
+/// round-trip case (FUSE view with a revision) and the storage suite check
+/// both sides of the rule.
+fn copies_allowed(store: &Path) -> bool {
+    cfg!(test) || snapshot_revision(&revision_dir(store)).is_some()
 }
 
 /// What containers/storage is given for each of `stores`: the local view of
