@@ -378,6 +378,104 @@ pub fn warm_store_catalogs(store: &Path) {
     }
 }
 
+/// Images read ahead before the indexes are (newest image directories by
+/// modification time): on a fresh driver home the image podman starts is
+/// most often the one published last.
+const EARLY_IMAGES: usize = 2;
+/// Image directories beyond which that guess is not made (each is a `stat`,
+/// answered from the catalog, but a FUSE call all the same).
+const EARLY_LIST_MAX: usize = 4096;
+
+/// The newest [`EARLY_IMAGES`] image directories of `store` by modification
+/// time (listing and `stat` are catalog metadata: no download beyond the
+/// catalog itself).
+fn newest_image_dirs(store: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(StorePaths::new(store).images_dir()) else {
+        return Vec::new();
+    };
+    let mut dirs = Vec::new();
+    for e in entries.flatten().take(EARLY_LIST_MAX + 1) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_hex64(&name) {
+            continue;
+        }
+        if let Some(m) = fs::symlink_metadata(e.path()).ok().filter(|m| m.is_dir()) {
+            dirs.push((m.mtime(), m.mtime_nsec(), name, e.path()));
+        }
+    }
+    if dirs.len() > EARLY_LIST_MAX {
+        return Vec::new();
+    }
+    dirs.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    dirs.into_iter()
+        .take(EARLY_IMAGES)
+        .map(|(_, _, id, dir)| (id, dir))
+        .collect()
+}
+
+/// The hex of the last layer blob a manifest names (`layers[-1].digest`).
+fn top_blob_of_manifest(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let digest = v.get("layers")?.as_array()?.last()?.get("digest")?.as_str()?;
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| is_hex64(h))
+        .map(str::to_string)
+}
+
+/// Read one file of an image directory ahead (at most
+/// [`PREFETCH_MAX_BYTES`]); for its manifest, set the catalog of the top
+/// layer's `.layers/XX` loading (the publisher's layout beside the store).
+fn read_early(file: PathBuf, repo: Option<PathBuf>) {
+    let Ok(f) = fs::File::open(&file) else {
+        return;
+    };
+    let mut bytes = Vec::new();
+    if f.take(PREFETCH_MAX_BYTES).read_to_end(&mut bytes).is_err() {
+        return;
+    }
+    if file.file_name().is_some_and(|n| n == "manifest") {
+        if let (Some(hex), Some(repo)) = (top_blob_of_manifest(&bytes), repo) {
+            let layer_dir = cvmfs_format::RepoPaths::new(&repo).layer_dir(&hex);
+            if let Some(fan) = layer_dir.parent() {
+                crate::layout::warm_catalog(fan.to_path_buf());
+            }
+        }
+    }
+}
+
+/// On a fresh driver home, before and beside the indexes: guess the image
+/// about to start (the newest image directories) and fetch what its start
+/// reads after the indexes — its manifest and config (read into the client's
+/// cache), its flat tree's catalog and its top layer's `.layers/XX` catalog
+/// (from the manifest). With the indexes in the store's own catalog that is
+/// one round trip after the store's catalog instead of three. A wrong guess
+/// costs a few KiB; nothing waits for it; a hung repository holds only
+/// these threads.
+fn read_newest_images_early(store: &Path) {
+    let store = store.to_path_buf();
+    let list = move || {
+        let repo = store.parent().map(Path::to_path_buf);
+        for (id, dir) in newest_image_dirs(&store) {
+            if let Some(repo) = &repo {
+                crate::layout::warm_catalog(cvmfs_format::RepoPaths::new(repo).flat_dir(&id));
+            }
+            let Ok(files) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for f in files.flatten().take(16) {
+                let (file, repo) = (f.path(), repo.clone());
+                let _ = std::thread::Builder::new()
+                    .name("cvmfs-early".into())
+                    .spawn(move || read_early(file, repo));
+            }
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("cvmfs-early".into())
+        .spawn(list);
+}
+
 /// The view of the store's current indexes, built if there is none.
 fn find_or_build_view(
     home: &Store,
@@ -392,6 +490,9 @@ fn find_or_build_view(
     if dest.join("SOURCE").is_file() {
         return Ok(dest);
     }
+    // No view of these indexes yet: what the start reads after them is
+    // fetched beside them.
+    read_newest_images_early(store);
     let paths = StorePaths::new(store);
     let Some((key, images, layers)) = bounded(timeout, move || read_indexes(paths))? else {
         return Err(err("the indexes changed while they were read (a publish?)"));

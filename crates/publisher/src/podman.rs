@@ -53,6 +53,12 @@ pub trait StoreInit {
 
 impl StoreInit for StorePaths {
     fn init(&self) -> Result<()> {
+        // Nested catalogs: the store's root and its records. The indexes'
+        // directories stay in the store's catalog, so that a cold client
+        // reaches `images.json` one round trip sooner (issue 13 item 5;
+        // docs/store-format.md "Catalogs"). A store made earlier keeps its
+        // markers there: both layouts read the same.
+        let with_catalog = [self.root.clone(), self.cvmfs_dir()];
         for d in [
             self.root.clone(),
             self.images_dir(),
@@ -61,7 +67,7 @@ impl StoreInit for StorePaths {
         ] {
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
             let cat = d.join(cvmfs_format::paths::CATALOG_MARKER);
-            if !cat.exists() {
+            if with_catalog.contains(&d) && !cat.exists() {
                 fsx::write_atomic(&cat, b"", 0o644)?;
             }
         }
