@@ -416,7 +416,12 @@ fn newest_image_dirs(store: &Path) -> Vec<(String, PathBuf)> {
 /// The hex of the last layer blob a manifest names (`layers[-1].digest`).
 fn top_blob_of_manifest(bytes: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    let digest = v.get("layers")?.as_array()?.last()?.get("digest")?.as_str()?;
+    let digest = v
+        .get("layers")?
+        .as_array()?
+        .last()?
+        .get("digest")?
+        .as_str()?;
     digest
         .strip_prefix("sha256:")
         .filter(|h| is_hex64(h))
