@@ -171,6 +171,9 @@ fn read_indexes(paths: StorePaths) -> io::Result<Option<Indexes>> {
         .name("cvmfs-mirror".into())
         .spawn(move || read_index(&layers_json))?;
     let images = read_index(&paths.images_json());
+    if let Ok(bytes) = &images {
+        read_records_early(&paths, bytes);
+    }
     let layers = layers
         .join()
         .map_err(|_| err("reading layers.json: thread died"))?;
@@ -449,6 +452,36 @@ fn read_early(file: PathBuf, repo: Option<PathBuf>) {
     }
 }
 
+/// The top layer records of the newest [`EARLY_IMAGES`] entries of
+/// `images.json` (by `created`), read on threads of their own as soon as the
+/// index is: the driver's first lookup of the image's layer, which podman
+/// makes once it has read the indexes and the image's files, then finds the
+/// record downloaded or under way (on a cold client the records' catalog
+/// was set loading at the driver's start).
+fn read_records_early(paths: &StorePaths, images_json: &[u8]) {
+    let Ok(serde_json::Value::Array(mut entries)) = serde_json::from_slice(images_json) else {
+        return;
+    };
+    sort_newest_first(&mut entries);
+    for e in entries.iter().take(EARLY_IMAGES) {
+        let Some(layer) = e
+            .get("layer")
+            .and_then(|v| v.as_str())
+            .filter(|l| is_hex64(l))
+        else {
+            continue;
+        };
+        let record = paths.record(layer);
+        let _ = std::thread::Builder::new()
+            .name("cvmfs-early".into())
+            .spawn(move || {
+                if let Ok(f) = fs::File::open(record) {
+                    let _ = io::copy(&mut f.take(PREFETCH_MAX_BYTES), &mut io::sink());
+                }
+            });
+    }
+}
+
 /// On a fresh driver home, before and beside the indexes: guess the image
 /// about to start (the newest image directories) and fetch what its start
 /// reads after the indexes — its manifest and config (read into the client's
@@ -519,6 +552,16 @@ fn find_or_build_view(
     Ok(dest)
 }
 
+/// Sort `images.json` entries newest first (by `created`, RFC 3339 in UTC
+/// as containers/storage writes it, so text order is time order).
+fn sort_newest_first(entries: &mut [serde_json::Value]) {
+    let created = |e: &serde_json::Value| {
+        let c = e.get("created").and_then(|v| v.as_str()).unwrap_or("");
+        c.to_string()
+    };
+    entries.sort_by_key(|e| std::cmp::Reverse(created(e)));
+}
+
 /// Images whose metadata a view fetches ahead, newest first.
 pub const PREFETCH_IMAGES: usize = 32;
 /// Parallel fetches of that metadata (a CVMFS client has 16 connections).
@@ -546,11 +589,7 @@ fn images_to_localize(store: &Path, view: &Path) -> Vec<ImageAhead> {
     let Ok(serde_json::Value::Array(mut entries)) = serde_json::from_slice(&bytes) else {
         return Vec::new();
     };
-    let created = |e: &serde_json::Value| {
-        let c = e.get("created").and_then(|v| v.as_str()).unwrap_or("");
-        c.to_string()
-    };
-    entries.sort_by_key(|e| std::cmp::Reverse(created(e)));
+    sort_newest_first(&mut entries);
     let hex_field = |e: &serde_json::Value, name: &str| {
         e.get(name)
             .and_then(|v| v.as_str())
