@@ -836,6 +836,44 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_image_directories_are_guessed_by_mtime() {
+        let f = fixture();
+        let images = StorePaths::new(&f.store).images_dir();
+        let older = "3333333333333333333333333333333333333333333333333333333333333333";
+        let newest = "4444444444444444444444444444444444444444444444444444444444444444";
+        let base = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (id, age) in [(IMG, 2), (older, 1), (newest, 0)] {
+            fs::create_dir_all(images.join(id)).unwrap();
+            let when = base - Duration::from_secs(age * 60);
+            fs::File::open(images.join(id))
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        // Not an image directory: neither a file nor a non-ID name counts.
+        fs::create_dir_all(images.join("not-an-id")).unwrap();
+        let ids: Vec<String> = newest_image_dirs(&f.store)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, [newest, older]);
+    }
+
+    #[test]
+    fn the_top_layer_blob_is_the_manifest_s_last() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let m = format!(r#"{{"layers":[{{"digest":"sha256:{a}"}},{{"digest":"sha256:{b}"}}]}}"#);
+        assert_eq!(top_blob_of_manifest(m.as_bytes()), Some(b));
+        for bad in [
+            r#"{"layers":[]}"#,
+            r#"{"layers":[{"digest":"sha256:../x"}]}"#,
+            "not json",
+        ] {
+            assert_eq!(top_blob_of_manifest(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn the_view_copies_the_indexes_and_links_the_rest() {
         let f = fixture();
         let (v, warnings) = views(&f);
