@@ -726,6 +726,14 @@ t_start_path_round_trips() {
   { echo "podman run by name, fresh driver home, cold view:"; rtt_count "$S/run1.txt" "$S/src"; } >"$S/count1.txt"
   tee -a "$report" <"$S/count1.txt"
   local cold=$RTT_STORE
+  # The publisher keeps the indexes in the store's catalog: a fresh home
+  # loads no catalog of their own.
+  ! grep -qE 'podmanStore/cvmfs-(images|layers)/\.cvmfscatalog' "$S/run1.txt" ||
+    fail "the indexes have catalogs of their own (publisher layout)"
+  # The runs below: a store published before that layout (the indexes in
+  # catalogs of their own), which must read the same; its catalog loads
+  # show whether the indexes' identity was asked.
+  touch "$S/src/podmanStore/cvmfs-images/.cvmfscatalog" "$S/src/podmanStore/cvmfs-layers/.cvmfscatalog"
   rtt_view_up "$S/src" "$R" "$S/run2.txt"
   out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
   [ "$out" = "hello from cvmfs" ] || fail "second run printed '$out'"

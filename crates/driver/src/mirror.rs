@@ -171,6 +171,9 @@ fn read_indexes(paths: StorePaths) -> io::Result<Option<Indexes>> {
         .name("cvmfs-mirror".into())
         .spawn(move || read_index(&layers_json))?;
     let images = read_index(&paths.images_json());
+    if let Ok(bytes) = &images {
+        read_records_early(&paths, bytes);
+    }
     let layers = layers
         .join()
         .map_err(|_| err("reading layers.json: thread died"))?;
@@ -378,6 +381,139 @@ pub fn warm_store_catalogs(store: &Path) {
     }
 }
 
+/// Images read ahead before the indexes are (newest image directories by
+/// modification time): on a fresh driver home the image podman starts is
+/// most often the one published last.
+const EARLY_IMAGES: usize = 2;
+/// Image directories beyond which that guess is not made (each is a `stat`,
+/// answered from the catalog, but a FUSE call all the same).
+const EARLY_LIST_MAX: usize = 4096;
+
+/// The newest [`EARLY_IMAGES`] image directories of `store` by modification
+/// time (listing and `stat` are catalog metadata: no download beyond the
+/// catalog itself).
+fn newest_image_dirs(store: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(StorePaths::new(store).images_dir()) else {
+        return Vec::new();
+    };
+    let mut dirs = Vec::new();
+    for e in entries.flatten().take(EARLY_LIST_MAX + 1) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !is_hex64(&name) {
+            continue;
+        }
+        if let Some(m) = fs::symlink_metadata(e.path()).ok().filter(|m| m.is_dir()) {
+            dirs.push((m.mtime(), m.mtime_nsec(), name, e.path()));
+        }
+    }
+    if dirs.len() > EARLY_LIST_MAX {
+        return Vec::new();
+    }
+    dirs.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    dirs.into_iter()
+        .take(EARLY_IMAGES)
+        .map(|(_, _, id, dir)| (id, dir))
+        .collect()
+}
+
+/// The hex of the last layer blob a manifest names (`layers[-1].digest`).
+fn top_blob_of_manifest(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let digest = v
+        .get("layers")?
+        .as_array()?
+        .last()?
+        .get("digest")?
+        .as_str()?;
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| is_hex64(h))
+        .map(str::to_string)
+}
+
+/// Read one file of an image directory ahead (at most
+/// [`PREFETCH_MAX_BYTES`]); for its manifest, set the catalog of the top
+/// layer's `.layers/XX` loading (the publisher's layout beside the store).
+fn read_early(file: PathBuf, repo: Option<PathBuf>) {
+    let Ok(f) = fs::File::open(&file) else {
+        return;
+    };
+    let mut bytes = Vec::new();
+    if f.take(PREFETCH_MAX_BYTES).read_to_end(&mut bytes).is_err() {
+        return;
+    }
+    if file.file_name().is_some_and(|n| n == "manifest") {
+        if let (Some(hex), Some(repo)) = (top_blob_of_manifest(&bytes), repo) {
+            let layer_dir = cvmfs_format::RepoPaths::new(&repo).layer_dir(&hex);
+            if let Some(fan) = layer_dir.parent() {
+                crate::layout::warm_catalog(fan.to_path_buf());
+            }
+        }
+    }
+}
+
+/// The top layer records of the newest [`EARLY_IMAGES`] entries of
+/// `images.json` (by `created`), read on threads of their own as soon as the
+/// index is: the driver's first lookup of the image's layer, which podman
+/// makes once it has read the indexes and the image's files, then finds the
+/// record downloaded or under way (on a cold client the records' catalog
+/// was set loading at the driver's start).
+fn read_records_early(paths: &StorePaths, images_json: &[u8]) {
+    let Ok(serde_json::Value::Array(mut entries)) = serde_json::from_slice(images_json) else {
+        return;
+    };
+    sort_newest_first(&mut entries);
+    for e in entries.iter().take(EARLY_IMAGES) {
+        let Some(layer) = e
+            .get("layer")
+            .and_then(|v| v.as_str())
+            .filter(|l| is_hex64(l))
+        else {
+            continue;
+        };
+        let record = paths.record(layer);
+        let _ = std::thread::Builder::new()
+            .name("cvmfs-early".into())
+            .spawn(move || {
+                if let Ok(f) = fs::File::open(record) {
+                    let _ = io::copy(&mut f.take(PREFETCH_MAX_BYTES), &mut io::sink());
+                }
+            });
+    }
+}
+
+/// On a fresh driver home, before and beside the indexes: guess the image
+/// about to start (the newest image directories) and fetch what its start
+/// reads after the indexes — its manifest and config (read into the client's
+/// cache), its flat tree's catalog and its top layer's `.layers/XX` catalog
+/// (from the manifest). With the indexes in the store's own catalog that is
+/// one round trip after the store's catalog instead of three. A wrong guess
+/// costs a few KiB; nothing waits for it; a hung repository holds only
+/// these threads.
+fn read_newest_images_early(store: &Path) {
+    let store = store.to_path_buf();
+    let list = move || {
+        let repo = store.parent().map(Path::to_path_buf);
+        for (id, dir) in newest_image_dirs(&store) {
+            if let Some(repo) = &repo {
+                crate::layout::warm_catalog(cvmfs_format::RepoPaths::new(repo).flat_dir(&id));
+            }
+            let Ok(files) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for f in files.flatten().take(16) {
+                let (file, repo) = (f.path(), repo.clone());
+                let _ = std::thread::Builder::new()
+                    .name("cvmfs-early".into())
+                    .spawn(move || read_early(file, repo));
+            }
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("cvmfs-early".into())
+        .spawn(list);
+}
+
 /// The view of the store's current indexes, built if there is none.
 fn find_or_build_view(
     home: &Store,
@@ -392,6 +528,9 @@ fn find_or_build_view(
     if dest.join("SOURCE").is_file() {
         return Ok(dest);
     }
+    // No view of these indexes yet: what the start reads after them is
+    // fetched beside them.
+    read_newest_images_early(store);
     let paths = StorePaths::new(store);
     let Some((key, images, layers)) = bounded(timeout, move || read_indexes(paths))? else {
         return Err(err("the indexes changed while they were read (a publish?)"));
@@ -411,6 +550,16 @@ fn find_or_build_view(
     }
     prune(root, prefix, &dest);
     Ok(dest)
+}
+
+/// Sort `images.json` entries newest first (by `created`, RFC 3339 in UTC
+/// as containers/storage writes it, so text order is time order).
+fn sort_newest_first(entries: &mut [serde_json::Value]) {
+    let created = |e: &serde_json::Value| {
+        let c = e.get("created").and_then(|v| v.as_str()).unwrap_or("");
+        c.to_string()
+    };
+    entries.sort_by_key(|e| std::cmp::Reverse(created(e)));
 }
 
 /// Images whose metadata a view fetches ahead, newest first.
@@ -440,11 +589,7 @@ fn images_to_localize(store: &Path, view: &Path) -> Vec<ImageAhead> {
     let Ok(serde_json::Value::Array(mut entries)) = serde_json::from_slice(&bytes) else {
         return Vec::new();
     };
-    let created = |e: &serde_json::Value| {
-        let c = e.get("created").and_then(|v| v.as_str()).unwrap_or("");
-        c.to_string()
-    };
-    entries.sort_by_key(|e| std::cmp::Reverse(created(e)));
+    sort_newest_first(&mut entries);
     let hex_field = |e: &serde_json::Value, name: &str| {
         e.get(name)
             .and_then(|v| v.as_str())
@@ -704,6 +849,44 @@ mod tests {
             &|m| warnings.borrow_mut().push(m.to_string()),
         );
         (v, warnings.into_inner())
+    }
+
+    #[test]
+    fn the_newest_image_directories_are_guessed_by_mtime() {
+        let f = fixture();
+        let images = StorePaths::new(&f.store).images_dir();
+        let older = "3333333333333333333333333333333333333333333333333333333333333333";
+        let newest = "4444444444444444444444444444444444444444444444444444444444444444";
+        let base = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (id, age) in [(IMG, 2), (older, 1), (newest, 0)] {
+            fs::create_dir_all(images.join(id)).unwrap();
+            let when = base - Duration::from_secs(age * 60);
+            fs::File::open(images.join(id))
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        // Not an image directory: neither a file nor a non-ID name counts.
+        fs::create_dir_all(images.join("not-an-id")).unwrap();
+        let ids: Vec<String> = newest_image_dirs(&f.store)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, [newest, older]);
+    }
+
+    #[test]
+    fn the_top_layer_blob_is_the_manifest_s_last() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let m = format!(r#"{{"layers":[{{"digest":"sha256:{a}"}},{{"digest":"sha256:{b}"}}]}}"#);
+        assert_eq!(top_blob_of_manifest(m.as_bytes()), Some(b));
+        for bad in [
+            r#"{"layers":[]}"#,
+            r#"{"layers":[{"digest":"sha256:../x"}]}"#,
+            "not json",
+        ] {
+            assert_eq!(top_blob_of_manifest(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

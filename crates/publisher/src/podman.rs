@@ -53,6 +53,12 @@ pub trait StoreInit {
 
 impl StoreInit for StorePaths {
     fn init(&self) -> Result<()> {
+        // Nested catalogs: the store's root and its records. The indexes'
+        // directories stay in the store's catalog, so that a cold client
+        // reaches `images.json` one round trip sooner (issue 13 item 5;
+        // docs/store-format.md "Catalogs"). A store made earlier keeps its
+        // markers there: both layouts read the same.
+        let with_catalog = [self.root.clone(), self.cvmfs_dir()];
         for d in [
             self.root.clone(),
             self.images_dir(),
@@ -61,7 +67,7 @@ impl StoreInit for StorePaths {
         ] {
             fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
             let cat = d.join(cvmfs_format::paths::CATALOG_MARKER);
-            if !cat.exists() {
+            if with_catalog.contains(&d) && !cat.exists() {
                 fsx::write_atomic(&cat, b"", 0o644)?;
             }
         }
@@ -110,7 +116,37 @@ pub fn read_index(path: &Path) -> Result<Vec<Value>> {
 
 fn write_index(path: &Path, v: &[Value]) -> Result<()> {
     let text = serde_json::to_vec(v).expect("serializable");
-    fsx::write_atomic(path, &text, 0o644)
+    fsx::write_atomic(path, &text, 0o644)?;
+    own_catalog_when_large(path, v.len())
+}
+
+/// Index entries from which an index's directory becomes a nested catalog
+/// of its own: about 0.5 MB of compressed catalog each (an image is 4
+/// catalog entries, its directory and 3 files, ~150 bytes each; a layer is
+/// one tar-split file).
+const IMAGES_OWN_CATALOG_AT: usize = 1000;
+const LAYERS_OWN_CATALOG_AT: usize = 4000;
+
+/// A small store keeps its indexes' directories in the store's catalog, so
+/// that a cold client reads them one round trip after it (issue 13 item 5);
+/// a large one gives them catalogs of their own (what every store had
+/// before), so that a start that needs none of them (a warm driver home)
+/// does not download them with the store's catalog
+/// (docs/store-format.md "Catalogs"). Once made, a marker stays.
+fn own_catalog_when_large(index: &Path, entries: usize) -> Result<()> {
+    let at = match index.file_name().and_then(|n| n.to_str()) {
+        Some("images.json") => IMAGES_OWN_CATALOG_AT,
+        Some("layers.json") => LAYERS_OWN_CATALOG_AT,
+        _ => return Ok(()),
+    };
+    let Some(dir) = index.parent() else {
+        return Ok(());
+    };
+    let marker = dir.join(cvmfs_format::paths::CATALOG_MARKER);
+    if entries >= at && fs::symlink_metadata(&marker).is_err() {
+        fsx::write_atomic(&marker, b"", 0o644)?;
+    }
+    Ok(())
 }
 
 /// Tell running containers/storage readers that the store changed: the lock
@@ -1071,5 +1107,25 @@ mod tests {
             big_data_file_name("manifest-sha256:x").chars().next(),
             Some('=')
         );
+    }
+
+    #[test]
+    fn indexes_get_catalogs_of_their_own_only_when_large() {
+        let t = tempfile::tempdir().unwrap();
+        let store = StorePaths::new(&t.path().join("podmanStore"));
+        store.init().unwrap();
+        let marker = |d: PathBuf| d.join(cvmfs_format::paths::CATALOG_MARKER).exists();
+        assert!(marker(store.root.clone()) && marker(store.cvmfs_dir()));
+        assert!(!marker(store.images_dir()) && !marker(store.layers_dir()));
+        let entries = |n: usize| vec![json!({}); n];
+        write_index(&store.images_json(), &entries(IMAGES_OWN_CATALOG_AT - 1)).unwrap();
+        write_index(&store.layers_json(), &entries(IMAGES_OWN_CATALOG_AT)).unwrap();
+        assert!(!marker(store.images_dir()) && !marker(store.layers_dir()));
+        write_index(&store.images_json(), &entries(IMAGES_OWN_CATALOG_AT)).unwrap();
+        write_index(&store.layers_json(), &entries(LAYERS_OWN_CATALOG_AT)).unwrap();
+        assert!(marker(store.images_dir()) && marker(store.layers_dir()));
+        // A store that shrinks keeps them (no catalog churn).
+        write_index(&store.images_json(), &entries(1)).unwrap();
+        assert!(marker(store.images_dir()));
     }
 }
