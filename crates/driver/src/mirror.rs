@@ -409,7 +409,7 @@ fn newest_image_dirs(store: &Path) -> Vec<(String, PathBuf)> {
     if dirs.len() > EARLY_LIST_MAX {
         return Vec::new();
     }
-    dirs.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    dirs.sort_by_key(|d| std::cmp::Reverse((d.0, d.1)));
     dirs.into_iter()
         .take(EARLY_IMAGES)
         .map(|(_, _, id, dir)| (id, dir))
