@@ -1112,7 +1112,7 @@ mod tests {
     #[test]
     fn indexes_get_catalogs_of_their_own_only_when_large() {
         let t = tempfile::tempdir().unwrap();
-        let store = StorePaths::new(&t.path().join("podmanStore"));
+        let store = StorePaths::new(t.path().join("podmanStore"));
         store.init().unwrap();
         let marker = |d: PathBuf| d.join(cvmfs_format::paths::CATALOG_MARKER).exists();
         assert!(marker(store.root.clone()) && marker(store.cvmfs_dir()));
