@@ -706,6 +706,25 @@ rtt_count() {
   RTT_STORE=$(echo "$kinds" | awk '!/image files|catalog load/ {s += $1} END {print s + 0}')
   echo "     = $RTT_STORE store fetches"
 }
+# rtt_report NAME TITLE: the repository fetches of run NAME ($S/NAME.txt,
+# fuselat's log) counted into the case's report; sets RTT_STORE. Uses the
+# caller's S and report.
+rtt_report() {
+  { echo "$2:"; rtt_count "$S/$1.txt" "$S/src"; } >"$S/count-$1.txt"
+  tee -a "$report" <"$S/count-$1.txt"
+}
+
+# rtt_tiny_run NAME TITLE: podman runs the tiny image by name through a new
+# cold view of $S/src at $R (log $S/NAME.txt), then rtt_report.
+rtt_tiny_run() {
+  local out
+  rtt_view_up "$S/src" "$R" "$S/$1.txt"
+  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
+  [ "$out" = "hello from cvmfs" ] || fail "$2: container printed '$out'"
+  rtt_view_down "$R"
+  rtt_report "$1" "$2"
+}
+
 t_start_path_round_trips() {
   fuselat_bin || fail "cannot build bench/fuselat"
   local S="$W/rtt" out
@@ -719,12 +738,7 @@ t_start_path_round_trips() {
   new_case
   local report="$log_dir/start-path-round-trips.txt"
   : >"$report"
-  rtt_view_up "$S/src" "$R" "$S/run1.txt"
-  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
-  [ "$out" = "hello from cvmfs" ] || fail "container printed '$out'"
-  rtt_view_down "$R"
-  { echo "podman run by name, fresh driver home, cold view:"; rtt_count "$S/run1.txt" "$S/src"; } >"$S/count1.txt"
-  tee -a "$report" <"$S/count1.txt"
+  rtt_tiny_run run1 "podman run by name, fresh driver home, cold view"
   local cold=$RTT_STORE
   # The publisher keeps the indexes in the store's catalog: a fresh home
   # loads no catalog of their own.
@@ -734,12 +748,7 @@ t_start_path_round_trips() {
   # catalogs of their own), which must read the same; its catalog loads
   # show whether the indexes' identity was asked.
   touch "$S/src/podmanStore/cvmfs-images/.cvmfscatalog" "$S/src/podmanStore/cvmfs-layers/.cvmfscatalog"
-  rtt_view_up "$S/src" "$R" "$S/run2.txt"
-  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
-  [ "$out" = "hello from cvmfs" ] || fail "second run printed '$out'"
-  rtt_view_down "$R"
-  { echo "again: same driver home, same revision, new cold view:"; rtt_count "$S/run2.txt" "$S/src"; } >"$S/count2.txt"
-  tee -a "$report" <"$S/count2.txt"
+  rtt_tiny_run run2 "again: same driver home, same revision, new cold view"
   local warm=$RTT_STORE
   ! grep -q '\.lock$' "$S/run1.txt" "$S/run2.txt" || fail "lock files were read from the repository"
   # Fresh home: the 2 indexes (read together), the files of the image's
@@ -759,12 +768,7 @@ t_start_path_round_trips() {
   # The same without a revision (a client that shows none): the indexes'
   # identity is asked (metadata), still nothing read.
   setfattr -x user.revision "$S/src"
-  rtt_view_up "$S/src" "$R" "$S/run2b.txt"
-  out=$(pm run --rm "$REG/e2e/tiny:1" cat /app/hello.txt)
-  [ "$out" = "hello from cvmfs" ] || fail "run without a revision printed '$out'"
-  rtt_view_down "$R"
-  { echo "again, no revision shown:"; rtt_count "$S/run2b.txt" "$S/src"; } >"$S/count2b.txt"
-  tee -a "$report" <"$S/count2b.txt"
+  rtt_tiny_run run2b "again, no revision shown"
   [ "$RTT_STORE" -eq 0 ] || fail "$RTT_STORE store fetches with a warm driver home and no revision (none expected)"
   grep -q 'podmanStore/cvmfs-images/\.cvmfscatalog' "$S/run2b.txt" ||
     fail "without a revision the indexes' identity must be asked (their catalogs loaded)"
@@ -779,8 +783,7 @@ t_start_path_round_trips() {
   out=$(pm run --rm "$REG/e2e/wh:1" cat /data/keep 2>&1) || fail "the image published after the first runs does not run: $out"
   pm images --format '{{.Repository}}:{{.Tag}}' >"$S/images.txt"
   rtt_view_down "$R"
-  { echo "after publishing a second image (revision 2), running it:"; rtt_count "$S/run3.txt" "$S/src"; } >"$S/count3.txt"
-  tee -a "$report" <"$S/count3.txt"
+  rtt_report run3 "after publishing a second image (revision 2), running it"
   grep -qx "$REG/e2e/wh:1" "$S/images.txt" || fail "podman images does not list the new image: $(cat "$S/images.txt")"
   grep -qx "$REG/e2e/tiny:1" "$S/images.txt" || fail "podman images lost the first image"
   pm rm -af -t 0
