@@ -289,8 +289,14 @@ mod tests {
     #[test]
     fn start_link_targets_round_trip_and_refuse_anything_else() {
         let id = "a".repeat(64);
-        assert_eq!(start_record_target(&id), format!("../../layers/{id}/layer.json"));
-        assert_eq!(parse_start_record_target(&start_record_target(&id)), Some(id.as_str()));
+        assert_eq!(
+            start_record_target(&id),
+            format!("../../layers/{id}/layer.json")
+        );
+        assert_eq!(
+            parse_start_record_target(&start_record_target(&id)),
+            Some(id.as_str())
+        );
         for bad in [
             format!("../../layers/{id}/ownership.json"),
             format!("../../layers/{}/layer.json", "A".repeat(64)),

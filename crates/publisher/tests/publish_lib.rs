@@ -273,6 +273,27 @@ fn store_commit_is_incremental_and_moves_names() {
     let rec = read_record(&store, &ids[0]);
     assert_eq!(rec.whiteouts, Whiteouts::OciRaw);
     assert!(store.images_lock().exists() && store.layers_lock().exists());
+    // Each image's start links lead to its top layer's record and, from
+    // `<repository>/podmanStore`, to its layer directory.
+    for id in ["c".repeat(64), "d".repeat(64)] {
+        let dir = store.start_dir(&id);
+        let record = std::fs::read(dir.join("record")).unwrap();
+        assert_eq!(record, std::fs::read(store.record(&ids[0])).unwrap());
+        assert_eq!(
+            cvmfs_format::paths::parse_start_layer_target(
+                std::fs::read_link(dir.join("layer"))
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+            ),
+            Some(format!(".layers/22/{}/layerfs", "2".repeat(64)).into())
+        );
+    }
+    // The nameless image goes with gc, and its links with it.
+    let gone = podman::gc(&store, None, false).unwrap();
+    assert_eq!(gone.images, vec!["c".repeat(64)]);
+    assert!(std::fs::symlink_metadata(store.start_dir(&"c".repeat(64))).is_err());
+    assert!(store.start_dir(&"d".repeat(64)).join("record").is_file());
 }
 
 #[test]
