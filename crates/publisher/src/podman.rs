@@ -418,7 +418,11 @@ fn check_commit_targets(
     image: &NewImage,
     must_exist: &[PathBuf],
 ) -> Result<()> {
-    let mut dirs = vec![store.image_dir(&image.id), store.per_blob_dir()];
+    let mut dirs = vec![
+        store.image_dir(&image.id),
+        store.per_blob_dir(),
+        store.start_dir(&image.id),
+    ];
     dirs.extend(layers.iter().map(|l| store.record_dir(&l.id)));
     for d in &dirs {
         fsx::check_real_dirs(&store.root, d)?;

@@ -368,3 +368,36 @@ fn read_record(store: &StorePaths, id: &str) -> CvmfsRecord {
         other => panic!("layer {id}: {other:?}"),
     }
 }
+
+/// A symlink planted for `cvmfs/start` would lead the start links' writes
+/// elsewhere: the commit is refused and nothing is written there.
+#[test]
+fn a_planted_start_directory_symlink_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let store = StorePaths::new(t.path().join("podmanStore"));
+    let ts = t.path().join("ts.gz");
+    std::fs::write(&ts, b"tar-split").unwrap();
+    let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
+    let canary = t.path().join("canary");
+    std::fs::create_dir_all(&canary).unwrap();
+    std::fs::create_dir_all(store.cvmfs_dir()).unwrap();
+    std::os::unix::fs::symlink(&canary, store.cvmfs_dir().join("start")).unwrap();
+    let img = NewImage {
+        id: "c".repeat(64),
+        names: vec!["example.org/a:1".into()],
+        top_layer: ids[0].clone(),
+        manifest: b"{}".to_vec(),
+        config: b"1".to_vec(),
+        created: "2023-11-14T22:13:20Z".into(),
+    };
+    let layer = base_layer(&ids[0], &ts, None, None);
+    let e = podman::commit(&store, "/cvmfs/x", &[layer], &img, &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("a symlink where the publisher writes records"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
+    // refused before anything was written
+    assert!(!store.record(&ids[0]).exists());
+}
