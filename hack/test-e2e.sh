@@ -744,10 +744,20 @@ t_start_path_round_trips() {
   # loads no catalog of their own.
   ! grep -qE 'podmanStore/cvmfs-(images|layers)/\.cvmfscatalog' "$S/run1.txt" ||
     fail "the indexes have catalogs of their own (publisher layout)"
-  # The runs below: a store published before that layout (the indexes in
-  # catalogs of their own), which must read the same; its catalog loads
+  # Nor the records (small store), and the image's start links name its top
+  # layer's record, which the driver reads beside the indexes.
+  ! grep -q 'podmanStore/cvmfs/\.cvmfscatalog' "$S/run1.txt" ||
+    fail "the records have a catalog of their own (publisher layout)"
+  local top_record
+  top_record=$(readlink -f "$S/src/podmanStore/cvmfs/start/$(image_id tiny)/record")
+  [ "$top_record" = "$S/src/podmanStore/cvmfs/layers/$(jq -r '.[0].layer' "$S/src/podmanStore/cvmfs-images/images.json")/layer.json" ] ||
+    fail "the start link names '$top_record', not the image's top layer record"
+  grep -q "podmanStore/cvmfs/layers/.*/layer.json" "$S/run1.txt" || fail "the top layer record was not read"
+  # The runs below: a store published before that layout (the indexes and
+  # the records in catalogs of their own), which must read the same; its catalog loads
   # show whether the indexes' identity was asked.
-  touch "$S/src/podmanStore/cvmfs-images/.cvmfscatalog" "$S/src/podmanStore/cvmfs-layers/.cvmfscatalog"
+  touch "$S/src/podmanStore/cvmfs-images/.cvmfscatalog" "$S/src/podmanStore/cvmfs-layers/.cvmfscatalog" \
+    "$S/src/podmanStore/cvmfs/.cvmfscatalog"
   rtt_tiny_run run2 "again: same driver home, same revision, new cold view"
   local warm=$RTT_STORE
   ! grep -q '\.lock$' "$S/run1.txt" "$S/run2.txt" || fail "lock files were read from the repository"
