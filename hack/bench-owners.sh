@@ -7,8 +7,10 @@
 # that shows the owners as published and once with -claim-uid 4242. Printed:
 # a markdown table of first mount, a later mount, a container's first mount
 # and the local disk of the restored owners, for both ways the driver has:
-# owner images (EROFS, the default where the kernel allows) and metacopy
-# copies in whiteout layers (cvmfs.owner_images=false), interleaved.
+# owner images (EROFS, the default where the kernel allows) built from the
+# layers' tar-splits (our publisher's layers) or from a walk of the layers
+# (a store without tar-splits, as DUCC's), and metacopy copies in whiteout
+# layers (cvmfs.owner_images=false), interleaved.
 # Needs root. The measuring program: crates/driver/examples/bench_owners.rs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +32,7 @@ if [ ! -f "$G/info.json" ]; then
 fi
 TMPDIR="$W/work" CVMFS_CLAIM_BENCH_DIR="$G" CVMFS_CLAIM_BENCH_WORK="$W/work" \
   CVMFS_CLAIM_BENCH_ROUNDS="${BENCH_OWNERS_ROUNDS:-2}" \
-  cargo run -q -p cvmfs-graphdriver --example bench_owners >"$W/out.txt"
+  cargo run -q --release -p cvmfs-graphdriver --example bench_owners >"$W/out.txt"
 files=$(jq -r .files "$G/info.json")
 echo "Large image, BENCH_SCALE=$scale: $files files in $(jq -r .layers "$G/info.json") layers (all owned 0:0), kernel overlay over a FUSE view (bench/fuselat, no delay), driver home on $(stat -f -c %T "$W/work"). Claiming-client rows interleaved, each from an empty driver home."
 echo
@@ -43,7 +45,8 @@ sed -n 's/^BENCH: //p' "$W/out.txt" | while read -r line; do
     plain) who="owners as published (CVMFS_CLAIM_OWNERSHIP=no)"; how="nothing to restore" ;;
     claim) who="claims ownership (every file 4242:4242)"
       case ${v[path]} in
-        OwnerImages) how="owner images (EROFS, one per layer)" ;;
+        OwnerImages) how="owner images (EROFS, one per layer), walked over FUSE" ;;
+        TarSplit) how="owner images (EROFS, one per layer), from the tar-split" ;;
         *) how="metacopy copies in whiteout layers" ;;
       esac ;;
   esac

@@ -63,9 +63,10 @@ use crate::archive::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 /// key beside [`super::owner_image::IMAGE_VERSION`], so images built from a
 /// tar-split and from a walk are never taken for one another.
 pub const TARSPLIT_VERSION: u32 = 1;
-/// Most entries accepted in one layer (memory: the image is built in memory,
-/// about 200 bytes an entry).
-pub const MAX_ENTRIES: usize = 4_000_000;
+/// Most tar entries read from one tar-split: the image holds at most
+/// [`cvmfs_erofs::MAX_ENTRIES`] nodes; markers, links and AUFS names that
+/// make no node of their own get as many again.
+pub const MAX_ENTRIES: usize = 2 * cvmfs_erofs::MAX_ENTRIES;
 /// Longest line accepted (a segment holds at most a 1 MiB extension header
 /// or 1 MiB of sparse data, base64).
 pub const MAX_LINE: usize = 4 << 20;
