@@ -208,10 +208,17 @@ impl Driver {
             || owner_image::image_is_sound(&image))
     }
 
-    /// `s`'s tar-split, when its store has one (a regular file).
+    /// `s`'s tar-split, when its store has one: a regular file inside the
+    /// layer's repository (a store's view links into it; a link leading
+    /// elsewhere is not followed there).
     fn tar_split_of(&self, s: &StoreLayer) -> Option<PathBuf> {
+        let StoreLayerKind::Cvmfs { repository, .. } = &s.kind else {
+            return None;
+        };
         let p = cvmfs_format::StorePaths::new(&s.store).tar_split(&s.id);
-        fs::metadata(&p).is_ok_and(|m| m.is_file()).then_some(p)
+        let real = fs::canonicalize(p).ok()?;
+        let inside = fs::canonicalize(repository).is_ok_and(|r| real.starts_with(r));
+        (inside && fs::metadata(&real).is_ok_and(|m| m.is_file())).then_some(real)
     }
 
     /// The mount point of image `key`, built by `build` into its file in the
