@@ -257,6 +257,23 @@ fn a_sound_tar_split_is_accepted() {
 }
 
 #[test]
+fn a_directory_named_after_its_content_takes_its_header() {
+    // the unpacker makes `a` for `a/b`, then applies `a`'s header to it
+    let r = repo_of(&["file /a/b \"x\"\ndir /a 0750 1000:1000\nfile /c/d \"y\"".to_string()]);
+    let (split, walk) = (r.split_image(0).unwrap(), r.walk_image(0));
+    for img in [&split, &walk] {
+        let a = img.child(img.root(), b"a").unwrap();
+        assert_eq!((img.meta(a).uid, img.meta(a).mode), (1000, 0o750));
+    }
+    let c = |img: &Image| img.meta(img.child(img.root(), b"c").unwrap());
+    assert_eq!(
+        c(&split),
+        c(&walk),
+        "a directory no header names: as laid out"
+    );
+}
+
+#[test]
 fn a_truncated_tar_split_is_refused() {
     let msg = refused(|_, b| b[..b.len() / 2].to_vec());
     assert!(msg.contains("tar-split"), "{msg}");

@@ -43,7 +43,7 @@
 //! within a directory) are one inode again, and xattrs the repository did not
 //! store (`CVMFS_INCLUDE_XATTRS`) are the tar's.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
@@ -114,7 +114,7 @@ pub fn layer_image_from_tar_split(
     let mut b = Builder {
         img,
         layer,
-        implicit: HashSet::new(),
+        implicit: HashMap::new(),
         redirect_base: Path::new("/").join(data_path),
         listed,
         dirs: HashMap::from([(Vec::new(), root)]),
@@ -197,8 +197,9 @@ fn read_entries(
 struct Builder<'a> {
     img: Image,
     layer: &'a Path,
-    /// Directories the tar did not name (yet): the unpacker made them.
-    implicit: HashSet<NodeId>,
+    /// Directories the tar did not name (yet), by path: the unpacker made
+    /// them.
+    implicit: HashMap<NodeId, Vec<u8>>,
     redirect_base: PathBuf,
     /// Listed owners not met yet.
     listed: HashMap<&'a Path, (u32, u32)>,
@@ -242,7 +243,7 @@ impl Builder<'_> {
         let parent = self.parent(dirs)?;
         let rel = comps.join(&b'/');
         if let Some(node) = self.img.child(parent, base) {
-            return match self.implicit.remove(&node) && e.typeflag == b'5' {
+            return match self.implicit.remove(&node).is_some() && e.typeflag == b'5' {
                 true => self.name_implicit(e, node, &rel),
                 false => Err("named twice".into()),
             };
@@ -281,16 +282,18 @@ impl Builder<'_> {
                 path.display()
             ));
         }
+        // still listed: a header naming it later is checked against it
         let owner = self
             .listed
-            .remove(Path::new(OsStr::from_bytes(&rel)))
+            .get(Path::new(OsStr::from_bytes(&rel)))
+            .copied()
             .unwrap_or((0, 0));
         let node = self
             .img
             .add(up, name, meta_of(&md, owner), Kind::Dir)
             .map_err(|e| e.to_string())?;
         set_xattrs(&mut self.img, node, &path).map_err(|e| e.to_string())?;
-        self.implicit.insert(node);
+        self.implicit.insert(node, rel.clone());
         self.dirs.insert(rel, node);
         Ok(node)
     }
@@ -449,6 +452,9 @@ impl Builder<'_> {
 
     /// The markers applied; every listed owner must have been met.
     fn finish(mut self, path: &Path) -> io::Result<Image> {
+        for rel in self.implicit.values() {
+            self.listed.remove(Path::new(OsStr::from_bytes(rel)));
+        }
         for (dir, target, rel) in &self.markers {
             apply_marker(&mut self.img, *dir, target).map_err(|e| {
                 invalid(format!(
