@@ -87,7 +87,11 @@ fn main() {
     drop(plain);
     // The two ways of restoring owners on a claiming client, interleaved
     // (ratios count on a shared machine), each from an empty driver home.
-    let view = ClaimView::mount(&src, &repo, Some(4242));
+    // With fetches that cost (`CVMFS_CLAIM_BENCH_NET=<latency>,<Mbit/s>`),
+    // each row gets a view of its own: a cold client.
+    let net_arg = std::env::var("CVMFS_CLAIM_BENCH_NET").ok();
+    let net = net_arg.as_deref().and_then(|n| n.split_once(','));
+    let mut view = Some(ClaimView::mount_with(&src, &repo, Some(4242), net));
     for round in 0..rounds {
         for k in 0..PATHS.len() {
             let path = PATHS[(round + k) % PATHS.len()];
@@ -95,6 +99,10 @@ fn main() {
                 Path::TarSplit => &store,
                 _ => &walk_store,
             };
+            if net.is_some() {
+                drop(view.take());
+                view = Some(ClaimView::mount_with(&src, &repo, Some(4242), net));
+            }
             driver_row(
                 t.path(),
                 &repo,
