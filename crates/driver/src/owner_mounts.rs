@@ -166,23 +166,32 @@ impl Driver {
             }
         };
         let walk_key = format!("v{}-{}{shown}", owner_image::IMAGE_VERSION, s.id);
-        let split = owners.and_then(|o| Some((o, self.tar_split_of(s)?)));
-        let Some((owners, split)) = split else {
-            let build = |image: &Path| self.build_owner_image(s, rel, owners, deadline, image);
+        let Some(owners) = owners else {
+            let build = |image: &Path| self.build_owner_image(s, rel, None, deadline, image);
             return self.keyed_image_mount(s, &walk_key, &build);
         };
+        let walk = |image: &Path| self.build_owner_image(s, rel, Some(owners), deadline, image);
         let split_key = format!(
             "v{}-ts{}-{}",
             owner_image::IMAGE_VERSION,
             owner_tarsplit::TARSPLIT_VERSION,
             s.id
         );
-        let walk = |image: &Path| self.build_owner_image(s, rel, Some(owners), deadline, image);
-        if !self.image_ready(&split_key)? && self.image_ready(&walk_key)? {
+        // Built or mounted already: no look at the repository.
+        if !self.image_ready(&split_key)?
+            && (self.image_ready(&walk_key)? || self.tar_split_of(s).is_none())
+        {
             return self.keyed_image_mount(s, &walk_key, &walk);
         }
         let unusable = std::cell::RefCell::new(None);
         let from_split = |image: &Path| {
+            let Some(split) = self.tar_split_of(s) else {
+                *unusable.borrow_mut() = Some(format!("layer {}: its tar-split is gone", s.id));
+                return Err(Error::new(
+                    ErrorCode::Io,
+                    format!("layer {}: no tar-split", s.id),
+                ));
+            };
             let built = (split.as_path(), deadline, &unusable);
             self.build_from_tar_split(s, rel, owners, built, image)
         };
