@@ -654,6 +654,16 @@ $want"
   [[ "$status" == *"the client does not show the owners the repository holds"* ]] || fail "podman info does not report the claiming client"
   [[ "$status" == *"shown as 4242:4242"* ]] || fail "podman info does not say what the client shows"
   [[ "$status" == *"fix: set CVMFS_CLAIM_OWNERSHIP=no in /etc/cvmfs/config.d/repo.local"* ]] || fail "podman info does not give the fix"
+  # Where the kernel has EROFS the owners are owner images, each built from
+  # the layer's tar-split (our publisher wrote one per layer), not walked.
+  if grep -qw erofs /proc/filesystems; then
+    local images from_split
+    images=$(find "$C/root/cvmfs/aux" -maxdepth 1 -name '*.erofs' | wc -l)
+    from_split=$(find "$C/root/cvmfs/aux" -maxdepth 1 -name '*-ts1-*.erofs' | wc -l)
+    echo "owner images: $images, from tar-splits: $from_split" | tee -a "$log_dir/claim-ownership.txt"
+    [ "$images" -gt 0 ] && [ "$from_split" -eq "$images" ] ||
+      fail "owner images not all built from the layers' tar-splits ($from_split of $images)"
+  fi
   pm rm -af -t 0
 }
 
