@@ -549,6 +549,45 @@ pub unsafe extern "C" fn cvmfs_driver_exists(
     })
 }
 
+/// A containers/storage lookup found nothing: add what `key` names to the
+/// on-demand DUCC stores (`cvmfs.ducc_listing=on-demand`). `what` is
+/// `"image"` (a name, full ID or unique ID prefix), `"compressed-digest"`
+/// or `"uncompressed-digest"` (layers, `sha256:<hex>`). `*added_out`
+/// receives true when something was added: the stores' lock files then
+/// carry a new last-write token, and the lookup is worth retrying once.
+/// A key no store knows costs a binary search of a local table.
+///
+/// # Safety
+/// Pointer arguments are NULL or valid as described in docs/c-abi.md.
+#[no_mangle]
+pub unsafe extern "C" fn cvmfs_driver_provide(
+    driver: *const cvmfs_driver,
+    what: *const c_char,
+    key: *const c_char,
+    added_out: *mut bool,
+    err_out: *mut *mut cvmfs_error,
+) -> ErrorCode {
+    boundary(err_out, || {
+        let d = driver_ref(driver)?;
+        let what = match req_str(what, "what")? {
+            "image" => crate::ducc::Wanted::Image,
+            "compressed-digest" => crate::ducc::Wanted::CompressedDigest,
+            "uncompressed-digest" => crate::ducc::Wanted::UncompressedDigest,
+            other => {
+                return Err(Error::invalid(format!(
+                    "argument what {}: not image, compressed-digest or uncompressed-digest",
+                    show_id(other)
+                )))
+            }
+        };
+        let key = checked_text(req_str(key, "key")?, "key")?;
+        check_out(added_out, "added_out")?;
+        let added = d.provide(what, key)?;
+        put_out(added_out, added);
+        Ok(())
+    })
+}
+
 /// `*json_out` receives a JSON array of the local layer IDs, children before
 /// parents; the caller frees it with `cvmfs_string_free`.
 ///
