@@ -919,6 +919,62 @@ EOF
   [ "$( (cd "$D" && find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort) | sha256sum)" = "$state" ] || fail "the repository changed"
 }
 
+# (12b) What on-demand listing costs as DUCC's repository grows: two
+# repositories as DUCC leaves them, holding 1 000 and 10 000 images (the
+# e2e image and synthetic ones beside it, tests/e2e/ducc-many.py), mounted
+# read-only. Interleaved rounds, each on a fresh home: the first `podman
+# run` by name (offline), then `podman images` and a second run (per
+# command). The store then lists the one image used, whatever the
+# repository's size; `ducc_listing=all` at 10 000 is timed once beside.
+t_ducc_many_images_cost() {
+  local n dir ro round t0 t1 t2 t3 store count
+  : >"$log_dir/ducc-many.txt"
+  for n in 1000 10000; do
+    dir="$W/ducc-many-$n" ro="$W/ducc-many-$n-ro"
+    make_ducc_repo wh "$dir"
+    python3 "$E/ducc-many.py" "$dir" $((n - 1)) "$REG/e2e/many" || fail "ducc-many.py $n"
+    mkdir -p "$ro" && mount --bind "$dir" "$ro" && mount -o remount,bind,ro "$ro"
+  done
+  trap 'umount -l "$W/ducc-many-1000-ro" "$W/ducc-many-10000-ro" 2>/dev/null' EXIT
+  registry_stop
+  new_case
+  secs() { date +%s.%N; }
+  dur() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+  local listing
+  for round in 1 2 3; do
+    for n in 1000 10000; do
+      for listing in on-demand all; do
+        [ "$listing" = all ] && { [ "$n" = 10000 ] && [ "$round" = 1 ] || continue; }
+        ro="$W/ducc-many-$n-ro"
+        local root="$C/root-$n-$listing-$round" run="$C/run-$n-$listing-$round"
+        mp() { pm --root "$root" --runroot "$run" --storage-driver cvmfs --storage-opt "cvmfs.ducc_repositories=$ro" \
+          --storage-opt "cvmfs.ducc_listing=$listing" "$@"; }
+        t0=$(secs)
+        out=$(mp run --rm "$REG/e2e/wh:1" cat /etc/b 2>&1) || fail "$n images, $listing: run: $out"
+        t1=$(secs)
+        mp images -q >"$C/images-$n.txt"
+        t2=$(secs)
+        mp run --rm "$REG/e2e/wh:1" true
+        t3=$(secs)
+        count=$(wc -l <"$C/images-$n.txt")
+        echo "    DUCC $n images, $listing, round $round: first run $(dur "$t0" "$t1")s, podman images $(dur "$t1" "$t2")s, second run $(dur "$t2" "$t3")s; $count image(s) listed" |
+          tee -a "$log_dir/ducc-many.txt"
+        if [ "$listing" = on-demand ]; then
+          [ "$count" = 1 ] || fail "$n images on demand: podman images lists $count images (1 used)"
+          store=$(find "$root/cvmfs/ducc" -mindepth 1 -maxdepth 1 -type d ! -name staging)
+          [ "$(jq length "$store/cvmfs-images/images.json")" = 1 ] || fail "$n images: images.json lists $(jq length "$store/cvmfs-images/images.json")"
+          [ "$(find "$store/cvmfs-images" -mindepth 1 -maxdepth 1 -type d | wc -l)" = 1 ] || fail "$n images: more than one image directory"
+        else
+          [ "$count" = "$n" ] || fail "$n images, all: podman images lists $count"
+        fi
+        mp rm -af -t 0 >/dev/null
+        rm -rf "$root"
+      done
+    done
+  done
+  registry_start "$W/registry" "${REG##*:}"
+}
+
 echo "==> cases"
 e2e_case "run by name with the registry stopped, podman images lists it" t_run_by_name_registry_stopped smoke
 e2e_case "--storage-driver cvmfs --storage-opt without storage.conf" t_run_with_storage_opts
@@ -938,6 +994,7 @@ e2e_case "a repository answering its first requests after 2 s is waited for" t_s
 e2e_case "a claim-ownership client: owners still the image's, podman info says so with the fix" t_claim_ownership_view
 e2e_case "podman run by name: repository round trips counted and bounded; a publish is seen" t_start_path_round_trips
 e2e_case "a DUCC-only repository (read-only, no records of ours) runs by name offline" t_ducc_repository_as_is
+e2e_case "DUCC on demand: 1 000 and 10 000 images, a fresh home lists only the image used" t_ducc_many_images_cost
 if [ -f "$log_dir/slow-first-access.txt" ]; then
   sed 's/^/    /' "$log_dir/slow-first-access.txt"
 fi
