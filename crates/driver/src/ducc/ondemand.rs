@@ -506,8 +506,9 @@ fn bump_lock_tokens(root: &Path) -> io::Result<()> {
 }
 
 /// Add what `key` names in the on-demand store at `root` to its listing.
-/// True when something was added (the caller's lookup is worth retrying);
-/// false when the store does not know the key or lists it already.
+/// True when the store lists it now (the caller's lookup is worth
+/// retrying: added now, or by another podman after the caller read the
+/// store); false when the store does not know the key.
 pub fn provide(root: &Path, what: Wanted, key: &str) -> io::Result<bool> {
     if key.len() > super::MAX_NAME_LEN || !is_on_demand(root) {
         return Ok(false);
@@ -522,7 +523,10 @@ pub fn provide(root: &Path, what: Wanted, key: &str) -> io::Result<bool> {
     used.images.extend(images);
     used.layers.extend(layers);
     if used == before {
-        return Ok(false);
+        // listed already: by another podman since this one read the store
+        // (its retry then sees it), or the lookup missed for another reason
+        // (one retry, which fails as it would have)
+        return Ok(true);
     }
     let source = incremental::recorded_source(root)
         .ok_or_else(|| err(format!("{}: no ducc-source", root.display())))?;
