@@ -57,12 +57,16 @@
 //! `cvmfs.repository_timeout`; when it fails, the last store built for the
 //! repository (if any) is used.
 //!
-//! Cost: images DUCC's layer list describes are listed without a
-//! repository read each and completed when first used ([`lazy`]); the
-//! first listing still creates a directory per image, and the listing
-//! names every image (or those matching `cvmfs.ducc_images`), so what
-//! podman parses per command grows with the repository (as with DUCC's own
-//! store); see docs/cvmfs-layers.md for the numbers and what is left.
+//! Cost: by default (`cvmfs.ducc_listing=on-demand`, [`ondemand`]) the
+//! store lists only the images containers/storage asked for, found in
+//! sorted tables kept per DUCC publication, so what podman parses per
+//! command grows with the images used. With `cvmfs.ducc_listing=all`
+//! images DUCC's layer list describes are listed without a repository read
+//! each and completed when first used ([`lazy`]); the first listing
+//! creates a directory per image, and the listing names every image (or
+//! those matching `cvmfs.ducc_images`), so what podman parses per command
+//! grows with the repository (as with DUCC's own store); see
+//! docs/cvmfs-layers.md for the numbers.
 
 use std::collections::HashMap;
 use std::fs;
