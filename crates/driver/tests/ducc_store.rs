@@ -942,7 +942,7 @@ fn on_demand_lists_only_what_containers_storage_asks_for() {
     let token = fs::read(store.images_lock()).unwrap();
 
     assert!(d.provide(Wanted::Image, NAME).unwrap());
-    assert_eq!(ids_listed(store.images_json()), [id.clone()]);
+    assert_eq!(ids_listed(store.images_json()), [id.as_str()]);
     assert_eq!(ids_listed(store.layers_json()), ids);
     let images: Vec<Value> =
         serde_json::from_slice(&fs::read(store.images_json()).unwrap()).unwrap();
