@@ -551,7 +551,7 @@ pub unsafe extern "C" fn cvmfs_driver_exists(
 
 /// A containers/storage lookup found nothing: add what `key` names to the
 /// on-demand DUCC stores (`cvmfs.ducc_listing=on-demand`). `what` is
-/// `"image"` (a name, full ID or unique ID prefix), `"compressed-digest"`
+/// `"image"` (a name, full ID or unique ID prefix of 12 or more), `"compressed-digest"`
 /// or `"uncompressed-digest"` (layers, `sha256:<hex>`). `*added_out`
 /// receives true when something was added: the stores' lock files then
 /// carry a new last-write token, and the lookup is worth retrying once.

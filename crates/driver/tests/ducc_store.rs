@@ -931,7 +931,7 @@ fn on_demand_lists_only_what_containers_storage_asks_for() {
     for miss in [
         "docker.io/library/nothing:latest",
         "localhost/x:latest",
-        "abcdef",
+        &other[..6], // a short hex word is a name, not an ID prefix
         &"0".repeat(64),
     ] {
         assert!(!d.provide(Wanted::Image, miss).unwrap(), "{miss}");

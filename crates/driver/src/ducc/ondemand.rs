@@ -65,13 +65,16 @@ const ROW: usize = 130;
 const MAX_DIGEST_MATCHES: usize = 16;
 /// Largest catalog line read (an image of 1000 layers is about 300 KB).
 const MAX_CATALOG_LINE: u64 = 4 << 20;
+/// Shortest ID prefix looked up (podman's short IDs): a short hex word
+/// (`cafe`) is a name to look up, not an image of the repository.
+const MIN_ID_PREFIX: usize = 12;
 /// Largest `ducc-used` read.
 const MAX_USED_BYTES: u64 = 16 << 20;
 
 /// What a lookup asks for (the C ABI's `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wanted {
-    /// An image by name, full ID or unique ID prefix.
+    /// An image by name, full ID or unique ID prefix (12 or more).
     Image,
     /// Layers whose compressed blob has this digest.
     CompressedDigest,
@@ -288,7 +291,7 @@ fn look_up(root: &Path, what: Wanted, key: &str) -> io::Result<(Vec<String>, Vec
         Wanted::Image => {
             let by_name = super::hex(&Sha256::digest(key.as_bytes()));
             let mut images = find_rows(&root.join(NAMES_FILE), &by_name, false, 1)?;
-            if images.is_empty() && is_hex && hex.len() <= 64 {
+            if images.is_empty() && is_hex && (MIN_ID_PREFIX..=64).contains(&hex.len()) {
                 // an ID, or a prefix naming exactly one image
                 let ids = find_rows(&root.join(IDS_FILE), hex, hex.len() < 64, 1)?;
                 if ids.len() == 1 {
