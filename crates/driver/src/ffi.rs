@@ -1003,6 +1003,48 @@ mod tests {
     }
 
     #[test]
+    fn provide_checks_its_arguments() {
+        let home = tempfile::tempdir().unwrap();
+        let (g, r) = (home.path().join("graph"), home.path().join("run"));
+        let (g, r) = (
+            std::ffi::CString::new(g.to_str().unwrap()).unwrap(),
+            std::ffi::CString::new(r.to_str().unwrap()).unwrap(),
+        );
+        let mut err: *mut cvmfs_error = null_mut();
+        let mut d: *mut cvmfs_driver = null_mut();
+        // SAFETY: valid strings and out pointers.
+        let rc = unsafe { cvmfs_driver_new(g.as_ptr(), r.as_ptr(), null(), 0, &mut d, &mut err) };
+        assert_eq!(rc, ErrorCode::Ok);
+        let mut added = true;
+        let provide = |what: *const c_char, key: *const c_char, out: *mut bool| {
+            let mut err: *mut cvmfs_error = null_mut();
+            // SAFETY: d is the driver made above; strings NULL or valid.
+            let rc = unsafe { cvmfs_driver_provide(d, what, key, out, &mut err) };
+            (rc, (!err.is_null()).then(|| msg(err)))
+        };
+        // no DUCC store: nothing to add, not an error
+        let (rc, e) = provide(
+            c"image".as_ptr(),
+            c"docker.io/library/x:latest".as_ptr(),
+            &mut added,
+        );
+        assert_eq!((rc, e), (ErrorCode::Ok, None));
+        assert!(!added);
+        let (rc, e) = provide(c"layer".as_ptr(), c"x".as_ptr(), &mut added);
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        assert!(e.unwrap().contains("what"));
+        let (rc, _) = provide(c"image".as_ptr(), null(), &mut added);
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        let (rc, e) = provide(c"image".as_ptr(), c"a\nb".as_ptr(), &mut added);
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        assert!(e.unwrap().contains("control character"));
+        let (rc, _) = provide(c"image".as_ptr(), c"x".as_ptr(), null_mut());
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        // SAFETY: freed once.
+        unsafe { cvmfs_driver_free(d) };
+    }
+
+    #[test]
     fn version_is_the_crate_version() {
         // SAFETY: static string.
         let v = unsafe { CStr::from_ptr(cvmfs_version()) };

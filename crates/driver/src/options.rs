@@ -416,6 +416,24 @@ mod tests {
     }
 
     #[test]
+    fn ducc_listing_is_on_demand_unless_all() {
+        assert!(
+            !Options::parse(Vec::<String>::new())
+                .unwrap()
+                .ducc_listing_all
+        );
+        assert!(
+            Options::parse(["cvmfs.ducc_listing=all"])
+                .unwrap()
+                .ducc_listing_all
+        );
+        let o = Options::parse(["cvmfs.ducc_listing=on-demand"]).unwrap();
+        assert!(!o.ducc_listing_all);
+        let e = Options::parse(["cvmfs.ducc_listing=some"]).unwrap_err();
+        assert!(e.to_string().contains("on-demand"), "{e}");
+    }
+
+    #[test]
     fn force_mask_names() {
         let o = Options::parse(["force_mask=private"]).unwrap();
         assert_eq!(o.force_mask, Some(0o700));
