@@ -200,8 +200,8 @@ func (d *Driver) Exists(id string) bool {
 // patches/): a lookup of an image by name or ID ("image") or of layers by
 // digest ("compressed-digest", "uncompressed-digest") found nothing, so the
 // driver adds what key names to the DUCC stores it lists on demand. True
-// when something was added: the stores' lock files have a new last-write
-// token, and the caller retries its lookup once.
+// when they list it now (the stores' lock files then have a new last-write
+// token when it was added): the caller retries its lookup once.
 func (d *Driver) ProvideImage(what, key string) (bool, error) {
 	return d.core.provide(what, key)
 }

@@ -14,7 +14,9 @@ type ImageProvider interface {
 	// ProvideImage adds what key names: an image by name, ID or unique ID
 	// prefix (what == ProvideImageByName), or layers by digest
 	// (ProvideLayersByCompressedDigest, ProvideLayersByUncompressedDigest).
-	// It returns true when something was added.
+	// It returns true when the lookup is worth retrying: the driver's
+	// stores list what key names now (added by this call, or by another
+	// process since the caller read the store).
 	ProvideImage(what, key string) (bool, error)
 }
 

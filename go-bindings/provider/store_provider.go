@@ -9,8 +9,8 @@ import (
 )
 
 // provide asks a driver that lists images on demand (drivers.ImageProvider)
-// to add what key names; true when it did, so a lookup that found nothing
-// is worth retrying once. Called with no store locked.
+// to add what key names; true when it lists it now, so a lookup that
+// found nothing is worth retrying once. Called with no store locked.
 func (s *store) provide(what, key string) bool {
 	if err := s.startUsingGraphDriver(); err != nil {
 		return false

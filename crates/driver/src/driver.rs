@@ -798,8 +798,8 @@ impl Driver {
 
     /// Add to the on-demand DUCC stores what a containers/storage lookup
     /// did not find (an image by name or ID, layers by digest; see
-    /// `ducc::ondemand`); true when one was added, so the lookup is worth
-    /// retrying. Bounded by the repository timeout; problems are warnings
+    /// `ducc::ondemand`); true when a store lists it now, so the lookup is
+    /// worth retrying. Bounded by the repository timeout; problems are warnings
     /// (the lookup then fails as it would have).
     pub fn provide(&self, what: crate::ducc::Wanted, key: &str) -> Result<bool> {
         if key.is_empty()

@@ -553,8 +553,9 @@ pub unsafe extern "C" fn cvmfs_driver_exists(
 /// on-demand DUCC stores (`cvmfs.ducc_listing=on-demand`). `what` is
 /// `"image"` (a name, full ID or unique ID prefix of 12 or more), `"compressed-digest"`
 /// or `"uncompressed-digest"` (layers, `sha256:<hex>`). `*added_out`
-/// receives true when something was added: the stores' lock files then
-/// carry a new last-write token, and the lookup is worth retrying once.
+/// receives true when a store lists it now, so the lookup is worth
+/// retrying once (when added by this call, the stores' lock files carry a
+/// new last-write token).
 /// A key no store knows costs a binary search of a local table.
 ///
 /// # Safety

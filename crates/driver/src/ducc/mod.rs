@@ -384,7 +384,7 @@ pub fn synthesise_on_demand(home: &Path, repo: &Path, only: &[String]) -> io::Re
 }
 
 /// Ask every on-demand DUCC store of `stores` for what `key` names (see
-/// [`ondemand::provide`]); true when one added something. A store that
+/// [`ondemand::provide`]); true when one lists it now. A store that
 /// fails is reported through `warn` and skipped.
 pub fn provide(stores: &[PathBuf], what: Wanted, key: &str, warn: &dyn Fn(&str)) -> bool {
     let mut added = false;
