@@ -1051,12 +1051,18 @@ fn measure_on_demand_against_repository_size() {
         let entries = files_under(&store.root);
         assert!(entries < 40, "{entries} entries in the store for one image");
         println!(
-            "MEASURE on-demand {n} images: first Init {:.3}s, miss {:.5}s, first lookup {:.4}s, next Init {:.4}s, images.json {} bytes, store entries {entries}",
+            "MEASURE on-demand {n} images: first Init {:.3}s, miss {:.5}s, first lookup {:.4}s, next Init {:.4}s, images.json {} bytes, store entries {entries}, tables {} bytes",
             init.as_secs_f64(),
             miss.as_secs_f64(),
             first.as_secs_f64(),
             next.as_secs_f64(),
-            fs::metadata(store.images_json()).unwrap().len()
+            fs::metadata(store.images_json()).unwrap().len(),
+            fs::read_dir(&store.root)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum::<u64>()
         );
     }
 }

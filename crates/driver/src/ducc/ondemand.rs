@@ -18,9 +18,11 @@
 //! tables are rebuilt from DUCC's two index files (read and parsed whole,
 //! no repository read per image, no file per image):
 //!
-//! * `ducc-catalog`: one JSON line per image (DUCC's entry and its chain
-//!   in DUCC's layer list), in image ID order;
+//! * `ducc-catalog`: one JSON line per image (DUCC's entry and the
+//!   diffIDs of its chain in DUCC's layer list) and one per layer (its
+//!   entry in DUCC's layer list, once however many images share it);
 //! * `ducc-ids`: image ID → offset and length of its catalog line;
+//!   `ducc-layers`: diffID → its layer's line;
 //! * `ducc-names`: sha256 of each name podman may ask for → image ID;
 //! * `ducc-digests`: blob digest and diffID → layer ID (podman's);
 //! * `ducc-index`: every layer (as with the full listing, for
@@ -38,6 +40,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use cvmfs_format::{digest_hex, is_hex64, StorePaths};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::incremental::{self, Known};
@@ -48,6 +51,9 @@ use super::{err, layer_id, read_capped, DuccImage, Phases, MAX_IMAGE_LAYERS};
 pub const CATALOG_FILE: &str = "ducc-catalog";
 /// Image ID → catalog line.
 pub const IDS_FILE: &str = "ducc-ids";
+/// DiffID → catalog line of the layer (each layer once, however many
+/// images share it).
+pub const LAYERS_FILE: &str = "ducc-layers";
 /// sha256(name) → image ID.
 pub const NAMES_FILE: &str = "ducc-names";
 /// Blob digest or diffID → layer ID.
@@ -57,7 +63,14 @@ pub const USED_FILE: &str = "ducc-used";
 /// Serialises writers of an on-demand store.
 const LOCK_FILE: &str = "ducc.lock";
 /// The files `ducc-source` checks besides the listing's own.
-pub(super) const TABLES: [&str; 5] = [CATALOG_FILE, IDS_FILE, NAMES_FILE, DIGESTS_FILE, USED_FILE];
+pub(super) const TABLES: [&str; 6] = [
+    CATALOG_FILE,
+    IDS_FILE,
+    LAYERS_FILE,
+    NAMES_FILE,
+    DIGESTS_FILE,
+    USED_FILE,
+];
 
 /// Table lines: a 64-character key, a space, a 64-character value, newline.
 const ROW: usize = 130;
@@ -82,12 +95,19 @@ pub enum Wanted {
     UncompressedDigest,
 }
 
-/// One line of `ducc-catalog`.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// What the catalog says of one image.
 struct CatalogEntry {
     image: DuccImage,
     /// DUCC's layer list restricted to the image's chain, by diffID.
     layers: HashMap<String, DuccLayer>,
+}
+
+/// An image's line of `ducc-catalog`: its chain names its layers' lines.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ImageLine {
+    image: DuccImage,
+    /// The diffIDs of its chain in DUCC's layer list, bottom first.
+    chain: Vec<String>,
 }
 
 /// Whether `root` is an on-demand store.
@@ -151,6 +171,7 @@ fn build_tables(repo: &Path, root: &Path, only: &[String]) -> io::Result<BTreeMa
     images.dedup_by(|a, b| a.id == b.id);
     let mut catalog = Vec::new();
     let (mut ids, mut names, mut digests) = (Vec::new(), Vec::new(), Vec::new());
+    let mut layer_rows = BTreeMap::new();
     let mut lines = BTreeMap::new();
     for image in images {
         let chain = chain_of(&image, &ducc_layers);
@@ -158,22 +179,33 @@ fn build_tables(repo: &Path, root: &Path, only: &[String]) -> io::Result<BTreeMa
         for n in super::podman_names(&image.names) {
             names.push((super::hex(&Sha256::digest(n.as_bytes())), image.id.clone()));
         }
-        let entry = CatalogEntry {
-            layers: chain.into_iter().map(|(d, l)| (d, l.clone())).collect(),
-            image,
-        };
-        let text = serde_json::to_vec(&entry).map_err(err)?;
-        let at = format!("{:032x}{:032x}", catalog.len(), text.len());
-        ids.push((entry.image.id, at));
-        catalog.extend_from_slice(&text);
-        catalog.push(b'\n');
+        for (diff, layer) in chain.iter().filter(|(d, _)| is_hex64(d)) {
+            if !layer_rows.contains_key(diff) {
+                let at = append_line(&mut catalog, &json!({"diff": diff, "layer": layer}))?;
+                layer_rows.insert(diff.clone(), at);
+            }
+        }
+        let chain = chain.into_iter().map(|(d, _)| d).collect();
+        let id = image.id.clone();
+        ids.push((id, append_line(&mut catalog, &ImageLine { image, chain })?));
     }
     incremental::replace_file(&root.join(CATALOG_FILE), &catalog)?;
     write_table(&root.join(IDS_FILE), ids)?;
+    write_table(&root.join(LAYERS_FILE), layer_rows.into_iter().collect())?;
     write_table(&root.join(NAMES_FILE), names)?;
     write_table(&root.join(DIGESTS_FILE), digests)?;
     lazy::write_index(root, repo, &lines)?;
     Ok(lines)
+}
+
+/// Append `value` to the catalog as one line; returns its table value
+/// (offset and length).
+fn append_line(catalog: &mut Vec<u8>, value: &impl serde::Serialize) -> io::Result<String> {
+    let text = serde_json::to_vec(value).map_err(err)?;
+    let at = format!("{:032x}{:032x}", catalog.len(), text.len());
+    catalog.extend_from_slice(&text);
+    catalog.push(b'\n');
+    Ok(at)
 }
 
 /// Image `image`'s chain in DUCC's layer list, bottom first, by diffID;
@@ -371,29 +403,67 @@ fn write_used(root: &Path, used: &Used) -> io::Result<()> {
     incremental::replace_file(&root.join(USED_FILE), text.as_bytes())
 }
 
-/// Image `id`'s catalog entry, or `None` when DUCC does not list it.
-fn catalog_entry(root: &Path, id: &str) -> io::Result<Option<CatalogEntry>> {
-    let Some(at) = find_rows(&root.join(IDS_FILE), id, false, 1)?.pop() else {
+/// The catalog line table `table` gives for `key`, or `None`.
+fn catalog_line(root: &Path, table: &str, key: &str) -> io::Result<Option<Vec<u8>>> {
+    let Some(at) = find_rows(&root.join(table), key, false, 1)?.pop() else {
         return Ok(None);
     };
     let parse = |s: &str| u64::from_str_radix(s, 16).ok();
     let (Some(offset), Some(len)) = (parse(&at[..32]), parse(&at[32..])) else {
         return Err(err(format!(
-            "{}: bad row for {id}",
-            root.join(IDS_FILE).display()
+            "{}: bad row for {key}",
+            root.join(table).display()
         )));
     };
     if len > MAX_CATALOG_LINE {
-        return Err(err(format!("image {id}: catalog line of {len} bytes")));
+        return Err(err(format!("{key}: catalog line of {len} bytes")));
     }
     let path = root.join(CATALOG_FILE);
     let file = fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     let mut text = vec![0u8; len as usize];
     file.read_exact_at(&mut text, offset)
         .map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let entry: CatalogEntry = serde_json::from_slice(&text)
-        .map_err(|e| err(format!("{}: line of {id}: {e}", path.display())))?;
-    Ok((entry.image.id == id).then_some(entry))
+    Ok(Some(text))
+}
+
+/// Image `id`'s catalog entry (its line, then its layers' lines), or `None`
+/// when DUCC does not list it.
+fn catalog_entry(root: &Path, id: &str) -> io::Result<Option<CatalogEntry>> {
+    let bad = |what: &str, e: serde_json::Error| {
+        err(format!(
+            "{}: {what}: {e}",
+            root.join(CATALOG_FILE).display()
+        ))
+    };
+    let Some(text) = catalog_line(root, IDS_FILE, id)? else {
+        return Ok(None);
+    };
+    let line: ImageLine = serde_json::from_slice(&text).map_err(|e| bad(id, e))?;
+    if line.image.id != id || line.chain.len() > MAX_IMAGE_LAYERS {
+        return Err(err(format!(
+            "{}: bad line for {id}",
+            root.join(CATALOG_FILE).display()
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct LayerLine {
+        diff: String,
+        layer: DuccLayer,
+    }
+    let mut layers = HashMap::new();
+    for diff in &line.chain {
+        let Some(text) = catalog_line(root, LAYERS_FILE, diff)? else {
+            break; // the chain stops there, as DUCC's layer list did
+        };
+        let l: LayerLine = serde_json::from_slice(&text).map_err(|e| bad(diff, e))?;
+        if &l.diff == diff {
+            layers.insert(l.diff, l.layer);
+        }
+    }
+    Ok(Some(CatalogEntry {
+        image: line.image,
+        layers,
+    }))
 }
 
 /// List the used images (and layers looked up by digest) again from the
