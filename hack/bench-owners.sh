@@ -7,8 +7,13 @@
 # that shows the owners as published and once with -claim-uid 4242. Printed:
 # a markdown table of first mount, a later mount, a container's first mount
 # and the local disk of the restored owners, for both ways the driver has:
-# owner images (EROFS, the default where the kernel allows) and metacopy
-# copies in whiteout layers (cvmfs.owner_images=false), interleaved.
+# owner images (EROFS, the default where the kernel allows) built from the
+# layers' tar-splits (our publisher's layers) or from a walk of the layers
+# (a store without tar-splits, as DUCC's), and metacopy copies in whiteout
+# layers (cvmfs.owner_images=false), interleaved.
+# BENCH_OWNERS_NET=<latency>,<Mbit/s> (e.g. 100ms,100) makes the view's
+# fetches cost that (a slow client; the tar-split is downloaded, a walk reads
+# only metadata), with a cold view for each claiming row.
 # Needs root. The measuring program: crates/driver/examples/bench_owners.rs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,10 +34,12 @@ if [ ! -f "$G/info.json" ]; then
   cp "$G.json" "$G/info.json"
 fi
 TMPDIR="$W/work" CVMFS_CLAIM_BENCH_DIR="$G" CVMFS_CLAIM_BENCH_WORK="$W/work" \
-  CVMFS_CLAIM_BENCH_ROUNDS="${BENCH_OWNERS_ROUNDS:-2}" \
-  cargo run -q -p cvmfs-graphdriver --example bench_owners >"$W/out.txt"
+  CVMFS_CLAIM_BENCH_ROUNDS="${BENCH_OWNERS_ROUNDS:-2}" CVMFS_CLAIM_BENCH_NET="${BENCH_OWNERS_NET:-}" \
+  cargo run -q --release -p cvmfs-graphdriver --example bench_owners >"$W/out.txt"
 files=$(jq -r .files "$G/info.json")
-echo "Large image, BENCH_SCALE=$scale: $files files in $(jq -r .layers "$G/info.json") layers (all owned 0:0), kernel overlay over a FUSE view (bench/fuselat, no delay), driver home on $(stat -f -c %T "$W/work"). Claiming-client rows interleaved, each from an empty driver home."
+net="no delay"
+[ -z "${BENCH_OWNERS_NET:-}" ] || net="fetches cost ${BENCH_OWNERS_NET%,*} round trip and ${BENCH_OWNERS_NET#*,} Mbit/s, a cold view per claiming row"
+echo "Large image, BENCH_SCALE=$scale: $files files in $(jq -r .layers "$G/info.json") layers (all owned 0:0), kernel overlay over a FUSE view (bench/fuselat, $net), driver home on $(stat -f -c %T "$W/work"). Claiming-client rows interleaved, each from an empty driver home."
 echo
 echo "| client | restored by | first mount | later mount | container's first mount | local entries | local KiB |"
 echo "|---|---|---|---|---|---|---|"
@@ -43,7 +50,8 @@ sed -n 's/^BENCH: //p' "$W/out.txt" | while read -r line; do
     plain) who="owners as published (CVMFS_CLAIM_OWNERSHIP=no)"; how="nothing to restore" ;;
     claim) who="claims ownership (every file 4242:4242)"
       case ${v[path]} in
-        OwnerImages) how="owner images (EROFS, one per layer)" ;;
+        OwnerImages) how="owner images (EROFS, one per layer), walked over FUSE" ;;
+        TarSplit) how="owner images (EROFS, one per layer), from the tar-split" ;;
         *) how="metacopy copies in whiteout layers" ;;
       esac ;;
   esac

@@ -654,6 +654,16 @@ $want"
   [[ "$status" == *"the client does not show the owners the repository holds"* ]] || fail "podman info does not report the claiming client"
   [[ "$status" == *"shown as 4242:4242"* ]] || fail "podman info does not say what the client shows"
   [[ "$status" == *"fix: set CVMFS_CLAIM_OWNERSHIP=no in /etc/cvmfs/config.d/repo.local"* ]] || fail "podman info does not give the fix"
+  # Where the kernel has EROFS the owners are owner images, each built from
+  # the layer's tar-split (our publisher wrote one per layer), not walked.
+  if grep -qw erofs /proc/filesystems; then
+    local images from_split
+    images=$(find "$C/root/cvmfs/aux" -maxdepth 1 -name '*.erofs' | wc -l)
+    from_split=$(find "$C/root/cvmfs/aux" -maxdepth 1 -name '*-ts1-*.erofs' | wc -l)
+    echo "owner images: $images, from tar-splits: $from_split" | tee -a "$log_dir/claim-ownership.txt"
+    [ "$images" -gt 0 ] && [ "$from_split" -eq "$images" ] ||
+      fail "owner images not all built from the layers' tar-splits ($from_split of $images)"
+  fi
   pm rm -af -t 0
 }
 
@@ -744,10 +754,20 @@ t_start_path_round_trips() {
   # loads no catalog of their own.
   ! grep -qE 'podmanStore/cvmfs-(images|layers)/\.cvmfscatalog' "$S/run1.txt" ||
     fail "the indexes have catalogs of their own (publisher layout)"
-  # The runs below: a store published before that layout (the indexes in
-  # catalogs of their own), which must read the same; its catalog loads
+  # Nor the records (small store), and the image's start links name its top
+  # layer's record, which the driver reads beside the indexes.
+  ! grep -q 'podmanStore/cvmfs/\.cvmfscatalog' "$S/run1.txt" ||
+    fail "the records have a catalog of their own (publisher layout)"
+  local top_record
+  top_record=$(readlink -f "$S/src/podmanStore/cvmfs/start/$(image_id tiny)/record")
+  [ "$top_record" = "$S/src/podmanStore/cvmfs/layers/$(jq -r '.[0].layer' "$S/src/podmanStore/cvmfs-images/images.json")/layer.json" ] ||
+    fail "the start link names '$top_record', not the image's top layer record"
+  grep -q "podmanStore/cvmfs/layers/.*/layer.json" "$S/run1.txt" || fail "the top layer record was not read"
+  # The runs below: a store published before that layout (the indexes and
+  # the records in catalogs of their own), which must read the same; its catalog loads
   # show whether the indexes' identity was asked.
-  touch "$S/src/podmanStore/cvmfs-images/.cvmfscatalog" "$S/src/podmanStore/cvmfs-layers/.cvmfscatalog"
+  touch "$S/src/podmanStore/cvmfs-images/.cvmfscatalog" "$S/src/podmanStore/cvmfs-layers/.cvmfscatalog" \
+    "$S/src/podmanStore/cvmfs/.cvmfscatalog"
   rtt_tiny_run run2 "again: same driver home, same revision, new cold view"
   local warm=$RTT_STORE
   ! grep -q '\.lock$' "$S/run1.txt" "$S/run2.txt" || fail "lock files were read from the repository"

@@ -204,14 +204,17 @@ t_catalogs() {
   local c h
   c=$(config_digest "$OCI" wh)
   c=${c#sha256:}
-  for p in .layers .flat "podmanStore" podmanStore/cvmfs \
-           ".flat/${c:0:2}/$c"; do
+  for p in .layers .flat "podmanStore" ".flat/${c:0:2}/$c"; do
     [ -f "$R1/$p/.cvmfscatalog" ] || fail "no .cvmfscatalog in $p"
   done
-  # The indexes are in the store's catalog (one round trip less on a cold client).
-  for p in podmanStore/cvmfs-images podmanStore/cvmfs-layers; do
+  # The indexes and the records are in the store's catalog (one round trip
+  # less on a cold client), and the image's start links lead to its top
+  # layer's record and directory.
+  for p in podmanStore/cvmfs-images podmanStore/cvmfs-layers podmanStore/cvmfs; do
     [ ! -e "$R1/$p/.cvmfscatalog" ] || fail "$p must not be a catalog of its own"
   done
+  [ -f "$R1/podmanStore/cvmfs/start/$c/record" ] || fail "no start link to the top layer's record of $c"
+  [ -d "$R1/podmanStore/cvmfs/start/$c/layer" ] || fail "no start link to the top layer's directory of $c"
   [ ! -e "$R1/.flat/${c:0:2}/.cvmfscatalog" ] || fail ".flat/XX must not be a catalog (DUCC: each .flat/XX/<c>)"
   for h in $(layer_digests "$OCI" wh); do
     h=${h#sha256:}

@@ -30,7 +30,8 @@
 # both, DUCC's layerfs against ours: see test_ducc), and owners where the repository
 # is read, with the patched podman (`make podman`; SKIP without it): through the
 # publishing machine's own /cvmfs/REPO and through a default client that claims
-# ownership (owners/*, see test_owners).
+# ownership (owners/*, see test_owners; on the default client every owner image
+# must come from the layer's tar-split).
 # When the transaction publish fails, the comparison cases report that (they do not
 # fall back to something else). Known failures are NOT hidden: each case ends
 # PASS or FAIL with the reason.
@@ -781,7 +782,15 @@ test_owners() {
   echo "     default client: CVMFS Client Owners: $(jq -r '."CVMFS Client Owners"' "$OWN/client-status.json" 2>/dev/null | cut -c1-240)"
   # How the driver restored them: owner images (EROFS, where the kernel has
   # it) or metacopy copies in whiteout layers.
-  echo "     default client: owner images in the driver home: $(find "$OWN/root/cvmfs/aux" -maxdepth 1 -name '*.erofs' 2>/dev/null | wc -l), whiteout layers: $(find "$OWN/root/cvmfs/aux" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)"
+  local images from_split
+  images=$(find "$OWN/root/cvmfs/aux" -maxdepth 1 -name '*.erofs' 2>/dev/null | wc -l)
+  from_split=$(find "$OWN/root/cvmfs/aux" -maxdepth 1 -name '*-ts1-*.erofs' 2>/dev/null | wc -l)
+  echo "     default client: owner images in the driver home: $images ($from_split from the layers' tar-splits), whiteout layers: $(find "$OWN/root/cvmfs/aux" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)"
+  # Our publisher wrote a tar-split per layer: every image is built from it
+  # (a walk instead says why on stderr).
+  if [ -z "$reason" ] && [ "$images" -gt 0 ] && [ "$from_split" -ne "$images" ]; then
+    reason="owner images walked instead of built from the tar-split: $(grep -m1 'walking the layer instead' "$OWN/client.err" | cut -c1-300)"
+  fi
   report owners/default-client "$reason"
   rm -rf "$OWN/root" "$OWN/run"
   umount "$cmnt" 2>/dev/null || umount -l "$cmnt"

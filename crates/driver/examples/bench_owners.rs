@@ -45,7 +45,6 @@ fn main() {
     let repo = t.path().join("cvmfs/bench.example.org");
     let store = repo.join("podmanStore");
     let (layers, _) = cvmfs::publish_as(&repo, &store, &tars, Style::PublisherListed);
-    drop(tars);
     // gen-image's files are all root's: every ownership.json is empty.
     for l in &layers {
         let p = StorePaths::new(&store).owners_file(&l.id);
@@ -53,6 +52,18 @@ fn main() {
         fs::write(p, empty).unwrap();
     }
     add_probes(&store, &layers);
+    // The same records without tar-splits (a store the driver must walk
+    // the layers of), beside the store with them.
+    let walk_store = repo.join("podmanStore-walk");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&store)
+        .arg(&walk_store)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -a {}", store.display());
+    cvmfs::write_tar_splits(&store, &layers, &tars);
+    drop(tars);
     let src = t.path().join("src");
     fs::rename(&repo, &src).unwrap();
     fs::create_dir(&repo).unwrap();
@@ -72,21 +83,30 @@ fn main() {
         Path::Metacopy,
         0,
     );
+    const PATHS: [Path; 3] = [Path::Metacopy, Path::OwnerImages, Path::TarSplit];
     drop(plain);
     // The two ways of restoring owners on a claiming client, interleaved
     // (ratios count on a shared machine), each from an empty driver home.
-    let view = ClaimView::mount(&src, &repo, Some(4242));
+    // With fetches that cost (`CVMFS_CLAIM_BENCH_NET=<latency>,<Mbit/s>`),
+    // each row gets a view of its own: a cold client.
+    let net_arg = std::env::var("CVMFS_CLAIM_BENCH_NET").ok();
+    let net = net_arg.as_deref().and_then(|n| n.split_once(','));
+    let mut view = Some(ClaimView::mount_with(&src, &repo, Some(4242), net));
     for round in 0..rounds {
-        for k in 0..2 {
-            let path = if (round + k) % 2 == 0 {
-                Path::Metacopy
-            } else {
-                Path::OwnerImages
+        for k in 0..PATHS.len() {
+            let path = PATHS[(round + k) % PATHS.len()];
+            let store = match path {
+                Path::TarSplit => &store,
+                _ => &walk_store,
             };
+            if net.is_some() {
+                drop(view.take());
+                view = Some(ClaimView::mount_with(&src, &repo, Some(4242), net));
+            }
             driver_row(
                 t.path(),
                 &repo,
-                &store,
+                store,
                 &top,
                 layers.len(),
                 "claim",
@@ -103,8 +123,11 @@ fn main() {
 enum Path {
     /// Metadata-only copies in its whiteout layers (`cvmfs.owner_images=false`).
     Metacopy,
-    /// One EROFS image per layer.
+    /// One EROFS image per layer, built from a walk of the layer (a store
+    /// without tar-splits).
     OwnerImages,
+    /// One EROFS image per layer, built from the layer's tar-split.
+    TarSplit,
 }
 
 /// First mount, a later one and a container's first mount of `top` by a
@@ -131,7 +154,7 @@ fn driver_row(
             format!("cvmfs.imagestore={}", store.display()),
             // full size takes longer than the default 20 s: measured, not refused
             "cvmfs.whiteout_timeout=3600".to_string(),
-            format!("cvmfs.owner_images={}", matches!(path, Path::OwnerImages)),
+            format!("cvmfs.owner_images={}", !matches!(path, Path::Metacopy)),
         ],
     )
     .unwrap();
@@ -154,6 +177,19 @@ fn driver_row(
     d.put("ctr").unwrap();
     d.remove("ctr").unwrap();
     let (bytes, entries) = disk_use(&home.join("aux"));
+    if let Path::TarSplit = path {
+        let from_split = fs::read_dir(home.join("aux"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("-ts")
+            })
+            .count();
+        assert_eq!(from_split, layers, "{name}: every image from a tar-split");
+    }
     println!(
         "BENCH: path={path:?} view={tag} round={round} layers={layers} first_get_s={first:.3} later_get_s={again:.3} container_first_get_s={ctr:.3} local_entries={entries} local_kib={}",
         bytes / 1024

@@ -482,11 +482,69 @@ fn read_records_early(paths: &StorePaths, images_json: &[u8]) {
     }
 }
 
+/// Fetch what the publisher's start links of image `id` name
+/// (`cvmfs/start/<id>/`, docs/store-format.md): the top layer's record and
+/// the walk to its layer directory (loading `.layers/XX`'s catalog), each
+/// on its own thread. Reading a link is catalog metadata; with the records
+/// in the store's catalog both downloads go out one round trip after that
+/// catalog, beside the indexes, instead of after `images.json` and the
+/// manifest. A target not of the publisher's exact form is ignored, and
+/// only paths the driver builds from the validated ID or plain names are
+/// read. A store without the links (older, DUCC's) loses nothing.
+fn read_start_links(store: &Path, repo: Option<&Path>, id: &str) {
+    let (record, layer_dir) = start_link_paths(store, repo, id);
+    let spawn = |work: Box<dyn FnOnce() + Send>| {
+        let _ = std::thread::Builder::new()
+            .name("cvmfs-early".into())
+            .spawn(work);
+    };
+    if let Some(record) = record {
+        spawn(Box::new(move || {
+            if let Ok(f) = fs::File::open(record) {
+                let _ = io::copy(&mut f.take(PREFETCH_MAX_BYTES), &mut io::sink());
+            }
+        }));
+    }
+    if let Some(layer_dir) = layer_dir {
+        spawn(Box::new(move || {
+            let _ = fs::symlink_metadata(layer_dir);
+        }));
+    }
+}
+
+/// The top layer record and layer directory image `id`'s start links name,
+/// each `None` when its link is missing or not of the publisher's form.
+fn start_link_paths(
+    store: &Path,
+    repo: Option<&Path>,
+    id: &str,
+) -> (Option<PathBuf>, Option<PathBuf>) {
+    use cvmfs_format::paths::{parse_start_layer_target, parse_start_record_target};
+    let paths = StorePaths::new(store);
+    let dir = paths.start_dir(id);
+    let link = |name: &str| {
+        fs::read_link(dir.join(name))
+            .ok()
+            .and_then(|t| t.to_str().map(str::to_string))
+    };
+    let record = link(cvmfs_format::paths::START_RECORD_LINK)
+        .as_deref()
+        .and_then(parse_start_record_target)
+        .map(|layer| paths.record(layer));
+    let layer_dir = link(cvmfs_format::paths::START_LAYER_LINK)
+        .as_deref()
+        .and_then(parse_start_layer_target)
+        .zip(repo)
+        .map(|(rel, repo)| repo.join(rel));
+    (record, layer_dir)
+}
+
 /// On a fresh driver home, before and beside the indexes: guess the image
 /// about to start (the newest image directories) and fetch what its start
 /// reads after the indexes — its manifest and config (read into the client's
-/// cache), its flat tree's catalog and its top layer's `.layers/XX` catalog
-/// (from the manifest). With the indexes in the store's own catalog that is
+/// cache), its flat tree's catalog, its top layer's record and `.layers/XX`
+/// catalog (from the store's start links, [`read_start_links`]; else from the
+/// manifest). With the indexes in the store's own catalog that is
 /// one round trip after the store's catalog instead of three. A wrong guess
 /// costs a few KiB; nothing waits for it; a hung repository holds only
 /// these threads.
@@ -498,6 +556,7 @@ fn read_newest_images_early(store: &Path) {
             if let Some(repo) = &repo {
                 crate::layout::warm_catalog(cvmfs_format::RepoPaths::new(repo).flat_dir(&id));
             }
+            read_start_links(&store, repo.as_deref(), &id);
             let Ok(files) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -873,6 +932,38 @@ mod tests {
             .map(|(id, _)| id)
             .collect();
         assert_eq!(ids, [newest, older]);
+    }
+
+    #[test]
+    fn start_links_name_the_top_record_and_layer_only_in_the_publisher_s_form() {
+        use cvmfs_format::paths::{start_layer_target, start_record_target};
+        let f = fixture();
+        let repo = f.store.parent().unwrap().to_path_buf();
+        let dir = StorePaths::new(&f.store).start_dir(IMG);
+        fs::create_dir_all(&dir).unwrap();
+        let top = "5".repeat(64);
+        let rel = cvmfs_format::paths::layerfs_rel(&top);
+        let link = |name: &str, target: &str| {
+            let _ = fs::remove_file(dir.join(name));
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+        };
+        link("record", &start_record_target(&top));
+        link("layer", &start_layer_target(&rel));
+        assert_eq!(
+            start_link_paths(&f.store, Some(&repo), IMG),
+            (
+                Some(StorePaths::new(&f.store).record(&top)),
+                Some(repo.join(&rel))
+            )
+        );
+        // Another image: no links, nothing read.
+        assert_eq!(start_link_paths(&f.store, Some(&repo), &top), (None, None));
+        // Hostile targets are not followed.
+        link("record", "/etc/shadow");
+        link("layer", "../../../../../../etc");
+        assert_eq!(start_link_paths(&f.store, Some(&repo), IMG), (None, None));
+        link("layer", "/etc");
+        assert_eq!(start_link_paths(&f.store, Some(&repo), IMG), (None, None));
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::time::Instant;
 use crate::driver::{lock_file, Driver};
 use crate::error::{Error, ErrorCode, Result};
 use crate::layout::{StoreLayer, StoreLayerKind};
-use crate::mount::owner_image;
 use crate::mount::whiteouts::Owner;
+use crate::mount::{owner_image, owner_tarsplit};
 use crate::stack::Member;
 
 /// Owner images built at once at a stack's first mount.
@@ -145,7 +145,11 @@ impl Driver {
         Ok(out)
     }
 
-    /// The mount point of `s`'s owner image, built and mounted if needed.
+    /// The mount point of `s`'s owner image, built and mounted if needed:
+    /// from the layer's tar-split when it has one (and ownership metadata
+    /// the tar must agree with), else from a walk of the layer. An image
+    /// already built either way is used as it is; a tar-split that cannot
+    /// stand for the layer is reported on stderr and the layer walked.
     fn owner_image_mount(
         &self,
         s: &StoreLayer,
@@ -161,21 +165,99 @@ impl Driver {
                 format!("-as{uid}.{gid}")
             }
         };
-        let key = format!("v{}-{}{shown}", owner_image::IMAGE_VERSION, s.id);
-        let target = self.run_dir.join("erofs").join(&key);
+        let walk_key = format!("v{}-{}{shown}", owner_image::IMAGE_VERSION, s.id);
+        let Some(owners) = owners else {
+            let build = |image: &Path| self.build_owner_image(s, rel, None, deadline, image);
+            return self.keyed_image_mount(s, &walk_key, &build);
+        };
+        let walk = |image: &Path| self.build_owner_image(s, rel, Some(owners), deadline, image);
+        let split_key = format!(
+            "v{}-ts{}-{}",
+            owner_image::IMAGE_VERSION,
+            owner_tarsplit::TARSPLIT_VERSION,
+            s.id
+        );
+        // Built or mounted already: no look at the repository.
+        if !self.image_ready(&split_key)?
+            && (self.image_ready(&walk_key)? || self.tar_split_of(s).is_none())
+        {
+            return self.keyed_image_mount(s, &walk_key, &walk);
+        }
+        let unusable = std::cell::RefCell::new(None);
+        let from_split = |image: &Path| {
+            let Some(split) = self.tar_split_of(s) else {
+                *unusable.borrow_mut() = Some(format!("layer {}: its tar-split is gone", s.id));
+                return Err(Error::new(
+                    ErrorCode::Io,
+                    format!("layer {}: no tar-split", s.id),
+                ));
+            };
+            let built = (split.as_path(), deadline, &unusable);
+            self.build_from_tar_split(s, rel, owners, built, image)
+        };
+        match self.keyed_image_mount(s, &split_key, &from_split) {
+            Ok(at) => Ok(at),
+            Err(e) => match unusable.into_inner() {
+                Some(why) => {
+                    eprintln!("cvmfs: {why}; walking the layer instead");
+                    self.keyed_image_mount(s, &walk_key, &walk)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Whether the image `key` is mounted or built soundly (a hint: the
+    /// mount checks again under the lock).
+    fn image_ready(&self, key: &str) -> Result<bool> {
+        let image = self.store.aux_dir().join(format!("{key}.erofs"));
+        Ok(self
+            .mounter
+            .is_mounted(&self.run_dir.join("erofs").join(key))?
+            || owner_image::image_is_sound(&image))
+    }
+
+    /// `s`'s tar-split, when its store has one: a regular file inside the
+    /// layer's repository (a store's view links into it; a link leading
+    /// elsewhere is not followed there).
+    fn tar_split_of(&self, s: &StoreLayer) -> Option<PathBuf> {
+        let StoreLayerKind::Cvmfs { repository, .. } = &s.kind else {
+            return None;
+        };
+        let p = cvmfs_format::StorePaths::new(&s.store).tar_split(&s.id);
+        let real = fs::canonicalize(p).ok()?;
+        let inside = fs::canonicalize(repository).is_ok_and(|r| real.starts_with(r));
+        (inside && fs::metadata(&real).is_ok_and(|m| m.is_file())).then_some(real)
+    }
+
+    /// The mount point of image `key`, built by `build` into its file in the
+    /// home when missing or damaged, mounted once under the run directory.
+    fn keyed_image_mount(
+        &self,
+        s: &StoreLayer,
+        key: &str,
+        build: &dyn Fn(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let target = self.run_dir.join("erofs").join(key);
         let locks = self.run_dir.join("erofs-locks");
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&locks)
             .map_err(|e| Error::io("create run directory", &locks, e))?;
-        let _lock = lock_file(&locks.join(&key), &format!("layer {}: owner image", s.id))?;
+        let _lock = lock_file(&locks.join(key), &format!("layer {}: owner image", s.id))?;
         if self.mounter.is_mounted(&target)? {
             return Ok(target);
         }
         let image = self.store.aux_dir().join(format!("{key}.erofs"));
         if !owner_image::image_is_sound(&image) {
-            self.build_owner_image(s, rel, owners, deadline, &image)?;
+            // A damaged image (crash during an older build cannot leave one,
+            // but disks and people can) is replaced.
+            if image.exists() {
+                fs::remove_file(&image)
+                    .map_err(|e| Error::io("remove damaged owner image", &image, e))?;
+            }
+            build(&image)?;
         }
         fs::DirBuilder::new()
             .recursive(true)
@@ -186,6 +268,45 @@ impl Driver {
             .mount_erofs(&image, &target)
             .map_err(|e| e.context(format!("layer {}: owner image", s.id)))?;
         Ok(target)
+    }
+
+    /// Builds `s`'s image from tar-split `split`; when the tar-split cannot
+    /// stand for the layer (anything but the time limit), says why in
+    /// `unusable` too.
+    fn build_from_tar_split(
+        &self,
+        s: &StoreLayer,
+        rel: &Path,
+        owners: &[Owner],
+        (split, deadline, unusable): (&Path, Instant, &std::cell::RefCell<Option<String>>),
+        image: &Path,
+    ) -> Result<()> {
+        let what = || {
+            format!(
+                "layer {} ({}, record {}): build owner image {} from its tar-split",
+                s.id,
+                s.content_dir.display(),
+                s.record_path.display(),
+                image.display()
+            )
+        };
+        let img = owner_tarsplit::layer_image_from_tar_split(
+            &s.content_dir,
+            rel,
+            split,
+            owners,
+            Some(deadline),
+        )
+        .map_err(|e| {
+            let message = format!("{}: {e}", what());
+            if e.kind() != std::io::ErrorKind::TimedOut {
+                *unusable.borrow_mut() = Some(message.clone());
+            }
+            Error::new(ErrorCode::Io, message)
+        })?;
+        let staging = self.store.staging_name("erofs", &s.id);
+        owner_image::write_image(&img, &staging, image)
+            .map_err(|e| Error::new(ErrorCode::Io, format!("{}: {e}", what())))
     }
 
     fn build_owner_image(
@@ -214,11 +335,6 @@ impl Driver {
                 image.display()
             )
         };
-        // A damaged image (crash during an older build cannot leave one,
-        // but disks and people can) is replaced.
-        if image.exists() {
-            fs::remove_file(image).map_err(|e| Error::io(what(), image, e))?;
-        }
         let img = owner_image::layer_image(&s.content_dir, rel, owners, Some(deadline))
             .map_err(|e| Error::new(ErrorCode::Io, format!("{}: {e}", what())))?;
         let staging = self.store.staging_name("erofs", &s.id);

@@ -31,10 +31,11 @@ struct Published {
     top: String,
     want: String,
     layers: usize,
+    ids: Vec<String>,
 }
 
 /// Corpus image `name` published our way (owners kept, markers listed,
-/// `ownership.json` for every layer), probes added when `probes`, then moved
+/// `ownership.json` and the tar-split for every layer), probes added when `probes`, then moved
 /// to `src`: the repository's path is where a view of it gets mounted.
 fn published(name: &str, probes: bool) -> Published {
     let t = tempfile::Builder::new()
@@ -50,6 +51,7 @@ fn published(name: &str, probes: bool) -> Published {
     let store = repo.join("podmanStore");
     let (layers, _) = cvmfs::publish_as(&repo, &store, &tars, Style::PublisherListed);
     cvmfs::write_owners(&store, &layers, &image.layers);
+    cvmfs::write_tar_splits(&store, &layers, &tars);
     if probes {
         add_probes(&store, &layers);
     }
@@ -59,6 +61,7 @@ fn published(name: &str, probes: bool) -> Published {
     Published {
         top: layers.last().unwrap().id.clone(),
         layers: layers.len(),
+        ids: layers.iter().map(|l| l.id.clone()).collect(),
         t,
         repo,
         src,
@@ -155,8 +158,12 @@ fn a_client_showing_its_own_uid_is_noticed_and_the_owners_restored() {
             .filter(|e| e.as_ref().unwrap().path().extension() == Some("erofs".as_ref()))
             .count();
         if kernel_has_erofs() {
-            // one owner image per layer, nothing else restored
+            // one owner image per layer, from its tar-split, nothing else
             assert_eq!(images, p.layers, "{name}: owner images");
+            for id in &p.ids {
+                let built = p.home("claim").join(format!("aux/v1-ts1-{id}.erofs"));
+                assert!(built.is_file(), "{name}: {} built", built.display());
+            }
         }
         println!(
             "MEASURE: claim-ownership view, {name} ({} layers): first get+container {:.3}s, whiteout layers {entries} entries, {} KiB",
@@ -343,6 +350,42 @@ fn a_damaged_owner_image_in_the_home_is_rebuilt_not_mounted() {
         bytes.len(),
         "rebuilt whole"
     );
+    d.cleanup().unwrap();
+    drop(view);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_tar_split_that_cannot_stand_for_its_layer_is_walked_instead() {
+    cvmfs_testkit::gate::require_root();
+    assert!(
+        kernel_has_erofs(),
+        "no EROFS in this kernel (/proc/filesystems): owner images cannot be tested here"
+    );
+    let p = published("hardlinks", true);
+    // one layer's tar-split cut short; the other's a link to a sound copy
+    // outside the repository (never read there)
+    let store = p.src.join("podmanStore");
+    let split = |id: &str| cvmfs_format::StorePaths::new(&store).tar_split(id);
+    let cut = fs::read(split(&p.ids[0])).unwrap();
+    fs::write(split(&p.ids[0]), &cut[..cut.len() / 2]).unwrap();
+    let last = p.ids.last().unwrap();
+    let outside = p.t.path().join("outside.tar-split.gz");
+    fs::rename(split(last), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, split(last)).unwrap();
+    let view = ClaimView::mount(&p.src, &p.repo, Some(4242));
+    let d = p.driver("fallback");
+    assert_exact(&p, &d, "walked instead");
+    let aux = p.home("fallback").join("aux");
+    for (i, id) in p.ids.iter().enumerate() {
+        let walked = i == 0 || id == last;
+        let (used, unused) = match walked {
+            true => (format!("v1-{id}.erofs"), format!("v1-ts1-{id}.erofs")),
+            false => (format!("v1-ts1-{id}.erofs"), format!("v1-{id}.erofs")),
+        };
+        assert!(aux.join(&used).is_file(), "layer {i}: {used}");
+        assert!(!aux.join(&unused).exists(), "layer {i}: {unused}");
+    }
     d.cleanup().unwrap();
     drop(view);
 }

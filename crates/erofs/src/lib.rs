@@ -226,6 +226,12 @@ impl Image {
         self.nodes[node.0].meta
     }
 
+    /// Replaces the owner, mode and time of `node` (a directory met again
+    /// in a tar takes the later header's).
+    pub fn set_meta(&mut self, node: NodeId, meta: Meta) {
+        self.nodes[node.0].meta = meta;
+    }
+
     /// The value of xattr `name` (full name, e.g. `trusted.overlay.opaque`).
     pub fn xattr(&self, node: NodeId, name: &[u8]) -> Option<&[u8]> {
         let (index, suffix) = split_xattr_name(name)?;

@@ -47,6 +47,50 @@ pub fn flat_rel(hex: &str) -> String {
     format!("{FLAT_DIR}/{}/{hex}", fan(hex))
 }
 
+/// In `cvmfs/start/<image id>/`: a symlink to the image's top layer record,
+/// [`start_record_target`].
+pub const START_RECORD_LINK: &str = "record";
+/// In `cvmfs/start/<image id>/`: a symlink to the top layer's directory in
+/// the repository, [`start_layer_target`].
+pub const START_LAYER_LINK: &str = "layer";
+/// How many `../` lead from `<repository>/podmanStore/cvmfs/start/<image id>/`
+/// to the repository.
+const START_TO_REPOSITORY: &str = "../../../../";
+/// From `cvmfs/start/<image id>/` to the records' directory `cvmfs/layers/`.
+const START_TO_RECORDS: &str = "../../layers/";
+
+/// The target of [`START_RECORD_LINK`] for top layer `layer_id`:
+/// `../../layers/<id>/layer.json`.
+pub fn start_record_target(layer_id: &str) -> String {
+    format!("{START_TO_RECORDS}{layer_id}/{RECORD_FILE}")
+}
+
+/// The layer ID a [`START_RECORD_LINK`] target names, if it is exactly of
+/// [`start_record_target`]'s form (anything else: `None`).
+pub fn parse_start_record_target(target: &str) -> Option<&str> {
+    let id = target
+        .strip_prefix(START_TO_RECORDS)?
+        .strip_suffix(RECORD_FILE)?
+        .strip_suffix('/')?;
+    crate::id::is_hex64(id).then_some(id)
+}
+
+/// The target of [`START_LAYER_LINK`] for a top layer whose record's `path`
+/// is `rel` (relative to the repository, the store being
+/// `<repository>/podmanStore`).
+pub fn start_layer_target(rel: &str) -> String {
+    format!("{START_TO_REPOSITORY}{rel}")
+}
+
+/// The path relative to the repository a [`START_LAYER_LINK`] target names:
+/// plain names only (no `..`, `.`, empty or absolute part), at most 1 KiB;
+/// anything else: `None`.
+pub fn parse_start_layer_target(target: &str) -> Option<PathBuf> {
+    let rel = target.strip_prefix(START_TO_REPOSITORY)?;
+    let plain = |c: &str| !c.is_empty() && c != "." && c != ".." && !c.contains('\0');
+    (rel.len() <= 1024 && rel.split('/').all(plain)).then(|| PathBuf::from(rel))
+}
+
 /// `<id>.tar-split.gz`: the tar-split file of a layer (containers/storage's
 /// name in `cvmfs-layers/`, and ours per blob in `cvmfs/tar-split/`).
 pub fn tar_split_file_name(id: &str) -> String {
@@ -228,11 +272,56 @@ impl StorePaths {
     pub fn image_dir(&self, id: &str) -> PathBuf {
         self.images_dir().join(id)
     }
+    /// `cvmfs/start/<image id>/`: links to what a start of image `id` reads
+    /// after the indexes (its top layer's record and directory), so that a
+    /// driver guessing the image can fetch them beside the indexes
+    /// (symlinks are catalog metadata on CVMFS: reading one downloads
+    /// nothing).
+    pub fn start_dir(&self, image_id: &str) -> PathBuf {
+        self.cvmfs_dir().join("start").join(image_id)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_link_targets_round_trip_and_refuse_anything_else() {
+        let id = "a".repeat(64);
+        assert_eq!(
+            start_record_target(&id),
+            format!("../../layers/{id}/layer.json")
+        );
+        assert_eq!(
+            parse_start_record_target(&start_record_target(&id)),
+            Some(id.as_str())
+        );
+        for bad in [
+            format!("../../layers/{id}/ownership.json"),
+            format!("../../layers/{}/layer.json", "A".repeat(64)),
+            format!("../../../layers/{id}/layer.json"),
+            format!("/x/../../layers/{id}/layer.json"),
+            "../../layers/../layer.json".to_string(),
+        ] {
+            assert_eq!(parse_start_record_target(&bad), None, "{bad}");
+        }
+        let rel = layerfs_rel(&id);
+        assert_eq!(
+            parse_start_layer_target(&start_layer_target(&rel)),
+            Some(PathBuf::from(&rel))
+        );
+        for bad in [
+            rel.clone(),
+            format!("../../../{rel}"),
+            "../../../../.layers/../../etc".to_string(),
+            "../../../../.layers//x".to_string(),
+            "../../../../".to_string(),
+            format!("../../../../{}", "x".repeat(1025)),
+        ] {
+            assert_eq!(parse_start_layer_target(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_ducc_scheme() {

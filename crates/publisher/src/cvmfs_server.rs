@@ -250,7 +250,7 @@ pub fn publish_via_ingest(
         );
     }
     let t = Instant::now();
-    report.tar_bytes = ingest(&r, &stage, &staged, quiet)?;
+    report.tar_bytes = ingest(&r, &stage, &staged, quiet, revision.as_deref())?;
     if r.include_xattrs && !staged.xattrs.is_empty() {
         // ingest stores none: a transaction sets them, its publish keeps them
         set_xattrs(&r, &staged.xattrs)?;
@@ -549,8 +549,15 @@ fn set_xattrs(r: &Repository, xattrs: &[(PathBuf, Vec<u8>, Vec<u8>)]) -> Result<
 }
 
 /// `tar … | cvmfs_server ingest -t - -b / -k [-d …] <name>`, the stream passing
-/// through this process for progress. Returns the tar's size.
-fn ingest(r: &Repository, stage: &Staging, staged: &Staged, quiet: bool) -> Result<u64> {
+/// through this process for progress. Returns the tar's size. `before` is the
+/// revision published before it, to tell on failure whether one was published.
+fn ingest(
+    r: &Repository,
+    stage: &Staging,
+    staged: &Staged,
+    quiet: bool,
+    before: Option<&[u8]>,
+) -> Result<u64> {
     let list = stage.root.join("entries");
     let mut l = Vec::new();
     for p in &staged.paths {
@@ -604,9 +611,10 @@ fn ingest(r: &Repository, stage: &Staging, staged: &Staged, quiet: bool) -> Resu
         }
         let _ = fs::remove_file(&marker);
         Err(Error::msg(format!(
-            "cvmfs_server {} {}: {why}; nothing was published{}",
+            "cvmfs_server {} {}: {why}; {}{}",
             args.join(" "),
             r.name,
+            publish_outcome(r, before),
             log_tail(&log_path)
         )))
     };
@@ -621,6 +629,36 @@ fn ingest(r: &Repository, stage: &Staging, staged: &Staged, quiet: bool) -> Resu
     };
     fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
     Ok(n)
+}
+
+/// What a failed `cvmfs_server ingest` left published, from the revision the
+/// read-only mount shows now: it can fail after publishing (its final remount
+/// of `<spool>/rdonly`), and then the image *is* in the repository.
+fn publish_outcome(r: &Repository, before: Option<&[u8]>) -> String {
+    describe_outcome(&r.name, &r.rdonly(), before, r.revision().as_deref())
+}
+
+fn describe_outcome(
+    name: &str,
+    rdonly: &Path,
+    before: Option<&[u8]>,
+    now: Option<&[u8]>,
+) -> String {
+    let text = |v: &[u8]| String::from_utf8_lossy(v).trim().to_string();
+    match (before, now) {
+        (Some(b), Some(n)) if b == n => "nothing was published".to_string(),
+        (_, Some(n)) => format!(
+            "revision {} was published nevertheless (the failure came after it): the image is \
+             in repository {name}; run `cvmfs-podman check` on it before relying on it",
+            text(n)
+        ),
+        (_, None) => format!(
+            "whether a revision was published is unknown: {} shows no revision (not mounted?); \
+             run `cvmfs_server mount {name}` and compare its revision with {}",
+            rdonly.display(),
+            before.map_or_else(|| "the one before".to_string(), text)
+        ),
+    }
 }
 
 /// Wait for `cvmfs_server ingest` after the stream ended. Once, after 60 s,
@@ -699,6 +737,24 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_ingest_says_what_was_published() {
+        let rdonly = Path::new("/var/spool/cvmfs/t.l/rdonly");
+        let same = describe_outcome("t.l", rdonly, Some(b"7"), Some(b"7"));
+        assert_eq!(same, "nothing was published");
+        let newer = describe_outcome("t.l", rdonly, Some(b"7"), Some(b"8"));
+        assert!(
+            newer.starts_with("revision 8 was published nevertheless"),
+            "{newer}"
+        );
+        let gone = describe_outcome("t.l", rdonly, Some(b"7"), None);
+        assert!(
+            gone.contains("unknown") && gone.contains("cvmfs_server mount t.l"),
+            "{gone}"
+        );
+        assert!(gone.contains("with 7"), "{gone}");
+    }
 
     #[test]
     fn names_and_paths() {

@@ -53,12 +53,13 @@ pub trait StoreInit {
 
 impl StoreInit for StorePaths {
     fn init(&self) -> Result<()> {
-        // Nested catalogs: the store's root and its records. The indexes'
-        // directories stay in the store's catalog, so that a cold client
-        // reaches `images.json` one round trip sooner (issue 13 item 5;
+        // Nested catalogs: the store's root. The indexes' directories and
+        // the records (`cvmfs/`) stay in the store's catalog until the store
+        // is large, so that a cold client reaches `images.json` and the
+        // records one round trip after that catalog (issue 13 item 5;
         // docs/store-format.md "Catalogs"). A store made earlier keeps its
         // markers there: both layouts read the same.
-        let with_catalog = [self.root.clone(), self.cvmfs_dir()];
+        let with_catalog = [self.root.clone()];
         for d in [
             self.root.clone(),
             self.images_dir(),
@@ -126,25 +127,41 @@ fn write_index(path: &Path, v: &[Value]) -> Result<()> {
 /// one tar-split file).
 const IMAGES_OWN_CATALOG_AT: usize = 1000;
 const LAYERS_OWN_CATALOG_AT: usize = 4000;
+/// Layers from which the records' directory `cvmfs/` becomes a nested
+/// catalog of its own: a layer is some 5 entries there (its record
+/// directory, `layer.json`, `ownership.json`, the per-blob tar-split and
+/// marker list; ~600 bytes of compressed catalog measured), an image 3
+/// (`start/<id>/` and its links): about 0.6 MB at 1 000 layers.
+const RECORDS_OWN_CATALOG_AT: usize = 1000;
 
 /// A small store keeps its indexes' directories in the store's catalog, so
 /// that a cold client reads them one round trip after it (issue 13 item 5);
 /// a large one gives them catalogs of their own (what every store had
 /// before), so that a start that needs none of them (a warm driver home)
 /// does not download them with the store's catalog
-/// (docs/store-format.md "Catalogs"). Once made, a marker stays.
+/// (docs/store-format.md "Catalogs"). The records' directory `cvmfs/` goes
+/// the same way with the layers ([`RECORDS_OWN_CATALOG_AT`]). Once made, a
+/// marker stays.
 fn own_catalog_when_large(index: &Path, entries: usize) -> Result<()> {
-    let at = match index.file_name().and_then(|n| n.to_str()) {
-        Some("images.json") => IMAGES_OWN_CATALOG_AT,
-        Some("layers.json") => LAYERS_OWN_CATALOG_AT,
+    let (at, records_too) = match index.file_name().and_then(|n| n.to_str()) {
+        Some("images.json") => (IMAGES_OWN_CATALOG_AT, false),
+        Some("layers.json") => (LAYERS_OWN_CATALOG_AT, true),
         _ => return Ok(()),
     };
     let Some(dir) = index.parent() else {
         return Ok(());
     };
-    let marker = dir.join(cvmfs_format::paths::CATALOG_MARKER);
-    if entries >= at && fs::symlink_metadata(&marker).is_err() {
-        fsx::write_atomic(&marker, b"", 0o644)?;
+    let mut dirs = vec![(dir.to_path_buf(), at)];
+    if records_too {
+        if let Some(store) = dir.parent() {
+            dirs.push((StorePaths::new(store).cvmfs_dir(), RECORDS_OWN_CATALOG_AT));
+        }
+    }
+    for (dir, at) in dirs {
+        let marker = dir.join(cvmfs_format::paths::CATALOG_MARKER);
+        if entries >= at && fs::symlink_metadata(&marker).is_err() {
+            fsx::write_atomic(&marker, b"", 0o644)?;
+        }
     }
     Ok(())
 }
@@ -388,6 +405,7 @@ pub fn commit(
     let now = super::rfc3339(std::time::SystemTime::now());
     record_layers(store, repository, layers, &now, &mut out)?;
     let items = write_big_data(store, image)?;
+    write_start_links(store, image, layers)?;
     record_image(store, image, &items, &now, &mut out)?;
     Ok(out)
 }
@@ -400,7 +418,11 @@ fn check_commit_targets(
     image: &NewImage,
     must_exist: &[PathBuf],
 ) -> Result<()> {
-    let mut dirs = vec![store.image_dir(&image.id), store.per_blob_dir()];
+    let mut dirs = vec![
+        store.image_dir(&image.id),
+        store.per_blob_dir(),
+        store.start_dir(&image.id),
+    ];
     dirs.extend(layers.iter().map(|l| store.record_dir(&l.id)));
     for d in &dirs {
         fsx::check_real_dirs(&store.root, d)?;
@@ -513,6 +535,43 @@ fn write_big_data<'a>(store: &StorePaths, image: &'a NewImage) -> Result<BigData
         }
     }
     Ok(items)
+}
+
+/// Write `cvmfs/start/<image id>/`: links to the top layer's record and
+/// directory ([`StorePaths::start_dir`]), which a driver on a cold client
+/// reads beside the indexes instead of after them (docs/store-format.md).
+/// Only a hint: a link missing or wrong costs that round trip, nothing else.
+fn write_start_links(store: &StorePaths, image: &NewImage, layers: &[NewLayer]) -> Result<()> {
+    use cvmfs_format::paths::{start_layer_target, start_record_target};
+    let Some(top) = layers.iter().find(|l| l.id == image.top_layer) else {
+        return Ok(());
+    };
+    let dir = store.start_dir(&image.id);
+    fsx::check_real_dirs(&store.root, &dir)?;
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let links = [
+        (
+            cvmfs_format::paths::START_RECORD_LINK,
+            start_record_target(&top.id),
+        ),
+        (
+            cvmfs_format::paths::START_LAYER_LINK,
+            start_layer_target(&top.path),
+        ),
+    ];
+    for (name, target) in links {
+        let link = dir.join(name);
+        if fs::read_link(&link).is_ok_and(|t| t == Path::new(&target)) {
+            continue;
+        }
+        let tmp = fsx::tmp_path(&link);
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &link).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(&link, e)
+        })?;
+    }
+    Ok(())
 }
 
 /// Name image `image` in `images.json` (adding it, or its names): a name
@@ -904,6 +963,7 @@ fn remove_unused(
     };
     for id in &rep.images {
         vanish(&store.image_dir(id))?;
+        vanish(&store.start_dir(id))?;
     }
     for id in &rep.layers {
         // a profile is keyed by its image's top layer
@@ -1115,12 +1175,16 @@ mod tests {
         let store = StorePaths::new(t.path().join("podmanStore"));
         store.init().unwrap();
         let marker = |d: PathBuf| d.join(cvmfs_format::paths::CATALOG_MARKER).exists();
-        assert!(marker(store.root.clone()) && marker(store.cvmfs_dir()));
+        assert!(marker(store.root.clone()));
         assert!(!marker(store.images_dir()) && !marker(store.layers_dir()));
+        assert!(!marker(store.cvmfs_dir()));
         let entries = |n: usize| vec![json!({}); n];
         write_index(&store.images_json(), &entries(IMAGES_OWN_CATALOG_AT - 1)).unwrap();
-        write_index(&store.layers_json(), &entries(IMAGES_OWN_CATALOG_AT)).unwrap();
+        write_index(&store.layers_json(), &entries(RECORDS_OWN_CATALOG_AT - 1)).unwrap();
         assert!(!marker(store.images_dir()) && !marker(store.layers_dir()));
+        assert!(!marker(store.cvmfs_dir()));
+        write_index(&store.layers_json(), &entries(RECORDS_OWN_CATALOG_AT)).unwrap();
+        assert!(marker(store.cvmfs_dir()) && !marker(store.layers_dir()));
         write_index(&store.images_json(), &entries(IMAGES_OWN_CATALOG_AT)).unwrap();
         write_index(&store.layers_json(), &entries(LAYERS_OWN_CATALOG_AT)).unwrap();
         assert!(marker(store.images_dir()) && marker(store.layers_dir()));

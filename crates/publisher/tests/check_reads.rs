@@ -207,3 +207,37 @@ fn text_output_sums_up_and_lists_on_request() {
         "{out}"
     );
 }
+
+/// The start links a publish writes pass `check`; one naming another layer's
+/// record, or leading out of the repository, is reported.
+#[test]
+fn check_reports_start_links_that_do_not_lead_to_the_top_layer() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = published(t.path());
+    let (ok, out, err) = run(&["check", &repo]);
+    assert!(ok, "{out}{err}");
+    let start = Path::new(&repo).join("podmanStore/cvmfs/start");
+    let dir = fs::read_dir(&start)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let relink = |name: &str, target: &str| {
+        fs::remove_file(dir.join(name)).unwrap();
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    };
+    relink(
+        "record",
+        &format!("../../layers/{}/layer.json", "0".repeat(64)),
+    );
+    relink("layer", "../../../../../etc");
+    let (ok, out, err) = run(&["check", &repo]);
+    let text = format!("{out}{err}");
+    assert!(!ok, "{text}");
+    assert!(text.contains("does not link to its top layer"), "{text}");
+    assert!(
+        text.contains("does not link to a layer directory"),
+        "{text}"
+    );
+}

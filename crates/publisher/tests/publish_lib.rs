@@ -273,6 +273,27 @@ fn store_commit_is_incremental_and_moves_names() {
     let rec = read_record(&store, &ids[0]);
     assert_eq!(rec.whiteouts, Whiteouts::OciRaw);
     assert!(store.images_lock().exists() && store.layers_lock().exists());
+    // Each image's start links lead to its top layer's record and, from
+    // `<repository>/podmanStore`, to its layer directory.
+    for id in ["c".repeat(64), "d".repeat(64)] {
+        let dir = store.start_dir(&id);
+        let record = std::fs::read(dir.join("record")).unwrap();
+        assert_eq!(record, std::fs::read(store.record(&ids[0])).unwrap());
+        assert_eq!(
+            cvmfs_format::paths::parse_start_layer_target(
+                std::fs::read_link(dir.join("layer"))
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+            ),
+            Some(format!(".layers/22/{}/layerfs", "2".repeat(64)).into())
+        );
+    }
+    // The nameless image goes with gc, and its links with it.
+    let gone = podman::gc(&store, None, false).unwrap();
+    assert_eq!(gone.images, vec!["c".repeat(64)]);
+    assert!(std::fs::symlink_metadata(store.start_dir(&"c".repeat(64))).is_err());
+    assert!(store.start_dir(&"d".repeat(64)).join("record").is_file());
 }
 
 #[test]
@@ -346,4 +367,37 @@ fn read_record(store: &StorePaths, id: &str) -> CvmfsRecord {
         StoreRecord::Cvmfs { record, .. } => record,
         other => panic!("layer {id}: {other:?}"),
     }
+}
+
+/// A symlink planted for `cvmfs/start` would lead the start links' writes
+/// elsewhere: the commit is refused and nothing is written there.
+#[test]
+fn a_planted_start_directory_symlink_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let store = StorePaths::new(t.path().join("podmanStore"));
+    let ts = t.path().join("ts.gz");
+    std::fs::write(&ts, b"tar-split").unwrap();
+    let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
+    let canary = t.path().join("canary");
+    std::fs::create_dir_all(&canary).unwrap();
+    std::fs::create_dir_all(store.cvmfs_dir()).unwrap();
+    std::os::unix::fs::symlink(&canary, store.cvmfs_dir().join("start")).unwrap();
+    let img = NewImage {
+        id: "c".repeat(64),
+        names: vec!["example.org/a:1".into()],
+        top_layer: ids[0].clone(),
+        manifest: b"{}".to_vec(),
+        config: b"1".to_vec(),
+        created: "2023-11-14T22:13:20Z".into(),
+    };
+    let layer = base_layer(&ids[0], &ts, None, None);
+    let e = podman::commit(&store, "/cvmfs/x", &[layer], &img, &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("a symlink where the publisher writes records"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
+    // refused before anything was written
+    assert!(!store.record(&ids[0]).exists());
 }

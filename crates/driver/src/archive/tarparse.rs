@@ -489,6 +489,11 @@ impl<'o, R: Read> TarReader<'o, R> {
         self.failed.as_ref()
     }
 
+    /// The inner reader (reading from it desynchronises the parser).
+    pub fn inner_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The inner reader, positioned after the last byte consumed.
     pub fn into_inner(self) -> R {
         self.inner

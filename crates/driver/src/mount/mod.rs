@@ -37,6 +37,7 @@
 
 pub mod fake;
 pub mod owner_image;
+pub mod owner_tarsplit;
 pub mod program;
 mod real;
 pub mod whiteouts;

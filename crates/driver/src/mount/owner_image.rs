@@ -38,15 +38,15 @@ use crate::archive::WHITEOUT_PREFIX;
 pub const IMAGE_VERSION: u32 = 1;
 
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-const METACOPY: &[u8] = b"trusted.overlay.metacopy";
-const REDIRECT: &[u8] = b"trusted.overlay.redirect";
+pub(crate) const METACOPY: &[u8] = b"trusted.overlay.metacopy";
+pub(crate) const REDIRECT: &[u8] = b"trusted.overlay.redirect";
 const OPAQUE: &[u8] = b"trusted.overlay.opaque";
 
-fn ctx(e: io::Error, what: &str, p: &Path) -> io::Error {
+pub(crate) fn ctx(e: io::Error, what: &str, p: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
 }
 
-fn invalid(msg: String) -> io::Error {
+pub(crate) fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
@@ -240,7 +240,11 @@ impl Walk<'_> {
 /// device), or the directory opaque for `.wh..wh..opq`. A name the layer
 /// also has as a directory becomes opaque (deleted, then re-created); a
 /// non-directory of that name already hides what is below.
-fn apply_marker(img: &mut Image, dir: NodeId, target: &[u8]) -> Result<(), cvmfs_erofs::Error> {
+pub(crate) fn apply_marker(
+    img: &mut Image,
+    dir: NodeId,
+    target: &[u8],
+) -> Result<(), cvmfs_erofs::Error> {
     if [WHITEOUT_PREFIX.as_bytes(), target].concat() == OPAQUE_MARKER {
         return img.set_xattr(dir, OPAQUE, b"y");
     }
@@ -265,7 +269,7 @@ fn image_error(e: cvmfs_erofs::Error) -> io::Error {
     invalid(e.to_string())
 }
 
-fn meta_of(md: &fs::Metadata, (uid, gid): (u32, u32)) -> Meta {
+pub(crate) fn meta_of(md: &fs::Metadata, (uid, gid): (u32, u32)) -> Meta {
     Meta {
         mode: (md.mode() & 0o7777) as u16,
         uid,
@@ -299,7 +303,7 @@ fn kind_of(md: &fs::Metadata, src: &Path) -> io::Result<Kind> {
 }
 
 /// The xattrs of `src` but overlay's own, on `node`.
-fn set_xattrs(img: &mut Image, node: NodeId, src: &Path) -> io::Result<()> {
+pub(crate) fn set_xattrs(img: &mut Image, node: NodeId, src: &Path) -> io::Result<()> {
     for name in fsutil::list_xattrs(src).map_err(|e| ctx(e, "list xattrs of", src))? {
         if crate::rootless::is_overlay_xattr(&name) {
             continue;

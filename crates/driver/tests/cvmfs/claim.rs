@@ -34,8 +34,20 @@ pub struct ClaimView {
 impl ClaimView {
     /// `uid`: the owner every entry shows (`None`: owners as published).
     pub fn mount(src: &Path, at: &Path, uid: Option<u32>) -> ClaimView {
+        Self::mount_with(src, at, uid, None)
+    }
+
+    /// [`ClaimView::mount`] with fetches costing `net`: (round trip per
+    /// fetched object, e.g. `100ms`; bandwidth in Mbit/s). `None`: free.
+    pub fn mount_with(
+        src: &Path,
+        at: &Path,
+        uid: Option<u32>,
+        net: Option<(&str, &str)>,
+    ) -> ClaimView {
+        let (latency, bandwidth) = net.unwrap_or(("0", "0"));
         let mut cmd = Command::new(fuselat());
-        cmd.args(["-latency", "0", "-bandwidth", "0"]);
+        cmd.args(["-latency", latency, "-bandwidth", bandwidth]);
         if let Some(u) = uid {
             cmd.args(["-claim-uid", &u.to_string()]);
         }

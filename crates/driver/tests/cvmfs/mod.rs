@@ -404,3 +404,21 @@ pub fn write_owners(store: &Path, layers: &[Laid], specs: &[String]) {
         fs::write(p, OwnershipFile::new(entries).to_json().unwrap()).unwrap();
     }
 }
+
+/// The tar-split gzip of an uncompressed layer tar, as the publisher records
+/// it while unpacking.
+pub fn tar_split_gz(tar: &[u8]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let (gz, _) = cvmfs_publisher::tarsplit::record(tar, gz).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Each layer's tar-split where containers/storage (and the driver's owner
+/// images) find it: `cvmfs-layers/<id>.tar-split.gz` of `store`.
+pub fn write_tar_splits(store: &Path, layers: &[Laid], tars: &[Vec<u8>]) {
+    for (l, tar) in layers.iter().zip(tars) {
+        let p = StorePaths::new(store).tar_split(&l.id);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, tar_split_gz(tar)).unwrap();
+    }
+}

@@ -1000,6 +1000,46 @@ fn check_images(repo: &Path, store: &StorePaths, by_id: &HashMap<String, Value>,
         }
         check_big_data(store, img, id, &what, r);
         check_image_config(store, id, top, by_id, &what, r);
+        check_start_links(repo, store, id, top, &what, r);
+    }
+}
+
+/// Image `id`'s start links (`cvmfs/start/<id>/`, optional: stores published
+/// before them have none), when there: of the publisher's form, naming its
+/// top layer `top` and a layer directory that exists.
+fn check_start_links(
+    repo: &Path,
+    store: &StorePaths,
+    id: &str,
+    top: &str,
+    what: &str,
+    r: &mut Report,
+) {
+    use cvmfs_format::paths::{
+        parse_start_layer_target, parse_start_record_target, START_LAYER_LINK, START_RECORD_LINK,
+    };
+    let dir = store.start_dir(id);
+    if fs::symlink_metadata(&dir).is_err() {
+        return;
+    }
+    let target = |name: &str| {
+        let t = fs::read_link(dir.join(name)).ok()?;
+        t.to_str().map(str::to_string)
+    };
+    let record = target(START_RECORD_LINK);
+    if record.as_deref().and_then(parse_start_record_target) != Some(top) {
+        r.problems.push(format!(
+            "{what}: {}: does not link to its top layer {top}'s record (found {record:?}; publish the image again)",
+            dir.join(START_RECORD_LINK).display()
+        ));
+    }
+    let layer = target(START_LAYER_LINK);
+    match layer.as_deref().and_then(parse_start_layer_target) {
+        Some(rel) if repo.join(&rel).is_dir() => {}
+        _ => r.problems.push(format!(
+            "{what}: {}: does not link to a layer directory of the repository (found {layer:?}; publish the image again)",
+            dir.join(START_LAYER_LINK).display()
+        )),
     }
 }
 
