@@ -22,7 +22,8 @@ func (s *store) provide(what, key string) bool {
 	}
 	added, err := provider.ProvideImage(what, key)
 	if err != nil {
-		logrus.Debugf("asking the %s driver for %s %q: %v", s.graphDriverName, what, key, err)
+		// a real failure (a miss is false, nil): say it, or the user sees only "image not known"
+		logrus.Warnf("asking the %s driver for %s %q: %v", s.graphDriverName, what, key, err)
 		return false
 	}
 	return added
