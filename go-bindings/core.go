@@ -132,6 +132,20 @@ func (c *core) exists(id string) (bool, error) {
 	return bool(exists), err
 }
 
+// provide asks the core to add what key names (what: "image",
+// "compressed-digest" or "uncompressed-digest") to its on-demand stores.
+func (c *core) provide(what, key string) (bool, error) {
+	defer runtime.KeepAlive(c)
+	cWhat, cKey := cString(what), cString(key)
+	defer cFree(cWhat)
+	defer cFree(cKey)
+	var added C.bool
+	err := call("provide", "", func(errOut **C.cvmfs_error) C.cvmfs_result {
+		return C.cvmfs_driver_provide(c.handle, cWhat, cKey, &added, errOut)
+	})
+	return bool(added), err
+}
+
 func (c *core) listLayers() ([]string, error) {
 	layers := []string{}
 	err := c.jsonCall("list layers", "", &layers, func(out **C.char, errOut **C.cvmfs_error) C.cvmfs_result {

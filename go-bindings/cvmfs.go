@@ -196,6 +196,16 @@ func (d *Driver) Exists(id string) bool {
 	return exists
 }
 
+// ProvideImage is containers/storage's ImageProvider hook (patch 0005 of
+// patches/): a lookup of an image by name or ID ("image") or of layers by
+// digest ("compressed-digest", "uncompressed-digest") found nothing, so the
+// driver adds what key names to the DUCC stores it lists on demand. True
+// when they list it now (the stores' lock files then have a new last-write
+// token when it was added): the caller retries its lookup once.
+func (d *Driver) ProvideImage(what, key string) (bool, error) {
+	return d.core.provide(what, key)
+}
+
 // ListLayers lists the driver's own layers (not those of additional stores),
 // children before parents so they can be removed in order: container layers
 // (main home) come before the image layers they stack on.

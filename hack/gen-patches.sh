@@ -15,6 +15,8 @@
 #      storage 1.63 also "cvmfs" among internal/driver's known driver names)
 #   3. pkg/config: [storage.options.cvmfs]     (go-bindings/config/ + two small edits)
 #   4. tests: driver-generic bats cases also run for cvmfs (small edits)
+#   5. store: Image() and the layer-by-digest lookups ask a driver that lists
+#      images on demand (go-bindings/provider/, three anchored edits)
 #
 # Release-specific files: go-bindings may hold files named
 # *_storage_v<major>_<minor>[_test].go (the seam of methods whose signature or
@@ -139,4 +141,25 @@ commit "tests: run the driver-generic cases for cvmfs too" \
 "Cases that check generic behaviour are gated on a list of driver names;
 cvmfs implements what they exercise, so it joins those lists."
 
-emit_patches gen-patches 4 "$PATCH_DIR" "$check"
+# 5. The on-demand hook: a lookup that finds nothing asks a driver that lists
+#    images on demand (drivers.ImageProvider) and is retried once when it
+#    added something (go-bindings/provider/).
+cp "$ROOT/go-bindings/provider/image_provider.go" "$tree/drivers/"
+cp "$ROOT/go-bindings/provider/store_provider.go" "$tree/"
+edit store.go $'func (s *store) Image(id string) (*Image, error) {\n\tif res, done, err := readAllImageStores(' \
+$'func (s *store) Image(id string) (*Image, error) {\n\treturn s.imageProvided(id)\n}\n\nfunc (s *store) image(id string) (*Image, error) {\n\tif res, done, err := readAllImageStores('
+for kind in Compressed Uncompressed; do
+  edit store.go $'\treturn s.layersByMappedDigest(func(r roLayerStore, d digest.Digest) ([]Layer, error) { return r.LayersBy'"$kind"$'Digest(d) }, d)\n' \
+$'\treturn s.layersProvided(drivers.ProvideLayersBy'"$kind"$'Digest, d, func(r roLayerStore, d digest.Digest) ([]Layer, error) { return r.LayersBy'"$kind"$'Digest(d) })\n'
+done
+gofmt -l "$tree/store.go" "$tree/store_provider.go" "$tree/drivers/image_provider.go" | grep . && { echo "gen-patches: the provider hook is not gofmt-clean" >&2; exit 1; }
+commit "store: ask a driver that lists images on demand" \
+"A driver may list some images of its additional image stores only once
+they are asked for (the cvmfs driver's DUCC stores: thousands of images,
+of which a user runs a few). It implements drivers.ImageProvider; Image()
+and the layer-by-digest lookups a pull uses to skip downloads ask it when
+they find nothing, and retry once when it added something (it writes the
+store's files, then a new last-write token into the store's lock files, so
+the read-only store reloads). Drivers without the interface are unaffected."
+
+emit_patches gen-patches 5 "$PATCH_DIR" "$check"

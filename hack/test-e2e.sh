@@ -859,20 +859,29 @@ t_ducc_repository_as_is() {
     env HOME="$C/home" CONTAINERS_CONF="$E/containers.conf" CONTAINERS_REGISTRIES_CONF="$C/registries.conf" \
       PODMAN_IGNORE_CGROUPSV1_WARNING=1 CONTAINERS_STORAGE_CONF="$CONTAINERS_STORAGE_CONF" "$PODMAN" --tmpdir "$C/tmp" "$@"
   }
-  dpm() { pm --root "$C/root" --runroot "$C/run" --storage-driver cvmfs --storage-opt "cvmfs.ducc_repositories=$RO" "$@"; }
+  # dpm_in ROOT RUN ...: podman on DUCC's repository with graphroot ROOT
+  dpm_in() { pm --root "$1" --runroot "$2" --storage-driver cvmfs --storage-opt "cvmfs.ducc_repositories=$RO" "${@:3}"; }
+  dpm() { dpm_in "$C/root" "$C/run" "$@"; }
+  registry_stop
   # DUCC's store named as an image store, as DUCC's users configure it for
   # overlay (this failed: mkdir .../podmanStore/cvmfs-layers: read-only file
-  # system), is taken as a DUCC repository.
-  pm --root "$C/root0" --runroot "$C/run0" --storage-driver cvmfs --storage-opt "cvmfs.imagestore=$RO/podmanStore" \
-    images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' >"$C/images0.txt"
+  # system), is taken as a DUCC repository; listed on demand (the default),
+  # podman finds the image by name, offline, and lists it from then on.
+  local pm0=(pm --root "$C/root0" --runroot "$C/run0" --storage-driver cvmfs --storage-opt "cvmfs.imagestore=$RO/podmanStore")
+  out=$("${pm0[@]}" run --rm "$REG/e2e/wh:1" cat /etc/b 2>&1) || fail "DUCC's podmanStore as an image store: run: $out"
+  "${pm0[@]}" images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' >"$C/images0.txt"
   grep -qx "$REG/e2e/wh:1 true" "$C/images0.txt" || fail "DUCC's podmanStore as an image store: $(cat "$C/images0.txt")"
-  registry_stop
-  dpm images --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.ReadOnly}}' >"$C/images.txt"
-  cat "$C/images.txt"
-  grep -qx "$REG/e2e/wh:1 $(image_id wh | cut -c1-12) true" "$C/images.txt" || fail "podman images does not list DUCC's image"
+  # Nothing is listed before it is asked for; a name DUCC does not hold
+  # fails as usual (offline: no such image).
+  dpm images --format '{{.Repository}}:{{.Tag}}' >"$C/images-before.txt"
+  [ ! -s "$C/images-before.txt" ] || fail "on demand, a fresh home lists images before any is used: $(cat "$C/images-before.txt")"
+  if dpm run --rm "$REG/e2e/nothing:1" true >"$C/miss.txt" 2>&1; then fail "an image DUCC does not hold ran"; fi
   # Whiteouts exact: the same listing as umoci unpack, owners aside (DUCC lost them).
   ref=$(umoci_rootfs wh)
   dpm run --rm -v "$E/list.sh:/e2e-list.sh:ro" "$REG/e2e/wh:1" sh /e2e-list.sh / "${LIST_PATHS[@]}" >"$C/container.list"
+  dpm images --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.ReadOnly}}' >"$C/images.txt"
+  cat "$C/images.txt"
+  grep -qx "$REG/e2e/wh:1 $(image_id wh | cut -c1-12) true" "$C/images.txt" || fail "podman images does not list DUCC's image once used"
   sh "$E/list.sh" "$ref" "${LIST_PATHS[@]}" >"$C/umoci.list"
   no_owner() { sed -E 's/\|([0-7]+) [0-9]+:[0-9]+\|/|\1 owner|/' "$1"; }
   diff <(no_owner "$C/umoci.list") <(no_owner "$C/container.list") || fail "DUCC's image differs from umoci unpack (owners aside)"
@@ -882,7 +891,8 @@ t_ducc_repository_as_is() {
   grep -q '^home/user|directory|700 0:0|' "$C/container.list" || fail "owners: expected the repository owner on /home/user"
   out=$(dpm run --rm "$REG/e2e/wh:1" cat /etc/b)
   [ "$out" = "b2" ] || fail "container printed '$out'"
-  # The same from storage.conf, limited to the images asked for.
+  # The same from storage.conf, limited to the images asked for, every one
+  # listed at once (ducc_listing = "all").
   cat >"$C/storage-ducc.conf" <<EOF
 [storage]
 driver = "cvmfs"
@@ -891,24 +901,31 @@ runroot = "$C/run2"
 [storage.options.cvmfs]
 ducc_repositories = "$RO"
 ducc_images = "$REG/e2e/w*"
+ducc_listing = "all"
 EOF
   CONTAINERS_STORAGE_CONF=$C/storage-ducc.conf pm_conf images --format '{{.Repository}}:{{.Tag}} {{.ReadOnly}}' >"$C/images2.txt"
   grep -qx "$REG/e2e/wh:1 true" "$C/images2.txt" || fail "storage.conf ducc_repositories: $(cat "$C/images2.txt")"
-  # Pull downloads no layer: the layer IDs are containers/image's.
+  # Pull downloads no layer: the layer IDs are containers/image's. Both in
+  # the home that ran the image and in a fresh one that never did (there
+  # the lookups by digest ask the driver, which lists the layers).
   registry_start "$W/registry" "${REG##*:}"
-  local mark cfg blobs
+  local mark cfg blobs root
   cfg=$(config_digest wh)
-  mark=$(registry_log_mark)
-  dpm pull "$REG/e2e/wh:1"
-  registry_requests_since "$mark" | tee "$C/requests.txt"
-  grep -q "^GET /v2/e2e/wh/manifests/1 200" "$C/requests.txt" || fail "no manifest request seen"
-  blobs=$(grep '/blobs/' "$C/requests.txt" | grep -v "/blobs/$cfg " || true)
-  [ -z "$blobs" ] || fail "blobs other than the config were requested: $blobs"
-  # no layer was stored locally: the pull found all of them in the DUCC store
-  local lj="$C/root/cvmfs-layers/layers.json"
-  [ ! -s "$lj" ] || [ "$(jq length "$lj")" = 0 ] || fail "the pull stored layers locally: $(cat "$C/root/cvmfs-layers/layers.json")"
-  out=$(dpm run --rm "$REG/e2e/wh:1" cat /etc/a/new)
-  [ "$out" = "a is a directory now" ] || fail "after the pull the container printed '$out'"
+  for root in root root3; do
+    local run=$C/run${root#root}
+    mark=$(registry_log_mark)
+    dpm_in "$C/$root" "$run" pull "$REG/e2e/wh:1"
+    registry_requests_since "$mark" | tee "$C/requests-$root.txt"
+    grep -q "^GET /v2/e2e/wh/manifests/1 200" "$C/requests-$root.txt" || fail "$root: no manifest request seen"
+    blobs=$(grep '/blobs/' "$C/requests-$root.txt" | grep -v "/blobs/$cfg " || true)
+    [ -z "$blobs" ] || fail "$root: blobs other than the config were requested: $blobs"
+    # no layer was stored locally: the pull found all of them in the DUCC store
+    local lj="$C/$root/cvmfs-layers/layers.json"
+    [ ! -s "$lj" ] || [ "$(jq length "$lj")" = 0 ] || fail "$root: the pull stored layers locally: $(cat "$lj")"
+    out=$(dpm_in "$C/$root" "$run" run --rm "$REG/e2e/wh:1" cat /etc/a/new)
+    [ "$out" = "a is a directory now" ] || fail "$root: after the pull the container printed '$out'"
+  done
+  dpm_in "$C/root3" "$C/run3" rm -af -t 0
   # Owners restored from the registry's layer blobs (tar headers streamed into
   # the driver home): the container then equals umoci unpack, owners included.
   "$B" owners "docker://$REG/e2e/wh:1" --tls-verify=false --root "$C/root" >"$C/owners.log" 2>&1 ||
@@ -920,6 +937,62 @@ EOF
   dpm rm -af -t 0
   dpm rmi -af || true
   [ "$( (cd "$D" && find . -printf '%y %m %U:%G %s %T@ %p -> %l\n' | LC_ALL=C sort) | sha256sum)" = "$state" ] || fail "the repository changed"
+}
+
+# (12b) What on-demand listing costs as DUCC's repository grows: two
+# repositories as DUCC leaves them, holding 1 000 and 10 000 images (the
+# e2e image and synthetic ones beside it, tests/e2e/ducc-many.py), mounted
+# read-only. Interleaved rounds, each on a fresh home: the first `podman
+# run` by name (offline), then `podman images` and a second run (per
+# command). The store then lists the one image used, whatever the
+# repository's size; `ducc_listing=all` at 10 000 is timed once beside.
+t_ducc_many_images_cost() {
+  local n dir ro round t0 t1 t2 t3 store count
+  : >"$log_dir/ducc-many.txt"
+  for n in 1000 10000; do
+    dir="$W/ducc-many-$n" ro="$W/ducc-many-$n-ro"
+    make_ducc_repo wh "$dir"
+    python3 "$E/ducc-many.py" "$dir" $((n - 1)) "$REG/e2e/many" || fail "ducc-many.py $n"
+    mkdir -p "$ro" && mount --bind "$dir" "$ro" && mount -o remount,bind,ro "$ro"
+  done
+  trap 'umount -l "$W/ducc-many-1000-ro" "$W/ducc-many-10000-ro" 2>/dev/null' EXIT
+  registry_stop
+  new_case
+  secs() { date +%s.%N; }
+  dur() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+  local listing
+  for round in 1 2 3; do
+    for n in 1000 10000; do
+      for listing in on-demand all; do
+        [ "$listing" = all ] && { [ "$n" = 10000 ] && [ "$round" = 1 ] || continue; }
+        ro="$W/ducc-many-$n-ro"
+        local root="$C/root-$n-$listing-$round" run="$C/run-$n-$listing-$round"
+        mp() { pm --root "$root" --runroot "$run" --storage-driver cvmfs --storage-opt "cvmfs.ducc_repositories=$ro" \
+          --storage-opt "cvmfs.ducc_listing=$listing" "$@"; }
+        t0=$(secs)
+        out=$(mp run --rm "$REG/e2e/wh:1" cat /etc/b 2>&1) || fail "$n images, $listing: run: $out"
+        t1=$(secs)
+        mp images -q >"$C/images-$n.txt"
+        t2=$(secs)
+        mp run --rm "$REG/e2e/wh:1" true
+        t3=$(secs)
+        count=$(wc -l <"$C/images-$n.txt")
+        echo "    DUCC $n images, $listing, round $round: first run $(dur "$t0" "$t1")s, podman images $(dur "$t1" "$t2")s, second run $(dur "$t2" "$t3")s; $count image(s) listed" |
+          tee -a "$log_dir/ducc-many.txt"
+        if [ "$listing" = on-demand ]; then
+          [ "$count" = 1 ] || fail "$n images on demand: podman images lists $count images (1 used)"
+          store=$(find "$root/cvmfs/ducc" -mindepth 1 -maxdepth 1 -type d ! -name staging)
+          [ "$(jq length "$store/cvmfs-images/images.json")" = 1 ] || fail "$n images: images.json lists $(jq length "$store/cvmfs-images/images.json")"
+          [ "$(find "$store/cvmfs-images" -mindepth 1 -maxdepth 1 -type d | wc -l)" = 1 ] || fail "$n images: more than one image directory"
+        else
+          [ "$count" = "$n" ] || fail "$n images, all: podman images lists $count"
+        fi
+        mp rm -af -t 0 >/dev/null
+        rm -rf "$root"
+      done
+    done
+  done
+  registry_start "$W/registry" "${REG##*:}"
 }
 
 echo "==> cases"
@@ -941,6 +1014,7 @@ e2e_case "a repository answering its first requests after 2 s is waited for" t_s
 e2e_case "a claim-ownership client: owners still the image's, podman info says so with the fix" t_claim_ownership_view
 e2e_case "podman run by name: repository round trips counted and bounded; a publish is seen" t_start_path_round_trips
 e2e_case "a DUCC-only repository (read-only, no records of ours) runs by name offline" t_ducc_repository_as_is
+e2e_case "DUCC on demand: 1 000 and 10 000 images, a fresh home lists only the image used" t_ducc_many_images_cost
 if [ -f "$log_dir/slow-first-access.txt" ]; then
   sed 's/^/    /' "$log_dir/slow-first-access.txt"
 fi

@@ -288,6 +288,25 @@ cvmfs_result cvmfs_driver_exists(const struct cvmfs_driver *driver,
                                  struct cvmfs_error **err_out);
 
 /**
+ * A containers/storage lookup found nothing: add what `key` names to the
+ * on-demand DUCC stores (`cvmfs.ducc_listing=on-demand`). `what` is
+ * `"image"` (a name, full ID or unique ID prefix of 12 or more), `"compressed-digest"`
+ * or `"uncompressed-digest"` (layers, `sha256:<hex>`). `*added_out`
+ * receives true when a store lists it now, so the lookup is worth
+ * retrying once (when added by this call, the stores' lock files carry a
+ * new last-write token).
+ * A key no store knows costs a binary search of a local table.
+ *
+ * # Safety
+ * Pointer arguments are NULL or valid as described in docs/c-abi.md.
+ */
+cvmfs_result cvmfs_driver_provide(const struct cvmfs_driver *driver,
+                                  const char *what,
+                                  const char *key,
+                                  bool *added_out,
+                                  struct cvmfs_error **err_out);
+
+/**
  * `*json_out` receives a JSON array of the local layer IDs, children before
  * parents; the caller frees it with `cvmfs_string_free`.
  *

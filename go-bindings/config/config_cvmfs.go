@@ -29,6 +29,9 @@ type CvmfsOptionsConfig struct {
 	// DuccImages limits the DUCC images listed to these names or prefixes
 	// ending in "*" (comma-separated).
 	DuccImages string `toml:"ducc_images,omitempty"`
+	// DuccListing ("on-demand", the default, or "all") lists only the DUCC
+	// images used so far, or every one at each publication.
+	DuccListing string `toml:"ducc_listing,omitempty"`
 	// MountProgram is a FUSE program (fuse-overlayfs) mounting the overlays
 	// instead of the kernel, as overlay's mount_program.
 	MountProgram string `toml:"mount_program,omitempty"`
@@ -57,6 +60,7 @@ func cvmfsGraphDriverOptions(options OptionsConfig) []string {
 		{"use_flat", c.UseFlat},
 		{"ducc_repositories", c.DuccRepositories},
 		{"ducc_images", c.DuccImages},
+		{"ducc_listing", c.DuccListing},
 		{"mount_program", c.MountProgram},
 		{"store_views", c.StoreViews},
 		{"owner_images", c.OwnerImages},

@@ -24,6 +24,7 @@ use_flat = "false"
 mount_program = "/usr/bin/fuse-overlayfs"
 store_views = "false"
 owner_images = "false"
+ducc_listing = "all"
 `, &conf)
 	require.NoError(t, err)
 
@@ -32,6 +33,7 @@ owner_images = "false"
 		"cvmfs.mountopt=nodev",
 		"cvmfs.repository_timeout=3",
 		"cvmfs.use_flat=false",
+		"cvmfs.ducc_listing=all",
 		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
 		"cvmfs.store_views=false",
 		"cvmfs.owner_images=false",

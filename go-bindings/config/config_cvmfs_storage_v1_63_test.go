@@ -27,6 +27,7 @@ use_flat = "false"
 mount_program = "/usr/bin/fuse-overlayfs"
 store_views = "false"
 owner_images = "false"
+ducc_listing = "all"
 
 [options.overlay]
 mountopt = "metacopy=on"
@@ -40,6 +41,7 @@ mountopt = "metacopy=on"
 		"cvmfs.mountopt=nodev",
 		"cvmfs.repository_timeout=3",
 		"cvmfs.use_flat=false",
+		"cvmfs.ducc_listing=all",
 		"cvmfs.mount_program=/usr/bin/fuse-overlayfs",
 		"cvmfs.store_views=false",
 		"cvmfs.owner_images=false",

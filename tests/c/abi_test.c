@@ -104,6 +104,7 @@ static void null_and_utf8_checks(void) {
   expect("changes(NULL)", cvmfs_driver_changes(NULL, "a", NULL, &s, &err), &err, INV);
   expect("diff_size(NULL)", cvmfs_driver_diff_size(NULL, "a", NULL, &n, &err), &err, INV);
   expect("update_id_map(NULL)", cvmfs_driver_update_id_map(NULL, "a", NULL, NULL, &err), &err, INV);
+  expect("provide(NULL)", cvmfs_driver_provide(NULL, "image", "a", &b, &err), &err, INV);
   CHECK(s == (char *)0x1 && n == -7 && m == -7 && b == false, "outputs written on failure");
 
   /* A real handle in a temporary home (needs no root) for per-argument checks. */
@@ -189,6 +190,9 @@ static void null_and_utf8_checks(void) {
   /* NULL outputs. */
   expect("exists(NULL out)", cvmfs_driver_exists(drv, "x", NULL, &err), &err, INV);
   expect("list_layers(NULL out)", cvmfs_driver_list_layers(drv, NULL, &err), &err, INV);
+  expect("provide(NULL out)", cvmfs_driver_provide(drv, "image", "x", NULL, &err), &err, INV);
+  expect("provide(NULL what)", cvmfs_driver_provide(drv, NULL, "x", &b, &err), &err, INV);
+  expect("provide(bad what)", cvmfs_driver_provide(drv, "layer", "x", &b, &err), &err, INV);
   expect("get(NULL out)", cvmfs_driver_get(drv, "x", NULL, NULL, 0, NULL, &err), &err, INV);
   expect("status(NULL out)", cvmfs_driver_status(drv, NULL, &err), &err, INV);
   expect("metadata(NULL out)", cvmfs_driver_metadata(drv, "x", NULL, &err), &err, INV);

@@ -796,6 +796,50 @@ impl Driver {
         Ok(self.layout.find(id)?.is_some())
     }
 
+    /// Add to the on-demand DUCC stores what a containers/storage lookup
+    /// did not find (an image by name or ID, layers by digest; see
+    /// `ducc::ondemand`); true when a store lists it now, so the lookup is
+    /// worth retrying. Bounded by the repository timeout; problems are warnings
+    /// (the lookup then fails as it would have).
+    pub fn provide(&self, what: crate::ducc::Wanted, key: &str) -> Result<bool> {
+        if key.is_empty()
+            || key.len() > crate::ducc::MAX_NAME_LEN
+            || key.chars().any(char::is_control)
+        {
+            return Err(Error::invalid(format!(
+                "provide: {key:?} is no image name, ID or digest"
+            )));
+        }
+        if self.options.ducc_stores.is_empty() {
+            return Ok(false);
+        }
+        let (stores, key_owned) = (self.options.ducc_stores.clone(), key.to_string());
+        let warn = |m: &str| eprintln!("{m}");
+        let asked = crate::layout::with_progress(
+            self.options.repository_timeout,
+            |_| {},
+            move || {
+                Ok(crate::ducc::provide(&stores, what, &key_owned, &|m| {
+                    eprintln!("{m}")
+                }))
+            },
+        );
+        match asked {
+            Some(Ok(added)) => Ok(added),
+            Some(Err(e)) => {
+                warn(&format!("cvmfs: DUCC lookup of {key}: {e}"));
+                Ok(false)
+            }
+            None => {
+                warn(&format!(
+                    "cvmfs: DUCC lookup of {key}: no answer within {}s (cvmfs.repository_timeout)",
+                    self.options.repository_timeout.as_secs()
+                ));
+                Ok(false)
+            }
+        }
+    }
+
     /// Local layers, children before parents: the main home's first, whose
     /// container layers stack on the image store's layers.
     pub fn list_layers(&self) -> Result<Vec<String>> {

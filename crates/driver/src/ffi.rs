@@ -549,6 +549,46 @@ pub unsafe extern "C" fn cvmfs_driver_exists(
     })
 }
 
+/// A containers/storage lookup found nothing: add what `key` names to the
+/// on-demand DUCC stores (`cvmfs.ducc_listing=on-demand`). `what` is
+/// `"image"` (a name, full ID or unique ID prefix of 12 or more), `"compressed-digest"`
+/// or `"uncompressed-digest"` (layers, `sha256:<hex>`). `*added_out`
+/// receives true when a store lists it now, so the lookup is worth
+/// retrying once (when added by this call, the stores' lock files carry a
+/// new last-write token).
+/// A key no store knows costs a binary search of a local table.
+///
+/// # Safety
+/// Pointer arguments are NULL or valid as described in docs/c-abi.md.
+#[no_mangle]
+pub unsafe extern "C" fn cvmfs_driver_provide(
+    driver: *const cvmfs_driver,
+    what: *const c_char,
+    key: *const c_char,
+    added_out: *mut bool,
+    err_out: *mut *mut cvmfs_error,
+) -> ErrorCode {
+    boundary(err_out, || {
+        let d = driver_ref(driver)?;
+        let what = match req_str(what, "what")? {
+            "image" => crate::ducc::Wanted::Image,
+            "compressed-digest" => crate::ducc::Wanted::CompressedDigest,
+            "uncompressed-digest" => crate::ducc::Wanted::UncompressedDigest,
+            other => {
+                return Err(Error::invalid(format!(
+                    "argument what {}: not image, compressed-digest or uncompressed-digest",
+                    show_id(other)
+                )))
+            }
+        };
+        let key = checked_text(req_str(key, "key")?, "key")?;
+        check_out(added_out, "added_out")?;
+        let added = d.provide(what, key)?;
+        put_out(added_out, added);
+        Ok(())
+    })
+}
+
 /// `*json_out` receives a JSON array of the local layer IDs, children before
 /// parents; the caller frees it with `cvmfs_string_free`.
 ///
@@ -961,6 +1001,48 @@ mod tests {
             boundary(null_mut(), || Err(Error::layer_unknown("x"))),
             ErrorCode::LayerUnknown
         );
+    }
+
+    #[test]
+    fn provide_checks_its_arguments() {
+        let home = tempfile::tempdir().unwrap();
+        let (g, r) = (home.path().join("graph"), home.path().join("run"));
+        let (g, r) = (
+            std::ffi::CString::new(g.to_str().unwrap()).unwrap(),
+            std::ffi::CString::new(r.to_str().unwrap()).unwrap(),
+        );
+        let mut err: *mut cvmfs_error = null_mut();
+        let mut d: *mut cvmfs_driver = null_mut();
+        // SAFETY: valid strings and out pointers.
+        let rc = unsafe { cvmfs_driver_new(g.as_ptr(), r.as_ptr(), null(), 0, &mut d, &mut err) };
+        assert_eq!(rc, ErrorCode::Ok);
+        let mut added = true;
+        let provide = |what: *const c_char, key: *const c_char, out: *mut bool| {
+            let mut err: *mut cvmfs_error = null_mut();
+            // SAFETY: d is the driver made above; strings NULL or valid.
+            let rc = unsafe { cvmfs_driver_provide(d, what, key, out, &mut err) };
+            (rc, (!err.is_null()).then(|| msg(err)))
+        };
+        // no DUCC store: nothing to add, not an error
+        let (rc, e) = provide(
+            c"image".as_ptr(),
+            c"docker.io/library/x:latest".as_ptr(),
+            &mut added,
+        );
+        assert_eq!((rc, e), (ErrorCode::Ok, None));
+        assert!(!added);
+        let (rc, e) = provide(c"layer".as_ptr(), c"x".as_ptr(), &mut added);
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        assert!(e.unwrap().contains("what"));
+        let (rc, _) = provide(c"image".as_ptr(), null(), &mut added);
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        let (rc, e) = provide(c"image".as_ptr(), c"a\nb".as_ptr(), &mut added);
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        assert!(e.unwrap().contains("control character"));
+        let (rc, _) = provide(c"image".as_ptr(), c"x".as_ptr(), null_mut());
+        assert_eq!(rc, ErrorCode::InvalidArgument);
+        // SAFETY: freed once.
+        unsafe { cvmfs_driver_free(d) };
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "prefetch_max_bytes",
     "ducc_repositories",
     "ducc_images",
+    "ducc_listing",
     "mount_program",
     "store_views",
 ];
@@ -70,6 +71,10 @@ pub struct Options {
     /// Which DUCC images to list: names, or prefixes ending in `*`; empty:
     /// all (bounds what podman parses per command to what the user uses).
     pub ducc_images: Vec<String>,
+    /// List every DUCC image (`all`) or only the images asked for so far
+    /// (`on-demand`, the default: containers/storage asks the driver on a
+    /// miss, see `ducc::ondemand`).
+    pub ducc_listing_all: bool,
     /// Not an option: the stores `ducc::add_ducc_stores` synthesised at
     /// `Init` (also in `image_stores`); their layers are completed on first
     /// use (`ducc::complete`).
@@ -100,6 +105,7 @@ impl Default for Options {
             prefetch: Default::default(),
             ducc_repositories: Vec::new(),
             ducc_images: Vec::new(),
+            ducc_listing_all: false,
             ducc_stores: Vec::new(),
             mount_program: None,
             store_views: true,
@@ -297,6 +303,13 @@ impl Options {
                         opts.ducc_images.push(p.to_string());
                     }
                 }
+                "ducc_listing" => {
+                    opts.ducc_listing_all = match value {
+                        "all" => true,
+                        "on-demand" => false,
+                        _ => return Err(bad(item, "expected \"on-demand\" or \"all\"")),
+                    }
+                }
                 "imagestore" => {
                     for store in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         let store = absolute_dir(item, store)?;
@@ -400,6 +413,24 @@ mod tests {
         assert!(!o.use_flat);
         assert_eq!(o.whiteout_timeout, Duration::from_secs(7));
         assert!(!o.store_views);
+    }
+
+    #[test]
+    fn ducc_listing_is_on_demand_unless_all() {
+        assert!(
+            !Options::parse(Vec::<String>::new())
+                .unwrap()
+                .ducc_listing_all
+        );
+        assert!(
+            Options::parse(["cvmfs.ducc_listing=all"])
+                .unwrap()
+                .ducc_listing_all
+        );
+        let o = Options::parse(["cvmfs.ducc_listing=on-demand"]).unwrap();
+        assert!(!o.ducc_listing_all);
+        let e = Options::parse(["cvmfs.ducc_listing=some"]).unwrap_err();
+        assert!(e.to_string().contains("on-demand"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cvmfs_format::ducc::{layers_json, manifest_json, Descriptor, LayerInfo, Manifest};
 use cvmfs_format::{parse_store_record, RepoPaths, StorePaths};
-use cvmfs_graphdriver::ducc::{big_data_file_name, layer_id, synthesise};
+use cvmfs_graphdriver::ducc::{big_data_file_name, layer_id, synthesise, Wanted};
 use cvmfs_graphdriver::Driver;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -206,7 +206,10 @@ fn open(root: &Path, repo: &Path) -> Driver {
     Driver::new(
         &root.join("graph/cvmfs"),
         &root.join("run"),
-        &[format!("cvmfs.ducc_repositories={}", repo.display())],
+        &[
+            format!("cvmfs.ducc_repositories={}", repo.display()),
+            "cvmfs.ducc_listing=all".to_string(),
+        ],
     )
     .unwrap()
 }
@@ -762,6 +765,7 @@ fn ducc_images_lists_only_the_images_asked_for() {
         &[
             format!("cvmfs.ducc_repositories={}", repo.display()),
             "cvmfs.ducc_images=127.0.0.1:5000/test/*".to_string(),
+            "cvmfs.ducc_listing=all".to_string(),
         ],
     )
     .unwrap();
@@ -791,7 +795,10 @@ fn duccs_podman_store_listed_as_an_image_store_is_taken_as_a_ducc_repository() {
     let d = Driver::new(
         &t.path().join("graph/cvmfs"),
         &t.path().join("run"),
-        &[format!("cvmfs.imagestore={}/podmanStore", repo.display())],
+        &[
+            format!("cvmfs.imagestore={}/podmanStore", repo.display()),
+            "cvmfs.ducc_listing=all".to_string(),
+        ],
     )
     .unwrap();
     let stores = d.additional_image_stores();
@@ -877,4 +884,212 @@ fn privileged_restored_owners_show_in_the_mount() {
     d.remove("ctr").unwrap();
     // The stack's nested lower mount lives until Cleanup, as in podman.
     d.cleanup().unwrap();
+}
+
+/// A driver on repository `repo` with the default listing (on demand).
+fn open_on_demand(root: &Path, repo: &Path) -> Driver {
+    Driver::new(
+        &root.join("graph/cvmfs"),
+        &root.join("run"),
+        &[format!("cvmfs.ducc_repositories={}", repo.display())],
+    )
+    .unwrap()
+}
+
+fn ids_listed(json: PathBuf) -> Vec<String> {
+    let list: Vec<Value> = serde_json::from_slice(&fs::read(json).unwrap()).unwrap();
+    list.iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// On demand (the default), the store lists nothing until containers/storage
+/// asks: a name finds its image (entry, layers, big data, as the full
+/// listing has them), a miss adds nothing, a digest adds a layer chain and
+/// no image, and each addition changes the lock files' last-write token
+/// (what makes containers/storage reload the store).
+#[test]
+fn on_demand_lists_only_what_containers_storage_asks_for() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, id, ids, blobs) = wh_repo(t.path());
+    let (b3, d3) = (sha(b"blob3"), sha(b"diff3"));
+    ducc_layer(&repo, &b3, &d3, &[("new", "n")]);
+    let (other, other_ids) = ducc_image(&repo, "reg.example.org/other:2", &[(&b3, &d3)]);
+    let (b4, d4) = (sha(b"blob4"), sha(b"diff4"));
+    ducc_layer(&repo, &b4, &d4, &[("more", "m")]);
+    let (third, third_ids) =
+        ducc_image(&repo, "reg.example.org/third:1", &[(&b3, &d3), (&b4, &d4)]);
+    let before = snapshot(&repo);
+    let d = open_on_demand(t.path(), &repo);
+    let store = StorePaths::new(&d.additional_image_stores()[0]);
+    assert!(
+        ids_listed(store.images_json()).is_empty(),
+        "nothing used yet"
+    );
+    assert!(ids_listed(store.layers_json()).is_empty());
+
+    for miss in [
+        "docker.io/library/nothing:latest",
+        "localhost/x:latest",
+        &other[..6], // a short hex word is a name, not an ID prefix
+        &"0".repeat(64),
+    ] {
+        assert!(!d.provide(Wanted::Image, miss).unwrap(), "{miss}");
+    }
+    assert!(!d
+        .provide(Wanted::CompressedDigest, &format!("sha256:{}", sha(b"x")))
+        .unwrap());
+    let token = fs::read(store.images_lock()).unwrap();
+
+    assert!(d.provide(Wanted::Image, NAME).unwrap());
+    assert_eq!(ids_listed(store.images_json()), [id.as_str()]);
+    assert_eq!(ids_listed(store.layers_json()), ids);
+    let images: Vec<Value> =
+        serde_json::from_slice(&fs::read(store.images_json()).unwrap()).unwrap();
+    assert_eq!(images[0]["names"], json!([NAME]));
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(store.image_dir(&id).join("manifest")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["layers"][1]["digest"],
+        json!(format!("sha256:{}", blobs[1]))
+    );
+    let new_token = fs::read(store.images_lock()).unwrap();
+    assert_eq!(new_token.len(), 64);
+    assert_ne!(new_token, token, "a new last-write token");
+    let token = new_token;
+    assert!(
+        d.provide(Wanted::Image, NAME).unwrap(),
+        "listed: worth a retry"
+    );
+    assert_eq!(
+        fs::read(store.images_lock()).unwrap(),
+        token,
+        "nothing written"
+    );
+
+    // by unique ID prefix; the layer chain by blob digest, without its image
+    assert!(d.provide(Wanted::Image, &other[..12]).unwrap());
+    assert_eq!(ids_listed(store.images_json()).len(), 2);
+    assert!(d
+        .provide(Wanted::CompressedDigest, &format!("sha256:{b4}"))
+        .unwrap());
+    let listed = ids_listed(store.images_json());
+    assert!(!listed.contains(&third), "a digest lists no image");
+    assert!(ids_listed(store.layers_json()).contains(&third_ids[1]));
+    assert!(ids_listed(store.layers_json()).contains(&other_ids[0]));
+
+    // used layers are completed as before; the repository is never written
+    assert!(d.metadata(&ids[1]).unwrap()["Ownership"].starts_with("lost"));
+    assert_eq!(snapshot(&repo), before);
+
+    // a new Init keeps the listing; a DUCC publication rebuilds the tables
+    // and lists the used images again
+    drop(d);
+    let d = open_on_demand(t.path(), &repo);
+    assert_eq!(ids_listed(store.images_json()).len(), 2);
+    let (b5, d5) = (sha(b"blob5"), sha(b"diff5"));
+    ducc_layer(&repo, &b5, &d5, &[("five", "5")]);
+    let (fifth, _) = ducc_image(&repo, "reg.example.org/fifth:1", &[(&b5, &d5)]);
+    drop(d);
+    let d = open_on_demand(t.path(), &repo);
+    assert_eq!(d.additional_image_stores(), vec![store.root.clone()]);
+    assert_eq!(ids_listed(store.images_json()).len(), 2);
+    assert!(d.provide(Wanted::Image, &fifth).unwrap(), "by full ID");
+    assert_eq!(ids_listed(store.images_json()).len(), 3);
+}
+
+/// Docker Hub names as DUCC spells them are found by podman's spelling.
+#[test]
+fn on_demand_finds_docker_hub_names_by_podmans_spelling() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("cvmfs/ducc.example.org");
+    let (b, dd) = (sha(b"blob1"), sha(b"diff1"));
+    ducc_layer(&repo, &b, &dd, &[("a", "a")]);
+    let (id, _) = ducc_image(
+        &repo,
+        "registry.hub.docker.com/library/redis:4",
+        &[(&b, &dd)],
+    );
+    let d = open_on_demand(t.path(), &repo);
+    assert!(d
+        .provide(Wanted::Image, "docker.io/library/redis:4")
+        .unwrap());
+    let store = StorePaths::new(&d.additional_image_stores()[0]);
+    assert_eq!(ids_listed(store.images_json()), [id]);
+}
+
+/// What on-demand listing costs as the repository grows: `Init` on a new
+/// home (the tables built from DUCC's indexes), the first lookup of one
+/// image, a miss, the next `Init`; the store holds the one image used
+/// whatever the repository's size.
+#[test]
+#[ignore = "measurement: 1 000 and 10 000 images (about a minute)"]
+fn measure_on_demand_against_repository_size() {
+    for n in [1000usize, 10_000] {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("cvmfs/ducc.example.org");
+        index_only_images(&repo, n);
+        let start = std::time::Instant::now();
+        let d = open_on_demand(t.path(), &repo);
+        let init = start.elapsed();
+        let store = StorePaths::new(&d.additional_image_stores()[0]);
+        let start = std::time::Instant::now();
+        assert!(!d
+            .provide(Wanted::Image, "docker.io/library/none:latest")
+            .unwrap());
+        let miss = start.elapsed();
+        let start = std::time::Instant::now();
+        let name = format!("reg.example.org/app{}:1", n / 2);
+        assert!(d.provide(Wanted::Image, &name).unwrap());
+        let first = start.elapsed();
+        drop(d);
+        let start = std::time::Instant::now();
+        let _d = open_on_demand(t.path(), &repo);
+        let next = start.elapsed();
+        let images = ids_listed(store.images_json());
+        assert_eq!(images.len(), 1, "only the image used is listed");
+        let entries = files_under(&store.root);
+        assert!(entries < 40, "{entries} entries in the store for one image");
+        println!(
+            "MEASURE on-demand {n} images: first Init {:.3}s, miss {:.5}s, first lookup {:.4}s, next Init {:.4}s, images.json {} bytes, store entries {entries}, tables {} bytes",
+            init.as_secs_f64(),
+            miss.as_secs_f64(),
+            first.as_secs_f64(),
+            next.as_secs_f64(),
+            fs::metadata(store.images_json()).unwrap().len(),
+            fs::read_dir(&store.root)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum::<u64>()
+        );
+    }
+}
+
+/// Podmans adding images to one store at once: each addition is made under
+/// the store's lock from what the previous left, so every image asked for
+/// ends up listed.
+#[test]
+fn concurrent_lookups_all_end_up_listed() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("cvmfs/ducc.example.org");
+    many_images(&repo, 8);
+    let d = open_on_demand(t.path(), &repo);
+    let store = d.additional_image_stores()[0].clone();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                let name = format!("reg.example.org/app{i}:1");
+                cvmfs_graphdriver::ducc::provide(&[s], Wanted::Image, &name, &|m| panic!("{m}"))
+            })
+        })
+        .collect();
+    for th in threads {
+        assert!(th.join().unwrap());
+    }
+    let store = StorePaths::new(&store);
+    assert_eq!(ids_listed(store.images_json()).len(), 8);
+    assert_eq!(ids_listed(store.layers_json()).len(), 9, "the base once");
 }

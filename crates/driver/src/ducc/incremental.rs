@@ -143,10 +143,10 @@ const INDEX_FILES: [&str; 5] = [
 
 /// `ducc-source`'s text: publication `source`, then each index file's inode
 /// and size as they are now; `None` when one is missing.
-fn source_record(root: &Path, source: &str) -> Option<String> {
+fn source_record(root: &Path, source: &str, extra: &[&str]) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let mut text = format!("{}\n", source.replace('\n', " "));
-    for name in INDEX_FILES {
+    for name in INDEX_FILES.iter().chain(extra) {
         let st = fs::symlink_metadata(root.join(name)).ok()?;
         text += &format!("{name} {} {}\n", st.ino(), st.len());
     }
@@ -155,16 +155,24 @@ fn source_record(root: &Path, source: &str) -> Option<String> {
 
 /// Whether the store at `root` was brought up to date with publication
 /// `source` and its index files are the ones written then.
-pub(super) fn is_up_to_date(root: &Path, source: &str) -> bool {
+/// `extra`: more index files the store has (on demand).
+pub(super) fn is_up_to_date(root: &Path, source: &str, extra: &[&str]) -> bool {
     let Ok(bytes) = super::read_capped(&root.join(SOURCE_FILE), 64 << 10) else {
         return false;
     };
-    source_record(root, source).is_some_and(|want| want.as_bytes() == bytes)
+    source_record(root, source, extra).is_some_and(|want| want.as_bytes() == bytes)
+}
+
+/// The publication `ducc-source` names (its first line), if any.
+pub(super) fn recorded_source(root: &Path) -> Option<String> {
+    let bytes = super::read_capped(&root.join(SOURCE_FILE), 64 << 10).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.lines().next().map(str::to_string)
 }
 
 /// Record that the store at `root` is up to date with publication `source`.
-pub(super) fn write_source(root: &Path, source: &str) -> io::Result<()> {
-    let text = source_record(root, source)
+pub(super) fn write_source(root: &Path, source: &str, extra: &[&str]) -> io::Result<()> {
+    let text = source_record(root, source, extra)
         .ok_or_else(|| err(format!("{}: an index file is missing", root.display())))?;
     replace_file(&root.join(SOURCE_FILE), text.as_bytes())
 }
@@ -347,19 +355,19 @@ mod tests {
         for name in INDEX_FILES {
             replace_file(&root.join(name), b"[]").unwrap();
         }
-        assert!(!is_up_to_date(root, "rev=1"), "never written");
-        write_source(root, "rev=1").unwrap();
-        assert!(is_up_to_date(root, "rev=1"));
-        assert!(!is_up_to_date(root, "rev=2"), "another publication");
+        assert!(!is_up_to_date(root, "rev=1", &[]), "never written");
+        write_source(root, "rev=1", &[]).unwrap();
+        assert!(is_up_to_date(root, "rev=1", &[]));
+        assert!(!is_up_to_date(root, "rev=2", &[]), "another publication");
         // a crash that kept the rename but not the data: an empty file
         fs::write(root.join("cvmfs-images/images.json"), b"").unwrap();
-        assert!(!is_up_to_date(root, "rev=1"));
+        assert!(!is_up_to_date(root, "rev=1", &[]));
         // one that lost the rename: the old file (another inode)
-        write_source(root, "rev=1").unwrap();
+        write_source(root, "rev=1", &[]).unwrap();
         let old = root.join("old");
         fs::write(&old, b"[]").unwrap();
         fs::rename(&old, root.join("ducc-index")).unwrap();
-        assert!(!is_up_to_date(root, "rev=1"));
+        assert!(!is_up_to_date(root, "rev=1", &[]));
     }
 
     #[test]

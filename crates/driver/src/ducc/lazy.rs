@@ -61,14 +61,14 @@ const LINE: usize = 5 * (FIELD + 1);
 const NO_PARENT: &str = "----------------------------------------------------------------";
 
 /// One layer of DUCC's `overlay-layers/layers.json` (unknown fields ignored).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 pub(super) struct DuccLayer {
     #[serde(default)]
-    parent: Option<String>,
+    pub(super) parent: Option<String>,
     #[serde(default)]
     created: Option<String>,
     #[serde(rename = "compressed-diff-digest", default)]
-    compressed: Option<String>,
+    pub(super) compressed: Option<String>,
     #[serde(rename = "compressed-size", default)]
     compressed_size: Option<i64>,
     #[serde(rename = "diff-size", default)]
@@ -106,17 +106,17 @@ pub(super) fn read_ducc_layers(repo: &Path) -> io::Result<HashMap<String, DuccLa
 /// One line of `ducc-index`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct IndexLine {
-    id: String,
-    parent: Option<String>,
+    pub(super) id: String,
+    pub(super) parent: Option<String>,
     /// The compressed blob digest (hex): DUCC's `.layers/XX/<blob>`.
-    blob: String,
-    diff: String,
+    pub(super) blob: String,
+    pub(super) diff: String,
     /// An image whose config lists this layer.
-    image: String,
+    pub(super) image: String,
 }
 
 impl IndexLine {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         format!(
             "{} {} {} {} {}\n",
             self.id,
@@ -384,6 +384,14 @@ pub(super) fn write_index(
     )
 }
 
+/// Layer `id`'s line of store `root`'s index, or `None`.
+pub(super) fn index_line(root: &Path, id: &str) -> io::Result<Option<IndexLine>> {
+    let path = root.join(INDEX_FILE);
+    let file = fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let len = file.metadata()?.len();
+    lookup(&file, len, id).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
 /// Layer `id`'s line of store `store`'s index, by binary search.
 fn lookup(file: &fs::File, len: u64, id: &str) -> io::Result<Option<IndexLine>> {
     let (mut lo, mut hi) = (0u64, len / LINE as u64);
@@ -432,7 +440,7 @@ fn chain_of(root: &Path, id: &str) -> io::Result<Option<Vec<IndexLine>>> {
     Ok(Some(chain))
 }
 
-fn read_repository(root: &Path) -> io::Result<PathBuf> {
+pub(super) fn read_repository(root: &Path) -> io::Result<PathBuf> {
     let path = root.join(REPOSITORY_FILE);
     let mut text = Vec::new();
     fs::File::open(&path)

@@ -57,12 +57,16 @@
 //! `cvmfs.repository_timeout`; when it fails, the last store built for the
 //! repository (if any) is used.
 //!
-//! Cost: images DUCC's layer list describes are listed without a
-//! repository read each and completed when first used ([`lazy`]); the
-//! first listing still creates a directory per image, and the listing
-//! names every image (or those matching `cvmfs.ducc_images`), so what
-//! podman parses per command grows with the repository (as with DUCC's own
-//! store); see docs/cvmfs-layers.md for the numbers and what is left.
+//! Cost: by default (`cvmfs.ducc_listing=on-demand`, [`ondemand`]) the
+//! store lists only the images containers/storage asked for, found in
+//! sorted tables kept per DUCC publication, so what podman parses per
+//! command grows with the images used. With `cvmfs.ducc_listing=all`
+//! images DUCC's layer list describes are listed without a repository read
+//! each and completed when first used ([`lazy`]); the first listing
+//! creates a directory per image, and the listing names every image (or
+//! those matching `cvmfs.ducc_images`), so what podman parses per command
+//! grows with the repository (as with DUCC's own store); see
+//! docs/cvmfs-layers.md for the numbers.
 
 use std::collections::HashMap;
 use std::fs;
@@ -82,7 +86,9 @@ use crate::options::Options;
 
 mod incremental;
 mod lazy;
+mod ondemand;
 pub use lazy::{complete, DUCC_LAYERS_DIR, INDEX_FILE, REPOSITORY_FILE};
+pub use ondemand::{Wanted, CATALOG_FILE, NAMES_FILE, USED_FILE};
 
 /// DUCC's legacy overlay image store inside `podmanStore/`.
 pub const DUCC_IMAGES_DIR: &str = "overlay-images";
@@ -119,6 +125,7 @@ pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
             opts.repositories.push(repo.clone());
         }
         let (h, r, only) = (home.to_path_buf(), repo.clone(), opts.ducc_images.clone());
+        let all = opts.ducc_listing_all;
         let limit = opts.repository_timeout;
         let progress = |waited: std::time::Duration| {
             warn(&format!(
@@ -128,7 +135,10 @@ pub fn add_ducc_stores(home: &Path, opts: &mut Options, warn: &dyn Fn(&str)) {
                 limit.as_secs()
             ))
         };
-        let built = with_progress(limit, progress, move || synthesise(&h, &r, &only));
+        let built = with_progress(limit, progress, move || match all {
+            true => synthesise(&h, &r, &only),
+            false => synthesise_on_demand(&h, &r, &only),
+        });
         let store = match built {
             Some(Ok(s)) => Some(s.store),
             Some(Err(e)) => fallback(home, &repo, &e.to_string(), warn),
@@ -322,7 +332,7 @@ pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synth
     let rk = repo_key(repo);
     let patterns = format!("only={}", only.join(","));
     let store = generations.join(format!("{rk}-{}", short_hash(patterns.as_bytes())));
-    if incremental::is_up_to_date(&store, &source) {
+    if incremental::is_up_to_date(&store, &source, &[]) {
         return Ok(Synthesis {
             store,
             built: false,
@@ -333,7 +343,7 @@ pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synth
     fs::create_dir_all(&store).map_err(|e| err(format!("{}: {e}", store.display())))?;
     let skipped = update_store(home, repo, &store, only, &mut phases)?;
     phases.time("write ducc-source", || {
-        incremental::write_source(&store, &source)
+        incremental::write_source(&store, &source, &[])
     })?;
     phases.time("prune", || prune_generations(&generations, &rk, &store));
     Ok(Synthesis {
@@ -342,6 +352,52 @@ pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synth
         skipped,
         phases,
     })
+}
+
+/// The on-demand store of DUCC repository `repo` under `<home>/ducc/`
+/// ([`ondemand`]): its tables brought up to date with DUCC's current
+/// publication, listing only the images asked for so far.
+pub fn synthesise_on_demand(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synthesis> {
+    let mut phases = Phases::default();
+    let source = phases.time("identity", || source_key(repo))?;
+    let generations = home.join(DUCC_HOME_DIR);
+    let rk = repo_key(repo);
+    let patterns = format!("only={};listing=on-demand", only.join(","));
+    let store = generations.join(format!("{rk}-{}", short_hash(patterns.as_bytes())));
+    if incremental::is_up_to_date(&store, &source, &ondemand::TABLES) {
+        return Ok(Synthesis {
+            store,
+            built: false,
+            skipped: Vec::new(),
+            phases,
+        });
+    }
+    fs::create_dir_all(&store).map_err(|e| err(format!("{}: {e}", store.display())))?;
+    let skipped = ondemand::update(home, repo, &store, only, &source, &mut phases)?;
+    phases.time("prune", || prune_generations(&generations, &rk, &store));
+    Ok(Synthesis {
+        store,
+        built: true,
+        skipped,
+        phases,
+    })
+}
+
+/// Ask every on-demand DUCC store of `stores` for what `key` names (see
+/// [`ondemand::provide`]); true when one lists it now. A store that
+/// fails is reported through `warn` and skipped.
+pub fn provide(stores: &[PathBuf], what: Wanted, key: &str, warn: &dyn Fn(&str)) -> bool {
+    let mut added = false;
+    for store in stores {
+        match ondemand::provide(store, what, key) {
+            Ok(a) => added |= a,
+            Err(e) => warn(&format!(
+                "cvmfs: DUCC store {}: looking up {key}: {e}",
+                store.display()
+            )),
+        }
+    }
+    added
 }
 
 /// Generations of repository `rk`, newest first.
@@ -395,7 +451,7 @@ fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 /// One entry of DUCC's `images.json` (unknown fields ignored).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
 struct DuccImage {
     id: String,
     #[serde(default)]
@@ -481,7 +537,12 @@ fn update_store(
         ids: before_ids,
         changed: before,
     };
-    write_store(home, repo, &store, &images, cheap, &before, phases)?;
+    let listing = Listing {
+        images: &images,
+        listed: cheap,
+        on_demand_layers: None,
+    };
+    write_store(home, repo, &store, listing, &before, phases)?;
     Ok(skipped)
 }
 
@@ -841,6 +902,18 @@ fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::write(path, data).map_err(|e| err(format!("{}: {e}", path.display())))
 }
 
+/// What a store lists.
+struct Listing<'a> {
+    /// Images converted whole.
+    images: &'a [ImageEntry],
+    /// Images listed from DUCC's indexes.
+    listed: Vec<lazy::Listed>,
+    /// On demand: layers listed without an image, (ID, `layers.json`
+    /// entry); `None` when every image is listed (the index is written from
+    /// the listing then).
+    on_demand_layers: Option<Vec<(String, String)>>,
+}
+
 /// Write into `store` what changed: the directories of images it did not
 /// hold yet (staged, durable, renamed in), records of converted images,
 /// then the indexes, each whole; `ducc-listed` last.
@@ -848,11 +921,15 @@ fn write_store(
     home: &Path,
     repo: &Path,
     store: &StorePaths,
-    images: &[ImageEntry],
-    listed: Vec<lazy::Listed>,
+    listing: Listing,
     before: &incremental::Before,
     phases: &mut Phases,
 ) -> io::Result<()> {
+    let Listing {
+        images,
+        listed,
+        on_demand_layers,
+    } = listing;
     let started = std::time::Instant::now();
     let mut staged = incremental::Staged::new(home);
     let mut layer_index: Vec<String> = Vec::new();
@@ -903,6 +980,12 @@ fn write_store(
         }
         image_index.push(img.known.entry);
     }
+    // on demand: chains podman looked up by digest, listed without an image
+    for (id, entry) in on_demand_layers.iter().flatten() {
+        if seen.insert(id.clone()) {
+            layer_index.push(entry.clone());
+        }
+    }
     let new_images = staged.len();
     phases.0.push(("stage new images", started.elapsed()));
     fs::create_dir_all(store.images_dir())?;
@@ -912,8 +995,19 @@ fn write_store(
             lazy::write_atomically(&store.record(id), record.as_bytes())?;
         }
     }
-    lazy::refresh_records(repo, store, &lines)?;
-    write_indexes(repo, store, &lines, &layer_index, &image_index, phases)?;
+    // on demand the index lists every layer and is written with the catalog
+    let lines = on_demand_layers.is_none().then_some(lines);
+    if let Some(lines) = &lines {
+        lazy::refresh_records(repo, store, lines)?;
+    }
+    write_indexes(
+        repo,
+        store,
+        lines.as_ref(),
+        &layer_index,
+        &image_index,
+        phases,
+    )?;
     let now = listed_ids;
     phases.time("write ducc-listed", || {
         incremental::replace_file(
@@ -950,14 +1044,16 @@ fn json_array(items: &[String]) -> String {
 fn write_indexes(
     repo: &Path,
     store: &StorePaths,
-    lines: &std::collections::BTreeMap<String, String>,
+    lines: Option<&std::collections::BTreeMap<String, String>>,
     layer_index: &[String],
     image_index: &[String],
     phases: &mut Phases,
 ) -> io::Result<()> {
-    phases.time("write ducc-index", || {
-        lazy::write_index(&store.root, repo, lines)
-    })?;
+    if let Some(lines) = lines {
+        phases.time("write ducc-index", || {
+            lazy::write_index(&store.root, repo, lines)
+        })?;
+    }
     phases.time("write layers.json", || {
         incremental::replace_file(&store.layers_json(), json_array(layer_index).as_bytes())
     })?;
