@@ -326,31 +326,13 @@ pub fn wanted(names: &[String], patterns: &[String]) -> bool {
 /// images [`wanted`] by `only`: as it is when it reflects DUCC's current
 /// publication, else brought up to date in place.
 pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synthesis> {
-    let mut phases = Phases::default();
-    let source = phases.time("identity", || source_key(repo))?;
-    let generations = home.join(DUCC_HOME_DIR);
-    let rk = repo_key(repo);
     let patterns = format!("only={}", only.join(","));
-    let store = generations.join(format!("{rk}-{}", short_hash(patterns.as_bytes())));
-    if incremental::is_up_to_date(&store, &source, &[]) {
-        return Ok(Synthesis {
-            store,
-            built: false,
-            skipped: Vec::new(),
-            phases,
-        });
-    }
-    fs::create_dir_all(&store).map_err(|e| err(format!("{}: {e}", store.display())))?;
-    let skipped = update_store(home, repo, &store, only, &mut phases)?;
-    phases.time("write ducc-source", || {
-        incremental::write_source(&store, &source, &[])
-    })?;
-    phases.time("prune", || prune_generations(&generations, &rk, &store));
-    Ok(Synthesis {
-        store,
-        built: true,
-        skipped,
-        phases,
+    synthesise_store(home, repo, &patterns, &[], |store, source, phases| {
+        let skipped = update_store(home, repo, store, only, phases)?;
+        phases.time("write ducc-source", || {
+            incremental::write_source(store, source, &[])
+        })?;
+        Ok(skipped)
     })
 }
 
@@ -358,13 +340,33 @@ pub fn synthesise(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synth
 /// ([`ondemand`]): its tables brought up to date with DUCC's current
 /// publication, listing only the images asked for so far.
 pub fn synthesise_on_demand(home: &Path, repo: &Path, only: &[String]) -> io::Result<Synthesis> {
+    let patterns = format!("only={};listing=on-demand", only.join(","));
+    synthesise_store(
+        home,
+        repo,
+        &patterns,
+        &ondemand::TABLES,
+        |store, source, phases| ondemand::update(home, repo, store, only, source, phases),
+    )
+}
+
+/// The store of `repo` for `patterns` (its directory name's hash), reused
+/// when its `ducc-source` (with `tables`) matches DUCC's publication, else
+/// brought up to date by `update` (which writes `ducc-source` last); the
+/// repository's other generations are pruned.
+fn synthesise_store(
+    home: &Path,
+    repo: &Path,
+    patterns: &str,
+    tables: &[&str],
+    update: impl FnOnce(&Path, &str, &mut Phases) -> io::Result<Vec<String>>,
+) -> io::Result<Synthesis> {
     let mut phases = Phases::default();
     let source = phases.time("identity", || source_key(repo))?;
     let generations = home.join(DUCC_HOME_DIR);
     let rk = repo_key(repo);
-    let patterns = format!("only={};listing=on-demand", only.join(","));
     let store = generations.join(format!("{rk}-{}", short_hash(patterns.as_bytes())));
-    if incremental::is_up_to_date(&store, &source, &ondemand::TABLES) {
+    if incremental::is_up_to_date(&store, &source, tables) {
         return Ok(Synthesis {
             store,
             built: false,
@@ -373,7 +375,7 @@ pub fn synthesise_on_demand(home: &Path, repo: &Path, only: &[String]) -> io::Re
         });
     }
     fs::create_dir_all(&store).map_err(|e| err(format!("{}: {e}", store.display())))?;
-    let skipped = ondemand::update(home, repo, &store, only, &source, &mut phases)?;
+    let skipped = update(&store, &source, &mut phases)?;
     phases.time("prune", || prune_generations(&generations, &rk, &store));
     Ok(Synthesis {
         store,

@@ -274,9 +274,15 @@ fn write_table(path: &Path, mut rows: Vec<(String, String)>) -> io::Result<()> {
     incremental::replace_file(path, text.as_bytes())
 }
 
-/// The values of the rows whose key is `key` (or starts with it, when
-/// `prefix`), at most `max`, by binary search in table `path`.
-fn find_rows(path: &Path, key: &str, prefix: bool, max: usize) -> io::Result<Vec<String>> {
+/// The rows (key, value) whose key is `key` (or starts with it, when
+/// `prefix`), at most `max + 1` (so a caller can tell "more than `max`"),
+/// by binary search in table `path`.
+fn find_rows(
+    path: &Path,
+    key: &str,
+    prefix: bool,
+    max: usize,
+) -> io::Result<Vec<(String, String)>> {
     let file = fs::File::open(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     let len = file.metadata()?.len();
     if len % ROW as u64 != 0 {
@@ -306,10 +312,16 @@ fn find_rows(path: &Path, key: &str, prefix: bool, max: usize) -> io::Result<Vec
         if !hit {
             break;
         }
-        found.push(String::from_utf8_lossy(&buf[65..129]).into_owned());
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        found.push((text(k), text(&buf[65..129])));
         lo += 1;
     }
     Ok(found)
+}
+
+/// The values of [`find_rows`].
+fn values(rows: Vec<(String, String)>) -> Vec<String> {
+    rows.into_iter().map(|(_, v)| v).collect()
 }
 
 /// What `key` names in the store at `root`: (image IDs, layer IDs).
@@ -322,17 +334,13 @@ fn look_up(root: &Path, what: Wanted, key: &str) -> io::Result<(Vec<String>, Vec
     match what {
         Wanted::Image => {
             let by_name = super::hex(&Sha256::digest(key.as_bytes()));
-            let mut images = find_rows(&root.join(NAMES_FILE), &by_name, false, 1)?;
+            let mut images = values(find_rows(&root.join(NAMES_FILE), &by_name, false, 1)?);
             if images.is_empty() && is_hex && (MIN_ID_PREFIX..=64).contains(&hex.len()) {
-                // an ID, or a prefix naming exactly one image
+                // an ID, or a prefix naming exactly one image (`ducc-ids`
+                // keeps offsets as values: the key is the ID)
                 let ids = find_rows(&root.join(IDS_FILE), hex, hex.len() < 64, 1)?;
-                if ids.len() == 1 {
-                    let id = hex.len() == 64;
-                    images = if id {
-                        vec![hex.to_string()]
-                    } else {
-                        prefix_match(&root.join(IDS_FILE), hex)?
-                    };
+                if let [(id, _)] = ids.as_slice() {
+                    images = vec![id.clone()];
                 }
             }
             Ok((images, Vec::new()))
@@ -341,30 +349,15 @@ fn look_up(root: &Path, what: Wanted, key: &str) -> io::Result<(Vec<String>, Vec
             if !is_hex64(hex) {
                 return Ok((Vec::new(), Vec::new()));
             }
-            let layers = find_rows(&root.join(DIGESTS_FILE), hex, false, MAX_DIGEST_MATCHES)?;
+            let layers = values(find_rows(
+                &root.join(DIGESTS_FILE),
+                hex,
+                false,
+                MAX_DIGEST_MATCHES,
+            )?);
             Ok((Vec::new(), layers))
         }
     }
-}
-
-/// The one image ID starting with `prefix` (the ID itself: `ducc-ids`
-/// keeps offsets as values).
-fn prefix_match(ids: &Path, prefix: &str) -> io::Result<Vec<String>> {
-    let file = fs::File::open(ids).map_err(|e| err(format!("{}: {e}", ids.display())))?;
-    let len = file.metadata()?.len();
-    let mut buf = [0u8; ROW];
-    let (mut lo, mut hi) = (0u64, len / ROW as u64);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        file.read_exact_at(&mut buf, mid * ROW as u64)?;
-        if &buf[..64] < prefix.as_bytes() {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    file.read_exact_at(&mut buf, lo * ROW as u64)?;
-    Ok(vec![String::from_utf8_lossy(&buf[..64]).into_owned()])
 }
 
 /// What was asked for so far.
@@ -405,7 +398,7 @@ fn write_used(root: &Path, used: &Used) -> io::Result<()> {
 
 /// The catalog line table `table` gives for `key`, or `None`.
 fn catalog_line(root: &Path, table: &str, key: &str) -> io::Result<Option<Vec<u8>>> {
-    let Some(at) = find_rows(&root.join(table), key, false, 1)?.pop() else {
+    let Some((_, at)) = find_rows(&root.join(table), key, false, 1)?.pop() else {
         return Ok(None);
     };
     let parse = |s: &str| u64::from_str_radix(s, 16).ok();
@@ -644,14 +637,20 @@ mod tests {
         let key = format!("{:02x}", 5u8 * 37).repeat(32);
         assert_eq!(
             find_rows(&path, &key, false, 4).unwrap(),
-            vec!["v".repeat(64)]
+            vec![(key.clone(), "v".repeat(64))]
         );
         let both = find_rows(&path, &"25".repeat(32), false, 4).unwrap();
         assert_eq!(both.len(), 2, "equal keys are all found");
         assert!(find_rows(&path, &"ff".repeat(32), false, 4)
             .unwrap()
             .is_empty());
-        assert_eq!(find_rows(&path, "b9b9", true, 4).unwrap().len(), 1);
+        let by_prefix = find_rows(&path, "b9b9", true, 4).unwrap();
+        assert_eq!(values(by_prefix.clone()), vec!["v".repeat(64)]);
+        assert_eq!(
+            by_prefix[0].0,
+            "b9".repeat(32),
+            "a prefix gives the whole key"
+        );
         assert!(find_rows(&path, "0000001", true, 4).unwrap().is_empty());
     }
 }
