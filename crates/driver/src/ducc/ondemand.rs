@@ -115,15 +115,20 @@ pub fn is_on_demand(root: &Path) -> bool {
     root.join(CATALOG_FILE).is_file()
 }
 
-/// An exclusive lock on the store's writers, held while the file is open.
-fn lock(root: &Path) -> io::Result<fs::File> {
-    let path = root.join(LOCK_FILE);
-    let f = fs::OpenOptions::new()
+/// `path` opened for writing in place (created if missing, never truncated).
+fn open_in_place(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        .open(path)
+        .map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+/// An exclusive lock on the store's writers, held while the file is open.
+fn lock(root: &Path) -> io::Result<fs::File> {
+    let path = root.join(LOCK_FILE);
+    let f = open_in_place(&path)?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| err(format!("lock {}: {e}", path.display())))?;
     Ok(f)
@@ -559,12 +564,7 @@ fn bump_lock_tokens(root: &Path) -> io::Result<()> {
         let mut token = [0u8; 64];
         let mut random = fs::File::open("/dev/urandom")?;
         random.read_exact(&mut token)?;
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let f = open_in_place(&path)?;
         f.write_all_at(&token, 0)
             .map_err(|e| err(format!("{}: {e}", path.display())))?;
     }
