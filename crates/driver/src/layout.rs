@@ -1162,7 +1162,12 @@ impl Layout {
     fn complete_ducc_layer(&self, id: &str) -> Result<bool> {
         for store in &self.ducc_stores {
             let (root, layer) = (store.clone(), id.to_string());
-            let what = format!("completing DUCC layer {id}");
+            // the store is local: name the repository that may be slow
+            let from = crate::ducc::read_repository(store).map_or_else(
+                |_| "its DUCC repository".to_string(),
+                |r| r.display().to_string(),
+            );
+            let what = format!("completing DUCC layer {id} from {from}");
             match self.probe(store, &what, move || crate::ducc::complete(&root, &layer)) {
                 Some(Ok(true)) => return Ok(true),
                 Some(Ok(false)) => {}

@@ -440,7 +440,8 @@ fn chain_of(root: &Path, id: &str) -> io::Result<Option<Vec<IndexLine>>> {
     Ok(Some(chain))
 }
 
-pub(super) fn read_repository(root: &Path) -> io::Result<PathBuf> {
+/// The DUCC repository synthesised store `root` lists.
+pub fn read_repository(root: &Path) -> io::Result<PathBuf> {
     let path = root.join(REPOSITORY_FILE);
     let mut text = Vec::new();
     fs::File::open(&path)

@@ -87,7 +87,7 @@ use crate::options::Options;
 mod incremental;
 mod lazy;
 mod ondemand;
-pub use lazy::{complete, DUCC_LAYERS_DIR, INDEX_FILE, REPOSITORY_FILE};
+pub use lazy::{complete, read_repository, DUCC_LAYERS_DIR, INDEX_FILE, REPOSITORY_FILE};
 pub use ondemand::{Wanted, CATALOG_FILE, NAMES_FILE, USED_FILE};
 
 /// DUCC's legacy overlay image store inside `podmanStore/`.
