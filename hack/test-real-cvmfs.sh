@@ -62,6 +62,17 @@ done
 
 echo "==> building cvmfs-podman"
 cargo build --release --bin cvmfs-podman --quiet || { failed=1; summary; exit 1; }
+# The cases run build/bin/podman: rebuild it when the driver changed (a no-op
+# when up to date), or they would test an older driver without saying so.
+echo "==> make podman"
+podman_log=$(mktemp /tmp/test-real-cvmfs-podman.XXXXXX)
+if ! PATH="/usr/local/go/bin:$PATH" "$ROOT/hack/build-podman.sh" >"$podman_log" 2>&1; then
+  tail -n 20 "$podman_log"
+  rm -f "$podman_log"
+  failed=1; summary; exit 1
+fi
+echo "    $(grep -E 'up to date|built in' "$podman_log" | tail -1)"
+rm -f "$podman_log"
 B="$ROOT/target/release/cvmfs-podman"
 TREE="$ROOT/tests/real-cvmfs/tree.py"
 echo "CVMFS: $(cvmfs2 --version 2>&1 | head -1), repository $REPO, $(date -u '+%Y-%m-%d %H:%M UTC')"
