@@ -277,16 +277,44 @@ fn ingest_marker(r: &Repository) -> PathBuf {
     r.spool_dir.join("cvmfs-podman.ingesting")
 }
 
+/// How long a publish waits for a killed publish's ingest to end. A signal
+/// to a process group is delivered asynchronously: `cvmfs_server` may still
+/// hold its publishing lock for a moment after the publisher is gone, and a
+/// publish run right after `kill -9` should not fail for that.
+const KILLED_INGEST_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the publishing lock is free, waiting up to [`KILLED_INGEST_WAIT`]
+/// (and saying so once) while it is held.
+fn killed_ingest_ended(r: &Repository) -> bool {
+    if !r.publishing() {
+        return true;
+    }
+    eprintln!(
+        "cvmfs-podman: repository {}: waiting up to {}s for the ingest of a killed publish to end",
+        r.name,
+        KILLED_INGEST_WAIT.as_secs()
+    );
+    let deadline = Instant::now() + KILLED_INGEST_WAIT;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        if !r.publishing() {
+            return true;
+        }
+    }
+    false
+}
+
 fn recover_killed_ingest(r: &Repository) -> Result<()> {
     let marker = ingest_marker(r);
     if !marker.exists() {
         return Ok(());
     }
-    if r.publishing() {
+    if !killed_ingest_ended(r) {
         return Err(Error::msg(format!(
-            "repository {}: the ingest of a killed cvmfs-podman publish is still running; \
-             run again when it has ended",
-            r.name
+            "repository {}: the ingest of a killed cvmfs-podman publish is still running \
+             after {}s; run again when it has ended",
+            r.name,
+            KILLED_INGEST_WAIT.as_secs()
         )));
     }
     if r.in_transaction() {
