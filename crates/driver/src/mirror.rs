@@ -510,6 +510,45 @@ fn read_start_links(store: &Path, repo: Option<&Path>, id: &str) {
             let _ = fs::symlink_metadata(layer_dir);
         }));
     }
+    let Some(repo) = repo else {
+        return;
+    };
+    for rel in start_exec_paths(store, id) {
+        let repo = repo.to_path_buf();
+        spawn(Box::new(move || read_exec_early(&repo, &rel)));
+    }
+}
+
+/// Bytes of one file an `exec-N` start link names read ahead at most: a
+/// shell, an interpreter, a loader are a few MiB; a wrong guess of the image
+/// (two are guessed) must not cost a large download on every node after a
+/// publish. A larger program's head is fetched all the same, the rest as it
+/// runs (the job's data is the start-up profile's, `prefetch.rs`).
+const EXEC_PREFETCH_MAX_BYTES: u64 = 16 << 20;
+
+/// The files image `id`'s `exec-N` start links name (paths relative to the
+/// repository, plain names only: the publisher's form), in link order.
+fn start_exec_paths(store: &Path, id: &str) -> Vec<String> {
+    use cvmfs_format::paths::{parse_start_layer_target, start_exec_link, START_EXEC_MAX};
+    let dir = StorePaths::new(store).start_dir(id);
+    (0..START_EXEC_MAX)
+        .map_while(|i| fs::read_link(dir.join(start_exec_link(i))).ok())
+        .filter_map(|t| t.to_str().and_then(parse_start_layer_target))
+        .filter_map(|rel| rel.to_str().map(str::to_string))
+        .collect()
+}
+
+/// Read file `rel` of the repository into the client's cache: opened beneath
+/// the repository (no link out of it, no FIFO, only a regular file), at most
+/// [`EXEC_PREFETCH_MAX_BYTES`].
+fn read_exec_early(repo: &Path, rel: &str) {
+    let Ok(dir) = crate::prefetch::open_dir(repo) else {
+        return;
+    };
+    if let Ok(fd) = crate::prefetch::open_beneath(&dir, rel) {
+        let f = fs::File::from(fd);
+        let _ = io::copy(&mut f.take(EXEC_PREFETCH_MAX_BYTES), &mut io::sink());
+    }
 }
 
 /// The top layer record and layer directory image `id`'s start links name,
@@ -964,6 +1003,36 @@ mod tests {
         assert_eq!(start_link_paths(&f.store, Some(&repo), IMG), (None, None));
         link("layer", "/etc");
         assert_eq!(start_link_paths(&f.store, Some(&repo), IMG), (None, None));
+    }
+
+    #[test]
+    fn exec_links_are_read_in_order_only_in_the_publisher_s_form_and_beneath_the_repository() {
+        use cvmfs_format::paths::start_layer_target;
+        let f = fixture();
+        let repo = f.store.parent().unwrap().to_path_buf();
+        let dir = StorePaths::new(&f.store).start_dir(IMG);
+        fs::create_dir_all(&dir).unwrap();
+        let link = |name: &str, target: &str| {
+            let _ = fs::remove_file(dir.join(name));
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+        };
+        assert!(start_exec_paths(&f.store, IMG).is_empty());
+        link("exec-0", &start_layer_target(".flat/ab/x/bench/run.sh"));
+        link("exec-1", "/bin/busybox");
+        link("exec-2", &start_layer_target(".flat/ab/x/bin/busybox"));
+        link("exec-4", &start_layer_target(".flat/ab/x/after/a/gap"));
+        assert_eq!(
+            start_exec_paths(&f.store, IMG),
+            [".flat/ab/x/bench/run.sh", ".flat/ab/x/bin/busybox"]
+        );
+        // the read itself refuses a way out planted inside the repository
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), repo.join("out")).unwrap();
+        let d = crate::prefetch::open_dir(&repo).unwrap();
+        assert!(crate::prefetch::open_beneath(&d, "out/secret").is_err());
+        fs::write(repo.join("in"), b"i").unwrap();
+        assert!(crate::prefetch::open_beneath(&d, "in").is_ok());
     }
 
     #[test]

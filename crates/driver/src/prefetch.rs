@@ -530,7 +530,7 @@ fn mounted_dev(merged: &Path) -> Option<u64> {
     fs::metadata(merged).ok().map(|m| m.dev())
 }
 
-fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     rustix::fs::open(
         dir,
@@ -677,7 +677,7 @@ impl Shared<'_> {
 /// Open regular file `rel` beneath directory `dir` for reading: no `..` or
 /// symlink may leave `dir`, no magic link, no final symlink, no blocking on
 /// a FIFO; anything but a regular file is refused.
-fn open_beneath(dir: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
+pub(crate) fn open_beneath(dir: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
     use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
     let fd = openat2(
         dir,

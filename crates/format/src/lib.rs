@@ -31,6 +31,7 @@
 //!         ├── layers/<id>/layer.json         [CvmfsRecord] (v1, 4 MiB)          publisher / driver, check
 //!         ├── layers/<id>/ownership.json     [OwnershipFile] (v1, 32 MiB, 500 000 entries)  publisher / driver, check
 //!         ├── start/<c>/record, layer        symlinks to the top layer's record and directory
+//!         ├── start/<c>/exec-N               symlinks to the files a container runs first
 //!         │                                  ([paths::start_record_target], [paths::start_layer_target])  publisher / driver (read ahead)
 //!         ├── flat/<c>.json                  note: this publisher built .flat/XX/<c>   publisher / publisher (gc)
 //!         └── tar-split/<d>.tar-split.gz     the same, per blob (reuse)          publisher / publisher, check --deep

@@ -53,6 +53,20 @@ pub const START_RECORD_LINK: &str = "record";
 /// In `cvmfs/start/<image id>/`: a symlink to the top layer's directory in
 /// the repository, [`start_layer_target`].
 pub const START_LAYER_LINK: &str = "layer";
+/// In `cvmfs/start/<image id>/`: `exec-0`, `exec-1`, ... (at most
+/// [`START_EXEC_MAX`]): symlinks to the files a container of the image
+/// executes first (its entrypoint, the interpreter of its `#!` line, the
+/// ELF loader), in the image's flat tree; target form as
+/// [`start_layer_target`]'s.
+pub const START_EXEC_PREFIX: &str = "exec-";
+/// Most `exec-N` links per image.
+pub const START_EXEC_MAX: usize = 4;
+
+/// The name of the `i`th [`START_EXEC_PREFIX`] link.
+pub fn start_exec_link(i: usize) -> String {
+    format!("{START_EXEC_PREFIX}{i}")
+}
+
 /// How many `../` lead from `<repository>/podmanStore/cvmfs/start/<image id>/`
 /// to the repository.
 const START_TO_REPOSITORY: &str = "../../../../";

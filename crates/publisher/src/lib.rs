@@ -17,6 +17,7 @@ use std::path::Path;
 
 pub mod cvmfs_server;
 pub mod ducc;
+pub mod entry;
 pub mod flat;
 pub mod fsx;
 pub mod layer;

@@ -235,6 +235,9 @@ pub struct NewImage {
     pub manifest: Vec<u8>,
     pub config: Vec<u8>,
     pub created: String,
+    /// What a container of the image executes first, as paths relative to
+    /// the repository (`crate::entry`): linked as `cvmfs/start/<id>/exec-N`.
+    pub start_files: Vec<String>,
 }
 
 /// True if `t` is an RFC 3339 time Go's `time.Time` unmarshals. A config's
@@ -538,9 +541,10 @@ fn write_big_data<'a>(store: &StorePaths, image: &'a NewImage) -> Result<BigData
 }
 
 /// Write `cvmfs/start/<image id>/`: links to the top layer's record and
-/// directory ([`StorePaths::start_dir`]), which a driver on a cold client
-/// reads beside the indexes instead of after them (docs/store-format.md).
-/// Only a hint: a link missing or wrong costs that round trip, nothing else.
+/// directory ([`StorePaths::start_dir`]) and to the files a container runs
+/// first (`exec-N`), which a driver on a cold client reads beside the
+/// indexes instead of after them (docs/store-format.md). Only a hint: a
+/// link missing or wrong costs that round trip, nothing else.
 fn write_start_links(store: &StorePaths, image: &NewImage, layers: &[NewLayer]) -> Result<()> {
     use cvmfs_format::paths::{start_layer_target, start_record_target};
     let Some(top) = layers.iter().find(|l| l.id == image.top_layer) else {
@@ -549,16 +553,33 @@ fn write_start_links(store: &StorePaths, image: &NewImage, layers: &[NewLayer]) 
     let dir = store.start_dir(&image.id);
     fsx::check_real_dirs(&store.root, &dir)?;
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let links = [
+    let mut links = vec![
         (
-            cvmfs_format::paths::START_RECORD_LINK,
+            cvmfs_format::paths::START_RECORD_LINK.to_string(),
             start_record_target(&top.id),
         ),
         (
-            cvmfs_format::paths::START_LAYER_LINK,
+            cvmfs_format::paths::START_LAYER_LINK.to_string(),
             start_layer_target(&top.path),
         ),
     ];
+    let execs = image
+        .start_files
+        .iter()
+        .take(cvmfs_format::paths::START_EXEC_MAX);
+    links.extend(execs.enumerate().map(|(i, rel)| {
+        (
+            cvmfs_format::paths::start_exec_link(i),
+            start_layer_target(rel),
+        )
+    }));
+    // a republish whose image now runs fewer files: the surplus links go
+    for i in image.start_files.len()..cvmfs_format::paths::START_EXEC_MAX {
+        let stale = dir.join(cvmfs_format::paths::start_exec_link(i));
+        if fs::symlink_metadata(&stale).is_ok() {
+            fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+        }
+    }
     for (name, target) in links {
         let link = dir.join(name);
         if fs::read_link(&link).is_ok_and(|t| t == Path::new(&target)) {

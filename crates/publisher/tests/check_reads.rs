@@ -241,3 +241,56 @@ fn check_reports_start_links_that_do_not_lead_to_the_top_layer() {
         "{text}"
     );
 }
+
+/// A publish links what a container of the image runs first (its command
+/// `/bin/sh`, a symlink, resolved to the flat tree's `bin/busybox`); `check`
+/// reports an `exec-N` link that leads anywhere but to a file of the
+/// repository.
+#[test]
+fn exec_start_links_name_the_command_s_file_and_check_refuses_others() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let layer = spec(
+        d,
+        "sh.spec",
+        "dir /bin\nfile /bin/busybox 0755 \"\\x7fELF\"\nsymlink /bin/sh -> busybox\n",
+    );
+    let repo = d.join("repo").display().to_string();
+    let src = cvmfs_testkit::cli::oci_of_specs(BIN, d, &[&layer]);
+    let (ok, _, err) = run(&[
+        "publish",
+        &src,
+        "--repo",
+        &repo,
+        "--name",
+        "example.org/sh:1",
+    ]);
+    assert!(ok, "{err}");
+    let start = Path::new(&repo).join("podmanStore/cvmfs/start");
+    let dir = fs::read_dir(&start)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let exec0 = dir.join("exec-0");
+    assert_eq!(fs::read(&exec0).unwrap(), b"\x7fELF", "{}", exec0.display());
+    let target = fs::read_link(&exec0).unwrap();
+    assert!(
+        target.to_str().unwrap().starts_with("../../../../.flat/")
+            && target.ends_with("bin/busybox"),
+        "{target:?}"
+    );
+    assert!(fs::symlink_metadata(dir.join("exec-1")).is_err());
+    let (ok, out, err) = run(&["check", &repo]);
+    assert!(ok, "{out}{err}");
+    fs::remove_file(&exec0).unwrap();
+    std::os::unix::fs::symlink("../../../../../etc/passwd", &exec0).unwrap();
+    let (ok, out, err) = run(&["check", &repo]);
+    let text = format!("{out}{err}");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("exec-0: does not link to a regular file"),
+        "{text}"
+    );
+}

@@ -245,6 +245,7 @@ fn store_commit_is_incremental_and_moves_names() {
         manifest: b"{}".to_vec(),
         config: cfg.as_bytes().to_vec(),
         created: "2023-11-14T22:13:20Z".into(),
+        start_files: Vec::new(),
     };
     let c = podman::commit(
         &store,

@@ -242,6 +242,20 @@ fn new_layers(job: &Job, img: &Image, outs: &[LayerOut], ids: &[String]) -> Vec<
         .collect()
 }
 
+/// What a container of the image executes first (`crate::entry`), as paths
+/// relative to the repository: found in the flat tree, when the top layer's
+/// record names one (the tree the driver mounts).
+fn start_files(job: &Job, img: &Image, layers: &[NewLayer]) -> Vec<String> {
+    let Some(flat) = layers.last().and_then(|l| l.flat.as_deref()) else {
+        return Vec::new();
+    };
+    let root = job.opts.repo.join(flat);
+    crate::entry::start_files(&root, &img.config_bytes)
+        .into_iter()
+        .map(|rel| format!("{flat}/{rel}"))
+        .collect()
+}
+
 /// Record the image and its layers in the podman store (under the publisher
 /// lock the caller holds).
 fn record(job: &Job, img: &Image, outs: &[LayerOut], ids: &[String]) -> Result<()> {
@@ -259,6 +273,7 @@ fn record(job: &Job, img: &Image, outs: &[LayerOut], ids: &[String]) -> Result<(
         manifest: img.manifest_bytes.clone(),
         config: img.config_bytes.clone(),
         created,
+        start_files: start_files(job, img, &new_layers),
     };
     let mut must_exist: Vec<PathBuf> = new_layers.iter().map(|l| repo.join(&l.path)).collect();
     must_exist.push(flat_dir(repo, &img.id));

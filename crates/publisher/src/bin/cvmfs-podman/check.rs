@@ -1041,6 +1041,23 @@ fn check_start_links(
             dir.join(START_LAYER_LINK).display()
         )),
     }
+    for i in 0..cvmfs_format::paths::START_EXEC_MAX {
+        let name = cvmfs_format::paths::start_exec_link(i);
+        if fs::symlink_metadata(dir.join(&name)).is_err() {
+            break;
+        }
+        let exec = target(&name);
+        let plain_file = |rel: &Path| {
+            fs::symlink_metadata(repo.join(rel)).is_ok_and(|m| m.file_type().is_file())
+        };
+        match exec.as_deref().and_then(parse_start_layer_target) {
+            Some(rel) if plain_file(&rel) => {}
+            _ => r.problems.push(format!(
+                "{what}: {}: does not link to a regular file of the repository (found {exec:?}; publish the image again)",
+                dir.join(&name).display()
+            )),
+        }
+    }
 }
 
 /// A name of `images.json`: a valid image name, in normal form.
