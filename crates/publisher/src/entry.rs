@@ -27,6 +27,8 @@ const MAX_LINKS: usize = 40;
 const SHEBANG_MAX: usize = 256;
 /// Bytes read of an ELF file to find its program interpreter.
 const ELF_HEAD_MAX: u64 = 64 << 10;
+/// Arguments looked at for files they name.
+const MAX_ARGS: usize = 8;
 /// containers' default `PATH` when the config sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -65,7 +67,28 @@ pub fn start_files(root: &Path, config: &[u8]) -> Vec<String> {
         next = interpreter(root, &file, &path);
         files.push(file);
     }
+    // then the files its arguments name (`sh /app/run.sh`, `python /app/main.py`)
+    for arg in argv.iter().skip(1).take(MAX_ARGS) {
+        if files.len() == MAX_FILES {
+            break;
+        }
+        if let Some(file) = argument_file(root, arg, &workdir).filter(|f| !files.contains(f)) {
+            files.push(file);
+        }
+    }
     files
+}
+
+/// A command-line argument that is a path (`/app/main.py`, `./run.sh`) to a
+/// regular file of the image.
+fn argument_file(root: &Path, arg: &str, workdir: &str) -> Option<String> {
+    if arg.starts_with('/') {
+        resolve(root, arg)
+    } else if arg.starts_with("./") || arg.starts_with("../") {
+        resolve(root, &format!("{workdir}/{arg}"))
+    } else {
+        None
+    }
 }
 
 /// `program` as `execvp` finds it: a name with a `/` as a path (relative to
@@ -296,6 +319,25 @@ mod tests {
         assert_eq!(
             start_files(r, &config(&["/../../bin/tool"], &[], &[])),
             ["bin/tool"]
+        );
+    }
+
+    #[test]
+    fn files_the_arguments_name_come_after_the_program() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        file(r, "bin/busybox", b"static", 0o755);
+        link(r, "bin/sh", "busybox");
+        file(r, "app/run.sh", b"echo", 0o644);
+        file(r, "app/data", b"x", 0o644);
+        let cfg = serde_json::to_vec(&serde_json::json!({
+            "config": {"Cmd": ["sh", "-c", "/app/run.sh", "./data", "/bin/sh", "/missing"],
+                       "WorkingDir": "/app"}
+        }))
+        .unwrap();
+        assert_eq!(
+            start_files(r, &cfg),
+            ["bin/busybox", "app/run.sh", "app/data"]
         );
     }
 
