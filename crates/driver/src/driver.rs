@@ -315,6 +315,7 @@ impl Driver {
                 &store,
                 &options.image_stores,
                 options.repository_timeout,
+                options.prefetch.enabled,
                 &|m| eprintln!("{m}"),
             )
         } else {

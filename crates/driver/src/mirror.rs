@@ -293,7 +293,12 @@ fn prune(root: &Path, prefix: &str, keep: &Path) {
 /// built. The newest images' metadata is read ahead into the view
 /// ([`localize_in_background`]); the catalogs the start needs were set
 /// loading when the driver started ([`warm_store_catalogs`]).
-fn mirror_one(home: &Store, store: &Path, timeout: Duration) -> io::Result<PathBuf> {
+fn mirror_one(
+    home: &Store,
+    store: &Path,
+    timeout: Duration,
+    exec_ahead: bool,
+) -> io::Result<PathBuf> {
     let root = home.home().join(MIRROR_DIR);
     fs::create_dir_all(&root)?;
     let prefix = format!("{}-", short_hash(&store.display().to_string()));
@@ -306,7 +311,7 @@ fn mirror_one(home: &Store, store: &Path, timeout: Duration) -> io::Result<PathB
         localize_in_background(store, &view);
         return Ok(view);
     }
-    let dest = find_or_build_view(home, store, &root, &prefix, timeout)?;
+    let dest = find_or_build_view(home, store, &root, &prefix, timeout, exec_ahead)?;
     if let Some(r) = revision {
         let dir = revision_dir(store);
         // Still the same snapshot after the indexes were asked.
@@ -491,7 +496,7 @@ fn read_records_early(paths: &StorePaths, images_json: &[u8]) {
 /// manifest. A target not of the publisher's exact form is ignored, and
 /// only paths the driver builds from the validated ID or plain names are
 /// read. A store without the links (older, DUCC's) loses nothing.
-fn read_start_links(store: &Path, repo: Option<&Path>, id: &str) {
+fn read_start_links(store: &Path, repo: Option<&Path>, id: &str, exec_ahead: bool) {
     let (record, layer_dir) = start_link_paths(store, repo, id);
     let spawn = |work: Box<dyn FnOnce() + Send>| {
         let _ = std::thread::Builder::new()
@@ -510,12 +515,14 @@ fn read_start_links(store: &Path, repo: Option<&Path>, id: &str) {
             let _ = fs::symlink_metadata(layer_dir);
         }));
     }
-    let Some(repo) = repo else {
+    let Some(repo) = repo.filter(|_| exec_ahead) else {
         return;
     };
     for rel in start_exec_paths(store, id) {
         let repo = repo.to_path_buf();
-        spawn(Box::new(move || read_exec_early(&repo, &rel)));
+        spawn(Box::new(move || {
+            let _ = read_exec(&repo, &rel, EXEC_PREFETCH_MAX_BYTES);
+        }));
     }
 }
 
@@ -526,9 +533,21 @@ fn read_start_links(store: &Path, repo: Option<&Path>, id: &str) {
 /// runs (the job's data is the start-up profile's, `prefetch.rs`).
 const EXEC_PREFETCH_MAX_BYTES: u64 = 16 << 20;
 
+/// The image whose start directory top layer `top`'s record directory links
+/// to (`cvmfs/layers/<top>/start`, only in the publisher's exact form): the
+/// image last published with that top layer.
+pub(crate) fn image_of_top_layer(store: &Path, top: &str) -> Option<String> {
+    use cvmfs_format::paths::{parse_record_start_target, RECORD_START_LINK};
+    let link = StorePaths::new(store)
+        .record_dir(top)
+        .join(RECORD_START_LINK);
+    let target = fs::read_link(link).ok()?;
+    parse_record_start_target(target.to_str()?).map(str::to_string)
+}
+
 /// The files image `id`'s `exec-N` start links name (paths relative to the
 /// repository, plain names only: the publisher's form), in link order.
-fn start_exec_paths(store: &Path, id: &str) -> Vec<String> {
+pub(crate) fn start_exec_paths(store: &Path, id: &str) -> Vec<String> {
     use cvmfs_format::paths::{parse_start_layer_target, start_exec_link, START_EXEC_MAX};
     let dir = StorePaths::new(store).start_dir(id);
     (0..START_EXEC_MAX)
@@ -540,15 +559,14 @@ fn start_exec_paths(store: &Path, id: &str) -> Vec<String> {
 
 /// Read file `rel` of the repository into the client's cache: opened beneath
 /// the repository (no link out of it, no FIFO, only a regular file), at most
-/// [`EXEC_PREFETCH_MAX_BYTES`].
-fn read_exec_early(repo: &Path, rel: &str) {
-    let Ok(dir) = crate::prefetch::open_dir(repo) else {
-        return;
-    };
-    if let Ok(fd) = crate::prefetch::open_beneath(&dir, rel) {
-        let f = fs::File::from(fd);
-        let _ = io::copy(&mut f.take(EXEC_PREFETCH_MAX_BYTES), &mut io::sink());
-    }
+/// `max` bytes ([`EXEC_PREFETCH_MAX_BYTES`] at most). Returns the bytes read.
+pub(crate) fn read_exec(repo: &Path, rel: &str, max: u64) -> io::Result<u64> {
+    let dir = crate::prefetch::open_dir(repo)?;
+    let f = fs::File::from(crate::prefetch::open_beneath(&dir, rel)?);
+    io::copy(
+        &mut f.take(max.min(EXEC_PREFETCH_MAX_BYTES)),
+        &mut io::sink(),
+    )
 }
 
 /// The top layer record and layer directory image `id`'s start links name,
@@ -587,7 +605,7 @@ fn start_link_paths(
 /// one round trip after the store's catalog instead of three. A wrong guess
 /// costs a few KiB; nothing waits for it; a hung repository holds only
 /// these threads.
-fn read_newest_images_early(store: &Path) {
+fn read_newest_images_early(store: &Path, exec_ahead: bool) {
     let store = store.to_path_buf();
     let list = move || {
         let repo = store.parent().map(Path::to_path_buf);
@@ -595,7 +613,7 @@ fn read_newest_images_early(store: &Path) {
             if let Some(repo) = &repo {
                 crate::layout::warm_catalog(cvmfs_format::RepoPaths::new(repo).flat_dir(&id));
             }
-            read_start_links(&store, repo.as_deref(), &id);
+            read_start_links(&store, repo.as_deref(), &id, exec_ahead);
             let Ok(files) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -619,6 +637,7 @@ fn find_or_build_view(
     root: &Path,
     prefix: &str,
     timeout: Duration,
+    exec_ahead: bool,
 ) -> io::Result<PathBuf> {
     let paths = StorePaths::new(store);
     let key = bounded(timeout, move || source_key(&paths))?;
@@ -628,7 +647,7 @@ fn find_or_build_view(
     }
     // No view of these indexes yet: what the start reads after them is
     // fetched beside them.
-    read_newest_images_early(store);
+    read_newest_images_early(store, exec_ahead);
     let paths = StorePaths::new(store);
     let Some((key, images, layers)) = bounded(timeout, move || read_indexes(paths))? else {
         return Err(err("the indexes changed while they were read (a publish?)"));
@@ -878,6 +897,7 @@ pub fn mirror_stores(
     home: &Store,
     stores: &[PathBuf],
     timeout: Duration,
+    exec_ahead: bool,
     warn: &dyn Fn(&str),
 ) -> Vec<PathBuf> {
     stores
@@ -886,7 +906,7 @@ pub fn mirror_stores(
             if store.starts_with(home.home()) {
                 return store.clone();
             }
-            match mirror_one(home, store, timeout) {
+            match mirror_one(home, store, timeout, exec_ahead) {
                 Ok(view) => view,
                 // Not a store of ours (yet): containers/storage says what is wrong.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => store.clone(),
@@ -944,6 +964,7 @@ mod tests {
             &f.home,
             std::slice::from_ref(&f.store),
             Duration::from_secs(10),
+            true,
             &|m| warnings.borrow_mut().push(m.to_string()),
         );
         (v, warnings.into_inner())
@@ -1185,6 +1206,7 @@ mod tests {
             &f.home,
             std::slice::from_ref(&inside),
             Duration::from_secs(5),
+            true,
             &|m| panic!("no warning expected: {m}"),
         );
         assert_eq!(v, vec![inside]);
@@ -1194,6 +1216,7 @@ mod tests {
             &f.home,
             std::slice::from_ref(&missing),
             Duration::from_secs(5),
+            true,
             &|m| panic!("no warning expected: {m}"),
         );
         assert_eq!(v, vec![missing]);

@@ -366,3 +366,63 @@ fn privileged_refused_profile_is_reported_and_harmless() {
     assert!(summary.contains("\"..\""), "{summary}");
     d.put("ctr").unwrap();
 }
+
+/// Without a profile, the image's start links (`cvmfs/layers/<top>/start` to
+/// `cvmfs/start/<image>/exec-N`, as the publisher writes them) name what a
+/// container runs first: `get` has them fetched, each on its own thread; a
+/// link leaving the repository is skipped; `cvmfs.prefetch=off` reads none.
+#[test]
+#[ignore = "needs root"]
+fn privileged_start_links_are_fetched_without_a_profile() {
+    cvmfs_testkit::gate::require_root();
+    let Some(bin) = fuselat() else {
+        println!("SKIP: privileged_start_links_are_fetched_without_a_profile: cannot build bench/fuselat (no Go?)");
+        return;
+    };
+    let f = fixture();
+    let view_path = f.t.path().join("cvmfs/repo.example.org");
+    f.records(&view_path);
+    let record_dir = f.store.join("cvmfs/layers").join(L2);
+    std::os::unix::fs::symlink(format!("../../start/{IMAGE}"), record_dir.join("start")).unwrap();
+    let start = f.store.join("cvmfs/start").join(IMAGE);
+    fs::create_dir_all(&start).unwrap();
+    let execs = [
+        ".layers/22/two/layerfs/app/g000",
+        ".layers/11/one/layerfs/usr/lib/f000",
+        ".layers/11/one/layerfs/usr/lib/escape",
+    ];
+    for (i, rel) in execs.iter().enumerate() {
+        std::os::unix::fs::symlink(
+            format!("../../../../{rel}"),
+            start.join(format!("exec-{i}")),
+        )
+        .unwrap();
+    }
+    let first = ["app/g000".to_string(), "usr/lib/f000".to_string()];
+
+    let view = View::mount(&bin, &f.src, &view_path, &f.t.path().join("s1.json"));
+    let d = f.driver("off", &view_path, &["cvmfs.prefetch=off"]);
+    d.create("ctr", Some(L2), true, &[]).unwrap();
+    d.get("ctr", None, &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(LATENCY_MS * 5));
+    assert_eq!(view.fetched(), (0, 0), "read with cvmfs.prefetch=off");
+    d.put("ctr").unwrap();
+    drop(view);
+
+    let view = View::mount(&bin, &f.src, &view_path, &f.t.path().join("s2.json"));
+    let d = f.driver("on", &view_path, &[]);
+    d.create("ctr", Some(L2), true, &[]).unwrap();
+    let m = d.get("ctr", None, &[]).unwrap();
+    let summary = finished(&d, "ctr");
+    assert!(
+        summary.starts_with("done: 2/3 files")
+            && summary.contains("(1 skipped; profile none; the start links of image"),
+        "{summary}"
+    );
+    assert_eq!(view.fetched(), (2, 2 * FILE_BYTES as u64));
+    // the container's reads find them fetched
+    read_in_order(&m, &first);
+    assert_eq!(view.fetched(), (2, 2 * FILE_BYTES as u64));
+    println!("start links without a profile: {summary}");
+    d.put("ctr").unwrap();
+}

@@ -32,6 +32,7 @@
 //!         ├── layers/<id>/ownership.json     [OwnershipFile] (v1, 32 MiB, 500 000 entries)  publisher / driver, check
 //!         ├── start/<c>/record, layer        symlinks to the top layer's record and directory
 //!         ├── start/<c>/exec-N               symlinks to the files a container runs first
+//!         ├── layers/<id>/start              symlink to the start/<c> of the image on top layer <id>
 //!         │                                  ([paths::start_record_target], [paths::start_layer_target])  publisher / driver (read ahead)
 //!         ├── flat/<c>.json                  note: this publisher built .flat/XX/<c>   publisher / publisher (gc)
 //!         └── tar-split/<d>.tar-split.gz     the same, per blob (reuse)          publisher / publisher, check --deep

@@ -67,6 +67,28 @@ pub fn start_exec_link(i: usize) -> String {
     format!("{START_EXEC_PREFIX}{i}")
 }
 
+/// In a top layer's record directory `cvmfs/layers/<id>/`: a symlink to the
+/// start directory of the image last published with that top layer,
+/// [`record_start_target`], so that the driver mounting the layer finds the
+/// image's `exec-N` links (images sharing all layers share it, as they share
+/// a start-up profile).
+pub const RECORD_START_LINK: &str = "start";
+/// From `cvmfs/layers/<id>/` to the start directories `cvmfs/start/`.
+const RECORDS_TO_START: &str = "../../start/";
+
+/// The target of [`RECORD_START_LINK`] for image `image_id`:
+/// `../../start/<image id>`.
+pub fn record_start_target(image_id: &str) -> String {
+    format!("{RECORDS_TO_START}{image_id}")
+}
+
+/// The image ID a [`RECORD_START_LINK`] target names, if it is exactly of
+/// [`record_start_target`]'s form (anything else: `None`).
+pub fn parse_record_start_target(target: &str) -> Option<&str> {
+    let id = target.strip_prefix(RECORDS_TO_START)?;
+    crate::id::is_hex64(id).then_some(id)
+}
+
 /// How many `../` lead from `<repository>/podmanStore/cvmfs/start/<image id>/`
 /// to the repository.
 const START_TO_REPOSITORY: &str = "../../../../";
@@ -299,6 +321,25 @@ impl StorePaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_start_targets_round_trip_and_refuse_anything_else() {
+        let id = "e".repeat(64);
+        assert_eq!(record_start_target(&id), format!("../../start/{id}"));
+        assert_eq!(
+            parse_record_start_target(&record_start_target(&id)),
+            Some(id.as_str())
+        );
+        for bad in [
+            format!("../../start/{id}/"),
+            format!("../start/{id}"),
+            format!("/start/{id}"),
+            "../../start/..".to_string(),
+            format!("../../start/{}", "E".repeat(64)),
+        ] {
+            assert_eq!(parse_record_start_target(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn start_link_targets_round_trip_and_refuse_anything_else() {

@@ -581,18 +581,29 @@ fn write_start_links(store: &StorePaths, image: &NewImage, layers: &[NewLayer]) 
         }
     }
     for (name, target) in links {
-        let link = dir.join(name);
-        if fs::read_link(&link).is_ok_and(|t| t == Path::new(&target)) {
-            continue;
-        }
-        let tmp = fsx::tmp_path(&link);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, &link).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(&link, e)
-        })?;
+        replace_symlink(&dir.join(name), &target)?;
     }
-    Ok(())
+    // the way from the top layer (what the driver mounts) to these links
+    let record_dir = store.record_dir(&top.id);
+    fsx::check_real_dirs(&store.root, &record_dir)?;
+    replace_symlink(
+        &record_dir.join(cvmfs_format::paths::RECORD_START_LINK),
+        &cvmfs_format::paths::record_start_target(&image.id),
+    )
+}
+
+/// Make `link` a symlink to `target` (replaced in one rename; left alone
+/// when it already is one).
+fn replace_symlink(link: &Path, target: &str) -> Result<()> {
+    if fs::read_link(link).is_ok_and(|t| t == Path::new(target)) {
+        return Ok(());
+    }
+    let tmp = fsx::tmp_path(link);
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, link).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(link, e)
+    })
 }
 
 /// Name image `image` in `images.json` (adding it, or its names): a name
@@ -749,6 +760,7 @@ pub fn gc(store: &StorePaths, repo: Option<&Path>, dry_run: bool) -> Result<GcRe
     bump_token(&store.images_lock())?;
     bump_token(&store.layers_lock())?;
     repoint_flat_records(store, &plan, &rep.images)?;
+    repoint_record_start_links(store, &plan, &rep.images)?;
     remove_unused(store, &rep, &layer_dirs, &flat_dirs)?;
     Ok(rep)
 }
@@ -962,6 +974,38 @@ fn repoint_flat_records(
             .find(|c| c.len() >= 2 && store.flat_built(c).is_file());
         record.flat = other.map(flat_rel);
         fsx::write_atomic(&rp, record.to_json().as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+/// A kept layer's `start` link that names a removed image's start
+/// directory: name a kept image with that top layer instead, or go.
+fn repoint_record_start_links(
+    store: &StorePaths,
+    plan: &GcPlan,
+    removed_images: &[String],
+) -> Result<()> {
+    use cvmfs_format::paths::{parse_record_start_target, record_start_target, RECORD_START_LINK};
+    for l in &plan.remaining {
+        let Some(id) = l["id"].as_str() else { continue };
+        let link = store.record_dir(id).join(RECORD_START_LINK);
+        let Ok(target) = fs::read_link(&link) else {
+            continue;
+        };
+        let named = target.to_str().and_then(parse_record_start_target);
+        if !named.is_some_and(|i| removed_images.iter().any(|r| r == i)) {
+            continue;
+        }
+        let other = plan
+            .kept
+            .iter()
+            .filter(|i| i["layer"].as_str() == Some(id))
+            .filter_map(|i| i["id"].as_str())
+            .find(|c| store.start_dir(c).is_dir());
+        match other {
+            Some(c) => replace_symlink(&link, &record_start_target(c))?,
+            None => fs::remove_file(&link).map_err(|e| Error::io(&link, e))?,
+        }
     }
     Ok(())
 }

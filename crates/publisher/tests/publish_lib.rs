@@ -297,6 +297,50 @@ fn store_commit_is_incremental_and_moves_names() {
     assert!(store.start_dir(&"d".repeat(64)).join("record").is_file());
 }
 
+/// The top layer's record directory links to the start links of the image
+/// last published on it; when gc removes that image, the link names a kept
+/// image with the same top layer, or goes.
+#[test]
+fn the_record_start_link_follows_the_last_image_and_gc() {
+    let t = tempfile::tempdir().unwrap();
+    let store = StorePaths::new(t.path().join("podmanStore"));
+    let ts = t.path().join("ts.gz");
+    std::fs::write(&ts, b"tar-split").unwrap();
+    let ids = layer_ids(&[&format!("sha256:{}", "1".repeat(64))]);
+    let other = layer_ids(&[&format!("sha256:{}", "3".repeat(64))]);
+    let (c, d, e) = ("c".repeat(64), "d".repeat(64), "e".repeat(64));
+    let img = |id: &str, name: &str, top: &str| NewImage {
+        id: id.into(),
+        names: vec![name.into()],
+        top_layer: top.into(),
+        manifest: b"{}".to_vec(),
+        config: id.as_bytes().to_vec(),
+        created: "2023-11-14T22:13:20Z".into(),
+        start_files: Vec::new(),
+    };
+    let shared = base_layer(&ids[0], &ts, None, None);
+    let mut own = base_layer(&other[0], &ts, None, None);
+    own.diff_digest = format!("sha256:{}", "3".repeat(64));
+    let link = store.record_dir(&ids[0]).join("start");
+    let target = || std::fs::read_link(&link).ok();
+    let commit = |l: &NewLayer, i: &NewImage| {
+        podman::commit(&store, "/cvmfs/x", std::slice::from_ref(l), i, &[]).unwrap()
+    };
+    commit(&shared, &img(&d, "example.org/b:1", &ids[0]));
+    assert_eq!(target(), Some(format!("../../start/{d}").into()));
+    commit(&shared, &img(&c, "example.org/a:1", &ids[0]));
+    assert_eq!(target(), Some(format!("../../start/{c}").into()));
+    // c loses its name to an image on another layer: gc removes it
+    commit(&own, &img(&e, "example.org/a:1", &other[0]));
+    let gone = podman::gc(&store, None, false).unwrap();
+    assert_eq!(gone.images, vec![c.clone()]);
+    assert_eq!(target(), Some(format!("../../start/{d}").into()));
+    // d goes too (its name moved): the link goes with no image left on it
+    commit(&own, &img(&e, "example.org/b:1", &other[0]));
+    podman::gc(&store, None, false).unwrap();
+    assert_eq!(target(), None);
+}
+
 #[test]
 fn records_gain_marker_lists_and_flat_trees_and_gc_keeps_them_true() {
     let t = tempfile::tempdir().unwrap();
@@ -315,6 +359,7 @@ fn records_gain_marker_lists_and_flat_trees_and_gc_keeps_them_true() {
         manifest: b"{}".to_vec(),
         config: id.as_bytes().to_vec(),
         created: "2023-11-14T22:13:20Z".into(),
+        start_files: Vec::new(),
     };
     let record = || read_record(&store, &ids[0]);
     let listed = Some(MarkerList(vec![".wh.x".into()]));
@@ -390,6 +435,7 @@ fn a_planted_start_directory_symlink_is_refused() {
         manifest: b"{}".to_vec(),
         config: b"1".to_vec(),
         created: "2023-11-14T22:13:20Z".into(),
+        start_files: Vec::new(),
     };
     let layer = base_layer(&ids[0], &ts, None, None);
     let e = podman::commit(&store, "/cvmfs/x", &[layer], &img, &[]).unwrap_err();

@@ -1018,6 +1018,7 @@ fn check_start_links(
     use cvmfs_format::paths::{
         parse_start_layer_target, parse_start_record_target, START_LAYER_LINK, START_RECORD_LINK,
     };
+    check_record_start_link(store, top, what, r);
     let dir = store.start_dir(id);
     if fs::symlink_metadata(&dir).is_err() {
         return;
@@ -1057,6 +1058,23 @@ fn check_start_links(
                 dir.join(&name).display()
             )),
         }
+    }
+}
+
+/// Top layer `top`'s `start` link (optional), when there: of the
+/// publisher's form, naming an image's start directory.
+fn check_record_start_link(store: &StorePaths, top: &str, what: &str, r: &mut Report) {
+    use cvmfs_format::paths::{parse_record_start_target, RECORD_START_LINK};
+    let link = store.record_dir(top).join(RECORD_START_LINK);
+    let Ok(target) = fs::read_link(&link) else {
+        return;
+    };
+    match target.to_str().and_then(parse_record_start_target) {
+        Some(image) if store.start_dir(image).is_dir() => {}
+        _ => r.problems.push(format!(
+            "{what}: {}: does not link to an image's start directory (found {target:?}; publish the image again)",
+            link.display()
+        )),
     }
 }
 
