@@ -10,14 +10,15 @@
 #
 # The large bench image (BENCH_SCALE, default 0.1) is published once with
 # `cvmfs-podman publish --cvmfs-transaction` (serialised on the publisher lock)
-# into REPO/bench-rtt/large-<scale>-<seed>-v4 (REAL_RTT_NSDIR; -v4: the store
+# into REPO/bench-rtt/large-<scale>-<seed>-v5 (REAL_RTT_NSDIR; -v5: the store
 # layout with the indexes and the records in the store's catalog and the
-# start links, `exec-N` included, docs/store-format.md); REAL_RTT_KEEP=1
-# keeps it for the next run (which reuses it), else it is removed at the end
-# (`ingest -d`). A directory published by an earlier version is reused as it
-# is (REAL_RTT_NSDIR=bench-rtt/large-0.1-6-v3 times the start links without
-# `exec-N`, -v2 the layout before the start links, bench-rtt/large-0.1-6 the
-# one before that).
+# start links, `exec-N` and the top layer record's `start` link included,
+# docs/store-format.md); REAL_RTT_KEEP=1 keeps it for the next run (which
+# reuses it), else it is removed at the end (`ingest -d`). A directory
+# published by an earlier version is reused as it is
+# (REAL_RTT_NSDIR=bench-rtt/large-0.1-6-v4 times `exec-N` without the record's
+# `start` link, -v3 the start links without `exec-N`, -v2 the layout before
+# the start links, bench-rtt/large-0.1-6 the one before that).
 #
 # Each timed run: a new client with an empty cache mounted through the proxy,
 # the page cache dropped, the client bound over /cvmfs/REPO (where the records
@@ -52,7 +53,7 @@ port=${REAL_RTT_PORT:-3141}
 alts=${REAL_RTT_ALTS:-rootfs cvmfs cvmfs-warm}
 PODMAN="$ROOT/build/bin/podman"
 B="$ROOT/target/release/cvmfs-podman"
-NSDIR=${REAL_RTT_NSDIR:-bench-rtt/large-$scale-$seed-v4}
+NSDIR=${REAL_RTT_NSDIR:-bench-rtt/large-$scale-$seed-v5}
 DEST="/cvmfs/$REPO/$NSDIR"
 G="$ROOT/build/bench/images/large-$scale-$seed"
 log() { echo "$*" >&2; }

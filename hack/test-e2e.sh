@@ -781,6 +781,18 @@ t_start_path_round_trips() {
   # checked), the record is in the record cache, the revision is the same:
   # nothing of the store is read.
   [ "$warm" -eq 0 ] || fail "$warm store fetches with a warm driver home (none expected)"
+  # What a container of tiny runs first (its Cmd, /bin/sh: busybox) is
+  # linked from its start directory; the warm home, which guesses no image,
+  # fetched it at Get all the same (no profile: the start links instead).
+  local start_dir exec0 last
+  start_dir="$S/src/podmanStore/cvmfs/start/$(image_id tiny)"
+  exec0=$(readlink "$start_dir/exec-0") || fail "tiny has no exec-0 start link"
+  [ -f "$start_dir/$exec0" ] || fail "exec-0 leads to '$exec0', not a file of the repository"
+  pm info --format '{{json .Store.GraphStatus}}' >"$S/status.json"
+  last=$(jq -r '."Prefetch Last" // ""' "$S/status.json")
+  echo "prefetch of the warm run: $last" | tee -a "$report"
+  echo "$last" | grep -qE "done: ([0-9]+)/\1 files.*the start links of image $(image_id tiny)" ||
+    fail "the warm run did not fetch the start links' files: '$last'"
   # Under the same revision the indexes' identity is not asked: their
   # catalogs (a download each on a cold client) are not loaded.
   ! grep -qE 'podmanStore/cvmfs-(images|layers)/\.cvmfscatalog' "$S/run2.txt" ||
