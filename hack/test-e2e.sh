@@ -693,6 +693,16 @@ rtt_view_up() {
 }
 rtt_view_down() {
   [ -n "${RTT_VIEW:-}" ] || return 0
+  # podman's cleanup process (conmon starts it when the container exits;
+  # `podman run --rm` may have returned before it ends) must still find the
+  # repository: without it the driver hands containers/storage the store's
+  # own path, and containers/storage makes its directories in the empty
+  # mount point.
+  local _
+  for _ in $(seq 100); do
+    pgrep -f -- "$C/root" >/dev/null || break
+    sleep 0.1
+  done
   kill "$RTT_VIEW" 2>/dev/null || true
   wait "$RTT_VIEW" 2>/dev/null || true
   RTT_VIEW=
@@ -788,7 +798,11 @@ t_start_path_round_trips() {
   start_dir="$S/src/podmanStore/cvmfs/start/$(image_id tiny)"
   exec0=$(readlink "$start_dir/exec-0") || fail "tiny has no exec-0 start link"
   [ -f "$start_dir/$exec0" ] || fail "exec-0 leads to '$exec0', not a file of the repository"
+  # (with the repository mounted: containers/storage makes the store's
+  # directories in an empty mount point)
+  rtt_view_up "$S/src" "$R" "$S/info.txt"
   pm info --format '{{json .Store.GraphStatus}}' >"$S/status.json"
+  rtt_view_down "$R"
   last=$(jq -r '."Prefetch Last" // ""' "$S/status.json")
   echo "prefetch of the warm run: $last" | tee -a "$report"
   echo "$last" | grep -qE "done: ([0-9]+)/\1 files.*the start links of image $(image_id tiny)" ||
@@ -807,7 +821,8 @@ t_start_path_round_trips() {
   setfattr -n user.revision -v 1 "$S/src"
   # A publish is seen at once: it changes the revision, and the views and
   # cached records are keyed by what the repository shows, not by time.
-  mv "$S/src" "$R.tmp" && rmdir "$R" && mv "$R.tmp" "$R"
+  mv "$S/src" "$R.tmp" && rmdir "$R" && mv "$R.tmp" "$R" ||
+    fail "cannot put the repository back at $R: $(find "$R" -maxdepth 3 | head -n 5 | tr '\n' ' ')"
   "$B" publish "docker://$REG/e2e/wh:1" --tls-verify=false --repo "$R" -q
   mv "$R" "$S/src" && mkdir "$R"
   setfattr -n user.revision -v 2 "$S/src"
@@ -817,7 +832,7 @@ t_start_path_round_trips() {
   rtt_view_down "$R"
   rtt_report run3 "after publishing a second image (revision 2), running it"
   grep -qx "$REG/e2e/wh:1" "$S/images.txt" || fail "podman images does not list the new image: $(cat "$S/images.txt")"
-  grep -qx "$REG/e2e/tiny:1" "$S/images.txt" || fail "podman images lost the first image"
+  grep -qx "$REG/e2e/tiny:1" "$S/images.txt" || fail "podman images lost the first image: $(cat "$S/images.txt")"
   pm rm -af -t 0
 }
 
