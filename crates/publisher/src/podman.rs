@@ -966,16 +966,20 @@ fn repoint_flat_records(
         {
             continue;
         }
-        let other = plan
-            .kept
-            .iter()
-            .filter(|i| i["layer"].as_str() == Some(id))
-            .filter_map(|i| i["id"].as_str())
-            .find(|c| c.len() >= 2 && store.flat_built(c).is_file());
+        let other =
+            kept_images_on(plan, id).find(|c| c.len() >= 2 && store.flat_built(c).is_file());
         record.flat = other.map(flat_rel);
         fsx::write_atomic(&rp, record.to_json().as_bytes(), 0o644)?;
     }
     Ok(())
+}
+
+/// The IDs of the images gc keeps whose top layer is `layer`.
+fn kept_images_on<'a>(plan: &'a GcPlan, layer: &'a str) -> impl Iterator<Item = &'a str> {
+    plan.kept
+        .iter()
+        .filter(move |i| i["layer"].as_str() == Some(layer))
+        .filter_map(|i| i["id"].as_str())
 }
 
 /// A kept layer's `start` link that names a removed image's start
@@ -996,12 +1000,7 @@ fn repoint_record_start_links(
         if !named.is_some_and(|i| removed_images.iter().any(|r| r == i)) {
             continue;
         }
-        let other = plan
-            .kept
-            .iter()
-            .filter(|i| i["layer"].as_str() == Some(id))
-            .filter_map(|i| i["id"].as_str())
-            .find(|c| store.start_dir(c).is_dir());
+        let other = kept_images_on(plan, id).find(|c| store.start_dir(c).is_dir());
         match other {
             Some(c) => replace_symlink(&link, &record_start_target(c))?,
             None => fs::remove_file(&link).map_err(|e| Error::io(&link, e))?,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cvmfs_format::RepoPaths;
 use cvmfs_testkit::cli::spec;
@@ -208,6 +208,17 @@ fn text_output_sums_up_and_lists_on_request() {
     );
 }
 
+/// The start directory of the one image published into `repo`.
+fn the_start_dir(repo: &str) -> PathBuf {
+    let start = Path::new(repo).join("podmanStore/cvmfs/start");
+    fs::read_dir(&start)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 /// The start links a publish writes pass `check`; one naming another layer's
 /// record, or leading out of the repository, is reported.
 #[test]
@@ -216,13 +227,7 @@ fn check_reports_start_links_that_do_not_lead_to_the_top_layer() {
     let repo = published(t.path());
     let (ok, out, err) = run(&["check", &repo]);
     assert!(ok, "{out}{err}");
-    let start = Path::new(&repo).join("podmanStore/cvmfs/start");
-    let dir = fs::read_dir(&start)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let dir = the_start_dir(&repo);
     let relink = |name: &str, target: &str| {
         fs::remove_file(dir.join(name)).unwrap();
         std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
@@ -266,13 +271,7 @@ fn exec_start_links_name_the_command_s_file_and_check_refuses_others() {
         "example.org/sh:1",
     ]);
     assert!(ok, "{err}");
-    let start = Path::new(&repo).join("podmanStore/cvmfs/start");
-    let dir = fs::read_dir(&start)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let dir = the_start_dir(&repo);
     let exec0 = dir.join("exec-0");
     assert_eq!(fs::read(&exec0).unwrap(), b"\x7fELF", "{}", exec0.display());
     let target = fs::read_link(&exec0).unwrap();
