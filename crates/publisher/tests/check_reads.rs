@@ -32,16 +32,15 @@ fn published(d: &Path) -> String {
         "b.spec",
         "dir /etc\nwhiteout /etc/a\nfile /etc/c \"cc\"\nsymlink /etc/l -> c\n",
     );
+    publish_specs(d, &[&a, &b], "example.org/x/y:1")
+}
+
+/// The image of layer spec files `specs` (bottom first) published as `name`
+/// into `d/repo`; returns the repository.
+fn publish_specs(d: &Path, specs: &[&str], name: &str) -> String {
     let repo = d.join("repo").display().to_string();
-    let src = cvmfs_testkit::cli::oci_of_specs(BIN, d, &[&a, &b]);
-    let (ok, _, err) = run(&[
-        "publish",
-        &src,
-        "--repo",
-        &repo,
-        "--name",
-        "example.org/x/y:1",
-    ]);
+    let src = cvmfs_testkit::cli::oci_of_specs(BIN, d, specs);
+    let (ok, _, err) = run(&["publish", &src, "--repo", &repo, "--name", name]);
     assert!(ok, "{err}");
     repo
 }
@@ -260,17 +259,7 @@ fn exec_start_links_name_the_command_s_file_and_check_refuses_others() {
         "sh.spec",
         "dir /bin\nfile /bin/busybox 0755 \"\\x7fELF\"\nsymlink /bin/sh -> busybox\n",
     );
-    let repo = d.join("repo").display().to_string();
-    let src = cvmfs_testkit::cli::oci_of_specs(BIN, d, &[&layer]);
-    let (ok, _, err) = run(&[
-        "publish",
-        &src,
-        "--repo",
-        &repo,
-        "--name",
-        "example.org/sh:1",
-    ]);
-    assert!(ok, "{err}");
+    let repo = publish_specs(d, &[&layer], "example.org/sh:1");
     let dir = the_start_dir(&repo);
     let exec0 = dir.join("exec-0");
     assert_eq!(fs::read(&exec0).unwrap(), b"\x7fELF", "{}", exec0.display());
