@@ -602,9 +602,10 @@ fn start_link_paths(
 /// cache), its flat tree's catalog, its top layer's record and `.layers/XX`
 /// catalog (from the store's start links, [`read_start_links`]; else from the
 /// manifest). With the indexes in the store's own catalog that is
-/// one round trip after the store's catalog instead of three. A wrong guess
-/// costs a few KiB; nothing waits for it; a hung repository holds only
-/// these threads.
+/// one round trip after the store's catalog instead of three. With
+/// `exec_ahead` (`cvmfs.prefetch`) the files its `exec-N` start links name
+/// are read too. A wrong guess costs a few KiB, and those files' download;
+/// nothing waits for it; a hung repository holds only these threads.
 fn read_newest_images_early(store: &Path, exec_ahead: bool) {
     let store = store.to_path_buf();
     let list = move || {
@@ -892,7 +893,8 @@ fn copies_allowed(store: &Path) -> bool {
 /// What containers/storage is given for each of `stores`: the local view of
 /// a store outside the driver home, the store itself when it is in the home
 /// (DUCC's synthesised stores) or when its view cannot be made (`warn` says
-/// why).
+/// why). `exec_ahead`: a new view also reads the guessed images' `exec-N`
+/// files ahead (`cvmfs.prefetch`).
 pub fn mirror_stores(
     home: &Store,
     stores: &[PathBuf],
